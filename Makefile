@@ -1,0 +1,43 @@
+# expertlib: two commands do everything on a fresh clone: `make reproduce` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SCALE ?= cpu
+CONSTRAINTS := requirements/constraints.txt
+STAMP := $(VENV)/.expertlib-stamp
+
+.PHONY: venv reproduce test test-fast lab bench lint format clean
+
+# The venv is rebuilt only when pyproject.toml or the constraints change (the stamp records both).
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e '.[dev,lab]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+reproduce: $(STAMP)  ## run every notebook at SCALE (default: cpu) and write results/$(SCALE)/
+	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
+
+test: $(STAMP)  ## the whole suite: unit, slow, notebook and browser tests
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)  ## unit tests only
+	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser"
+
+lab: $(STAMP)  ## JupyterLab on the project's venv
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)  ## every benchmark; CSVs under results/benchmarks/
+	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

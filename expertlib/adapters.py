@@ -1,0 +1,330 @@
+"""Residual adapters and expert banks: many experts, one interface.
+
+An *expert* is B specialised on one upstream subset. Two kinds, as in the paper:
+
+- adapter experts (:class:`AdapterExperts`): one frozen shared backbone (B) plus, per expert, a small
+  residual adapter in every residual unit, optionally its own GroupNorm affine parameters, and its own head.
+  Many experts fit in one model; features for several experts share the stem pass.
+- full experts (:class:`FullExperts`): a whole copy of B fine-tuned on the subset.
+
+Both answer the same calls (``features(x, expert)``, ``features_many``, ``logits``, ``transfer_model``,
+``expert_parameters``, ``expert_state_dict``), so proxies and transfer code never care which kind they got.
+The expert is always an explicit argument; ``None`` (or ``"base"``) means B itself.
+
+The paper does not publish its adapter; ours is a documented, configurable choice (:class:`AdapterConfig`):
+a pre-activation bottleneck ``up(relu(down(relu(gn(x)))))`` added at the end of each unit (series,
+``placement="unit_end"``) or beside the unit's last 3x3 conv (``placement="parallel"``, Rebuffi et al. 2018).
+The up-projection starts at zero, so B plus fresh adapters computes exactly B.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from expertlib.resnet import AdapterPlacement, ResNetV2, group_norm
+
+BASE = "base"
+_NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
+
+
+class UnknownExpertError(KeyError):
+    """An expert name the bank does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """How adapter experts are built (the paper's exact adapter is unconfirmed; these are our defaults).
+
+    width: hidden channels as a fraction of the adapted layer's channels (1.0 = C -> C).
+    train_norms: each expert gets its own copy of the backbone's GroupNorm scale/shift and trains it.
+    """
+
+    placement: AdapterPlacement = "unit_end"
+    width: float = 0.25
+    min_hidden: int = 8
+    train_norms: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ResidualAdapter(nn.Module):
+    """Bottleneck adapter returning a residual: the unit adds its output. Zero-initialised up-projection."""
+
+    def __init__(
+        self, cin: int, cout: int, hidden: int, stride: int, placement: AdapterPlacement, norm_groups: int
+    ) -> None:
+        super().__init__()
+        if placement not in ("unit_end", "parallel"):
+            raise ValueError(f"unknown adapter placement {placement!r}; use 'unit_end' or 'parallel'")
+        self.placement = placement
+        # At the unit's end the input is the un-normalised residual stream: pre-activate it, as BiT's units do.
+        # In parallel the input is already relu(gn(.)) of the unit's own conv.
+        self.norm = group_norm(cin, norm_groups) if placement == "unit_end" else None
+        self.down = nn.Conv2d(cin, hidden, 1, stride=stride, bias=False)
+        self.up = nn.Conv2d(hidden, cout, 1, bias=True)
+        nn.init.kaiming_normal_(self.down.weight, mode="fan_in", nonlinearity="relu")
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = F.relu(self.norm(x)) if self.norm is not None else x
+        return self.up(F.relu(self.down(h)))
+
+
+class AdapterExpert(nn.Module):
+    """One expert's own parameters: adapters (one per unit), optional GroupNorm overrides, optional head."""
+
+    def __init__(self, backbone: ResNetV2, cfg: AdapterConfig, num_classes: int) -> None:
+        super().__init__()
+        adapters = []
+        for unit in backbone.units:
+            cin, cout, stride = unit.adapter_site(cfg.placement)
+            hidden = max(cfg.min_hidden, round(cin * cfg.width))
+            adapters.append(ResidualAdapter(cin, cout, hidden, stride, cfg.placement, backbone.cfg.norm_groups))
+        self.adapters = nn.ModuleList(adapters)
+        self.norms = nn.ParameterDict()
+        if cfg.train_norms:
+            for name, p in backbone.named_parameters():
+                if _is_norm_param(name):
+                    self.norms[_to_key(name)] = nn.Parameter(p.detach().clone())
+        self.head = (
+            nn.Conv2d(backbone.num_features, num_classes, 1, bias=True).to(backbone.norm.weight.device)
+            if num_classes > 0
+            else None
+        )
+        if self.head is not None:
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def overrides(self) -> dict[str, Tensor]:
+        """Backbone parameter name -> this expert's replacement (its GroupNorm affine parameters)."""
+        return {_from_key(k): v for k, v in self.norms.items()}
+
+
+def _is_norm_param(name: str) -> bool:
+    # GroupNorm affine parameters of the residual units and the final norm (the stem has none).
+    return bool(re.search(r"(^|\.)norm\d*\.(weight|bias)$", name)) and not name.startswith("head.")
+
+
+def _to_key(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _from_key(key: str) -> str:
+    return key.replace("__", ".")
+
+
+def _check_name(name: str) -> None:
+    if name == BASE or not _NAME_RE.match(name):
+        raise ValueError(
+            f"invalid expert name {name!r}: use letters, digits, '_' or '-', and not the reserved {BASE!r}"
+        )
+
+
+class ExpertBank(nn.Module):
+    """What proxies, selection and transfer code rely on; subclasses hold the experts."""
+
+    kind: str = "abstract"
+
+    def __init__(self, base: ResNetV2) -> None:
+        super().__init__()
+        self.base = base
+
+    # -- naming ---------------------------------------------------------------------------------------------
+    @property
+    def expert_names(self) -> list[str]:
+        return list(self.experts.keys())  # type: ignore[attr-defined]
+
+    def _require(self, expert: str | None) -> str | None:
+        if expert is None or expert == BASE:
+            return None
+        if expert not in self.experts:  # type: ignore[attr-defined]
+            known = ", ".join(self.expert_names) or "(none)"
+            raise UnknownExpertError(f"unknown expert {expert!r}; this {self.kind} bank holds: {known}")
+        return expert
+
+    # -- calls every bank answers ---------------------------------------------------------------------------
+    def features(self, x: Tensor, expert: str | None) -> Tensor:
+        """Pooled pre-logit features of ``expert`` (``None``/``'base'``: B)."""
+        return self.features_many(x, [expert])[expert]
+
+    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
+        raise NotImplementedError
+
+    def logits(self, x: Tensor, expert: str | None) -> Tensor:
+        raise NotImplementedError
+
+    def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
+        """An independent copy of ``expert`` as one network with a fresh zero-initialised head."""
+        raise NotImplementedError
+
+    def expert_parameters(self, expert: str) -> list[nn.Parameter]:
+        return list(self.experts[self._require(expert)].parameters())  # type: ignore[index]
+
+    def num_expert_parameters(self, expert: str, exclude_head: bool = False) -> int:
+        sd = self.expert_state_dict(expert)
+        return sum(v.numel() for k, v in sd.items() if not (exclude_head and k.startswith("head.")))
+
+    def expert_state_dict(self, expert: str) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self.experts[self._require(expert)].state_dict().items()}  # type: ignore[index]
+
+    def train_only(self, expert: str) -> list[nn.Parameter]:
+        """Make exactly ``expert``'s parameters trainable (everything else frozen); return them."""
+        self.requires_grad_(False)
+        params = self.expert_parameters(expert)
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def num_parameters(self, exclude_heads: bool = False) -> int:
+        """Parameters of the whole bank (B and all experts)."""
+        return sum(
+            p.numel() for n, p in self.named_parameters() if not (exclude_heads and re.search(r"(^|\.)head\.", n))
+        )
+
+
+class AdapterExperts(ExpertBank):
+    """One shared backbone (B, frozen while experts train) holding many named adapter experts."""
+
+    kind = "adapter"
+
+    def __init__(self, base: ResNetV2, cfg: AdapterConfig | None = None) -> None:
+        super().__init__(base)
+        self.cfg = cfg or AdapterConfig()
+        self.experts = nn.ModuleDict()
+
+    def add_expert(self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None) -> AdapterExpert:
+        """Add a fresh expert (computes exactly B until trained). ``head_rows``: initialise its head from
+        those rows of B's head (the expert's upstream classes)."""
+        _check_name(name)
+        if name in self.experts:
+            raise ValueError(f"expert {name!r} already exists")
+        expert = AdapterExpert(self.base, self.cfg, num_classes).to(self.base.norm.weight.device)
+        if head_rows is not None:
+            _copy_head_rows(self.base, expert.head, head_rows)
+        self.experts[name] = expert
+        return expert
+
+    def _run(self, stem_out: Tensor, expert: str | None, pre_logits: bool) -> Tensor:
+        if expert is None:
+            return self.base(stem_out, pre_logits=pre_logits, skip_stem=True)
+        e: AdapterExpert = self.experts[expert]  # type: ignore[assignment]
+        feats = functional_call(
+            self.base, e.overrides(), (stem_out,), {"adapters": list(e.adapters), "pre_logits": True, "skip_stem": True}
+        )
+        if pre_logits:
+            return feats
+        if e.head is None:
+            raise ValueError(f"expert {expert!r} has no head (added with num_classes=0)")
+        return e.head(feats[:, :, None, None]).flatten(1)
+
+    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
+        names = [self._require(e) for e in experts]
+        stem_out = self.base.forward_stem(x)  # the stem carries no adapter: computed once for all experts
+        return {orig: self._run(stem_out, n, pre_logits=True) for orig, n in zip(experts, names, strict=True)}
+
+    def logits(self, x: Tensor, expert: str | None) -> Tensor:
+        return self._run(self.base.forward_stem(x), self._require(expert), pre_logits=False)
+
+    def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
+        name = self._require(expert)
+        base = copy.deepcopy(self.base)
+        base.reset_head(num_classes)
+        if name is None:
+            return base
+        e: AdapterExpert = self.experts[name]  # type: ignore[assignment]
+        with torch.no_grad():  # fold the expert's GroupNorm parameters into the copy
+            own = dict(base.named_parameters())
+            for pname, value in e.overrides().items():
+                own[pname].copy_(value)
+        return AdaptedResNet(base, copy.deepcopy(e.adapters))
+
+
+class AdaptedResNet(nn.Module):
+    """A ResNetV2 with one expert's adapters baked in: what an adapter expert becomes for transfer."""
+
+    def __init__(self, backbone: ResNetV2, adapters: nn.ModuleList) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapters = adapters
+
+    @property
+    def num_features(self) -> int:
+        return self.backbone.num_features
+
+    def reset_head(self, num_classes: int, zero: bool = True) -> None:
+        self.backbone.reset_head(num_classes, zero=zero)
+
+    def features(self, x: Tensor) -> Tensor:
+        return self.backbone(x, adapters=list(self.adapters), pre_logits=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x, adapters=list(self.adapters))
+
+
+class FullExperts(ExpertBank):
+    """Full experts: each a whole ResNetV2 initialised from B and fine-tuned on its subset."""
+
+    kind = "full"
+
+    def __init__(self, base: ResNetV2) -> None:
+        super().__init__(base)
+        self.experts = nn.ModuleDict()
+
+    def add_expert(self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None) -> ResNetV2:
+        _check_name(name)
+        if name in self.experts:
+            raise ValueError(f"expert {name!r} already exists")
+        model = copy.deepcopy(self.base)
+        model.reset_head(num_classes)
+        if head_rows is not None:
+            _copy_head_rows(self.base, model.head.fc, head_rows)
+        self.experts[name] = model
+        return model
+
+    def _model(self, expert: str | None) -> ResNetV2:
+        name = self._require(expert)
+        return self.base if name is None else self.experts[name]  # type: ignore[return-value]
+
+    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
+        models = [self._model(e) for e in experts]
+        return {e: m(x, pre_logits=True) for e, m in zip(experts, models, strict=True)}
+
+    def logits(self, x: Tensor, expert: str | None) -> Tensor:
+        return self._model(expert)(x)
+
+    def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
+        model = copy.deepcopy(self._model(expert))
+        model.reset_head(num_classes)
+        return model
+
+
+def _copy_head_rows(base: ResNetV2, head: nn.Conv2d | None, rows: Sequence[int]) -> None:
+    if head is None or base.head.fc is None:
+        raise ValueError("head_rows needs both B and the expert to have a head")
+    rows = torch.as_tensor(list(rows), dtype=torch.long)
+    if len(rows) != head.out_channels:
+        raise ValueError(f"head_rows has {len(rows)} entries for a {head.out_channels}-way expert head")
+    with torch.no_grad():
+        head.weight.copy_(base.head.fc.weight[rows])
+        head.bias.copy_(base.head.fc.bias[rows])
+
+
+def parameter_summary(bank: ExpertBank, names: Iterable[str] | None = None) -> dict[str, int]:
+    """Backbone and per-expert parameter counts (heads excluded: they are replaced for transfer)."""
+    names = list(names) if names is not None else bank.expert_names
+    backbone = sum(p.numel() for n, p in bank.base.named_parameters() if not n.startswith("head."))
+    per_expert = {n: bank.num_expert_parameters(n, exclude_head=True) for n in names}
+    return {"backbone": backbone, **{f"expert:{n}": c for n, c in per_expert.items()}}

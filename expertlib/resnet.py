@@ -1,0 +1,334 @@
+"""BiT ResNet-v2: pre-activation units, GroupNorm, weight-standardised convolutions.
+
+Faithful to google-research/big_transfer (``bit_pytorch/models.py``) and checked against timm's
+``ResNetV2`` (tests/test_resnet.py compares both in float64). Parameter names follow timm
+(``stem.conv``, ``stages.{s}.blocks.{b}.{norm,conv}{i}``, ``norm``, ``head.fc``) so that timm state dicts
+load without renaming; :mod:`expertlib.weights` maps BiT's ``.npz`` names onto them.
+
+Every residual unit takes an optional ``adapter`` argument: the residual adapters of
+:mod:`expertlib.adapters` plug in there, chosen per call, never through module state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+BlockType = Literal["bottleneck", "basic"]
+StemType = Literal["bit", "small"]
+AdapterPlacement = Literal["unit_end", "parallel"]
+
+
+class StdConv2d(nn.Conv2d):
+    """Conv2d whose weight is standardised per output filter before use (Weight Standardisation).
+
+    ``w <- (w - mean) / sqrt(var + eps)`` with the biased variance over (in, kh, kw), as BiT does
+    (eps 1e-10; timm's BiT models use 1e-8).
+    """
+
+    def __init__(self, *args, eps: float = 1e-10, **kwargs) -> None:
+        kwargs.setdefault("bias", False)
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+    def standardized_weight(self) -> Tensor:
+        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return (self.weight - mean) / torch.sqrt(var + self.eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def group_norm(channels: int, groups: int, eps: float = 1e-5) -> nn.GroupNorm:
+    """GroupNorm with ``groups`` groups, or the largest divisor of ``channels`` below it for narrow layers."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
+
+
+@dataclass(frozen=True)
+class ResNetV2Config:
+    """Architecture of a ResNet-v2. Named configs live in :data:`CONFIGS`."""
+
+    layers: tuple[int, ...] = (3, 4, 6, 3)
+    widths: tuple[int, ...] = (256, 512, 1024, 2048)  # output channels of each stage
+    block: BlockType = "bottleneck"
+    stem: StemType = "bit"
+    stem_width: int = 64
+    norm_groups: int = 32
+    std_eps: float = 1e-10
+    gn_eps: float = 1e-5
+    in_chans: int = 3
+    input_size: int = 224  # the resolution the config was designed for (documentation, presets)
+
+    @property
+    def num_features(self) -> int:
+        return self.widths[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ResNetV2Config:
+        d = dict(d)
+        d["layers"] = tuple(d["layers"])
+        d["widths"] = tuple(d["widths"])
+        return cls(**d)
+
+
+def _bit(layers: Sequence[int], wf: int) -> ResNetV2Config:
+    return ResNetV2Config(layers=tuple(layers), widths=tuple(w * wf for w in (256, 512, 1024, 2048)), stem_width=64 * wf)
+
+
+CONFIGS: dict[str, ResNetV2Config] = {
+    # BiT models (Kolesnikov et al. 2020); BiT-M R50x1 is the paper's generic model and experts.
+    "R50x1": _bit((3, 4, 6, 3), 1),
+    "R50x3": _bit((3, 4, 6, 3), 3),
+    "R101x1": _bit((3, 4, 23, 3), 1),
+    "R101x3": _bit((3, 4, 23, 3), 3),
+    "R152x2": _bit((3, 8, 36, 3), 2),
+    "R152x4": _bit((3, 8, 36, 3), 4),
+    # Small configs for 32x32 inputs on 2-core CPUs: 3x3 stride-1 stem, no pooling, three stages.
+    # Throughputs measured on our machines (training, batch 128, images/s): tiny ~2,000, small ~1,400,
+    # small_bottleneck ~500 (../shared/reference.md and benchmarks/bench_training.py).
+    "tiny": ResNetV2Config(
+        layers=(2, 2, 2), widths=(8, 16, 32), block="basic", stem="small", stem_width=8, norm_groups=8, input_size=32
+    ),
+    "small": ResNetV2Config(
+        layers=(2, 2, 2), widths=(16, 32, 64), block="basic", stem="small", stem_width=16, norm_groups=8, input_size=32
+    ),
+    "small_bottleneck": ResNetV2Config(
+        layers=(2, 2, 2),
+        widths=(64, 128, 256),
+        block="bottleneck",
+        stem="small",
+        stem_width=32,
+        norm_groups=8,
+        input_size=32,
+    ),
+}
+
+
+def get_config(name: str | ResNetV2Config, **overrides) -> ResNetV2Config:
+    """Look up a named config (optionally overriding fields); a config passes through."""
+    if isinstance(name, ResNetV2Config):
+        return replace(name, **overrides) if overrides else name
+    if name not in CONFIGS:
+        raise KeyError(f"unknown ResNetV2 config {name!r}; known configs: {', '.join(CONFIGS)}")
+    return replace(CONFIGS[name], **overrides)
+
+
+class PreActBottleneck(nn.Module):
+    """BiT's pre-activation bottleneck: the stride sits on the 3x3 conv, the projection on relu(gn1(x))."""
+
+    def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetV2Config) -> None:
+        super().__init__()
+        cmid = cout // 4
+        g, eps, se = cfg.norm_groups, cfg.gn_eps, cfg.std_eps
+        self.downsample = (
+            _Projection(cin, cout, stride, se) if (stride != 1 or cin != cout) else None
+        )  # name kept for timm
+        self.norm1 = group_norm(cin, g, eps)
+        self.conv1 = StdConv2d(cin, cmid, 1, eps=se)
+        self.norm2 = group_norm(cmid, g, eps)
+        self.conv2 = StdConv2d(cmid, cmid, 3, stride=stride, padding=1, eps=se)
+        self.norm3 = group_norm(cmid, g, eps)
+        self.conv3 = StdConv2d(cmid, cout, 1, eps=se)
+        self.out_chs, self.mid_chs, self.stride = cout, cmid, stride
+
+    def adapter_site(self, placement: AdapterPlacement) -> tuple[int, int, int]:
+        """(in channels, out channels, stride) an adapter needs at ``placement``."""
+        if placement == "parallel":
+            return self.mid_chs, self.mid_chs, self.stride
+        return self.out_chs, self.out_chs, 1
+
+    def forward(self, x: Tensor, adapter: nn.Module | None = None) -> Tensor:
+        a = F.relu(self.norm1(x))
+        shortcut = self.downsample(a) if self.downsample is not None else x
+        h = self.conv1(a)
+        h = F.relu(self.norm2(h))
+        out2 = self.conv2(h)
+        if adapter is not None and adapter.placement == "parallel":
+            out2 = out2 + adapter(h)
+        h = self.conv3(F.relu(self.norm3(out2)))
+        out = h + shortcut
+        if adapter is not None and adapter.placement == "unit_end":
+            out = out + adapter(out)
+        return out
+
+
+class PreActBasic(nn.Module):
+    """Pre-activation basic unit (two 3x3 convs) for the small CPU configs; same conventions as above."""
+
+    def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetV2Config) -> None:
+        super().__init__()
+        g, eps, se = cfg.norm_groups, cfg.gn_eps, cfg.std_eps
+        self.downsample = _Projection(cin, cout, stride, se) if (stride != 1 or cin != cout) else None
+        self.norm1 = group_norm(cin, g, eps)
+        self.conv1 = StdConv2d(cin, cout, 3, stride=stride, padding=1, eps=se)
+        self.norm2 = group_norm(cout, g, eps)
+        self.conv2 = StdConv2d(cout, cout, 3, padding=1, eps=se)
+        self.out_chs, self.stride = cout, stride
+
+    def adapter_site(self, placement: AdapterPlacement) -> tuple[int, int, int]:
+        return self.out_chs, self.out_chs, 1
+
+    def forward(self, x: Tensor, adapter: nn.Module | None = None) -> Tensor:
+        a = F.relu(self.norm1(x))
+        shortcut = self.downsample(a) if self.downsample is not None else x
+        h = F.relu(self.norm2(self.conv1(a)))
+        out2 = self.conv2(h)
+        if adapter is not None and adapter.placement == "parallel":
+            out2 = out2 + adapter(h)
+        out = out2 + shortcut
+        if adapter is not None and adapter.placement == "unit_end":
+            out = out + adapter(out)
+        return out
+
+
+class _Projection(nn.Module):
+    """1x1 strided weight-standardised conv on the pre-activated input (timm: ``downsample.conv``)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, eps: float) -> None:
+        super().__init__()
+        self.conv = StdConv2d(cin, cout, 1, stride=stride, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class _Stage(nn.Module):
+    def __init__(self, blocks: list[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+
+class ResNetV2(nn.Module):
+    """BiT ResNet-v2.
+
+    ``forward_features`` returns the pre-logit feature map (after the head's GroupNorm and ReLU);
+    ``forward_head(x, pre_logits=True)`` pools it to the ``num_features``-wide vector the proxies use;
+    ``forward`` gives logits. ``adapters`` (one module or ``None`` per residual unit, in order) adds an
+    expert's residual adapters for that call only.
+    """
+
+    def __init__(self, cfg: ResNetV2Config | str = "R50x1", num_classes: int = 0, zero_head: bool = True) -> None:
+        super().__init__()
+        cfg = get_config(cfg)
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.num_features = cfg.num_features
+        if cfg.stem == "bit":
+            self.stem = nn.Sequential()
+            self.stem.add_module("conv", StdConv2d(cfg.in_chans, cfg.stem_width, 7, stride=2, padding=3, eps=cfg.std_eps))
+            self.stem.add_module("pad", nn.ConstantPad2d(1, 0.0))
+            self.stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=0))
+        elif cfg.stem == "small":
+            self.stem = nn.Sequential()
+            self.stem.add_module("conv", StdConv2d(cfg.in_chans, cfg.stem_width, 3, stride=1, padding=1, eps=cfg.std_eps))
+        else:
+            raise ValueError(f"unknown stem {cfg.stem!r}; use 'bit' or 'small'")
+        if cfg.block not in ("bottleneck", "basic"):
+            raise ValueError(f"unknown block {cfg.block!r}; use 'bottleneck' or 'basic'")
+        if len(cfg.layers) != len(cfg.widths):
+            raise ValueError(f"layers {cfg.layers} and widths {cfg.widths} must have the same length")
+        unit = PreActBottleneck if cfg.block == "bottleneck" else PreActBasic
+        stages, cin = [], cfg.stem_width
+        for s, (n, cout) in enumerate(zip(cfg.layers, cfg.widths, strict=True)):
+            blocks = [unit(cin if i == 0 else cout, cout, (1 if s == 0 else 2) if i == 0 else 1, cfg) for i in range(n)]
+            stages.append(_Stage(blocks))
+            cin = cout
+        self.stages = nn.ModuleList(stages)
+        self.norm = group_norm(cfg.num_features, cfg.norm_groups, cfg.gn_eps)
+        self.head = _Head(cfg.num_features, num_classes)
+        self._init_weights(zero_head)
+
+    def _init_weights(self, zero_head: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m is not getattr(self.head, "fc", None):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        if self.head.fc is not None:
+            self.reset_head(self.num_classes, zero=zero_head)
+
+    @property
+    def units(self) -> list[nn.Module]:
+        """All residual units in forward order (the places an adapter can attach)."""
+        return [b for st in self.stages for b in st.blocks]
+
+    def reset_head(self, num_classes: int, zero: bool = True) -> None:
+        """Replace the head with a fresh ``num_classes``-way one, zero-initialised as BiT does for transfer."""
+        self.num_classes = num_classes
+        device = self.norm.weight.device
+        self.head = _Head(self.num_features, num_classes).to(device)
+        if self.head.fc is not None:
+            if zero:
+                nn.init.zeros_(self.head.fc.weight)
+            else:
+                nn.init.normal_(self.head.fc.weight, std=0.01)
+            nn.init.zeros_(self.head.fc.bias)
+
+    def forward_stem(self, x: Tensor) -> Tensor:
+        return self.stem(x)
+
+    def forward_body(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
+        """Residual units then the head's GroupNorm + ReLU, from the stem's output."""
+        units = self.units
+        if adapters is not None and len(adapters) != len(units):
+            raise ValueError(f"got {len(adapters)} adapters for {len(units)} residual units")
+        for i, u in enumerate(units):
+            x = u(x, None if adapters is None else adapters[i])
+        return F.relu(self.norm(x))
+
+    def forward_features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
+        return self.forward_body(self.forward_stem(x), adapters)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(
+        self,
+        x: Tensor,
+        adapters: Sequence[nn.Module | None] | None = None,
+        pre_logits: bool = False,
+        skip_stem: bool = False,
+    ) -> Tensor:
+        """Logits (or pooled features with ``pre_logits``). ``skip_stem``: ``x`` is already the stem's output,
+        which lets many adapter experts share one stem pass."""
+        body = self.forward_body(x if skip_stem else self.forward_stem(x), adapters)
+        return self.forward_head(body, pre_logits=pre_logits)
+
+    def features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
+        """Pooled pre-logit features (``num_features`` wide)."""
+        return self.forward_head(self.forward_features(x, adapters), pre_logits=True)
+
+
+class _Head(nn.Module):
+    """Global average pool then a 1x1 conv with bias (BiT's head after GN+ReLU); no conv when 0 classes."""
+
+    def __init__(self, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Conv2d(num_features, num_classes, 1, bias=True) if num_classes > 0 else None
+
+    def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x.mean(dim=(2, 3), keepdim=True)
+        if pre_logits or self.fc is None:
+            return x.flatten(1)
+        return self.fc(x).flatten(1)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False, exclude_head: bool = False) -> int:
+    """Number of parameters (optionally only trainable ones, optionally without ``head.*``)."""
+    return sum(
+        p.numel()
+        for n, p in module.named_parameters()
+        if (p.requires_grad or not trainable_only) and not (exclude_head and n.startswith("head."))
+    )
+
+
+def create_model(name: str | ResNetV2Config = "R50x1", num_classes: int = 0, **overrides) -> ResNetV2:
+    """Build a named ResNetV2 (``overrides`` change config fields, e.g. ``std_eps=1e-8``)."""
+    return ResNetV2(get_config(name, **overrides), num_classes=num_classes)

@@ -1,0 +1,144 @@
+"""Process-level runtime settings: glibc allocator tuning, devices, seeding, atomic writes.
+
+glibc's default malloc returns large freed blocks to the OS eagerly; torch's CPU allocator then pays for
+page faults on every step. Raising the mmap threshold to 32 MiB and the trim threshold to 1 GiB measured
++9 to 130% training throughput on our 2-core machines (benchmarks/bench_allocator.py). Both are needed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import json
+import os
+import platform
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 << 20
+TRIM_THRESHOLD_BYTES = 1 << 30
+DISABLE_ENV = "EXPERTLIB_NO_MALLOC_TUNING"
+
+_allocator_state: dict[str, Any] = {"tuned": False, "reason": "not attempted"}
+
+
+def _libc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux":
+        return None
+    name = ctypes.util.find_library("c") or "libc.so.6"
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
+
+
+def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+    """Apply the glibc malloc tuning to this process; return whether it was applied.
+
+    Does nothing (and returns False) off Linux/glibc or when ``EXPERTLIB_NO_MALLOC_TUNING=1``.
+    """
+    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
+        _allocator_state.update(tuned=False, reason=f"disabled by {DISABLE_ENV}")
+        return False
+    libc = _libc()
+    if libc is None:
+        _allocator_state.update(tuned=False, reason="not Linux with glibc")
+        return False
+    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
+        libc.mallopt(M_TRIM_THRESHOLD, trim_threshold)
+    )
+    _allocator_state.update(
+        tuned=ok, reason="applied" if ok else "mallopt refused", mmap=mmap_threshold, trim=trim_threshold
+    )
+    return ok
+
+
+def allocator_status() -> dict[str, Any]:
+    """What :func:`tune_allocator` did in this process."""
+    return dict(_allocator_state)
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; anything else is checked and returned."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA but none is available; use device='cpu' or 'auto'")
+    if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA) so the same seed gives the same numbers on CPU."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename, so readers never see a
+    half-written file and an interrupted run leaves the previous version intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, frame: Any) -> Path:
+    """Write a pandas DataFrame as CSV atomically."""
+    return atomic_write(path, lambda p: frame.to_csv(p, index=False))
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__} to JSON")
+
+
+def machine_description() -> dict[str, Any]:
+    """The machine a result came from: written into every summary."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    return info

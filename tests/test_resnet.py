@@ -1,0 +1,118 @@
+from functools import partial
+
+import pytest
+import timm
+import torch
+from timm.layers import StdConv2d as TimmStdConv2d
+from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
+
+from expertlib.resnet import CONFIGS, ResNetV2, StdConv2d, count_parameters, create_model, get_config
+
+
+def _timm_twin(cfg_name: str, num_classes: int) -> TimmResNetV2:
+    cfg = CONFIGS[cfg_name]
+    return TimmResNetV2(
+        layers=list(cfg.layers),
+        channels=tuple(cfg.widths),
+        stem_type="fixed",
+        stem_chs=cfg.stem_width,
+        conv_layer=partial(TimmStdConv2d, eps=1e-10),
+        num_classes=num_classes,
+    )
+
+
+def _randomise(model: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.5 + (0.5 if p.ndim == 1 else 0.0))
+
+
+@pytest.mark.slow
+def test_r50x1_matches_timm_in_float64():
+    ours = create_model("R50x1", num_classes=10).double()
+    _randomise(ours)
+    theirs = _timm_twin("R50x1", 10).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        a, b = ours(x), theirs(x)
+        fa = ours.features(x)
+        fb = theirs.forward_head(theirs.forward_features(x), pre_logits=True)
+    assert a.shape == (2, 10)
+    assert (a - b).abs().max().item() <= 1e-10
+    assert (fa - fb).abs().max().item() <= 1e-10
+
+
+def test_small_bottleneck_config_matches_timm_body_in_float64():
+    # timm's 'fixed' stem is BiT's 7x7 one; compare a small bottleneck net with the BiT stem.
+    cfg = get_config("R50x1", layers=(1, 1, 1, 1), widths=(64, 128, 256, 512), stem_width=32, norm_groups=8)
+    ours = ResNetV2(cfg, num_classes=5).double()
+    _randomise(ours)
+    theirs = TimmResNetV2(
+        layers=[1, 1, 1, 1],
+        channels=(64, 128, 256, 512),
+        stem_type="fixed",
+        stem_chs=32,
+        conv_layer=partial(TimmStdConv2d, eps=1e-10),
+        norm_layer=partial(timm.layers.GroupNormAct, num_groups=8),
+        num_classes=5,
+    ).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 3, 48, 48, dtype=torch.float64)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() <= 1e-10
+
+
+def test_std_conv_standardises_each_filter():
+    conv = StdConv2d(4, 6, 3)
+    w = conv.standardized_weight()
+    assert torch.allclose(w.mean(dim=(1, 2, 3)), torch.zeros(6), atol=1e-6)
+    assert torch.allclose(w.var(dim=(1, 2, 3), unbiased=False), torch.ones(6), atol=1e-4)
+    assert conv.bias is None
+
+
+def test_parameter_counts():
+    r50 = create_model("R50x1")
+    assert abs(count_parameters(r50, exclude_head=True) - 23.5e6) < 0.05e6
+    assert count_parameters(r50, exclude_head=True) == 23_500_352  # the same count timm gives
+    assert count_parameters(create_model("tiny"), exclude_head=True) < 60_000
+
+
+def test_head_is_zero_initialised_and_replaceable():
+    m = create_model("tiny", num_classes=7)
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.equal(m(x), torch.zeros(2, 7))
+    m.reset_head(3)
+    assert m(x).shape == (2, 3)
+    m.reset_head(4, zero=False)
+    assert m(x).abs().sum() > 0
+
+
+def test_features_and_head_shapes_for_small_configs():
+    for name in ("tiny", "small", "small_bottleneck"):
+        m = create_model(name, num_classes=4)
+        x = torch.randn(2, 3, 32, 32)
+        fmap = m.forward_features(x)
+        assert fmap.shape[1] == m.num_features and fmap.min() >= 0  # after GN + ReLU
+        assert m.forward_head(fmap, pre_logits=True).shape == (2, m.num_features)
+        assert m(x).shape == (2, 4)
+        assert m.features(x).shape == (2, m.num_features)
+
+
+def test_stem_pads_then_pools_without_padding():
+    m = create_model("R50x1")
+    out = m.forward_stem(torch.randn(1, 3, 224, 224))
+    assert out.shape == (1, 64, 56, 56)
+    assert m.stem.pool.padding == 0
+
+
+def test_unknown_config_is_a_clear_error():
+    with pytest.raises(KeyError, match="unknown ResNetV2 config 'R51x1'.*R50x1"):
+        create_model("R51x1")
+
+
+def test_adapters_length_checked():
+    m = create_model("tiny")
+    with pytest.raises(ValueError, match="adapters for 6 residual units"):
+        m(torch.randn(1, 3, 32, 32), adapters=[None])
