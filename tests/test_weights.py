@@ -25,8 +25,8 @@ from expertlib.weights import (
 )
 
 
-def _randomised(name="tiny", classes=5):
-    m = create_model(name, num_classes=classes)
+def _randomised(name="tiny", classes=5, **overrides):
+    m = create_model(name, num_classes=classes, **overrides)
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p))
@@ -76,7 +76,7 @@ def test_bit_npz_errors_name_the_problem(tmp_path):
 
 
 def test_timm_state_dict_both_ways(tmp_path):
-    ours = _randomised("small_bottleneck", 4)
+    ours = _randomised("small_bottleneck", 4, stem="bit")
     theirs = TimmResNetV2(
         layers=[2, 2, 2],
         channels=(64, 128, 256),
@@ -89,11 +89,11 @@ def test_timm_state_dict_both_ways(tmp_path):
     theirs.load_state_dict(to_timm_state_dict(ours))  # strict: every key and shape fits
     path = tmp_path / "timm.pth"
     torch.save({"state_dict": theirs.state_dict()}, path)
-    back = load_timm_checkpoint(create_model("small_bottleneck", num_classes=4), path)
+    back = load_timm_checkpoint(create_model("small_bottleneck", num_classes=4, stem="bit"), path)
     assert _same(ours, back)
     with pytest.raises(WeightMismatchError, match="only the head differs"):
-        load_timm_checkpoint(create_model("small_bottleneck", num_classes=9), path)
-    assert load_timm_checkpoint(create_model("small_bottleneck", num_classes=9), path, head=False) is not None
+        load_timm_checkpoint(create_model("small_bottleneck", num_classes=9, stem="bit"), path)
+    assert load_timm_checkpoint(create_model("small_bottleneck", num_classes=9, stem="bit"), path, head=False) is not None
 
 
 def test_model_safetensors_round_trip(tmp_path):
