@@ -1,0 +1,77 @@
+"""BiT-HyperRule preprocessing as pure functions, shared by every loader.
+
+Resolution: (precrop, crop) = (160, 128) for images smaller than 96x96 in area, else (512, 480). Training:
+resize to precrop, random crop, random horizontal flip; evaluation: resize to crop. Pixels go to [-1, 1].
+Our 32x32 ``cpu``/``smoke`` scales use the same recipe at (36, 32) (:func:`small_resolution`).
+
+Two forms: torchvision pipelines for PIL images (folder datasets) and batched tensor functions for the
+in-memory embedded benchmark (one generator per batch, so training resumes exactly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision import transforms as T
+
+
+def bit_resolution(height: int, width: int) -> tuple[int, int]:
+    """BiT-HyperRule's (precrop, crop) for an original image size."""
+    return (160, 128) if height * width < 96 * 96 else (512, 480)
+
+
+def small_resolution(crop: int = 32) -> tuple[int, int]:
+    """The scaled-down rule for small inputs: precrop 12.5% larger than the crop (36 for 32)."""
+    return (round(crop * 1.125), crop)
+
+
+def to_unit_range(x: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1] (BiT's input scaling)."""
+    return x.float().div_(127.5).sub_(1.0)
+
+
+def train_transform(precrop: int, crop: int, flip: bool = True) -> T.Compose:
+    """PIL pipeline for training: resize to precrop, random crop, optional flip, [-1, 1] tensor."""
+    steps = [T.Resize((precrop, precrop)), T.RandomCrop(crop)]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
+    return T.Compose(steps)
+
+
+def eval_transform(crop: int) -> T.Compose:
+    """PIL pipeline for evaluation: resize to crop, [-1, 1] tensor."""
+    return T.Compose([T.Resize((crop, crop)), T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+
+
+def _nchw(images: Tensor) -> Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    return to_unit_range(images.permute(0, 3, 1, 2))
+
+
+def eval_batch(images: Tensor, crop: int) -> Tensor:
+    """Batched evaluation transform for uint8 NHWC images: resize to ``crop``, [-1, 1], NCHW."""
+    x = _nchw(images)
+    if x.shape[-1] != crop or x.shape[-2] != crop:
+        x = F.interpolate(x, size=(crop, crop), mode="bilinear", align_corners=False, antialias=True)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def train_batch(images: Tensor, precrop: int, crop: int, flip: bool, generator: torch.Generator) -> Tensor:
+    """Batched training transform: resize to precrop, one random crop per image, optional flip."""
+    x = _nchw(images)
+    if x.shape[-1] != precrop or x.shape[-2] != precrop:
+        x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
+    n = x.shape[0]
+    span = precrop - crop + 1
+    oy = torch.randint(0, span, (n,), generator=generator)
+    ox = torch.randint(0, span, (n,), generator=generator)
+    rows = (oy[:, None] + torch.arange(crop)[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
+    x = x.gather(2, rows)
+    cols = (ox[:, None] + torch.arange(crop)[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)
+    x = x.gather(3, cols)
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(mask.view(n, 1, 1, 1), x.flip(-1), x)
+    return x.contiguous(memory_format=torch.channels_last)
