@@ -180,6 +180,12 @@ class ExpertBank(nn.Module):
     def expert_state_dict(self, expert: str) -> dict[str, Tensor]:
         return {k: v.detach() for k, v in self.experts[self._require(expert)].state_dict().items()}  # type: ignore[index]
 
+    def num_classes(self, expert: str) -> int:
+        """Width of ``expert``'s own head (0 when it has none)."""
+        sd = self.expert_state_dict(expert)
+        w = sd.get("head.weight", sd.get("head.fc.weight"))
+        return 0 if w is None else int(w.shape[0])
+
     def train_only(self, expert: str) -> list[nn.Parameter]:
         """Make exactly ``expert``'s parameters trainable (everything else frozen); return them."""
         self.requires_grad_(False)

@@ -221,12 +221,7 @@ def load_model(path: str | os.PathLike) -> ResNetV2:
 
 
 def _expert_heads(bank: ExpertBank) -> dict[str, int]:
-    out = {}
-    for n in bank.expert_names:
-        sd = bank.expert_state_dict(n)
-        w = sd.get("head.weight", sd.get("head.fc.weight"))
-        out[n] = 0 if w is None else int(w.shape[0])
-    return out
+    return {n: bank.num_classes(n) for n in bank.expert_names}
 
 
 def _bank_meta(bank: ExpertBank) -> dict[str, str]:

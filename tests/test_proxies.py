@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+from expertlib.proxies import (
+    domain_prediction_scores,
+    h_score,
+    knn_accuracy,
+    knn_neighbours,
+    knn_predict,
+    leep,
+    linear_probe_accuracy,
+    logme,
+    nce,
+)
+
+
+def _clusters(n=300, d=16, c=5, sep=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % c
+    centres = rng.normal(0, sep, (c, d))
+    return centres[y] + rng.normal(0, 1, (n, d)), y
+
+
+def _brute_force_loo(x, y, k):
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    correct = 0
+    for i in range(len(x)):
+        nb = np.argsort(d[i], kind="stable")[:k]
+        votes = np.bincount(y[nb], minlength=y.max() + 1)
+        correct += int(np.argmax(votes) == y[i])
+    return correct / len(x)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5, 8])
+def test_loo_knn_matches_brute_force_and_sklearn(k):
+    x, y = _clusters(sep=0.8)
+    ours = knn_accuracy(x, y, k=k, metric="euclidean", chunk=64)
+    assert ours == pytest.approx(_brute_force_loo(x, y, k))
+    clf = KNeighborsClassifier(n_neighbors=k).fit(x, y)
+    nb = clf.kneighbors(x, n_neighbors=k + 1, return_distance=False)[:, 1:]
+    sk_pred = np.array([np.argmax(np.bincount(y[r], minlength=5)) for r in nb])
+    ours_pred = knn_predict(torch.as_tensor(y)[knn_neighbours(x, k, "euclidean")], 5).numpy()
+    assert np.array_equal(ours_pred, sk_pred)
+
+
+def test_knn_cosine_and_ties():
+    x, y = _clusters(sep=4.0)
+    assert knn_accuracy(x, y, k=5, metric="cosine") > 0.95
+    labels = torch.tensor([[2, 1, 1, 2]])  # a 2-2 tie: smallest label 1; nearest neighbour's label 2
+    assert knn_predict(labels, 3, "smallest_label").item() == 1
+    assert knn_predict(labels, 3, "nearest").item() == 2
+    with pytest.raises(ValueError, match="k must lie"):
+        knn_accuracy(x[:3], y[:3], k=3)
+
+
+def test_linear_probe_and_hscore_separate_good_from_random_features():
+    x, y = _clusters(n=400, sep=2.0)
+    noise = np.random.default_rng(1).normal(size=x.shape)
+    assert linear_probe_accuracy(x[:300], y[:300], x[300:], y[300:]) > 0.9
+    assert linear_probe_accuracy(noise[:300], y[:300], noise[300:], y[300:]) < 0.4
+    big = np.random.default_rng(2).normal(size=(5000, 8))
+    assert abs(h_score(big, np.arange(5000) % 4)) < 0.02  # random Gaussian features: ~0
+    assert h_score(x, y) > 1.0
+
+
+def test_logme_prefers_informative_features():
+    x, y = _clusters(n=400, sep=2.0)
+    noise = np.random.default_rng(3).normal(size=(400, 16))
+    assert logme(x, y) > logme(noise, y)
+    assert np.isfinite(logme(np.random.default_rng(4).normal(size=(50, 80)), np.arange(50) % 3))  # n < d
+
+
+def test_leep_properties():
+    y = np.arange(100) % 4
+    onehot = np.eye(4)[y]
+    assert leep(onehot, y) == pytest.approx(0.0, abs=1e-9)  # perfect one-hot predictions
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20000, 10)) * 0.01
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert leep(probs, np.arange(20000) % 4) == pytest.approx(np.log(1 / 4), abs=0.01)
+    with_dead_class = np.concatenate([onehot, np.zeros((100, 1))], axis=1)  # a source class with no mass
+    assert np.isfinite(leep(with_dead_class, y))
+
+
+def test_nce_bounds():
+    y = np.arange(200) % 4
+    assert nce(y + 10, y) == pytest.approx(0.0)  # target determined by the source label
+    assert nce(np.zeros(200, int), y) == pytest.approx(-np.log(4))  # uninformative
+
+
+def test_domain_prediction_normalises_by_prior():
+    probs = np.tile([0.5, 0.3, 0.1, 0.1], (10, 1))
+    experts = {"root": [0, 1, 2, 3], "a": [0], "ab": [0, 1], "d": [3]}
+    s = domain_prediction_scores(probs, experts)
+    assert s["root"] == pytest.approx(1.0)
+    assert s["a"] == pytest.approx(2.0) and s["ab"] == pytest.approx(1.6) and s["d"] == pytest.approx(0.4)
+    skewed_prior = np.array([0.7, 0.1, 0.1, 0.1])
+    assert domain_prediction_scores(probs, experts, skewed_prior)["a"] < 1.0
+    with pytest.raises(ValueError, match="no upstream labels"):
+        domain_prediction_scores(probs, {"empty": []})

@@ -1,0 +1,133 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from expertlib.adapters import AdapterConfig, AdapterExperts
+from expertlib.resnet import create_model
+from expertlib.schedules import Schedule, scaled_hyperrule
+from expertlib.training import (
+    ArrayData,
+    NonFiniteLossError,
+    TrainConfig,
+    accuracy,
+    batch_indices,
+    finetune,
+    train,
+    train_expert,
+)
+
+
+def _data(n=96, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+    for c in range(classes):  # a learnable signal: a bright quadrant per class
+        sel = labels == c
+        images[sel, (c // 2) * 16 : (c // 2) * 16 + 16, (c % 2) * 16 : (c % 2) * 16 + 16] += 150
+    return ArrayData(images, labels, 36, 32, flip=False)
+
+
+def _same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_batch_indices_cover_each_epoch_once():
+    idx = np.concatenate([batch_indices(s, 10, 5, seed=1) for s in range(4)])
+    assert sorted(idx[:10]) == list(range(10)) and sorted(idx[10:]) == list(range(10))
+    assert not np.array_equal(idx[:10], idx[10:])
+    assert np.array_equal(batch_indices(3, 10, 5, 1), batch_indices(3, 10, 5, 1))
+
+
+def test_same_seed_same_numbers_and_learning_happens():
+    data = _data()
+    cfg = TrainConfig(scaled_hyperrule(60, 0.2), batch_size=32, seed=3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=4)
+        res = train(m, list(m.parameters()), data, cfg, num_classes=4, progress=False)
+        runs.append((m, res))
+    assert _same_weights(runs[0][0], runs[1][0])
+    assert runs[0][1].final_loss == runs[1][1].final_loss
+    assert accuracy(runs[0][0], data) > 0.6
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    data = _data()
+    exploding = Schedule(20, 0, 0.01, boundaries=(8,), decay=1e12)
+    m = create_model("tiny", num_classes=4)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train(m, list(m.parameters()), data, TrainConfig(exploding, batch_size=16, checkpoint_every=4), 4,
+              checkpoint=ckpt, progress=False)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] in (4, 8) and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys, numpy as np, torch
+    sys.path.insert(0, {tests!r})
+    import expertlib.training as T
+    from test_training import _data
+    from expertlib.resnet import create_model
+    from expertlib.schedules import scaled_hyperrule
+    real = T.batch_indices
+    def dying(step, *a, **k):
+        if step == {kill_at}:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(step, *a, **k)
+    T.batch_indices = dying
+    torch.manual_seed(0)
+    m = create_model("tiny", num_classes=4)
+    cfg = T.TrainConfig(scaled_hyperrule(24, 0.05), batch_size=16, seed=7, checkpoint_every=5, mixup_alpha=0.2)
+    T.train(m, list(m.parameters()), _data(), cfg, 4, checkpoint={ckpt!r}, progress=False)
+    """
+)
+
+
+def test_sigkill_and_resume_gives_identical_weights(tmp_path):
+    ckpt = tmp_path / "run.pt"
+    script = CHILD.format(tests=os.path.dirname(__file__), kill_at=13, ckpt=str(ckpt))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert torch.load(ckpt, weights_only=False)["step"] == 10
+    cfg = TrainConfig(scaled_hyperrule(24, 0.05), batch_size=16, seed=7, checkpoint_every=5, mixup_alpha=0.2)
+    torch.manual_seed(0)
+    resumed = create_model("tiny", num_classes=4)
+    res = train(resumed, list(resumed.parameters()), _data(), cfg, 4, checkpoint=ckpt, progress=False)
+    assert res.resumed_from == 10
+    torch.manual_seed(0)
+    straight = create_model("tiny", num_classes=4)
+    ref = train(straight, list(straight.parameters()), _data(), cfg, 4, progress=False)
+    assert _same_weights(resumed, straight)
+    assert res.metrics == ref.metrics
+
+
+def test_adapter_expert_training_touches_only_its_parameters():
+    base = create_model("tiny", num_classes=4)
+    bank = AdapterExperts(base, AdapterConfig(width=0.5))
+    bank.add_expert("a", num_classes=4)
+    bank.add_expert("b", num_classes=4)
+    before = {k: v.clone() for k, v in bank.state_dict().items()}
+    train_expert(bank, "a", _data(), TrainConfig(scaled_hyperrule(10, 0.05), batch_size=16), progress=False)
+    after = bank.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("experts.a.") for k in changed)
+    assert not any(p.requires_grad for p in bank.parameters())
+
+
+def test_finetune_transfer_model_learns_a_task():
+    base = create_model("tiny", num_classes=4)
+    bank = AdapterExperts(base)
+    bank.add_expert("a")
+    net = bank.transfer_model("a", num_classes=4)
+    data = _data(seed=1)
+    finetune(net, data, TrainConfig(scaled_hyperrule(60, 0.2), batch_size=32), num_classes=4, progress=False)
+    assert accuracy(net, data) > 0.6
