@@ -41,7 +41,7 @@ from expertlib.datasets import sources as S
 from expertlib.hierarchy import LabelHierarchy
 from expertlib.runtime import atomic_write
 
-BUILD_VERSION = 1  # bump when rendering changes, so caches rebuild
+BUILD_VERSION = 2  # bump when rendering changes, so caches rebuild
 
 UPSTREAM_PHOTOS = ("brick", "camera", "coffee", "grass", "hubble", "rocket", "clock")
 TASK_PHOTOS = ("astronaut", "chelsea", "coins", "gravel", "ihc", "retina", "text", "cell", "china", "flower")

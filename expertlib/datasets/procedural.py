@@ -40,10 +40,16 @@ def random_colors(rng: np.random.Generator, n: int, lo: float = 0.0, hi: float =
     return rng.uniform(lo, hi, (n, 3))
 
 
-def contrasting_pair(rng: np.random.Generator, n: int, min_gap: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground/background colours whose mean luminance differs by at least ``min_gap``."""
+def contrasting_pair(
+    rng: np.random.Generator, n: int, min_gap: float = 0.35, light_on_dark: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Foreground/background colours whose mean luminance differs by at least ``min_gap``
+    (``light_on_dark``: the foreground is always the lighter one, as in MNIST-style data)."""
     fg = random_colors(rng, n)
     bg = random_colors(rng, n)
+    if light_on_dark:
+        swap = fg.mean(1) < bg.mean(1)
+        fg[swap], bg[swap] = bg[swap].copy(), fg[swap].copy()
     gap = fg.mean(1) - bg.mean(1)
     need = np.abs(gap) < min_gap
     shift = np.where(gap >= 0, 1.0, -1.0)[:, None] * (min_gap - np.abs(gap))[:, None] / 2
@@ -260,7 +266,7 @@ def glyphs(rng: np.random.Generator, prototypes: np.ndarray, cls: np.ndarray, si
     pix = np.stack([xx.ravel(), yy.ravel()], axis=1)  # [P, 2]
     t = np.linspace(0, 1, 20)[:, None]
     out = np.empty((n, size, size, 3))
-    fg, bg = contrasting_pair(rng, n, 0.35)
+    fg, bg = contrasting_pair(rng, n, 0.4, light_on_dark=True)
     for s in range(0, n, chunk):
         idx = np.arange(s, min(n, s + chunk))
         ctrl = prototypes[cls[idx]] + rng.normal(0, 0.05, prototypes[cls[idx]].shape)  # [m, S, 3, 2]
@@ -418,7 +424,7 @@ def silhouettes(
     angle = rotation_k * (np.pi / 2) + rng.uniform(-0.2, 0.2, n)
     theta = _rotation_theta(angle, rng.uniform(0.8, 1.1, n), rng.uniform(-0.12, 0.12, (n, 2)))
     cover = np.clip(_affine(masks / 255.0, theta, size), 0, 1)
-    fg, bg = contrasting_pair(rng, n, 0.3)
+    fg, bg = contrasting_pair(rng, n, 0.4, light_on_dark=True)
     tex = smooth_noise(rng, n, 1.8, size)[..., None]
     back = bg[:, None, None] * (0.7 + 0.6 * tex)
     img = back * (1 - cover[..., None]) + fg[:, None, None] * cover[..., None]
@@ -431,7 +437,7 @@ def digits(rng: np.random.Generator, images: np.ndarray, mirror: np.ndarray, siz
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
     theta = _rotation_theta(rng.uniform(-0.2, 0.2, n), rng.uniform(0.6, 0.85, n), rng.uniform(-0.15, 0.15, (n, 2)), mirror)
     cover = np.clip(_affine(padded, theta, size), 0, 1)
-    fg, bg = contrasting_pair(rng, n, 0.35)
+    fg, bg = contrasting_pair(rng, n, 0.4, light_on_dark=True)
     img = bg[:, None, None] * (1 - cover[..., None]) + fg[:, None, None] * cover[..., None]
     return to_uint8(img, rng, noise=0.05)
 

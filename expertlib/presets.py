@@ -1,0 +1,231 @@
+"""The three scales and notebook parameter validation.
+
+- ``smoke``: seconds; tests run every notebook at this scale. Tiny data, few steps; numbers mean nothing.
+- ``cpu``: the embedded default that ``make reproduce`` runs; about 30 minutes on a 2-core machine.
+- ``paper``: the paper's setting: BiT-M R50x1 on ImageNet-21k, the 48 released expert subtrees, VTAB-1k with
+  BiT-HyperRule. Needs the data on disk (``data_root``) and GPUs; notebooks print the plan and the
+  estimated compute before they start.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from expertlib.adapters import AdapterConfig
+from expertlib.datasets.embedded import EmbeddedSpec
+from expertlib.hierarchy import PAPER_EXPERTS, ExpertRule
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Every size the pipeline needs, in one place."""
+
+    name: str
+    description: str
+    data: str  # "embedded" or "imagenet21k+vtab"
+    arch: str
+    embedded: EmbeddedSpec | None
+    tasks: tuple[str, ...]
+    # generic model B
+    upstream_steps: int
+    upstream_batch: int
+    upstream_lr: float
+    upstream_loss: str = "sigmoid"
+    upstream_schedule: str = "cosine"  # "cosine" or "bit" (BiT's step decays)
+    # experts
+    experts: tuple[str, ...] | None = None  # None: chosen from the hierarchy by expert_rule
+    expert_rule: ExpertRule = field(default_factory=ExpertRule)
+    full_experts: tuple[str, ...] = ()  # experts that also get a full (whole-network) version
+    expert_steps: int = 300
+    expert_batch: int = 128
+    expert_lr: float = 0.1
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    # transfer
+    transfer_batch: int = 64
+    transfer_steps: tuple[int, ...] = (100,)  # grid, chosen on val200 with B
+    transfer_lrs: tuple[float, ...] = (0.03,)  # grid, chosen on val200 with B
+    seeds: int = 3
+    oracle_seeds: int = 1
+    knn_k: int = 5
+    knn_metric: str = "cosine"
+    crop: int = 32
+    precrop: int = 36
+    eval_batch: int = 500
+    schedule_sweep: tuple[int, ...] = ()  # transfer lengths for the schedule-length study
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        name="smoke",
+        description="seconds; every notebook in the tests; numbers mean nothing",
+        data="embedded",
+        arch="tiny",
+        embedded=EmbeddedSpec(
+            upstream_train_per_class=8,
+            upstream_test_per_class=4,
+            task_train=64,
+            task_val=32,
+            task_test=64,
+            tasks=("digit_mirror", "land_cover", "sprite_xpos"),
+        ),
+        tasks=("digit_mirror", "land_cover", "sprite_xpos"),
+        upstream_steps=12,
+        upstream_batch=64,
+        upstream_lr=0.1,
+        expert_rule=ExpertRule(min_images=1, max_experts=3),
+        full_experts=("digit",),
+        expert_steps=4,
+        expert_batch=32,
+        transfer_batch=32,
+        transfer_steps=(4, 6),
+        transfer_lrs=(0.03, 0.1),
+        seeds=2,
+        knn_k=3,
+        eval_batch=256,
+        schedule_sweep=(3, 6),
+    ),
+    "cpu": Scale(
+        name="cpu",
+        description="the embedded default: about 30 minutes on a 2-core CPU",
+        data="embedded",
+        arch="tiny",
+        embedded=EmbeddedSpec(
+            tasks=(
+                "animal_pose", "digit_mirror", "photo_new", "glyph_new", "land_cover",
+                "retinopathy", "sprite_xpos", "scene_count", "grating_new",
+            )
+        ),  # fmt: skip
+        tasks=(
+            "animal_pose", "digit_mirror", "photo_new", "glyph_new", "land_cover",
+            "retinopathy", "sprite_xpos", "scene_count", "grating_new",
+        ),  # fmt: skip
+        upstream_steps=2000,
+        upstream_batch=128,
+        upstream_lr=0.3,
+        expert_rule=ExpertRule(min_images=1000, max_experts=10),
+        full_experts=("glyph", "photo", "sprite"),
+        expert_steps=300,
+        expert_batch=128,
+        expert_lr=0.1,
+        adapter=AdapterConfig(placement="unit_end", width=1.0, train_norms=True),
+        transfer_batch=64,
+        transfer_steps=(100,),
+        transfer_lrs=(0.03, 0.1),
+        seeds=3,
+        schedule_sweep=(50, 100, 200, 400),
+    ),
+    "paper": Scale(
+        name="paper",
+        description="BiT-M R50x1 on ImageNet-21k, 48 experts, VTAB-1k; data on disk and GPUs",
+        data="imagenet21k+vtab",
+        arch="R50x1",
+        embedded=None,
+        tasks=(
+            "caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397",
+            "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count", "clevr_distance",
+            "dmlab", "kitti_distance", "dsprites_location", "dsprites_orientation", "smallnorb_azimuth",
+            "smallnorb_elevation",
+        ),  # fmt: skip
+        upstream_steps=450_000,  # BiT-M: 90 epochs of ImageNet-21k at batch 4096 would be ~300k; ours documented
+        upstream_batch=4096,
+        upstream_lr=0.48,  # BiT: 0.03 * batch / 256
+        upstream_schedule="bit",
+        experts=PAPER_EXPERTS,
+        full_experts=PAPER_EXPERTS,
+        expert_steps=20_000,
+        expert_batch=512,
+        expert_lr=0.03,
+        adapter=AdapterConfig(placement="unit_end", width=1 / 16, train_norms=True),
+        transfer_batch=512,
+        transfer_steps=(500,),  # BiT-HyperRule for 1,000 examples
+        transfer_lrs=(0.003,),
+        seeds=3,
+        crop=128,
+        precrop=160,
+        schedule_sweep=(),
+    ),
+}
+
+
+def get_scale(name: str, **overrides: Any) -> Scale:
+    if name not in SCALES:
+        close = difflib.get_close_matches(name, SCALES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown scale {name!r}{hint}; use one of: {', '.join(SCALES)}")
+    return replace(SCALES[name], **overrides) if overrides else SCALES[name]
+
+
+# -- notebook parameters ---------------------------------------------------------------------------------------
+class ParameterError(ValueError):
+    """An unknown or mistyped notebook parameter."""
+
+
+_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "NoneType": type(None), "list": list,
+          "tuple": (list, tuple), "dict": dict}
+
+
+def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
+    """The parameters declared in a notebook's ``parameters`` cell: name -> {type, default, help}."""
+    import papermill as pm
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    if not nb.metadata.get("kernelspec"):  # papermill needs a kernel name to parse the cell's language
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = pm.inspect_notebook(nb)
+    if not params:
+        raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+    return {
+        name: {"type": _declared_type(p["inferred_type_name"], p["default"]), "default": p["default"], "help": p["help"]}
+        for name, p in params.items()
+    }
+
+
+def _declared_type(annotation: str | None, default: str) -> str:
+    """The annotation when there is one, else the type of the default's literal ('any' if it is None or not a
+    literal). Papermill infers types from annotations only."""
+    import ast
+
+    if annotation not in (None, "None"):
+        return annotation
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return "any"
+    return "any" if value is None else type(value).__name__
+
+
+def validate_parameters(notebook: str | Path, values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``values`` against the notebook's parameters cell before any compute: an unknown name or a
+    value of the wrong type raises :class:`ParameterError` naming it and what is accepted."""
+    declared = notebook_parameters(notebook)
+    for name, value in values.items():
+        if name not in declared:
+            close = difflib.get_close_matches(name, declared, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ParameterError(
+                f"unknown parameter {name!r} for {Path(notebook).name}.{hint} Accepted: {', '.join(sorted(declared))}"
+            )
+        want = declared[name]["type"]
+        ok_types = tuple(t for part in want.split(" | ") for t in _as_tuple(_TYPES.get(part.strip())))
+        if ok_types and not (isinstance(value, ok_types) and not (isinstance(value, bool) and bool not in ok_types)):
+            raise ParameterError(
+                f"parameter {name!r} of {Path(notebook).name} must be {want} (default "
+                f"{declared[name]['default']}), got {type(value).__name__} {value!r}"
+            )
+        if name == "scale":
+            get_scale(value)
+    return values
+
+
+def _as_tuple(t: Any) -> tuple:
+    if t is None:
+        return ()
+    return t if isinstance(t, tuple) else (t,)

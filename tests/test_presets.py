@@ -1,0 +1,39 @@
+import json
+
+import nbformat
+import pytest
+
+from expertlib.presets import SCALES, ParameterError, get_scale, notebook_parameters, validate_parameters
+
+
+def _notebook(path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell('scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n')
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_scales_exist_and_unknown_is_clear():
+    assert set(SCALES) == {"smoke", "cpu", "paper"}
+    assert get_scale("cpu").embedded is not None and get_scale("paper").arch == "R50x1"
+    with pytest.raises(ValueError, match="did you mean 'smoke'"):
+        get_scale("smoek")
+
+
+def test_parameters_validated_before_compute(tmp_path):
+    nb = _notebook(tmp_path / "n.ipynb")
+    declared = notebook_parameters(nb)
+    assert declared["seed"]["type"] == "int" and "random seed" in declared["seed"]["help"]
+    assert validate_parameters(nb, {"scale": "cpu", "seed": 3, "lr": 1}) == {"scale": "cpu", "seed": 3, "lr": 1}
+    with pytest.raises(ParameterError, match="unknown parameter 'sed'.*Did you mean 'seed'"):
+        validate_parameters(nb, {"sed": 1})
+    with pytest.raises(ParameterError, match="'seed'.*must be int.*got str"):
+        validate_parameters(nb, {"seed": "1"})
+    with pytest.raises(ValueError, match="unknown scale 'gpu'"):
+        validate_parameters(nb, {"scale": "gpu"})
+
+
+def test_scale_serialises():
+    assert json.loads(json.dumps(get_scale("smoke").to_dict(), default=str))["name"] == "smoke"

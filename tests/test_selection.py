@@ -1,0 +1,86 @@
+import numpy as np
+import pytest
+import torch
+
+from expertlib.adapters import AdapterExperts, FullExperts
+from expertlib.resnet import create_model
+from expertlib.selection import (
+    dat_sample,
+    dat_weights,
+    extract_features,
+    forward_flops,
+    kendall_tau,
+    pick,
+    rank_experts,
+    regret,
+    top_k_relative_accuracy,
+    weighted_tau,
+)
+from expertlib.training import ArrayData
+
+
+def _bank(kind="adapter"):
+    base = create_model("tiny", num_classes=6)
+    torch.nn.init.normal_(base.head.fc.weight, std=0.5)
+    bank = AdapterExperts(base) if kind == "adapter" else FullExperts(base)
+    for name in ("a", "b"):
+        bank.add_expert(name)
+        with torch.no_grad():
+            for p in bank.experts[name].parameters():
+                p.add_(torch.randn_like(p) * 0.2)
+    return bank.eval()
+
+
+def _task(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return ArrayData(rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 3, 36, 32, False)
+
+
+@pytest.mark.parametrize("kind", ["adapter", "full"])
+def test_features_in_one_pass_match_single_expert_calls(kind):
+    bank, data = _bank(kind), _task()
+    feats, logits = extract_features(bank, [None, "a", "b"], data, batch_size=25, with_logits=True)
+    x = data.batch(np.arange(len(data)), False, torch.Generator())
+    with torch.no_grad():
+        assert np.allclose(feats["a"], bank.features(x, "a").numpy(), atol=1e-5)
+        assert np.allclose(logits, bank.logits(x, None).numpy(), atol=1e-5)
+    assert feats[None].shape == (60, bank.base.num_features)
+
+
+def test_rank_experts_table_and_pick():
+    bank, data = _bank(), _task()
+    feats, logits = extract_features(bank, [None, "a", "b"], data, with_logits=True)
+    table = rank_experts(
+        feats, data.labels, proxies=("knn", "linear", "logme", "hscore", "leep", "nce", "domain"),
+        upstream_logits=logits, expert_labels={"a": [0, 1, 2], "b": [3, 4, 5]}, val_split=48, knn_k=3,
+        extraction_seconds={None: 0.5, "a": 0.5, "b": 0.5},
+    )  # fmt: skip
+    assert set(table.proxy) == {"knn", "linear", "logme", "hscore", "leep", "nce", "domain"}
+    assert len(table[table.proxy == "knn"]) == 3 and len(table[table.proxy == "domain"]) == 2
+    assert (table.seconds >= 0).all() and (table[table.proxy == "knn"].seconds >= 0.5).all()
+    assert (table.flops > 0).all()
+    best = pick(table, "knn")
+    knn = table[table.proxy == "knn"].set_index("expert").score
+    assert knn[best] == knn.max()
+    with pytest.raises(ValueError, match="unknown proxies"):
+        rank_experts(feats, data.labels, proxies=("magic",))
+
+
+def test_quality_metrics():
+    acc = [0.5, 0.7, 0.9]
+    assert kendall_tau([1, 2, 3], acc) == pytest.approx(1.0)
+    assert kendall_tau([3, 2, 1], acc) == pytest.approx(-1.0)
+    assert weighted_tau([1, 2, 3], acc) == pytest.approx(1.0)
+    assert regret(0.7, acc) == pytest.approx(0.2) and regret(0.9, acc) == 0
+    assert top_k_relative_accuracy([3, 2, 1], acc, k=1) == pytest.approx(0.5 / 0.9)
+    assert top_k_relative_accuracy([3, 2, 1], acc, k=3) == pytest.approx(1.0)
+
+
+def test_flops_and_dat():
+    flops = forward_flops(create_model("tiny", num_classes=4).eval(), (1, 3, 32, 32))
+    assert 1e6 < flops < 1e8
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2]])
+    w = dat_weights(probs, np.array([1 / 3, 1 / 3, 1 / 3]))
+    assert w[0] > 1 > w[1] and (w * (1 / 3)).sum() == pytest.approx(1.0)
+    idx = dat_sample(np.array([0] * 50 + [1] * 50 + [2] * 50), np.array([1.0, 0.0, 0.0]), 40, seed=0)
+    assert (idx < 50).all()
