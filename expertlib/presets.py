@@ -108,13 +108,13 @@ SCALES: dict[str, Scale] = {
         upstream_steps=2000,
         upstream_batch=128,
         upstream_lr=0.3,
-        expert_rule=ExpertRule(min_images=1000, max_experts=10),
+        expert_rule=ExpertRule(min_images=1000),  # every subtree below the root: 14 experts, nested
         full_experts=("glyph", "photo", "sprite"),
-        expert_steps=300,
+        expert_steps=200,
         expert_batch=128,
         expert_lr=0.1,
         adapter=AdapterConfig(placement="unit_end", width=1.0, train_norms=True),
-        transfer_batch=64,
+        transfer_batch=32,
         transfer_steps=(100,),
         transfer_lrs=(0.03, 0.1),
         seeds=3,
@@ -229,3 +229,18 @@ def _as_tuple(t: Any) -> tuple:
     if t is None:
         return ()
     return t if isinstance(t, tuple) else (t,)
+
+
+_VALUE_TYPES = {"scale": str, "results_dir": str, "data_root": str, "seed": int, "device": str, "progress": bool}
+
+
+def validate_values(**values: Any) -> None:
+    """In-notebook check of the common parameters' values (types, known scale, known device)."""
+    for name, value in values.items():
+        want = _VALUE_TYPES.get(name)
+        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
+            raise ParameterError(f"parameter {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
+    if "scale" in values:
+        get_scale(values["scale"])
+    if "device" in values and not (values["device"] in ("auto", "cpu", "mps") or str(values["device"]).startswith("cuda")):
+        raise ParameterError(f"parameter 'device' must be 'auto', 'cpu' or 'cuda[:N]', got {values['device']!r}")

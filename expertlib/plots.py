@@ -1,0 +1,185 @@
+"""Every figure and table of the report, from result tables (pandas in, files out).
+
+Figures are written as PNG and SVG; tables as CSV and Markdown. Nothing here trains or evaluates.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
+
+GROUP_ORDER = ("natural", "specialized", "structured")
+METHOD_ORDER = ("base", "base+extra", "random", "domain", "knn", "oracle")
+METHOD_LABELS = {
+    "base": "B (generic)",
+    "base+extra": "B+extra (compute-matched)",
+    "random": "random expert",
+    "domain": "domain-prediction pick",
+    "knn": "kNN pick (paper)",
+    "oracle": "oracle (best of all)",
+}
+PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
+
+
+def save_figure(fig: plt.Figure, path_stem: str | os.PathLike) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.svg`` atomically; close the figure."""
+    stem = Path(path_stem)
+    out = []
+    for ext in ("png", "svg"):
+        out.append(atomic_write(stem.with_suffix(f".{ext}"), lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight")))
+    plt.close(fig)
+    return out
+
+
+def save_table(frame: pd.DataFrame, path_stem: str | os.PathLike, floatfmt: str = ".3f") -> list[Path]:
+    stem = Path(path_stem)
+    return [atomic_write_csv(stem.with_suffix(".csv"), frame), atomic_write_text(stem.with_suffix(".md"), to_markdown(frame, floatfmt))]
+
+
+def to_markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    """A GitHub Markdown table (no optional dependency)."""
+    cols = list(frame.columns)
+
+    def fmt(v) -> str:
+        if isinstance(v, float | np.floating):
+            return "" if np.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def sample_grid(rows: dict[str, np.ndarray], per_row: int = 12) -> plt.Figure:
+    """A mosaic: one row of example images (uint8 NHWC) per named source."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(per_row * 0.6, len(rows) * 0.75))
+    axes = np.atleast_1d(axes)
+    for ax, (name, imgs) in zip(axes, rows.items(), strict=True):
+        ax.imshow(np.concatenate(list(imgs[:per_row]), axis=1))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def transfer_bars(summary: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+    """Per-task accuracy (mean and seed sd) for each method, tasks grouped natural / specialized / structured.
+
+    ``summary`` columns: task, group, method, mean, sd (one row per task x method)."""
+    sub = summary[summary.metric == metric]
+    tasks = [t for g in GROUP_ORDER for t in sub[sub.group == g].task.unique()]
+    methods = [m for m in METHOD_ORDER if m in set(sub.method)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
+    width = 0.8 / len(methods)
+    for i, m in enumerate(methods):
+        rows = sub[sub.method == m].set_index("task").reindex(tasks)
+        ax.bar(np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width, rows["mean"], width,
+               yerr=rows["sd"].fillna(0), label=METHOD_LABELS[m], color=PALETTE[m], capsize=2)  # fmt: skip
+    ax.set_xticks(np.arange(len(tasks)))
+    groups = sub.drop_duplicates("task").set_index("task").group
+    ax.set_xticklabels([f"{t}\n({groups[t][:4]}.)" for t in tasks], rotation=30, ha="right", fontsize=8)
+    lo = np.nanmin(sub["mean"]) if len(sub) else 0
+    ax.set_ylim(max(0, lo - 0.1), 1.0)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=3, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def specialisation_plot(spec: pd.DataFrame, measure: str = "knn") -> plt.Figure:
+    """Each expert vs B (and B+extra) on held-out upstream images of its own subset and of the rest."""
+    regions = ("own", "rest")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, region in zip(axes, regions, strict=True):
+        sub = spec[spec.region == region]
+        sns.barplot(data=sub, x="expert", y=measure, hue="model", ax=ax, palette="colorblind", errorbar=None)
+        ax.set_title(f"held-out upstream images: {'its own subset' if region == 'own' else 'the rest'}")
+        ax.set_ylabel(f"{measure} accuracy")
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def proxy_scatter(points: pd.DataFrame, proxy: str) -> plt.Figure:
+    """Proxy score vs fine-tuned accuracy, one panel per task, with Kendall's tau in the title.
+
+    ``points`` columns: task, expert, proxy, score, accuracy."""
+    from scipy import stats
+
+    sub = points[points.proxy == proxy]
+    tasks = list(sub.task.unique())
+    cols = min(5, max(1, len(tasks)))
+    rows = int(np.ceil(len(tasks) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    for ax, t in zip(axes.flat, tasks, strict=False):
+        s = sub[sub.task == t]
+        ax.scatter(s.score, s.accuracy, s=18)
+        for r in s.itertuples():
+            ax.annotate(str(r.expert)[:8], (r.score, r.accuracy), fontsize=6)
+        tau = stats.kendalltau(s.score, s.accuracy).statistic if len(s) > 2 else np.nan
+        ax.set_title(f"{t}: tau={tau:.2f}", fontsize=9)
+        ax.set_xlabel(f"{proxy} score", fontsize=8)
+        ax.set_ylabel("fine-tuned acc.", fontsize=8)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def cost_plot(cost: pd.DataFrame) -> plt.Figure:
+    """Selection cost (seconds per task, log axis) vs mean test accuracy of the model each method yields.
+
+    ``cost`` columns: method, seconds, accuracy."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in cost.itertuples():
+        ax.scatter(r.seconds, r.accuracy, s=40)
+        ax.annotate(r.method, (r.seconds, r.accuracy), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("selection cost per task (seconds, log scale)")
+    ax.set_ylabel("mean fine-tuned test accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
+    """Adapter vs full experts: mean fine-tuned accuracy against parameters stored per expert.
+
+    ``frame`` columns: expert, kind, parameters, accuracy."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.scatterplot(data=frame, x="parameters", y="accuracy", hue="kind", style="kind", ax=ax, s=60)
+    for r in frame.itertuples():
+        ax.annotate(r.expert, (r.parameters, r.accuracy), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters stored per expert (log scale)")
+    ax.set_ylabel("mean fine-tuned accuracy on related tasks")
+    fig.tight_layout()
+    return fig
+
+
+def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
+    """Fine-tuned accuracy of B and the matching expert as the fine-tuning schedule grows.
+
+    ``frame`` columns: task, steps, model, accuracy."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sns.lineplot(data=frame, x="steps", y="accuracy", hue="model", style="task", markers=True, ax=ax)
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tuning steps (log scale)")
+    ax.set_ylabel("test accuracy")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig

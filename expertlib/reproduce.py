@@ -1,0 +1,89 @@
+"""Run every notebook in order through papermill: ``python -m expertlib.reproduce --scale cpu``.
+
+Parameters are validated against each notebook's ``parameters`` cell before anything runs (papermill itself
+only warns about unknown names). Executed notebooks are saved under ``results/<scale>/notebooks/``; a failing
+notebook stops the run with its path, and the executed copy (with the error) is kept for reading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+import time
+from pathlib import Path
+
+from expertlib.presets import get_scale, validate_parameters
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
+    found = sorted(directory.glob("[0-9][0-9]_*.ipynb"))
+    if not found:
+        raise FileNotFoundError(f"no numbered notebooks in {directory}")
+    return found
+
+
+def run(
+    scale: str,
+    results_dir: str = "results",
+    data_root: str = "data",
+    only: list[str] | None = None,
+    extra: dict | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Execute the notebooks (all, or those whose names start with an entry of ``only``) at ``scale``."""
+    import papermill as pm
+
+    get_scale(scale)
+    params = {"scale": scale, "results_dir": results_dir, "data_root": data_root, "progress": progress, **(extra or {})}
+    chosen = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+    for nb in chosen:  # validate everything before any compute
+        validate_parameters(nb, params)
+    out_dir = Path(results_dir) / scale / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i, nb in enumerate(chosen, 1):
+        out = out_dir / nb.name
+        t0 = time.perf_counter()
+        print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ...", flush=True)
+        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", progress_bar=progress,
+                            cwd=str(Path.cwd()))  # fmt: skip
+        print(f"[{i}/{len(chosen)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+        written.append(out)
+    return written
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scale", default="cpu", help="smoke, cpu (default) or paper")
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    extra = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--param expects NAME=VALUE, got {item!r}")
+        extra[name] = _parse_value(value)
+    try:
+        run(args.scale, args.results_dir, args.data_root, args.only, extra, not args.no_progress)
+    except Exception as e:  # report the cause in one line; papermill keeps the executed notebook
+        print(f"reproduce failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
