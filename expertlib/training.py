@@ -49,7 +49,9 @@ class TrainData(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator) -> Tensor: ...
+    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
+        """The (augmented) examples ``indices[part]``; random draws depend on the whole ``indices``."""
+        ...
 
 
 class ArrayData:
@@ -63,11 +65,11 @@ class ArrayData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator) -> Tensor:
-        x = self.images[torch.from_numpy(indices)]
+    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
         if train:
-            return train_batch(x, self.precrop, self.crop, self.flip, generator)
-        return eval_batch(x, self.crop)
+            return train_batch(self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator, part)
+        chosen = indices if part is None else indices[part]
+        return eval_batch(self.images[torch.from_numpy(chosen)], self.crop)
 
 
 class DatasetData:
@@ -81,14 +83,18 @@ class DatasetData:
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator) -> Tensor:
+    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
+        base = int(torch.randint(0, 2**62, (1,), generator=generator))
+        positions = range(len(indices))[part] if part is not None else range(len(indices))
         state = torch.get_rng_state()
-        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        items = []
         try:
-            x = torch.stack([self.dataset[int(i)][0] for i in indices])
+            for p in positions:  # one seed per position in the global batch: independent of sharding
+                torch.manual_seed(base + p)
+                items.append(self.dataset[int(indices[p])][0])
         finally:
             torch.set_rng_state(state)
-        return x.contiguous(memory_format=torch.channels_last)
+        return torch.stack(items).contiguous(memory_format=torch.channels_last)
 
 
 def _mix(seed: int, *keys: int | str) -> int:
@@ -251,10 +257,11 @@ def train(
             group["lr"] = lr
         gen = torch.Generator().manual_seed(_mix(cfg.seed, "batch", step))
         idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        share = idx.reshape(world, -1)[rank]
-        x = data.batch(share, train=True, generator=gen).to(device, non_blocking=True)
+        part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
+        share = idx[part]
+        x = data.batch(idx, train=True, generator=gen, part=part).to(device, non_blocking=True)
         y = torch.from_numpy(data.labels[share]).to(device)
-        if cfg.mixup_alpha > 0:
+        if cfg.mixup_alpha > 0:  # under DDP, pairs are formed within each process's share
             lam = float(np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha))
             perm = torch.randperm(len(share), generator=gen).to(device)
             x = lam * x + (1 - lam) * x[perm]
@@ -344,3 +351,62 @@ def lr_for_batch(base_lr: float, batch_size: int, reference_batch: int = 512) ->
 
 def steps_for_epochs(epochs: float, n: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * n / batch_size))
+
+
+# -- command line: train B on one machine or with torchrun ------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m expertlib.training --scale cpu --out B.safetensors`` trains the generic model B on the
+    embedded benchmark; ``torchrun --nproc_per_node N -m expertlib.training ...`` runs the same training with
+    DDP (NCCL on GPUs, gloo on CPU), splitting every global batch over the processes."""
+    import argparse
+
+    from expertlib.datasets.embedded import build
+    from expertlib.presets import get_scale
+    from expertlib.resnet import ResNetV2
+    from expertlib.schedules import Schedule
+    from expertlib.weights import save_model
+
+    ap = argparse.ArgumentParser(description="train the generic model B on the embedded benchmark")
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="override the scale's upstream learning rate")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None, help="resume from / write this checkpoint")
+    ap.add_argument("--out", required=True, help="where rank 0 saves the trained model (.safetensors)")
+    args = ap.parse_args(argv)
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and args.device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(args.device)
+    if device == "cuda" and dist.is_initialized():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    scale = get_scale(args.scale)
+    bench = build(scale.embedded, cache_dir=Path(args.data_root) / "embedded")
+    up = bench.upstream["train"]
+    data = ArrayData(up.images, up.labels, scale.precrop, scale.crop, flip=True)
+    steps = args.steps or scale.upstream_steps
+    torch.manual_seed(args.seed)
+    model = ResNetV2(scale.arch, num_classes=len(bench.classes), zero_head=False)
+    cfg = TrainConfig(Schedule(steps, max(1, steps // 20), args.lr or scale.upstream_lr, kind="cosine"),
+                      batch_size=args.batch_size or scale.upstream_batch, loss=scale.upstream_loss, seed=args.seed,
+                      device=device, checkpoint_every=max(1, steps // 10))  # fmt: skip
+    res = train(model, list(model.parameters()), data, cfg, len(bench.classes), checkpoint=args.checkpoint,
+                progress=True, desc="generic B")  # fmt: skip
+    rank, world = _rank_world()
+    if rank == 0:
+        save_model(model.cpu(), args.out)
+        print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
+              f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -58,20 +58,28 @@ def eval_batch(images: Tensor, crop: int) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def train_batch(images: Tensor, precrop: int, crop: int, flip: bool, generator: torch.Generator) -> Tensor:
-    """Batched training transform: resize to precrop, one random crop per image, optional flip."""
+def train_batch(
+    images: Tensor, precrop: int, crop: int, flip: bool, generator: torch.Generator, keep: slice | None = None
+) -> Tensor:
+    """Batched training transform: resize to precrop, one random crop per image, optional flip.
+
+    The random draws are made for the whole batch; ``keep`` then selects the examples to transform, so a
+    process that handles one share of a global batch gets exactly the crops a single process would."""
+    n_all = images.shape[0]
+    span = precrop - crop + 1
+    oy = torch.randint(0, span, (n_all,), generator=generator)
+    ox = torch.randint(0, span, (n_all,), generator=generator)
+    flips = torch.rand(n_all, generator=generator) < 0.5
+    if keep is not None:
+        images, oy, ox, flips = images[keep], oy[keep], ox[keep], flips[keep]
     x = _nchw(images)
     if x.shape[-1] != precrop or x.shape[-2] != precrop:
         x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
     n = x.shape[0]
-    span = precrop - crop + 1
-    oy = torch.randint(0, span, (n,), generator=generator)
-    ox = torch.randint(0, span, (n,), generator=generator)
     rows = (oy[:, None] + torch.arange(crop)[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
     x = x.gather(2, rows)
     cols = (ox[:, None] + torch.arange(crop)[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)
     x = x.gather(3, cols)
     if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(mask.view(n, 1, 1, 1), x.flip(-1), x)
+        x = torch.where(flips.view(n, 1, 1, 1), x.flip(-1), x)
     return x.contiguous(memory_format=torch.channels_last)
