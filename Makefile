@@ -6,7 +6,7 @@ SCALE ?= cpu
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.expertlib-stamp
 
-.PHONY: venv reproduce test test-fast lab bench lint format clean
+.PHONY: venv browser-deps reproduce test test-fast lab bench lint format clean
 
 # The venv is rebuilt only when pyproject.toml or the constraints change (the stamp records both).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -19,8 +19,14 @@ venv: $(STAMP)
 reproduce: $(STAMP)  ## run every notebook at SCALE (default: cpu) and write results/$(SCALE)/
 	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
 
-test: $(STAMP)  ## the whole suite: unit, slow, notebook and browser tests
-	$(BIN)/python -m pytest -q
+# The browser test renders the executed report in headless Chromium: Debian's package, installed when missing.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser test (needs root and apt-get)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(STAMP) browser-deps  ## the whole suite: unit, slow, notebook and browser tests
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser"

@@ -92,7 +92,9 @@ class AdapterExpert(nn.Module):
         for unit in backbone.units:
             cin, cout, stride = unit.adapter_site(cfg.placement)
             hidden = max(cfg.min_hidden, round(cin * cfg.width))
-            adapters.append(ResidualAdapter(cin, cout, hidden, stride, cfg.placement, backbone.cfg.norm_groups))
+            adapters.append(
+                ResidualAdapter(cin, cout, hidden, stride, cfg.placement, backbone.cfg.norm_groups)
+            )
         self.adapters = nn.ModuleList(adapters)
         self.norms = nn.ParameterDict()
         if cfg.train_norms:
@@ -197,7 +199,9 @@ class ExpertBank(nn.Module):
     def num_parameters(self, exclude_heads: bool = False) -> int:
         """Parameters of the whole bank (B and all experts)."""
         return sum(
-            p.numel() for n, p in self.named_parameters() if not (exclude_heads and re.search(r"(^|\.)head\.", n))
+            p.numel()
+            for n, p in self.named_parameters()
+            if not (exclude_heads and re.search(r"(^|\.)head\.", n))
         )
 
 
@@ -211,7 +215,9 @@ class AdapterExperts(ExpertBank):
         self.cfg = cfg or AdapterConfig()
         self.experts = nn.ModuleDict()
 
-    def add_expert(self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None) -> AdapterExpert:
+    def add_expert(
+        self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None
+    ) -> AdapterExpert:
         """Add a fresh expert (computes exactly B until trained). ``head_rows``: initialise its head from
         those rows of B's head (the expert's upstream classes)."""
         _check_name(name)
@@ -228,7 +234,10 @@ class AdapterExperts(ExpertBank):
             return self.base(stem_out, pre_logits=pre_logits, skip_stem=True)
         e: AdapterExpert = self.experts[expert]  # type: ignore[assignment]
         feats = functional_call(
-            self.base, e.overrides(), (stem_out,), {"adapters": list(e.adapters), "pre_logits": True, "skip_stem": True}
+            self.base,
+            e.overrides(),
+            (stem_out,),
+            {"adapters": list(e.adapters), "pre_logits": True, "skip_stem": True},
         )
         if pre_logits:
             return feats

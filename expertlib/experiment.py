@@ -25,7 +25,13 @@ from expertlib.datasets.embedded import EmbeddedBenchmark, build
 from expertlib.hierarchy import ExpertRule
 from expertlib.presets import Scale, get_scale
 from expertlib.resnet import ResNetV2
-from expertlib.runtime import atomic_write_csv, atomic_write_json, machine_description, resolve_device, seed_everything
+from expertlib.runtime import (
+    atomic_write_csv,
+    atomic_write_json,
+    machine_description,
+    resolve_device,
+    seed_everything,
+)
 from expertlib.schedules import Schedule, scaled_hyperrule, upstream_schedule
 from expertlib.training import ArrayData, TrainConfig, accuracy, finetune, predict, train, train_expert
 from expertlib.weights import load_bank, load_model, save_bank, save_model
@@ -58,7 +64,14 @@ class Workspace:
         seed: int = 0,
         progress: bool = True,
     ) -> Workspace:
-        ws = cls(get_scale(scale), Path(results_dir) / scale, Path(data_root), resolve_device(device), seed, progress)
+        ws = cls(
+            get_scale(scale),
+            Path(results_dir) / scale,
+            Path(data_root),
+            resolve_device(device),
+            seed,
+            progress,
+        )
         for sub in ("models", "tables", "figures", "checkpoints"):
             (ws.results_dir / sub).mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
@@ -70,7 +83,9 @@ class Workspace:
     def require(self, kind: str, name: str, notebook: str) -> Path:
         p = self.path(kind, name)
         if not p.exists():
-            raise MissingStepError(f"{p} is missing: run notebook {notebook} at scale={self.scale.name!r} first")
+            raise MissingStepError(
+                f"{p} is missing: run notebook {notebook} at scale={self.scale.name!r} first"
+            )
         return p
 
 
@@ -93,14 +108,23 @@ def upstream_data(ws: Workspace, bench: EmbeddedBenchmark, split: str, train: bo
 def task_splits(ws: Workspace, bench: EmbeddedBenchmark, task: str) -> dict[str, ArrayData]:
     td = bench.tasks[task]
     mk = lambda s: ArrayData(s.images, s.labels, ws.scale.precrop, ws.scale.crop, td.info.flip)  # noqa: E731
-    return {"train800": mk(td.train), "val200": mk(td.val), "train800val200": mk(td.train_val), "test": mk(td.test)}
+    return {
+        "train800": mk(td.train),
+        "val200": mk(td.val),
+        "train800val200": mk(td.train_val),
+        "test": mk(td.test),
+    }
 
 
 # -- the generic model B ---------------------------------------------------------------------------------------
 def _upstream_cfg(ws: Workspace, steps: int, lr: float, seed: int, batch: int) -> TrainConfig:
     """Upstream-style training (B, B+extra, experts): BiT's step schedule or a cosine, per the scale."""
     sc = ws.scale
-    sched = upstream_schedule(steps, lr) if sc.upstream_schedule == "bit" else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
+    sched = (
+        upstream_schedule(steps, lr)
+        if sc.upstream_schedule == "bit"
+        else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
+    )
     return TrainConfig(sched, batch_size=batch, loss=sc.upstream_loss, seed=seed, device=ws.device,
                        checkpoint_every=max(50, steps // 10))  # fmt: skip
 
@@ -159,10 +183,14 @@ def choose_experts(ws: Workspace, bench: EmbeddedBenchmark) -> list[str]:
 
 def expert_labels(bench: EmbeddedBenchmark, experts: list[str]) -> dict[str, list[int]]:
     """Upstream label indices under each expert's subtree."""
-    return {e: [bench.classes.index(c) for c in bench.hierarchy.expert_classes(e, bench.classes)] for e in experts}
+    return {
+        e: [bench.classes.index(c) for c in bench.hierarchy.expert_classes(e, bench.classes)] for e in experts
+    }
 
 
-def expert_subset(ws: Workspace, bench: EmbeddedBenchmark, labels: list[int], split: str, train: bool) -> ArrayData:
+def expert_subset(
+    ws: Workspace, bench: EmbeddedBenchmark, labels: list[int], split: str, train: bool
+) -> ArrayData:
     s = bench.upstream[split]
     keep = np.isin(s.labels, labels)
     remap = {c: i for i, c in enumerate(labels)}
@@ -170,7 +198,9 @@ def expert_subset(ws: Workspace, bench: EmbeddedBenchmark, labels: list[int], sp
     return ArrayData(s.images[keep], y, ws.scale.precrop, ws.scale.crop, flip=train)
 
 
-def train_experts(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, kind: str) -> tuple[ExpertBank, pd.DataFrame]:
+def train_experts(
+    ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, kind: str
+) -> tuple[ExpertBank, pd.DataFrame]:
     """Train every expert of ``kind`` ('adapter' or 'full') from B on its subset; resumable per expert."""
     out = ws.path("models", f"{kind}_experts.safetensors")
     log = ws.path("tables", f"{kind}_expert_training.csv")
@@ -187,7 +217,7 @@ def train_experts(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, kind:
         cfg = _upstream_cfg(ws, ws.scale.expert_steps, ws.scale.expert_lr, ws.seed + 7, ws.scale.expert_batch)
         t0 = time.perf_counter()
         if part.exists():
-            from expertlib.weights import _open, _load_into
+            from expertlib.weights import _load_into, _open
 
             tensors, _ = _open(part, "expertlib.expert")
             _load_into(bank.experts[name], tensors, str(part), head=True)
@@ -297,7 +327,9 @@ def random_choice(candidates: list[str], seed: int, task: str) -> str:
 # -- provenance and plans ---------------------------------------------------------------------------------------
 def provenance() -> dict:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "expertlib", "notebooks"],
                                     capture_output=True, text=True).stdout.strip())  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
@@ -330,7 +362,9 @@ def print_plan(ws: Workspace) -> dict:
 
 
 # -- notebook-level steps ----------------------------------------------------------------------------------------
-def write_data_summary(ws: Workspace, bench: EmbeddedBenchmark, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
+def write_data_summary(
+    ws: Workspace, bench: EmbeddedBenchmark, accuracy: dict[str, float] | None = None
+) -> pd.DataFrame:
     """``results/<scale>/data_summary.csv``: domains and tasks (and, once known, B's fine-tuned accuracy)."""
     from expertlib.datasets.embedded import data_summary
 
@@ -367,10 +401,14 @@ def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
     return a.eval(), f.eval()
 
 
-def generic_upstream_accuracy(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, extra: ResNetV2) -> pd.DataFrame:
+def generic_upstream_accuracy(
+    ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, extra: ResNetV2
+) -> pd.DataFrame:
     from expertlib import plots
 
-    frame = pd.concat([per_domain_accuracy(m, ws, bench).assign(model=name) for name, m in ((BASE, base), (EXTRA, extra))])
+    frame = pd.concat(
+        [per_domain_accuracy(m, ws, bench).assign(model=name) for name, m in ((BASE, base), (EXTRA, extra))]
+    )
     plots.save_table(frame, ws.path("tables", "generic_upstream_accuracy"))
     return frame
 
@@ -385,12 +423,20 @@ def write_specialisation(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2
     else:
         spec = specialisation(ws, bench, base, banks, extra)
         atomic_write_csv(out, spec)
-    plots.save_figure(plots.specialisation_plot(spec[spec.kind == "adapter"], "knn"), ws.path("figures", "specialisation_knn"))
-    plots.save_figure(plots.specialisation_plot(spec[spec.kind == "adapter"], "linear"), ws.path("figures", "specialisation_linear"))
+    plots.save_figure(
+        plots.specialisation_plot(spec[spec.kind == "adapter"], "knn"),
+        ws.path("figures", "specialisation_knn"),
+    )
+    plots.save_figure(
+        plots.specialisation_plot(spec[spec.kind == "adapter"], "linear"),
+        ws.path("figures", "specialisation_linear"),
+    )
     return spec
 
 
-def run_selection(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank: ExpertBank) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_selection(
+    ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank: ExpertBank
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every adapter expert on every task with every proxy; pick per proxy. Timed per task."""
     from expertlib.selection import ALL_PROXIES, extract_features, forward_flops, pick, rank_experts
 
@@ -406,7 +452,9 @@ def run_selection(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank:
     for task in ws.scale.tasks:
         data = task_splits(ws, bench, task)["train800val200"]
         t0 = time.perf_counter()
-        feats, logits = extract_features(bank, [None, *experts], data, ws.scale.eval_batch, ws.device, with_logits=True)
+        feats, logits = extract_features(
+            bank, [None, *experts], data, ws.scale.eval_batch, ws.device, with_logits=True
+        )
         per_expert = (time.perf_counter() - t0) / (len(experts) + 1)
         table = rank_experts(
             feats, data.labels, ALL_PROXIES, upstream_logits=logits, expert_labels=labels, upstream_prior=prior,
@@ -416,10 +464,16 @@ def run_selection(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank:
         )  # fmt: skip
         table.insert(0, "task", task)
         rankings.append(table)
-        row = {"task": task, "group": bench.tasks[task].info.group, "relates_to": bench.tasks[task].info.relates_to or "none"}
+        row = {
+            "task": task,
+            "group": bench.tasks[task].info.group,
+            "relates_to": bench.tasks[task].info.relates_to or "none",
+        }
         for proxy in ("knn", "domain", "linear", "logme", "hscore"):
             row[proxy] = pick(table, proxy, experts)
-            row[f"{proxy}_seconds"] = float(table[(table.proxy == proxy) & table.expert.isin(experts)].seconds.sum())
+            row[f"{proxy}_seconds"] = float(
+                table[(table.proxy == proxy) & table.expert.isin(experts)].seconds.sum()
+            )
         row["random"] = random_choice(experts, ws.seed, task)
         picks.append(row)
     rankings_df, picks_df = pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
@@ -462,19 +516,34 @@ def run_transfer(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, extra:
         steps, lr = hps[task]["steps"], hps[task]["lr"]
         pk = picks.set_index("task").loc[task]
         plan_runs = [(BASE, s) for s in range(ws.scale.seeds)] + [(EXTRA, s) for s in range(ws.scale.seeds)]
-        plan_runs += [(f"adapter:{e}", s) for e in adapters.expert_names for s in range(ws.scale.oracle_seeds)]
+        plan_runs += [
+            (f"adapter:{e}", s) for e in adapters.expert_names for s in range(ws.scale.oracle_seeds)
+        ]
         for proxy in ("knn", "domain"):
             plan_runs += [(f"adapter:{pk[proxy]}", s) for s in range(ws.scale.seeds)]
         plan_runs += [(f"full:{e}", 0) for e in full.expert_names]
         for who, seed in dict.fromkeys(plan_runs):
             if (task, who, "finetune", seed) in have:
                 continue
-            acc, secs = finetune_and_test(ws, make_net(models, who, k), splits["train800val200"], splits["test"], k, steps, lr, ws.seed + seed)
+            acc, secs = finetune_and_test(
+                ws,
+                make_net(models, who, k),
+                splits["train800val200"],
+                splits["test"],
+                k,
+                steps,
+                lr,
+                ws.seed + seed,
+            )
             rows.append({"task": task, "group": info.group, "model": who, "mode": "finetune", "seed": seed,
                          "accuracy": acc, "seconds": secs, "steps": steps, "lr": lr})  # fmt: skip
             have.add((task, who, "finetune", seed))
             atomic_write_csv(out, pd.DataFrame(rows))
-        linear_models = [BASE, EXTRA] + [f"adapter:{e}" for e in adapters.expert_names] + [f"full:{e}" for e in full.expert_names]
+        linear_models = (
+            [BASE, EXTRA]
+            + [f"adapter:{e}" for e in adapters.expert_names]
+            + [f"full:{e}" for e in full.expert_names]
+        )
         for who in linear_models:
             if (task, who, "linear", 0) in have:
                 continue
@@ -495,7 +564,9 @@ def _feature_fn(models: dict, who: str):
     return lambda x: models[kind].features(x, name)
 
 
-def run_schedule_sweep(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, adapters: ExpertBank) -> pd.DataFrame:
+def run_schedule_sweep(
+    ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, adapters: ExpertBank
+) -> pd.DataFrame:
     """B vs the task's matching adapter expert as fine-tuning grows longer (two tasks with a matching expert)."""
     out = ws.path("tables", "schedule_sweep.csv")
     if out.exists() or not ws.scale.schedule_sweep:
@@ -530,11 +601,18 @@ def _method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataF
         seed0 = t[t.seed == 0].set_index("model").accuracy
         adapters = seed0[[m for m in seed0.index if m.startswith("adapter:")]]
 
-        def add(method: str, model: str | None, mean: float, sd: float, n: int) -> None:
+        def add(
+            method: str, model: str | None, mean: float, sd: float, n: int, task=task, group=group
+        ) -> None:
             rows.append({"task": task, "group": group, "metric": mode, "method": method, "model": model,
                          "mean": float(mean), "sd": float(sd) if n > 1 else np.nan, "n": int(n)})  # fmt: skip
 
-        for method, model in ((BASE, BASE), (EXTRA, EXTRA), ("knn", f"adapter:{pk['knn']}"), ("domain", f"adapter:{pk['domain']}")):
+        for method, model in (
+            (BASE, BASE),
+            (EXTRA, EXTRA),
+            ("knn", f"adapter:{pk['knn']}"),
+            ("domain", f"adapter:{pk['domain']}"),
+        ):
             if model in stats.index:
                 s = stats.loc[model]
                 add(method, model, s["mean"], s["std"], s["count"])
@@ -572,9 +650,14 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     full_log = pd.read_csv(ws.path("tables", "full_expert_training.csv"))
     figures = []
 
-    methods = pd.concat([_method_rows(runs, picks, "finetune"), _method_rows(runs, picks, "linear")], ignore_index=True)
+    methods = pd.concat(
+        [_method_rows(runs, picks, "finetune"), _method_rows(runs, picks, "linear")], ignore_index=True
+    )
     plots.save_table(methods, ws.path("tables", "methods_per_task"))
-    for metric, title in (("finetune", "full fine-tuning"), ("linear", "frozen features + linear classifier")):
+    for metric, title in (
+        ("finetune", "full fine-tuning"),
+        ("linear", "frozen features + linear classifier"),
+    ):
         figures += plots.save_figure(plots.transfer_bars(methods, metric, f"Transfer by {title} ({ws.scale.name} scale)"),
                                      ws.path("figures", f"transfer_{metric}"))[:1]  # fmt: skip
 
@@ -586,7 +669,9 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     plots.save_table(vtab, ws.path("tables", "vtab_table"))
 
     # proxy score vs fine-tuned accuracy (seed 0 of the oracle sweep)
-    seed0 = runs[(runs["mode"] == "finetune") & (runs.seed == 0) & runs.model.str.startswith("adapter:")].copy()
+    seed0 = runs[
+        (runs["mode"] == "finetune") & (runs.seed == 0) & runs.model.str.startswith("adapter:")
+    ].copy()
     seed0["expert"] = seed0.model.str.split(":", n=1).str[1]
     points = rankings.merge(seed0[["task", "expert", "accuracy"]], on=["task", "expert"])
     quality = []
@@ -603,21 +688,43 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     quality = pd.DataFrame(quality)
     plots.save_table(quality, ws.path("tables", "selection_quality"))
     for proxy in ("knn", "domain"):
-        figures += plots.save_figure(plots.proxy_scatter(points, proxy), ws.path("figures", f"proxy_{proxy}_vs_accuracy"))[:1]
+        figures += plots.save_figure(
+            plots.proxy_scatter(points, proxy), ws.path("figures", f"proxy_{proxy}_vs_accuracy")
+        )[:1]
 
     # cost per task vs accuracy of what each method yields
     sweep_secs = seed0.groupby("task").seconds.sum()
     cost_rows = []
     for proxy in ("knn", "domain", "linear", "logme", "hscore"):
-        acc = seed0.merge(picks[["task", proxy]].rename(columns={proxy: "expert"}), on=["task", "expert"]).accuracy.mean()
-        cost_rows.append({"method": f"{proxy} selection", "seconds": float(picks[f"{proxy}_seconds"].mean()), "accuracy": float(acc)})
+        acc = seed0.merge(
+            picks[["task", proxy]].rename(columns={proxy: "expert"}), on=["task", "expert"]
+        ).accuracy.mean()
+        cost_rows.append(
+            {
+                "method": f"{proxy} selection",
+                "seconds": float(picks[f"{proxy}_seconds"].mean()),
+                "accuracy": float(acc),
+            }
+        )
     oracle_acc = seed0.groupby("task").accuracy.max().mean()
-    cost_rows.append({"method": "fine-tune all (oracle)", "seconds": float(sweep_secs.mean()), "accuracy": float(oracle_acc)})
+    cost_rows.append(
+        {
+            "method": "fine-tune all (oracle)",
+            "seconds": float(sweep_secs.mean()),
+            "accuracy": float(oracle_acc),
+        }
+    )
     bench_csv = Path("results/benchmarks/selection_cost.csv")
     if bench_csv.exists():
         bc = pd.read_csv(bench_csv)
         if "dat_seconds" in bc:
-            cost_rows.append({"method": "DAT-style re-training", "seconds": float(bc.dat_seconds.mean()), "accuracy": np.nan})
+            cost_rows.append(
+                {
+                    "method": "DAT-style re-training",
+                    "seconds": float(bc.dat_seconds.mean()),
+                    "accuracy": np.nan,
+                }
+            )
     cost = pd.DataFrame(cost_rows)
     plots.save_table(cost, ws.path("tables", "selection_cost"))
     figures += plots.save_figure(plots.cost_plot(cost.dropna()), ws.path("figures", "selection_cost"))[:1]
@@ -628,7 +735,12 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     for kind, log in (("adapter", adapter_log), ("full", full_log)):
         for r in log.itertuples():
             tasks = [t for t, rel in related.items() if rel == r.expert]
-            acc = seed0_all = runs[(runs["mode"] == "finetune") & (runs.seed == 0) & (runs.model == f"{kind}:{r.expert}") & runs.task.isin(tasks)]
+            acc = seed0_all = runs[
+                (runs["mode"] == "finetune")
+                & (runs.seed == 0)
+                & (runs.model == f"{kind}:{r.expert}")
+                & runs.task.isin(tasks)
+            ]
             if len(acc):
                 avf.append({"expert": r.expert, "kind": kind, "parameters": int(r.trainable_parameters),
                             "accuracy": float(seed0_all.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
@@ -651,10 +763,19 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     write_data_summary(ws, bench, base_acc)
     summary = _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, full_log)
     atomic_write_json(ws.results_dir / "summary.json", summary)
-    return {"vtab_table": vtab, "claims": claims, "methods": methods, "quality": quality, "cost": cost, "figures": figures}
+    return {
+        "vtab_table": vtab,
+        "claims": claims,
+        "methods": methods,
+        "quality": quality,
+        "cost": cost,
+        "figures": figures,
+    }
 
 
-def _claims(methods: pd.DataFrame, spec: pd.DataFrame, quality: pd.DataFrame, cost: pd.DataFrame, avf: pd.DataFrame) -> pd.DataFrame:
+def _claims(
+    methods: pd.DataFrame, spec: pd.DataFrame, quality: pd.DataFrame, cost: pd.DataFrame, avf: pd.DataFrame
+) -> pd.DataFrame:
     ft = methods[methods.metric == "finetune"].pivot(index="task", columns="method", values=["mean", "sd"])
     rows = []
 
@@ -665,7 +786,9 @@ def _claims(methods: pd.DataFrame, spec: pd.DataFrame, quality: pd.DataFrame, co
         s = np.nanmax(np.stack([ft["sd"][a].to_numpy(), ft["sd"][b].to_numpy()]), axis=0)
         return d, s
 
-    own = spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(index="expert", columns="model", values="knn")
+    own = spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
+        index="expert", columns="model", values="knn"
+    )
     if "adapter_expert" in own:
         gain = own["adapter_expert"] - own[BASE]
         ctrl = own[EXTRA] - own[BASE] if EXTRA in own else gain * 0
@@ -715,27 +838,40 @@ def _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, f
         t = ft[ft.task == task].set_index("method")
         pk = picks.set_index("task").loc[task]
         acc0 = seed0[seed0.task == task].set_index("expert").accuracy
-        get = lambda m: (float(t.loc[m, "mean"]) if m in t.index else None)  # noqa: E731
+        get = lambda m: float(t.loc[m, "mean"]) if m in t.index else None  # noqa: E731, B023
         tasks[task] = {
             "group": bench.tasks[task].info.group,
             "relates_to": bench.tasks[task].info.relates_to,
             "baseline_accuracy": get(BASE),
             "baseline_extra_accuracy": get(EXTRA),
-            "selected": {p: {"expert": pk[p], "accuracy_seed0": float(acc0.get(pk[p], np.nan))} for p in ("knn", "domain", "linear", "logme", "hscore")},
+            "selected": {
+                p: {"expert": pk[p], "accuracy_seed0": float(acc0.get(pk[p], np.nan))}
+                for p in ("knn", "domain", "linear", "logme", "hscore")
+            },
             "knn_pick_accuracy_mean": get("knn"),
             "domain_pick_accuracy_mean": get("domain"),
             "oracle": {"expert": str(acc0.idxmax()) if len(acc0) else None, "accuracy": get("oracle")},
             "random_expert_mean": get("random"),
-            "frozen_linear": {m: float(v) for m, v in lin[lin.task == task].set_index("method")["mean"].items()},
+            "frozen_linear": {
+                m: float(v) for m, v in lin[lin.task == task].set_index("method")["mean"].items()
+            },
         }
     return {
         "scale": ws.scale.name,
         "tasks": tasks,
         "selection_cost_seconds_per_task": {r.method: r.seconds for r in cost.itertuples()},
-        "model": {"arch": ws.scale.arch, "generic_training": record,
-                  "adapter_expert_parameters": adapter_log.trainable_parameters.tolist(),
-                  "full_expert_parameters": full_log.trainable_parameters.tolist()},  # fmt: skip
-        "data": {"upstream_classes": len(bench.classes), "upstream_train": len(bench.upstream["train"]),
-                 "upstream_test": len(bench.upstream["test"]), "domains": len(bench.domains), "tasks": len(ws.scale.tasks)},  # fmt: skip
+        "model": {
+            "arch": ws.scale.arch,
+            "generic_training": record,
+            "adapter_expert_parameters": adapter_log.trainable_parameters.tolist(),
+            "full_expert_parameters": full_log.trainable_parameters.tolist(),
+        },  # fmt: skip
+        "data": {
+            "upstream_classes": len(bench.classes),
+            "upstream_train": len(bench.upstream["train"]),
+            "upstream_test": len(bench.upstream["test"]),
+            "domains": len(bench.domains),
+            "tasks": len(ws.scale.tasks),
+        },  # fmt: skip
         "provenance": provenance(),
     }

@@ -88,7 +88,9 @@ class LabelHierarchy:
 
     # -- parsers ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_edges(cls, edges: Iterable[tuple[str, str]], names: Mapping[str, str] | None = None) -> LabelHierarchy:
+    def from_edges(
+        cls, edges: Iterable[tuple[str, str]], names: Mapping[str, str] | None = None
+    ) -> LabelHierarchy:
         h = cls()
         if names is not None:
             for node, name in names.items():
@@ -98,7 +100,9 @@ class LabelHierarchy:
                 for n, role in ((parent, "parent"), (child, "child")):
                     if n not in names:
                         err = UnknownParentError if role == "parent" else UnknownNodeError
-                        raise err(f"edge {parent} -> {child} names {role} {n!r}, which is not in the node list")
+                        raise err(
+                            f"edge {parent} -> {child} names {role} {n!r}, which is not in the node list"
+                        )
             h.add_edge(parent, child)
         return h.validate()
 
@@ -140,7 +144,10 @@ class LabelHierarchy:
 
     def to_json(self) -> dict:
         return {
-            "nodes": {n: {"name": self.names[n], "parents": sorted(self.parents[n])} for n in self.topological_order()}
+            "nodes": {
+                n: {"name": self.names[n], "parents": sorted(self.parents[n])}
+                for n in self.topological_order()
+            }
         }
 
     # -- queries ----------------------------------------------------------------------------------------------
@@ -149,7 +156,9 @@ class LabelHierarchy:
 
     def _check(self, node: str) -> None:
         if node not in self.children:
-            raise UnknownNodeError(f"unknown node {node!r}: not in this hierarchy of {len(self.children)} nodes")
+            raise UnknownNodeError(
+                f"unknown node {node!r}: not in this hierarchy of {len(self.children)} nodes"
+            )
 
     @property
     def roots(self) -> list[str]:
@@ -255,7 +264,9 @@ class LabelHierarchy:
         """Pick expert subtrees by ``rule`` (nested and overlapping subtrees allowed, as the paper's are).
         Candidates with identical class sets keep only the deepest one (the others add no new expert)."""
         cand = self.candidate_experts(counts)
-        cand = cand[(cand.images >= rule.min_images) & (cand.depth >= rule.min_depth) & (cand.depth <= rule.max_depth)]
+        cand = cand[
+            (cand.images >= rule.min_images) & (cand.depth >= rule.min_depth) & (cand.depth <= rule.max_depth)
+        ]
         if not rule.include_roots:
             cand = cand[cand.depth > 0]
         seen: dict[frozenset, str] = {}
@@ -291,7 +302,9 @@ PAPER_EXPERTS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def multi_label_targets(hierarchy: LabelHierarchy, classes: Sequence[str], with_ancestors: bool) -> list[list[int]]:
+def multi_label_targets(
+    hierarchy: LabelHierarchy, classes: Sequence[str], with_ancestors: bool
+) -> list[list[int]]:
     """For each class, the indices in ``classes`` it activates: itself and, optionally, its ancestors that
     are themselves labels (ImageNet-21k has labels at internal nodes)."""
     index = {c: i for i, c in enumerate(classes)}

@@ -36,14 +36,22 @@ def save_figure(fig: plt.Figure, path_stem: str | os.PathLike) -> list[Path]:
     stem = Path(path_stem)
     out = []
     for ext in ("png", "svg"):
-        out.append(atomic_write(stem.with_suffix(f".{ext}"), lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight")))
+        out.append(
+            atomic_write(
+                stem.with_suffix(f".{ext}"),
+                lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight"),
+            )
+        )
     plt.close(fig)
     return out
 
 
 def save_table(frame: pd.DataFrame, path_stem: str | os.PathLike, floatfmt: str = ".3f") -> list[Path]:
     stem = Path(path_stem)
-    return [atomic_write_csv(stem.with_suffix(".csv"), frame), atomic_write_text(stem.with_suffix(".md"), to_markdown(frame, floatfmt))]
+    return [
+        atomic_write_csv(stem.with_suffix(".csv"), frame),
+        atomic_write_text(stem.with_suffix(".md"), to_markdown(frame, floatfmt)),
+    ]
 
 
 def to_markdown(frame: pd.DataFrame, floatfmt: str = ".3f") -> str:
@@ -134,7 +142,7 @@ def proxy_scatter(points: pd.DataFrame, proxy: str) -> plt.Figure:
         ax.set_title(f"{t}: tau={tau:.2f}", fontsize=9)
         ax.set_xlabel(f"{proxy} score", fontsize=8)
         ax.set_ylabel("fine-tuned acc.", fontsize=8)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig

@@ -97,13 +97,27 @@ SCALES: dict[str, Scale] = {
         arch="tiny",
         embedded=EmbeddedSpec(
             tasks=(
-                "animal_pose", "digit_mirror", "photo_new", "glyph_new", "land_cover",
-                "retinopathy", "sprite_xpos", "scene_count", "grating_new",
+                "animal_pose",
+                "digit_mirror",
+                "photo_new",
+                "glyph_new",
+                "land_cover",
+                "retinopathy",
+                "sprite_xpos",
+                "scene_count",
+                "grating_new",
             )
         ),  # fmt: skip
         tasks=(
-            "animal_pose", "digit_mirror", "photo_new", "glyph_new", "land_cover",
-            "retinopathy", "sprite_xpos", "scene_count", "grating_new",
+            "animal_pose",
+            "digit_mirror",
+            "photo_new",
+            "glyph_new",
+            "land_cover",
+            "retinopathy",
+            "sprite_xpos",
+            "scene_count",
+            "grating_new",
         ),  # fmt: skip
         upstream_steps=2000,
         upstream_batch=128,
@@ -127,9 +141,24 @@ SCALES: dict[str, Scale] = {
         arch="R50x1",
         embedded=None,
         tasks=(
-            "caltech101", "cifar100", "dtd", "oxford_flowers102", "oxford_iiit_pet", "svhn", "sun397",
-            "patch_camelyon", "eurosat", "resisc45", "diabetic_retinopathy", "clevr_count", "clevr_distance",
-            "dmlab", "kitti_distance", "dsprites_location", "dsprites_orientation", "smallnorb_azimuth",
+            "caltech101",
+            "cifar100",
+            "dtd",
+            "oxford_flowers102",
+            "oxford_iiit_pet",
+            "svhn",
+            "sun397",
+            "patch_camelyon",
+            "eurosat",
+            "resisc45",
+            "diabetic_retinopathy",
+            "clevr_count",
+            "clevr_distance",
+            "dmlab",
+            "kitti_distance",
+            "dsprites_location",
+            "dsprites_orientation",
+            "smallnorb_azimuth",
             "smallnorb_elevation",
         ),  # fmt: skip
         upstream_steps=450_000,  # BiT-M: 90 epochs of ImageNet-21k at batch 4096 would be ~300k; ours documented
@@ -166,15 +195,22 @@ class ParameterError(ValueError):
     """An unknown or mistyped notebook parameter."""
 
 
-_TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "NoneType": type(None), "list": list,
-          "tuple": (list, tuple), "dict": dict}
+_TYPES = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "bool": bool,
+    "NoneType": type(None),
+    "list": list,
+    "tuple": (list, tuple),
+    "dict": dict,
+}
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
     """The parameters declared in a notebook's ``parameters`` cell: name -> {type, default, help}."""
-    import papermill as pm
-
     import nbformat
+    import papermill as pm
 
     nb = nbformat.read(str(notebook), as_version=4)
     if not nb.metadata.get("kernelspec"):  # papermill needs a kernel name to parse the cell's language
@@ -183,7 +219,11 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
     if not params:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
     return {
-        name: {"type": _declared_type(p["inferred_type_name"], p["default"]), "default": p["default"], "help": p["help"]}
+        name: {
+            "type": _declared_type(p["inferred_type_name"], p["default"]),
+            "default": p["default"],
+            "help": p["help"],
+        }
         for name, p in params.items()
     }
 
@@ -215,7 +255,9 @@ def validate_parameters(notebook: str | Path, values: dict[str, Any]) -> dict[st
             )
         want = declared[name]["type"]
         ok_types = tuple(t for part in want.split(" | ") for t in _as_tuple(_TYPES.get(part.strip())))
-        if ok_types and not (isinstance(value, ok_types) and not (isinstance(value, bool) and bool not in ok_types)):
+        if ok_types and not (
+            isinstance(value, ok_types) and not (isinstance(value, bool) and bool not in ok_types)
+        ):
             raise ParameterError(
                 f"parameter {name!r} of {Path(notebook).name} must be {want} (default "
                 f"{declared[name]['default']}), got {type(value).__name__} {value!r}"
@@ -231,7 +273,14 @@ def _as_tuple(t: Any) -> tuple:
     return t if isinstance(t, tuple) else (t,)
 
 
-_VALUE_TYPES = {"scale": str, "results_dir": str, "data_root": str, "seed": int, "device": str, "progress": bool}
+_VALUE_TYPES = {
+    "scale": str,
+    "results_dir": str,
+    "data_root": str,
+    "seed": int,
+    "device": str,
+    "progress": bool,
+}
 
 
 def validate_values(**values: Any) -> None:
@@ -239,8 +288,14 @@ def validate_values(**values: Any) -> None:
     for name, value in values.items():
         want = _VALUE_TYPES.get(name)
         if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
-            raise ParameterError(f"parameter {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}")
+            raise ParameterError(
+                f"parameter {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}"
+            )
     if "scale" in values:
         get_scale(values["scale"])
-    if "device" in values and not (values["device"] in ("auto", "cpu", "mps") or str(values["device"]).startswith("cuda")):
-        raise ParameterError(f"parameter 'device' must be 'auto', 'cpu' or 'cuda[:N]', got {values['device']!r}")
+    if "device" in values and not (
+        values["device"] in ("auto", "cpu", "mps") or str(values["device"]).startswith("cuda")
+    ):
+        raise ParameterError(
+            f"parameter 'device' must be 'auto', 'cpu' or 'cuda[:N]', got {values['device']!r}"
+        )

@@ -57,7 +57,9 @@ def knn_neighbours(
     return out
 
 
-def knn_predict(neighbour_labels: torch.Tensor, num_classes: int, tie: TieRule = "smallest_label") -> torch.Tensor:
+def knn_predict(
+    neighbour_labels: torch.Tensor, num_classes: int, tie: TieRule = "smallest_label"
+) -> torch.Tensor:
     """Majority vote over neighbours' labels [n, k] (nearest first).
 
     Ties: ``smallest_label`` takes the smallest tied label (scikit-learn's rule); ``nearest`` takes the tied
@@ -91,7 +93,12 @@ def knn_accuracy(
 
 
 def linear_probe_accuracy(
-    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, c: float = 1.0, seed: int = 0
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    test_x: np.ndarray,
+    test_y: np.ndarray,
+    c: float = 1.0,
+    seed: int = 0,
 ) -> float:
     """Accuracy of an L2-regularised logistic regression on standardised frozen features."""
     from sklearn.linear_model import LogisticRegression
@@ -193,7 +200,11 @@ def domain_prediction_scores(
     p = np.asarray(upstream_probs, dtype=np.float64)
     p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
     mass = p.mean(0)
-    q = np.full(p.shape[1], 1.0 / p.shape[1]) if prior is None else np.asarray(prior, dtype=np.float64) / np.sum(prior)
+    q = (
+        np.full(p.shape[1], 1.0 / p.shape[1])
+        if prior is None
+        else np.asarray(prior, dtype=np.float64) / np.sum(prior)
+    )
     scores = {}
     for name, idx in expert_labels.items():
         idx = np.asarray(list(idx), dtype=np.int64)

@@ -37,7 +37,13 @@ def run(
     import papermill as pm
 
     get_scale(scale)
-    params = {"scale": scale, "results_dir": results_dir, "data_root": data_root, "progress": progress, **(extra or {})}
+    params = {
+        "scale": scale,
+        "results_dir": results_dir,
+        "data_root": data_root,
+        "progress": progress,
+        **(extra or {}),
+    }
     chosen = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
     for nb in chosen:  # validate everything before any compute
         validate_parameters(nb, params)
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--data-root", default="data")
     ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
-    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter")
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter"
+    )
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     extra = {}

@@ -42,7 +42,9 @@ class StdConv2d(nn.Conv2d):
         return (self.weight - mean) / torch.sqrt(var + self.eps)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(
+            x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
+        )
 
 
 def group_norm(channels: int, groups: int, eps: float = 1e-5) -> nn.GroupNorm:
@@ -81,7 +83,9 @@ class ResNetV2Config:
 
 
 def _bit(layers: Sequence[int], wf: int) -> ResNetV2Config:
-    return ResNetV2Config(layers=tuple(layers), widths=tuple(w * wf for w in (256, 512, 1024, 2048)), stem_width=64 * wf)
+    return ResNetV2Config(
+        layers=tuple(layers), widths=tuple(w * wf for w in (256, 512, 1024, 2048)), stem_width=64 * wf
+    )
 
 
 CONFIGS: dict[str, ResNetV2Config] = {
@@ -96,10 +100,22 @@ CONFIGS: dict[str, ResNetV2Config] = {
     # Throughputs measured on our machines (training, batch 128, images/s): tiny ~2,000, small ~1,400,
     # small_bottleneck ~500 (../shared/reference.md and benchmarks/bench_training.py).
     "tiny": ResNetV2Config(
-        layers=(2, 2, 2), widths=(8, 16, 32), block="basic", stem="small", stem_width=8, norm_groups=8, input_size=32
+        layers=(2, 2, 2),
+        widths=(8, 16, 32),
+        block="basic",
+        stem="small",
+        stem_width=8,
+        norm_groups=8,
+        input_size=32,
     ),
     "small": ResNetV2Config(
-        layers=(2, 2, 2), widths=(16, 32, 64), block="basic", stem="small", stem_width=16, norm_groups=8, input_size=32
+        layers=(2, 2, 2),
+        widths=(16, 32, 64),
+        block="basic",
+        stem="small",
+        stem_width=16,
+        norm_groups=8,
+        input_size=32,
     ),
     "small_bottleneck": ResNetV2Config(
         layers=(2, 2, 2),
@@ -216,7 +232,9 @@ class ResNetV2(nn.Module):
     expert's residual adapters for that call only.
     """
 
-    def __init__(self, cfg: ResNetV2Config | str = "R50x1", num_classes: int = 0, zero_head: bool = True) -> None:
+    def __init__(
+        self, cfg: ResNetV2Config | str = "R50x1", num_classes: int = 0, zero_head: bool = True
+    ) -> None:
         super().__init__()
         cfg = get_config(cfg)
         self.cfg = cfg
@@ -224,12 +242,16 @@ class ResNetV2(nn.Module):
         self.num_features = cfg.num_features
         if cfg.stem == "bit":
             self.stem = nn.Sequential()
-            self.stem.add_module("conv", StdConv2d(cfg.in_chans, cfg.stem_width, 7, stride=2, padding=3, eps=cfg.std_eps))
+            self.stem.add_module(
+                "conv", StdConv2d(cfg.in_chans, cfg.stem_width, 7, stride=2, padding=3, eps=cfg.std_eps)
+            )
             self.stem.add_module("pad", nn.ConstantPad2d(1, 0.0))
             self.stem.add_module("pool", nn.MaxPool2d(3, stride=2, padding=0))
         elif cfg.stem == "small":
             self.stem = nn.Sequential()
-            self.stem.add_module("conv", StdConv2d(cfg.in_chans, cfg.stem_width, 3, stride=1, padding=1, eps=cfg.std_eps))
+            self.stem.add_module(
+                "conv", StdConv2d(cfg.in_chans, cfg.stem_width, 3, stride=1, padding=1, eps=cfg.std_eps)
+            )
         else:
             raise ValueError(f"unknown stem {cfg.stem!r}; use 'bit' or 'small'")
         if cfg.block not in ("bottleneck", "basic"):
@@ -239,7 +261,10 @@ class ResNetV2(nn.Module):
         unit = PreActBottleneck if cfg.block == "bottleneck" else PreActBasic
         stages, cin = [], cfg.stem_width
         for s, (n, cout) in enumerate(zip(cfg.layers, cfg.widths, strict=True)):
-            blocks = [unit(cin if i == 0 else cout, cout, (1 if s == 0 else 2) if i == 0 else 1, cfg) for i in range(n)]
+            blocks = [
+                unit(cin if i == 0 else cout, cout, (1 if s == 0 else 2) if i == 0 else 1, cfg)
+                for i in range(n)
+            ]
             stages.append(_Stage(blocks))
             cin = cout
         self.stages = nn.ModuleList(stages)

@@ -38,7 +38,9 @@ def _libc() -> ctypes.CDLL | None:
     return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
 
 
-def tune_allocator(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
+def tune_allocator(
+    mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES
+) -> bool:
     """Apply the glibc malloc tuning to this process; return whether it was applied.
 
     Does nothing (and returns False) off Linux/glibc or when ``EXPERTLIB_NO_MALLOC_TUNING=1``.
@@ -71,7 +73,9 @@ def resolve_device(device: str = "auto") -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA but none is available; use device='cpu' or 'auto'")
+        raise ValueError(
+            f"device={device!r} asked for CUDA but none is available; use device='cpu' or 'auto'"
+        )
     if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
         raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'")
     return device
@@ -83,7 +87,7 @@ def seed_everything(seed: int) -> None:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed % (2**32))
+    np.random.seed(seed % (2**32))  # noqa: NPY002 - seeds code that uses the legacy global RNG
     torch.manual_seed(seed)
 
 

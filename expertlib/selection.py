@@ -123,14 +123,24 @@ def rank_experts(
             base_secs = (extraction_seconds or {}).get(None, 0.0)
             for name, sc in scores.items():
                 flops = proxy_flops("domain", len(y), 0, classes, probs.shape[1])
-                rows.append(_row(name, proxy, sc, secs + base_secs, flops + (extraction_flops or {}).get(None, 0.0)))
+                rows.append(
+                    _row(name, proxy, sc, secs + base_secs, flops + (extraction_flops or {}).get(None, 0.0))
+                )
             continue
         if proxy in ("leep", "nce"):
             if probs is None:
                 raise ValueError(f"{proxy} needs upstream_logits")
             t0 = time.perf_counter()
             sc = P.leep(probs, y) if proxy == "leep" else P.nce(probs.argmax(1), y)
-            rows.append(_row(None, proxy, sc, time.perf_counter() - t0, proxy_flops(proxy, len(y), 0, classes, probs.shape[1])))
+            rows.append(
+                _row(
+                    None,
+                    proxy,
+                    sc,
+                    time.perf_counter() - t0,
+                    proxy_flops(proxy, len(y), 0, classes, probs.shape[1]),
+                )
+            )
             continue
         for name, f in features.items():
             t0 = time.perf_counter()

@@ -49,7 +49,9 @@ class TrainData(Protocol):
 
     def __len__(self) -> int: ...
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
+    def batch(
+        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
+    ) -> Tensor:
         """The (augmented) examples ``indices[part]``; random draws depend on the whole ``indices``."""
         ...
 
@@ -65,9 +67,13 @@ class ArrayData:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
+    def batch(
+        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
+    ) -> Tensor:
         if train:
-            return train_batch(self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator, part)
+            return train_batch(
+                self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator, part
+            )
         chosen = indices if part is None else indices[part]
         return eval_batch(self.images[torch.from_numpy(chosen)], self.crop)
 
@@ -78,12 +84,16 @@ class DatasetData:
 
     def __init__(self, dataset: Dataset, labels: Sequence[int] | None = None) -> None:
         self.dataset = dataset
-        self.labels = np.asarray(labels if labels is not None else [dataset[i][1] for i in range(len(dataset))])
+        self.labels = np.asarray(
+            labels if labels is not None else [dataset[i][1] for i in range(len(dataset))]
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None) -> Tensor:
+    def batch(
+        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
+    ) -> Tensor:
         base = int(torch.randint(0, 2**62, (1,), generator=generator))
         positions = range(len(indices))[part] if part is not None else range(len(indices))
         state = torch.get_rng_state()
@@ -161,8 +171,10 @@ def _loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> 
         if y.dtype.is_floating_point:  # mixed soft targets
             return torch.sum(-y * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         return F.cross_entropy(logits.float(), y)
-    target = y if y.dtype.is_floating_point else (
-        label_matrix[y] if label_matrix is not None else F.one_hot(y, logits.shape[-1]).float()
+    target = (
+        y
+        if y.dtype.is_floating_point
+        else (label_matrix[y] if label_matrix is not None else F.one_hot(y, logits.shape[-1]).float())
     )
     # BiT's upstream loss: sigmoid cross-entropy summed over labels, averaged over examples.
     return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / logits.shape[0]
@@ -174,7 +186,9 @@ def _targets(y: Tensor, num_classes: int, kind: str, label_matrix: Tensor | None
     return F.one_hot(y, num_classes).float()
 
 
-def _save_checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, metrics: list[dict], cfg: TrainConfig) -> None:
+def _save_checkpoint(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, metrics: list[dict], cfg: TrainConfig
+) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -234,7 +248,9 @@ def train(
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter in params requires grad")
-    opt = torch.optim.SGD(params, lr=cfg.schedule.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(
+        params, lr=cfg.schedule.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, metrics, resumed = 0, [], None
     if ckpt is not None and ckpt.is_file():
@@ -246,11 +262,22 @@ def train(
     run_model: nn.Module = model
     if world > 1:
         run_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (device.startswith("cuda") and cfg.amp) else nullcontext()
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if (device.startswith("cuda") and cfg.amp)
+        else nullcontext()
+    )
     model.train()
     t0, seen, loss_val = time.perf_counter(), 0, float("nan")
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = tqdm(range(start, end), desc=desc, disable=not progress or rank != 0, leave=False, initial=start, total=cfg.steps)
+    bar = tqdm(
+        range(start, end),
+        desc=desc,
+        disable=not progress or rank != 0,
+        leave=False,
+        initial=start,
+        total=cfg.steps,
+    )
     for step in bar:
         lr = learning_rate(cfg.schedule, step)
         for group in opt.param_groups:
@@ -262,7 +289,9 @@ def train(
         x = data.batch(idx, train=True, generator=gen, part=part).to(device, non_blocking=True)
         y = torch.from_numpy(data.labels[share]).to(device)
         if cfg.mixup_alpha > 0:  # under DDP, pairs are formed within each process's share
-            lam = float(np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha))
+            lam = float(
+                np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha)
+            )
             perm = torch.randperm(len(share), generator=gen).to(device)
             x = lam * x + (1 - lam) * x[perm]
             t = _targets(y, num_classes, cfg.loss, lm)
@@ -271,7 +300,11 @@ def train(
             logits = run_model(x)
         loss = _loss(logits, y, cfg.loss, lm)
         if not torch.isfinite(loss):
-            kept = f"the last good checkpoint {ckpt} is kept" if ckpt is not None and ckpt.is_file() else "no checkpoint was written"
+            kept = (
+                f"the last good checkpoint {ckpt} is kept"
+                if ckpt is not None and ckpt.is_file()
+                else "no checkpoint was written"
+            )
             raise NonFiniteLossError(
                 f"{desc}: loss became {loss.item()} at step {step} (lr {lr:.3g}); {kept}. Lower the learning rate "
                 "or check the inputs for NaNs"
@@ -287,8 +320,10 @@ def train(
             metrics.append({"step": step + 1, "loss": loss_val, "lr": lr})
             bar.set_postfix(loss=f"{loss_val:.3f}")
         done = step + 1
-        if ckpt is not None and rank == 0 and (
-            (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+        if (
+            ckpt is not None
+            and rank == 0
+            and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps)
         ):
             _save_checkpoint(ckpt, model, opt, done, metrics, cfg)
     bar.close()
@@ -302,7 +337,11 @@ def train(
 # -- evaluation ------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def predict(
-    fn: Callable[[Tensor], Tensor], data: TrainData, batch_size: int = 512, device: str = "cpu", progress: bool = False
+    fn: Callable[[Tensor], Tensor],
+    data: TrainData,
+    batch_size: int = 512,
+    device: str = "cpu",
+    progress: bool = False,
 ) -> Tensor:
     """Apply ``fn`` (logits or features) to every example, in order, in eval mode with large batches."""
     outs = []
@@ -332,13 +371,21 @@ def train_expert(
     params = bank.train_only(expert)
     try:
         return train(
-            LogitsOf(bank, expert), params, data, cfg, num_classes=bank.num_classes(expert), desc=f"expert {expert}", **kwargs
+            LogitsOf(bank, expert),
+            params,
+            data,
+            cfg,
+            num_classes=bank.num_classes(expert),
+            desc=f"expert {expert}",
+            **kwargs,
         )
     finally:
         bank.requires_grad_(False)
 
 
-def finetune(model: nn.Module, train_data: TrainData, cfg: TrainConfig, num_classes: int, **kwargs) -> TrainResult:
+def finetune(
+    model: nn.Module, train_data: TrainData, cfg: TrainConfig, num_classes: int, **kwargs
+) -> TrainResult:
     """Transfer: every parameter of ``model`` (a fresh zero-initialised head on B or an expert) trains."""
     model.requires_grad_(True)
     return train(model, list(model.parameters()), train_data, cfg, num_classes=num_classes, **kwargs)

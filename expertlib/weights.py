@@ -38,7 +38,9 @@ class CheckpointError(ValueError):
 
 
 # -- comparing -------------------------------------------------------------------------------------------------
-def check_state_dict(expected: Mapping[str, Tensor], got: Mapping[str, Tensor], source: str = "weights") -> None:
+def check_state_dict(
+    expected: Mapping[str, Tensor], got: Mapping[str, Tensor], source: str = "weights"
+) -> None:
     """Raise :class:`WeightMismatchError` unless ``got`` has exactly ``expected``'s keys and shapes."""
     missing = sorted(set(expected) - set(got))
     extra = sorted(set(got) - set(expected))
@@ -101,7 +103,9 @@ def _hwio_to_oihw(a: np.ndarray) -> np.ndarray:
     return np.transpose(a, (3, 2, 0, 1)) if a.ndim == 4 else a
 
 
-def bit_to_state_dict(arrays: Mapping[str, np.ndarray], model: ResNetV2, head: bool = True) -> dict[str, Tensor]:
+def bit_to_state_dict(
+    arrays: Mapping[str, np.ndarray], model: ResNetV2, head: bool = True
+) -> dict[str, Tensor]:
     """Map BiT npz arrays onto ``model``'s names (OIHW). Raises on missing or unexpected BiT keys."""
     names = {k: _bit_name(k) for k in model.state_dict() if head or not k.startswith("head.")}
     wanted = set(names.values())
@@ -114,7 +118,10 @@ def bit_to_state_dict(arrays: Mapping[str, np.ndarray], model: ResNetV2, head: b
         if extra:
             msg.append(f"{len(extra)} unexpected BiT keys, e.g. {extra[:4]}")
         raise WeightMismatchError("; ".join(msg))
-    return {k: torch.from_numpy(np.ascontiguousarray(_hwio_to_oihw(np.asarray(arrays[b])))) for k, b in names.items()}
+    return {
+        k: torch.from_numpy(np.ascontiguousarray(_hwio_to_oihw(np.asarray(arrays[b]))))
+        for k, b in names.items()
+    }
 
 
 def state_dict_to_bit(model: ResNetV2) -> dict[str, np.ndarray]:
@@ -129,7 +136,9 @@ def state_dict_to_bit(model: ResNetV2) -> dict[str, np.ndarray]:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weight file {path} not found; BiT weights are the BiT-M-R50x1.npz style files")
+        raise FileNotFoundError(
+            f"weight file {path} not found; BiT weights are the BiT-M-R50x1.npz style files"
+        )
     try:
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
@@ -209,13 +218,19 @@ def _open(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[st
 
 def save_model(model: ResNetV2, path: str | os.PathLike) -> Path:
     """Save a ResNetV2 with its config, so :func:`load_model` rebuilds it without being told the shape."""
-    meta = {"format": FORMAT_MODEL, "config": json.dumps(model.cfg.to_dict()), "num_classes": str(model.num_classes)}
+    meta = {
+        "format": FORMAT_MODEL,
+        "config": json.dumps(model.cfg.to_dict()),
+        "num_classes": str(model.num_classes),
+    }
     return _save(model.state_dict(), path, meta)
 
 
 def load_model(path: str | os.PathLike) -> ResNetV2:
     tensors, meta = _open(path, FORMAT_MODEL)
-    model = ResNetV2(ResNetV2Config.from_dict(json.loads(meta["config"])), num_classes=int(meta["num_classes"]))
+    model = ResNetV2(
+        ResNetV2Config.from_dict(json.loads(meta["config"])), num_classes=int(meta["num_classes"])
+    )
     _load_into(model, tensors, f"model file {path}", head=True)
     return model
 
@@ -251,7 +266,9 @@ def new_bank(base: ResNetV2, kind: str, adapter_cfg: AdapterConfig | None = None
 
 def load_bank(path: str | os.PathLike) -> ExpertBank:
     tensors, meta = _open(path, FORMAT_BANK)
-    base = ResNetV2(ResNetV2Config.from_dict(json.loads(meta["config"])), num_classes=int(meta["base_classes"]))
+    base = ResNetV2(
+        ResNetV2Config.from_dict(json.loads(meta["config"])), num_classes=int(meta["base_classes"])
+    )
     adapter_cfg = AdapterConfig(**json.loads(meta["adapter"])) if "adapter" in meta else None
     bank = new_bank(base, meta["kind"], adapter_cfg)
     for name, classes in json.loads(meta["experts"]).items():
@@ -263,7 +280,12 @@ def load_bank(path: str | os.PathLike) -> ExpertBank:
 def save_expert(bank: ExpertBank, expert: str, path: str | os.PathLike) -> Path:
     """Save one expert alone (adapters, norms and head; or the whole network for a full expert)."""
     sd = bank.expert_state_dict(expert)
-    meta = {"format": FORMAT_EXPERT, "name": expert, **_bank_meta(bank), "num_classes": str(_expert_heads(bank)[expert])}
+    meta = {
+        "format": FORMAT_EXPERT,
+        "name": expert,
+        **_bank_meta(bank),
+        "num_classes": str(_expert_heads(bank)[expert]),
+    }
     return _save(sd, path, meta)
 
 

@@ -56,7 +56,10 @@ def test_frozen_backbone_gradients_reach_only_the_chosen_expert():
     bank.add_expert("b", num_classes=3)
     _perturb(bank.experts["a"])
     params = bank.train_only("a")
-    loss = bank.logits(torch.randn(4, 3, 32, 32), "a").pow(2).sum() + bank.features(torch.randn(2, 3, 32, 32), "a").sum()
+    loss = (
+        bank.logits(torch.randn(4, 3, 32, 32), "a").pow(2).sum()
+        + bank.features(torch.randn(2, 3, 32, 32), "a").sum()
+    )
     loss.backward()
     ids = {id(p) for p in params}
     for name, p in bank.named_parameters():
@@ -66,7 +69,9 @@ def test_frozen_backbone_gradients_reach_only_the_chosen_expert():
             assert not p.requires_grad and p.grad is None, name
     assert all(p.grad is not None for p in bank.experts["a"].adapters.parameters())
     assert all(p.grad is not None for p in bank.experts["a"].head.parameters())
-    assert len(bank.experts["a"].norms) > 0 and all(p.grad is not None for p in bank.experts["a"].norms.values())
+    assert len(bank.experts["a"].norms) > 0 and all(
+        p.grad is not None for p in bank.experts["a"].norms.values()
+    )
 
 
 def test_train_norms_off_keeps_backbone_norms():

@@ -18,7 +18,20 @@ def test_torchrun_two_gloo_processes_match_single_process(tmp_path):
     assert torchrun, "torchrun ships with torch and must be on the venv's PATH"
     # A small learning rate keeps the comparison well conditioned: at lr 0.1 float rounding differences between
     # one all-reduced gradient and one summed gradient grow chaotically within a few steps.
-    common = ["--scale", "smoke", "--steps", "6", "--batch-size", "16", "--lr", "0.01", "--device", "cpu", "--data-root", str(tmp_path / "data")]
+    common = [
+        "--scale",
+        "smoke",
+        "--steps",
+        "6",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--device",
+        "cpu",
+        "--data-root",
+        str(tmp_path / "data"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "-m", "expertlib.training", *common, "--out", str(tmp_path / "one.safetensors")],
                             capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
@@ -28,6 +41,9 @@ def test_torchrun_two_gloo_processes_match_single_process(tmp_path):
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "on 2 process(es)" in ddp.stdout
     a, b = load_model(tmp_path / "one.safetensors"), load_model(tmp_path / "two.safetensors")
-    worst = max((x - y).abs().max().item() for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    worst = max(
+        (x - y).abs().max().item()
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
     assert worst < 1e-3, worst  # rounding only: a different batch split or augmentation gives ~0.3
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in a.state_dict().values())

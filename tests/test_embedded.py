@@ -7,7 +7,9 @@ import pytest
 from expertlib.datasets.embedded import TASKS, EmbeddedSpec, build, data_summary
 from expertlib.hierarchy import ExpertRule
 
-SMALL = EmbeddedSpec(seed=3, upstream_train_per_class=6, upstream_test_per_class=3, task_train=60, task_val=20, task_test=60)
+SMALL = EmbeddedSpec(
+    seed=3, upstream_train_per_class=6, upstream_test_per_class=3, task_train=60, task_val=20, task_test=60
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,8 @@ def _bands_disjoint(src_a, src_b):
 
     a, b = spans(src_a), spans(src_b)
     return all(
-        max(x1 for _, x1 in a[k]) <= min(x0 for x0, _ in b[k]) or max(x1 for _, x1 in b[k]) <= min(x0 for x0, _ in a[k])
+        max(x1 for _, x1 in a[k]) <= min(x0 for x0, _ in b[k])
+        or max(x1 for _, x1 in b[k]) <= min(x0 for x0, _ in a[k])
         for k in set(a) & set(b)
     )
 
@@ -79,7 +82,17 @@ def test_deterministic_and_cached(bench, tmp_path):
     again = build(SMALL, cache_dir=tmp_path)
     assert np.array_equal(again.upstream["train"].images, bench.upstream["train"].images)
     assert np.array_equal(again.tasks["glyph_new"].test.images, bench.tasks["glyph_new"].test.images)
-    other = build(EmbeddedSpec(seed=4, upstream_train_per_class=6, upstream_test_per_class=3, task_train=60, task_val=20, task_test=60, tasks=("tissue",)))
+    other = build(
+        EmbeddedSpec(
+            seed=4,
+            upstream_train_per_class=6,
+            upstream_test_per_class=3,
+            task_train=60,
+            task_val=20,
+            task_test=60,
+            tasks=("tissue",),
+        )
+    )
     assert not np.array_equal(other.tasks["tissue"].train.images, bench.tasks["tissue"].train.images)
     assert list(other.tasks) == ["tissue"]
     with pytest.raises(KeyError, match="unknown embedded task"):

@@ -17,7 +17,9 @@ def tree(tmp_path):
     for wnid, n in (("n11", 3), ("n12", 2), ("n21", 4), ("n1", 1)):
         (root / wnid).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / wnid / f"{wnid}_{i}.JPEG")
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+                root / wnid / f"{wnid}_{i}.JPEG"
+            )
     (root / "n21" / "notes.txt").write_text("not an image")
     return root, LabelHierarchy.from_edges(EDGES, NAMES)
 

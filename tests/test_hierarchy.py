@@ -86,7 +86,9 @@ def test_errors_are_named(tmp_path, wordnet):
 
 
 def test_json_formats_round_trip(tmp_path):
-    h = LabelHierarchy.from_json({"dog": "mammal", "cat": "mammal", "mammal": "animal", "bat": ["mammal", "flyer"]})
+    h = LabelHierarchy.from_json(
+        {"dog": "mammal", "cat": "mammal", "mammal": "animal", "bat": ["mammal", "flyer"]}
+    )
     assert set(h.parents["bat"]) == {"mammal", "flyer"}  # a DAG, as WordNet needs
     path = tmp_path / "h.json"
     path.write_text(json.dumps(h.to_json()))

@@ -8,7 +8,9 @@ from expertlib.presets import SCALES, ParameterError, get_scale, notebook_parame
 
 def _notebook(path):
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell('scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n')
+    cell = nbformat.v4.new_code_cell(
+        'scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n'
+    )
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell]
     nbformat.write(nb, path)
@@ -26,7 +28,11 @@ def test_parameters_validated_before_compute(tmp_path):
     nb = _notebook(tmp_path / "n.ipynb")
     declared = notebook_parameters(nb)
     assert declared["seed"]["type"] == "int" and "random seed" in declared["seed"]["help"]
-    assert validate_parameters(nb, {"scale": "cpu", "seed": 3, "lr": 1}) == {"scale": "cpu", "seed": 3, "lr": 1}
+    assert validate_parameters(nb, {"scale": "cpu", "seed": 3, "lr": 1}) == {
+        "scale": "cpu",
+        "seed": 3,
+        "lr": 1,
+    }
     with pytest.raises(ParameterError, match="unknown parameter 'sed'.*Did you mean 'seed'"):
         validate_parameters(nb, {"sed": 1})
     with pytest.raises(ParameterError, match="'seed'.*must be int.*got str"):

@@ -34,7 +34,9 @@ def _data(n=96, classes=4, seed=0):
 
 
 def _same_weights(a, b):
-    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
 
 
 def test_batch_indices_cover_each_epoch_once():
@@ -64,8 +66,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     m = create_model("tiny", num_classes=4)
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
-        train(m, list(m.parameters()), data, TrainConfig(exploding, batch_size=16, checkpoint_every=4), 4,
-              checkpoint=ckpt, progress=False)
+        train(
+            m,
+            list(m.parameters()),
+            data,
+            TrainConfig(exploding, batch_size=16, checkpoint_every=4),
+            4,
+            checkpoint=ckpt,
+            progress=False,
+        )
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] in (4, 8) and all(torch.isfinite(v).all() for v in state["model"].values())
 

@@ -2,7 +2,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from expertlib.transforms import bit_resolution, eval_batch, eval_transform, small_resolution, train_batch, train_transform
+from expertlib.transforms import (
+    bit_resolution,
+    eval_batch,
+    eval_transform,
+    small_resolution,
+    train_batch,
+    train_transform,
+)
 
 
 def test_resolution_rule():

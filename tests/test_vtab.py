@@ -46,6 +46,7 @@ def test_eurosat_carved_60_10_30(tmp_path):
             _img(tmp_path / "eurosat" / "2750" / c / f"{c}_{i}.jpg", rng)
     s = load_vtab("eurosat", tmp_path)
     assert (len(s.train800), len(s.val200), len(s.test)) == (60, 10, 30)
+
     def underlying(sub):  # Subset(Subset(full, part), first-k) -> indices into the full dataset
         return {sub.dataset.indices[i] for i in sub.indices}
 

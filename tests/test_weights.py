@@ -93,7 +93,10 @@ def test_timm_state_dict_both_ways(tmp_path):
     assert _same(ours, back)
     with pytest.raises(WeightMismatchError, match="only the head differs"):
         load_timm_checkpoint(create_model("small_bottleneck", num_classes=9, stem="bit"), path)
-    assert load_timm_checkpoint(create_model("small_bottleneck", num_classes=9, stem="bit"), path, head=False) is not None
+    assert (
+        load_timm_checkpoint(create_model("small_bottleneck", num_classes=9, stem="bit"), path, head=False)
+        is not None
+    )
 
 
 def test_model_safetensors_round_trip(tmp_path):
@@ -131,7 +134,9 @@ def test_expert_from_another_bank_is_refused(tmp_path):
     bank.add_expert("a")
     save_expert(bank, "a", tmp_path / "a.safetensors")
     with pytest.raises(WeightMismatchError, match="adapter="):
-        load_expert(AdapterExperts(_randomised("tiny", 6), AdapterConfig(width=1.0)), tmp_path / "a.safetensors")
+        load_expert(
+            AdapterExperts(_randomised("tiny", 6), AdapterConfig(width=1.0)), tmp_path / "a.safetensors"
+        )
     with pytest.raises(WeightMismatchError, match="kind="):
         load_expert(FullExperts(_randomised("tiny", 6)), tmp_path / "a.safetensors")
     with pytest.raises(CheckpointError, match="expected 'expertlib.expert_bank'"):

@@ -159,7 +159,12 @@ def domains() -> list[Domain]:
     grating = tuple(f"o{o}_f{f}" for o in GRATING_UP[0] for f in GRATING_UP[1])
     lattice = tuple(f"{k}_p{p}" for k in P.LATTICE_KINDS for p in (5, 9))
     return [
-        Domain("animal", "natural_image", tuple(S.ANIMAL_CLASSES[i] for i in UPSTREAM_ANIMALS), "animal-shape-mnist"),
+        Domain(
+            "animal",
+            "natural_image",
+            tuple(S.ANIMAL_CLASSES[i] for i in UPSTREAM_ANIMALS),
+            "animal-shape-mnist",
+        ),
         Domain("photo", "natural_image", UPSTREAM_PHOTOS, "scikit-image / scikit-learn sample photos"),
         Domain("digit", "symbol", tuple(str(d) for d in range(5)), "scikit-learn digits"),
         Domain("glyph", "symbol", tuple(f"g{i:02d}" for i in range(40)), "procedural stroke glyphs"),
@@ -251,7 +256,9 @@ def _render_upstream_domain(d: Domain, split: str, per_class: int, rng: np.rando
     return ArraySplit(imgs, labels.astype(np.int64), src)
 
 
-def _scenes_by_label(rng: np.random.Generator, n: int, per_class: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _scenes_by_label(
+    rng: np.random.Generator, n: int, per_class: int, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """CLEVR-like scenes (1-6 objects) labelled by the nearest object's shape x size, balanced."""
     got: list[list[np.ndarray]] = [[] for _ in range(k)]
     for _ in range(200):
@@ -357,7 +364,12 @@ def _render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Genera
             pos_x = rng.choice(P.DSPRITES_POSITIONS, n)
             orient = P.DSPRITES_ORIENTATIONS[(labels * 40) // 16 + rng.integers(0, 2, n)]
         imgs = P.dsprites(
-            rng, rng.integers(0, 3, n), rng.choice(P.DSPRITES_SCALES, n), orient, pos_x, rng.choice(P.DSPRITES_POSITIONS, n)
+            rng,
+            rng.integers(0, 3, n),
+            rng.choice(P.DSPRITES_SCALES, n),
+            orient,
+            pos_x,
+            rng.choice(P.DSPRITES_POSITIONS, n),
         )
     elif name == "scene_count":
         imgs, _ = P.clevr(rng, labels + 3)
@@ -395,7 +407,9 @@ def task_names(spec: EmbeddedSpec) -> list[str]:
     return names
 
 
-def build(spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | None = None, progress: bool = False) -> EmbeddedBenchmark:
+def build(
+    spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | None = None, progress: bool = False
+) -> EmbeddedBenchmark:
     """Build (or load from ``cache_dir``) the embedded benchmark for ``spec``."""
     doms = domains()
     hierarchy = build_hierarchy(doms)
@@ -405,7 +419,9 @@ def build(spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | No
     if cache is not None and (cache / "complete.json").is_file():
         upstream = {s: _load_split(cache / f"upstream_{s}.npz") for s in ("train", "test")}
         tasks = {
-            t: TaskData(TASKS[t], *(_load_split(cache / f"task_{t}_{s}.npz") for s in ("train", "val", "test")))
+            t: TaskData(
+                TASKS[t], *(_load_split(cache / f"task_{t}_{s}.npz") for s in ("train", "val", "test"))
+            )
             for t in names
         }
         return EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
@@ -414,9 +430,14 @@ def build(spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | No
 
     upstream: dict[str, ArraySplit] = {}
     offsets = np.cumsum([0] + [len(d.classes) for d in doms])
-    for split, per_class in (("train", spec.upstream_train_per_class), ("test", spec.upstream_test_per_class)):
+    for split, per_class in (
+        ("train", spec.upstream_train_per_class),
+        ("test", spec.upstream_test_per_class),
+    ):
         parts = []
-        for d, off in tqdm(list(zip(doms, offsets, strict=False)), desc=f"upstream {split}", disable=not progress):
+        for d, off in tqdm(
+            list(zip(doms, offsets, strict=False)), desc=f"upstream {split}", disable=not progress
+        ):
             part = _render_upstream_domain(d, split, per_class, _rng(spec.seed, "upstream", d.name, split))
             part.labels = part.labels + off
             parts.append(part)
@@ -424,7 +445,9 @@ def build(spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | No
     tasks = {}
     sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
     for t in tqdm(names, desc="tasks", disable=not progress):
-        splits = {s: _render_task_split(TASKS[t], s, n, _rng(spec.seed, "task", t, s)) for s, n in sizes.items()}
+        splits = {
+            s: _render_task_split(TASKS[t], s, n, _rng(spec.seed, "task", t, s)) for s, n in sizes.items()
+        }
         tasks[t] = TaskData(TASKS[t], splits["train"], splits["val"], splits["test"])
     bench = EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
     if cache is not None:
@@ -490,4 +513,3 @@ def data_summary(bench: EmbeddedBenchmark, accuracy: dict[str, float] | None = N
     if accuracy is not None:
         frame["generic_finetuned_accuracy"] = frame["name"].map(accuracy)
     return frame
-

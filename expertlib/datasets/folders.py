@@ -37,8 +37,10 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             im.load()
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image {path}: {e}. Delete or replace the file, or "
-                                "construct the dataset with skip_corrupt=True to skip such files") from e
+        raise CorruptImageError(
+            f"cannot decode image {path}: {e}. Delete or replace the file, or "
+            "construct the dataset with skip_corrupt=True to skip such files"
+        ) from e
 
 
 def is_image(path: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:
@@ -116,7 +118,9 @@ class ImageFolderTree(Dataset):
     def multi_label_matrix(self, with_ancestors: bool = True) -> torch.Tensor:
         """[classes, classes] 0/1 rows: the labels each class activates (itself and labelled ancestors)."""
         if self.hierarchy is None:
-            raise ValueError("multi-label targets need the hierarchy: pass hierarchy=LabelHierarchy.from_wordnet(...)")
+            raise ValueError(
+                "multi-label targets need the hierarchy: pass hierarchy=LabelHierarchy.from_wordnet(...)"
+            )
         rows = multi_label_targets(self.hierarchy, self.classes, with_ancestors)
         m = torch.zeros(len(self.classes), len(self.classes))
         for i, r in enumerate(rows):
@@ -126,7 +130,9 @@ class ImageFolderTree(Dataset):
     def expert_subset(self, expert: str) -> ExpertSubset:
         """The images under ``expert``'s subtree (an id or a lemma), relabelled 0..K-1 in class order."""
         if self.hierarchy is None:
-            raise ValueError("expert subsets need the hierarchy: pass hierarchy=LabelHierarchy.from_wordnet(...)")
+            raise ValueError(
+                "expert subsets need the hierarchy: pass hierarchy=LabelHierarchy.from_wordnet(...)"
+            )
         node = self.hierarchy.resolve(expert, self.class_counts())
         members = self.hierarchy.expert_classes(node, self.classes)
         return ExpertSubset(self, node, members)

@@ -83,7 +83,9 @@ def _affine(src: np.ndarray, theta: np.ndarray, size: int = SIZE) -> np.ndarray:
     return F.grid_sample(s, g, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0].numpy()
 
 
-def _rotation_theta(angle: np.ndarray, scale: np.ndarray, shift: np.ndarray, mirror: np.ndarray | None = None):
+def _rotation_theta(
+    angle: np.ndarray, scale: np.ndarray, shift: np.ndarray, mirror: np.ndarray | None = None
+):
     """Inverse maps for grid_sample: output -> source coordinates (rotate by angle, zoom by scale, shift)."""
     c, s = np.cos(angle), np.sin(angle)
     mx = np.where(mirror, -1.0, 1.0) if mirror is not None else np.ones_like(angle)
@@ -168,13 +170,25 @@ def clevr(
             r = (0.22 if big else 0.14) * persp
             if any((x - o[1]) ** 2 + (y - o[0]) ** 2 < (0.75 * (r + o[2])) ** 2 for o in objs):
                 continue
-            objs.append((y, x, r, int(rng.integers(3)), big, CLEVR_COLORS[rng.integers(len(CLEVR_COLORS))], bool(rng.integers(2))))
+            objs.append(
+                (
+                    y,
+                    x,
+                    r,
+                    int(rng.integers(3)),
+                    big,
+                    CLEVR_COLORS[rng.integers(len(CLEVR_COLORS))],
+                    bool(rng.integers(2)),
+                )
+            )
         for y, x, r, shape, _, color, metal in sorted(objs, key=lambda o: o[0]):  # far (top) first
             dx, dy = xx - x, yy - y
             if shape == 0:
                 d = np.sqrt(dx**2 + dy**2)
                 cover = soft(d - r, size)
-                shade = 0.65 + 0.45 * np.clip(1 - np.sqrt((dx + 0.4 * r) ** 2 + (dy + 0.4 * r) ** 2) / (1.3 * r), 0, 1)
+                shade = 0.65 + 0.45 * np.clip(
+                    1 - np.sqrt((dx + 0.4 * r) ** 2 + (dy + 0.4 * r) ** 2) / (1.3 * r), 0, 1
+                )
             elif shape == 1:
                 q = np.maximum(np.abs(dx), np.abs(dy)) - r * 0.85
                 cover = soft(q, size)
@@ -259,7 +273,9 @@ def glyph_prototypes(count: int, seed: int, strokes: int = 3) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-0.7, 0.7, (count, strokes, 3, 2))
 
 
-def glyphs(rng: np.random.Generator, prototypes: np.ndarray, cls: np.ndarray, size: int = SIZE, chunk: int = 256):
+def glyphs(
+    rng: np.random.Generator, prototypes: np.ndarray, cls: np.ndarray, size: int = SIZE, chunk: int = 256
+):
     """Hand-drawn-like renderings: jittered control points, random affine, stroke width and colours."""
     n = len(cls)
     yy, xx = grid(size)
@@ -270,15 +286,25 @@ def glyphs(rng: np.random.Generator, prototypes: np.ndarray, cls: np.ndarray, si
     for s in range(0, n, chunk):
         idx = np.arange(s, min(n, s + chunk))
         ctrl = prototypes[cls[idx]] + rng.normal(0, 0.05, prototypes[cls[idx]].shape)  # [m, S, 3, 2]
-        pts = ((1 - t) ** 2)[None, None] * ctrl[:, :, None, 0] + (2 * t * (1 - t))[None, None] * ctrl[:, :, None, 1]
+        pts = ((1 - t) ** 2)[None, None] * ctrl[:, :, None, 0] + (2 * t * (1 - t))[None, None] * ctrl[
+            :, :, None, 1
+        ]
         pts = pts + (t**2)[None, None] * ctrl[:, :, None, 2]  # [m, S, T, 2]
         pts = pts.reshape(len(idx), -1, 2)
         ang = rng.uniform(-0.2, 0.2, len(idx))
         sc = rng.uniform(0.85, 1.1, len(idx))
         rot = np.stack([np.stack([np.cos(ang), -np.sin(ang)], 1), np.stack([np.sin(ang), np.cos(ang)], 1)], 1)
-        pts = np.einsum("mij,mpj->mpi", rot, pts) * sc[:, None, None] + rng.uniform(-0.12, 0.12, (len(idx), 1, 2))
-        d = torch.cdist(torch.from_numpy(np.broadcast_to(pix, (len(idx), *pix.shape)).astype(np.float32)),
-                        torch.from_numpy(pts.astype(np.float32))).min(-1).values.numpy()  # [m, P]
+        pts = np.einsum("mij,mpj->mpi", rot, pts) * sc[:, None, None] + rng.uniform(
+            -0.12, 0.12, (len(idx), 1, 2)
+        )
+        d = (
+            torch.cdist(
+                torch.from_numpy(np.broadcast_to(pix, (len(idx), *pix.shape)).astype(np.float32)),
+                torch.from_numpy(pts.astype(np.float32)),
+            )
+            .min(-1)
+            .values.numpy()
+        )  # [m, P]
         width = rng.uniform(0.06, 0.1, len(idx))[:, None]
         cover = soft(d - width, size).reshape(len(idx), size, size)
         out[idx] = bg[idx, None, None] + cover[..., None] * (fg[idx] - bg[idx])[:, None, None]
@@ -301,7 +327,9 @@ def land_cover(rng: np.random.Generator, cls: np.ndarray, size: int = SIZE) -> n
     for i, c in enumerate(cls):
         jitter = rng.normal(0, 0.05, 3)
         base_n = smooth_noise(rng, 1, 2.0, size)[0]
-        land = (green + (brown - green) * rng.uniform(0, 1) + jitter)[None, None] * (0.8 + 0.4 * base_n[..., None])
+        land = (green + (brown - green) * rng.uniform(0, 1) + jitter)[None, None] * (
+            0.8 + 0.4 * base_n[..., None]
+        )
         img = land.copy()
         th = rng.uniform(0, np.pi)
         u = xx * np.cos(th) + yy * np.sin(th)
@@ -320,11 +348,18 @@ def land_cover(rng: np.random.Generator, cls: np.ndarray, size: int = SIZE) -> n
             img = (np.array([0.45, 0.5, 0.25]) + jitter)[None, None] * (0.75 + 0.5 * tex[..., None])
         elif c == 3:  # highway: a grey band through the land
             w = rng.uniform(0.06, 0.12)
-            _paint(img, soft(np.abs(v - rng.uniform(-0.5, 0.5)) - w, size), np.array([0.55, 0.55, 0.55]) + jitter)
+            _paint(
+                img, soft(np.abs(v - rng.uniform(-0.5, 0.5)) - w, size), np.array([0.55, 0.55, 0.55]) + jitter
+            )
         elif c == 4:  # industrial: large bright roofs
             img = img * 0.6 + 0.25
             for _ in range(int(rng.integers(3, 7))):
-                cy, cx, h, w = rng.uniform(-0.8, 0.8), rng.uniform(-0.8, 0.8), rng.uniform(0.15, 0.4), rng.uniform(0.15, 0.4)
+                cy, cx, h, w = (
+                    rng.uniform(-0.8, 0.8),
+                    rng.uniform(-0.8, 0.8),
+                    rng.uniform(0.15, 0.4),
+                    rng.uniform(0.15, 0.4),
+                )
                 box = np.maximum(np.abs(yy - cy) - h, np.abs(xx - cx) - w)
                 _paint(img, soft(box, size), np.full(3, rng.uniform(0.6, 0.9)))
         elif c == 5:  # pasture: smooth, light green
@@ -346,7 +381,9 @@ def land_cover(rng: np.random.Generator, cls: np.ndarray, size: int = SIZE) -> n
             _paint(img, roofs, np.array([0.65, 0.3, 0.25]) * rng.uniform(0.8, 1.2))
         elif c == 8:  # river: a meandering blue band
             path = v - 0.25 * np.sin(u * rng.uniform(2, 4) + rng.uniform(0, 6))
-            _paint(img, soft(np.abs(path) - rng.uniform(0.08, 0.16), size), np.array([0.15, 0.3, 0.5]) + jitter)
+            _paint(
+                img, soft(np.abs(path) - rng.uniform(0.08, 0.16), size), np.array([0.15, 0.3, 0.5]) + jitter
+            )
         else:  # sea or lake: blue, sometimes with a shore
             tex = smooth_noise(rng, 1, 2.5, size)[0]
             water = (np.array([0.1, 0.25, 0.45]) + jitter)[None, None] * (0.85 + 0.3 * tex[..., None])
@@ -390,21 +427,33 @@ def fundus(rng: np.random.Generator, grade: np.ndarray, size: int = SIZE) -> np.
     for i, g in enumerate(grade):
         cy, cx = rng.uniform(-0.5, 0.5, 2)
         glow = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 1.5)
-        img = np.array([0.75, 0.35, 0.15])[None, None] * (0.6 + 0.5 * glow[..., None]) + rng.normal(0, 0.04, 3)
+        img = np.array([0.75, 0.35, 0.15])[None, None] * (0.6 + 0.5 * glow[..., None]) + rng.normal(
+            0, 0.04, 3
+        )
         for _ in range(int(rng.integers(2, 5))):  # vessels
             th = rng.uniform(0, np.pi)
             u = xx * np.cos(th) + yy * np.sin(th)
             v = -xx * np.sin(th) + yy * np.cos(th)
             path = v - rng.uniform(-0.8, 0.8) - 0.2 * np.sin(u * rng.uniform(1, 3) + rng.uniform(0, 6))
-            _paint(img, 0.8 * soft(np.abs(path) - rng.uniform(0.02, 0.06), size), np.array([0.45, 0.08, 0.05]))
+            _paint(
+                img, 0.8 * soft(np.abs(path) - rng.uniform(0.02, 0.06), size), np.array([0.45, 0.08, 0.05])
+            )
         lo, hi = ma_ranges[int(g)]
         for _ in range(int(rng.integers(lo, hi))):
             cy, cx = rng.uniform(-0.95, 0.95, 2)
-            _paint(img, soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - rng.uniform(0.03, 0.06), size), np.array([0.35, 0.02, 0.02]))
+            _paint(
+                img,
+                soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - rng.uniform(0.03, 0.06), size),
+                np.array([0.35, 0.02, 0.02]),
+            )
         if g >= 3:
             for _ in range(int(rng.integers(1, 4) if g == 3 else rng.integers(3, 7))):
                 cy, cx = rng.uniform(-0.9, 0.9, 2)
-                _paint(img, soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - rng.uniform(0.04, 0.1), size), np.array([0.95, 0.85, 0.35]))
+                _paint(
+                    img,
+                    soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - rng.uniform(0.04, 0.1), size),
+                    np.array([0.95, 0.85, 0.35]),
+                )
         if g == 4:
             for _ in range(int(rng.integers(1, 3))):
                 cy, cx = rng.uniform(-0.8, 0.8, 2)
@@ -435,7 +484,9 @@ def digits(rng: np.random.Generator, images: np.ndarray, mirror: np.ndarray, siz
     """8x8 handwritten digits ([n, 8, 8] in [0, 1]) upsampled, rotated, zoomed, optionally mirrored, coloured."""
     n = len(images)
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))
-    theta = _rotation_theta(rng.uniform(-0.2, 0.2, n), rng.uniform(0.6, 0.85, n), rng.uniform(-0.15, 0.15, (n, 2)), mirror)
+    theta = _rotation_theta(
+        rng.uniform(-0.2, 0.2, n), rng.uniform(0.6, 0.85, n), rng.uniform(-0.15, 0.15, (n, 2)), mirror
+    )
     cover = np.clip(_affine(padded, theta, size), 0, 1)
     fg, bg = contrasting_pair(rng, n, 0.4, light_on_dark=True)
     img = bg[:, None, None] * (1 - cover[..., None]) + fg[:, None, None] * cover[..., None]
@@ -459,6 +510,10 @@ def photo_tiles(
     tiles = np.empty((n, size, size, 3))
     for i, (y, x, s) in enumerate(zip(ys, xs, sides, strict=True)):
         crop = src[:, :, y : y + s, x : x + s]
-        tiles[i] = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0).numpy()
+        tiles[i] = (
+            F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+            .permute(1, 2, 0)
+            .numpy()
+        )
     tiles = tiles * rng.uniform(0.85, 1.15, (n, 1, 1, 1))
     return to_uint8(tiles, rng, noise=0.02), np.stack([ys, xs, sides, sides], 1)

@@ -13,7 +13,7 @@ import gzip
 import importlib.util
 import pickle
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,9 @@ def animal_silhouettes() -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [10000, 28, 28], labels int64 [10000]) from animal-shape-mnist."""
     spec = importlib.util.find_spec("animal_shape_mnist")
     if spec is None or not spec.submodule_search_locations:
-        raise SourceUnavailableError("animal-shape-mnist is not installed: pip install animal-shape-mnist==0.39")
+        raise SourceUnavailableError(
+            "animal-shape-mnist is not installed: pip install animal-shape-mnist==0.39"
+        )
     root = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal Shape"
     arrays = []
     for name in ("animal_data_version_3.gz", "animal_label_version_3.gz"):
@@ -81,7 +83,7 @@ PHOTO_SOURCES: tuple[PhotoSource, ...] = (
 )
 
 
-@lru_cache(maxsize=None)
+@cache
 def photo(name: str) -> np.ndarray:
     """A packaged photo as uint8 RGB [H, W, 3], downscaled so its shorter side is at most 256 pixels."""
     src = {s.name: s for s in PHOTO_SOURCES}.get(name)

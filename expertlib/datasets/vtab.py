@@ -97,7 +97,10 @@ class FolderSplit(Dataset):
         else:
             self.class_to_idx = {d: i for i, d in enumerate(dirs)}
         self.samples = [
-            (p, self.class_to_idx[d]) for d in dirs for p in sorted((folder / d).iterdir()) if p.is_file() and is_image(p)
+            (p, self.class_to_idx[d])
+            for d in dirs
+            for p in sorted((folder / d).iterdir())
+            if p.is_file() and is_image(p)
         ]
         self.transform = transform
 

@@ -1,0 +1,171 @@
+"""Every notebook executes at the smoke scale through papermill and writes what the report needs; the
+executed report renders in JupyterLab in headless Chromium with its figures."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from expertlib.presets import ParameterError
+from expertlib.reproduce import notebooks, run
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    written = run("smoke", results_dir=str(root / "results"), data_root=str(root / "data"), progress=False)
+    return root / "results" / "smoke", written
+
+
+def test_every_notebook_has_one_documented_parameters_cell():
+    for nb_path in notebooks():
+        nb = nbformat.read(nb_path, as_version=4)
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, nb_path.name
+        for line in tagged[0].source.splitlines():
+            if "=" in line:
+                assert "#" in line, f"{nb_path.name}: parameter without a help comment: {line}"
+
+
+def test_all_notebooks_execute_and_write_results(smoke_run):
+    out, written = smoke_run
+    assert [p.name for p in written] == [p.name for p in notebooks()]
+    for p in written:
+        nb = nbformat.read(p, as_version=4)
+        errors = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.get("outputs", [])
+            if o.output_type == "error"
+        ]
+        assert not errors, p.name
+    for name in ("data_summary.csv", "expert_specialisation.csv", "summary.json", "tables/vtab_table.md",
+                 "tables/claims.csv", "figures/transfer_finetune.png", "figures/transfer_linear.svg",
+                 "figures/specialisation_knn.png", "figures/selection_cost.png", "figures/proxy_knn_vs_accuracy.png"):  # fmt: skip
+        assert (out / name).is_file(), name
+
+
+def test_summary_keys_and_ranges(smoke_run):
+    out, _ = smoke_run
+    s = json.loads((out / "summary.json").read_text())
+    assert s["scale"] == "smoke" and len(s["tasks"]) == 3
+    for task, t in s["tasks"].items():
+        assert t["group"] in ("natural", "specialized", "structured")
+        for key in ("baseline_accuracy", "baseline_extra_accuracy", "random_expert_mean"):
+            assert 0.0 <= t[key] <= 1.0, (task, key)
+        assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["expert"]
+        assert t["oracle"]["accuracy"] >= t["random_expert_mean"] - 1e-9
+    assert s["selection_cost_seconds_per_task"]["knn selection"] > 0
+    assert s["provenance"]["git_commit"] and s["data"]["upstream_classes"] >= 100
+    import pandas as pd
+
+    data = pd.read_csv(out / "data_summary.csv")
+    assert data[data.kind == "task"].generic_finetuned_accuracy.between(0, 1).all()
+
+
+def test_rerun_skips_finished_work(smoke_run, capsys):
+    out, _ = smoke_run
+    before = (out / "models" / "generic.safetensors").stat().st_mtime
+    run(
+        "smoke",
+        results_dir=str(out.parent),
+        data_root=str(out.parent.parent / "data"),
+        only=["02"],
+        progress=False,
+    )
+    assert (out / "models" / "generic.safetensors").stat().st_mtime == before
+
+
+def test_bad_parameters_fail_before_compute(tmp_path):
+    with pytest.raises(ParameterError, match="unknown parameter 'sede'.*Did you mean 'seed'"):
+        run("smoke", results_dir=str(tmp_path), extra={"sede": 1})
+    with pytest.raises(ParameterError, match="'seed'.*must be int"):
+        run("smoke", results_dir=str(tmp_path), extra={"seed": "zero"})
+    with pytest.raises(ValueError, match="unknown scale 'laptop'"):
+        run("laptop", results_dir=str(tmp_path))
+    assert not (tmp_path / "smoke" / "notebooks").exists() or not any(
+        (tmp_path / "smoke" / "notebooks").iterdir()
+    )
+
+
+def test_missing_inputs_name_the_notebook_to_run_first(tmp_path):
+    import papermill as pm
+
+    with pytest.raises(pm.PapermillExecutionError, match="run notebook 02_generic.ipynb"):
+        run(
+            "smoke",
+            results_dir=str(tmp_path / "r"),
+            data_root=str(tmp_path / "d"),
+            only=["03"],
+            progress=False,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, (
+        "Chromium is needed: `make test` installs Debian's chromium package (apt-get install chromium)"
+    )
+    return found
+
+
+@pytest.mark.browser
+def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
+    out, _ = smoke_run
+    chromium = _chromium()
+    port = _free_port()
+    lab = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
+         f"--ServerApp.root_dir={out / 'notebooks'}", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt")},
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/lab/tree/06_report.ipynb"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("JupyterLab did not start on 127.0.0.1 within 60 s")
+        dom = subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chrome'}", "--virtual-time-budget=30000", "--dump-dom", url],
+            capture_output=True, text=True, timeout=180,
+        ).stdout  # fmt: skip
+        shot = tmp_path / "report.png"
+        subprocess.run(
+            [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'chrome2'}", "--virtual-time-budget=30000", "--window-size=1400,2200",
+             f"--screenshot={shot}", url],
+            capture_output=True, timeout=180,
+        )  # fmt: skip
+    finally:
+        lab.terminate()
+        lab.wait(timeout=30)
+    assert "jp-Notebook" in dom, "JupyterLab did not render the notebook"
+    assert "Report: what reproduced" in dom
+    assert dom.count("jp-RenderedImage") >= 3, "the report's figures are not on the page"
+    assert shot.is_file() and shot.stat().st_size > 10_000
