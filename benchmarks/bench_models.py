@@ -26,10 +26,10 @@ def throughput_rows() -> list[dict]:
         theirs.load_state_dict({k: v for k, v in ours.state_dict().items()}, strict=False)
         x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            t_ours = best_of(lambda: ours.features(x), repeats=5)  # noqa: B023 - called at once
+            t_ours = best_of(lambda m=ours, x=x: m.features(x), repeats=5)
             t_timm = best_of(
-                lambda: theirs.forward_head(theirs.forward_features(x), pre_logits=True),
-                repeats=5,  # noqa: B023
+                lambda m=theirs, x=x: m.forward_head(m.forward_features(x), pre_logits=True),
+                repeats=5,
             )
         rows.append({"benchmark": "feature_throughput", "config": f"{cfg_name} {size}px batch {batch}",
                      "ours": round(batch / t_ours, 2), "reference": round(batch / t_timm, 2), "unit": "images/s",
