@@ -168,27 +168,22 @@ class LabelHierarchy:
     def leaves(self) -> list[str]:
         return sorted(n for n, c in self.children.items() if not c)
 
-    def descendants(self, node: str, include_self: bool = True) -> set[str]:
+    def _reach(self, node: str, edges: dict[str, set[str]], include_self: bool) -> set[str]:
+        """Every node reachable from ``node`` along ``edges`` (children or parents)."""
         self._check(node)
         seen, stack = set(), [node]
         while stack:
-            n = stack.pop()
-            for c in self.children[n]:
-                if c not in seen:
-                    seen.add(c)
-                    stack.append(c)
+            for nxt in edges[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
         return seen | {node} if include_self else seen
 
+    def descendants(self, node: str, include_self: bool = True) -> set[str]:
+        return self._reach(node, self.children, include_self)
+
     def ancestors(self, node: str, include_self: bool = False) -> set[str]:
-        self._check(node)
-        seen, stack = set(), [node]
-        while stack:
-            n = stack.pop()
-            for p in self.parents[n]:
-                if p not in seen:
-                    seen.add(p)
-                    stack.append(p)
-        return seen | {node} if include_self else seen
+        return self._reach(node, self.parents, include_self)
 
     def depth(self, node: str) -> int:
         """Length of the shortest path from a root (roots have depth 0)."""

@@ -131,7 +131,7 @@ def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
     chromium = _chromium()
     port = _free_port()
     lab = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
          "--ServerApp.token=", "--ServerApp.password=", "--ServerApp.disable_check_xsrf=True",
          f"--ServerApp.root_dir={out / 'notebooks'}", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -139,7 +139,7 @@ def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}/lab/tree/06_report.ipynb"
-        deadline = time.time() + 60
+        deadline = time.time() + 120
         while time.time() < deadline:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/api", timeout=2)
@@ -147,7 +147,7 @@ def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
             except OSError:
                 time.sleep(0.5)
         else:
-            pytest.fail("JupyterLab did not start on 127.0.0.1 within 60 s")
+            pytest.fail("JupyterLab did not start on 127.0.0.1 within 120 s")
         dom = subprocess.run(
             [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",

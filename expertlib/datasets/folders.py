@@ -43,6 +43,12 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         ) from e
 
 
+def load_sample(path: Path, label: int, transform: Callable | None) -> tuple:
+    """One (image, label) pair from disk, with the dataset's transform applied."""
+    img = read_image(path)
+    return (transform(img) if transform else img), label
+
+
 def is_image(path: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> bool:
     return path.suffix.lower() in extensions
 
@@ -111,9 +117,7 @@ class ImageFolderTree(Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx: int):
-        path, y = self.samples[idx]
-        img = read_image(path)
-        return (self.transform(img) if self.transform else img), y
+        return load_sample(*self.samples[idx], self.transform)
 
     def multi_label_matrix(self, with_ancestors: bool = True) -> torch.Tensor:
         """[classes, classes] 0/1 rows: the labels each class activates (itself and labelled ancestors)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from expertlib.datasets.folders import DatasetNotFoundError, is_image, read_image
+from expertlib.datasets.folders import DatasetNotFoundError, is_image, load_sample
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,7 @@ class FolderSplit(Dataset):
         return len(self.samples)
 
     def __getitem__(self, idx: int):
-        path, y = self.samples[idx]
-        img = read_image(path)
-        return (self.transform(img) if self.transform else img), y
+        return load_sample(*self.samples[idx], self.transform)
 
 
 class _Relabel(Dataset):
