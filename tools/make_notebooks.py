@@ -5,7 +5,7 @@ from pathlib import Path
 
 import nbformat
 
-PARAMS = """scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~30 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
+PARAMS = """scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~40 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
 results_dir = "results"  # outputs go to <results_dir>/<scale>/
 data_root = "data"  # datasets; the embedded benchmark is cached under <data_root>/embedded
 seed = 0  # seed for every random choice in this notebook
@@ -13,7 +13,7 @@ device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 progress = True  # tqdm progress bars
 """
 
-SETUP = """from expertlib import experiment as X, plots
+SETUP = """from expertlib import experiment as X
 from expertlib.presets import validate_values
 
 validate_values(scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress)
