@@ -34,7 +34,7 @@ from expertlib.runtime import (
 )
 from expertlib.schedules import Schedule, scaled_hyperrule, upstream_schedule
 from expertlib.training import ArrayData, TrainConfig, accuracy, finetune, predict, train, train_expert
-from expertlib.weights import load_bank, load_model, save_bank, save_model
+from expertlib.weights import load_bank, load_expert, load_model, save_bank, save_expert, save_model
 
 BASE, EXTRA = "base", "base+extra"
 
@@ -212,20 +212,17 @@ def train_experts(
     rows = []
     for name in names:
         part = ws.path("checkpoints", f"{kind}_{name}.safetensors")
-        bank.add_expert(name, num_classes=len(labels[name]), head_rows=labels[name])
         data = expert_subset(ws, bench, labels[name], "train", train=True)
-        cfg = _upstream_cfg(ws, ws.scale.expert_steps, ws.scale.expert_lr, ws.seed + 7, ws.scale.expert_batch)
-        t0 = time.perf_counter()
-        if part.exists():
-            from expertlib.weights import _load_into, _open
-
-            tensors, _ = _open(part, "expertlib.expert")
-            _load_into(bank.experts[name], tensors, str(part), head=True)
-            secs = None
+        secs = None
+        if part.exists():  # trained in an earlier, interrupted run
+            load_expert(bank, part, name)
         else:
+            bank.add_expert(name, num_classes=len(labels[name]), head_rows=labels[name])
+            cfg = _upstream_cfg(
+                ws, ws.scale.expert_steps, ws.scale.expert_lr, ws.seed + 7, ws.scale.expert_batch
+            )
+            t0 = time.perf_counter()
             train_expert(bank, name, data, cfg, progress=ws.progress)
-            from expertlib.weights import save_expert
-
             save_expert(bank, name, part)
             secs = time.perf_counter() - t0
         rows.append({"expert": name, "kind": kind, "classes": len(labels[name]), "images": len(data),
