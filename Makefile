@@ -6,7 +6,7 @@ SCALE ?= cpu
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.expertlib-stamp
 
-.PHONY: venv browser-deps reproduce test test-fast lab bench lint format clean
+.PHONY: venv browser-deps reproduce reproduce-fresh test test-fast lab bench lint format clean
 
 # The venv is rebuilt only when pyproject.toml or the constraints change (the stamp records both).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -17,6 +17,11 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 venv: $(STAMP)
 
 reproduce: $(STAMP)  ## run every notebook at SCALE (default: cpu) and write results/$(SCALE)/
+	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
+
+# Steps whose outputs exist are reused (the committed cpu run included): this recomputes everything.
+reproduce-fresh: $(STAMP)
+	rm -rf results/$(SCALE)
 	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
 
 # The browser test renders the executed report in headless Chromium: Debian's package, installed when missing.
