@@ -242,7 +242,7 @@ def specialisation(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank
     rng = np.random.default_rng(0)
     half = rng.permutation(len(test)) < len(test) // 2
     rows = []
-    feats_cache: dict[tuple[str, str], np.ndarray] = {}
+    feats_cache: dict[str, np.ndarray] = {}
 
     def feats(kind: str, model_fn) -> np.ndarray:
         if kind not in feats_cache:
@@ -274,8 +274,9 @@ def specialisation(ws: Workspace, bench: EmbeddedBenchmark, base: ResNetV2, bank
 
 # -- transfer ---------------------------------------------------------------------------------------------------
 def transfer_cfg(ws: Workspace, steps: int, lr: float, seed: int) -> TrainConfig:
-    sched = scaled_hyperrule(steps, lr) if steps != 500 else Schedule(500, 100, lr, (200, 300, 400))
-    return TrainConfig(sched, batch_size=ws.scale.transfer_batch, seed=seed, device=ws.device)
+    return TrainConfig(
+        scaled_hyperrule(steps, lr), batch_size=ws.scale.transfer_batch, seed=seed, device=ws.device
+    )
 
 
 def finetune_and_test(ws: Workspace, net: torch.nn.Module, train_data: ArrayData, eval_data: ArrayData, classes: int,
@@ -732,7 +733,7 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
     for kind, log in (("adapter", adapter_log), ("full", full_log)):
         for r in log.itertuples():
             tasks = [t for t, rel in related.items() if rel == r.expert]
-            acc = seed0_all = runs[
+            acc = runs[
                 (runs["mode"] == "finetune")
                 & (runs.seed == 0)
                 & (runs.model == f"{kind}:{r.expert}")
@@ -740,7 +741,7 @@ def build_report(ws: Workspace, bench: EmbeddedBenchmark) -> dict:
             ]
             if len(acc):
                 avf.append({"expert": r.expert, "kind": kind, "parameters": int(r.trainable_parameters),
-                            "accuracy": float(seed0_all.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
+                            "accuracy": float(acc.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
     avf = pd.DataFrame(avf)
     if len(avf):
         plots.save_table(avf, ws.path("tables", "adapter_vs_full"))

@@ -220,7 +220,8 @@ class LabelHierarchy:
         return [c for c in classes if c in under]
 
     def subtree_count(self, node: str, counts: Mapping[str, int]) -> int:
-        return sum(v for k, v in counts.items() if k in self.descendants(node))
+        under = self.descendants(node)
+        return sum(v for k, v in counts.items() if k in under)
 
     def expert_classes(self, node: str, classes: Sequence[str]) -> list[str]:
         """Like :meth:`subtree_classes` but raises :class:`EmptySubsetError` for an empty subset."""

@@ -212,7 +212,3 @@ def domain_prediction_scores(
             raise ValueError(f"expert {name!r} has no upstream labels")
         scores[name] = float(mass[idx].sum() / max(q[idx].sum(), 1e-12))
     return scores
-
-
-PROXIES_NEEDING_FEATURES = ("knn", "linear", "logme", "hscore")
-PROXIES_NEEDING_SOURCE_HEAD = ("leep", "nce", "domain")

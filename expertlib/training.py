@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -171,11 +170,7 @@ def _loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> 
         if y.dtype.is_floating_point:  # mixed soft targets
             return torch.sum(-y * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
         return F.cross_entropy(logits.float(), y)
-    target = (
-        y
-        if y.dtype.is_floating_point
-        else (label_matrix[y] if label_matrix is not None else F.one_hot(y, logits.shape[-1]).float())
-    )
+    target = y if y.dtype.is_floating_point else _targets(y, logits.shape[-1], kind, label_matrix)
     # BiT's upstream loss: sigmoid cross-entropy summed over labels, averaged over examples.
     return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / logits.shape[0]
 
@@ -389,15 +384,6 @@ def finetune(
     """Transfer: every parameter of ``model`` (a fresh zero-initialised head on B or an expert) trains."""
     model.requires_grad_(True)
     return train(model, list(model.parameters()), train_data, cfg, num_classes=num_classes, **kwargs)
-
-
-def lr_for_batch(base_lr: float, batch_size: int, reference_batch: int = 512) -> float:
-    """Linear scaling of a learning rate tuned at ``reference_batch`` (BiT: 0.003 at 512)."""
-    return base_lr * batch_size / reference_batch
-
-
-def steps_for_epochs(epochs: float, n: int, batch_size: int) -> int:
-    return max(1, math.ceil(epochs * n / batch_size))
 
 
 # -- command line: train B on one machine or with torchrun ------------------------------------------------------
