@@ -191,3 +191,46 @@ def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+
+def training_curve(metrics: pd.DataFrame, title: str) -> plt.Figure:
+    """Loss (and learning rate) against step. ``metrics`` columns: step, loss, lr."""
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(metrics["step"], metrics["loss"], label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    lr = ax.twinx()
+    lr.plot(metrics["step"], metrics["lr"], color="grey", alpha=0.5, label="learning rate")
+    lr.set_ylabel("learning rate", color="grey")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def domain_accuracy(frame: pd.DataFrame) -> plt.Figure:
+    """Held-out upstream top-1 per domain for each model. ``frame`` columns: domain, accuracy, model."""
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * frame.domain.nunique()), 3.4))
+    sns.barplot(data=frame, x="domain", y="accuracy", hue="model", ax=ax, palette="colorblind", errorbar=None)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("held-out upstream accuracy")
+    ax.tick_params(axis="x", rotation=30, labelsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def score_heatmap(rankings: pd.DataFrame, proxy: str) -> plt.Figure:
+    """One proxy's score for every candidate (rows) on every task (columns), each task's best boxed.
+
+    ``rankings`` columns: task, expert, proxy, score."""
+    table = rankings[rankings.proxy == proxy].pivot(index="expert", columns="task", values="score")
+    fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 3, 0.32 * table.shape[0] + 1.5))
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": f"{proxy} score"},
+                annot_kws={"fontsize": 7})  # fmt: skip
+    for j, task in enumerate(table.columns):
+        i = int(np.nanargmax(table[task].to_numpy()))
+        ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="red", lw=2))
+    ax.set_title(f"{proxy} score per candidate and task (best boxed)")
+    fig.tight_layout()
+    return fig

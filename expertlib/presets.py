@@ -55,6 +55,10 @@ class Scale:
     precrop: int = 36
     eval_batch: int = 500
     schedule_sweep: tuple[int, ...] = ()  # transfer lengths for the schedule-length study
+    # DAT-style baseline: steps actually run per task to time it (None: its whole budget, expert_steps)
+    dat_timing_steps: int | None = None
+    # on-disk upstream data without a held-out list: images per class held out for upstream evaluation
+    heldout_per_class: int = 10
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +171,7 @@ SCALES: dict[str, Scale] = {
         crop=128,
         precrop=160,
         schedule_sweep=(),
+        dat_timing_steps=50,
     ),
 }
 

@@ -12,55 +12,52 @@ re-trains on it: the per-task cost the paper compares against.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy import stats
-from torch import nn
 
 from expertlib import proxies as P
-from expertlib.adapters import ExpertBank
-from expertlib.training import TrainData
+from expertlib.candidates import BASE, Candidate, features_of
+from expertlib.training import TrainData, predict
 
 
 # -- features -------------------------------------------------------------------------------------------------
-@torch.inference_mode()
 def extract_features(
-    bank: ExpertBank,
-    experts: Sequence[str | None],
+    candidates: Sequence[Candidate],
     data: TrainData,
     batch_size: int = 500,
     device: str = "cpu",
-    with_logits: bool = False,
-) -> dict[str | None, np.ndarray] | tuple[dict[str | None, np.ndarray], np.ndarray]:
-    """Pooled features of every expert in ``experts`` for every example of ``data``, one pass over the data.
-    With ``with_logits``, also B's upstream logits (for LEEP, NCE and domain prediction)."""
-    bank.eval()
-    out: dict[str | None, list[np.ndarray]] = {e: [] for e in experts}
-    logits = []
-    gen = torch.Generator().manual_seed(0)
-    for s in range(0, len(data), batch_size):
-        idx = np.arange(s, min(len(data), s + batch_size))
-        x = data.batch(idx, train=False, generator=gen).to(device)
-        feats = bank.features_many(x, list(experts))
-        for e in experts:
-            out[e].append(feats[e].float().cpu().numpy())
-        if with_logits:
-            logits.append(bank.logits(x, None).float().cpu().numpy())
-    features = {e: np.concatenate(v) for e, v in out.items()}
-    if with_logits:
-        return features, np.concatenate(logits)
-    return features
+    logits_of: Candidate | None = None,
+) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray]:
+    """Pooled features of every candidate for every example of ``data``, in one pass over the data (adapter
+    experts of one bank share the stem). With ``logits_of`` (B), also its upstream logits (for LEEP, NCE and
+    domain prediction)."""
+    for c in candidates:
+        c.eval()
+
+    def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = features_of(candidates, x)
+        if logits_of is not None:
+            out[_LOGITS] = logits_of(x)
+        return out
+
+    res = {k: v.numpy() for k, v in predict(fn, data, batch_size, device).items()}
+    logits = res.pop(_LOGITS, None)
+    return (res, logits) if logits_of is not None else res
 
 
-def forward_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one forward pass (torch's FLOP counter; multiply-adds count 2)."""
+_LOGITS = "\0logits"  # a key no candidate can be named
+
+
+def forward_flops(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one call of ``fn`` (a module or a candidate's ``features``; multiply-adds count 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        model(torch.zeros(input_shape))
+        fn(torch.zeros(input_shape))
     return int(counter.get_total_flops())
 
 
@@ -84,7 +81,7 @@ ALL_PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce", "domain")
 
 
 def rank_experts(
-    features: Mapping[str | None, np.ndarray],
+    features: Mapping[str, np.ndarray],
     labels: np.ndarray,
     proxies: Sequence[str] = ("knn",),
     upstream_logits: np.ndarray | None = None,
@@ -93,10 +90,10 @@ def rank_experts(
     val_split: int | None = None,
     knn_k: int = 5,
     knn_metric: str = "cosine",
-    extraction_seconds: Mapping[str | None, float] | None = None,
-    extraction_flops: Mapping[str | None, float] | None = None,
+    extraction_seconds: Mapping[str, float] | None = None,
+    extraction_flops: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
-    """Score every expert (keys of ``features``; ``None`` is B) with every proxy.
+    """Score every candidate (keys of ``features``; ``'base'`` is B) with every proxy.
 
     ``val_split``: the linear probe trains on the first ``val_split`` examples and tests on the rest
     (VTAB's train800 -> val200). LEEP, NCE and domain prediction use B's upstream head (``upstream_logits``);
@@ -120,11 +117,11 @@ def rank_experts(
             t0 = time.perf_counter()
             scores = P.domain_prediction_scores(probs, expert_labels, upstream_prior)
             secs = (time.perf_counter() - t0) / max(1, len(scores))
-            base_secs = (extraction_seconds or {}).get(None, 0.0)
+            base_secs = (extraction_seconds or {}).get(BASE, 0.0)
             for name, sc in scores.items():
                 flops = proxy_flops("domain", len(y), 0, classes, probs.shape[1])
                 rows.append(
-                    _row(name, proxy, sc, secs + base_secs, flops + (extraction_flops or {}).get(None, 0.0))
+                    _row(name, proxy, sc, secs + base_secs, flops + (extraction_flops or {}).get(BASE, 0.0))
                 )
             continue
         if proxy in ("leep", "nce"):
@@ -134,7 +131,7 @@ def rank_experts(
             sc = P.leep(probs, y) if proxy == "leep" else P.nce(probs.argmax(1), y)
             rows.append(
                 _row(
-                    None,
+                    BASE,
                     proxy,
                     sc,
                     time.perf_counter() - t0,
@@ -159,8 +156,8 @@ def rank_experts(
     return pd.DataFrame(rows)
 
 
-def _row(expert: str | None, proxy: str, score: float, seconds: float, flops: float) -> dict:
-    return {"expert": expert if expert is not None else "base", "proxy": proxy, "score": float(score),
+def _row(expert: str, proxy: str, score: float, seconds: float, flops: float) -> dict:
+    return {"expert": expert, "proxy": proxy, "score": float(score),
             "seconds": float(seconds), "flops": float(flops)}  # fmt: skip
 
 

@@ -16,94 +16,31 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from expertlib.adapters import ExpertBank
+from expertlib.candidates import Candidate
+from expertlib.datasets.batches import ArrayData, ImageData, TrainData
 from expertlib.runtime import atomic_write, resolve_device
 from expertlib.schedules import Schedule, learning_rate
-from expertlib.transforms import eval_batch, train_batch
+
+__all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "TrainResult", "train", "train_expert",
+           "finetune", "predict", "accuracy", "NonFiniteLossError", "batch_indices"]  # fmt: skip
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
-
-
-# -- data ---------------------------------------------------------------------------------------------------
-class TrainData(Protocol):
-    """What the loop needs from data: a size, labels, and a way to build an augmented batch."""
-
-    labels: np.ndarray
-
-    def __len__(self) -> int: ...
-
-    def batch(
-        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
-    ) -> Tensor:
-        """The (augmented) examples ``indices[part]``; random draws depend on the whole ``indices``."""
-        ...
-
-
-class ArrayData:
-    """In-memory uint8 NHWC images (the embedded benchmark): batched tensor transforms, no worker processes."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, precrop: int, crop: int, flip: bool) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.precrop, self.crop, self.flip = precrop, crop, flip
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(
-        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
-    ) -> Tensor:
-        if train:
-            return train_batch(
-                self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator, part
-            )
-        chosen = indices if part is None else indices[part]
-        return eval_batch(self.images[torch.from_numpy(chosen)], self.crop)
-
-
-class DatasetData:
-    """A map-style dataset of (tensor image, label) whose transform draws from torch's global RNG; the RNG is
-    seeded from the batch generator so each batch is reproducible."""
-
-    def __init__(self, dataset: Dataset, labels: Sequence[int] | None = None) -> None:
-        self.dataset = dataset
-        self.labels = np.asarray(
-            labels if labels is not None else [dataset[i][1] for i in range(len(dataset))]
-        )
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def batch(
-        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
-    ) -> Tensor:
-        base = int(torch.randint(0, 2**62, (1,), generator=generator))
-        positions = range(len(indices))[part] if part is not None else range(len(indices))
-        state = torch.get_rng_state()
-        items = []
-        try:
-            for p in positions:  # one seed per position in the global batch: independent of sharding
-                torch.manual_seed(base + p)
-                items.append(self.dataset[int(indices[p])][0])
-        finally:
-            torch.set_rng_state(state)
-        return torch.stack(items).contiguous(memory_format=torch.channels_last)
 
 
 def _mix(seed: int, *keys: int | str) -> int:
@@ -151,17 +88,6 @@ class TrainResult:
     images_per_second: float
     metrics: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
-
-
-class LogitsOf(nn.Module):
-    """An expert of a bank as a plain module (``forward(x) -> logits``) for the loop."""
-
-    def __init__(self, bank: ExpertBank, expert: str | None) -> None:
-        super().__init__()
-        self.bank, self.expert = bank, expert
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.bank.logits(x, self.expert)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -332,18 +258,24 @@ def train(
 # -- evaluation ------------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def predict(
-    fn: Callable[[Tensor], Tensor],
+    fn: Callable[[Tensor], Tensor | Mapping[str, Tensor]],
     data: TrainData,
     batch_size: int = 512,
     device: str = "cpu",
     progress: bool = False,
-) -> Tensor:
-    """Apply ``fn`` (logits or features) to every example, in order, in eval mode with large batches."""
-    outs = []
+) -> Tensor | dict[str, Tensor]:
+    """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
+
+    ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
+    over the data); the result is concatenated the same way."""
+    outs: list = []
     gen = torch.Generator().manual_seed(0)
     for s in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
         idx = np.arange(s, min(len(data), s + batch_size))
-        outs.append(fn(data.batch(idx, train=False, generator=gen).to(device)).float().cpu())
+        y = fn(data.batch(idx, train=False, generator=gen).to(device))
+        outs.append({k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu())
+    if outs and isinstance(outs[0], dict):
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return torch.cat(outs) if outs else torch.empty(0)
 
 
@@ -363,11 +295,11 @@ def train_expert(
 ) -> TrainResult:
     """Train one expert of ``bank`` on its subset: only its parameters (adapters, norms and head for an
     adapter expert; the whole copy for a full expert) receive gradients."""
-    params = bank.train_only(expert)
+    candidate = Candidate(expert, bank, expert)
     try:
         return train(
-            LogitsOf(bank, expert),
-            params,
+            candidate,
+            candidate.parameters_to_train(),
             data,
             cfg,
             num_classes=bank.num_classes(expert),
@@ -384,62 +316,3 @@ def finetune(
     """Transfer: every parameter of ``model`` (a fresh zero-initialised head on B or an expert) trains."""
     model.requires_grad_(True)
     return train(model, list(model.parameters()), train_data, cfg, num_classes=num_classes, **kwargs)
-
-
-# -- command line: train B on one machine or with torchrun ------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m expertlib.training --scale cpu --out B.safetensors`` trains the generic model B on the
-    embedded benchmark; ``torchrun --nproc_per_node N -m expertlib.training ...`` runs the same training with
-    DDP (NCCL on GPUs, gloo on CPU), splitting every global batch over the processes."""
-    import argparse
-
-    from expertlib.datasets.embedded import build
-    from expertlib.presets import get_scale
-    from expertlib.resnet import ResNetV2
-    from expertlib.schedules import Schedule
-    from expertlib.weights import save_model
-
-    ap = argparse.ArgumentParser(description="train the generic model B on the embedded benchmark")
-    ap.add_argument("--scale", default="cpu")
-    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None, help="override the scale's upstream learning rate")
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="resume from / write this checkpoint")
-    ap.add_argument("--out", required=True, help="where rank 0 saves the trained model (.safetensors)")
-    args = ap.parse_args(argv)
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and args.device != "cpu"
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = resolve_device(args.device)
-    if device == "cuda" and dist.is_initialized():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-    scale = get_scale(args.scale)
-    bench = build(scale.embedded, cache_dir=Path(args.data_root) / "embedded")
-    up = bench.upstream["train"]
-    data = ArrayData(up.images, up.labels, scale.precrop, scale.crop, flip=True)
-    steps = args.steps or scale.upstream_steps
-    torch.manual_seed(args.seed)
-    model = ResNetV2(scale.arch, num_classes=len(bench.classes), zero_head=False)
-    cfg = TrainConfig(Schedule(steps, max(1, steps // 20), args.lr or scale.upstream_lr, kind="cosine"),
-                      batch_size=args.batch_size or scale.upstream_batch, loss=scale.upstream_loss, seed=args.seed,
-                      device=device, checkpoint_every=max(1, steps // 10))  # fmt: skip
-    res = train(model, list(model.parameters()), data, cfg, len(bench.classes), checkpoint=args.checkpoint,
-                progress=True, desc="generic B")  # fmt: skip
-    rank, world = _rank_world()
-    if rank == 0:
-        save_model(model.cpu(), args.out)
-        print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
-              f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

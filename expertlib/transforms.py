@@ -58,20 +58,35 @@ def eval_batch(images: Tensor, crop: int) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+def crop_draws(n: int, precrop: int, crop: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """The random part of a training batch of ``n`` examples: crop offsets (y, x) and flips, in that order."""
+    span = precrop - crop + 1
+    oy = torch.randint(0, span, (n,), generator=generator)
+    ox = torch.randint(0, span, (n,), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    return oy, ox, flips
+
+
 def train_batch(
-    images: Tensor, precrop: int, crop: int, flip: bool, generator: torch.Generator, keep: slice | None = None
+    images: Tensor,
+    precrop: int,
+    crop: int,
+    flip: bool,
+    generator: torch.Generator,
+    keep: slice | None = None,
+    total: int | None = None,
 ) -> Tensor:
     """Batched training transform: resize to precrop, one random crop per image, optional flip.
 
-    The random draws are made for the whole batch; ``keep`` then selects the examples to transform, so a
-    process that handles one share of a global batch gets exactly the crops a single process would."""
-    n_all = images.shape[0]
-    span = precrop - crop + 1
-    oy = torch.randint(0, span, (n_all,), generator=generator)
-    ox = torch.randint(0, span, (n_all,), generator=generator)
-    flips = torch.rand(n_all, generator=generator) < 0.5
+    The random draws are made for the whole global batch; ``keep`` then selects the examples to transform, so
+    a process that handles one share of a global batch gets exactly the crops a single process would. When
+    ``images`` already holds only that share, pass ``total`` (the global batch size) with ``keep``."""
+    n_all = total if total is not None else images.shape[0]
+    oy, ox, flips = crop_draws(n_all, precrop, crop, generator)
     if keep is not None:
-        images, oy, ox, flips = images[keep], oy[keep], ox[keep], flips[keep]
+        oy, ox, flips = oy[keep], ox[keep], flips[keep]
+        if total is None:
+            images = images[keep]
     x = _nchw(images)
     if x.shape[-1] != precrop or x.shape[-2] != precrop:
         x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)

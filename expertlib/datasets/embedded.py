@@ -38,6 +38,8 @@ import pandas as pd
 
 from expertlib.datasets import procedural as P
 from expertlib.datasets import sources as S
+from expertlib.datasets.batches import ArrayData
+from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
 from expertlib.hierarchy import LabelHierarchy
 from expertlib.runtime import atomic_write
 
@@ -98,20 +100,6 @@ class ArraySplit:
         )
 
 
-@dataclass(frozen=True)
-class TaskInfo:
-    name: str
-    group: str  # natural / specialized / structured
-    classes: tuple[str, ...]
-    relates_to: str | None  # the upstream subtree the task draws on, if any
-    flip: bool  # whether a horizontal flip keeps the label (dSprites x position does not)
-    description: str
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
 @dataclass
 class TaskData:
     info: TaskInfo
@@ -134,22 +122,61 @@ class Domain:
 
 
 @dataclass
-class EmbeddedBenchmark:
+class EmbeddedBenchmark(Benchmark):
+    """The embedded benchmark in memory; implements :class:`~expertlib.datasets.benchmark.Benchmark`."""
+
     spec: EmbeddedSpec
     hierarchy: LabelHierarchy
     classes: list[str]  # upstream label ids ("animal/bear"), index = label
     domains: list[Domain]
-    upstream: dict[str, ArraySplit]  # "train", "test"
+    upstream_splits: dict[str, ArraySplit]  # "train", "test"
     tasks: dict[str, TaskData] = field(default_factory=dict)
+    resolution: tuple[int, int] = (36, 32)
+    name: str = "embedded"
+
+    @property
+    def upstream(self) -> dict[str, ArraySplit]:  # the raw arrays, by split
+        return self.upstream_splits
+
+    def upstream_data(self, split: str) -> ArrayData:
+        s = self.upstream_splits[split]
+        return ArrayData(s.images, s.labels, *self.resolution, flip=True)
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [d.name for d in self.domains]
 
     @property
     def domain_of_label(self) -> np.ndarray:
-        names = [d.name for d in self.domains]
+        names = self.domain_names
         return np.array([names.index(c.split("/")[0]) for c in self.classes])
 
-    def class_counts(self) -> dict[str, int]:
-        counts = np.bincount(self.upstream["train"].labels, minlength=len(self.classes))
-        return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
+    @property
+    def task_names(self) -> list[str]:
+        return list(self.tasks)
+
+    def task_info(self, task: str) -> TaskInfo:
+        return self.tasks[task].info
+
+    def task(self, task: str, split: str) -> ArrayData:
+        check_task_split(split)
+        td = self.tasks[task]
+        s = {"train800": td.train, "val200": td.val, "train800val200": td.train_val, "test": td.test}[split]
+        return ArrayData(s.images, s.labels, *self.resolution, td.info.flip)
+
+    def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
+        rows = {}
+        train = self.upstream_splits["train"]
+        dom = self.domain_of_label[train.labels]
+        for i, d in enumerate(self.domains):
+            idx = np.flatnonzero(dom == i)
+            rows[f"up: {d.name}"] = train.images[idx[np.linspace(0, len(idx) - 1, per_row).astype(int)]]
+        for t, td in self.tasks.items():
+            rows[f"task: {t}"] = td.train.images[:per_row]
+        return rows
+
+    def summary(self, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
+        return data_summary(self, accuracy)
 
 
 # -- the world's structure ------------------------------------------------------------------------------------

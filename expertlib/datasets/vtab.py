@@ -9,12 +9,15 @@ torchvision, so our convention (deterministic, documented):
   has one, else the last 10% of a fixed permutation of the training part (as VTAB carves CIFAR-100's);
   test: its test split. Datasets without any split (Caltech101, SUN397, EuroSAT) are split by a fixed
   permutation: 60% training part, 10% validation part, 30% test.
-- train800 / val200: the first 800 / 200 of a fixed permutation (seed 0) of each part.
+- train800 / val200: the first 800 / 200 of a fixed permutation (seed 0) of each part (torchvision
+  datasets list their examples by class, so a prefix would hold few classes).
 
 Tasks torchvision does not ship (or ships without the VTAB label) use the folder fallback:
 ``<data_root>/vtab/<task>/{train,val,test}/<label>/<image>``, where ``<label>`` is the integer VTAB label
-(0..K-1) or a class name (class names are sorted alphabetically to give labels). A missing ``val`` folder
-is carved from ``train`` as above. Label rules for deriving those folders are given per task in
+(0..K-1) or a class name (class names are sorted alphabetically to give labels). Within a split, examples are
+ordered by file name across label folders, and train800 / val200 are the first 800 / 200 of that order: name
+files by their TFDS example index and the folders give VTAB's own train800 / val200. A missing ``val``
+folder is carved from ``train`` as above. Label rules for deriving those folders are given per task in
 ``VTAB_TASKS[...].note``.
 """
 
@@ -96,12 +99,13 @@ class FolderSplit(Dataset):
             self.class_to_idx = {d: int(d) for d in dirs}
         else:
             self.class_to_idx = {d: i for i, d in enumerate(dirs)}
-        self.samples = [
+        found = [
             (p, self.class_to_idx[d])
             for d in dirs
-            for p in sorted((folder / d).iterdir())
+            for p in (folder / d).iterdir()
             if p.is_file() and is_image(p)
         ]
+        self.samples = sorted(found, key=lambda s: (s[0].name, s[1]))  # file-name order across labels
         self.transform = transform
 
     @property
@@ -134,6 +138,10 @@ def _perm(n: int) -> np.ndarray:
 def _first(ds: Dataset, k: int) -> Subset:
     order = _perm(len(ds))
     return Subset(ds, order[: min(k, len(ds))].tolist())
+
+
+def _head(ds: Dataset, k: int) -> Subset:
+    return Subset(ds, list(range(min(k, len(ds)))))
 
 
 def _carve(ds: Dataset, fractions: tuple[float, ...]) -> list[Subset]:
@@ -201,20 +209,41 @@ def _folder_parts(task: VtabTask, root: Path, transform: Callable | None):
 
 
 def load_vtab(
-    task: str,
+    task: str | VtabTask,
     data_root: str | os.PathLike,
     transform: Callable | None = None,
     download: bool = False,
     use_torchvision: bool = True,
 ) -> VtabSplits:
     """The VTAB-1k splits of ``task`` from ``data_root`` (torchvision layout, or the folder fallback)."""
-    if task not in VTAB_TASKS:
+    if isinstance(task, VtabTask):  # a task outside the registry, described by its folder's task.json
+        info = task
+    elif task in VTAB_TASKS:
+        info = VTAB_TASKS[task]
+    else:
         raise KeyError(f"unknown VTAB task {task!r}; known: {', '.join(VTAB_TASKS)}")
-    info = VTAB_TASKS[task]
     root = Path(data_root)
-    folder = root / "vtab" / task
+    folder = root / "vtab" / info.name
     if info.torchvision and use_torchvision and not folder.is_dir():
         train, val, test = _torchvision_parts(info, root, download, transform)
-    else:
-        train, val, test = _folder_parts(info, root, transform)
-    return VtabSplits(info, _first(train, 800), _first(val, 200), test)
+        return VtabSplits(info, _first(train, 800), _first(val, 200), test)
+    train, val, test = _folder_parts(info, root, transform)
+    return VtabSplits(info, _head(train, 800), _head(val, 200), test)
+
+
+def targets(ds: Dataset) -> list[int]:
+    """The labels of a VTAB split without decoding its images where the dataset allows it."""
+    from torch.utils.data import ConcatDataset
+
+    if isinstance(ds, Subset):
+        inner = targets(ds.dataset)
+        return [inner[i] for i in ds.indices]
+    if isinstance(ds, ConcatDataset):
+        return [y for d in ds.datasets for y in targets(d)]
+    if isinstance(ds, _Relabel):
+        return [ds.fn(int(y)) for y in targets(ds.base)]
+    for attr in ("targets", "_labels", "labels", "y"):
+        value = getattr(ds, attr, None)
+        if value is not None and len(value) == len(ds):
+            return [int(v) for v in value]
+    return [int(ds[i][1]) for i in range(len(ds))]

@@ -1,0 +1,119 @@
+"""A candidate: one network to score with a proxy or to transfer, whatever it is underneath.
+
+B, the compute-matched control B+extra, an adapter expert, a full expert (and a converted released expert,
+which is a full expert) are all a :class:`Candidate`: an expert of an :class:`~expertlib.adapters.ExpertBank`
+(``expert=None`` is the bank's base model). A bare model becomes one through :func:`from_model`. A candidate
+
+- is a module whose ``forward`` gives its upstream logits (what its own training optimised),
+- gives pooled pre-logit ``features`` (what the kNN proxy embeds),
+- builds an independent ``transfer_net`` with a fresh zero-initialised head (what fine-tuning trains).
+
+Nothing above this module asks what kind of network a candidate is. :func:`features_of` embeds one batch with
+many candidates, sharing the stem pass between adapter experts of the same bank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from torch import Tensor, nn
+
+from expertlib.adapters import ExpertBank, FullExperts
+from expertlib.resnet import ResNetV2
+
+BASE, EXTRA = "base", "base+extra"
+
+
+class Candidate(nn.Module):
+    """Expert ``expert`` of ``bank`` (``None``: the bank's base model) under a display ``name``."""
+
+    def __init__(
+        self, name: str, bank: ExpertBank, expert: str | None = None, kind: str | None = None
+    ) -> None:
+        super().__init__()
+        if expert is not None:
+            bank._require(expert)  # an unknown expert fails here, naming the bank's experts
+        self.name, self.bank, self.expert = name, bank, expert
+        self.kind = kind or (bank.kind if expert is not None else "generic")
+
+    def __repr__(self) -> str:
+        return f"Candidate({self.name!r}, kind={self.kind!r})"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Upstream logits (B's head for B; the expert's own head, over its subset, for an expert)."""
+        return self.bank.logits(x, self.expert)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Pooled pre-logit features."""
+        return self.bank.features(x, self.expert)
+
+    def transfer_net(self, num_classes: int) -> nn.Module:
+        """An independent copy as one network with a fresh zero-initialised ``num_classes``-way head."""
+        return self.bank.transfer_model(self.expert, num_classes)
+
+    @property
+    def num_upstream_classes(self) -> int:
+        if self.expert is None:
+            return self.bank.base.num_classes
+        return self.bank.num_classes(self.expert)
+
+    def parameters_to_train(self) -> list[nn.Parameter]:
+        """Make exactly this candidate's own parameters trainable (an expert's, or all of a base model)."""
+        if self.expert is None:
+            self.bank.requires_grad_(False)
+            self.bank.base.requires_grad_(True)
+            return list(self.bank.base.parameters())
+        return self.bank.train_only(self.expert)
+
+    def num_parameters(self, exclude_head: bool = True) -> int:
+        if self.expert is None:
+            return sum(
+                p.numel()
+                for n, p in self.bank.base.named_parameters()
+                if not (exclude_head and n.startswith("head."))
+            )
+        return self.bank.num_expert_parameters(self.expert, exclude_head=exclude_head)
+
+
+def from_model(model: ResNetV2, name: str = BASE) -> Candidate:
+    """A bare model (B, B+extra, a converted released expert) as a candidate."""
+    return Candidate(name, FullExperts(model), None)
+
+
+def from_bank(
+    bank: ExpertBank, names: Iterable[str] | None = None, prefix: str | None = None
+) -> dict[str, Candidate]:
+    """The experts of ``bank`` as candidates, named ``<prefix>:<expert>`` (prefix: the bank's kind)."""
+    prefix = bank.kind if prefix is None else prefix
+    return {f"{prefix}:{n}": Candidate(f"{prefix}:{n}", bank, n) for n in (names or bank.expert_names)}
+
+
+def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]:
+    """Features of ``x`` under every candidate; candidates of one bank share a single stem pass."""
+    by_bank: dict[int, list[Candidate]] = {}
+    for c in candidates:
+        by_bank.setdefault(id(c.bank), []).append(c)
+    out: dict[str, Tensor] = {}
+    for group in by_bank.values():
+        feats = group[0].bank.features_many(x, [c.expert for c in group])
+        out.update({c.name: feats[c.expert] for c in group})
+    return {c.name: out[c.name] for c in candidates}
+
+
+def by_name(candidates: Iterable[Candidate]) -> dict[str, Candidate]:
+    found: dict[str, Candidate] = {}
+    for c in candidates:
+        if c.name in found:
+            raise ValueError(f"two candidates are named {c.name!r}: give each a distinct name")
+        found[c.name] = c
+    return found
+
+
+def subset_of(candidates: Mapping[str, Candidate], names: Iterable[str]) -> list[Candidate]:
+    """Look candidates up by name, naming the known ones when one is missing."""
+    out = []
+    for n in names:
+        if n not in candidates:
+            raise KeyError(f"no candidate named {n!r}; known: {', '.join(candidates)}")
+        out.append(candidates[n])
+    return out

@@ -1,0 +1,262 @@
+"""The paper-scale benchmark from disk: ImageNet-21k folders upstream, VTAB-1k tasks downstream.
+
+Layout under ``data_root`` (every missing piece raises :class:`DatasetNotFoundError` naming the path and
+what belongs there)::
+
+    imagenet21k/<wnid>/<image>          one folder per class (ImageNet-21k fall 2011: 21,843 classes)
+    imagenet21k/wordnet.is_a.txt        "parent_wnid child_wnid" per line (also accepted in data_root)
+    imagenet21k/words.txt               "wnid<TAB>lemma, lemma" per line (also accepted in data_root)
+    imagenet21k/heldout.txt             optional: "wnid/file" per line, the upstream test images
+    vtab/<task>/{train,val,test}/<label>/<image>   a task in folders (see expertlib.datasets.vtab)
+    vtab/<task>/task.json               optional: group, classes, relates_to, flip (tasks outside VTAB)
+    ... or torchvision's own layout under data_root for the VTAB tasks torchvision ships.
+
+Upstream images are ordered by file name (ImageNet's ``<wnid>_<n>.JPEG`` names make that class-major).
+ImageNet-21k has no official test split: without ``heldout.txt``, ``heldout_per_class`` images of each class
+(a fixed, seeded choice) are held out for upstream evaluation.
+
+:func:`export_benchmark` writes any :class:`Benchmark` in this layout (PNG files), which is how the tests
+prove that the on-disk reader gives exactly the embedded benchmark's data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from torch.utils.data import Dataset
+
+from expertlib.datasets.batches import ImageData
+from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
+from expertlib.datasets.folders import DatasetNotFoundError, is_image, read_image
+from expertlib.datasets.vtab import VTAB_TASKS, VtabTask, load_vtab, targets
+from expertlib.hierarchy import LabelHierarchy
+from expertlib.runtime import atomic_write, atomic_write_text
+
+UPSTREAM_DIR = "imagenet21k"
+LAYOUT_HELP = (
+    "expected <data_root>/imagenet21k/<wnid>/<image> with wordnet.is_a.txt and words.txt (ImageNet-21k fall "
+    "2011, from image-net.org after registration), and VTAB-1k tasks under <data_root>/vtab/<task>/"
+    "{train,val,test}/<label>/ or in torchvision's layout under <data_root>"
+)
+
+
+def _find(root: Path, name: str) -> Path:
+    for p in (root / UPSTREAM_DIR / name, root / name):
+        if p.is_file():
+            return p
+    raise DatasetNotFoundError(f"{name} not found in {root / UPSTREAM_DIR} or {root}; {LAYOUT_HELP}")
+
+
+def _held_out(files: Sequence[Path], count: int, cls: str) -> set[Path]:
+    seed = int.from_bytes(hashlib.sha256(cls.encode()).digest()[:4], "little")
+    order = np.random.default_rng(seed).permutation(len(files))
+    return {files[i] for i in order[: min(count, max(0, len(files) - 1))]}
+
+
+class FolderBenchmark(Benchmark):
+    """ImageNet-21k + VTAB-1k read from ``data_root`` (see the module's docstring for the layout)."""
+
+    name = "imagenet21k+vtab"
+
+    def __init__(
+        self,
+        data_root: str | os.PathLike,
+        tasks: Sequence[str],
+        resolution: tuple[int, int] = (160, 128),
+        heldout_per_class: int = 10,
+        domain_depth: int = 1,
+    ) -> None:
+        self.root = Path(data_root)
+        self.resolution = resolution
+        up = self.root / UPSTREAM_DIR
+        if not up.is_dir():
+            raise DatasetNotFoundError(f"upstream folder {up} not found; {LAYOUT_HELP}")
+        self.hierarchy = LabelHierarchy.from_wordnet(
+            _find(self.root, "wordnet.is_a.txt"), _find(self.root, "words.txt")
+        )
+        self.classes = sorted(p.name for p in up.iterdir() if p.is_dir())
+        if not self.classes:
+            raise DatasetNotFoundError(f"no class folders in {up}; {LAYOUT_HELP}")
+        unknown = [c for c in self.classes if c not in self.hierarchy]
+        if unknown:
+            raise DatasetNotFoundError(
+                f"class folders {unknown[:5]} of {up} are not in wordnet.is_a.txt; is the WordNet file from the "
+                "same ImageNet release?"
+            )
+        listed = up / "heldout.txt"
+        heldout = (
+            {up / line.strip() for line in listed.read_text().splitlines() if line.strip()}
+            if listed.is_file()
+            else None
+        )
+        split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
+        for label, c in enumerate(self.classes):
+            files = sorted(p for p in (up / c).iterdir() if p.is_file() and is_image(p))
+            test = heldout if heldout is not None else _held_out(files, heldout_per_class, c)
+            for f in files:
+                split["test" if f in test else "train"].append((f, label))
+        self._upstream = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
+        self._domain_depth = domain_depth
+        self._tasks: dict[str, tuple[TaskInfo, dict[str, Dataset]]] = {}
+        for t in tasks:
+            self._tasks[t] = self._load_task(t)
+
+    # -- upstream -------------------------------------------------------------------------------------------
+    def upstream_data(self, split: str) -> ImageData:
+        samples = self._upstream[split]
+        paths = [p for p, _ in samples]
+        return ImageData(
+            paths, [y for _, y in samples], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
+        )
+
+    def _domain_nodes(self) -> list[str | None]:
+        out = []
+        for c in self.classes:
+            at = sorted(
+                a
+                for a in self.hierarchy.ancestors(c, include_self=True)
+                if self.hierarchy.depth(a) == self._domain_depth
+            )
+            out.append(at[0] if at else None)
+        return out
+
+    @property
+    def domain_names(self) -> list[str]:
+        nodes = sorted({n or "other" for n in self._domain_nodes()})
+        return [self.hierarchy.names.get(n, n) for n in nodes]
+
+    @property
+    def domain_of_label(self) -> np.ndarray:
+        nodes = [n or "other" for n in self._domain_nodes()]
+        order = sorted(set(nodes))
+        return np.array([order.index(n) for n in nodes])
+
+    # -- downstream -----------------------------------------------------------------------------------------
+    def _load_task(self, task: str) -> tuple[TaskInfo, dict[str, Dataset]]:
+        meta_file = self.root / "vtab" / task / "task.json"
+        if meta_file.is_file():
+            meta = json.loads(meta_file.read_text())
+            vt = VtabTask(task, meta["group"], len(meta["classes"]), None)
+            info = TaskInfo(task, meta["group"], tuple(meta["classes"]), meta.get("relates_to"), meta.get("flip", True),
+                            meta.get("description", ""))  # fmt: skip
+        elif task in VTAB_TASKS:
+            vt = VTAB_TASKS[task]
+            info = TaskInfo(task, vt.group, tuple(str(i) for i in range(vt.num_classes)), None, True, vt.note)
+        else:
+            raise DatasetNotFoundError(
+                f"task {task!r} is not a VTAB-1k task and {meta_file} does not describe it; known: {', '.join(VTAB_TASKS)}"
+            )
+        s = load_vtab(vt, self.root)
+        parts = {
+            "train800": s.train800,
+            "val200": s.val200,
+            "train800val200": s.train800val200,
+            "test": s.test,
+        }
+        return info, parts
+
+    @property
+    def task_names(self) -> list[str]:
+        return list(self._tasks)
+
+    def task_info(self, task: str) -> TaskInfo:
+        return self._tasks[task][0]
+
+    def task(self, task: str, split: str) -> ImageData:
+        check_task_split(split)
+        info, parts = self._tasks[task]
+        ds = parts[split]
+        return ImageData(ds, targets(ds), *self.resolution, info.flip)
+
+    # -- figures and tables ---------------------------------------------------------------------------------
+    def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
+        rows = {}
+        up = self.upstream_data("train")
+        dom = self.domain_of_label[up.labels]
+        size = self.resolution[1]
+        for i, d in enumerate(self.domain_names):
+            idx = np.flatnonzero(dom == i)
+            if len(idx):
+                rows[f"up: {d}"] = up.images(
+                    idx[np.linspace(0, len(idx) - 1, per_row).astype(int)], size
+                ).numpy()
+        for t in self.task_names:
+            data = self.task(t, "train800")
+            rows[f"task: {t}"] = data.images(range(min(per_row, len(data))), size).numpy()
+        return rows
+
+    def summary(self, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
+        rows = []
+        dom = self.domain_of_label
+        train, test = self.upstream_labels("train"), self.upstream_labels("test")
+        for i, d in enumerate(self.domain_names):
+            rows.append({"kind": "upstream_domain", "name": d, "group": "", "classes": int((dom == i).sum()),
+                         "train": int((dom[train] == i).sum()), "val": 0, "test": int((dom[test] == i).sum()),
+                         "chance": 1 / max(1, int((dom == i).sum())), "relates_to": "", "source": str(self.root / UPSTREAM_DIR)})  # fmt: skip
+        for t in self.task_names:
+            info = self.task_info(t)
+            y = self.task(t, "test").labels
+            counts = np.bincount(y, minlength=info.num_classes)
+            rows.append({"kind": "task", "name": t, "group": info.group, "classes": info.num_classes,
+                         "train": len(self.task(t, "train800")), "val": len(self.task(t, "val200")), "test": len(y),
+                         "chance": float(counts.max() / max(1, counts.sum())), "relates_to": info.relates_to or "none",
+                         "source": info.description})  # fmt: skip
+        frame = pd.DataFrame(rows)
+        if accuracy is not None:
+            frame["generic_finetuned_accuracy"] = frame["name"].map(accuracy)
+        return frame
+
+
+# -- export ----------------------------------------------------------------------------------------------------
+def _write_png(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: Image.fromarray(image).save(p, format="PNG"))
+
+
+def export_benchmark(bench: Benchmark, data_root: str | os.PathLike) -> Path:
+    """Write ``bench`` in the on-disk layout above (PNG images, WordNet-style ids ``n%08d``): upstream train
+    then test images numbered in order, every task's train800 / val200 / test, and ``task.json`` per task."""
+    root = Path(data_root)
+    up = root / UPSTREAM_DIR
+    h = bench.hierarchy
+    order = list(bench.classes) + [n for n in h.topological_order() if n not in set(bench.classes)]
+    ids = {node: f"n{i:08d}" for i, node in enumerate(order)}  # class ids sort in label order
+    edges = [f"{ids[p]} {ids[c]}" for p in h.topological_order() for c in sorted(h.children[p])]
+    up.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(up / "wordnet.is_a.txt", "\n".join(edges) + "\n")
+    atomic_write_text(up / "words.txt", "".join(f"{ids[n]}\t{h.names[n]}\n" for n in h.topological_order()))
+    heldout, counter = [], 0
+    for split in ("train", "test"):
+        data = bench.upstream_data(split)
+        for i, y in enumerate(data.labels):
+            name = f"{ids[bench.classes[y]]}/{counter:08d}.png"
+            _write_png(up / name, _raw(data, i))
+            if split == "test":
+                heldout.append(name)
+            counter += 1
+    atomic_write_text(up / "heldout.txt", "\n".join(heldout) + "\n")
+    for t in bench.task_names:
+        info = bench.task_info(t)
+        base = root / "vtab" / t
+        for split, folder in (("train800", "train"), ("val200", "val"), ("test", "test")):
+            data = bench.task(t, split)
+            for i, y in enumerate(data.labels):
+                _write_png(base / folder / str(int(y)) / f"{i:06d}.png", _raw(data, i))
+        meta = {"group": info.group, "classes": list(info.classes), "relates_to": info.relates_to, "flip": info.flip,
+                "description": info.description}  # fmt: skip
+        atomic_write_text(base / "task.json", json.dumps(meta, indent=1))
+    return root
+
+
+def _raw(data, i: int) -> np.ndarray:
+    """Example ``i`` as stored (uint8 HWC), without any transform."""
+    if hasattr(data, "images") and not callable(data.images):
+        return data.images[i].numpy()
+    return data.images([i], data.crop)[0].numpy()

@@ -1,0 +1,86 @@
+"""Notebook 01: the benchmark a scale runs on, the expert subtrees carved from it, and the data figures."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from expertlib import plots
+from expertlib.datasets.benchmark import Benchmark
+from expertlib.pipeline.recipes import plan
+from expertlib.pipeline.workspace import Workspace
+from expertlib.runtime import atomic_write_csv
+
+
+def load_benchmark(ws: Workspace) -> Benchmark:
+    """The scale's benchmark at its resolution: the embedded one (built or read from ``data_root/embedded``)
+    or ImageNet-21k + VTAB-1k from ``data_root`` (missing data raises an error naming the path and layout)."""
+    sc = ws.scale
+    if sc.embedded is not None:
+        from expertlib.datasets.embedded import build
+
+        bench = build(sc.embedded, cache_dir=ws.data_root / "embedded", progress=ws.progress)
+    else:
+        from expertlib.datasets.ondisk import FolderBenchmark
+
+        bench = FolderBenchmark(ws.data_root, sc.tasks, heldout_per_class=sc.heldout_per_class)
+    bench.resolution = (sc.precrop, sc.crop)
+    missing = [t for t in sc.tasks if t not in bench.task_names]
+    if missing:
+        raise KeyError(f"scale {sc.name!r} needs tasks {missing}, which benchmark {bench.name!r} lacks")
+    return bench
+
+
+def expert_name(bench: Benchmark, node: str) -> str:
+    """A readable, file-safe expert name for a hierarchy node: its first lemma ('animal' for n00015388)."""
+    lemma = bench.hierarchy.names.get(node, node).split(",")[0].strip()
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", lemma).strip("_") or node
+
+
+def choose_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
+    """The adapter experts: name -> hierarchy node. The scale's list (lemmas or ids), or the subtrees its
+    rule picks from the data."""
+    counts = bench.class_counts()
+    if ws.scale.experts is not None:
+        return {e: bench.hierarchy.resolve(e, counts) for e in ws.scale.experts}
+    nodes = bench.hierarchy.select_experts(counts, ws.scale.expert_rule)
+    names: dict[str, str] = {}
+    for n in nodes:
+        name = expert_name(bench, n)
+        names[name if name not in names else f"{name}_{n}"] = n
+    return names
+
+
+def full_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
+    """The experts that also get a full (whole-network) version: name -> node."""
+    counts = bench.class_counts()
+    return {e: bench.hierarchy.resolve(e, counts) for e in ws.scale.full_experts}
+
+
+def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
+    """Print what the scale trains and its compute; with the benchmark, the real number of experts."""
+    p = plan(ws.scale, len(choose_experts(ws, bench)) if bench is not None else None)
+    print(f"scale {p['scale']}: {p['arch']} on {p['data']}; {p['experts']} adapter experts, {p['full_experts']} full; "
+          f"{p['tasks']} tasks, {p['fine_tunes']} fine-tunes; {p['total_training_images'] / 1e6:.1f}M training images")  # fmt: skip
+    return p
+
+
+def write_data_summary(
+    ws: Workspace, bench: Benchmark, accuracy: dict[str, float] | None = None
+) -> pd.DataFrame:
+    """``results/<scale>/data_summary.csv``: domains and tasks (and, once known, B's fine-tuned accuracy)."""
+    frame = bench.summary(accuracy)
+    atomic_write_csv(ws.results_dir / "data_summary.csv", frame)
+    return frame
+
+
+def sample_figure(ws: Workspace, bench: Benchmark):
+    """A row of examples per upstream domain and per task; saved and returned for the notebook."""
+    fig = plots.sample_grid(bench.samples())
+    plots.save_figure(fig, ws.path("figures", "samples"))
+    return fig
+
+
+def candidate_experts(bench: Benchmark) -> pd.DataFrame:
+    return bench.hierarchy.candidate_experts(bench.class_counts())

@@ -1,0 +1,74 @@
+"""Scale -> training recipes: the only place that turns a preset into a :class:`TrainConfig`.
+
+The pipeline, the torchrun command line and the benchmarks all build their configs here, so B, B+extra, the
+experts, the DAT-style baseline and transfer are trained the same way wherever they are trained. Pure
+functions of the scale.
+"""
+
+from __future__ import annotations
+
+from expertlib.presets import Scale
+from expertlib.schedules import Schedule, scaled_hyperrule, upstream_schedule
+from expertlib.training import TrainConfig
+
+
+def upstream_config(
+    scale: Scale, steps: int, lr: float, batch: int, seed: int = 0, device: str = "cpu"
+) -> TrainConfig:
+    """Upstream-style training (B, B+extra, experts, DAT): BiT's step schedule or a cosine, per the scale, with
+    the scale's upstream loss."""
+    sched = (
+        upstream_schedule(steps, lr)
+        if scale.upstream_schedule == "bit"
+        else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
+    )
+    return TrainConfig(sched, batch_size=batch, loss=scale.upstream_loss, seed=seed, device=device,
+                       checkpoint_every=max(50, steps // 10))  # fmt: skip
+
+
+def generic_config(scale: Scale, seed: int = 0, device: str = "cpu", steps: int | None = None,
+                   lr: float | None = None, batch: int | None = None) -> TrainConfig:  # fmt: skip
+    """B on all upstream data (overrides for the command line)."""
+    return upstream_config(scale, steps or scale.upstream_steps, lr or scale.upstream_lr,
+                           batch or scale.upstream_batch, seed, device)  # fmt: skip
+
+
+def expert_config(scale: Scale, seed: int = 0, device: str = "cpu") -> TrainConfig:
+    """One expert's budget: also B+extra's (the compute-matched control) and the DAT-style re-training's."""
+    return upstream_config(scale, scale.expert_steps, scale.expert_lr, scale.expert_batch, seed, device)
+
+
+def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu") -> TrainConfig:
+    """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``."""
+    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device)
+
+
+# seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)
+GENERIC_SEED, EXTRA_SEED, EXPERT_SEED, DAT_SEED = 0, 1, 7, 11
+
+
+def plan(scale: Scale, num_experts: int | None = None) -> dict:
+    """What a scale trains, and its compute in training images, before anything starts. ``num_experts``: the
+    number of adapter experts when the scale picks them from the data (the benchmark knows it)."""
+    if num_experts is None:
+        num_experts = (
+            len(scale.experts) if scale.experts is not None else (scale.expert_rule.max_experts or 0)
+        )
+    tasks = len(scale.tasks)
+    picks_beyond_sweep = 2 * max(0, scale.seeds - scale.oracle_seeds)  # kNN and domain picks' extra seeds
+    finetunes = tasks * (2 * scale.seeds + num_experts * scale.oracle_seeds + picks_beyond_sweep
+                         + len(scale.full_experts) + len(scale.transfer_steps) * len(scale.transfer_lrs))  # fmt: skip
+    images = {
+        "generic": scale.upstream_steps * scale.upstream_batch,
+        "experts": (num_experts + len(scale.full_experts) + 1) * scale.expert_steps * scale.expert_batch,
+        "dat_timing": tasks * dat_steps(scale) * scale.expert_batch,
+        "transfer": finetunes * max(scale.transfer_steps) * scale.transfer_batch,
+    }
+    return {"scale": scale.name, "arch": scale.arch, "data": scale.data, "tasks": tasks, "experts": num_experts,
+            "full_experts": len(scale.full_experts), "fine_tunes": finetunes, "training_images": images,
+            "total_training_images": sum(images.values())}  # fmt: skip
+
+
+def dat_steps(scale: Scale) -> int:
+    """Steps the selection step runs to time the DAT-style baseline (the rest of its budget is extrapolated)."""
+    return min(scale.expert_steps, scale.dat_timing_steps or scale.expert_steps)

@@ -1,0 +1,291 @@
+"""Notebook 06: the report. Every figure, the VTAB-style table, the claims table and ``summary.json``, from
+the tables of notebooks 02-05 under ``results/<scale>/`` alone.
+
+:func:`method_rows` turns transfer runs into one accuracy per (task, method); :func:`claims` compares
+methods task by task and :func:`verdict` states what the comparison supports.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from expertlib import plots
+from expertlib.candidates import BASE, EXTRA
+from expertlib.datasets.benchmark import Benchmark
+from expertlib.pipeline.data import write_data_summary
+from expertlib.pipeline.workspace import Workspace, provenance
+from expertlib.runtime import atomic_write_json
+from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
+
+
+def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
+    """Per task and method: mean and sd over seeds of the model that method yields."""
+    sub = runs[runs["mode"] == mode]
+    rows = []
+    for task, t in sub.groupby("task"):
+        group = t.group.iloc[0]
+        pk = picks.set_index("task").loc[task]
+        stats = t.groupby("model").accuracy.agg(["mean", "std", "count"])
+        seed0 = t[t.seed == 0].set_index("model").accuracy
+        adapters = seed0[[m for m in seed0.index if m.startswith("adapter:")]]
+
+        def add(
+            method: str, model: str | None, mean: float, sd: float, n: int, task=task, group=group
+        ) -> None:
+            rows.append({"task": task, "group": group, "metric": mode, "method": method, "model": model,
+                         "mean": float(mean), "sd": float(sd) if n > 1 else np.nan, "n": int(n)})  # fmt: skip
+
+        for method, model in (
+            (BASE, BASE),
+            (EXTRA, EXTRA),
+            ("knn", f"adapter:{pk['knn']}"),
+            ("domain", f"adapter:{pk['domain']}"),
+        ):
+            if model in stats.index:
+                s = stats.loc[model]
+                add(method, model, s["mean"], s["std"], s["count"])
+        if len(adapters):
+            best = adapters.idxmax()
+            s = stats.loc[best]
+            add("oracle", best, s["mean"], s["std"], s["count"])
+            add("random", None, adapters.mean(), adapters.std(), len(adapters))
+    return pd.DataFrame(rows)
+
+
+def verdict(diffs: np.ndarray, spreads: np.ndarray) -> str:
+    """Reproduced when the mean effect is positive and larger than the mean seed spread; not reproduced when
+    it is negative beyond it; inconclusive within it."""
+    if len(diffs) == 0 or np.all(np.isnan(diffs)):
+        return "inconclusive (no data)"
+    m, s = float(np.nanmean(diffs)), float(np.nanmean(spreads)) if np.any(~np.isnan(spreads)) else 0.0
+    if m > s:
+        return "reproduced"
+    if m < -s:
+        return "not reproduced"
+    return "inconclusive (within seed spread)"
+
+
+def build_report(ws: Workspace, bench: Benchmark) -> dict:
+    """Every figure, the VTAB-style table, the claims table and ``summary.json`` from the runs on disk."""
+    runs = pd.read_csv(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
+    picks = pd.read_csv(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"))
+    rankings = pd.read_csv(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
+    spec = pd.read_csv(ws.require("", "expert_specialisation.csv", "03_experts.ipynb"))
+    record = json.loads(ws.require("tables", "generic_training.json", "02_generic.ipynb").read_text())
+    adapter_log = pd.read_csv(ws.path("tables", "adapter_expert_training.csv"))
+    full_log = pd.read_csv(ws.path("tables", "full_expert_training.csv"))
+    figures: dict = {}  # name -> matplotlib figure, saved as PNG and SVG and returned for inline display
+
+    def keep(fig, name: str) -> None:
+        plots.save_figure(fig, ws.path("figures", name))
+        figures[name] = fig
+
+    methods = pd.concat(
+        [method_rows(runs, picks, "finetune"), method_rows(runs, picks, "linear")], ignore_index=True
+    )
+    plots.save_table(methods, ws.path("tables", "methods_per_task"))
+    for metric, title in (
+        ("finetune", "full fine-tuning"),
+        ("linear", "frozen features + linear classifier"),
+    ):
+        keep(
+            plots.transfer_bars(methods, metric, f"Transfer by {title} ({ws.scale.name} scale)"),
+            f"transfer_{metric}",
+        )
+
+    ft = methods[methods.metric == "finetune"]
+    vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
+    vtab["mean"] = ft.groupby("method")["mean"].mean()
+    vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
+    vtab.insert(1, "label", vtab.method.map(plots.METHOD_LABELS))
+    plots.save_table(vtab, ws.path("tables", "vtab_table"))
+
+    # proxy score vs fine-tuned accuracy (seed 0 of the oracle sweep)
+    seed0 = runs[
+        (runs["mode"] == "finetune") & (runs.seed == 0) & runs.model.str.startswith("adapter:")
+    ].copy()
+    seed0["expert"] = seed0.model.str.split(":", n=1).str[1]
+    points = rankings.merge(seed0[["task", "expert", "accuracy"]], on=["task", "expert"])
+    quality = []
+    for (task, proxy), g in points.groupby(["task", "proxy"]):
+        if len(g) < 3:
+            continue
+        chosen = g.sort_values(["score", "expert"], ascending=[False, True]).iloc[0]
+        quality.append({"task": task, "proxy": proxy, "kendall_tau": kendall_tau(g.score, g.accuracy),
+                        "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(chosen.accuracy, g.accuracy),
+                        "top1_relative": top_k_relative_accuracy(g.score, g.accuracy, 1),
+                        "top3_relative": top_k_relative_accuracy(g.score, g.accuracy, 3)})  # fmt: skip
+    quality = pd.DataFrame(quality)
+    plots.save_table(quality, ws.path("tables", "selection_quality"))
+    for proxy in ("knn", "domain"):
+        keep(plots.proxy_scatter(points, proxy), f"proxy_{proxy}_vs_accuracy")
+
+    # cost per task vs accuracy of what each method yields
+    sweep_secs = seed0.groupby("task").seconds.sum()
+    cost_rows = []
+    for proxy in ("knn", "domain", "linear", "logme", "hscore"):
+        acc = seed0.merge(
+            picks[["task", proxy]].rename(columns={proxy: "expert"}), on=["task", "expert"]
+        ).accuracy.mean()
+        cost_rows.append(
+            {
+                "method": f"{proxy} selection",
+                "seconds": float(picks[f"{proxy}_seconds"].mean()),
+                "accuracy": float(acc),
+            }
+        )
+    oracle_acc = seed0.groupby("task").accuracy.max().mean()
+    cost_rows.append(
+        {
+            "method": "fine-tune all (oracle)",
+            "seconds": float(sweep_secs.mean()),
+            "accuracy": float(oracle_acc),
+        }
+    )
+    if "dat_seconds" in picks:  # measured in the selection step (04), not by a benchmark
+        cost_rows.append({"method": "DAT-style re-training", "seconds": float(picks.dat_seconds.mean()),
+                          "accuracy": np.nan})  # fmt: skip
+    cost = pd.DataFrame(cost_rows)
+    plots.save_table(cost, ws.path("tables", "selection_cost"))
+    keep(plots.cost_plot(cost.dropna()), "selection_cost")
+
+    # adapter vs full experts on their related tasks
+    related = {t: bench.task_info(t).relates_to for t in ws.scale.tasks}
+    avf = []
+    for kind, log in (("adapter", adapter_log), ("full", full_log)):
+        for r in log.itertuples():
+            tasks = [t for t, rel in related.items() if rel == r.expert]
+            acc = runs[
+                (runs["mode"] == "finetune")
+                & (runs.seed == 0)
+                & (runs.model == f"{kind}:{r.expert}")
+                & runs.task.isin(tasks)
+            ]
+            if len(acc):
+                avf.append({"expert": r.expert, "kind": kind, "parameters": int(r.trainable_parameters),
+                            "accuracy": float(acc.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
+    avf = pd.DataFrame(avf)
+    if len(avf):
+        plots.save_table(avf, ws.path("tables", "adapter_vs_full"))
+        keep(plots.adapter_vs_full(avf), "adapter_vs_full")
+    sweep_path = ws.path("tables", "schedule_sweep.csv")
+    if sweep_path.exists():
+        sweep = pd.read_csv(sweep_path)
+        if len(sweep):
+            keep(plots.schedule_plot(sweep), "schedule_sweep")
+
+    claim_table = claims(methods, spec, quality, cost, avf)
+    plots.save_table(claim_table, ws.path("tables", "claims"))
+    base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
+    write_data_summary(ws, bench, base_acc)
+    summary = _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, full_log)
+    atomic_write_json(ws.results_dir / "summary.json", summary)
+    return {
+        "vtab_table": vtab,
+        "claims": claim_table,
+        "methods": methods,
+        "quality": quality,
+        "cost": cost,
+        "figures": figures,
+    }
+
+
+def claims(
+    methods: pd.DataFrame, spec: pd.DataFrame, quality: pd.DataFrame, cost: pd.DataFrame, avf: pd.DataFrame
+) -> pd.DataFrame:
+    ft = methods[methods.metric == "finetune"].pivot(index="task", columns="method", values=["mean", "sd"])
+    rows = []
+
+    def diff(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+        if ("mean", a) not in ft or ("mean", b) not in ft:
+            return np.array([]), np.array([])
+        d = (ft["mean"][a] - ft["mean"][b]).to_numpy()
+        s = np.nanmax(np.stack([ft["sd"][a].to_numpy(), ft["sd"][b].to_numpy()]), axis=0)
+        return d, s
+
+    own = spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
+        index="expert", columns="model", values="knn"
+    )
+    if "adapter_expert" in own:
+        gain = own["adapter_expert"] - own[BASE]
+        ctrl = own[EXTRA] - own[BASE] if EXTRA in own else gain * 0
+        rows.append({"claim": "Experts specialise: each beats B on held-out images of its own upstream subset (kNN)",
+                     "evidence": f"{int((gain > 0).sum())}/{len(gain)} adapter experts better; mean gain {gain.mean():+.3f} "
+                                 f"(B+extra: {ctrl.mean():+.3f})",
+                     "verdict": "reproduced" if gain.mean() > max(0.01, ctrl.mean()) else "not reproduced"})  # fmt: skip
+    for a, b, text in (("knn", BASE, "The kNN-selected expert transfers better than the generic model B"),
+                       ("knn", EXTRA, "... and better than the compute-matched control B+extra"),
+                       ("knn", "random", "kNN selection beats picking an expert at random"),
+                       ("oracle", BASE, "Some expert (the oracle) transfers better than B"),
+                       ("domain", BASE, "The domain-prediction pick transfers better than B")):  # fmt: skip
+        d, s = diff(a, b)
+        if len(d):
+            rows.append({"claim": text, "evidence": f"mean {np.nanmean(d):+.3f} over {len(d)} tasks (better on "
+                         f"{int(np.nansum(d > 0))}); mean seed sd {np.nanmean(s) if np.any(~np.isnan(s)) else float('nan'):.3f}",
+                         "verdict": verdict(d, s)})  # fmt: skip
+    sel = cost.set_index("method").seconds
+    if "knn selection" in sel and "fine-tune all (oracle)" in sel:
+        ratio = sel["fine-tune all (oracle)"] / sel["knn selection"]
+        rows.append({"claim": "Selection is 2-3 orders of magnitude cheaper than fine-tuning every expert",
+                     "evidence": f"fine-tune all / kNN selection = {ratio:.0f}x in wall time per task",
+                     "verdict": "reproduced" if ratio >= 100 else "not reproduced (ratio below 100x)"})  # fmt: skip
+    if len(quality):
+        q = quality.groupby("proxy")[["kendall_tau", "regret"]].mean()
+        best = q.regret.idxmin()
+        rows.append({"claim": "kNN is a good proxy among those tried (lowest regret)",
+                     "evidence": "; ".join(f"{p}: tau {r.kendall_tau:+.2f}, regret {r.regret:.3f}" for p, r in q.iterrows()),
+                     "verdict": "reproduced" if q.regret["knn"] <= q.regret.min() + 1e-12
+                     else f"not reproduced ({best} has lower regret)"})  # fmt: skip
+    if len(avf) and {"adapter", "full"} <= set(avf.kind):
+        m = avf.pivot_table(index="expert", columns="kind", values=["accuracy", "parameters"]).dropna()
+        if len(m):
+            d = (m["accuracy"]["adapter"] - m["accuracy"]["full"]).mean()
+            p = (m["parameters"]["adapter"] / m["parameters"]["full"]).mean()
+            rows.append({"claim": "Adapter experts transfer about as well as full experts at a fraction of the parameters",
+                         "evidence": f"adapter - full accuracy {d:+.3f} on related tasks; parameters {p:.1%} of a full expert",
+                         "verdict": "reproduced" if d > -0.02 else "not reproduced"})  # fmt: skip
+    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
+
+
+def _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, full_log) -> dict:
+    tasks = {}
+    ft = methods[methods.metric == "finetune"]
+    lin = methods[methods.metric == "linear"]
+    for task in ws.scale.tasks:
+        t = ft[ft.task == task].set_index("method")
+        pk = picks.set_index("task").loc[task]
+        acc0 = seed0[seed0.task == task].set_index("expert").accuracy
+        get = lambda m: float(t.loc[m, "mean"]) if m in t.index else None  # noqa: E731, B023
+        tasks[task] = {
+            "group": bench.task_info(task).group,
+            "relates_to": bench.task_info(task).relates_to,
+            "baseline_accuracy": get(BASE),
+            "baseline_extra_accuracy": get(EXTRA),
+            "selected": {
+                p: {"expert": pk[p], "accuracy_seed0": float(acc0.get(pk[p], np.nan))}
+                for p in ("knn", "domain", "linear", "logme", "hscore")
+            },
+            "knn_pick_accuracy_mean": get("knn"),
+            "domain_pick_accuracy_mean": get("domain"),
+            "oracle": {"expert": str(acc0.idxmax()) if len(acc0) else None, "accuracy": get("oracle")},
+            "random_expert_mean": get("random"),
+            "frozen_linear": {
+                m: float(v) for m, v in lin[lin.task == task].set_index("method")["mean"].items()
+            },
+        }
+    return {
+        "scale": ws.scale.name,
+        "tasks": tasks,
+        "selection_cost_seconds_per_task": {r.method: r.seconds for r in cost.itertuples()},
+        "model": {
+            "arch": ws.scale.arch,
+            "generic_training": record,
+            "adapter_expert_parameters": adapter_log.trainable_parameters.tolist(),
+            "full_expert_parameters": full_log.trainable_parameters.tolist(),
+        },  # fmt: skip
+        "data": {**bench.describe(), "tasks": len(ws.scale.tasks)},
+        "provenance": provenance(),
+    }

@@ -1,0 +1,238 @@
+"""Notebooks 02 and 03: the generic model B, its compute-matched control B+extra, and the experts.
+
+Also the command line that trains B on one process or under torchrun (DDP)::
+
+    python -m expertlib.pipeline.upstream --scale cpu --out B.safetensors
+    torchrun --nproc_per_node 2 -m expertlib.pipeline.upstream --scale cpu --out B.safetensors
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+
+from expertlib import plots
+from expertlib import proxies as P
+from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
+from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
+from expertlib.datasets.benchmark import Benchmark
+from expertlib.pipeline import recipes as R
+from expertlib.pipeline.data import choose_experts, full_experts
+from expertlib.pipeline.workspace import Workspace, cached
+from expertlib.resnet import ResNetV2
+from expertlib.runtime import resolve_device, seed_everything
+from expertlib.training import predict, train, train_expert
+from expertlib.weights import load_bank, load_expert, load_model, save_expert
+
+
+# -- the generic model B ---------------------------------------------------------------------------------------
+def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
+    """Train B on all upstream data (or load it). Returns the model and its training record."""
+
+    def compute() -> tuple[ResNetV2, dict]:
+        seed_everything(ws.seed)
+        model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
+        cfg = R.generic_config(ws.scale, ws.seed + R.GENERIC_SEED, ws.device)
+        res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
+                    checkpoint=ws.path("checkpoints", "generic.pt"), metrics_csv=ws.path("tables", "generic_metrics.csv"),
+                    progress=ws.progress, desc="generic B")  # fmt: skip
+        record = {"steps": res.steps, "seconds": res.seconds, "images_per_second": res.images_per_second,
+                  "final_loss": res.final_loss, "resumed_from": res.resumed_from}  # fmt: skip
+        return model, record
+
+    return cached((ws.path("models", "generic.safetensors"), ws.path("tables", "generic_training.json")), compute,
+                  ("model", "json"))  # fmt: skip
+
+
+def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResNetV2:
+    """The compute-matched control B+extra: B trained one expert's budget more on all upstream data."""
+
+    def compute() -> ResNetV2:
+        model = copy.deepcopy(base)
+        cfg = R.expert_config(ws.scale, ws.seed + R.EXTRA_SEED, ws.device)
+        train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
+              progress=ws.progress, desc="B+extra")  # fmt: skip
+        return model
+
+    return cached(ws.path("models", "generic_extra.safetensors"), compute, "model")
+
+
+def per_domain_accuracy(model: ResNetV2, ws: Workspace, bench: Benchmark) -> pd.DataFrame:
+    """Top-1 over all upstream classes on held-out upstream images, per domain."""
+    data = bench.upstream_subset("test")
+    pred = predict(model.eval(), data, ws.scale.eval_batch, ws.device).argmax(-1).numpy()
+    dom = bench.domain_of_label[data.labels]
+    counts = np.bincount(bench.domain_of_label, minlength=len(bench.domain_names))
+    rows = [{"domain": d, "classes": int(counts[i]), "accuracy": float((pred == data.labels)[dom == i].mean())}
+            for i, d in enumerate(bench.domain_names) if (dom == i).any()]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def generic_upstream_accuracy(
+    ws: Workspace, bench: Benchmark, base: ResNetV2, extra: ResNetV2
+) -> pd.DataFrame:
+    frame = pd.concat(
+        [per_domain_accuracy(m, ws, bench).assign(model=name) for name, m in ((BASE, base), (EXTRA, extra))]
+    )
+    plots.save_table(frame, ws.path("tables", "generic_upstream_accuracy"))
+    return frame
+
+
+def load_generic(ws: Workspace) -> tuple[ResNetV2, ResNetV2]:
+    b = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
+    x = load_model(ws.require("models", "generic_extra.safetensors", "02_generic.ipynb"))
+    return b.eval(), x.eval()
+
+
+# -- experts ----------------------------------------------------------------------------------------------------
+def train_experts(
+    ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str
+) -> tuple[ExpertBank, pd.DataFrame]:
+    """Train every expert of ``kind`` ('adapter' or 'full') from B on its subset; resumable per expert."""
+
+    def compute() -> tuple[ExpertBank, pd.DataFrame]:
+        experts = choose_experts(ws, bench) if kind == "adapter" else full_experts(ws, bench)
+        bank: ExpertBank = AdapterExperts(base, ws.scale.adapter) if kind == "adapter" else FullExperts(base)
+        rows = []
+        for name, node in experts.items():
+            labels = bench.expert_labels(node)
+            part = ws.path("checkpoints", f"{kind}_{name}.safetensors")
+            data = bench.upstream_subset("train", labels)
+            secs = None
+            if part.exists():  # trained in an earlier, interrupted run
+                load_expert(bank, part, name)
+            else:
+                bank.add_expert(name, num_classes=len(labels), head_rows=labels)
+                t0 = time.perf_counter()
+                train_expert(bank, name, data, R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device),
+                             progress=ws.progress)  # fmt: skip
+                save_expert(bank, name, part)
+                secs = time.perf_counter() - t0
+            rows.append({"expert": name, "kind": kind, "classes": len(labels), "images": len(data),
+                         "trainable_parameters": bank.num_expert_parameters(name), "seconds": secs})  # fmt: skip
+        return bank, pd.DataFrame(rows)
+
+    return cached((ws.path("models", f"{kind}_experts.safetensors"), ws.path("tables", f"{kind}_expert_training.csv")),
+                  compute, ("bank", "csv"))  # fmt: skip
+
+
+def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
+    a = load_bank(ws.require("models", "adapter_experts.safetensors", "03_experts.ipynb"))
+    f = load_bank(ws.require("models", "full_experts.safetensors", "03_experts.ipynb"))
+    return a.eval(), f.eval()
+
+
+def candidates(ws: Workspace) -> dict[str, Candidate]:
+    """Every trained network of this scale as a candidate: B, B+extra, ``adapter:<name>``, ``full:<name>``."""
+    base, extra = load_generic(ws)
+    adapters, full = load_experts(ws)
+    return {
+        BASE: from_model(base, BASE),
+        EXTRA: from_model(extra, EXTRA),
+        **from_bank(adapters),
+        **from_bank(full),
+    }
+
+
+def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate],
+                   experts: Sequence[str]) -> pd.DataFrame:  # fmt: skip
+    """Per expert candidate: its, B's and B+extra's kNN and linear-probe accuracy on held-out upstream images of
+    its own subset and of the rest. Linear probes train on one half of the held-out images, test on the other."""
+    data = bench.upstream_subset("test")
+    y_all = data.labels
+    half = np.random.default_rng(0).permutation(len(y_all)) < len(y_all) // 2
+    feats = {n: f.numpy() for n, f in predict(lambda x: {n: cands[n].features(x) for n in [BASE, EXTRA, *experts]},
+                                                data, ws.scale.eval_batch, ws.device).items()}  # fmt: skip
+    nodes = {**choose_experts(ws, bench), **full_experts(ws, bench)}
+    rows = []
+    for cname in experts:
+        c = cands[cname]
+        own = np.isin(y_all, bench.expert_labels(nodes[c.expert]))
+        for role, key in ((f"{c.kind}_expert", cname), (BASE, BASE), (EXTRA, EXTRA)):
+            f = feats[key]
+            for region, sel in (("own", own), ("rest", ~own)):
+                y = y_all[sel]
+                tr, te = sel & half, sel & ~half
+                rows.append({
+                    "expert": c.expert, "kind": c.kind, "model": role, "region": region,
+                    "knn": P.knn_accuracy(f[sel], y, k=ws.scale.knn_k, metric=ws.scale.knn_metric) if sel.sum() > ws.scale.knn_k else np.nan,
+                    "linear": P.linear_probe_accuracy(f[tr], y_all[tr], f[te], y_all[te]) if len(np.unique(y_all[tr])) > 1 else np.nan,
+                })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_specialisation(
+    ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
+) -> tuple[pd.DataFrame, list]:
+    """The specialisation table (cached) and its two figures (kNN, linear probe), returned for the notebook."""
+    experts = [n for n, c in cands.items() if c.expert is not None]
+    spec = cached(
+        ws.results_dir / "expert_specialisation.csv", lambda: specialisation(ws, bench, cands, experts)
+    )
+    figs = []
+    for measure in ("knn", "linear"):
+        fig = plots.specialisation_plot(spec[spec.kind == "adapter"], measure)
+        plots.save_figure(fig, ws.path("figures", f"specialisation_{measure}"))
+        figs.append(fig)
+    return spec, figs
+
+
+# -- command line: train B on one machine or with torchrun ------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train B with the scale's recipe; under ``torchrun --nproc_per_node N`` the same training runs with DDP
+    (NCCL on GPUs, gloo on CPU), every global batch split over the processes."""
+    import argparse
+
+    from expertlib.weights import save_model
+
+    ap = argparse.ArgumentParser(description="train the generic model B with a scale's recipe")
+    ap.add_argument("--scale", default="cpu")
+    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--lr", type=float, default=None, help="override the scale's upstream learning rate")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint", default=None, help="resume from / write this checkpoint")
+    ap.add_argument("--out", required=True, help="where rank 0 saves the trained model (.safetensors)")
+    args = ap.parse_args(argv)
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and args.device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    device = resolve_device(args.device)
+    if device == "cuda" and dist.is_initialized():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    from expertlib.pipeline.data import load_benchmark
+    from expertlib.presets import get_scale
+
+    ws = Workspace(get_scale(args.scale), Path("."), Path(args.data_root), device, args.seed, progress=False)
+    bench = load_benchmark(ws)
+    torch.manual_seed(args.seed)
+    model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
+    cfg = R.generic_config(ws.scale, args.seed, device, args.steps, args.lr, args.batch_size)
+    res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
+                checkpoint=args.checkpoint, progress=True, desc="generic B")  # fmt: skip
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if rank == 0:
+        save_model(model.cpu(), args.out)
+        print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
+              f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

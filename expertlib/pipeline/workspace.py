@@ -1,0 +1,152 @@
+"""Where a scale's results live, the one cache-or-compute helper, and provenance.
+
+Every pipeline step writes under ``results/<scale>/`` and reuses what is already there: :func:`cached`
+returns the stored result when every output file exists, and otherwise computes, saves (atomically) and
+returns it. That is what lets a notebook be re-run in seconds and a killed run resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from expertlib.presets import Scale, get_scale
+from expertlib.runtime import (
+    atomic_write_csv,
+    atomic_write_json,
+    machine_description,
+    resolve_device,
+    seed_everything,
+)
+
+T = TypeVar("T")
+
+
+class MissingStepError(FileNotFoundError):
+    """A notebook's input is missing: says which notebook to run first."""
+
+
+@dataclass
+class Workspace:
+    """Where a scale's results live, and the run's settings."""
+
+    scale: Scale
+    results_dir: Path
+    data_root: Path
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = True
+
+    @classmethod
+    def create(
+        cls,
+        scale: str,
+        results_dir: str | os.PathLike = "results",
+        data_root: str | os.PathLike = "data",
+        device: str = "auto",
+        seed: int = 0,
+        progress: bool = True,
+    ) -> Workspace:
+        ws = cls(
+            get_scale(scale),
+            Path(results_dir) / scale,
+            Path(data_root),
+            resolve_device(device),
+            seed,
+            progress,
+        )
+        for sub in ("models", "tables", "figures", "checkpoints"):
+            (ws.results_dir / sub).mkdir(parents=True, exist_ok=True)
+        seed_everything(seed)
+        return ws
+
+    def path(self, kind: str, name: str) -> Path:
+        return self.results_dir / kind / name
+
+    def require(self, kind: str, name: str, notebook: str) -> Path:
+        p = self.path(kind, name)
+        if not p.exists():
+            raise MissingStepError(
+                f"{p} is missing: run notebook {notebook} at scale={self.scale.name!r} first"
+            )
+        return p
+
+
+# -- cache or compute ------------------------------------------------------------------------------------------
+def _load_model(p: Path) -> Any:
+    from expertlib.weights import load_model
+
+    return load_model(p)
+
+
+def _save_model(p: Path, m: Any) -> None:
+    from expertlib.weights import save_model
+
+    save_model(m.cpu(), p)
+
+
+def _load_bank(p: Path) -> Any:
+    from expertlib.weights import load_bank
+
+    return load_bank(p)
+
+
+def _save_bank(p: Path, b: Any) -> None:
+    from expertlib.weights import save_bank
+
+    save_bank(b, p)
+
+
+FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
+    "csv": (pd.read_csv, lambda p, v: atomic_write_csv(p, v)),
+    "json": (lambda p: json.loads(Path(p).read_text()), lambda p, v: atomic_write_json(p, v)),
+    "model": (_load_model, _save_model),
+    "bank": (_load_bank, _save_bank),
+}
+
+
+def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str | Sequence[str] = "csv") -> T:
+    """The stored result when every file in ``paths`` exists, else ``compute()`` saved to them.
+
+    One path and format gives one value; several paths and formats give (and ``compute`` returns) a tuple in
+    the same order. Formats: ``csv`` (a DataFrame), ``json``, ``model`` (a ResNetV2), ``bank`` (an expert
+    bank). Each file is written atomically, so a killed step leaves no half-written output."""
+    single = isinstance(paths, (str, Path))
+    paths = [Path(paths)] if single else [Path(p) for p in paths]
+    formats = [formats] * len(paths) if isinstance(formats, str) else list(formats)
+    if len(formats) != len(paths):
+        raise ValueError(f"{len(paths)} paths but {len(formats)} formats")
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown cache formats {unknown}; known: {', '.join(FORMATS)}")
+    if all(p.exists() for p in paths):
+        values = tuple(FORMATS[f][0](p) for p, f in zip(paths, formats, strict=True))
+        return values[0] if single else values  # type: ignore[return-value]
+    result = compute()
+    values = (result,) if single else tuple(result)  # type: ignore[arg-type]
+    for p, f, v in zip(paths, formats, values, strict=True):
+        FORMATS[f][1](p, v)
+    return result
+
+
+# -- provenance ------------------------------------------------------------------------------------------------
+def provenance() -> dict:
+    """The commit, whether the library or notebooks had uncommitted changes, the machine and the time."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "expertlib", "notebooks"],
+                                    capture_output=True, text=True).stdout.strip())  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", None
+    return {"git_commit": commit, "uncommitted_changes": dirty, "machine": machine_description(),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S %Z")}  # fmt: skip

@@ -1,0 +1,93 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 5. Transfer
+#
+# Every candidate gets a fresh zero-initialised head and is fine-tuned on the task (train800val200; steps and
+# learning rate chosen with B on train800 -> val200, as VTAB does), then tested. B, B+extra and the picks run
+# several seeds; the oracle sweep fine-tunes every adapter expert. A linear classifier on frozen features is
+# reported beside full fine-tuning.
+
+# %% tags=["parameters"]
+scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~40 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
+results_dir = "results"  # outputs go to <results_dir>/<scale>/
+data_root = "data"  # datasets: the embedded benchmark is cached under <data_root>/embedded; the paper scale reads <data_root>/imagenet21k and <data_root>/vtab
+seed = 0  # seed for every random choice in this notebook
+device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+progress = True  # tqdm progress bars
+
+# %%
+from IPython.display import Markdown, display
+
+from expertlib import plots
+from expertlib.pipeline import Workspace
+from expertlib.pipeline import data as D
+from expertlib.presets import validate_values
+
+validate_values(
+    scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress
+)
+ws = Workspace.create(scale, results_dir, data_root, device, seed, progress)
+bench = D.load_benchmark(ws)  # at the paper scale, a missing folder is named here with the layout it expects
+D.print_plan(ws, bench);
+
+# %%
+import json
+
+import pandas as pd
+
+from expertlib.pipeline import report as R
+from expertlib.pipeline import transfer as T
+from expertlib.pipeline import upstream as U
+
+cands = U.candidates(ws)
+runs = T.run_transfer(ws, bench, cands)
+hps = json.loads(ws.path("tables", "transfer_hyperparameters.json").read_text())
+ft = runs[runs["mode"] == "finetune"]
+display(
+    Markdown(
+        f"{len(ft)} fine-tunes and {(runs['mode'] == 'linear').sum()} frozen-feature classifiers on {ft.task.nunique()} tasks "
+        f"({ft.seconds.sum() / 60:.1f} min of fine-tuning). Chosen on val200 with B: "
+        + "; ".join(f"{t} {h['steps']} steps at lr {h['lr']}" for t, h in hps.items())
+        + f". B, B+extra and the picks: {ws.scale.seeds} seeds; the oracle sweep: {ws.scale.oracle_seeds}."
+    )
+)
+runs.groupby(["task", "model", "mode"]).accuracy.mean().unstack("mode").round(3)
+
+# %%
+picks = pd.read_csv(ws.path("tables", "selection_picks.csv"))
+methods = R.method_rows(runs, picks, "finetune")
+plots.transfer_bars(methods, "finetune", f"Transfer by full fine-tuning ({ws.scale.name} scale)")
+
+# %% [markdown]
+# How the matching expert's lead over B depends on the length of fine-tuning (when the scale sweeps it):
+
+# %%
+sweep = T.run_schedule_sweep(ws, bench, cands)
+if len(sweep):
+    lead = sweep.pivot_table(index=["task", "steps"], columns="model", values="accuracy")
+    lead = (lead["matching adapter expert"] - lead["B"]).unstack("steps")
+    display(
+        Markdown(
+            "Matching expert minus B, by fine-tuning steps: "
+            + "; ".join(
+                f"{t}: " + ", ".join(f"{s} steps {v:+.3f}" for s, v in row.items())
+                for t, row in lead.iterrows()
+            )
+        )
+    )
+    display(plots.schedule_plot(sweep))
+sweep

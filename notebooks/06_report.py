@@ -1,0 +1,67 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 6. Report: what reproduced and what did not
+#
+# Every figure and table below is built from the tables that notebooks 2-5 wrote under
+# `results/<scale>/` at this scale, nothing else.
+
+# %% tags=["parameters"]
+scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~40 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
+results_dir = "results"  # outputs go to <results_dir>/<scale>/
+data_root = "data"  # datasets: the embedded benchmark is cached under <data_root>/embedded; the paper scale reads <data_root>/imagenet21k and <data_root>/vtab
+seed = 0  # seed for every random choice in this notebook
+device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+progress = True  # tqdm progress bars
+
+# %%
+from IPython.display import Markdown, display
+
+from expertlib.pipeline import Workspace
+from expertlib.pipeline import data as D
+from expertlib.presets import validate_values
+
+validate_values(
+    scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress
+)
+ws = Workspace.create(scale, results_dir, data_root, device, seed, progress)
+bench = D.load_benchmark(ws)  # at the paper scale, a missing folder is named here with the layout it expects
+D.print_plan(ws, bench);
+
+# %%
+from expertlib.pipeline import report as R
+
+report = R.build_report(ws, bench)
+vtab = report["vtab_table"].set_index("method")
+display(
+    Markdown(
+        f"Mean test accuracy over {len(ws.scale.tasks)} tasks after full fine-tuning: "
+        + ", ".join(f"{vtab.loc[m, 'label']} {vtab.loc[m, 'mean']:.3f}" for m in vtab.index)
+        + "."
+    )
+)
+report["vtab_table"]
+
+# %%
+report["claims"]
+
+# %% [markdown]
+# The figures (also saved as PNG and SVG under `results/<scale>/figures/`):
+
+# %%
+for name, fig in report["figures"].items():
+    display(Markdown(f"**{name.replace('_', ' ')}**"))
+    display(fig)
