@@ -12,9 +12,10 @@ from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
 from expertlib.adapters import AdapterConfig, AdapterExperts, FullExperts, parameter_summary
+from expertlib.candidates import Candidate
 from expertlib.resnet import create_model
 from expertlib.schedules import Schedule
-from expertlib.training import ArrayData, LogitsOf, TrainConfig, train
+from expertlib.training import ArrayData, TrainConfig, train
 
 
 def throughput_rows() -> list[dict]:
@@ -66,9 +67,10 @@ def step_cost_rows() -> list[dict]:
         adapter.add_expert("e", num_classes=10)
         speeds = {}
         for kind, bank in (("full", full), ("adapter", adapter)):
-            params = bank.train_only("e")
-            train(LogitsOf(bank, "e"), params, data, cfg, 10, progress=False, stop_after=5)
-            speeds[kind] = train(LogitsOf(bank, "e"), params, data, cfg, 10, progress=False).images_per_second
+            expert = Candidate("e", bank, "e")
+            params = expert.parameters_to_train()
+            train(expert, params, data, cfg, 10, progress=False, stop_after=5)
+            speeds[kind] = train(expert, params, data, cfg, 10, progress=False).images_per_second
         rows.append({"benchmark": "expert_step", "config": f"{arch} 32px batch 128", "ours": round(speeds["adapter"], 1),
                      "reference": round(speeds["full"], 1), "unit": "training images/s (adapter vs full expert)",
                      "ratio": round(speeds["adapter"] / speeds["full"], 3), "goal": "adapter step cost"})  # fmt: skip

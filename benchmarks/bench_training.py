@@ -6,10 +6,11 @@ import torch
 from _common import write
 
 from expertlib.adapters import AdapterExperts, FullExperts
+from expertlib.candidates import Candidate
+from expertlib.pipeline import recipes as R
 from expertlib.presets import get_scale
 from expertlib.resnet import ResNetV2
-from expertlib.schedules import Schedule, scaled_hyperrule
-from expertlib.training import ArrayData, LogitsOf, TrainConfig, finetune, train
+from expertlib.training import ArrayData, finetune, train
 
 
 def main() -> None:
@@ -33,15 +34,14 @@ def main() -> None:
     rows = []
     torch.manual_seed(0)
     base = ResNetV2(sc.arch, num_classes=107, zero_head=False)
-    r = train(base, list(base.parameters()), up, TrainConfig(Schedule(60, 3, sc.upstream_lr, kind="cosine"),
-              batch_size=sc.upstream_batch, loss="sigmoid"), 107, progress=False)  # fmt: skip
+    r = train(base, list(base.parameters()), up, R.generic_config(sc, steps=60), 107, progress=False)
     rows.append({"what": "generic B step", "arch": sc.arch, "batch": sc.upstream_batch, "images_per_s": round(r.images_per_second, 1),
                  "seconds": round(r.seconds, 2), "steps": r.steps})  # fmt: skip
     for kind, bank in (("adapter", AdapterExperts(base, sc.adapter)), ("full", FullExperts(base))):
         bank.add_expert("e", num_classes=10)
-        params = bank.train_only("e")
-        r = train(LogitsOf(bank, "e"), params, task, TrainConfig(Schedule(60, 3, sc.expert_lr, kind="cosine"),
-                  batch_size=sc.expert_batch, loss="sigmoid"), 10, progress=False)  # fmt: skip
+        expert = Candidate("e", bank, "e")
+        cfg = R.upstream_config(sc, 60, sc.expert_lr, sc.expert_batch)
+        r = train(expert, expert.parameters_to_train(), task, cfg, 10, progress=False)
         rows.append({"what": f"{kind}-expert step", "arch": sc.arch, "batch": sc.expert_batch,
                      "images_per_s": round(r.images_per_second, 1), "seconds": round(r.seconds, 2), "steps": r.steps})  # fmt: skip
     for steps in sc.transfer_steps:
@@ -49,7 +49,7 @@ def main() -> None:
         r = finetune(
             net,
             task,
-            TrainConfig(scaled_hyperrule(steps, 0.03), batch_size=sc.transfer_batch),
+            R.transfer_config(sc, steps, 0.03),
             10,
             progress=False,
         )

@@ -36,6 +36,33 @@ def test_every_notebook_has_one_documented_parameters_cell():
                 assert "#" in line, f"{nb_path.name}: parameter without a help comment: {line}"
 
 
+def _cells(nb) -> list[tuple]:
+    return [(c.cell_type, c.source.strip(), "parameters" in c.metadata.get("tags", [])) for c in nb.cells]
+
+
+def test_every_notebook_is_paired_with_a_jupytext_percent_file_in_sync():
+    import jupytext
+
+    for nb_path in notebooks():
+        twin = nb_path.with_suffix(".py")
+        assert twin.is_file(), f"{twin.name} is missing: run `jupytext --sync {nb_path}`"
+        assert "formats: ipynb,py:percent" in twin.read_text(), twin.name
+        a, b = jupytext.read(nb_path), jupytext.read(twin)
+        assert _cells(a) == _cells(b), (
+            f"{nb_path.name} and {twin.name} differ: run `jupytext --sync {nb_path}`"
+        )
+
+
+def test_executed_notebooks_show_their_figures_inline(smoke_run):
+    _, written = smoke_run
+    for p in written:
+        nb = nbformat.read(p, as_version=4)
+        images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+        markdown = sum("text/markdown" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
+        assert images >= 1, f"{p.name} shows no figure"
+        assert markdown >= 1 or p.name.startswith("06"), f"{p.name} states no number from its run"
+
+
 def test_all_notebooks_execute_and_write_results(smoke_run):
     out, written = smoke_run
     assert [p.name for p in written] == [p.name for p in notebooks()]

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from expertlib.adapters import AdapterExperts, FullExperts
+from expertlib.candidates import Candidate
 from expertlib.resnet import create_model
 from expertlib.selection import (
     dat_sample,
@@ -17,6 +18,10 @@ from expertlib.selection import (
     weighted_tau,
 )
 from expertlib.training import ArrayData
+
+
+def _cands(bank):
+    return [Candidate("base", bank), Candidate("a", bank, "a"), Candidate("b", bank, "b")]
 
 
 def _bank(kind="adapter"):
@@ -39,21 +44,24 @@ def _task(n=60, seed=0):
 @pytest.mark.parametrize("kind", ["adapter", "full"])
 def test_features_in_one_pass_match_single_expert_calls(kind):
     bank, data = _bank(kind), _task()
-    feats, logits = extract_features(bank, [None, "a", "b"], data, batch_size=25, with_logits=True)
+    cands = _cands(bank)
+    feats, logits = extract_features(cands, data, batch_size=25, logits_of=cands[0])
     x = data.batch(np.arange(len(data)), False, torch.Generator())
     with torch.no_grad():
         assert np.allclose(feats["a"], bank.features(x, "a").numpy(), atol=1e-5)
         assert np.allclose(logits, bank.logits(x, None).numpy(), atol=1e-5)
-    assert feats[None].shape == (60, bank.base.num_features)
+    assert feats["base"].shape == (60, bank.base.num_features)
+    assert list(feats) == ["base", "a", "b"] and extract_features(cands[1:], data).keys() == {"a", "b"}
 
 
 def test_rank_experts_table_and_pick():
     bank, data = _bank(), _task()
-    feats, logits = extract_features(bank, [None, "a", "b"], data, with_logits=True)
+    cands = _cands(bank)
+    feats, logits = extract_features(cands, data, logits_of=cands[0])
     table = rank_experts(
         feats, data.labels, proxies=("knn", "linear", "logme", "hscore", "leep", "nce", "domain"),
         upstream_logits=logits, expert_labels={"a": [0, 1, 2], "b": [3, 4, 5]}, val_split=48, knn_k=3,
-        extraction_seconds={None: 0.5, "a": 0.5, "b": 0.5},
+        extraction_seconds={"base": 0.5, "a": 0.5, "b": 0.5},
     )  # fmt: skip
     assert set(table.proxy) == {"knn", "linear", "logme", "hscore", "leep", "nce", "domain"}
     assert len(table[table.proxy == "knn"]) == 3 and len(table[table.proxy == "domain"]) == 2

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from expertlib.adapters import AdapterExperts, FullExperts, UnknownExpertError
+from expertlib.candidates import BASE, Candidate, by_name, features_of, from_bank, from_model
+from expertlib.resnet import create_model
+
+
+def _banks():
+    base = create_model("tiny", num_classes=5)
+    torch.nn.init.normal_(base.head.fc.weight, std=0.5)
+    adapters, full = AdapterExperts(base), FullExperts(base)
+    for bank in (adapters, full):
+        bank.add_expert("e", num_classes=3, head_rows=[0, 2, 4])
+        with torch.no_grad():
+            for p in bank.experts["e"].parameters():
+                p.add_(torch.randn_like(p) * 0.1)
+    return base.eval(), adapters.eval(), full.eval()
+
+
+def test_every_kind_answers_features_logits_and_transfer():
+    base, adapters, full = _banks()
+    x = torch.randn(4, 3, 32, 32)
+    cands = {BASE: from_model(base), **from_bank(adapters), **from_bank(full)}
+    assert list(cands) == ["base", "adapter:e", "full:e"]
+    assert [c.kind for c in cands.values()] == ["generic", "adapter", "full"]
+    with torch.no_grad():
+        assert torch.allclose(cands[BASE].features(x), base.features(x))
+        assert torch.allclose(cands[BASE](x), base(x))
+        assert torch.allclose(cands["adapter:e"].features(x), adapters.features(x, "e"))
+        assert cands["full:e"](x).shape == (4, 3) and cands["full:e"].num_upstream_classes == 3
+        for c in cands.values():
+            net = c.transfer_net(7).eval()
+            assert net(x).abs().max() == 0  # fresh zero head
+            assert torch.allclose(net.features(x), c.features(x), atol=1e-5)  # same network underneath
+            net.requires_grad_(True)
+            w = next(net.parameters())  # perturb the copy (weight standardisation ignores a constant shift)
+            w.data.add_(torch.randn_like(w))  # an independent copy: the candidate is untouched
+            assert not torch.allclose(net.features(x), c.features(x))
+
+
+def test_features_of_many_candidates_in_one_call():
+    base, adapters, full = _banks()
+    x = torch.randn(3, 3, 32, 32)
+    cands = [Candidate("b", adapters), Candidate("a", adapters, "e"), Candidate("f", full, "e")]
+    with torch.no_grad():
+        out = features_of(cands, x)
+        assert list(out) == ["b", "a", "f"]
+        for c in cands:
+            assert torch.allclose(out[c.name], c.features(x), atol=1e-6)
+
+
+def test_parameters_to_train_and_counts():
+    base, adapters, _ = _banks()
+    c = Candidate("a", adapters, "e")
+    params = c.parameters_to_train()
+    assert sum(p.numel() for p in params) == adapters.num_expert_parameters("e")
+    assert not any(p.requires_grad for p in adapters.base.parameters())
+    b = from_model(base)
+    assert sum(p.numel() for p in b.parameters_to_train()) == sum(p.numel() for p in base.parameters())
+    assert b.num_parameters() < b.num_parameters(exclude_head=False)
+
+
+def test_bad_names_are_named():
+    _, adapters, _ = _banks()
+    with pytest.raises(UnknownExpertError, match="unknown expert 'x'.*holds: e"):
+        Candidate("x", adapters, "x")
+    with pytest.raises(ValueError, match="two candidates are named 'a'"):
+        by_name([Candidate("a", adapters), Candidate("a", adapters, "e")])

@@ -1,0 +1,85 @@
+"""The on-disk benchmark (ImageNet-21k + VTAB-1k folder layouts), proven on the embedded benchmark exported to
+those layouts: the same examples, labels and augmented batches, and the same trained model."""
+
+import numpy as np
+import pytest
+import torch
+
+from expertlib.datasets.embedded import build
+from expertlib.datasets.folders import DatasetNotFoundError
+from expertlib.datasets.ondisk import FolderBenchmark, export_benchmark
+from expertlib.presets import get_scale
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ondisk")
+    emb = build(get_scale("smoke").embedded, cache_dir=root / "cache")
+    export_benchmark(emb, root / "data")
+    return emb, FolderBenchmark(root / "data", emb.task_names, resolution=emb.resolution), root / "data"
+
+
+def _same(a, b, seed=3):
+    assert np.array_equal(a.labels, b.labels)
+    idx = np.arange(len(a))[:64]
+    for train in (True, False):
+        ga, gb = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        assert torch.equal(a.batch(idx, train, ga), b.batch(idx, train, gb))
+
+
+def test_export_round_trip_gives_identical_data(pair):
+    emb, disk, _ = pair
+    assert len(disk.classes) == len(emb.classes) and disk.class_counts() == dict(
+        zip(disk.classes, emb.class_counts().values(), strict=True)
+    )
+    for split in ("train", "test"):
+        _same(emb.upstream_subset(split), disk.upstream_subset(split))
+    node = disk.hierarchy.resolve("digit")
+    assert disk.expert_labels(node) == emb.expert_labels("digit")
+    _same(
+        emb.upstream_subset("train", emb.expert_labels("digit")),
+        disk.upstream_subset("train", disk.expert_labels(node)),
+    )
+    for t in emb.task_names:
+        assert disk.task_info(t) == emb.task_info(t)
+        for s in ("train800", "val200", "train800val200", "test"):
+            _same(emb.task(t, s), disk.task(t, s))
+
+
+def test_a_pipeline_step_trains_the_same_model_from_disk(pair, tmp_path):
+    from expertlib.pipeline import Workspace
+    from expertlib.pipeline import upstream as U
+
+    emb, disk, _ = pair
+    models = []
+    for name, bench in (("emb", emb), ("disk", disk)):
+        ws = Workspace.create("smoke", tmp_path / name, tmp_path / "d", progress=False)
+        models.append(U.train_generic(ws, bench)[0])
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_summary_samples_and_domains(pair):
+    _, disk, _ = pair
+    assert disk.domain_names == ["geometric", "natural_image", "symbol"]
+    rows = disk.samples(per_row=4)
+    assert all(v.shape[1:] == (32, 32, 3) and v.dtype == np.uint8 for v in rows.values())
+    s = disk.summary({"digit_mirror": 0.5})
+    assert s[s.kind == "task"].set_index("name").loc["digit_mirror", "generic_finetuned_accuracy"] == 0.5
+
+
+def test_missing_or_wrong_data_is_named(tmp_path, pair):
+    _, _, root = pair
+    with pytest.raises(DatasetNotFoundError, match=f"{tmp_path}/imagenet21k not found.*wordnet.is_a.txt"):
+        FolderBenchmark(tmp_path, ["cifar100"])
+    (tmp_path / "imagenet21k" / "n99999999").mkdir(parents=True)
+    with pytest.raises(DatasetNotFoundError, match="wordnet.is_a.txt not found"):
+        FolderBenchmark(tmp_path, ["cifar100"])
+    for f in ("wordnet.is_a.txt", "words.txt"):
+        (tmp_path / "imagenet21k" / f).write_text((root / "imagenet21k" / f).read_text())
+    with pytest.raises(DatasetNotFoundError, match=r"\['n99999999'\].*not in wordnet.is_a.txt"):
+        FolderBenchmark(tmp_path, ["cifar100"])
+    with pytest.raises(DatasetNotFoundError, match="task 'my_task' is not a VTAB-1k task"):
+        FolderBenchmark(root, ["my_task"])
+    with pytest.raises(DatasetNotFoundError, match="VTAB task 'resisc45'.*vtab/resisc45"):
+        FolderBenchmark(root, ["resisc45"])

@@ -1,0 +1,45 @@
+from dataclasses import replace
+
+from expertlib.pipeline import recipes as R
+from expertlib.presets import get_scale
+from expertlib.schedules import learning_rate
+
+
+def test_generic_config_follows_the_scales_schedule_and_loss():
+    cpu = get_scale("cpu")
+    cfg = R.generic_config(cpu)
+    assert cfg.loss == "softmax" and cfg.schedule.kind == "cosine" and cfg.steps == 2000
+    paper = get_scale("paper")
+    bit = R.generic_config(paper)
+    assert bit.loss == "sigmoid" and bit.schedule.kind != "cosine" and bit.batch_size == 4096
+    # BiT's step schedule decays: late steps run at a fraction of the base rate
+    assert learning_rate(bit.schedule, bit.steps - 1) < 0.01 * paper.upstream_lr
+    over = R.generic_config(cpu, steps=10, lr=0.5, batch=8)
+    assert (over.steps, over.schedule.base_lr, over.batch_size) == (10, 0.5, 8)
+
+
+def test_expert_config_is_the_budget_of_experts_extra_and_dat():
+    sc = get_scale("cpu")
+    cfg = R.expert_config(sc, seed=3)
+    assert (cfg.steps, cfg.batch_size, cfg.seed, cfg.loss) == (
+        sc.expert_steps,
+        sc.expert_batch,
+        3,
+        sc.upstream_loss,
+    )
+    assert R.dat_steps(sc) == sc.expert_steps and R.dat_steps(get_scale("paper")) == 50
+
+
+def test_transfer_config():
+    cfg = R.transfer_config(get_scale("cpu"), 100, 0.03, seed=2)
+    assert cfg.steps == 100 and cfg.batch_size == 32 and cfg.schedule.base_lr == 0.03 and cfg.seed == 2
+
+
+def test_plan_counts_experts_and_fine_tunes():
+    p = R.plan(get_scale("paper"))
+    assert p["experts"] == 48 and p["tasks"] == 19 and p["total_training_images"] > 1e9
+    cpu = get_scale("cpu")
+    q = R.plan(cpu, num_experts=14)
+    # B and B+extra at 3 seeds, 14 experts once, 2 picks x 2 extra seeds, 3 full experts, 2 lr trials; 9 tasks
+    assert q["experts"] == 14 and q["fine_tunes"] == 9 * (6 + 14 + 4 + 3 + 2)
+    assert R.plan(replace(cpu, seeds=5), 14)["fine_tunes"] == 9 * (10 + 14 + 8 + 3 + 2)

@@ -1,0 +1,34 @@
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from expertlib.pipeline import selection as S
+from expertlib.pipeline import upstream as U
+
+
+def test_selection_tables_picks_and_dat_cost(smoke):
+    ws, bench = smoke
+    base, experts = S.selection_candidates(U.candidates(ws))
+    rankings, picks = S.run_selection(ws, bench, base, experts)
+    assert list(picks.task) == list(ws.scale.tasks)
+    assert set(picks.knn) <= set(experts) and (picks.dat_seconds > 0).all()
+    assert (picks.dat_steps_timed == ws.scale.expert_steps).all()
+    knn = rankings[rankings.proxy == "knn"]
+    assert set(knn.expert) == {"base", *experts} and knn.score.between(0, 1).all()
+    again = pd.read_csv(ws.path("tables", "selection_picks.csv"))
+    assert again.knn.tolist() == picks.knn.tolist()
+
+
+def test_dat_timing_extrapolates_from_the_measured_steps(smoke):
+    ws, bench = smoke
+    base, _ = S.selection_candidates(U.candidates(ws))
+    ws2 = replace(ws, scale=replace(ws.scale, expert_steps=8, dat_timing_steps=2))
+    logits = (
+        base(bench.task(ws.scale.tasks[0], "train800val200").batch(np.arange(8), False, None))
+        .detach()
+        .numpy()
+    )
+    secs, steps = S.time_dat(ws2, bench, base, logits)
+    assert steps == 2 and secs > 0
+    assert S.random_choice(["b", "a"], 0, "t") == S.random_choice(["a", "b"], 0, "t")

@@ -1,0 +1,52 @@
+import pandas as pd
+import pytest
+
+from expertlib.pipeline.workspace import MissingStepError, Workspace, cached, provenance
+
+
+def test_cached_computes_once_then_reads(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame({"a": [1, 2]})
+
+    p = tmp_path / "t.csv"
+    first = cached(p, compute)
+    again = cached(p, compute)
+    assert len(calls) == 1 and again.equals(first)
+
+
+def test_cached_several_outputs_and_formats(tmp_path):
+    paths = (tmp_path / "x.json", tmp_path / "y.csv")
+    out = cached(paths, lambda: ({"k": 1}, pd.DataFrame({"b": [3]})), ("json", "csv"))
+    back = cached(paths, lambda: pytest.fail("must not recompute"), ("json", "csv"))
+    assert back[0] == out[0] == {"k": 1} and back[1].b.tolist() == [3]
+    (tmp_path / "y.csv").unlink()  # one output missing: recompute both
+    again = cached(paths, lambda: ({"k": 2}, pd.DataFrame({"b": [4]})), ("json", "csv"))
+    assert again[0] == {"k": 2}
+
+
+def test_cached_failure_writes_nothing_and_bad_formats_are_named(tmp_path):
+    def boom():
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cached(tmp_path / "t.csv", boom)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="unknown cache formats \\['parquet'\\]"):
+        cached(tmp_path / "t.pq", boom, "parquet")
+    with pytest.raises(ValueError, match="2 paths but 1 formats"):
+        cached((tmp_path / "a", tmp_path / "b"), boom, ["csv"])
+
+
+def test_missing_step_names_the_notebook(tmp_path):
+    ws = Workspace.create("smoke", tmp_path / "r", tmp_path / "data", progress=False)
+    with pytest.raises(MissingStepError, match="run notebook 02_generic.ipynb at scale='smoke'"):
+        ws.require("models", "generic.safetensors", "02_generic.ipynb")
+    assert (tmp_path / "r" / "smoke" / "models").is_dir()
+
+
+def test_provenance_records_commit_and_machine():
+    p = provenance()
+    assert p["git_commit"] and "machine" in p and p["time"]
