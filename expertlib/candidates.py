@@ -83,9 +83,11 @@ def from_model(model: ResNetV2, name: str = BASE) -> Candidate:
 def from_bank(
     bank: ExpertBank, names: Iterable[str] | None = None, prefix: str | None = None
 ) -> dict[str, Candidate]:
-    """The experts of ``bank`` as candidates, named ``<prefix>:<expert>`` (prefix: the bank's kind)."""
+    """The experts of ``bank`` as candidates, named ``<prefix>:<expert>`` (prefix: the bank's kind; ``""``:
+    named by expert alone)."""
     prefix = bank.kind if prefix is None else prefix
-    return {f"{prefix}:{n}": Candidate(f"{prefix}:{n}", bank, n) for n in (names or bank.expert_names)}
+    named = {(f"{prefix}:{n}" if prefix else n): n for n in (names or bank.expert_names)}
+    return {name: Candidate(name, bank, n) for name, n in named.items()}
 
 
 def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]:

@@ -30,16 +30,9 @@ progress = True  # tqdm progress bars
 # %%
 from IPython.display import Markdown, display
 
-from expertlib.pipeline import Workspace
-from expertlib.pipeline import data as D
-from expertlib.presets import validate_values
+from expertlib.pipeline.data import start
 
-validate_values(
-    scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress
-)
-ws = Workspace.create(scale, results_dir, data_root, device, seed, progress)
-bench = D.load_benchmark(ws)  # at the paper scale, a missing folder is named here with the layout it expects
-D.print_plan(ws, bench);
+ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 
 # %%
 from expertlib.pipeline import report as R

@@ -10,7 +10,22 @@ from expertlib import plots
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline.recipes import plan
 from expertlib.pipeline.workspace import Workspace
+from expertlib.presets import validate_values
 from expertlib.runtime import atomic_write_csv
+
+
+def start(
+    scale: str, results_dir: str, data_root: str, seed: int = 0, device: str = "auto", progress: bool = True
+) -> tuple[Workspace, Benchmark]:
+    """Every notebook's first step: check its parameters, open the workspace, load the benchmark (at the paper
+    scale a missing folder is named here with the layout it expects) and print the plan."""
+    validate_values(
+        scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress
+    )
+    ws = Workspace.create(scale, results_dir, data_root, device, seed, progress)
+    bench = load_benchmark(ws)
+    print_plan(ws, bench)
+    return ws, bench
 
 
 def load_benchmark(ws: Workspace) -> Benchmark:

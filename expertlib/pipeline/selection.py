@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from expertlib.candidates import BASE, Candidate
+from expertlib.candidates import BASE, Candidate, from_bank
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline import recipes as R
@@ -108,5 +108,5 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
 
 def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dict[str, Candidate]]:
     """B and the adapter experts, the latter named by expert (as the selection tables name them)."""
-    experts = {c.expert: Candidate(c.expert, c.bank, c.expert) for c in cands.values() if c.kind == "adapter"}
-    return cands[BASE], experts
+    adapters = next(c.bank for c in cands.values() if c.kind == "adapter")
+    return cands[BASE], from_bank(adapters, prefix="")
