@@ -14,7 +14,7 @@ many candidates, sharing the stem pass between adapter experts of the same bank.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 
 from torch import Tensor, nn
 
@@ -81,13 +81,19 @@ def from_model(model: ResNetV2, name: str = BASE) -> Candidate:
 
 
 def from_bank(
-    bank: ExpertBank, names: Iterable[str] | None = None, prefix: str | None = None
+    bank: ExpertBank, names: Iterable[str] | None = None, prefix: str | None = None, kind: str | None = None
 ) -> dict[str, Candidate]:
     """The experts of ``bank`` as candidates, named ``<prefix>:<expert>`` (prefix: the bank's kind; ``""``:
-    named by expert alone)."""
+    named by expert alone). ``kind``: what tables call them (default: the bank's kind)."""
     prefix = bank.kind if prefix is None else prefix
     named = {(f"{prefix}:{n}" if prefix else n): n for n in (names or bank.expert_names)}
-    return {name: Candidate(name, bank, n) for name, n in named.items()}
+    return {name: Candidate(name, bank, n, kind) for name, n in named.items()}
+
+
+def picked(candidates: Container[str], pick: str) -> str:
+    """The candidate name a selection table's pick stands for: itself when ``candidates`` (names) holds it,
+    else the adapter expert of that name (selection tables name adapter experts by expert alone)."""
+    return pick if pick in candidates else f"adapter:{pick}"
 
 
 def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]:

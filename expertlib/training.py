@@ -16,7 +16,7 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from expertlib.adapters import ExpertBank
@@ -59,6 +60,56 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
     return out
 
 
+class StepBatches(Dataset):
+    """Global training batch ``start + i`` (this process's share of it) as item ``i``: its examples from
+    :func:`batch_indices` and its augmentation from a generator seeded by ``(seed, step)``. A pure function of
+    the step, so any number of worker processes, and a resume at any step (mid-epoch included), give exactly
+    the same batches. Items: (step, images, labels, the generator's state after the draws)."""
+
+    def __init__(self, data: TrainData, batch_size: int, seed: int, start: int, end: int, rank: int = 0,
+                 world: int = 1) -> None:  # fmt: skip
+        self.data, self.batch_size, self.seed = data, batch_size, seed
+        self.start, self.end, self.rank, self.world = start, end, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor, Tensor]:
+        step = self.start + i
+        gen = torch.Generator().manual_seed(_mix(self.seed, "batch", step))
+        idx = batch_indices(step, len(self.data), self.batch_size, self.seed)
+        part = slice(self.rank * len(idx) // self.world, (self.rank + 1) * len(idx) // self.world)
+        x = self.data.batch(idx, train=True, generator=gen, part=part)
+        return step, x, torch.from_numpy(self.data.labels[idx[part]]), gen.get_state()
+
+
+class EvalBatches(Dataset):
+    """Consecutive evaluation batches of ``data`` (no augmentation), as items for :func:`batches`."""
+
+    def __init__(self, data: TrainData, batch_size: int) -> None:
+        self.data, self.batch_size = data, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.data) // self.batch_size)
+
+    def __getitem__(self, i: int) -> Tensor:
+        idx = np.arange(i * self.batch_size, min(len(self.data), (i + 1) * self.batch_size))
+        return self.data.batch(idx, train=False, generator=torch.Generator())
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # workers decode and augment; the training process keeps the cores for compute
+
+
+def batches(items: Dataset, workers: int, pin: bool, prefetch: int = 4) -> Iterable:
+    """Iterate a dataset of ready-made batches in order: in this process, or through torch's DataLoader with
+    ``workers`` processes (pinned memory for a GPU)."""
+    if workers <= 0:
+        return (items[i] for i in range(len(items)))
+    return DataLoader(items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin,
+                      prefetch_factor=prefetch, worker_init_fn=_one_thread)  # fmt: skip
+
+
 # -- config and results ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TrainConfig:
@@ -71,9 +122,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    checkpoint_every: int = 0  # 0: no checkpoints
+    checkpoint_every: int = (
+        0  # steps between checkpoints (0: only at the end, when a checkpoint file is given)
+    )
+    checkpoint_minutes: float = 0.0  # also checkpoint when this many minutes have passed since the last one
     log_every: int = 10
     grad_clip: float | None = None
+    workers: int = 0  # data worker processes building batches ahead of the step (0: in the training process)
+    prefetch: int = 4  # batches each worker prepares ahead
 
     @property
     def steps(self) -> int:
@@ -191,29 +247,22 @@ def train(
     model.train()
     t0, seen, loss_val = time.perf_counter(), 0, float("nan")
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
-    bar = tqdm(
-        range(start, end),
-        desc=desc,
-        disable=not progress or rank != 0,
-        leave=False,
-        initial=start,
-        total=cfg.steps,
-    )
-    for step in bar:
+    bar = tqdm(desc=desc, disable=not progress or rank != 0, leave=False, initial=start, total=cfg.steps)
+    last_save = time.monotonic()
+    feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world), cfg.workers,
+                   device.startswith("cuda"), cfg.prefetch)  # fmt: skip
+    for step, x, y, gen_state in feed:
         lr = learning_rate(cfg.schedule, step)
         for group in opt.param_groups:
             group["lr"] = lr
-        gen = torch.Generator().manual_seed(_mix(cfg.seed, "batch", step))
-        idx = batch_indices(step, len(data), cfg.batch_size, cfg.seed)
-        part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
-        share = idx[part]
-        x = data.batch(idx, train=True, generator=gen, part=part).to(device, non_blocking=True)
-        y = torch.from_numpy(data.labels[share]).to(device)
+        gen = torch.Generator()
+        gen.set_state(gen_state)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if cfg.mixup_alpha > 0:  # under DDP, pairs are formed within each process's share
             lam = float(
                 np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha)
             )
-            perm = torch.randperm(len(share), generator=gen).to(device)
+            perm = torch.randperm(len(y), generator=gen).to(device)
             x = lam * x + (1 - lam) * x[perm]
             t = _targets(y, num_classes, cfg.loss, lm)
             y = lam * t + (1 - lam) * t[perm]
@@ -235,18 +284,18 @@ def train(
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
-        seen += len(idx)
+        seen += cfg.batch_size
         loss_val = loss.item()
+        bar.update(1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             metrics.append({"step": step + 1, "loss": loss_val, "lr": lr})
             bar.set_postfix(loss=f"{loss_val:.3f}")
         done = step + 1
-        if (
-            ckpt is not None
-            and rank == 0
-            and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps)
-        ):
+        due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+        due = due or (cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
+        if ckpt is not None and rank == 0 and due:
             _save_checkpoint(ckpt, model, opt, done, metrics, cfg)
+            last_save = time.monotonic()
     bar.close()
     seconds = time.perf_counter() - t0
     if metrics_csv is not None and rank == 0:
@@ -263,16 +312,16 @@ def predict(
     batch_size: int = 512,
     device: str = "cpu",
     progress: bool = False,
+    workers: int = 0,
 ) -> Tensor | dict[str, Tensor]:
     """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
 
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
     over the data); the result is concatenated the same way."""
     outs: list = []
-    gen = torch.Generator().manual_seed(0)
-    for s in tqdm(range(0, len(data), batch_size), desc="eval", disable=not progress, leave=False):
-        idx = np.arange(s, min(len(data), s + batch_size))
-        y = fn(data.batch(idx, train=False, generator=gen).to(device))
+    for x in tqdm(batches(EvalBatches(data, batch_size), workers, device.startswith("cuda")), desc="eval",
+                  disable=not progress, leave=False, total=-(-len(data) // batch_size)):  # fmt: skip
+        y = fn(x.to(device, non_blocking=True))
         outs.append({k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu())
     if outs and isinstance(outs[0], dict):
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}

@@ -158,7 +158,7 @@ def load_bit_npz(model: ResNetV2, path: str | os.PathLike, head: bool = True) ->
             )
     sd = bit_to_state_dict(arrays, model, head=head and model.head.fc is not None)
     _load_into(model, sd, f"BiT weights {path}", head=head and model.head.fc is not None)
-    return model
+    return set_std_eps(model, BIT_STD_EPS)
 
 
 # -- timm ------------------------------------------------------------------------------------------------------
@@ -172,14 +172,32 @@ def to_timm_state_dict(model: ResNetV2) -> dict[str, Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+TIMM_STD_EPS, BIT_STD_EPS = 1e-8, 1e-10  # weight standardisation eps of timm's BiT models and of BiT's own
+
+
+def set_std_eps(model: ResNetV2, eps: float) -> ResNetV2:
+    """Make every weight-standardised conv use ``eps`` (and record it in the config, so saved files keep it):
+    weights reproduce their source only with the eps they were trained with."""
+    from dataclasses import replace
+
+    from expertlib.resnet import StdConv2d
+
+    for m in model.modules():
+        if isinstance(m, StdConv2d):
+            m.eps = eps
+    model.cfg = replace(model.cfg, std_eps=eps)
+    return model
+
+
 def load_timm_checkpoint(model: ResNetV2, path: str | os.PathLike, head: bool = True) -> ResNetV2:
-    """Load a timm checkpoint (``.pth``/``.bin`` torch file or ``.safetensors``) into ``model``."""
+    """Load a timm checkpoint (``.pth``/``.bin`` torch file or ``.safetensors``) into ``model``; its convs then
+    standardise with timm's eps (1e-8), as timm's own model does."""
     sd = _read_tensor_file(path)
     for prefix in ("state_dict", "model"):  # training checkpoints wrap the weights
         if prefix in sd and isinstance(sd[prefix], Mapping):
             sd = sd[prefix]
     _load_into(model, from_timm_state_dict(sd), f"timm checkpoint {path}", head=head)
-    return model
+    return set_std_eps(model, TIMM_STD_EPS)
 
 
 def _read_tensor_file(path: str | os.PathLike) -> dict:
@@ -216,9 +234,11 @@ def _open(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[st
     return tensors, meta
 
 
-def save_model(model: ResNetV2, path: str | os.PathLike) -> Path:
-    """Save a ResNetV2 with its config, so :func:`load_model` rebuilds it without being told the shape."""
+def save_model(model: ResNetV2, path: str | os.PathLike, extra: Mapping[str, str] | None = None) -> Path:
+    """Save a ResNetV2 with its config, so :func:`load_model` rebuilds it without being told the shape.
+    ``extra``: more metadata (a converted expert's name, subtree and source)."""
     meta = {
+        **(extra or {}),
         "format": FORMAT_MODEL,
         "config": json.dumps(model.cfg.to_dict()),
         "num_classes": str(model.num_classes),
@@ -250,9 +270,14 @@ def _bank_meta(bank: ExpertBank) -> dict[str, str]:
     return meta
 
 
-def save_bank(bank: ExpertBank, path: str | os.PathLike) -> Path:
-    """Save B and every expert in one safetensors file."""
-    meta = {"format": FORMAT_BANK, **_bank_meta(bank), "experts": json.dumps(_expert_heads(bank))}
+def save_bank(bank: ExpertBank, path: str | os.PathLike, extra: Mapping[str, str] | None = None) -> Path:
+    """Save B and every expert in one safetensors file (``extra``: more metadata)."""
+    meta = {
+        **(extra or {}),
+        "format": FORMAT_BANK,
+        **_bank_meta(bank),
+        "experts": json.dumps(_expert_heads(bank)),
+    }
     return _save(bank.state_dict(), path, meta)
 
 
@@ -262,6 +287,15 @@ def new_bank(base: ResNetV2, kind: str, adapter_cfg: AdapterConfig | None = None
     if kind == "full":
         return FullExperts(base)
     raise ValueError(f"unknown expert kind {kind!r}; use 'adapter' or 'full'")
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata of an expertlib safetensors file (format, config, and e.g. a converted expert's source)."""
+    try:
+        with safe_open(str(path), "pt") as f:
+            return dict(f.metadata() or {})
+    except (OSError, SafetensorError) as e:
+        raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
 
 
 def load_bank(path: str | os.PathLike) -> ExpertBank:
@@ -322,7 +356,9 @@ __all__ = [
     "load_model",
     "load_timm_checkpoint",
     "new_bank",
+    "read_metadata",
     "read_npz",
+    "set_std_eps",
     "save_bank",
     "save_expert",
     "save_model",

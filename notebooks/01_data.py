@@ -30,6 +30,7 @@ device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 progress = True  # tqdm progress bars
 
 # %%
+# %matplotlib inline
 from IPython.display import Markdown, display
 
 from expertlib.pipeline import data as D

@@ -32,3 +32,37 @@ def test_dat_timing_extrapolates_from_the_measured_steps(smoke):
     secs, steps = S.time_dat(ws2, bench, base, logits)
     assert steps == 2 and secs > 0
     assert S.random_choice(["b", "a"], 0, "t") == S.random_choice(["a", "b"], 0, "t")
+
+
+def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
+    """A converted released expert (the TensorFlow fixture) placed in the workspace is scored and planned."""
+    import shutil
+    from pathlib import Path
+
+    from expertlib.convert import main as convert
+    from expertlib.pipeline import transfer as T
+
+    ws, bench = smoke
+    fixture = Path(__file__).parent / "fixtures" / "tf_expert" / "animal"
+    shutil.copytree(fixture, tmp_path / "entity" / "1")
+    shutil.copytree(fixture, tmp_path / "digit" / "1")
+    released = ws.path("models", U.RELEASED)
+    assert convert([str(tmp_path), "--out", str(released)]) == 0
+    try:
+        cands = U.candidates(ws)
+        assert {"released:entity", "released:digit"} <= set(cands) and cands[
+            "released:digit"
+        ].kind == "released"
+        base, experts = S.selection_candidates(cands)
+        assert "released:digit" in experts and "released:digit" in S._upstream_labels(ws, bench, experts)
+        ws2 = replace(ws, results_dir=tmp_path / "results")
+        for sub in ("tables", "models"):
+            (ws2.results_dir / sub).mkdir(parents=True)
+        rankings, picks = S.run_selection(ws2, bench, base, experts)
+        assert {"released:entity", "released:digit"} <= set(rankings.expert)
+        runs = T.planned_runs(ws, cands, {"knn": "released:digit", "domain": picks.domain.iloc[0]})
+        assert ("released:digit", 0) in runs and ("released:entity", 0) in runs
+        net = cands["released:digit"].transfer_net(5)
+        assert net(bench.task(ws.scale.tasks[0], "test").batch(np.arange(2), False, None)).shape == (2, 5)
+    finally:
+        released.unlink()

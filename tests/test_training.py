@@ -140,3 +140,35 @@ def test_finetune_transfer_model_learns_a_task():
     data = _data(seed=1)
     finetune(net, data, TrainConfig(scaled_hyperrule(60, 0.2), batch_size=32), num_classes=4, progress=False)
     assert accuracy(net, data) > 0.6
+
+
+def test_worker_processes_give_the_same_batches_and_weights():
+    data = _data()
+    ref = None
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(6, 0.05), batch_size=16, seed=3, mixup_alpha=0.2, workers=workers)
+        train(m, list(m.parameters()), data, cfg, 4, progress=False)
+        state = {k: v.clone() for k, v in m.state_dict().items()}
+        if ref is None:
+            ref = state
+        else:
+            assert all(torch.equal(ref[k], state[k]) for k in ref)
+    from expertlib.training import predict
+
+    a = predict(m, data, batch_size=7)
+    b = predict(m, data, batch_size=7, workers=2)
+    assert torch.equal(a, b) and a.shape[0] == len(data)
+
+
+def test_step_batches_resume_mid_epoch_and_shard():
+    from expertlib.training import StepBatches
+
+    data = _data()
+    whole = StepBatches(data, 16, seed=1, start=0, end=10)
+    later = StepBatches(data, 16, seed=1, start=7, end=10)
+    assert torch.equal(whole[8][1], later[1][1]) and whole[8][0] == later[1][0] == 8
+    halves = [StepBatches(data, 16, seed=1, start=0, end=10, rank=r, world=2)[4] for r in (0, 1)]
+    assert torch.equal(torch.cat([h[1] for h in halves]), whole[4][1])
+    assert torch.equal(torch.cat([h[2] for h in halves]), whole[4][2])

@@ -141,3 +141,29 @@ def test_expert_from_another_bank_is_refused(tmp_path):
         load_expert(FullExperts(_randomised("tiny", 6)), tmp_path / "a.safetensors")
     with pytest.raises(CheckpointError, match="expected 'expertlib.expert_bank'"):
         load_bank(tmp_path / "a.safetensors")
+
+
+def test_timm_bit_weights_reproduce_timms_own_model_with_timms_eps(tmp_path):
+    import timm
+
+    from expertlib.weights import BIT_STD_EPS, set_std_eps
+
+    theirs = timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=10).eval()
+    with torch.no_grad():
+        for p in theirs.parameters():  # give the zero-initialised head and the norms some values
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path / "resnetv2_50x1_bit.pth"
+    torch.save(theirs.state_dict(), path)  # float32 weights, as released; both models then run in float64
+    theirs = theirs.double()
+    ours = load_timm_checkpoint(create_model("R50x1", num_classes=10), path).double().eval()
+    assert ours.cfg.std_eps == 1e-8
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        want = theirs(x)
+        err = (ours(x) - want).abs().max().item()
+        set_std_eps(ours, BIT_STD_EPS)  # BiT's eps on timm's weights: measurably off
+        err_bit_eps = (ours(x) - want).abs().max().item()
+    assert err < 1e-10 and err_bit_eps > 1e3 * max(err, 1e-15)
+    saved = tmp_path / "ours.safetensors"
+    save_model(set_std_eps(ours, 1e-8).float(), saved)
+    assert load_model(saved).cfg.std_eps == 1e-8  # the eps travels with the weights

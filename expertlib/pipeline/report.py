@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from expertlib import plots
-from expertlib.candidates import BASE, EXTRA
+from expertlib.candidates import BASE, EXTRA, picked
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline.data import write_data_summary
 from expertlib.pipeline.workspace import Workspace, provenance
@@ -41,8 +41,8 @@ def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFr
         for method, model in (
             (BASE, BASE),
             (EXTRA, EXTRA),
-            ("knn", f"adapter:{pk['knn']}"),
-            ("domain", f"adapter:{pk['domain']}"),
+            ("knn", picked(set(t.model), pk["knn"])),
+            ("domain", picked(set(t.model), pk["domain"])),
         ):
             if model in stats.index:
                 s = stats.loc[model]

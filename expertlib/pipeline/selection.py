@@ -107,6 +107,29 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
 
 
 def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dict[str, Candidate]]:
-    """B and the adapter experts, the latter named by expert (as the selection tables name them)."""
+    """B, and the experts to choose from: the adapter experts named by expert (as the selection tables name
+    them) and any released experts as ``released:<name>``."""
     adapters = next(c.bank for c in cands.values() if c.kind == "adapter")
-    return cands[BASE], from_bank(adapters, prefix="")
+    released = {n: c for n, c in cands.items() if c.kind == "released"}
+    return cands[BASE], {**from_bank(adapters, prefix=""), **released}
+
+
+def _upstream_labels(
+    ws: Workspace, bench: Benchmark, experts: Mapping[str, Candidate]
+) -> dict[str, list[int]]:
+    """Each expert's upstream label indices (for domain prediction): adapter experts by their subtree, released
+    experts by the subtree their name (a WordNet lemma) resolves to, when the hierarchy has it."""
+    nodes = choose_experts(ws, bench)
+    out = {}
+    for name, c in experts.items():
+        node = nodes.get(name) if c.kind == "adapter" else _resolve(bench, c.expert)
+        if node is not None:
+            out[name] = bench.expert_labels(node)
+    return out
+
+
+def _resolve(bench: Benchmark, lemma: str) -> str | None:
+    try:
+        return bench.hierarchy.resolve(lemma, bench.class_counts())
+    except (KeyError, ValueError):
+        return None

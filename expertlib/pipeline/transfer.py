@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from expertlib import proxies as P
-from expertlib.candidates import BASE, EXTRA, Candidate
+from expertlib.candidates import BASE, EXTRA, Candidate, picked
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.workspace import Workspace, cached
@@ -56,13 +56,13 @@ def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData
 def planned_runs(
     ws: Workspace, cands: Mapping[str, Candidate], pick: Mapping[str, str]
 ) -> list[tuple[str, int]]:
-    """(candidate, seed) fine-tunes of one task: B and B+extra over seeds, every adapter expert (oracle sweep),
-    the kNN and domain picks over seeds, every full expert once."""
-    adapters = [n for n, c in cands.items() if c.kind == "adapter"]
+    """(candidate, seed) fine-tunes of one task: B and B+extra over seeds, every adapter and released expert
+    (oracle sweep), the kNN and domain picks over seeds, every full expert once."""
+    sweep = [n for n, c in cands.items() if c.kind in ("adapter", "released")]
     runs = [(BASE, s) for s in range(ws.scale.seeds)] + [(EXTRA, s) for s in range(ws.scale.seeds)]
-    runs += [(n, s) for n in adapters for s in range(ws.scale.oracle_seeds)]
+    runs += [(n, s) for n in sweep for s in range(ws.scale.oracle_seeds)]
     for proxy in ("knn", "domain"):
-        runs += [(f"adapter:{pick[proxy]}", s) for s in range(ws.scale.seeds)]
+        runs += [(picked(cands, pick[proxy]), s) for s in range(ws.scale.seeds)]
     runs += [(n, 0) for n, c in cands.items() if c.kind == "full"]
     return list(dict.fromkeys(runs))
 

@@ -130,16 +130,25 @@ def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
     return a.eval(), f.eval()
 
 
+RELEASED = "released_experts.safetensors"
+
+
 def candidates(ws: Workspace) -> dict[str, Candidate]:
-    """Every trained network of this scale as a candidate: B, B+extra, ``adapter:<name>``, ``full:<name>``."""
+    """Every network of this scale as a candidate: B, B+extra, ``adapter:<name>``, ``full:<name>``, and the
+    paper's released experts as ``released:<name>`` when ``models/released_experts.safetensors`` exists (a bank
+    written by ``python -m expertlib.convert``)."""
     base, extra = load_generic(ws)
     adapters, full = load_experts(ws)
-    return {
+    out = {
         BASE: from_model(base, BASE),
         EXTRA: from_model(extra, EXTRA),
         **from_bank(adapters),
         **from_bank(full),
     }
+    released = ws.path("models", RELEASED)
+    if released.exists():
+        out.update(from_bank(load_bank(released).eval(), prefix="released", kind="released"))
+    return out
 
 
 def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate],
