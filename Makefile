@@ -6,7 +6,7 @@ SCALE ?= cpu
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.expertlib-stamp
 
-.PHONY: venv browser-deps reproduce reproduce-fresh test test-fast lab bench lint format clean
+.PHONY: venv browser-deps reproduce reproduce-fresh test test-fast gpu-check lab bench lint format clean
 
 # The venv is rebuilt only when pyproject.toml or the constraints change (the stamp records both).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -34,7 +34,11 @@ test: $(STAMP) browser-deps  ## the whole suite: unit, slow, notebook and browse
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)  ## unit tests only
-	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser"
+	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser and not cuda"
+
+# On a machine with a GPU, with its own Python and torch: CUDA tests, paper-smoke on CUDA, R50x1 throughput.
+gpu-check:
+	bash tools/gpu_check.sh
 
 lab: $(STAMP)  ## JupyterLab on the project's venv
 	$(BIN)/jupyter lab --notebook-dir=notebooks

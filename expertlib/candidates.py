@@ -57,6 +57,13 @@ class Candidate(nn.Module):
             return self.bank.base.num_classes
         return self.bank.num_classes(self.expert)
 
+    def training_module(self) -> nn.Module:
+        """The smallest module whose forward gives these logits: a full expert's own network (so a training
+        checkpoint does not hold the whole bank), else the candidate itself."""
+        if self.expert is not None and isinstance(self.bank, FullExperts):
+            return self.bank.experts[self.expert]
+        return self
+
     def parameters_to_train(self) -> list[nn.Parameter]:
         """Make exactly this candidate's own parameters trainable (an expert's, or all of a base model)."""
         if self.expert is None:

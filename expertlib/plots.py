@@ -234,3 +234,26 @@ def score_heatmap(rankings: pd.DataFrame, proxy: str) -> plt.Figure:
     ax.set_title(f"{proxy} score per candidate and task (best boxed)")
     fig.tight_layout()
     return fig
+
+
+def published_comparison(frame: pd.DataFrame, title: str) -> plt.Figure:
+    """VTAB-1k group means of our methods beside published models, published bars hatched and labelled.
+
+    ``frame`` columns: who ('ours ...' or 'published'), model, natural, specialized, structured, mean (in %)."""
+    groups = [g for g in ("natural", "specialized", "structured", "mean") if g in frame]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(frame)
+    for i, r in enumerate(frame.itertuples(index=False)):
+        published = r.who == "published"
+        values = [getattr(r, g) if getattr(r, g) is not None else np.nan for g in groups]
+        ax.bar(np.arange(len(groups)) + (i - (len(frame) - 1) / 2) * width, values, width,
+               label=f"{'published: ' if published else 'ours: '}{r.model}", hatch="//" if published else None,
+               edgecolor="black" if published else None, alpha=0.6 if published else 1.0)  # fmt: skip
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups)
+    ax.set_ylabel("VTAB-1k accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -59,6 +59,18 @@ class Scale:
     dat_timing_steps: int | None = None
     # on-disk upstream data without a held-out list: images per class held out for upstream evaluation
     heldout_per_class: int = 10
+    # B from released weights instead of training it: a BiT .npz or timm checkpoint, relative to data_root
+    generic_weights: str | None = None
+    data_workers: int = 0  # worker processes decoding and augmenting training batches
+    checkpoint_minutes: float = 0.0  # long trainings also checkpoint this often (0: by steps only)
+    # read data_root/<name>/, writing the tiny on-disk fixture there first (expertlib.datasets.fixtures)
+    writes_fixture: bool = False
+    # "fixed": every task at (precrop, crop); "hyperrule": BiT-HyperRule's per task, (160, 128) for images
+    # smaller than 96 x 96 in area, else (512, 480), from the task's first training image
+    task_resolution: str = "fixed"
+    micro_batch: int = 0  # examples per forward/backward pass in every training (0: a whole batch at once)
+    # held-out upstream images the specialisation study embeds with every candidate (None: all of them)
+    specialisation_images: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,8 +184,44 @@ SCALES: dict[str, Scale] = {
         precrop=160,
         schedule_sweep=(),
         dat_timing_steps=50,
+        generic_weights="BiT-M-R50x1.npz",  # the paper's B follows BiT-M; set None to train it from scratch
+        data_workers=8,
+        checkpoint_minutes=10.0,
+        task_resolution="hyperrule",
+        micro_batch=64,  # batch 512 at 480 px does not fit one GPU: 8 accumulated passes
+        eval_batch=128,
+        specialisation_images=5000,  # ~100 candidates x 2,048-d features of all 218k held-out images: 175 GB
     ),
 }
+
+
+SCALES["paper-smoke"] = replace(
+    SCALES["paper"],
+    name="paper-smoke",
+    description="the paper scale's code paths on a tiny on-disk fixture, real R50x1 at 32 px, in CI; numbers mean nothing",
+    tasks=("resisc45", "dsprites_location"),
+    upstream_steps=2,
+    upstream_batch=8,
+    experts=("animal", "bird", "artifact"),
+    full_experts=("bird",),
+    expert_steps=2,
+    expert_batch=8,
+    transfer_batch=8,
+    transfer_steps=(2,),
+    seeds=2,
+    knn_k=3,
+    crop=32,
+    precrop=36,
+    eval_batch=32,
+    dat_timing_steps=1,
+    heldout_per_class=2,
+    generic_weights=None,  # trained from scratch here: BiT-M's 100 MB of weights cannot be a fixture
+    data_workers=2,
+    checkpoint_minutes=0.0,
+    writes_fixture=True,
+    task_resolution="fixed",  # 32 px keeps it fast; the HyperRule resolutions are unit-tested
+    micro_batch=4,  # exercises gradient accumulation
+)
 
 
 def get_scale(name: str, **overrides: Any) -> Scale:

@@ -129,6 +129,9 @@ class TrainConfig:
     log_every: int = 10
     grad_clip: float | None = None
     workers: int = 0  # data worker processes building batches ahead of the step (0: in the training process)
+    micro_batch: int = (
+        0  # examples per forward/backward pass, gradients accumulated over a step (0: all at once)
+    )
     prefetch: int = 4  # batches each worker prepares ahead
 
     @property
@@ -221,6 +224,14 @@ def train(
     rank, world = _rank_world()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} processes")
+    share, chunk = cfg.batch_size // world, cfg.micro_batch or cfg.batch_size // world
+    if not device.startswith("cuda") and (share % 2 or chunk % 2 or (share % chunk) % 2):
+        raise ValueError(
+            f"batch of {share} per process in passes of {chunk}: on CPU every pass needs an even number of examples, "
+            "because torch's CPU backward of a strided 1x1 convolution in channels_last (BiT's projection shortcut) "
+            "crashes the process for odd batches (seen with torch 2.14.1). Use an even batch_size per process and an "
+            "even micro_batch"
+        )
     model.to(device=device, memory_format=torch.channels_last)
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -266,9 +277,19 @@ def train(
             x = lam * x + (1 - lam) * x[perm]
             t = _targets(y, num_classes, cfg.loss, lm)
             y = lam * t + (1 - lam) * t[perm]
-        with autocast:
-            logits = run_model(x)
-        loss = _loss(logits, y, cfg.loss, lm)
+        opt.zero_grad(set_to_none=True)
+        chunk = cfg.micro_batch or len(
+            x
+        )  # gradient accumulation: exact, as GroupNorm has no batch statistics
+        loss = torch.zeros((), device=device)
+        for a in range(0, len(x), chunk):
+            last = a + chunk >= len(x)
+            with nullcontext() if (last or world == 1) else run_model.no_sync():
+                with autocast:
+                    logits = run_model(x[a : a + chunk])
+                part = _loss(logits, y[a : a + chunk], cfg.loss, lm) * (min(chunk, len(x) - a) / len(x))
+                part.backward()
+            loss = loss + part.detach()
         if not torch.isfinite(loss):
             kept = (
                 f"the last good checkpoint {ckpt} is kept"
@@ -279,8 +300,6 @@ def train(
                 f"{desc}: loss became {loss.item()} at step {step} (lr {lr:.3g}); {kept}. Lower the learning rate "
                 "or check the inputs for NaNs"
             )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -347,7 +366,7 @@ def train_expert(
     candidate = Candidate(expert, bank, expert)
     try:
         return train(
-            candidate,
+            candidate.training_module(),
             candidate.parameters_to_train(),
             data,
             cfg,

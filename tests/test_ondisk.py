@@ -83,3 +83,47 @@ def test_missing_or_wrong_data_is_named(tmp_path, pair):
         FolderBenchmark(root, ["my_task"])
     with pytest.raises(DatasetNotFoundError, match="VTAB task 'resisc45'.*vtab/resisc45"):
         FolderBenchmark(root, ["resisc45"])
+
+
+def test_paper_fixture_reads_as_imagenet21k_and_vtab(tmp_path):
+    from expertlib.datasets.fixtures import CLASSES, write_paper_fixture
+
+    root = write_paper_fixture(tmp_path / "paper")
+    bench = FolderBenchmark(root, ["resisc45", "dsprites_location"], resolution=(36, 32), heldout_per_class=2)
+    assert bench.classes == sorted(CLASSES) and len(bench.upstream_labels("test")) == 2 * len(CLASSES)
+    animal = bench.hierarchy.resolve("animal", bench.class_counts())
+    assert animal == "n00015388" and len(bench.expert_labels(animal)) == 6
+    assert sorted(bench.domain_names) == ["animal", "artifact", "plant"]
+    assert (
+        bench.task_info("resisc45").num_classes == 45
+        and bench.task_info("dsprites_location").group == "structured"
+    )
+    y = bench.task("dsprites_location", "train800val200").labels
+    assert len(y) == 32 and y.min() >= 0 and y.max() <= 15
+    x = bench.upstream_subset("train").batch(np.arange(8), True, torch.Generator().manual_seed(0))
+    assert x.shape == (8, 3, 32, 32)  # JPEGs of mixed sizes, resized to the precrop then cropped
+
+
+def test_hyperrule_resolution_per_task(tmp_path):
+    from PIL import Image
+
+    for task, size in (("resisc45", (256, 256)), ("dsprites_location", (64, 64))):
+        for split in ("train", "val", "test"):
+            folder = tmp_path / "vtab" / task / split / "0"
+            folder.mkdir(parents=True)
+            Image.new("RGB", size).save(folder / "000000.png")
+    up = tmp_path / "imagenet21k"
+    (up / "n1").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(up / "n1" / "a.png")
+    (up / "wordnet.is_a.txt").write_text("n0 n1\n")
+    (up / "words.txt").write_text("n0\troot\nn1\tleaf\n")
+    bench = FolderBenchmark(
+        tmp_path, ["resisc45", "dsprites_location"], task_resolution="hyperrule", heldout_per_class=0
+    )
+    assert bench.resolution_of("resisc45") == (512, 480) and bench.resolution_of("dsprites_location") == (
+        160,
+        128,
+    )
+    assert bench.task("resisc45", "test").batch(np.arange(1), False, torch.Generator()).shape[-1] == 480
+    with pytest.raises(ValueError, match="task_resolution"):
+        FolderBenchmark(tmp_path, [], task_resolution="native")

@@ -43,3 +43,17 @@ def test_plan_counts_experts_and_fine_tunes():
     # B and B+extra at 3 seeds, 14 experts once, 2 picks x 2 extra seeds, 3 full experts, 2 lr trials; 9 tasks
     assert q["experts"] == 14 and q["fine_tunes"] == 9 * (6 + 14 + 4 + 3 + 2)
     assert R.plan(replace(cpu, seeds=5), 14)["fine_tunes"] == 9 * (10 + 14 + 8 + 3 + 2)
+
+
+def test_gpu_hours_from_measured_or_assumed_throughput(tmp_path):
+    paper = get_scale("paper")
+    assumed = R.gpu_hours(paper, gpu_csv=str(tmp_path / "none.csv"))
+    assert assumed["throughput"].startswith("assumed") and assumed["hours"]["generic"] == 0  # B is loaded
+    csv = tmp_path / "gpu.csv"
+    csv.write_text("gpu,bf16_images_per_s\nNVIDIA H100,4000\n")
+    measured = R.gpu_hours(paper, gpu_csv=str(csv))
+    assert measured["throughput"] == "measured on NVIDIA H100"
+    ratio = assumed["total"] / measured["total"]
+    assert abs(ratio - 2.0) < 1e-9  # twice the throughput, half the hours
+    scaled = (224 / paper.crop) ** 2 * 4000
+    assert measured["images_per_second"] == scaled

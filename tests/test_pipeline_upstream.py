@@ -33,3 +33,41 @@ def test_candidates_and_specialisation(smoke):
     }
     acc = U.generic_upstream_accuracy(ws, bench, *U.load_generic(ws))
     assert set(acc.model) == {"base", "base+extra"} and acc.accuracy.between(0, 1).all()
+
+
+def test_released_generic_weights_replace_training(tmp_path):
+    from dataclasses import replace
+
+    import numpy as np
+
+    from expertlib.pipeline import Workspace
+    from expertlib.resnet import ResNetV2
+    from expertlib.weights import state_dict_to_bit
+
+    ws = Workspace.create("smoke", tmp_path / "r", tmp_path / "d", progress=False)
+    src = ResNetV2("tiny", num_classes=7)
+    (tmp_path / "d").mkdir(exist_ok=True)
+    np.savez(tmp_path / "d" / "B.npz", **state_dict_to_bit(src))
+    ws = replace(ws, scale=replace(ws.scale, generic_weights="B.npz"))
+    model, record = U.load_released_generic(ws, ResNetV2("tiny", num_classes=7))
+    assert record["upstream_head_loaded"] and record["steps"] == 0 and record["weights"].endswith("B.npz")
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values(), strict=True)
+    )
+    _, other = U.load_released_generic(
+        ws, ResNetV2("tiny", num_classes=3)
+    )  # another label set: head not loaded
+    assert not other["upstream_head_loaded"]
+    with pytest.raises(FileNotFoundError, match="BiT-M-R50x1.npz"):
+        U.load_released_generic(replace(ws, scale=replace(ws.scale, generic_weights="missing.npz")), src)
+
+
+def test_specialisation_on_a_sample_of_held_out_images(smoke):
+    from dataclasses import replace
+
+    ws, bench = smoke
+    cands = U.candidates(ws)
+    experts = [n for n, c in cands.items() if c.expert is not None][:1]
+    small = replace(ws, scale=replace(ws.scale, specialisation_images=40))
+    spec = U.specialisation(small, bench, cands, experts)
+    assert len(spec) == 6 and spec.knn.notna().any()

@@ -18,8 +18,17 @@ def _notebook(path):
 
 
 def test_scales_exist_and_unknown_is_clear():
-    assert set(SCALES) == {"smoke", "cpu", "paper"}
+    assert set(SCALES) == {"smoke", "cpu", "paper", "paper-smoke"}
     assert get_scale("cpu").embedded is not None and get_scale("paper").arch == "R50x1"
+    ps, paper = get_scale("paper-smoke"), get_scale("paper")
+    # paper-smoke runs the paper's code paths: same data kind, architecture, loss, schedule and expert rule
+    assert (ps.data, ps.arch, ps.upstream_loss, ps.upstream_schedule) == (
+        paper.data,
+        paper.arch,
+        "sigmoid",
+        "bit",
+    )
+    assert ps.writes_fixture and not paper.writes_fixture and paper.generic_weights == "BiT-M-R50x1.npz"
     with pytest.raises(ValueError, match="did you mean 'smoke'"):
         get_scale("smoek")
 

@@ -172,3 +172,25 @@ def test_step_batches_resume_mid_epoch_and_shard():
     halves = [StepBatches(data, 16, seed=1, start=0, end=10, rank=r, world=2)[4] for r in (0, 1)]
     assert torch.equal(torch.cat([h[1] for h in halves]), whole[4][1])
     assert torch.equal(torch.cat([h[2] for h in halves]), whole[4][2])
+
+
+def test_micro_batches_accumulate_to_the_same_step():
+    data = _data()
+    states = []
+    for micro in (0, 4):
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(3, 0.05), batch_size=16, seed=2, micro_batch=micro, loss="sigmoid")
+        res = train(m, list(m.parameters()), data, cfg, 4, progress=False)
+        states.append((m.state_dict(), res.final_loss))
+    (a, la), (b, lb) = states
+    assert abs(la - lb) < 1e-5
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_odd_cpu_passes_are_refused_before_they_crash():
+    m = create_model("tiny", num_classes=4)
+    for batch, micro in ((15, 0), (16, 5)):
+        cfg = TrainConfig(scaled_hyperrule(2, 0.05), batch_size=batch, micro_batch=micro)
+        with pytest.raises(ValueError, match="even number of examples.*strided 1x1 convolution"):
+            train(m, list(m.parameters()), _data(), cfg, 4, progress=False)

@@ -72,9 +72,13 @@ class FolderBenchmark(Benchmark):
         resolution: tuple[int, int] = (160, 128),
         heldout_per_class: int = 10,
         domain_depth: int = 1,
+        task_resolution: str = "fixed",
     ) -> None:
+        if task_resolution not in ("fixed", "hyperrule"):
+            raise ValueError(f"task_resolution must be 'fixed' or 'hyperrule', got {task_resolution!r}")
         self.root = Path(data_root)
         self.resolution = resolution
+        self.task_resolution = task_resolution
         up = self.root / UPSTREAM_DIR
         if not up.is_dir():
             raise DatasetNotFoundError(f"upstream folder {up} not found; {LAYOUT_HELP}")
@@ -130,7 +134,7 @@ class FolderBenchmark(Benchmark):
     @property
     def domain_names(self) -> list[str]:
         nodes = sorted({n or "other" for n in self._domain_nodes()})
-        return [self.hierarchy.names.get(n, n) for n in nodes]
+        return [self.hierarchy.names.get(n, n).split(",")[0].strip() for n in nodes]  # first lemmas
 
     @property
     def domain_of_label(self) -> np.ndarray:
@@ -169,11 +173,20 @@ class FolderBenchmark(Benchmark):
     def task_info(self, task: str) -> TaskInfo:
         return self._tasks[task][0]
 
+    def resolution_of(self, task: str) -> tuple[int, int]:
+        """(precrop, crop) of a task: the benchmark's, or BiT-HyperRule's from its first training image."""
+        if self.task_resolution == "fixed":
+            return self.resolution
+        from expertlib.transforms import bit_resolution
+
+        width, height = self._tasks[task][1]["train800"][0][0].size
+        return bit_resolution(height, width)
+
     def task(self, task: str, split: str) -> ImageData:
         check_task_split(split)
         info, parts = self._tasks[task]
         ds = parts[split]
-        return ImageData(ds, targets(ds), *self.resolution, info.flip)
+        return ImageData(ds, targets(ds), *self.resolution_of(task), info.flip)
 
     # -- figures and tables ---------------------------------------------------------------------------------
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:

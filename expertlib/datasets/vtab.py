@@ -14,7 +14,8 @@ torchvision, so our convention (deterministic, documented):
 
 Tasks torchvision does not ship (or ships without the VTAB label) use the folder fallback:
 ``<data_root>/vtab/<task>/{train,val,test}/<label>/<image>``, where ``<label>`` is the integer VTAB label
-(0..K-1) or a class name (class names are sorted alphabetically to give labels). Within a split, examples are
+(0..K-1) or a class name (class names are sorted alphabetically to give labels); or TFDS's TFRecord shards in
+that folder (:mod:`expertlib.datasets.tfrecords`). Within a split, examples are
 ordered by file name across label folders, and train800 / val200 are the first 800 / 200 of that order: name
 files by their TFDS example index and the folders give VTAB's own train800 / val200. A missing ``val``
 folder is carved from ``train`` as above. Label rules for deriving those folders are given per task in
@@ -159,7 +160,8 @@ def _missing(task: VtabTask, root: Path, where: Path) -> DatasetNotFoundError:
     else:
         how = (
             f"torchvision has no loader with VTAB's label for {task.name}: put images in "
-            f"{root / 'vtab' / task.name}/{{train,val,test}}/<label>/ ({task.note})"
+            f"{root / 'vtab' / task.name}/{{train,val,test}}/<label>/ ({task.note}), or its TFDS shards "
+            f"(<dataset>-{{train,validation,test}}.tfrecord-*) in {root / 'vtab' / task.name}/"
         )
     return DatasetNotFoundError(f"VTAB task {task.name!r}: data not found under {where}. {how}")
 
@@ -198,6 +200,14 @@ def _torchvision_parts(task: VtabTask, root: Path, download: bool, transform: Ca
 
 def _folder_parts(task: VtabTask, root: Path, transform: Callable | None):
     base = root / "vtab" / task.name
+    from expertlib.datasets.tfrecords import TFRecordSplit, shards
+
+    if shards(base, "train") and shards(base, "test"):  # TFDS shards, read without TensorFlow
+        train, test = (TFRecordSplit(shards(base, s), task.name, transform) for s in ("train", "test"))
+        if shards(base, "val"):
+            return train, TFRecordSplit(shards(base, "val"), task.name, transform), test
+        tr, va = _carve(train, (0.9, 0.1))
+        return tr, va, test
     if not (base / "train").is_dir() or not (base / "test").is_dir():
         raise _missing(task, root, base)
     train = FolderSplit(base / "train", transform)

@@ -8,7 +8,7 @@ import pandas as pd
 
 from expertlib import plots
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.pipeline.recipes import plan
+from expertlib.pipeline.recipes import gpu_hours, plan
 from expertlib.pipeline.workspace import Workspace
 from expertlib.presets import validate_values
 from expertlib.runtime import atomic_write_csv
@@ -39,7 +39,16 @@ def load_benchmark(ws: Workspace) -> Benchmark:
     else:
         from expertlib.datasets.ondisk import FolderBenchmark
 
-        bench = FolderBenchmark(ws.data_root, sc.tasks, heldout_per_class=sc.heldout_per_class)
+        root = ws.data_root
+        if sc.writes_fixture:
+            from expertlib.datasets.fixtures import write_paper_fixture
+
+            root = ws.data_root / sc.name
+            if not (root / "COMPLETE").is_file():
+                write_paper_fixture(root)
+        bench = FolderBenchmark(
+            root, sc.tasks, heldout_per_class=sc.heldout_per_class, task_resolution=sc.task_resolution
+        )
     bench.resolution = (sc.precrop, sc.crop)
     missing = [t for t in sc.tasks if t not in bench.task_names]
     if missing:
@@ -75,9 +84,16 @@ def full_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
 
 def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
     """Print what the scale trains and its compute; with the benchmark, the real number of experts."""
-    p = plan(ws.scale, len(choose_experts(ws, bench)) if bench is not None else None)
+    experts = len(choose_experts(ws, bench)) if bench is not None else None
+    p = plan(ws.scale, experts)
     print(f"scale {p['scale']}: {p['arch']} on {p['data']}; {p['experts']} adapter experts, {p['full_experts']} full; "
           f"{p['tasks']} tasks, {p['fine_tunes']} fine-tunes; {p['total_training_images'] / 1e6:.1f}M training images")  # fmt: skip
+    if ws.scale.arch.startswith("R"):  # the BiT models: GPU-hours per stage
+        g = gpu_hours(ws.scale, experts)
+        stages = ", ".join(f"{k} {v:,.1f}" for k, v in g["hours"].items())
+        print(f"GPU-hours at {g['images_per_second']:,.0f} training images/s ({g['throughput']}): {stages}; "
+              f"total {g['total']:,.1f}")  # fmt: skip
+        p["gpu_hours"] = g
     return p
 
 

@@ -23,7 +23,8 @@ def upstream_config(
         else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
     )
     return TrainConfig(sched, batch_size=batch, loss=scale.upstream_loss, seed=seed, device=device,
-                       checkpoint_every=max(50, steps // 10))  # fmt: skip
+                       checkpoint_every=max(50, steps // 10), checkpoint_minutes=scale.checkpoint_minutes,
+                       workers=scale.data_workers, micro_batch=scale.micro_batch)  # fmt: skip
 
 
 def generic_config(scale: Scale, seed: int = 0, device: str = "cpu", steps: int | None = None,
@@ -40,7 +41,8 @@ def expert_config(scale: Scale, seed: int = 0, device: str = "cpu") -> TrainConf
 
 def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu") -> TrainConfig:
     """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``."""
-    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device)
+    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device,
+                       workers=scale.data_workers, micro_batch=scale.micro_batch)  # fmt: skip
 
 
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)
@@ -59,7 +61,7 @@ def plan(scale: Scale, num_experts: int | None = None) -> dict:
     finetunes = tasks * (2 * scale.seeds + num_experts * scale.oracle_seeds + picks_beyond_sweep
                          + len(scale.full_experts) + len(scale.transfer_steps) * len(scale.transfer_lrs))  # fmt: skip
     images = {
-        "generic": scale.upstream_steps * scale.upstream_batch,
+        "generic": 0 if scale.generic_weights else scale.upstream_steps * scale.upstream_batch,
         "experts": (num_experts + len(scale.full_experts) + 1) * scale.expert_steps * scale.expert_batch,
         "dat_timing": tasks * dat_steps(scale) * scale.expert_batch,
         "transfer": finetunes * max(scale.transfer_steps) * scale.transfer_batch,
@@ -72,3 +74,32 @@ def plan(scale: Scale, num_experts: int | None = None) -> dict:
 def dat_steps(scale: Scale) -> int:
     """Steps the selection step runs to time the DAT-style baseline (the rest of its budget is extrapolated)."""
     return min(scale.expert_steps, scale.dat_timing_steps or scale.expert_steps)
+
+
+# -- compute estimates ------------------------------------------------------------------------------------------
+ASSUMED_TRAIN_IMAGES_PER_S = (
+    2000.0  # R50x1, 224 px, bf16, one H100: the GPU check's goal, until it is measured
+)
+
+
+def gpu_hours(scale: Scale, num_experts: int | None = None, gpu_csv: str | None = None) -> dict:
+    """GPU-hours per stage: training images of :func:`plan` over R50x1 training throughput at 224 px, scaled by
+    pixels to the scale's crop. The throughput comes from ``results/benchmarks/gpu.csv`` (the GPU check) when
+    it exists, else it is the assumed goal, and the result says which."""
+    import csv
+    from pathlib import Path
+
+    rate, source = ASSUMED_TRAIN_IMAGES_PER_S, "assumed (no GPU measurement yet)"
+    path = (
+        Path(gpu_csv)
+        if gpu_csv
+        else Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "gpu.csv"
+    )
+    if path.is_file():
+        rows = list(csv.DictReader(path.open()))
+        if rows and rows[0].get("bf16_images_per_s"):
+            rate, source = float(rows[0]["bf16_images_per_s"]), f"measured on {rows[0].get('gpu', 'a GPU')}"
+    rate *= (224 / scale.crop) ** 2  # fewer pixels, proportionally more images per second
+    p = plan(scale, num_experts)
+    hours = {stage: images / rate / 3600 for stage, images in p["training_images"].items()}
+    return {"hours": hours, "total": sum(hours.values()), "images_per_second": rate, "throughput": source}

@@ -102,6 +102,13 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
     vtab.insert(1, "label", vtab.method.map(plots.METHOD_LABELS))
     plots.save_table(vtab, ws.path("tables", "vtab_table"))
+    if ws.scale.data == "imagenet21k+vtab":  # VTAB-1k itself: our table beside the published numbers
+        from expertlib.published import beside_published
+
+        both = beside_published(vtab, ws.scale.name)
+        plots.save_table(both, ws.path("tables", "vtab_vs_published"), floatfmt=".1f")
+        keep(plots.published_comparison(both, f"VTAB-1k: ours ({ws.scale.name} scale) beside published models"),
+             "vtab_vs_published")  # fmt: skip
 
     # proxy score vs fine-tuned accuracy (seed 0 of the oracle sweep)
     seed0 = runs[

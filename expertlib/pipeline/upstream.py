@@ -23,14 +23,23 @@ from expertlib import plots
 from expertlib import proxies as P
 from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
 from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
+from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts, full_experts
-from expertlib.pipeline.workspace import Workspace, cached
+from expertlib.pipeline.workspace import Workspace, cached, is_main_process
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import resolve_device, seed_everything
 from expertlib.training import predict, train, train_expert
-from expertlib.weights import load_bank, load_expert, load_model, save_expert
+from expertlib.weights import (
+    load_bank,
+    load_bit_npz,
+    load_expert,
+    load_model,
+    load_timm_checkpoint,
+    read_npz,
+    save_expert,
+)
 
 
 # -- the generic model B ---------------------------------------------------------------------------------------
@@ -40,6 +49,8 @@ def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
     def compute() -> tuple[ResNetV2, dict]:
         seed_everything(ws.seed)
         model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
+        if ws.scale.generic_weights:
+            return load_released_generic(ws, model)
         cfg = R.generic_config(ws.scale, ws.seed + R.GENERIC_SEED, ws.device)
         res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
                     checkpoint=ws.path("checkpoints", "generic.pt"), metrics_csv=ws.path("tables", "generic_metrics.csv"),
@@ -50,6 +61,33 @@ def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
 
     return cached((ws.path("models", "generic.safetensors"), ws.path("tables", "generic_training.json")), compute,
                   ("model", "json"))  # fmt: skip
+
+
+def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dict]:
+    """B from released weights (BiT-M's ``.npz`` or a timm checkpoint under ``data_root``). Its upstream head is
+    kept when it has exactly this benchmark's classes (BiT-M's 21,843 sorted wnids = a full ImageNet-21k tree);
+    otherwise B gets a fresh head over this benchmark's classes (B+extra and domain prediction then use it
+    after B+extra's training only)."""
+    path = Path(ws.scale.generic_weights)
+    path = path if path.is_absolute() else ws.data_root / path
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"B's weights {path} not found: download BiT-M-R50x1.npz (the BiT repository's released weights) into "
+            f"{ws.data_root}, or set the scale's generic_weights to None to train B from scratch"
+        )
+    if path.suffix == ".npz":
+        classes = read_npz(path).get("resnet/head/conv2d/kernel")
+        head = classes is not None and classes.shape[-1] == model.num_classes
+        load_bit_npz(model, path, head=head)
+    else:
+        sd = (
+            torch.load(path, map_location="cpu", weights_only=True) if path.suffix != ".safetensors" else None
+        )
+        width = None if sd is None else sd.get("head.fc.weight", torch.empty(0)).shape[:1]
+        head = bool(width) and width[0] == model.num_classes
+        load_timm_checkpoint(model, path, head=head)
+    return model, {"steps": 0, "seconds": 0.0, "images_per_second": 0.0, "final_loss": float("nan"),
+                   "resumed_from": None, "weights": str(path), "upstream_head_loaded": bool(head)}  # fmt: skip
 
 
 def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResNetV2:
@@ -113,8 +151,9 @@ def train_experts(
                 bank.add_expert(name, num_classes=len(labels), head_rows=labels)
                 t0 = time.perf_counter()
                 train_expert(bank, name, data, R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device),
-                             progress=ws.progress)  # fmt: skip
-                save_expert(bank, name, part)
+                             progress=ws.progress, checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt"))  # fmt: skip
+                if is_main_process():
+                    save_expert(bank, name, part)
                 secs = time.perf_counter() - t0
             rows.append({"expert": name, "kind": kind, "classes": len(labels), "images": len(data),
                          "trainable_parameters": bank.num_expert_parameters(name), "seconds": secs})  # fmt: skip
@@ -156,6 +195,10 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
     """Per expert candidate: its, B's and B+extra's kNN and linear-probe accuracy on held-out upstream images of
     its own subset and of the rest. Linear probes train on one half of the held-out images, test on the other."""
     data = bench.upstream_subset("test")
+    n = ws.scale.specialisation_images
+    if n is not None and n < len(data):  # a fixed random sample of the held-out images
+        keep = np.sort(np.random.default_rng(0).permutation(len(data))[:n])
+        data = subset(data, keep, data.labels[keep])
     y_all = data.labels
     half = np.random.default_rng(0).permutation(len(y_all)) < len(y_all) // 2
     feats = {n: f.numpy() for n, f in predict(lambda x: {n: cands[n].features(x) for n in [BASE, EXTRA, *experts]},
@@ -196,23 +239,35 @@ def write_specialisation(
 
 # -- command line: train B on one machine or with torchrun ------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train B with the scale's recipe; under ``torchrun --nproc_per_node N`` the same training runs with DDP
-    (NCCL on GPUs, gloo on CPU), every global batch split over the processes."""
+    """Train B (``--stage generic``) or the experts (``--stage experts``) with the scale's recipe; under
+    ``torchrun --nproc_per_node N`` the same training runs with DDP (NCCL on GPUs, gloo on CPU), every global
+    batch split over the processes."""
     import argparse
 
     from expertlib.weights import save_model
 
-    ap = argparse.ArgumentParser(description="train the generic model B with a scale's recipe")
+    ap = argparse.ArgumentParser(
+        description="train B (or the experts) with a scale's recipe, on one or more processes"
+    )
     ap.add_argument("--scale", default="cpu")
-    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps")
+    ap.add_argument("--stage", choices=("generic", "experts"), default="generic",
+                    help="generic: B to --out; experts: the scale's adapter and full experts into --results-dir")  # fmt: skip
+    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps (generic)")
     ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None, help="override the scale's upstream learning rate")
+    ap.add_argument(
+        "--lr", type=float, default=None, help="override the scale's upstream learning rate (generic)"
+    )
     ap.add_argument("--data-root", default="data")
+    ap.add_argument(
+        "--results-dir", default="results", help="experts: reads B from and writes experts to <dir>/<scale>"
+    )
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="resume from / write this checkpoint")
-    ap.add_argument("--out", required=True, help="where rank 0 saves the trained model (.safetensors)")
+    ap.add_argument("--checkpoint", default=None, help="generic: resume from / write this checkpoint")
+    ap.add_argument("--out", help="generic: where rank 0 saves the trained model (.safetensors)")
     args = ap.parse_args(argv)
+    if args.stage == "generic" and not args.out:
+        ap.error("--stage generic needs --out")
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and args.device != "cpu"
         dist.init_process_group("nccl" if use_cuda else "gloo")
@@ -224,19 +279,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     from expertlib.pipeline.data import load_benchmark
     from expertlib.presets import get_scale
 
-    ws = Workspace(get_scale(args.scale), Path("."), Path(args.data_root), device, args.seed, progress=False)
-    bench = load_benchmark(ws)
-    torch.manual_seed(args.seed)
-    model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
-    cfg = R.generic_config(ws.scale, args.seed, device, args.steps, args.lr, args.batch_size)
-    res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
-                checkpoint=args.checkpoint, progress=True, desc="generic B")  # fmt: skip
     rank = dist.get_rank() if dist.is_initialized() else 0
     world = dist.get_world_size() if dist.is_initialized() else 1
-    if rank == 0:
-        save_model(model.cpu(), args.out)
-        print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
-              f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
+    if args.stage == "experts":
+        ws = Workspace.create(
+            args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0
+        )
+        bench = load_benchmark(ws)
+        base = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
+        for kind in ("adapter", "full"):  # every rank trains; only rank 0 writes (see workspace.cached)
+            _, log = train_experts(ws, bench, base, kind)
+            if rank == 0:
+                print(f"{kind} experts on {world} process(es):\n{log.to_string(index=False)}")
+    else:
+        ws = Workspace(
+            get_scale(args.scale), Path("."), Path(args.data_root), device, args.seed, progress=False
+        )
+        bench = load_benchmark(ws)
+        torch.manual_seed(args.seed)
+        model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
+        cfg = R.generic_config(ws.scale, args.seed, device, args.steps, args.lr, args.batch_size)
+        res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
+                    checkpoint=args.checkpoint, progress=True, desc="generic B")  # fmt: skip
+        if rank == 0:
+            save_model(model.cpu(), args.out)
+            print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
+                  f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -80,6 +80,13 @@ class Workspace:
         return p
 
 
+def is_main_process() -> bool:
+    """Rank 0 under torchrun (or the only process): the one that writes results."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 # -- cache or compute ------------------------------------------------------------------------------------------
 def _load_model(p: Path) -> Any:
     from expertlib.weights import load_model
@@ -132,8 +139,9 @@ def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str 
         return values[0] if single else values  # type: ignore[return-value]
     result = compute()
     values = (result,) if single else tuple(result)  # type: ignore[arg-type]
-    for p, f, v in zip(paths, formats, values, strict=True):
-        FORMATS[f][1](p, v)
+    if is_main_process():  # under torchrun every rank computes, rank 0 writes
+        for p, f, v in zip(paths, formats, values, strict=True):
+            FORMATS[f][1](p, v)
     return result
 
 

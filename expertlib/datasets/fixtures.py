@@ -1,0 +1,122 @@
+"""A tiny paper-scale dataset in the real on-disk formats, for the ``paper-smoke`` scale and the tests.
+
+It exercises exactly the paper-scale readers: an ImageNet-21k-style tree of JPEG folders named by real
+WordNet ids (a few subtrees: birds and carnivores under animal, plants, vehicles and containers under
+artifact) with ``wordnet.is_a.txt`` and ``words.txt`` (the real ids and lemmas, the intermediate WordNet
+nodes between them left out), a VTAB task in folders (``resisc45``) and a VTAB task as a TFDS TFRecord
+shard (``dsprites_location``, label feature ``label_x_position``). Images are procedural (a coloured shape
+per class on a noisy background, of varying sizes); the numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from expertlib.runtime import atomic_write, atomic_write_text
+
+# (wnid, lemma, parent wnid): real WordNet ids; edges skip the nodes in between
+NODES = (
+    ("n00001740", "entity", None),
+    ("n00015388", "animal, animate being, beast, brute, creature, fauna", "n00001740"),
+    ("n01503061", "bird", "n00015388"),
+    ("n02075296", "carnivore", "n00015388"),
+    ("n00017222", "plant, flora, plant life", "n00001740"),
+    ("n00021939", "artifact, artefact", "n00001740"),
+    ("n04524313", "vehicle", "n00021939"),
+    ("n03094503", "container", "n00021939"),
+    # classes (ImageNet-1k synsets)
+    ("n01530575", "brambling, Fringilla montifringilla", "n01503061"),
+    ("n01531178", "goldfinch, Carduelis carduelis", "n01503061"),
+    ("n01532829", "house finch, linnet, Carpodacus mexicanus", "n01503061"),
+    ("n02085620", "Chihuahua", "n02075296"),
+    ("n02123045", "tabby, tabby cat", "n02075296"),
+    ("n02129165", "lion, king of beasts, Panthera leo", "n02075296"),
+    ("n11939491", "daisy", "n00017222"),
+    ("n12057211", "yellow lady's slipper, yellow lady-slipper, Cypripedium calceolus", "n00017222"),
+    ("n03100240", "convertible", "n04524313"),
+    ("n04285008", "sports car, sport car", "n04524313"),
+    ("n03063599", "coffee mug", "n03094503"),
+    ("n04522168", "vase", "n03094503"),
+)
+CLASSES = tuple(n for n, _, _ in NODES if n not in {p for _, _, p in NODES})  # the leaves
+TRAIN_PER_CLASS, HELDOUT_PER_CLASS = 6, 2
+TASK_SIZES = {"train": 24, "val": 8, "test": 16}
+
+
+def _image(rng: np.random.Generator, label: int, size: tuple[int, int]) -> Image.Image:
+    w, h = size
+    base = rng.integers(0, 60, (h, w, 3), dtype=np.uint8) + np.array(
+        [40 * (label % 5), 30 * (label % 7), 20 * (label % 11)], np.uint8
+    )
+    img = Image.fromarray(base)
+    draw = ImageDraw.Draw(img)
+    color = tuple(int(c) for c in (255 - 17 * label % 255, 60 + 23 * label % 195, 90 + 31 * label % 165))
+    x0, y0 = int(rng.integers(0, w // 3)), int(rng.integers(0, h // 3))
+    box = (x0, y0, x0 + w // 2, y0 + h // 2)
+    (draw.ellipse if label % 2 else draw.rectangle)(box, fill=color)
+    return img
+
+
+def _jpeg(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
+    """Write the fixture under ``root`` (deterministic from ``seed``); returns ``root``."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    up = root / "imagenet21k"
+    up.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(up / "wordnet.is_a.txt", "".join(f"{p} {n}\n" for n, _, p in NODES if p))
+    atomic_write_text(up / "words.txt", "".join(f"{n}\t{lemma}\n" for n, lemma, _ in NODES))
+    for label, wnid in enumerate(CLASSES):
+        for i in range(TRAIN_PER_CLASS + HELDOUT_PER_CLASS):
+            size = (int(rng.integers(36, 56)), int(rng.integers(36, 56)))
+            _write(up / wnid / f"{wnid}_{i}.JPEG", _jpeg(_image(rng, label, size)))
+    held = [
+        f"{w}/{w}_{i}.JPEG"
+        for w in CLASSES
+        for i in range(TRAIN_PER_CLASS, TRAIN_PER_CLASS + HELDOUT_PER_CLASS)
+    ]
+    atomic_write_text(up / "heldout.txt", "\n".join(held) + "\n")
+    # a VTAB task in folders: resisc45, five of its 45 classes
+    for split, n in TASK_SIZES.items():
+        for i in range(n):
+            label = i % 5
+            _write(
+                root / "vtab" / "resisc45" / split / str(label) / f"{i:06d}.jpg",
+                _jpeg(_image(rng, 20 + label, (40, 40))),
+            )
+    # a VTAB task as TFDS shards: dsprites x position (32 positions, VTAB bins them into 16)
+    from tfrecord.writer import TFRecordWriter
+
+    for split, tfds_split in (("train", "train"), ("val", "validation"), ("test", "test")):
+        path = root / "vtab" / "dsprites_location" / f"dsprites-{tfds_split}.tfrecord-00000-of-00001"
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(p: Path, split: str = split) -> None:
+            writer = TFRecordWriter(str(p))
+            for _ in range(TASK_SIZES[split]):
+                x = int(rng.integers(0, 32))
+                img = Image.new("RGB", (32, 32))
+                ImageDraw.Draw(img).rectangle((x, 12, min(31, x + 4), 18), fill=(255, 255, 255))
+                buf = io.BytesIO()
+                img.save(buf, format="PNG")
+                writer.write({"image": (buf.getvalue(), "byte"), "label_x_position": (x, "int")})
+            writer.close()
+
+        atomic_write(path, write)
+    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
+    return root
