@@ -23,10 +23,10 @@ METHOD_ORDER = ("base", "base+extra", "random", "domain", "knn", "oracle")
 METHOD_LABELS = {
     "base": "B (generic)",
     "base+extra": "B+extra (compute-matched)",
-    "random": "random expert",
+    "random": "random expert (expectation)",
     "domain": "domain-prediction pick",
     "knn": "kNN pick (paper)",
-    "oracle": "oracle (best of all)",
+    "oracle": "oracle (best on test: biased)",
 }
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
 

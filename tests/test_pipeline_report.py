@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expertlib.pipeline.report import claims, method_rows, verdict
+from expertlib.pipeline.report import claims, method_rows, method_runs
 
 
 def _runs():
@@ -35,17 +35,18 @@ def test_method_rows_known_means_and_spreads():
     assert set(m.reset_index().group) == {"natural", "structured"}
 
 
-def test_verdict_against_the_seed_spread():
-    assert verdict(np.array([0.05, 0.03]), np.array([0.01, 0.01])) == "reproduced"
-    assert verdict(np.array([-0.05]), np.array([0.01])) == "not reproduced"
-    assert verdict(np.array([0.005, 0.0]), np.array([0.01, np.nan])) == "inconclusive (within seed spread)"
-    assert verdict(np.array([]), np.array([])) == "inconclusive (no data)"
-    assert verdict(np.array([0.001]), np.array([np.nan])) == "reproduced"  # no spread known: any gain counts
+def test_method_runs_pair_picks_and_random_expectation():
+    picks = pd.DataFrame({"task": ["t1", "t2"], "knn": ["a", "a"], "domain": ["b", "b"]})
+    runs = _runs()
+    knn = method_runs(runs, picks, "knn")
+    assert set(knn.seed) == {0, 1} and knn[knn.task == "t1"].accuracy.tolist() == pytest.approx([0.8, 0.9])
+    rnd = method_runs(runs, picks, "random")  # only seed 0 has every adapter expert
+    assert rnd.seed.tolist() == [0, 0] and rnd[rnd.task == "t1"].accuracy.item() == pytest.approx(0.6)
+    assert method_runs(runs, picks, "base").accuracy.tolist() == pytest.approx([0.5, 0.7, 0.6, 0.8])
 
 
 def test_claims_table_from_constructed_tables():
     picks = pd.DataFrame({"task": ["t1", "t2"], "knn": ["a", "a"], "domain": ["b", "b"]})
-    methods = method_rows(_runs(), picks, "finetune")
     spec = pd.DataFrame([
         {"expert": e, "kind": "adapter", "model": m, "region": "own", "knn": v}
         for e, vals in (("a", (0.9, 0.7, 0.7)), ("b", (0.6, 0.7, 0.72)))
@@ -56,14 +57,20 @@ def test_claims_table_from_constructed_tables():
     cost = pd.DataFrame({"method": ["knn selection", "fine-tune all (oracle)"], "seconds": [1.0, 250.0]})
     avf = pd.DataFrame({"expert": ["a", "a"], "kind": ["adapter", "full"], "parameters": [10, 100],
                         "accuracy": [0.80, 0.81]})  # fmt: skip
-    c = claims(methods, spec, quality, cost, avf).set_index("claim")
-    rows = list(c.index)
-    assert len(rows) == 9
+    c = claims(_runs(), picks, spec, quality, cost, avf).set_index("claim")
+    assert len(c) == 9
     assert c.verdict.iloc[0] == "reproduced" and c.evidence.iloc[0].startswith("1/2 adapter experts better")
     knn_vs_base = c.loc["The kNN-selected expert transfers better than the generic model B"]
-    assert "mean +0.250 over 2 tasks (better on 2)" in knn_vs_base.evidence
+    # paired over seeds 0 and 1 of both tasks: +0.3 and +0.2 on each task, mean +0.25, every resample above 0
+    assert knn_vs_base.evidence.startswith(
+        "+0.250 [+0.200, +0.300] over 2 tasks x 2 seeds; better on 2, worse on 0"
+    )
     assert knn_vs_base.verdict == "reproduced"
-    assert c.loc["The domain-prediction pick transfers better than B"].verdict == "not reproduced"
+    assert c.loc["The domain-prediction pick transfers better than B"].verdict == "contradicted"
+    assert "1 seeds" in c.loc["kNN selection beats picking an expert at random (its expectation)"].evidence
+    assert (
+        c.loc["Some expert (the oracle) transfers better than B"].verdict == "not evidence (selection bias)"
+    )
     assert (
         "= 250x"
         in c.loc["Selection is 2-3 orders of magnitude cheaper than fine-tuning every expert"].evidence
