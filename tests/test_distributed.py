@@ -47,3 +47,40 @@ def test_torchrun_two_gloo_processes_match_single_process(tmp_path):
     )
     assert worst < 1e-3, worst  # rounding only: a different batch split or augmentation gives ~0.3
     assert any(not torch.equal(v, torch.zeros_like(v)) for v in a.state_dict().values())
+
+
+@pytest.mark.slow
+def test_experts_stage_under_torchrun_matches_one_process(tmp_path):
+    """The README's `torchrun ... --stage experts` at the paper-smoke scale (R50x1, on-disk fixture): 2 gloo
+    processes train the same experts as one process, and only rank 0 writes."""
+    from expertlib.reproduce import run
+    from expertlib.weights import load_bank
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    data = tmp_path / "data"
+    run(
+        "paper-smoke",
+        results_dir=str(tmp_path / "one"),
+        data_root=str(data),
+        only=["01", "02"],
+        progress=False,
+    )
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "expertlib.pipeline.upstream", "--stage", "experts", "--scale", "paper-smoke", "--device", "cpu",
+            "--data-root", str(data)]  # fmt: skip
+    one = subprocess.run([sys.executable, *args, "--results-dir", str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=600, env=env)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", *args, "--results-dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "adapter experts on 2 process(es)" in two.stdout
+    for kind in ("adapter", "full"):
+        a = load_bank(tmp_path / "one" / "paper-smoke" / "models" / f"{kind}_experts.safetensors")
+        b = load_bank(tmp_path / "two" / "paper-smoke" / "models" / f"{kind}_experts.safetensors")
+        worst = max(
+            (x - y).abs().max().item()
+            for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
+        assert worst < 1e-3, (kind, worst)
