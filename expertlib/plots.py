@@ -31,15 +31,21 @@ METHOD_LABELS = {
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
 
 
+# Same figure, same bytes: SVG element ids from a fixed salt, and no creation date in SVG or PNG metadata, so a
+# rerun that reproduces the numbers leaves the committed figures unchanged in git.
+plt.rcParams["svg.hashsalt"] = "expertlib"
+_METADATA = {"svg": {"Date": None}, "png": {"Software": None}}
+
+
 def save_figure(fig: plt.Figure, path_stem: str | os.PathLike) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.svg`` atomically; close the figure."""
+    """Write ``<stem>.png`` and ``<stem>.svg`` atomically (byte-identical for the same figure); close it."""
     stem = Path(path_stem)
     out = []
     for ext in ("png", "svg"):
         out.append(
             atomic_write(
                 stem.with_suffix(f".{ext}"),
-                lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight"),
+                lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight", metadata=_METADATA[e]),
             )
         )
     plt.close(fig)
