@@ -45,7 +45,9 @@ def save_figure(fig: plt.Figure, path_stem: str | os.PathLike) -> list[Path]:
         out.append(
             atomic_write(
                 stem.with_suffix(f".{ext}"),
-                lambda p, e=ext: fig.savefig(p, format=e, dpi=130, bbox_inches="tight", metadata=_METADATA[e]),
+                lambda p, e=ext: fig.savefig(
+                    p, format=e, dpi=130, bbox_inches="tight", metadata=_METADATA[e]
+                ),
             )
         )
     plt.close(fig)

@@ -54,11 +54,44 @@ def run(
         out = out_dir / nb.name
         t0 = time.perf_counter()
         print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ...", flush=True)
-        pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3", progress_bar=progress,
-                            cwd=str(Path.cwd()))  # fmt: skip
+        partial = out.with_name(
+            f".{out.stem}.running.ipynb"
+        )  # papermill saves as it goes: never the final name
+        try:
+            pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
+                                progress_bar=progress, cwd=str(Path.cwd()))  # fmt: skip
+        finally:  # a failed notebook is kept too (complete, with its error), for reading
+            if partial.exists():
+                finish(partial, out)
         print(f"[{i}/{len(chosen)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
         written.append(out)
     return written
+
+
+VOLATILE_CELL_KEYS = ("execution",)  # per-cell timestamps
+VOLATILE_PAPERMILL_KEYS = ("start_time", "end_time", "duration")
+
+
+def finish(partial: Path, out: Path) -> Path:
+    """Move an executed notebook to ``out`` atomically, without the timestamps papermill and the kernel record,
+    so that a rerun that reproduces every output leaves the file byte-identical."""
+    import nbformat
+
+    from expertlib.runtime import atomic_write
+
+    nb = nbformat.read(str(partial), as_version=4)
+    for cell in nb.cells:
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = "injected-parameters"  # papermill gives it a random id on every run
+        for key in VOLATILE_CELL_KEYS:
+            cell.metadata.pop(key, None)
+        for key in VOLATILE_PAPERMILL_KEYS:
+            cell.metadata.get("papermill", {}).pop(key, None)
+    for key in VOLATILE_PAPERMILL_KEYS:
+        nb.metadata.get("papermill", {}).pop(key, None)
+    atomic_write(out, lambda p: nbformat.write(nb, str(p)))
+    partial.unlink()
+    return out
 
 
 def _parse_value(text: str):

@@ -103,14 +103,20 @@ def test_summary_keys_and_ranges(smoke_run):
 def test_rerun_skips_finished_work(smoke_run, capsys):
     out, _ = smoke_run
     before = (out / "models" / "generic.safetensors").stat().st_mtime
+    executed = (out / "notebooks" / "02_generic.ipynb").read_bytes()
+    figure = (out / "figures" / "specialisation_knn.svg").read_bytes()
     run(
         "smoke",
         results_dir=str(out.parent),
         data_root=str(out.parent.parent / "data"),
-        only=["02"],
+        only=["02", "03"],
         progress=False,
     )
     assert (out / "models" / "generic.safetensors").stat().st_mtime == before
+    # a rerun that reproduces the outputs leaves the executed notebook and the figures byte-identical
+    assert (out / "notebooks" / "02_generic.ipynb").read_bytes() == executed
+    assert (out / "figures" / "specialisation_knn.svg").read_bytes() == figure
+    assert not list((out / "notebooks").glob(".*running*")) and b'"end_time"' not in executed
 
 
 def test_paper_smoke_scale_runs_the_paper_code_paths(tmp_path):

@@ -78,3 +78,17 @@ def test_claims_table_from_constructed_tables():
     assert c.loc["kNN is a good proxy among those tried (lowest regret)"].verdict == "reproduced"
     avf_row = c.loc["Adapter experts transfer about as well as full experts at a fraction of the parameters"]
     assert "-0.010" in avf_row.evidence and "10.0%" in avf_row.evidence and avf_row.verdict == "reproduced"
+
+
+def test_summary_is_rewritten_only_when_results_change(tmp_path):
+    import json
+
+    from expertlib.pipeline.report import write_summary
+
+    p = tmp_path / "summary.json"
+    s = {"scale": "x", "value": np.float64(0.5), "missing": float("nan"), "provenance": {"time": "t1"}}
+    assert write_summary(p, s)
+    assert not write_summary(p, {**s, "provenance": {"time": "t2"}})  # same results: provenance kept
+    assert json.loads(p.read_text())["provenance"]["time"] == "t1"
+    assert write_summary(p, {**s, "value": 0.6, "provenance": {"time": "t3"}})
+    assert json.loads(p.read_text())["provenance"]["time"] == "t3"

@@ -207,7 +207,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
     write_data_summary(ws, bench, base_acc)
     summary = _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, full_log)
-    atomic_write_json(ws.results_dir / "summary.json", summary)
+    write_summary(ws.results_dir / "summary.json", summary)
     return {
         "vtab_table": vtab,
         "claims": claim_table,
@@ -311,3 +311,20 @@ def _summary_json(ws, bench, methods, picks, seed0, cost, record, adapter_log, f
         "data": {**bench.describe(), "tasks": len(ws.scale.tasks)},
         "provenance": provenance(),
     }
+
+
+def write_summary(path, summary: dict) -> bool:
+    """Write ``summary.json`` unless the file already holds the same results (provenance aside): its
+    provenance then stays that of the run that produced them, and a rerun leaves the file unchanged."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists():
+        old = json.loads(path.read_text())
+        strip = lambda d: {k: v for k, v in d.items() if k != "provenance"}  # noqa: E731
+        if json.dumps(strip(old), sort_keys=True, default=str) == json.dumps(
+            strip(summary), sort_keys=True, default=str
+        ):
+            return False
+    atomic_write_json(path, summary)
+    return True
