@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets, in racy output order
 
 from expertlib.adapters import ExpertBank
 from expertlib.candidates import Candidate

@@ -453,7 +453,7 @@ def build(
         }
         return EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     upstream: dict[str, ArraySplit] = {}
     offsets = np.cumsum([0] + [len(d.classes) for d in doms])

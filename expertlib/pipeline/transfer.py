@@ -76,7 +76,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     for task in tqdm(ws.scale.tasks, desc="tasks", disable=not ws.progress):
         info = bench.task_info(task)
