@@ -1,14 +1,11 @@
-"""Process-level runtime settings: glibc allocator tuning, devices, seeding, atomic writes.
+"""Process-level runtime settings: devices, seeding, atomic writes, a description of the machine.
 
-glibc's default malloc returns large freed blocks to the OS eagerly; torch's CPU allocator then pays for
-page faults on every step. Raising the mmap threshold to 32 MiB and the trim threshold to 1 GiB measured
-+9 to 130% training throughput on our 2-core machines (benchmarks/bench_allocator.py). Both are needed.
+(A glibc malloc tuning applied on import was removed: in expertlib's own training loop it measured 0.93x and
+1.01x, results/benchmarks/allocator.csv, so no code stays on the earlier probe's unreproduced gain.)
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
@@ -17,53 +14,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-M_TRIM_THRESHOLD = -1
-M_MMAP_THRESHOLD = -3
-MMAP_THRESHOLD_BYTES = 32 << 20
-TRIM_THRESHOLD_BYTES = 1 << 30
-DISABLE_ENV = "EXPERTLIB_NO_MALLOC_TUNING"
-
-_allocator_state: dict[str, Any] = {"tuned": False, "reason": "not attempted"}
-
-
-def _libc() -> ctypes.CDLL | None:
-    if platform.system() != "Linux":
-        return None
-    name = ctypes.util.find_library("c") or "libc.so.6"
-    try:
-        libc = ctypes.CDLL(name)
-    except OSError:
-        return None
-    return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
-
-
-def tune_allocator(
-    mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES
-) -> bool:
-    """Apply the glibc malloc tuning to this process; return whether it was applied.
-
-    Does nothing (and returns False) off Linux/glibc or when ``EXPERTLIB_NO_MALLOC_TUNING=1``.
-    """
-    if os.environ.get(DISABLE_ENV, "") not in ("", "0"):
-        _allocator_state.update(tuned=False, reason=f"disabled by {DISABLE_ENV}")
-        return False
-    libc = _libc()
-    if libc is None:
-        _allocator_state.update(tuned=False, reason="not Linux with glibc")
-        return False
-    ok = bool(libc.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(
-        libc.mallopt(M_TRIM_THRESHOLD, trim_threshold)
-    )
-    _allocator_state.update(
-        tuned=ok, reason="applied" if ok else "mallopt refused", mmap=mmap_threshold, trim=trim_threshold
-    )
-    return ok
-
-
-def allocator_status() -> dict[str, Any]:
-    """What :func:`tune_allocator` did in this process."""
-    return dict(_allocator_state)
 
 
 def resolve_device(device: str = "auto") -> str:

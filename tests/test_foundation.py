@@ -1,9 +1,6 @@
-"""The set-up a new user relies on: pins agree, the Makefile and CI run what the README says, allocator tuning."""
+"""The set-up a new user relies on: pins agree, the Makefile and CI run what the README says."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import yaml
@@ -55,14 +52,3 @@ def test_makefile_targets_and_stamp():
     for target in ("reproduce:", "test:", "lab:", "bench:", "lint:"):
         assert target in mk
     assert "$(STAMP): pyproject.toml $(CONSTRAINTS)" in mk
-
-
-def test_allocator_tuning_applies_and_can_be_disabled():
-    code = "import expertlib; print(expertlib.allocator_status())"
-    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    env = {**os.environ, "EXPERTLIB_NO_MALLOC_TUNING": "1"}
-    off = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
-    ).stdout
-    assert "'tuned': True" in on and "'mmap': 33554432" in on
-    assert "'tuned': False" in off and "disabled" in off
