@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from expertlib.presets import ParameterError
 from expertlib.reproduce import notebooks, run
@@ -119,16 +121,21 @@ def test_rerun_skips_finished_work(smoke_run, capsys):
     assert not list((out / "notebooks").glob(".*running*")) and b'"end_time"' not in executed
 
 
-def test_paper_smoke_scale_runs_the_paper_code_paths(tmp_path):
+@pytest.fixture(scope="session")
+def paper_smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("paper-smoke")
+    written = run("paper-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
+    return root, written
+
+
+def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
     """Every notebook at the paper scale's code paths: on-disk ImageNet-21k tree with real WordNet ids, a VTAB
     task in folders and one in TFRecord shards, the real R50x1, worker processes; report beside published."""
     import pandas as pd
 
-    written = run(
-        "paper-smoke", results_dir=str(tmp_path / "r"), data_root=str(tmp_path / "d"), progress=False
-    )
+    root, written = paper_smoke_run
     assert len(written) == 6
-    out = tmp_path / "r" / "paper-smoke"
+    out = root / "r" / "paper-smoke"
     s = json.loads((out / "summary.json").read_text())
     assert s["model"]["arch"] == "R50x1" and set(s["tasks"]) == {"resisc45", "dsprites_location"}
     assert s["data"]["benchmark"] == "imagenet21k+vtab" and s["data"]["upstream_classes"] == 12
@@ -137,6 +144,44 @@ def test_paper_smoke_scale_runs_the_paper_code_paths(tmp_path):
     assert (out / "figures" / "vtab_vs_published.png").is_file()
     picks = pd.read_csv(out / "tables" / "selection_picks.csv")
     assert set(picks.knn) <= {"animal", "bird", "artifact"}
+
+
+@pytest.mark.slow
+def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_path):
+    """The README's `torchrun ... --stage experts` at the paper-smoke scale (R50x1, on-disk fixture): 2 gloo
+    processes train the same experts as the same command in one process, and only rank 0 writes."""
+    from expertlib.weights import load_bank
+
+    root, _ = paper_smoke_run
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["-m", "expertlib.pipeline.upstream", "--stage", "experts", "--scale", "paper-smoke", "--device", "cpu",
+            "--data-root", str(root / "d")]  # fmt: skip
+    banks = {}
+    for name, launcher in (
+        ("one", [sys.executable]),
+        ("two", [torchrun, "--standalone", "--nproc_per_node", "2"]),
+    ):
+        shutil.copytree(root / "r", tmp_path / name)
+        ws = tmp_path / name / "paper-smoke"
+        for p in [*ws.glob("models/*_experts.safetensors"), *ws.glob("tables/*_expert_training.csv"),
+                  *ws.glob("checkpoints/adapter_*"), *ws.glob("checkpoints/full_*")]:  # fmt: skip
+            p.unlink()
+        proc = subprocess.run([*launcher, *args, "--results-dir", str(tmp_path / name)], capture_output=True,
+                              text=True, timeout=600, env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        banks[name] = {k: load_bank(ws / "models" / f"{k}_experts.safetensors") for k in ("adapter", "full")}
+    assert "adapter experts on 2 process(es)" in proc.stdout
+    x = torch.randn(2, 3, 32, 32)
+    for kind in ("adapter", "full"):
+        a, b = banks["one"][kind], banks["two"][kind]
+        worst = max(
+            (u - v).abs().max().item()
+            for u, v in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
+        assert worst < 1e-3, (kind, worst)
+        with torch.no_grad():  # the experts did train: none of them computes B any more
+            assert all(not torch.allclose(b.features(x, e), b.features(x, None)) for e in b.expert_names)
 
 
 def test_bad_parameters_fail_before_compute(tmp_path):
