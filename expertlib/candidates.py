@@ -14,7 +14,7 @@ many candidates, sharing the stem pass between adapter experts of the same bank.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from torch import Tensor, nn
 
@@ -122,13 +122,3 @@ def by_name(candidates: Iterable[Candidate]) -> dict[str, Candidate]:
             raise ValueError(f"two candidates are named {c.name!r}: give each a distinct name")
         found[c.name] = c
     return found
-
-
-def subset_of(candidates: Mapping[str, Candidate], names: Iterable[str]) -> list[Candidate]:
-    """Look candidates up by name, naming the known ones when one is missing."""
-    out = []
-    for n in names:
-        if n not in candidates:
-            raise KeyError(f"no candidate named {n!r}; known: {', '.join(candidates)}")
-        out.append(candidates[n])
-    return out

@@ -338,8 +338,9 @@ def predict(
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
     over the data); the result is concatenated the same way."""
     outs: list = []
-    for x in tqdm(batches(EvalBatches(data, batch_size), workers, device.startswith("cuda")), desc="eval",
-                  disable=not progress, leave=False, total=-(-len(data) // batch_size)):  # fmt: skip
+    items = EvalBatches(data, batch_size)
+    for x in tqdm(batches(items, workers, device.startswith("cuda")), desc="eval", disable=not progress,
+                  leave=False, total=len(items)):  # fmt: skip
         y = fn(x.to(device, non_blocking=True))
         outs.append({k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu())
     if outs and isinstance(outs[0], dict):

@@ -148,7 +148,10 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def load_bit_npz(model: ResNetV2, path: str | os.PathLike, head: bool = True) -> ResNetV2:
     """Load a BiT ``.npz`` into ``model``. ``head=False`` keeps the model's own head (for transfer)."""
-    arrays = read_npz(path)
+    return _load_bit_arrays(model, read_npz(path), path, head)
+
+
+def _load_bit_arrays(model: ResNetV2, arrays: Mapping[str, np.ndarray], path, head: bool) -> ResNetV2:
     if head and "resnet/head/conv2d/kernel" in arrays and model.head.fc is not None:
         file_classes = arrays["resnet/head/conv2d/kernel"].shape[-1]
         if file_classes != model.num_classes:
@@ -192,12 +195,37 @@ def set_std_eps(model: ResNetV2, eps: float) -> ResNetV2:
 def load_timm_checkpoint(model: ResNetV2, path: str | os.PathLike, head: bool = True) -> ResNetV2:
     """Load a timm checkpoint (``.pth``/``.bin`` torch file or ``.safetensors``) into ``model``; its convs then
     standardise with timm's eps (1e-8), as timm's own model does."""
+    return _load_timm_state_dict(model, read_timm_state_dict(path), path, head)
+
+
+def read_timm_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """A timm checkpoint's weights under our names (training checkpoints' wrappers removed)."""
     sd = _read_tensor_file(path)
     for prefix in ("state_dict", "model"):  # training checkpoints wrap the weights
         if prefix in sd and isinstance(sd[prefix], Mapping):
             sd = sd[prefix]
-    _load_into(model, from_timm_state_dict(sd), f"timm checkpoint {path}", head=head)
+    return from_timm_state_dict(sd)
+
+
+def _load_timm_state_dict(model: ResNetV2, sd: Mapping[str, Tensor], path, head: bool) -> ResNetV2:
+    _load_into(model, sd, f"timm checkpoint {path}", head=head)
     return set_std_eps(model, TIMM_STD_EPS)
+
+
+def load_released(model: ResNetV2, path: str | os.PathLike) -> bool:
+    """Released weights (a BiT ``.npz``, else a timm checkpoint) into ``model``, read once; the upstream head
+    too when it has exactly ``model.num_classes`` classes. Returns whether the head was loaded."""
+    if Path(path).suffix == ".npz":
+        arrays = read_npz(path)
+        kernel = arrays.get("resnet/head/conv2d/kernel")
+        head = kernel is not None and kernel.shape[-1] == model.num_classes
+        _load_bit_arrays(model, arrays, path, head)
+    else:
+        sd = read_timm_state_dict(path)
+        weight = sd.get("head.fc.weight")
+        head = weight is not None and weight.shape[0] == model.num_classes
+        _load_timm_state_dict(model, sd, path, head)
+    return bool(head)
 
 
 def _read_tensor_file(path: str | os.PathLike) -> dict:
@@ -354,10 +382,12 @@ __all__ = [
     "load_bit_npz",
     "load_expert",
     "load_model",
+    "load_released",
     "load_timm_checkpoint",
     "new_bank",
     "read_metadata",
     "read_npz",
+    "read_timm_state_dict",
     "set_std_eps",
     "save_bank",
     "save_expert",

@@ -58,6 +58,15 @@ def test_released_generic_weights_replace_training(tmp_path):
         ws, ResNetV2("tiny", num_classes=3)
     )  # another label set: head not loaded
     assert not other["upstream_head_loaded"]
+    from safetensors.torch import save_file
+
+    from expertlib.weights import to_timm_state_dict
+
+    save_file(to_timm_state_dict(src), str(tmp_path / "d" / "B.safetensors"))  # a timm checkpoint, read once
+    timm_ws = replace(ws, scale=replace(ws.scale, generic_weights="B.safetensors"))
+    model, record = U.load_released_generic(timm_ws, ResNetV2("tiny", num_classes=7))
+    assert record["upstream_head_loaded"] and model.cfg.std_eps == 1e-8
+    assert torch.equal(model.head.fc.weight, src.head.fc.weight)
     with pytest.raises(FileNotFoundError, match="BiT-M-R50x1.npz"):
         U.load_released_generic(replace(ws, scale=replace(ws.scale, generic_weights="missing.npz")), src)
 

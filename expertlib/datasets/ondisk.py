@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import pandas as pd
 from PIL import Image
 from torch.utils.data import Dataset
 
-from expertlib.datasets.batches import ImageData
+from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
 from expertlib.datasets.folders import DatasetNotFoundError, is_image, read_image
 from expertlib.datasets.vtab import VTAB_TASKS, VtabTask, load_vtab, targets
@@ -106,41 +107,51 @@ class FolderBenchmark(Benchmark):
             test = heldout if heldout is not None else _held_out(files, heldout_per_class, c)
             for f in files:
                 split["test" if f in test else "train"].append((f, label))
-        self._upstream = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
+        ordered = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
+        # listed once: at ImageNet-21k's size (14M files) these are built here, not on every call
+        self._paths = {k: [p for p, _ in v] for k, v in ordered.items()}
+        self._labels = {k: np.array([y for _, y in v], dtype=np.int64) for k, v in ordered.items()}
         self._domain_depth = domain_depth
+        self._resolutions: dict[str, tuple[int, int]] = {}
         self._tasks: dict[str, tuple[TaskInfo, dict[str, Dataset]]] = {}
         for t in tasks:
             self._tasks[t] = self._load_task(t)
 
     # -- upstream -------------------------------------------------------------------------------------------
     def upstream_data(self, split: str) -> ImageData:
-        samples = self._upstream[split]
-        paths = [p for p, _ in samples]
+        paths = self._paths[split]
         return ImageData(
-            paths, [y for _, y in samples], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
+            paths, self._labels[split], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
         )
 
-    def _domain_nodes(self) -> list[str | None]:
-        out = []
+    def upstream_labels(self, split: str) -> np.ndarray:
+        return self._labels[split]
+
+    @cached_property
+    def _domains(self) -> tuple[list[str], np.ndarray]:
+        """Each class's ancestor at ``domain_depth`` ('other' without one): the domains' sorted node ids and
+        each label's index among them."""
+        nodes = []
         for c in self.classes:
             at = sorted(
                 a
                 for a in self.hierarchy.ancestors(c, include_self=True)
                 if self.hierarchy.depth(a) == self._domain_depth
             )
-            out.append(at[0] if at else None)
-        return out
+            nodes.append(at[0] if at else "other")
+        order = sorted(set(nodes))
+        index = {n: i for i, n in enumerate(order)}
+        return order, np.array([index[n] for n in nodes])
 
     @property
     def domain_names(self) -> list[str]:
-        nodes = sorted({n or "other" for n in self._domain_nodes()})
-        return [self.hierarchy.names.get(n, n).split(",")[0].strip() for n in nodes]  # first lemmas
+        return [
+            self.hierarchy.names.get(n, n).split(",")[0].strip() for n in self._domains[0]
+        ]  # first lemmas
 
     @property
     def domain_of_label(self) -> np.ndarray:
-        nodes = [n or "other" for n in self._domain_nodes()]
-        order = sorted(set(nodes))
-        return np.array([order.index(n) for n in nodes])
+        return self._domains[1]
 
     # -- downstream -----------------------------------------------------------------------------------------
     def _load_task(self, task: str) -> tuple[TaskInfo, dict[str, Dataset]]:
@@ -177,10 +188,12 @@ class FolderBenchmark(Benchmark):
         """(precrop, crop) of a task: the benchmark's, or BiT-HyperRule's from its first training image."""
         if self.task_resolution == "fixed":
             return self.resolution
-        from expertlib.transforms import bit_resolution
+        if task not in self._resolutions:  # decoded once per task
+            from expertlib.transforms import bit_resolution
 
-        width, height = self._tasks[task][1]["train800"][0][0].size
-        return bit_resolution(height, width)
+            width, height = self._tasks[task][1]["train800"][0][0].size
+            self._resolutions[task] = bit_resolution(height, width)
+        return self._resolutions[task]
 
     def task(self, task: str, split: str) -> ImageData:
         check_task_split(split)
@@ -270,6 +283,6 @@ def export_benchmark(bench: Benchmark, data_root: str | os.PathLike) -> Path:
 
 def _raw(data, i: int) -> np.ndarray:
     """Example ``i`` as stored (uint8 HWC), without any transform."""
-    if hasattr(data, "images") and not callable(data.images):
+    if isinstance(data, ArrayData):
         return data.images[i].numpy()
     return data.images([i], data.crop)[0].numpy()

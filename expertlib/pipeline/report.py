@@ -81,8 +81,9 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         )
         full = per.groupby("task").n.transform("max")
         return per[per.n == full][["task", "seed", "accuracy"]]
-    pk = picks.set_index("task")[method]
-    chosen = sub[sub.apply(lambda r: r.model == picked(set(sub.model), pk.get(r.task, "")), axis=1)]
+    names = set(sub.model)
+    want = {task: picked(names, pick) for task, pick in picks.set_index("task")[method].items()}
+    chosen = sub[sub.model == sub.task.map(want)]
     return chosen[["task", "seed", "accuracy"]]
 
 

@@ -31,15 +31,7 @@ from expertlib.pipeline.workspace import Workspace, cached, is_main_process
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import resolve_device, seed_everything
 from expertlib.training import predict, train, train_expert
-from expertlib.weights import (
-    load_bank,
-    load_bit_npz,
-    load_expert,
-    load_model,
-    load_timm_checkpoint,
-    read_npz,
-    save_expert,
-)
+from expertlib.weights import load_bank, load_expert, load_model, load_released, save_expert
 
 
 # -- the generic model B ---------------------------------------------------------------------------------------
@@ -75,17 +67,7 @@ def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dic
             f"B's weights {path} not found: download BiT-M-R50x1.npz (the BiT repository's released weights) into "
             f"{ws.data_root}, or set the scale's generic_weights to None to train B from scratch"
         )
-    if path.suffix == ".npz":
-        classes = read_npz(path).get("resnet/head/conv2d/kernel")
-        head = classes is not None and classes.shape[-1] == model.num_classes
-        load_bit_npz(model, path, head=head)
-    else:
-        sd = (
-            torch.load(path, map_location="cpu", weights_only=True) if path.suffix != ".safetensors" else None
-        )
-        width = None if sd is None else sd.get("head.fc.weight", torch.empty(0)).shape[:1]
-        head = bool(width) and width[0] == model.num_classes
-        load_timm_checkpoint(model, path, head=head)
+    head = load_released(model, path)
     return model, {"steps": 0, "seconds": 0.0, "images_per_second": 0.0, "final_loss": float("nan"),
                    "resumed_from": None, "weights": str(path), "upstream_head_loaded": bool(head)}  # fmt: skip
 
