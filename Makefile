@@ -22,7 +22,7 @@ reproduce: $(STAMP)  ## run every notebook at SCALE (default: cpu) and write res
 # Steps whose outputs exist are reused (the committed cpu run included): this recomputes everything.
 reproduce-fresh: $(STAMP)
 	rm -rf results/$(SCALE)
-	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
+	$(BIN)/python -m expertlib.reproduce --scale $(SCALE) --record-times
 
 # The browser test renders the executed report in headless Chromium: Debian's package, installed when missing.
 browser-deps:

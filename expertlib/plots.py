@@ -26,7 +26,7 @@ METHOD_LABELS = {
     "random": "random expert (expectation)",
     "domain": "domain-prediction pick",
     "knn": "kNN pick (paper)",
-    "oracle": "oracle (best on test: biased)",
+    "oracle": "oracle (best at seed 0, judged at the others)",
 }
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
 

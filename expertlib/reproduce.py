@@ -32,8 +32,11 @@ def run(
     only: list[str] | None = None,
     extra: dict | None = None,
     progress: bool = True,
+    record_times: bool = False,
 ) -> list[Path]:
-    """Execute the notebooks (all, or those whose names start with an entry of ``only``) at ``scale``."""
+    """Execute the notebooks (all, or those whose names start with an entry of ``only``) at ``scale``.
+    ``record_times``: write each notebook's wall time into ``summary.json`` (``make reproduce-fresh`` does, so
+    the recorded times are those of a run that computed everything)."""
     import papermill as pm
 
     get_scale(scale)
@@ -49,7 +52,7 @@ def run(
         validate_parameters(nb, params)
     out_dir = Path(results_dir) / scale / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, seconds = [], {}
     for i, nb in enumerate(chosen, 1):
         out = out_dir / nb.name
         t0 = time.perf_counter()
@@ -63,9 +66,25 @@ def run(
         finally:  # a failed notebook is kept too (complete, with its error), for reading
             if partial.exists():
                 finish(partial, out)
-        print(f"[{i}/{len(chosen)}] {nb.name} done in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+        seconds[nb.stem] = round(time.perf_counter() - t0, 1)
+        print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {out}", flush=True)
         written.append(out)
+    if record_times:
+        write_run_seconds(Path(results_dir) / scale / "summary.json", seconds)
     return written
+
+
+def write_run_seconds(summary_path: Path, seconds: dict[str, float]) -> None:
+    """Record the notebooks' wall times (and their total, and the machine) in ``summary.json``."""
+    import json
+
+    from expertlib.runtime import atomic_write_json, machine_description
+
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    m = machine_description()
+    summary["run_seconds"] = {**seconds, "total": round(sum(seconds.values()), 1),
+                              "machine": f"{m['cpu_count']} CPUs, {m['cuda'] or 'no GPU'}"}  # fmt: skip
+    atomic_write_json(summary_path, summary)
 
 
 VOLATILE_CELL_KEYS = ("execution",)  # per-cell timestamps
@@ -111,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         "--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter"
     )
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--record-times", action="store_true", help="write each notebook's wall time to summary.json"
+    )
     args = ap.parse_args(argv)
     extra = {}
     for item in args.param:
@@ -119,7 +141,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--param expects NAME=VALUE, got {item!r}")
         extra[name] = _parse_value(value)
     try:
-        run(args.scale, args.results_dir, args.data_root, args.only, extra, not args.no_progress)
+        run(
+            args.scale,
+            args.results_dir,
+            args.data_root,
+            args.only,
+            extra,
+            not args.no_progress,
+            args.record_times,
+        )
     except Exception as e:  # report the cause in one line; papermill keeps the executed notebook
         print(f"reproduce failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1

@@ -12,7 +12,8 @@ Every residual unit takes an optional ``adapter`` argument: the residual adapter
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
@@ -25,26 +26,60 @@ StemType = Literal["bit", "small"]
 AdapterPlacement = Literal["unit_end", "parallel"]
 
 
+_reuse = {"depth": 0, "generation": 0}
+
+
+@contextmanager
+def reuse_standardized_weights() -> Iterator[None]:
+    """Within this block, weight-standardised convs without autograd standardise each weight once and reuse it
+    (evaluation and feature extraction: :func:`expertlib.training.predict` enters it). The weights must not
+    change inside the block; outside it every call standardises afresh, as timm does. Measured in
+    ``results/benchmarks/models.csv``."""
+    _reuse["depth"] += 1
+    try:
+        yield
+    finally:
+        _reuse["depth"] -= 1
+        if _reuse["depth"] == 0:
+            _reuse["generation"] += 1  # nothing kept inside one block is ever used in another
+
+
 class StdConv2d(nn.Conv2d):
     """Conv2d whose weight is standardised per output filter before use (Weight Standardisation).
 
     ``w <- (w - mean) / sqrt(var + eps)`` with the biased variance over (in, kh, kw), as BiT does
-    (eps 1e-10; timm's BiT models use 1e-8).
+    (eps 1e-10; timm's BiT models use 1e-8). Inside :func:`reuse_standardized_weights` the standardised weight
+    is computed once per block.
     """
 
     def __init__(self, *args, eps: float = 1e-10, **kwargs) -> None:
         kwargs.setdefault("bias", False)
         super().__init__(*args, **kwargs)
         self.eps = eps
+        self._kept: tuple[int, Tensor, Tensor] | None = None  # (generation, weight it came from, result)
 
     def standardized_weight(self) -> Tensor:
-        var, mean = torch.var_mean(self.weight, dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return (self.weight - mean) / torch.sqrt(var + self.eps)
+        # one fused kernel (batch statistics over each filter), as timm does: faster than var_mean and arithmetic
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None, training=True, momentum=0.0,
+                         eps=self.eps)  # fmt: skip
+        return w.reshape_as(self.weight)
+
+    def _weight_for_call(self) -> Tensor:
+        if not _reuse["depth"] or (torch.is_grad_enabled() and self.weight.requires_grad):
+            self._kept = None
+            return self.standardized_weight()
+        kept = self._kept
+        if kept is None or kept[0] != _reuse["generation"] or kept[1] is not self.weight:
+            self._kept = kept = (_reuse["generation"], self.weight, self.standardized_weight())
+        return kept[2]
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(
-            x, self.standardized_weight(), self.bias, self.stride, self.padding, self.dilation, self.groups
+            x, self._weight_for_call(), self.bias, self.stride, self.padding, self.dilation, self.groups
         )
+
+    def __getstate__(self) -> dict:  # copies and pickles never carry a kept weight
+        return {**super().__getstate__(), "_kept": None}
 
 
 def group_norm(channels: int, groups: int, eps: float = 1e-5) -> nn.GroupNorm:
@@ -163,14 +198,14 @@ class PreActBottleneck(nn.Module):
         return self.out_chs, self.out_chs, 1
 
     def forward(self, x: Tensor, adapter: nn.Module | None = None) -> Tensor:
-        a = F.relu(self.norm1(x))
+        a = F.relu(self.norm1(x), inplace=True)  # in place: GroupNorm's backward does not need its output
         shortcut = self.downsample(a) if self.downsample is not None else x
         h = self.conv1(a)
-        h = F.relu(self.norm2(h))
+        h = F.relu(self.norm2(h), inplace=True)
         out2 = self.conv2(h)
         if adapter is not None and adapter.placement == "parallel":
             out2 = out2 + adapter(h)
-        h = self.conv3(F.relu(self.norm3(out2)))
+        h = self.conv3(F.relu(self.norm3(out2), inplace=True))
         out = h + shortcut
         if adapter is not None and adapter.placement == "unit_end":
             out = out + adapter(out)
@@ -194,9 +229,9 @@ class PreActBasic(nn.Module):
         return self.out_chs, self.out_chs, 1
 
     def forward(self, x: Tensor, adapter: nn.Module | None = None) -> Tensor:
-        a = F.relu(self.norm1(x))
+        a = F.relu(self.norm1(x), inplace=True)  # in place: GroupNorm's backward does not need its output
         shortcut = self.downsample(a) if self.downsample is not None else x
-        h = F.relu(self.norm2(self.conv1(a)))
+        h = F.relu(self.norm2(self.conv1(a)), inplace=True)
         out2 = self.conv2(h)
         if adapter is not None and adapter.placement == "parallel":
             out2 = out2 + adapter(h)
@@ -306,7 +341,7 @@ class ResNetV2(nn.Module):
             raise ValueError(f"got {len(adapters)} adapters for {len(units)} residual units")
         for i, u in enumerate(units):
             x = u(x, None if adapters is None else adapters[i])
-        return F.relu(self.norm(x))
+        return F.relu(self.norm(x), inplace=True)
 
     def forward_features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
         return self.forward_body(self.forward_stem(x), adapters)

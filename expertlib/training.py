@@ -33,6 +33,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 from expertlib.adapters import ExpertBank
 from expertlib.candidates import Candidate
 from expertlib.datasets.batches import ArrayData, ImageData, TrainData
+from expertlib.resnet import reuse_standardized_weights
 from expertlib.runtime import atomic_write, resolve_device
 from expertlib.schedules import Schedule, learning_rate
 
@@ -339,10 +340,15 @@ def predict(
     over the data); the result is concatenated the same way."""
     outs: list = []
     items = EvalBatches(data, batch_size)
-    for x in tqdm(batches(items, workers, device.startswith("cuda")), desc="eval", disable=not progress,
-                  leave=False, total=len(items)):  # fmt: skip
-        y = fn(x.to(device, non_blocking=True))
-        outs.append({k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu())
+    with (
+        reuse_standardized_weights()
+    ):  # the weights are fixed here: standardise each once, not once per batch
+        for x in tqdm(batches(items, workers, device.startswith("cuda")), desc="eval", disable=not progress,
+                      leave=False, total=len(items)):  # fmt: skip
+            y = fn(x.to(device, non_blocking=True))
+            outs.append(
+                {k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu()
+            )
     if outs and isinstance(outs[0], dict):
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
     return torch.cat(outs) if outs else torch.empty(0)

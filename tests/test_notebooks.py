@@ -93,7 +93,7 @@ def test_summary_keys_and_ranges(smoke_run):
         for key in ("baseline_accuracy", "baseline_extra_accuracy", "random_expert_mean"):
             assert 0.0 <= t[key] <= 1.0, (task, key)
         assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["expert"]
-        assert t["oracle"]["accuracy"] >= t["random_expert_mean"] - 1e-9
+        assert 0.0 <= t["oracle"]["accuracy_other_seeds"] <= 1.0  # chosen at seed 0, judged at seed 1
     assert s["selection_cost_seconds_per_task"]["knn selection"] > 0
     assert s["provenance"]["git_commit"] and s["data"]["upstream_classes"] >= 100
     import pandas as pd

@@ -6,13 +6,34 @@ from expertlib.pipeline import transfer as T
 from expertlib.pipeline import upstream as U
 
 
-def test_planned_runs(smoke):
+def test_planned_runs_cover_every_candidate_at_every_seed(smoke):
     ws, _ = smoke
     cands = U.candidates(ws)
-    runs = T.planned_runs(ws, cands, {"knn": cands["adapter:digit"].expert if "adapter:digit" in cands else
-                                      next(c.expert for c in cands.values() if c.kind == "adapter"), "domain": "x"})  # fmt: skip
-    assert ("base", ws.scale.seeds - 1) in runs and ("full:digit", 0) in runs
-    assert ("adapter:x", 1) in runs and len(runs) == len(set(runs))
+    runs = T.planned_runs(ws, cands, "digit")
+    assert set(runs) == {(n, s) for n in cands for s in range(ws.scale.seeds)} and len(runs) == len(set(runs))
+    assert ("full:digit", ws.scale.seeds - 1) in runs
+    elsewhere = T.planned_runs(ws, cands, None)  # full experts only run where their subtree is related
+    assert not any(n.startswith("full:") for n, _ in elsewhere) and ("base", 1) in elsewhere
+
+
+def test_pool_gives_the_same_bits_as_one_process(smoke):
+    """Fine-tunes in two worker processes equal those run here: the pool size is a speed setting only."""
+    from dataclasses import replace
+
+    ws, bench = smoke
+    cands = U.candidates(ws)
+    task = ws.scale.tasks[0]
+    splits, k = bench.task_splits(task), bench.task_info(task).num_classes
+    specs = [
+        (cands[n], splits["train800"], splits["val200"], k, 3, 0.05, s)
+        for n in ("base", "full:digit")
+        for s in (0, 1)
+    ]
+    here = dict(T.finetunes(ws, specs))
+    pooled = dict(T.finetunes(replace(ws, scale=replace(ws.scale, transfer_workers=2)), specs))
+    assert sorted(pooled) == [0, 1, 2, 3]
+    assert [here[i][0] for i in range(4)] == [pooled[i][0] for i in range(4)]
+    assert len({here[i][0] for i in range(4)}) > 1  # different candidates and seeds do differ
 
 
 @pytest.mark.slow

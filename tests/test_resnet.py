@@ -116,3 +116,25 @@ def test_adapters_length_checked():
     m = create_model("tiny")
     with pytest.raises(ValueError, match="adapters for 6 residual units"):
         m(torch.randn(1, 3, 32, 32), adapters=[None])
+
+
+def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_block():
+    from expertlib.resnet import reuse_standardized_weights
+
+    model = create_model("tiny", num_classes=5).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        fresh = model.features(x)
+        with reuse_standardized_weights():
+            kept = [model.features(x), model.features(x)]
+        assert all(torch.equal(fresh, k) for k in kept)
+        conv = model.stem.conv
+        assert conv._kept is not None
+        conv.weight.mul_(-1)  # outside the block: the change is seen at once
+        after = model.features(x)
+        with reuse_standardized_weights():
+            again = model.features(x)
+    assert not torch.equal(fresh, after) and torch.equal(after, again)
+    with reuse_standardized_weights():  # with autograd the weight is standardised inside the graph
+        model.features(x).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0

@@ -57,9 +57,9 @@ def plan(scale: Scale, num_experts: int | None = None) -> dict:
             len(scale.experts) if scale.experts is not None else (scale.expert_rule.max_experts or 0)
         )
     tasks = len(scale.tasks)
-    picks_beyond_sweep = 2 * max(0, scale.seeds - scale.oracle_seeds)  # kNN and domain picks' extra seeds
-    finetunes = tasks * (2 * scale.seeds + num_experts * scale.oracle_seeds + picks_beyond_sweep
-                         + len(scale.full_experts) + len(scale.transfer_steps) * len(scale.transfer_lrs))  # fmt: skip
+    # B, B+extra and the adapter experts on every task; a full expert on about one related task each
+    runs = (tasks * (2 + num_experts) + len(scale.full_experts)) * scale.seeds
+    finetunes = runs + tasks * len(scale.transfer_steps) * len(scale.transfer_lrs)
     images = {
         "generic": 0 if scale.generic_weights else scale.upstream_steps * scale.upstream_batch,
         "experts": (num_experts + len(scale.full_experts) + 1) * scale.expert_steps * scale.expert_batch,

@@ -1,49 +1,71 @@
-"""Notebook 05: transfer. Every candidate gets a fresh zero head and is fine-tuned on each task (and, beside
-it, a linear classifier on its frozen features); one row per run in ``tables/transfer_runs.csv``, written
-after every run, so a killed run resumes where it stopped."""
+"""Notebook 05: transfer. Every candidate, at every seed, gets a fresh zero head and is fine-tuned on each task
+(and, beside it, a linear classifier on its frozen features); one row per run in ``tables/transfer_runs.csv``,
+written as each run finishes, so a killed run resumes where it stopped.
+
+Fine-tunes are independent jobs: on CPU, ``scale.transfer_workers`` single-threaded processes run them side by
+side (:mod:`expertlib.parallel`), with the same results for any number of workers."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import pandas as pd
 import torch
+from torch import nn
 
 from expertlib import proxies as P
-from expertlib.candidates import BASE, EXTRA, Candidate, picked
+from expertlib.candidates import BASE, Candidate
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.workspace import Workspace, cached
 from expertlib.runtime import atomic_write_csv, atomic_write_json
-from expertlib.training import TrainData, accuracy, finetune, predict
+from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
+
+
+def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cfg: TrainConfig, classes: int,
+                 eval_batch: int) -> tuple[float, float]:  # fmt: skip
+    """One fine-tune (every weight of ``net``, whose head is fresh) and its accuracy: (accuracy, seconds). A
+    module-level function of its arguments alone, so a worker process can run it."""
+    torch.manual_seed(cfg.seed)
+    res = finetune(net, train_data, cfg, classes, progress=False)
+    return accuracy(net, eval_data, eval_batch, cfg.device), res.seconds
+
+
+def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
+              ) -> Iterator[tuple[int, tuple[float, float]]]:  # fmt: skip
+    """Run fine-tunes ``(candidate, train, eval, classes, steps, lr, seed)``; yield ``(i, (accuracy, seconds))``
+    as each finishes. On CPU they go to ``scale.transfer_workers`` processes; on a GPU they run in turn."""
+    workers = ws.scale.transfer_workers if ws.device == "cpu" else 0
+    jobs = [(c.transfer_net(k), tr, ev, R.transfer_config(ws.scale, steps, lr, ws.seed + seed, ws.device), k,
+             ws.scale.eval_batch) for c, tr, ev, k, steps, lr, seed in specs]  # fmt: skip
+    yield from run_jobs(finetune_job, jobs, workers)
 
 
 def finetune_and_test(ws: Workspace, cand: Candidate, train_data: TrainData, eval_data: TrainData, classes: int,
                       steps: int, lr: float, seed: int) -> tuple[float, float]:  # fmt: skip
-    """Fine-tune every weight of ``cand``'s transfer network (fresh zero head); (eval accuracy, seconds)."""
-    net = cand.transfer_net(classes)
-    torch.manual_seed(seed)
-    res = finetune(
-        net, train_data, R.transfer_config(ws.scale, steps, lr, seed, ws.device), classes, progress=False
-    )
-    return accuracy(net, eval_data, ws.scale.eval_batch, ws.device), res.seconds
+    """One fine-tune of ``cand`` (fresh zero head); (eval accuracy, seconds)."""
+    return next(finetunes(ws, [(cand, train_data, eval_data, classes, steps, lr, seed)]))[1]
 
 
-def choose_hyperparameters(
-    ws: Workspace, base: Candidate, splits: Mapping[str, TrainData], classes: int
-) -> dict:
-    """Pick (steps, lr) for a task by B's accuracy on val200 after training on train800 (as VTAB does)."""
-    trials = []
-    for steps in ws.scale.transfer_steps:
-        for lr in ws.scale.transfer_lrs:
-            acc, _ = finetune_and_test(
-                ws, base, splits["train800"], splits["val200"], classes, steps, lr, ws.seed
-            )
-            trials.append({"steps": steps, "lr": lr, "val_accuracy": acc})
-    best = max(trials, key=lambda t: (t["val_accuracy"], -t["steps"], -t["lr"]))
-    return {"steps": best["steps"], "lr": best["lr"], "trials": trials}
+def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tasks: Sequence[str]) -> dict:
+    """Pick (steps, lr) per task by B's accuracy on val200 after training on train800 (as VTAB does)."""
+    grid = [(t, s, lr) for t in tasks for s in ws.scale.transfer_steps for lr in ws.scale.transfer_lrs]
+    specs = []
+    for task, steps, lr in grid:
+        splits, k = bench.task_splits(task), bench.task_info(task).num_classes
+        specs.append((base, splits["train800"], splits["val200"], k, steps, lr, 0))
+    trials: dict[str, list] = {t: [] for t in tasks}
+    for i, (acc, _) in sorted(finetunes(ws, specs)):
+        task, steps, lr = grid[i]
+        trials[task].append({"steps": steps, "lr": lr, "val_accuracy": acc})
+    out = {}
+    for task, ts in trials.items():
+        best = max(ts, key=lambda t: (t["val_accuracy"], -t["steps"], -t["lr"]))
+        out[task] = {"steps": best["steps"], "lr": best["lr"], "trials": ts}
+    return out
 
 
 def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData]) -> float:
@@ -54,56 +76,65 @@ def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData
 
 
 def planned_runs(
-    ws: Workspace, cands: Mapping[str, Candidate], pick: Mapping[str, str]
+    ws: Workspace, cands: Mapping[str, Candidate], relates_to: str | None = None
 ) -> list[tuple[str, int]]:
-    """(candidate, seed) fine-tunes of one task: B and B+extra over seeds, every adapter and released expert
-    (oracle sweep), the kNN and domain picks over seeds, every full expert once."""
-    sweep = [n for n, c in cands.items() if c.kind in ("adapter", "released")]
-    runs = [(BASE, s) for s in range(ws.scale.seeds)] + [(EXTRA, s) for s in range(ws.scale.seeds)]
-    runs += [(n, s) for n in sweep for s in range(ws.scale.oracle_seeds)]
-    for proxy in ("knn", "domain"):
-        runs += [(picked(cands, pick[proxy]), s) for s in range(ws.scale.seeds)]
-    runs += [(n, 0) for n, c in cands.items() if c.kind == "full"]
-    return list(dict.fromkeys(runs))
+    """(candidate, seed) fine-tunes of one task: every candidate at every seed, except full experts, which only
+    the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``). The
+    picks of every proxy, the random expert's expectation and the oracle (chosen at seed 0, judged at the other
+    seeds) are all read from these runs, so every method is compared at the same seeds."""
+    names = [n for n, c in cands.items() if c.kind != "full" or n == f"full:{relates_to}"]
+    return [(n, s) for s in range(ws.scale.seeds) for n in names]
 
 
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
     """All transfer runs (resumable per run): hyper-parameters on val200 with B; then :func:`planned_runs`
     and a frozen-feature linear classifier for every candidate."""
     out = ws.path("tables", "transfer_runs.csv")
-    picks = pd.read_csv(ws.require("tables", "selection_picks.csv", "04_selection.ipynb")).set_index("task")
     rows = pd.read_csv(out).to_dict("records") if out.exists() else []
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
+    missing = [t for t in ws.scale.tasks if t not in hps]
+    if missing:
+        hps.update(choose_hyperparameters(ws, cands[BASE], bench, missing))
+        atomic_write_json(hp_path, hps)
+    todo = [(task, who, seed) for task in ws.scale.tasks
+            for who, seed in planned_runs(ws, cands, bench.task_info(task).relates_to)
+            if (task, who, "finetune", seed) not in have]  # fmt: skip
+    specs = []
+    for task, who, seed in todo:
+        splits, k = bench.task_splits(task), bench.task_info(task).num_classes
+        specs.append((cands[who], splits["train800val200"], splits["test"], k, hps[task]["steps"], hps[task]["lr"],
+                      seed))  # fmt: skip
     from tqdm import tqdm
 
-    for task in tqdm(ws.scale.tasks, desc="tasks", disable=not ws.progress):
-        info = bench.task_info(task)
-        splits, k = bench.task_splits(task), info.num_classes
-        if task not in hps:
-            hps[task] = choose_hyperparameters(ws, cands[BASE], splits, k)
-            atomic_write_json(hp_path, hps)
-        steps, lr = hps[task]["steps"], hps[task]["lr"]
-        for who, seed in planned_runs(ws, cands, picks.loc[task]):
-            if (task, who, "finetune", seed) in have:
-                continue
-            acc, secs = finetune_and_test(ws, cands[who], splits["train800val200"], splits["test"], k, steps, lr,
-                                          ws.seed + seed)  # fmt: skip
-            rows.append({"task": task, "group": info.group, "model": who, "mode": "finetune", "seed": seed,
-                         "accuracy": acc, "seconds": secs, "steps": steps, "lr": lr})  # fmt: skip
-            have.add((task, who, "finetune", seed))
-            atomic_write_csv(out, pd.DataFrame(rows))
-        for who, cand in cands.items():
+    for i, (acc, secs) in tqdm(
+        finetunes(ws, specs), desc="fine-tunes", total=len(specs), disable=not ws.progress
+    ):
+        task, who, seed = todo[i]
+        rows.append({"task": task, "group": bench.task_info(task).group, "model": who, "mode": "finetune",
+                     "seed": seed, "accuracy": acc, "seconds": secs, "steps": hps[task]["steps"],
+                     "lr": hps[task]["lr"]})  # fmt: skip
+        atomic_write_csv(out, pd.DataFrame(rows))
+    for task in ws.scale.tasks:
+        splits, group = bench.task_splits(task), bench.task_info(task).group
+        for who in [n for n, s in planned_runs(ws, cands, bench.task_info(task).relates_to) if s == 0]:
             if (task, who, "linear", 0) in have:
                 continue
+            cand = cands[who]
             t0 = time.perf_counter()
             acc = frozen_linear(ws, cand, splits)
-            rows.append({"task": task, "group": info.group, "model": who, "mode": "linear", "seed": 0,
+            rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
                          "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
-            have.add((task, who, "linear", 0))
         atomic_write_csv(out, pd.DataFrame(rows))
-    return pd.DataFrame(rows)
+    return _ordered(pd.DataFrame(rows))
+
+
+def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs in a fixed order (pool workers finish in any order): the same table for any number of workers."""
+    if not len(runs):
+        return runs
+    return runs.sort_values(["mode", "task", "seed", "model"], kind="stable").reset_index(drop=True)
 
 
 def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
@@ -116,16 +147,15 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
             ws.require("tables", "transfer_hyperparameters.json", "05_transfer.ipynb").read_text()
         )
         related = [t for t in ws.scale.tasks if f"adapter:{bench.task_info(t).relates_to}" in cands][:2]
+        grid = [(task, steps, who) for task in related for steps in ws.scale.schedule_sweep
+                for who in (BASE, f"adapter:{bench.task_info(task).relates_to}")]  # fmt: skip
+        specs = [(cands[who], bench.task_splits(task)["train800val200"], bench.task_splits(task)["test"],
+                  bench.task_info(task).num_classes, steps, hps[task]["lr"], 0) for task, steps, who in grid]  # fmt: skip
         rows = []
-        for task in related:
-            splits = bench.task_splits(task)
-            k = bench.task_info(task).num_classes
-            for steps in ws.scale.schedule_sweep:
-                for who in (BASE, f"adapter:{bench.task_info(task).relates_to}"):
-                    acc, secs = finetune_and_test(ws, cands[who], splits["train800val200"], splits["test"], k, steps,
-                                                  hps[task]["lr"], ws.seed)  # fmt: skip
-                    rows.append({"task": task, "steps": steps, "model": "B" if who == BASE else "matching adapter expert",
-                                 "accuracy": acc, "seconds": secs})  # fmt: skip
+        for i, (acc, secs) in sorted(finetunes(ws, specs)):
+            task, steps, who = grid[i]
+            rows.append({"task": task, "steps": steps, "model": "B" if who == BASE else "matching adapter expert",
+                         "accuracy": acc, "seconds": secs})  # fmt: skip
         return pd.DataFrame(rows, columns=["task", "steps", "model", "accuracy", "seconds"])
 
     return cached(ws.path("tables", "schedule_sweep.csv"), compute)
