@@ -23,7 +23,7 @@ from expertlib.pipeline import recipes as R
 from expertlib.pipeline import selection as S
 from expertlib.pipeline import upstream as U
 from expertlib.proxies import knn_accuracy
-from expertlib.selection import extract_features
+from expertlib.selection import extract_features, head_logits
 from expertlib.training import accuracy, finetune
 from expertlib.weights import load_bank
 
@@ -66,7 +66,7 @@ def main() -> None:
             val[n] = accuracy(net, splits["val200"])
         oracle_s = time.perf_counter() - t0
         # (c) DAT-style: the pipeline's own timing (weights from B's predictions, re-train B for one expert's budget)
-        _, logits = extract_features([base], data, ws.scale.eval_batch, logits_of=base)
+        logits = head_logits([base], extract_features([base], data, ws.scale.eval_batch))[base.name]
         dat_s, _ = S.time_dat(ws, bench, base, logits)
         rows.append({"task": task, "experts": len(names), "knn_seconds": round(knn_s, 2),
                      "knn_without_shared_pass_seconds": round(separate_s, 2), "finetune_all_seconds": round(oracle_s, 1),

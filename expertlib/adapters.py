@@ -172,6 +172,22 @@ class ExpertBank(nn.Module):
         """An independent copy of ``expert`` as one network with a fresh zero-initialised head."""
         raise NotImplementedError
 
+    def upstream_head(self, expert: str | None) -> nn.Conv2d | None:
+        """``expert``'s own upstream head (a 1x1 conv on pooled features; ``None`` when it has none)."""
+        name = self._require(expert)
+        if name is None:
+            return self.base.head.fc
+        e = self.experts[name]  # type: ignore[index]
+        return e.head.fc if isinstance(e, ResNetV2) else e.head
+
+    def logits_from_features(self, features: Tensor, expert: str | None) -> Tensor:
+        """Upstream logits from pooled features: every head here is linear in them (pool, then a 1x1 conv),
+        so LEEP and NCE score each expert through its own head without a second pass over the images."""
+        head = self.upstream_head(expert)
+        if head is None:
+            raise ValueError(f"{expert or 'B'} has no upstream head")
+        return F.linear(features, head.weight.flatten(1), head.bias)
+
     def expert_parameters(self, expert: str) -> list[nn.Parameter]:
         return list(self.experts[self._require(expert)].parameters())  # type: ignore[index]
 

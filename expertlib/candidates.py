@@ -47,6 +47,10 @@ class Candidate(nn.Module):
         """Pooled pre-logit features."""
         return self.bank.features(x, self.expert)
 
+    def logits_from_features(self, features: Tensor) -> Tensor:
+        """Upstream logits (what ``forward`` gives) from pooled ``features``: through its own head."""
+        return self.bank.logits_from_features(features, self.expert)
+
     def transfer_net(self, num_classes: int) -> nn.Module:
         """An independent copy as one network with a fresh zero-initialised ``num_classes``-way head."""
         return self.bank.transfer_model(self.expert, num_classes)

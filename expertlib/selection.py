@@ -26,30 +26,27 @@ from expertlib.training import TrainData, predict
 
 # -- features -------------------------------------------------------------------------------------------------
 def extract_features(
-    candidates: Sequence[Candidate],
-    data: TrainData,
-    batch_size: int = 500,
-    device: str = "cpu",
-    logits_of: Candidate | None = None,
-) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], np.ndarray]:
+    candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu"
+) -> dict[str, np.ndarray]:
     """Pooled features of every candidate for every example of ``data``, in one pass over the data (adapter
-    experts of one bank share the stem). With ``logits_of`` (B), also its upstream logits (for LEEP, NCE and
-    domain prediction)."""
+    experts of one bank share the stem)."""
     for c in candidates:
         c.eval()
-
-    def fn(x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = features_of(candidates, x)
-        if logits_of is not None:
-            out[_LOGITS] = logits_of(x)
-        return out
-
-    res = {k: v.numpy() for k, v in predict(fn, data, batch_size, device).items()}
-    logits = res.pop(_LOGITS, None)
-    return (res, logits) if logits_of is not None else res
+    return {
+        k: v.numpy()
+        for k, v in predict(lambda x: features_of(candidates, x), data, batch_size, device).items()
+    }
 
 
-_LOGITS = "\0logits"  # a key no candidate can be named
+def head_logits(candidates: Sequence[Candidate], features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each candidate's upstream logits through its own head, from its features (no second pass); candidates
+    without an upstream head are left out."""
+    out = {}
+    with torch.no_grad():
+        for c in candidates:
+            if c.bank.upstream_head(c.expert) is not None:
+                out[c.name] = c.logits_from_features(torch.from_numpy(features[c.name])).numpy()
+    return out
 
 
 def forward_flops(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> int:
@@ -84,7 +81,7 @@ def rank_experts(
     features: Mapping[str, np.ndarray],
     labels: np.ndarray,
     proxies: Sequence[str] = ("knn",),
-    upstream_logits: np.ndarray | None = None,
+    head_logits: Mapping[str, np.ndarray] | None = None,
     expert_labels: Mapping[str, Sequence[int]] | None = None,
     upstream_prior: np.ndarray | None = None,
     val_split: int | None = None,
@@ -96,9 +93,10 @@ def rank_experts(
     """Score every candidate (keys of ``features``; ``'base'`` is B) with every proxy.
 
     ``val_split``: the linear probe trains on the first ``val_split`` examples and tests on the rest
-    (VTAB's train800 -> val200). LEEP, NCE and domain prediction use B's upstream head (``upstream_logits``);
-    LEEP and NCE score B only (experts' heads cover their own subsets), domain prediction scores each expert
-    from ``expert_labels``. Returns one row per (expert, proxy): score, seconds, flops.
+    (VTAB's train800 -> val200). LEEP and NCE score every candidate in ``head_logits`` through its own upstream
+    head (an expert's covers its subset); domain prediction scores each expert of ``expert_labels`` from B's
+    head (``head_logits['base']``), and B's feature extraction is counted once for all of them (each expert's
+    row carries an equal share). Returns one row per (expert, proxy): score, seconds, flops.
     """
     unknown = [p for p in proxies if p not in ALL_PROXIES]
     if unknown:
@@ -106,38 +104,27 @@ def rank_experts(
     y = np.asarray(labels)
     classes = int(y.max()) + 1
     rows = []
-    probs = None
-    if upstream_logits is not None:
-        z = upstream_logits - upstream_logits.max(1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    extra_s, extra_f = extraction_seconds or {}, extraction_flops or {}
+    probs = {n: _softmax(z) for n, z in (head_logits or {}).items()}
     for proxy in proxies:
         if proxy == "domain":
-            if probs is None or expert_labels is None:
-                raise ValueError("domain prediction needs upstream_logits and expert_labels")
+            if BASE not in probs or expert_labels is None:
+                raise ValueError("domain prediction needs B's head_logits and expert_labels")
             t0 = time.perf_counter()
-            scores = P.domain_prediction_scores(probs, expert_labels, upstream_prior)
-            secs = (time.perf_counter() - t0) / max(1, len(scores))
-            base_secs = (extraction_seconds or {}).get(BASE, 0.0)
-            for name, sc in scores.items():
-                flops = proxy_flops("domain", len(y), 0, classes, probs.shape[1])
-                rows.append(
-                    _row(name, proxy, sc, secs + base_secs, flops + (extraction_flops or {}).get(BASE, 0.0))
-                )
+            scores = P.domain_prediction_scores(probs[BASE], expert_labels, upstream_prior)
+            share = (time.perf_counter() - t0 + extra_s.get(BASE, 0.0)) / max(1, len(scores))
+            flops = (
+                proxy_flops("domain", len(y), 0, classes, probs[BASE].shape[1]) + extra_f.get(BASE, 0.0)
+            ) / max(1, len(scores))
+            rows += [_row(name, proxy, sc, share, flops) for name, sc in scores.items()]
             continue
         if proxy in ("leep", "nce"):
-            if probs is None:
-                raise ValueError(f"{proxy} needs upstream_logits")
-            t0 = time.perf_counter()
-            sc = P.leep(probs, y) if proxy == "leep" else P.nce(probs.argmax(1), y)
-            rows.append(
-                _row(
-                    BASE,
-                    proxy,
-                    sc,
-                    time.perf_counter() - t0,
-                    proxy_flops(proxy, len(y), 0, classes, probs.shape[1]),
-                )
-            )
+            for name, pr in probs.items():
+                t0 = time.perf_counter()
+                sc = P.leep(pr, y) if proxy == "leep" else P.nce(pr.argmax(1), y)
+                secs = time.perf_counter() - t0 + extra_s.get(name, 0.0)
+                rows.append(_row(name, proxy, sc, secs, proxy_flops(proxy, len(y), 0, classes, pr.shape[1])
+                                 + extra_f.get(name, 0.0)))  # fmt: skip
             continue
         for name, f in features.items():
             t0 = time.perf_counter()
@@ -150,10 +137,22 @@ def rank_experts(
                 sc = P.logme(f, y)
             else:
                 sc = P.h_score(f, y)
-            secs = time.perf_counter() - t0 + (extraction_seconds or {}).get(name, 0.0)
-            flops = proxy_flops(proxy, len(y), f.shape[1], classes) + (extraction_flops or {}).get(name, 0.0)
-            rows.append(_row(name, proxy, sc, secs, flops))
+            secs = time.perf_counter() - t0 + extra_s.get(name, 0.0)
+            rows.append(
+                _row(
+                    name,
+                    proxy,
+                    sc,
+                    secs,
+                    proxy_flops(proxy, len(y), f.shape[1], classes) + extra_f.get(name, 0.0),
+                )
+            )
     return pd.DataFrame(rows)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
 
 
 def _row(expert: str, proxy: str, score: float, seconds: float, flops: float) -> dict:

@@ -67,3 +67,12 @@ def test_bad_names_are_named():
         Candidate("x", adapters, "x")
     with pytest.raises(ValueError, match="two candidates are named 'a'"):
         by_name([Candidate("a", adapters), Candidate("a", adapters, "e")])
+
+
+def test_upstream_logits_from_features_match_the_forward_pass():
+    base, adapters, full = _banks()
+    x = torch.randn(3, 3, 32, 32)
+    cands = {BASE: from_model(base), **from_bank(adapters), **from_bank(full)}
+    with torch.no_grad():
+        for c in cands.values():
+            assert torch.allclose(c.logits_from_features(c.features(x)), c(x), atol=1e-5), c.name

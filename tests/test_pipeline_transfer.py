@@ -25,7 +25,7 @@ def test_pool_gives_the_same_bits_as_one_process(smoke):
     task = ws.scale.tasks[0]
     splits, k = bench.task_splits(task), bench.task_info(task).num_classes
     specs = [
-        (cands[n], splits["train800"], splits["val200"], k, 3, 0.05, s)
+        (cands[n], splits["train800"], splits["test"], k, 8, 0.1, s)
         for n in ("base", "full:digit")
         for s in (0, 1)
     ]

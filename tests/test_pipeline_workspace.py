@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 
@@ -50,3 +52,14 @@ def test_missing_step_names_the_notebook(tmp_path):
 def test_provenance_records_commit_and_machine():
     p = provenance()
     assert p["git_commit"] and "machine" in p and p["time"]
+
+
+def test_cached_outputs_record_the_commit_that_computed_them(tmp_path):
+    out = tmp_path / "tables" / "x.csv"
+    cached(out, lambda: pd.DataFrame({"a": [1]}))
+    book = json.loads((out.parent / "provenance.json").read_text())
+    assert set(book) == {"x.csv"} and book["x.csv"]["git_commit"] and "time" in book["x.csv"]
+    book["x.csv"]["time"] = "then"
+    (out.parent / "provenance.json").write_text(json.dumps(book))
+    cached(out, lambda: pd.DataFrame({"a": [2]}))  # reused, not recomputed: its entry stays
+    assert json.loads((out.parent / "provenance.json").read_text())["x.csv"]["time"] == "then"

@@ -10,6 +10,7 @@ from expertlib.selection import (
     dat_weights,
     extract_features,
     forward_flops,
+    head_logits,
     kendall_tau,
     pick,
     rank_experts,
@@ -28,8 +29,8 @@ def _bank(kind="adapter"):
     base = create_model("tiny", num_classes=6)
     torch.nn.init.normal_(base.head.fc.weight, std=0.5)
     bank = AdapterExperts(base) if kind == "adapter" else FullExperts(base)
-    for name in ("a", "b"):
-        bank.add_expert(name)
+    for name, rows in (("a", [0, 1, 2]), ("b", [3, 4, 5])):
+        bank.add_expert(name, num_classes=3, head_rows=rows)
         with torch.no_grad():
             for p in bank.experts[name].parameters():
                 p.add_(torch.randn_like(p) * 0.2)
@@ -45,11 +46,13 @@ def _task(n=60, seed=0):
 def test_features_in_one_pass_match_single_expert_calls(kind):
     bank, data = _bank(kind), _task()
     cands = _cands(bank)
-    feats, logits = extract_features(cands, data, batch_size=25, logits_of=cands[0])
+    feats = extract_features(cands, data, batch_size=25)
+    logits = head_logits(cands, feats)
     x = data.batch(np.arange(len(data)), False, torch.Generator())
     with torch.no_grad():
         assert np.allclose(feats["a"], bank.features(x, "a").numpy(), atol=1e-5)
-        assert np.allclose(logits, bank.logits(x, None).numpy(), atol=1e-5)
+        for name, expert in (("base", None), ("a", "a"), ("b", "b")):  # each through its own head
+            assert np.allclose(logits[name], bank.logits(x, expert).numpy(), atol=1e-5)
     assert feats["base"].shape == (60, bank.base.num_features)
     assert list(feats) == ["base", "a", "b"] and extract_features(cands[1:], data).keys() == {"a", "b"}
 
@@ -57,14 +60,17 @@ def test_features_in_one_pass_match_single_expert_calls(kind):
 def test_rank_experts_table_and_pick():
     bank, data = _bank(), _task()
     cands = _cands(bank)
-    feats, logits = extract_features(cands, data, logits_of=cands[0])
+    feats = extract_features(cands, data)
     table = rank_experts(
         feats, data.labels, proxies=("knn", "linear", "logme", "hscore", "leep", "nce", "domain"),
-        upstream_logits=logits, expert_labels={"a": [0, 1, 2], "b": [3, 4, 5]}, val_split=48, knn_k=3,
-        extraction_seconds={"base": 0.5, "a": 0.5, "b": 0.5},
+        head_logits=head_logits(cands, feats), expert_labels={"a": [0, 1, 2], "b": [3, 4, 5]}, val_split=48,
+        knn_k=3, extraction_seconds={"base": 0.5, "a": 0.5, "b": 0.5},
     )  # fmt: skip
     assert set(table.proxy) == {"knn", "linear", "logme", "hscore", "leep", "nce", "domain"}
     assert len(table[table.proxy == "knn"]) == 3 and len(table[table.proxy == "domain"]) == 2
+    assert set(table[table.proxy == "leep"].expert) == {"base", "a", "b"}  # every expert through its own head
+    # domain prediction needs one pass of B for all experts: its 0.5 s counted once, not once per expert
+    assert table[table.proxy == "domain"].seconds.sum() == pytest.approx(0.5, abs=0.05)
     assert (table.seconds >= 0).all() and (table[table.proxy == "knn"].seconds >= 0.5).all()
     assert (table.flops > 0).all()
     best = pick(table, "knn")

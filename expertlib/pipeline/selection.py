@@ -29,6 +29,7 @@ from expertlib.selection import (
     dat_weights,
     extract_features,
     forward_flops,
+    head_logits,
     pick,
     rank_experts,
 )
@@ -79,10 +80,11 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         for task in ws.scale.tasks:
             data = bench.task(task, "train800val200")
             t0 = time.perf_counter()
-            feats, logits = extract_features(cands, data, ws.scale.eval_batch, ws.device, logits_of=base)
+            feats = extract_features(cands, data, ws.scale.eval_batch, ws.device)
             per_candidate = (time.perf_counter() - t0) / len(cands)
+            logits = head_logits(cands, feats)
             table = rank_experts(
-                feats, data.labels, ALL_PROXIES, upstream_logits=logits, expert_labels=labels, upstream_prior=prior,
+                feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
                 val_split=len(bench.task(task, "train800")), knn_k=ws.scale.knn_k, knn_metric=ws.scale.knn_metric,
                 extraction_seconds={e: per_candidate for e in feats},
                 extraction_flops={e: per_image[e] * len(data) for e in feats},
@@ -97,7 +99,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
                     table[(table.proxy == proxy) & table.expert.isin(names)].seconds.sum()
                 )
             row["random"] = random_choice(names, ws.seed, task)
-            row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits)
+            row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
             picks.append(row)
         return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 

@@ -20,7 +20,7 @@ from expertlib.candidates import BASE, Candidate
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.workspace import Workspace, cached
+from expertlib.pipeline.workspace import Workspace, cached, record_provenance
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
 
@@ -101,7 +101,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     todo = [(task, who, seed) for task in ws.scale.tasks
             for who, seed in planned_runs(ws, cands, bench.task_info(task).relates_to)
             if (task, who, "finetune", seed) not in have]  # fmt: skip
-    specs = []
+    specs, computed = [], bool(missing or todo)
     for task, who, seed in todo:
         splits, k = bench.task_splits(task), bench.task_info(task).num_classes
         specs.append((cands[who], splits["train800val200"], splits["test"], k, hps[task]["steps"], hps[task]["lr"],
@@ -122,11 +122,13 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             if (task, who, "linear", 0) in have:
                 continue
             cand = cands[who]
-            t0 = time.perf_counter()
+            t0, computed = time.perf_counter(), True
             acc = frozen_linear(ws, cand, splits)
             rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
                          "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
         atomic_write_csv(out, pd.DataFrame(rows))
+    if computed:
+        record_provenance([out, hp_path])
     return _ordered(pd.DataFrame(rows))
 
 

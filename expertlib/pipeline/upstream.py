@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -130,6 +131,9 @@ def train_experts(
             if part.exists():  # trained in an earlier, interrupted run
                 load_expert(bank, part, name)
             else:
+                # the adapter's random init from (seed, name) alone: the same expert whatever ran before it (the
+                # notebook, the torchrun stage, a resumed run)
+                torch.manual_seed(ws.seed + R.EXPERT_SEED + zlib.crc32(name.encode()))
                 bank.add_expert(name, num_classes=len(labels), head_rows=labels)
                 t0 = time.perf_counter()
                 train_expert(bank, name, data, R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device),

@@ -142,7 +142,23 @@ def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str 
     if is_main_process():  # under torchrun every rank computes, rank 0 writes
         for p, f, v in zip(paths, formats, values, strict=True):
             FORMATS[f][1](p, v)
+        record_provenance(paths)
     return result
+
+
+def record_provenance(paths: Sequence[Path]) -> None:
+    """Note in ``provenance.json`` beside each file the commit, working-tree state and time that produced it
+    (one entry per file name; a rerun that reuses the file leaves its entry alone)."""
+    stamp = provenance()
+    entry = {k: stamp[k] for k in ("git_commit", "uncommitted_changes", "time")}
+    by_dir: dict[Path, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(Path(p).parent, []).append(Path(p).name)
+    for folder, names in by_dir.items():
+        book = folder / "provenance.json"
+        known = json.loads(book.read_text()) if book.exists() else {}
+        known.update({n: entry for n in names})
+        atomic_write_json(book, known)
 
 
 # -- provenance ------------------------------------------------------------------------------------------------
