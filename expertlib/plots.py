@@ -265,3 +265,31 @@ def published_comparison(frame: pd.DataFrame, title: str) -> plt.Figure:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def ranking_plot(wide: pd.DataFrame, proxies) -> plt.Figure:
+    """Each proxy's score per model (best of the first proxy on top), and fine-tuned test accuracy when the top
+    models were fine-tuned: does the proxy's order hold up?"""
+    panels = [p for p in proxies if p in wide] + (
+        ["finetune_accuracy"] if "finetune_accuracy" in wide else []
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.5, 0.45 * len(wide) + 1.5), sharey=True,
+                             squeeze=False)  # fmt: skip
+    y = np.arange(len(wide))
+    for ax, col in zip(axes[0], panels, strict=True):
+        vals = wide[col].to_numpy(float)
+        ax.barh(
+            y,
+            np.nan_to_num(vals),
+            color=sns.color_palette("colorblind")[0 if col != "finetune_accuracy" else 2],
+        )
+        for yi, v in zip(y, vals, strict=True):
+            if not np.isnan(v):
+                ax.text(v, yi, f" {v:.3g}", va="center", fontsize=7)
+        ax.set_title("fine-tuned test accuracy" if col == "finetune_accuracy" else f"{col} score", fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(wide.model, fontsize=8)
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig

@@ -247,6 +247,7 @@ _TYPES = {
     "str": str,
     "bool": bool,
     "NoneType": type(None),
+    "None": type(None),
     "list": list,
     "tuple": (list, tuple),
     "dict": dict,

@@ -120,3 +120,16 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
         atomic_write(path, write)
     atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
     return root
+
+
+def write_image_folder(root: str | os.PathLike, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                       splits: list[str] | np.ndarray | None = None) -> Path:  # fmt: skip
+    """uint8 NHWC ``images`` as a class-folder tree of PNGs, ``root/[<split>/]<class>/<index>.png``: the layout
+    :mod:`expertlib.rank` reads (a benchmark task exported for the rank-your-own-models notebook, or test data)."""
+    root = Path(root)
+    for i, (img, y) in enumerate(zip(images, labels, strict=True)):
+        folder = root / (str(splits[i]) if splits is not None else "") / classes[int(y)]
+        folder.mkdir(parents=True, exist_ok=True)
+        png = np.asarray(img, dtype=np.uint8)
+        atomic_write(folder / f"{i:05d}.png", lambda p, a=png: Image.fromarray(a).save(p, format="PNG"))
+    return root

@@ -1,0 +1,69 @@
+"""Notebook 07: rank models on your own images (:mod:`expertlib.rank`), inside the pipeline's workspace.
+
+With no images given, the scale's first task is exported as a class-folder tree (train800val200 as train/,
+test as test/) under ``data_root``, so the notebook runs anywhere; with no models given, the scale's own B,
+B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from expertlib.datasets.benchmark import Benchmark
+from expertlib.datasets.fixtures import write_image_folder
+from expertlib.datasets.user_images import load_images
+from expertlib.pipeline.workspace import Workspace
+from expertlib.rank import rank_models
+from expertlib.runtime import atomic_write_text
+from expertlib.zoo import ModelCandidate, expertlib_candidates
+
+
+def _uint8(data, size: int) -> np.ndarray:
+    idx = np.arange(len(data))
+    if hasattr(data, "images") and not callable(data.images):  # in-memory arrays
+        return data.images.numpy()
+    return data.images(idx, size).numpy()
+
+
+def demo_images(ws: Workspace, bench: Benchmark) -> Path:
+    """The scale's first task as a class-folder tree (written once; a marker file says it is complete)."""
+    task = ws.scale.tasks[0]
+    root = ws.data_root / f"{ws.scale.name}-demo-images" / task
+    if (root / "COMPLETE").is_file():
+        return root
+    splits = bench.task_splits(task)
+    classes = [f"class_{c:02d}" for c in range(bench.task_info(task).num_classes)]
+    for name, split in (("train", "train800val200"), ("test", "test")):
+        data = splits[split]
+        write_image_folder(root, _uint8(data, ws.scale.precrop), data.labels, classes, [name] * len(data))
+    atomic_write_text(root / "COMPLETE", f"{task}\n")
+    return root
+
+
+def default_models(ws: Workspace) -> list[ModelCandidate]:
+    """The scale's own models at the scale's resolution: B, B+extra and the adapter experts."""
+    out = []
+    for n in ("generic.safetensors", "generic_extra.safetensors", "adapter_experts.safetensors"):
+        found = expertlib_candidates(
+            ws.require("models", n, "03_experts.ipynb"), (ws.scale.precrop, ws.scale.crop)
+        )
+        out += [c for c in found if not c.name.endswith(":base")]  # a bank's base is B, already listed
+    return out
+
+
+def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[str] | None, proxies: Sequence[str],
+        k: int, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
+    """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task); fine-tune the top
+    ``finetune_top`` with the scale's transfer recipe. Returns the ranking and its folder."""
+    source = Path(images) if images else demo_images(ws, bench)
+    found = load_images(source, seed=ws.seed, min_per_class=k + 1)
+    out = ws.results_dir / "your_task"
+    table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
+                        batch_size=ws.scale.eval_batch, device=ws.device, finetune_top=finetune_top,
+                        finetune_steps=ws.scale.transfer_steps[0], finetune_batch=ws.scale.transfer_batch,
+                        finetune_lr=ws.scale.transfer_lrs[0], seed=ws.seed, progress=ws.progress)  # fmt: skip
+    return table, out

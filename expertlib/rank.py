@@ -1,0 +1,204 @@
+"""Rank your own models on your own images: ``python -m expertlib.rank IMAGES MODEL [MODEL ...]``.
+
+The paper's promise to practitioners: score many candidate models cheaply on a new task and fine-tune only
+the best. IMAGES is a folder of class folders (optionally under train/, val/, test/) or a CSV of
+``path,label[,split]`` (:mod:`expertlib.datasets.user_images`); each MODEL is a spec of :mod:`expertlib.zoo`
+(timm and torchvision names, with or without a local checkpoint, expertlib model and bank files).
+
+Every model embeds the training images once (batched, on a GPU when there is one, with its own resolution and
+normalisation); the features are cached under ``OUT/features/``, so adding a proxy or a model recomputes
+nothing else. Every proxy then scores every model: kNN accuracy (the paper's choice, the default), a linear
+probe, LogME, H-score, and LEEP and NCE through each model's own upstream classifier. Output, written
+atomically under ``OUT``: ``ranking.csv`` and ``ranking.md`` (each proxy's score and rank, seconds and FLOPs
+per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by the first proxy are fine-tuned
+(BiT-HyperRule's shape) and their test accuracy joins the table beside the proxy's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from expertlib.datasets.user_images import UserImages, load_images
+from expertlib.runtime import atomic_write, resolve_device
+from expertlib.zoo import ModelCandidate, features_flops, from_spec
+
+PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce")
+
+
+def _key(cand: ModelCandidate, images: UserImages) -> str:
+    blob = json.dumps([cand.name, cand.source, cand.crop, images.fingerprint()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int, device: str, workers: int,
+          progress: bool) -> dict:  # fmt: skip
+    """The candidate's features (and upstream logits) of the training images, from the cache or one pass."""
+    from expertlib.training import predict
+
+    path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(cand, images)}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+    data = images.data("train", cand.precrop, cand.crop, flip=False)
+    cand.features_net.to(device).eval()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        feats = predict(cand.features, data, batch_size, device, progress=progress, workers=workers)
+    seconds = time.perf_counter() - t0
+    out = {"features": feats.numpy(), "seconds": np.array(seconds)}
+    if cand.head is not None:
+        with torch.no_grad():
+            out["logits"] = cand.head.to("cpu").eval()(feats).numpy()
+    cand.features_net.to("cpu")
+    buf = io.BytesIO()
+    np.savez(buf, **out)
+    atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))
+    return out
+
+
+def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_dir: str | Path,
+                proxies: Sequence[str] = ("knn",), k: int = 5, batch_size: int = 64, device: str = "auto",
+                workers: int = 0, finetune_top: int = 0, finetune_steps: int = 500, finetune_batch: int = 64,
+                finetune_lr: float = 0.003, seed: int = 0, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+    """Score every model on ``images`` with every proxy; write the ranking table and figure under ``out_dir``;
+    return the table (one row per model, best first by the first proxy)."""
+    from expertlib import plots
+    from expertlib.selection import rank_experts
+
+    unknown = [p for p in proxies if p not in PROXIES]
+    if unknown or not proxies:
+        raise ValueError(f"unknown proxies {unknown}; choose from {', '.join(PROXIES)}")
+    if finetune_top and not len(images.split("test")):
+        raise ValueError(
+            "--finetune-top needs test (or val) images: add a test/ folder or let the split be made"
+        )
+    device = resolve_device(device)
+    cands: list[ModelCandidate] = []
+    for s in specs:  # every model is resolved (names, checkpoints) before any compute
+        cands += [s] if isinstance(s, ModelCandidate) else from_spec(s)
+    names = [c.name for c in cands]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
+    out_dir = Path(out_dir)
+    cache = out_dir / "features"
+    cache.mkdir(parents=True, exist_ok=True)
+    emb = {c.name: embed(c, images, cache, batch_size, device, workers, progress) for c in cands}
+    train = images.split("train")
+    order = np.random.default_rng(seed).permutation(
+        len(train)
+    )  # the linear probe's 80/20 split mixes classes
+    labels = images.labels[train][order]
+    feats = {n: e["features"][order] for n, e in emb.items()}
+    logits = {n: e["logits"][order] for n, e in emb.items() if "logits" in e}
+    flops = {c.name: features_flops(c) * len(train) for c in cands}
+    table = rank_experts(feats, labels, proxies, head_logits=logits, knn_k=k,
+                         extraction_seconds={n: float(e["seconds"]) for n, e in emb.items()},
+                         extraction_flops=flops)  # fmt: skip
+    wide = _wide(table, proxies, cands)
+    if finetune_top:
+        wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device, seed,
+                         progress)  # fmt: skip
+    plots.save_table(wide, out_dir / "ranking")
+    plots.save_figure(plots.ranking_plot(wide, proxies), out_dir / "ranking")
+    return wide
+
+
+def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCandidate]) -> pd.DataFrame:
+    """One row per model: each proxy's score and rank (1 = best; models a proxy cannot score have none)."""
+    rows = {c.name: {"model": c.name, "source": c.source, "resolution": c.crop} for c in cands}
+    for p in proxies:
+        sub = table[table.proxy == p].set_index("expert")
+        ranks = sub.score.rank(ascending=False, method="min")
+        for name, r in sub.iterrows():
+            rows[name][p] = r.score
+            rows[name][f"{p}_rank"] = int(ranks[name])
+            rows[name][f"{p}_seconds"] = r.seconds
+            rows[name][f"{p}_gflops"] = r.flops / 1e9
+    wide = pd.DataFrame(list(rows.values()))
+    first = proxies[0]
+    return wide.sort_values([f"{first}_rank", "model"], na_position="last").reset_index(drop=True)
+
+
+def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserImages, top: int, steps: int,
+              batch: int, lr: float, device: str, seed: int, progress: bool) -> pd.DataFrame:  # fmt: skip
+    """Fine-tune the first ``top`` rows (BiT-HyperRule's shape at ``steps``) and test them."""
+    from expertlib.schedules import scaled_hyperrule
+    from expertlib.training import TrainConfig, accuracy, finetune
+
+    by = {c.name: c for c in cands}
+    classes = len(images.classes)
+    acc, secs = {}, {}
+    for name in wide.model.head(top):
+        c = by[name]
+        net = c.transfer_net(classes)
+        torch.manual_seed(seed)
+        cfg = TrainConfig(scaled_hyperrule(steps, lr), batch_size=batch, seed=seed, device=device)
+        res = finetune(net, images.data("train", c.precrop, c.crop), cfg, classes, progress=progress,
+                       desc=f"fine-tune {name}")  # fmt: skip
+        acc[name] = accuracy(net, images.data("test", c.precrop, c.crop, flip=False), batch, device)
+        secs[name] = res.seconds
+    wide = wide.copy()
+    wide["finetune_accuracy"] = wide.model.map(acc)
+    wide["finetune_seconds"] = wide.model.map(secs)
+    return wide
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "images", help="a folder of class folders (optionally under train/val/test) or a CSV path,label"
+    )
+    ap.add_argument(
+        "models", nargs="+", help="timm:<name>[=ckpt], torchvision:<name>[=ckpt] or a .safetensors file"
+    )
+    ap.add_argument("--out", default="ranking", help="output folder (default: ./ranking)")
+    ap.add_argument("--proxy", action="append", choices=PROXIES, help="repeat for several (default: knn)")
+    ap.add_argument("-k", type=int, default=5, help="kNN's k (default 5)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    ap.add_argument(
+        "--skip-corrupt", action="store_true", help="skip undecodable files (counted) instead of failing"
+    )
+    ap.add_argument("--test-fraction", type=float, default=0.2, help="per class, when no split is given")
+    ap.add_argument(
+        "--finetune-top", type=int, default=0, metavar="K", help="fine-tune the top K and test them"
+    )
+    ap.add_argument("--finetune-steps", type=int, default=500, help="BiT-HyperRule: 500 for small tasks")
+    ap.add_argument("--finetune-batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        images = load_images(args.images, args.test_fraction, args.seed, min_per_class=args.k + 1,
+                             on_corrupt="skip" if args.skip_corrupt else "error")  # fmt: skip
+        if images.skipped:
+            print(
+                f"skipped {len(images.skipped)} undecodable files, e.g. {images.skipped[0]}", file=sys.stderr
+            )
+        table = rank_models(images, args.models, args.out, args.proxy or ["knn"], args.k, args.batch_size,
+                            args.device, args.workers, args.finetune_top, args.finetune_steps, args.finetune_batch,
+                            args.lr, args.seed, not args.no_progress)  # fmt: skip
+    except (ValueError, KeyError, OSError) as e:
+        print(f"rank: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table.to_string(index=False))
+    print(f"-> {Path(args.out) / 'ranking.csv'}, ranking.md, ranking.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. Your task: rank your own models on your own images
+#
+# Point `images` at a folder with one sub-folder per class (optionally under `train/`, `val/`, `test/`) or
+# at a CSV of `path,label[,split]`, and `models` at a list of specs: `timm:<name>` or
+# `torchvision:<name>` (pretrained, or `=<checkpoint>` for a local file), or expertlib `.safetensors` models
+# and expert banks. Every model embeds the training images once, with its own resolution and normalisation;
+# each proxy scores it; the top `finetune_top` are fine-tuned to check the ranking. Left at `None`, the
+# notebook ranks this scale's own models on its first task, exported as such a folder. The same from a shell:
+# `python -m expertlib.rank IMAGES MODEL [MODEL ...] --proxy knn --proxy leep --finetune-top 2`.
+
+# %% tags=["parameters"]
+scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~35 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
+results_dir = "results"  # outputs go to <results_dir>/<scale>/
+data_root = "data"  # datasets: the embedded benchmark is cached under <data_root>/embedded; the paper scale reads <data_root>/imagenet21k and <data_root>/vtab
+seed = 0  # seed for every random choice in this notebook
+device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+progress = True  # tqdm progress bars
+images: str | None = None  # your images (class folders or a CSV); None: this scale's first task, exported
+models: list | None = None  # model specs (timm:<name>[=ckpt], torchvision:<name>[=ckpt], .safetensors); None: this scale's
+proxies: list = ["knn", "linear", "logme", "leep"]  # any of knn, linear, logme, hscore, leep, nce; the first orders the table
+k: int = 5  # kNN's k
+finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them; 0: ranking only
+
+# %%
+# %matplotlib inline
+from IPython.display import Markdown, display
+
+from expertlib import plots
+from expertlib.pipeline.data import start
+
+ws, bench = start(scale, results_dir, data_root, seed, device, progress)
+
+# %%
+from expertlib.pipeline import your_task as Y
+
+table, out = Y.run(ws, bench, images, models, proxies, k, finetune_top)
+best = table.iloc[0]
+tested = table.dropna(subset=["finetune_accuracy"]) if "finetune_accuracy" in table else table.iloc[:0]
+display(
+    Markdown(
+        f"{len(table)} models ranked by {proxies[0]}: best **{best.model}** ({best[proxies[0]]:.3f}). "
+        + (
+            "Fine-tuned: " + "; ".join(f"{r.model} {r.finetune_accuracy:.3f}" for r in tested.itertuples()) + "."
+            if len(tested)
+            else ""
+        )
+        + f" Tables and figure in `{out}`."
+    )
+)
+table
+
+# %%
+plots.ranking_plot(table, proxies)
