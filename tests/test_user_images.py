@@ -63,3 +63,14 @@ def test_corrupt_files_fail_by_name_or_are_skipped_and_counted(tmp_path):
         load_images(tmp_path)
     imgs = load_images(tmp_path, on_corrupt="skip")
     assert imgs.skipped == [bad] and len(imgs.paths) == 24
+
+
+def test_fingerprint_follows_content_not_location(tmp_path):
+    import shutil
+
+    write_folder(tmp_path / "a")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    a, b = load_images(tmp_path / "a"), load_images(tmp_path / "b")
+    assert a.fingerprint() == b.fingerprint()
+    write_folder(tmp_path / "b", classes=("cat",), per_class=1, size=21)  # one image changes
+    assert load_images(tmp_path / "b").fingerprint() != a.fingerprint()

@@ -55,13 +55,13 @@ class UserImages:
         return ImageData(paths, self.labels[idx], precrop, crop, flip, read=lambda i: read_image(paths[i]))
 
     def fingerprint(self) -> str:
-        """Changes when any file, label or split changes (names, sizes and modification times)."""
+        """Changes when any image's content, label or split changes; not when the folder moves (the same images
+        elsewhere, e.g. in a fresh clone, reuse cached features)."""
         import hashlib
 
         h = hashlib.sha256()
         for p, y, s in zip(self.paths, self.labels, self.splits, strict=True):
-            st = p.stat()
-            h.update(f"{p}|{y}|{s}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{y}|{s}|".encode() + hashlib.sha256(p.read_bytes()).digest())
         return h.hexdigest()[:16]
 
 

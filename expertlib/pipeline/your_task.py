@@ -2,11 +2,13 @@
 
 With no images given, the scale's first task is exported as a class-folder tree (train800val200 as train/,
 test as test/) under ``data_root``, so the notebook runs anywhere; with no models given, the scale's own B,
-B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/``.
+B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/``; the same request
+(``request.json``) again reads the table instead of re-timing it, so a rerun leaves the files unchanged.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from expertlib.datasets.fixtures import write_image_folder
 from expertlib.datasets.user_images import load_images
 from expertlib.pipeline.workspace import Workspace
 from expertlib.rank import rank_models
-from expertlib.runtime import atomic_write_text
+from expertlib.runtime import atomic_write_json, atomic_write_text
 from expertlib.zoo import ModelCandidate, expertlib_candidates
 
 
@@ -59,11 +61,19 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
         k: int, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
     """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task); fine-tune the top
     ``finetune_top`` with the scale's transfer recipe. Returns the ranking and its folder."""
+    out = ws.results_dir / "your_task"
+    request = {"images": str(images or "demo"), "models": list(models or ["this scale's"]), "proxies": list(proxies),
+               "k": k, "finetune_top": finetune_top, "seed": ws.seed}  # fmt: skip
+    asked = out / "request.json"
+    if (out / "ranking.csv").exists() and asked.exists() and json.loads(asked.read_text()) == request:
+        return pd.read_csv(
+            out / "ranking.csv"
+        ), out  # the same request: the same table (reruns change nothing)
     source = Path(images) if images else demo_images(ws, bench)
     found = load_images(source, seed=ws.seed, min_per_class=k + 1)
-    out = ws.results_dir / "your_task"
     table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
                         batch_size=ws.scale.eval_batch, device=ws.device, finetune_top=finetune_top,
                         finetune_steps=ws.scale.transfer_steps[0], finetune_batch=ws.scale.transfer_batch,
                         finetune_lr=ws.scale.transfer_lrs[0], seed=ws.seed, progress=ws.progress)  # fmt: skip
+    atomic_write_json(asked, request)
     return table, out
