@@ -34,7 +34,7 @@ progress = True  # tqdm progress bars
 images: str | None = None  # your images (class folders or a CSV); None: this scale's first task, exported
 models: list | None = None  # model specs (timm:<name>[=ckpt], torchvision:<name>[=ckpt], .safetensors); None: this scale's
 proxies: list = ["knn", "linear", "logme", "leep"]  # any of knn, linear, logme, hscore, leep, nce; the first orders the table
-k: int = 5  # kNN's k
+k: int | None = None  # kNN's k; None: the scale's (knn_k)
 finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them; 0: ranking only
 
 # %%

@@ -27,7 +27,10 @@ def test_expert_config_is_the_budget_of_experts_extra_and_dat():
         3,
         sc.upstream_loss,
     )
-    assert R.dat_steps(sc) == sc.expert_steps and R.dat_steps(get_scale("paper")) == 50
+    assert (
+        R.dat_steps(sc) == 20 and R.dat_steps(get_scale("paper")) == 50
+    )  # timed steps; the rest extrapolated
+    assert R.dat_steps(replace(sc, dat_timing_steps=None)) == sc.expert_steps
 
 
 def test_transfer_config():
@@ -40,9 +43,9 @@ def test_plan_counts_experts_and_fine_tunes():
     assert p["experts"] == 48 and p["tasks"] == 19 and p["total_training_images"] > 1e9
     cpu = get_scale("cpu")
     q = R.plan(cpu, num_experts=14)
-    # B and B+extra at 3 seeds, 14 experts once, 2 picks x 2 extra seeds, 3 full experts, 2 lr trials; 9 tasks
-    assert q["experts"] == 14 and q["fine_tunes"] == 9 * (6 + 14 + 4 + 3 + 2)
-    assert R.plan(replace(cpu, seeds=5), 14)["fine_tunes"] == 9 * (10 + 14 + 8 + 3 + 2)
+    # B, B+extra and 14 adapter experts on 12 tasks, 3 full experts on about one task each, all at 5 seeds; 2 lr trials
+    assert q["experts"] == 14 and q["fine_tunes"] == (12 * 16 + 3) * 5 + 12 * 2
+    assert R.plan(replace(cpu, seeds=3), 14)["fine_tunes"] == (12 * 16 + 3) * 3 + 12 * 2
 
 
 def test_gpu_hours_from_measured_or_assumed_throughput(tmp_path):

@@ -58,9 +58,11 @@ def default_models(ws: Workspace) -> list[ModelCandidate]:
 
 
 def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[str] | None, proxies: Sequence[str],
-        k: int, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
-    """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task); fine-tune the top
-    ``finetune_top`` with the scale's transfer recipe. Returns the ranking and its folder."""
+        k: int | None, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
+    """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task) with kNN's ``k`` (default:
+    the scale's); fine-tune the top ``finetune_top`` with the scale's transfer recipe. Returns the ranking and
+    its folder."""
+    k = k or ws.scale.knn_k
     out = ws.results_dir / "your_task"
     request = {"images": str(images or "demo"), "models": list(models or ["this scale's"]), "proxies": list(proxies),
                "k": k, "finetune_top": finetune_top, "seed": ws.seed}  # fmt: skip
