@@ -32,8 +32,8 @@ seed = 0  # seed for every random choice in this notebook
 device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 progress = True  # tqdm progress bars
 images: str | None = None  # your images (class folders or a CSV); None: this scale's first task, exported
-models: list | None = None  # model specs (timm:<name>[=ckpt], torchvision:<name>[=ckpt], .safetensors); None: this scale's
-proxies: list = ["knn", "linear", "logme", "leep"]  # any of knn, linear, logme, hscore, leep, nce; the first orders the table
+models: list | None = None  # specs: timm:<name>[=ckpt], torchvision:<name>[=ckpt], .safetensors; None: ours
+proxies: list = ["knn", "linear", "logme", "leep"]  # of knn linear logme hscore leep nce; 1st sorts
 k: int | None = None  # kNN's k; None: the scale's (knn_k)
 finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them; 0: ranking only
 
@@ -52,15 +52,12 @@ from expertlib.pipeline import your_task as Y
 table, out = Y.run(ws, bench, images, models, proxies, k, finetune_top)
 best = table.iloc[0]
 tested = table.dropna(subset=["finetune_accuracy"]) if "finetune_accuracy" in table else table.iloc[:0]
+fine_tuned = "; ".join(f"{r.model} {r.finetune_accuracy:.3f}" for r in tested.itertuples())
 display(
     Markdown(
         f"{len(table)} models ranked by {proxies[0]}: best **{best.model}** ({best[proxies[0]]:.3f}). "
-        + (
-            "Fine-tuned: " + "; ".join(f"{r.model} {r.finetune_accuracy:.3f}" for r in tested.itertuples()) + "."
-            if len(tested)
-            else ""
-        )
-        + f" Tables and figure in `{out}`."
+        + (f"Fine-tuned test accuracy: {fine_tuned}. " if len(tested) else "")
+        + f"Tables and figure in `{out}`."
     )
 )
 table

@@ -137,7 +137,7 @@ def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
     root, written = paper_smoke_run
     assert [p.name for p in written] == [p.name for p in notebooks()]
     out = root / "r" / "paper-smoke"
-    ranking = pd.read_csv(out / "your_task" / "ranking.csv")  # 07: the R50x1 models ranked on resisc45's images
+    ranking = pd.read_csv(out / "your_task" / "ranking.csv")  # 07: R50x1 models ranked on resisc45
     assert ranking.knn.between(0, 1).all() and ranking.finetune_accuracy.notna().sum() == 2
     s = json.loads((out / "summary.json").read_text())
     assert s["model"]["arch"] == "R50x1" and set(s["tasks"]) == {"resisc45", "dsprites_location"}
