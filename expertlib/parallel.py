@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import io
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from multiprocessing import get_context
@@ -60,11 +60,12 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple], workers: int = 0) -> Iterator[tuple[int, Any]]:
+def run_jobs(fn: Callable[..., Any], jobs: Iterable[tuple], workers: int = 0) -> Iterator[tuple[int, Any]]:
     """Yield ``(i, fn(*jobs[i]))`` for every job as each finishes (in order when ``workers`` is 0).
 
-    ``fn`` must be importable (a module-level function) when ``workers > 0``. At most ``2 * workers`` jobs are
-    in flight, so a long list does not sit pickled in memory; a job's exception is raised here, after the jobs
+    ``fn`` must be importable (a module-level function) when ``workers > 0``. ``jobs`` is consumed lazily (it
+    may be a generator) and at most ``2 * workers`` jobs are in flight, so a long list does not sit pickled in
+    memory; a job's exception is raised here, after the jobs
     already finished have been yielded (the caller has saved them)."""
     if workers <= 0:
         for i, args in enumerate(jobs):

@@ -53,14 +53,14 @@ def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int
     data = images.data("train", cand.precrop, cand.crop, flip=False)
     cand.features_net.to(device).eval()
     t0 = time.perf_counter()
-    with torch.no_grad():
-        feats = predict(cand.features, data, batch_size, device, progress=progress, workers=workers)
+    feats = predict(cand.features, data, batch_size, device, progress=progress, workers=workers)
     seconds = time.perf_counter() - t0
     out = {"features": feats.numpy(), "seconds": np.array(seconds)}
-    if cand.head is not None:
-        with torch.no_grad():
-            out["logits"] = cand.head.to("cpu").eval()(feats).numpy()
     cand.features_net.to("cpu")
+    with torch.no_grad():
+        logits = cand.head_logits(feats)
+    if logits is not None:
+        out["logits"] = logits.numpy()
     buf = io.BytesIO()
     np.savez(buf, **out)
     atomic_write(path, lambda p: p.write_bytes(buf.getvalue()))

@@ -328,9 +328,8 @@ def write_summary(path, summary: dict) -> bool:
             strip(summary), sort_keys=True, default=str
         ):
             return False
-        if (
-            "run_seconds" in old
-        ):  # the notebooks' wall times (expertlib.reproduce) stay until the next timed run
+        # the notebooks' wall times (expertlib.reproduce) stay until the next timed run
+        if "run_seconds" in old:
             summary = {**summary, "run_seconds": old["run_seconds"]}
     atomic_write_json(path, summary)
     return True

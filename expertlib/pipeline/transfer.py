@@ -39,15 +39,10 @@ def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainDa
     """Run fine-tunes ``(candidate, train, eval, classes, steps, lr, seed)``; yield ``(i, (accuracy, seconds))``
     as each finishes. On CPU they go to ``scale.transfer_workers`` processes; on a GPU they run in turn."""
     workers = ws.scale.transfer_workers if ws.device == "cpu" else 0
-    jobs = [(c.transfer_net(k), tr, ev, R.transfer_config(ws.scale, steps, lr, ws.seed + seed, ws.device), k,
-             ws.scale.eval_batch) for c, tr, ev, k, steps, lr, seed in specs]  # fmt: skip
+    # built as they are needed: a thousand fresh copies of R50x1 would not fit in memory at once
+    jobs = ((c.transfer_net(k), tr, ev, R.transfer_config(ws.scale, steps, lr, ws.seed + seed, ws.device), k,
+             ws.scale.eval_batch) for c, tr, ev, k, steps, lr, seed in specs)  # fmt: skip
     yield from run_jobs(finetune_job, jobs, workers)
-
-
-def finetune_and_test(ws: Workspace, cand: Candidate, train_data: TrainData, eval_data: TrainData, classes: int,
-                      steps: int, lr: float, seed: int) -> tuple[float, float]:  # fmt: skip
-    """One fine-tune of ``cand`` (fresh zero head); (eval accuracy, seconds)."""
-    return next(finetunes(ws, [(cand, train_data, eval_data, classes, steps, lr, seed)]))[1]
 
 
 def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tasks: Sequence[str]) -> dict:
