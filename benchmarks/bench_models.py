@@ -18,15 +18,21 @@ from expertlib.schedules import Schedule
 from expertlib.training import ArrayData, TrainConfig, train
 
 
+def timm_twin(ours: torch.nn.Module) -> torch.nn.Module:
+    """timm's ResNetV2 built to R50x1's config with ``ours``'s weights and eps: the parity reference."""
+    theirs = TimmResNetV2(layers=[3, 4, 6, 3], stem_type="fixed", conv_layer=partial(TimmStdConv2d, eps=1e-10),
+                          num_classes=0)  # fmt: skip
+    theirs.load_state_dict(dict(ours.state_dict()), strict=False)
+    return theirs.eval()
+
+
 def throughput_rows() -> list[dict]:
     """R50x1 features at 128 px, batch 16: ours and timm's (same weights, same eps) in both memory layouts, ours
     also with the standardised weights reused (what ``training.predict`` does). Interleaved, best of 5."""
     rows = []
     cfg_name, size, batch = "R50x1", 128, 16
     ours = create_model(cfg_name).eval()
-    theirs = TimmResNetV2(layers=[3, 4, 6, 3], stem_type="fixed", conv_layer=partial(TimmStdConv2d, eps=1e-10),
-                          num_classes=0).eval()  # fmt: skip
-    theirs.load_state_dict(dict(ours.state_dict()), strict=False)
+    theirs = timm_twin(ours)
     x = torch.randn(batch, 3, size, size)
     speed = {}
     for layout, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):

@@ -9,7 +9,8 @@
       resolution for small images; its 480-px tasks cost about 14x more per image);
     - DAT-style: re-train B on re-weighted upstream data for one expert's budget (the paper scale's
       expert_steps x expert_batch), then one fine-tune (500 x 512).
-    Each row says which numbers are measured and which extrapolated. No GPU number is given without a GPU run.
+    Each row says which numbers are measured and which extrapolated. The GPU check (benchmarks/gpu_throughput.py)
+    writes the same table from per-image costs measured on its GPU at 224 px: selection_cost_paper_gpu.csv.
 (2) ``results/benchmarks/flop_utilisation.csv``: GFLOP/s of the convolutions and matrix products (counted by
     ``torch.utils.flop_counter``; GroupNorm and element-wise work are not counted) in B's training step, an
     adapter expert's step, a fine-tuning step and feature extraction, against this machine's ``torch.mm`` peak
@@ -71,26 +72,27 @@ def r50_costs() -> dict[str, float]:
     return {"forward": fwd / len(x), "train": train / len(x), "knn": knn}
 
 
-def cost_rows(c: dict[str, float]) -> list[dict]:
+def cost_rows(c: dict[str, float], where: str) -> list[dict]:
+    """The paper-budget costs of one VTAB task from per-image costs ``c`` measured ``where`` (a device and size)."""
     paper = get_scale("paper")
     knn = EXPERTS * (TASK_IMAGES * c["forward"] + c["knn"])
     ft_one = FT_STEPS * FT_BATCH * c["train"]
     dat = paper.expert_steps * paper.expert_batch * c["train"] + ft_one
-    how = "extrapolated from R50x1 per-image costs measured at 128 px on this CPU"
+    how = f"extrapolated from R50x1 per-image costs measured {where}"
     rows = [
-        {"method": "kNN selection (48 experts, 1,000 images)", "cpu_hours": knn / 3600, "over_knn": 1.0,
-         "measured": "forward per image, kNN on 1,000 x 2,048", "how": how},
-        {"method": "fine-tune all 48 (HyperRule 500 x 512)", "cpu_hours": EXPERTS * ft_one / 3600,
-         "over_knn": EXPERTS * ft_one / knn, "measured": "training step per image", "how": how},
+        {"method": "kNN selection (48 experts, 1,000 images)", "hours": knn / 3600, "over_knn": 1.0,
+         "measured": "forward per image, kNN on 1,000 x 2,048"},
+        {"method": "fine-tune all 48 (HyperRule 500 x 512)", "hours": EXPERTS * ft_one / 3600,
+         "over_knn": EXPERTS * ft_one / knn, "measured": "training step per image"},
         {"method": f"DAT-style: B re-trained {paper.expert_steps:,} x {paper.expert_batch} + one fine-tune",
-         "cpu_hours": dat / 3600, "over_knn": dat / knn, "measured": "training step per image", "how": how},
-        {"method": "one fine-tune (needed by every method)", "cpu_hours": ft_one / 3600, "over_knn": ft_one / knn,
-         "measured": "training step per image", "how": how},
+         "hours": dat / 3600, "over_knn": dat / knn, "measured": "training step per image"},
+        {"method": "one fine-tune (needed by every method)", "hours": ft_one / 3600, "over_knn": ft_one / knn,
+         "measured": "training step per image"},
     ]  # fmt: skip
     for r in rows:
-        r["cpu_hours"], r["over_knn"] = round(r["cpu_hours"], 3), round(r["over_knn"], 1)
-        r.update({"forward_ms_per_image": round(1e3 * c["forward"], 2), "train_ms_per_image": round(1e3 * c["train"], 2),
-                  "knn_ms": round(1e3 * c["knn"], 2)})  # fmt: skip
+        r["hours"], r["over_knn"] = round(r["hours"], 3), round(r["over_knn"], 1)
+        r.update({"how": how, "forward_ms_per_image": round(1e3 * c["forward"], 3),
+                  "train_ms_per_image": round(1e3 * c["train"], 3), "knn_ms": round(1e3 * c["knn"], 2)})  # fmt: skip
     return rows
 
 
@@ -141,7 +143,7 @@ def main() -> None:
     torch.set_num_threads(2)
     t0 = time.perf_counter()
     peak = mm_peak()
-    write("selection_cost_paper", cost_rows(r50_costs()))
+    write("selection_cost_paper", cost_rows(r50_costs(), "at 128 px on this CPU"))
     write("flop_utilisation", utilisation_rows(peak))
     print(f"{time.perf_counter() - t0:.0f} s")
 
