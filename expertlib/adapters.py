@@ -186,7 +186,8 @@ class ExpertBank(nn.Module):
         head = self.upstream_head(expert)
         if head is None:
             raise ValueError(f"{expert or 'B'} has no upstream head")
-        return F.linear(features, head.weight.flatten(1), head.bias)
+        w = head.weight.flatten(1)  # on the model's device; the result on the features' device
+        return F.linear(features.to(w.device), w, head.bias).to(features.device)
 
     def expert_parameters(self, expert: str) -> list[nn.Parameter]:
         return list(self.experts[self._require(expert)].parameters())  # type: ignore[index]

@@ -21,7 +21,7 @@ from scipy import stats
 
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
-from expertlib.training import TrainData, predict
+from expertlib.training import TrainData, owner_module, predict
 
 
 # -- features -------------------------------------------------------------------------------------------------
@@ -34,7 +34,9 @@ def extract_features(
         c.eval()
     return {
         k: v.numpy()
-        for k, v in predict(lambda x: features_of(candidates, x), data, batch_size, device).items()
+        for k, v in predict(
+            lambda x: features_of(candidates, x), data, batch_size, device, modules=candidates
+        ).items()
     }
 
 
@@ -53,8 +55,10 @@ def forward_flops(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple
     """FLOPs of one call of ``fn`` (a module or a candidate's ``features``; multiply-adds count 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    owner = owner_module(fn)
+    device = next(owner.parameters()).device if owner is not None else "cpu"
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        fn(torch.zeros(input_shape))
+        fn(torch.zeros(input_shape, device=device))
     return int(counter.get_total_flops())
 
 

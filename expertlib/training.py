@@ -325,6 +325,12 @@ def train(
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------
+def owner_module(fn: Callable) -> nn.Module | None:
+    """The module ``fn`` is (a model) or belongs to (a model's method such as ``features``), else None."""
+    owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
 @torch.inference_mode()
 def predict(
     fn: Callable[[Tensor], Tensor | Mapping[str, Tensor]],
@@ -333,11 +339,17 @@ def predict(
     device: str = "cpu",
     progress: bool = False,
     workers: int = 0,
+    modules: Iterable[nn.Module] = (),
 ) -> Tensor | dict[str, Tensor]:
     """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
 
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
-    over the data); the result is concatenated the same way."""
+    over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
+    ``modules`` (the modules a plain function uses) are moved to ``device`` first: a model loaded from the
+    cache sits on the CPU."""
+    for m in [owner_module(fn), *modules]:
+        if m is not None:
+            m.to(device)
     outs: list = []
     items = EvalBatches(data, batch_size)
     with (

@@ -69,7 +69,10 @@ class ModelCandidate:
         return self.features_net(x)
 
     def head_logits(self, features: Tensor) -> Tensor | None:
-        return None if self.head is None else self.head(features)
+        if self.head is None:
+            return None
+        device = next(self.head.parameters()).device  # the result on the features' device
+        return self.head(features.to(device)).to(features.device)
 
     def transfer_net(self, num_classes: int) -> nn.Module:
         return self.make_transfer(num_classes)  # type: ignore[operator]

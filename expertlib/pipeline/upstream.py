@@ -187,8 +187,10 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
         data = subset(data, keep, data.labels[keep])
     y_all = data.labels
     half = np.random.default_rng(0).permutation(len(y_all)) < len(y_all) // 2
-    feats = {n: f.numpy() for n, f in predict(lambda x: {n: cands[n].features(x) for n in [BASE, EXTRA, *experts]},
-                                                data, ws.scale.eval_batch, ws.device).items()}  # fmt: skip
+    names = [BASE, EXTRA, *experts]
+    feats = {n: f.numpy() for n, f in predict(lambda x: {n: cands[n].features(x) for n in names}, data,
+                                                ws.scale.eval_batch, ws.device,
+                                                modules=[cands[n] for n in names]).items()}  # fmt: skip
     nodes = {**choose_experts(ws, bench), **full_experts(ws, bench)}
     rows = []
     for cname in experts:

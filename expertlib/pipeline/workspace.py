@@ -97,7 +97,7 @@ def _load_model(p: Path) -> Any:
 def _save_model(p: Path, m: Any) -> None:
     from expertlib.weights import save_model
 
-    save_model(m.cpu(), p)
+    save_model(m, p)  # copies to the CPU: the model stays where it trains
 
 
 def _load_bank(p: Path) -> Any:
