@@ -255,29 +255,46 @@ _TYPES = {
 
 
 def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
-    """The parameters declared in a notebook's ``parameters`` cell: name -> {type, default, help}."""
+    """The parameters declared in a notebook's ``parameters`` cell: name -> {type, default, help}.
+
+    Read with Python's own parser, not papermill's line patterns: those drop a parameter annotated with a union
+    (``str | None``) or with a second ``=`` in its comment, and such a parameter could then not be set."""
+    import ast
+    import io
+    import tokenize
+
     import nbformat
-    import papermill as pm
 
     nb = nbformat.read(str(notebook), as_version=4)
-    if not nb.metadata.get("kernelspec"):  # papermill needs a kernel name to parse the cell's language
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = pm.inspect_notebook(nb)
-    if not params:
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
         raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
-    return {
-        name: {
-            "type": _declared_type(p["inferred_type_name"], p["default"]),
-            "default": p["default"],
-            "help": p["help"],
-        }
-        for name, p in params.items()
-    }
+    src = cells[0].source
+    try:
+        tree = ast.parse(src)
+        tokens = list(tokenize.generate_tokens(io.StringIO(src).readline))
+    except (SyntaxError, tokenize.TokenError) as e:
+        raise ParameterError(f"the parameters cell of {notebook} is not valid Python: {e}") from e
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, annotation = node.target.id, ast.unparse(node.annotation)
+        elif (
+            isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+        ):
+            name, annotation = node.targets[0].id, None
+        else:
+            continue
+        default = ast.get_source_segment(src, node.value) if node.value is not None else "None"
+        out[name] = {"type": _declared_type(annotation, default), "default": default,
+                     "help": comments.get(node.end_lineno, "")}  # fmt: skip
+    return out
 
 
 def _declared_type(annotation: str | None, default: str) -> str:
     """The annotation when there is one, else the type of the default's literal ('any' if it is None or not a
-    literal). Papermill infers types from annotations only."""
+    literal)."""
     import ast
 
     if annotation not in (None, "None"):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from expertlib import runlock
 from expertlib.presets import get_scale, validate_parameters
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -53,22 +55,22 @@ def run(
     out_dir = Path(results_dir) / scale / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     written, seconds = [], {}
-    for i, nb in enumerate(chosen, 1):
-        out = out_dir / nb.name
-        t0 = time.perf_counter()
-        print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ...", flush=True)
-        partial = out.with_name(
-            f".{out.stem}.running.ipynb"
-        )  # papermill saves as it goes: never the final name
-        try:
-            pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
-                                progress_bar=progress, cwd=str(Path.cwd()))  # fmt: skip
-        finally:  # a failed notebook is kept too (complete, with its error), for reading
-            if partial.exists():
-                finish(partial, out)
-        seconds[nb.stem] = round(time.perf_counter() - t0, 1)
-        print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {out}", flush=True)
-        written.append(out)
+    with runlock.locked(out_dir.parent), tempfile.TemporaryDirectory(prefix="expertlib-run-") as running:
+        for i, nb in enumerate(chosen, 1):
+            out = out_dir / nb.name
+            t0 = time.perf_counter()
+            # papermill saves as it goes: outside results/, so no half-run notebook ever sits there
+            partial = Path(running) / nb.name
+            print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ... (in progress: {partial})", flush=True)
+            try:
+                pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
+                                    progress_bar=progress, cwd=str(Path.cwd()))  # fmt: skip
+            finally:  # a failed notebook is kept too (complete, with its error), for reading
+                if partial.exists():
+                    finish(partial, out)
+            seconds[nb.stem] = round(time.perf_counter() - t0, 1)
+            print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {out}", flush=True)
+            written.append(out)
     if record_times:
         write_run_seconds(Path(results_dir) / scale / "summary.json", seconds)
     return written

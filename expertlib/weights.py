@@ -244,7 +244,25 @@ def _read_tensor_file(path: str | os.PathLike) -> dict:
 # -- safetensors: models, banks, single experts ---------------------------------------------------------------
 def _save(tensors: Mapping[str, Tensor], path: str | os.PathLike, metadata: dict[str, str]) -> Path:
     flat = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    return atomic_write(path, lambda p: save_file(flat, str(p), metadata=metadata))
+
+    def write(p: Path) -> None:
+        save_file(flat, str(p), metadata=metadata)
+        _canonical_header(p)
+
+    return atomic_write(path, write)
+
+
+def _canonical_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, in place. safetensors serialises the metadata
+    map in a random order (a hash map), so the same model would otherwise give different bytes on each save."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > size:  # cannot happen for the same content in compact JSON; refuse rather than corrupt
+            raise ValueError(f"{path}: canonical safetensors header longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (size - len(text)))  # safetensors pads its header with spaces
 
 
 def _open(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[str, str]]:

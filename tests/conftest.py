@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +38,29 @@ def smoke(tmp_path_factory):
     U.train_experts(ws, bench, base, "adapter")
     U.train_experts(ws, bench, base, "full")
     return ws, bench
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The smoke scale through every notebook, as a user's interrupted run: ``python -m expertlib.reproduce`` is
+    killed (SIGKILL) as soon as notebook 01 is written, then the same command runs to the end. The notebook
+    tests check what the resumed run wrote; the reliability matrix, that it matches an uninterrupted run.
+    Returns (results folder, executed notebooks, what the kill left: exit code and the notebooks there)."""
+    from expertlib.reproduce import notebooks
+
+    root = tmp_path_factory.mktemp("smoke")
+    out = root / "results" / "smoke"
+    cmd = [sys.executable, "-m", "expertlib.reproduce", "--scale", "smoke", "--results-dir", str(root / "results"),
+           "--data-root", str(root / "data"), "--no-progress"]  # fmt: skip
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (out / "notebooks" / "01_data.ipynb").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "notebook 01 did not finish in 5 minutes"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)  # the run's process alone: its orphaned kernel must not spoil the rerun
+    proc.wait()
+    kill = {"exit": proc.returncode, "notebooks": sorted(p.name for p in (out / "notebooks").iterdir())}
+    again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    return out, [out / "notebooks" / nb.name for nb in notebooks()], kill

@@ -21,13 +21,6 @@ from expertlib.reproduce import notebooks, run
 pytestmark = pytest.mark.notebook
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("smoke")
-    written = run("smoke", results_dir=str(root / "results"), data_root=str(root / "data"), progress=False)
-    return root / "results" / "smoke", written
-
-
 def test_every_notebook_has_one_documented_parameters_cell():
     for nb_path in notebooks():
         nb = nbformat.read(nb_path, as_version=4)
@@ -56,7 +49,7 @@ def test_every_notebook_is_paired_with_a_jupytext_percent_file_in_sync():
 
 
 def test_executed_notebooks_show_their_figures_inline(smoke_run):
-    _, written = smoke_run
+    _, written, _ = smoke_run
     for p in written:
         nb = nbformat.read(p, as_version=4)
         images = sum("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", []))
@@ -66,7 +59,7 @@ def test_executed_notebooks_show_their_figures_inline(smoke_run):
 
 
 def test_all_notebooks_execute_and_write_results(smoke_run):
-    out, written = smoke_run
+    out, written, _ = smoke_run
     assert [p.name for p in written] == [p.name for p in notebooks()]
     for p in written:
         nb = nbformat.read(p, as_version=4)
@@ -86,7 +79,7 @@ def test_all_notebooks_execute_and_write_results(smoke_run):
 
 
 def test_summary_keys_and_ranges(smoke_run):
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     s = json.loads((out / "summary.json").read_text())
     assert s["scale"] == "smoke" and len(s["tasks"]) == 3
     for task, t in s["tasks"].items():
@@ -104,7 +97,7 @@ def test_summary_keys_and_ranges(smoke_run):
 
 
 def test_rerun_skips_finished_work(smoke_run, capsys):
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     before = (out / "models" / "generic.safetensors").stat().st_mtime
     executed = (out / "notebooks" / "02_generic.ipynb").read_bytes()
     figure = (out / "figures" / "specialisation_knn.svg").read_bytes()
@@ -228,7 +221,7 @@ def _chromium() -> str:
 
 @pytest.mark.browser
 def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
-    out, _ = smoke_run
+    out, _, _ = smoke_run
     chromium = _chromium()
     port = _free_port()
     lab = subprocess.Popen(

@@ -6,11 +6,12 @@ import pytest
 from expertlib.presets import SCALES, ParameterError, get_scale, notebook_parameters, validate_parameters
 
 
-def _notebook(path):
+def _notebook(
+    path,
+    source='scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n',
+):
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(
-        'scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n'
-    )
+    cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["parameters"]
     nb.cells = [cell]
     nbformat.write(nb, path)
@@ -52,3 +53,19 @@ def test_parameters_validated_before_compute(tmp_path):
 
 def test_scale_serialises():
     assert json.loads(json.dumps(get_scale("smoke").to_dict(), default=str))["name"] == "smoke"
+
+
+def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):
+    """Papermill's own line patterns drop both; such a parameter could then never be set."""
+    nb = _notebook(
+        tmp_path / "n.ipynb",
+        "images: str | None = None  # a folder; None: ours\n"
+        "models: list | None = None  # timm:<name>[=ckpt]\n"
+        'proxies: list = [\n    "knn",\n]  # first sorts\n',
+    )
+    declared = notebook_parameters(nb)
+    assert declared["images"] == {"type": "str | None", "default": "None", "help": "a folder; None: ours"}
+    assert declared["models"]["help"] == "timm:<name>[=ckpt]" and declared["proxies"]["help"] == "first sorts"
+    assert validate_parameters(nb, {"images": "x", "models": None}) == {"images": "x", "models": None}
+    with pytest.raises(ParameterError, match="'images'.*must be str [|] None.*got int"):
+        validate_parameters(nb, {"images": 3})

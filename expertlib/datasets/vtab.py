@@ -208,7 +208,13 @@ def _folder_parts(task: VtabTask, root: Path, transform: Callable | None):
             return train, TFRecordSplit(shards(base, "val"), task.name, transform), test
         tr, va = _carve(train, (0.9, 0.1))
         return tr, va, test
-    if not (base / "train").is_dir() or not (base / "test").is_dir():
+    absent = [s for s in ("train", "test") if not (base / s).is_dir()]
+    if absent and any((base / s).is_dir() for s in ("train", "val", "test")):  # a task folder missing a split
+        raise DatasetNotFoundError(
+            f"VTAB task {task.name!r}: {base} has no {' or '.join(s + '/' for s in absent)}. A task folder needs "
+            "train/ and test/ (val/ is carved from train/ when absent), each with one folder per label"
+        )
+    if absent:
         raise _missing(task, root, base)
     train = FolderSplit(base / "train", transform)
     test = FolderSplit(base / "test", transform)

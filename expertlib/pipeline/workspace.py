@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
+from expertlib import runlock
 from expertlib.presets import Scale, get_scale
 from expertlib.runtime import (
     atomic_write_csv,
@@ -63,6 +64,8 @@ class Workspace:
             seed,
             progress,
         )
+        if is_main_process():  # one run per results folder (under torchrun, rank 0 writes and holds it)
+            runlock.hold(ws.results_dir)
         for sub in ("models", "tables", "figures", "checkpoints"):
             (ws.results_dir / sub).mkdir(parents=True, exist_ok=True)
         seed_everything(seed)

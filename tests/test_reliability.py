@@ -1,0 +1,531 @@
+"""The reliability matrix: faults and bad inputs, tried as a user would meet them. Every case is recorded in
+``results/reliability.csv`` (case, what was done, expected, observed, pass) as the suite runs, so the file
+says what the last run of the committed code saw; the README's reliability section cites it.
+
+Kills are real: a child process sends itself SIGKILL at a chosen point (a training step, a fine-tune) or is
+killed from outside between notebooks, and the rerun's outputs are compared with an uninterrupted run's."""
+
+from __future__ import annotations
+
+import errno
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from expertlib.runtime import atomic_write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+MATRIX = ROOT / "results" / "reliability.csv"
+COLUMNS = ["case", "done", "expected", "observed", "pass"]
+_rows: dict[str, dict] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_matrix():
+    """Write the cases this run tried into the matrix (kept in case order), whether they passed or not."""
+    yield
+    old = pd.read_csv(MATRIX, dtype=str).to_dict("records") if MATRIX.exists() else []
+    rows = {r["case"]: r for r in old} | _rows
+    atomic_write_csv(MATRIX, pd.DataFrame([rows[k] for k in sorted(rows)], columns=COLUMNS))
+
+
+def _clean(text: str, *folders: Path) -> str:
+    """The observation without what changes from run to run (temporary folders, pids, times)."""
+    for f in folders:
+        text = text.replace(str(f), "<tmp>")
+    text = re.sub(r"pid \d+, since [\d-]+ [\d:]+", "pid <pid>, since <time>", text)
+    return " ".join(text.split())[:300]
+
+
+def record(case: str, done: str, expected: str, observed: str, ok: bool, check: bool = True) -> None:
+    """One row of the matrix; ``check``: assert it now (else :func:`_assert_recorded` later)."""
+    _rows[case] = {"case": case, "done": done, "expected": expected, "observed": observed,
+                   "pass": "yes" if ok else "NO"}  # fmt: skip
+    assert ok or not check, f"{case}: expected {expected}; observed {observed}"
+
+
+def _assert_recorded(*prefixes: str) -> None:
+    bad = [r for c, r in _rows.items() if c.startswith(prefixes) and r["pass"] != "yes"]
+    assert not bad, bad
+
+
+def refused(case: str, done: str, error: type[BaseException], match: str, fn, *folders: Path) -> None:
+    """Record that ``fn()`` raises ``error`` with a message matching ``match``."""
+    try:
+        fn()
+    except Exception as e:  # noqa: BLE001 - the matrix records whatever happened
+        observed, ok = (
+            f"{type(e).__name__}: {_clean(str(e), *folders)}",
+            isinstance(e, error) and bool(re.search(match, str(e), re.S)),
+        )
+    else:
+        observed, ok = "no error", False
+    record(case, done, f"{error.__name__} matching '{match}'", observed, ok)
+
+
+# -- killed runs -------------------------------------------------------------------------------------------------
+CHILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    torch.set_num_threads({threads})
+    sys.path.insert(0, {root!r})
+    from expertlib import training
+    from expertlib.pipeline import Workspace, data as D, transfer as TR, upstream as U
+
+    def die_on_call(module, name, n):
+        real, calls = getattr(module, name), [0]
+        def dying(*a, **k):
+            calls[0] += 1
+            if calls[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(*a, **k)
+        setattr(module, name, dying)
+
+    {patch}
+    ws = Workspace.create("smoke", {results!r}, {data!r}, progress=False)
+    bench = D.load_benchmark(ws)
+    {body}
+    """
+)
+
+
+def _child(results: Path, data: Path, body: str, patch: str = "") -> subprocess.CompletedProcess:
+    script = CHILD.format(threads=torch.get_num_threads(), root=str(ROOT), results=str(results), data=str(data),
+                          patch=patch, body=body)  # fmt: skip
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name != ".lock")
+
+
+def _same(a: Path, b: Path, names: list[str]) -> dict[str, bool]:
+    return {n.split("/")[-1]: (a / n).read_bytes() == (b / n).read_bytes() for n in names}
+
+
+MODELS = ["models/generic.safetensors", "models/generic_extra.safetensors", "models/adapter_experts.safetensors",
+          "models/full_experts.safetensors"]  # fmt: skip
+UPSTREAM = ("base, _ = U.train_generic(ws, bench); U.train_generic_extra(ws, bench, base); "
+            "U.train_experts(ws, bench, base, 'adapter'); U.train_experts(ws, bench, base, 'full')")  # fmt: skip
+TRANSFER = "TR.run_transfer(ws, bench, U.candidates(ws))"
+
+
+def test_killed_runs_resume_to_the_same_results(smoke, smoke_run, tmp_path):
+    """One results folder, killed three times as a user's long run might be: in B's training, in the second
+    adapter expert, in the fine-tunes. Each rerun is the same call. The smoke fixture (trained in this process,
+    never killed) is the uninterrupted reference for the models; the notebooks' smoke run, whose fine-tunes ran
+    uninterrupted, for the transfer table."""
+    ws, _ = smoke
+    notebook_out, _, _ = smoke_run
+    res, data, out = tmp_path / "r", tmp_path / "d", tmp_path / "r" / "smoke"
+    kill_b = _child(res, data, UPSTREAM, "die_on_call(training, 'batch_indices', 7)")
+    # the rerun: B (12 steps), B+extra (4), the first adapter expert (4), then the 2nd step of the second
+    kill_expert = _child(res, data, UPSTREAM, "die_on_call(training, 'batch_indices', 12 + 4 + 4 + 2)")
+    kept = sorted(p.name for p in (out / "checkpoints").glob("adapter_*.safetensors"))
+    finish = _child(res, data, UPSTREAM)
+    models = _same(out, ws.results_dir, MODELS)
+    ok_b = (
+        kill_b.returncode == -signal.SIGKILL
+        and (out / MODELS[0]).read_bytes() == (ws.results_dir / MODELS[0]).read_bytes()
+    )
+    record("1a kill: B training", "SIGKILL at B's 7th of 12 training steps (smoke), then the same call again",
+           "killed; the rerun trains B to the same bytes as an uninterrupted run",
+           f"exit {kill_b.returncode}, then B identical: {models['generic.safetensors']}", ok_b, check=False)  # fmt: skip
+    ok_expert = kill_expert.returncode == -signal.SIGKILL and len(kept) == 1 and finish.returncode == 0
+    record("1b kill: an expert", "the same call, SIGKILLed at the 2nd step of the 2nd adapter expert (B, B+extra and "
+           "the first expert done), then again", "the finished expert kept and reused; every model byte-identical "
+           "to an uninterrupted run's", f"exit {kill_expert.returncode}, then {finish.returncode}; kept {kept}; "
+           f"identical: {models}", ok_expert and all(models.values()), check=False)  # fmt: skip
+    # transfer: the first 12 fine-tunes choose the hyper-parameters (3 tasks x 2 steps x 2 lrs); the 15th is the
+    # 3rd of the runs proper
+    kill_ft = _child(res, data, TRANSFER, "die_on_call(TR, 'finetune_job', 15)")
+    table = out / "tables" / "transfer_runs.csv"
+    rows_at_kill = len(pd.read_csv(table)) if table.exists() else 0
+    again = _child(res, data, TRANSFER)
+    cols = ["task", "model", "mode", "seed", "accuracy", "steps", "lr"]  # all but wall-clock seconds
+    a, b = (pd.read_csv(f / "tables" / "transfer_runs.csv")[cols] for f in (out, notebook_out))
+    record("1c kill: a fine-tune", "SIGKILL in the 3rd fine-tune of notebook 05's runs (smoke), then the same call",
+           "the runs written before the kill kept, not redone; the table equal to an uninterrupted run's",
+           f"exit {kill_ft.returncode}, then {again.returncode}; {rows_at_kill} "
+           f"runs kept at the kill; {len(a)} runs, equal: {a.equals(b)}",
+           kill_ft.returncode == -signal.SIGKILL and again.returncode == 0 and rows_at_kill == 2 and a.equals(b),
+           check=False)  # fmt: skip
+    record("6a same seed: models and tables", "the smoke scale's models and transfer table made twice, by "
+           "separate runs at the same seed (1a-1c)", "byte-identical models; equal tables (wall times aside)",
+           f"models {models}; transfer table equal: {a.equals(b)}", all(models.values()) and a.equals(b),
+           check=False)  # fmt: skip
+    record(
+        "1e kill: leftovers",
+        "the results folder after 1a-1c",
+        "no temporary file left by the kills",
+        f"left: {_leftovers(out) or 'nothing'}",
+        not _leftovers(out),
+        check=False,
+    )
+    _assert_recorded("1a", "1b", "1c", "1e", "6a")
+
+
+def test_a_killed_notebook_run_resumes_to_the_same_results(smoke, smoke_run):
+    """The notebook tests' smoke run is itself a killed run (see conftest.smoke_run)."""
+    ws, _ = smoke
+    out, _, kill = smoke_run
+    same = _same(out, ws.results_dir, MODELS)
+    record("1d kill: between notebooks", "SIGKILL to `python -m expertlib.reproduce --scale smoke` as soon as "
+           "01's executed notebook appears, then the same command again", "only finished notebooks under "
+           "results/ at the kill; the rerun completes with models byte-identical to an uninterrupted run's; no "
+           "temporary file left", f"exit {kill['exit']}; notebooks at the kill {kill['notebooks']}; identical: "
+           f"{same}; left: {_leftovers(out) or 'nothing'}", kill["exit"] == -signal.SIGKILL and all(same.values())
+           and not _leftovers(out) and all(not n.startswith(".") for n in kill["notebooks"]))  # fmt: skip
+
+
+# -- two runs at once ------------------------------------------------------------------------------------------
+def test_a_second_run_on_the_same_results_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
+    from expertlib.pipeline import Workspace
+    from expertlib.reproduce import run
+    from expertlib.runlock import ResultsInUseError
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
+         "from expertlib.pipeline import Workspace; "
+         f"Workspace.create('smoke', {str(tmp_path)!r}, progress=False); print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout.readline().strip() == "held"
+    refused(
+        "2a two runs: a second workspace",
+        "Workspace.create on a results folder another process holds",
+        ResultsInUseError,
+        r"in use by another run \(pid \d+.*another results_dir",
+        lambda: Workspace.create("smoke", tmp_path, progress=False),
+        tmp_path,
+    )
+    refused(
+        "2b two runs: a second reproduce",
+        "reproduce.run on a results folder another process holds",
+        ResultsInUseError,
+        r"in use by another run",
+        lambda: run("smoke", results_dir=str(tmp_path)),
+        tmp_path,
+    )
+    written = sorted(p.name for p in (tmp_path / "smoke" / "notebooks").iterdir())
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    Workspace.create("smoke", tmp_path, progress=False)  # the holder is gone: no stale lock
+    record(
+        "2c two runs: holder killed",
+        "SIGKILL to the process holding the lock, then Workspace.create",
+        "the refused runs wrote nothing; the lock is free once its holder dies (no stale lock)",
+        f"notebooks written by the refused run: {written or 'none'}; Workspace.create then succeeded",
+        not written,
+    )
+    # fmt: skip
+
+
+# -- interrupted writes ----------------------------------------------------------------------------------------
+def _disk_full_after(n_bytes: int):
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            f.write(b"x" * n_bytes)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return write
+
+
+def test_a_full_disk_during_any_write_leaves_no_partial_file(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from expertlib import plots
+    from expertlib.resnet import create_model
+    from expertlib.runtime import atomic_write
+    from expertlib.weights import save_model
+
+    table = tmp_path / "tables" / "t.csv"
+    atomic_write_csv(table, pd.DataFrame({"a": [1]}))
+    before = table.read_bytes()
+    refused(
+        "3a full disk: a table",
+        "a table rewritten while the disk fills (ENOSPC mid-write)",
+        OSError,
+        "No space left",
+        lambda: atomic_write(table, _disk_full_after(10)),
+    )
+    record("3a' full disk: a table", "the folder after 3a", "the previous table intact, no temporary file",
+           f"previous intact: {table.read_bytes() == before}; files: {sorted(p.name for p in table.parent.iterdir())}",
+           table.read_bytes() == before and [p.name for p in table.parent.iterdir()] == ["t.csv"])  # fmt: skip
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    real = fig.savefig
+
+    def failing_savefig(path, **kw):
+        real(path, **kw)  # a whole file, then the disk is full before the rename
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    fig.savefig = failing_savefig
+    refused(
+        "3b full disk: a figure",
+        "plots.save_figure while the disk fills",
+        OSError,
+        "No space left",
+        lambda: plots.save_figure(fig, tmp_path / "figures" / "f"),
+    )
+    figs = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    record("3b' full disk: a figure", "the folder after 3b", "no figure file and no temporary file",
+           f"files: {figs or 'none'}", not figs)  # fmt: skip
+
+    model = tmp_path / "models" / "m.safetensors"
+    import expertlib.weights as W
+
+    real_save = W.save_file
+    W.save_file = lambda tensors, path, metadata=None: _disk_full_after(100)(Path(path))
+    try:
+        refused(
+            "3c full disk: a model",
+            "weights.save_model while the disk fills",
+            OSError,
+            "No space left",
+            lambda: save_model(create_model("tiny", num_classes=3), model),
+        )
+    finally:
+        W.save_file = real_save
+    left = sorted(p.name for p in model.parent.iterdir()) if model.parent.exists() else []
+    record("3c' full disk: a model", "the folder after 3c", "no model file and no temporary file",
+           f"files: {left or 'none'}", not left)  # fmt: skip
+
+
+def test_temporary_files_of_a_killed_write_are_swept_by_the_next_run(tmp_path):
+    from expertlib.pipeline import Workspace
+
+    stale = tmp_path / "smoke" / "tables" / ".transfer_runs.csv.k3j2.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("half a table")
+    Workspace.create("smoke", tmp_path, progress=False)
+    record("3d killed write: stale temporary", "a `.name.xyz.tmp` left by a write killed before its rename, then "
+           "a new run starts", "the new run (holding the lock) removes it", f"still there: {stale.exists()}",
+           not stale.exists())  # fmt: skip
+
+
+# -- bad inputs ------------------------------------------------------------------------------------------------
+def _image_folder(root: Path) -> None:
+    from expertlib.datasets.fixtures import write_image_folder
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 8)
+    write_image_folder(
+        root, rng.integers(0, 255, (24, 20, 20, 3), dtype=np.uint8), labels, ["cat", "dog", "fox"]
+    )
+
+
+def test_bad_images(tmp_path):
+    from expertlib.datasets.folders import CorruptImageError
+    from expertlib.datasets.user_images import ImagesError, load_images
+
+    write_image_folder = _image_folder
+    write_image_folder(tmp_path / "a")
+    bad = tmp_path / "a" / "dog" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a JPEG")
+    refused(
+        "4a bad images: corrupt file",
+        "a class folder with a file that is not an image",
+        CorruptImageError,
+        "broken.jpg",
+        lambda: load_images(tmp_path / "a"),
+        tmp_path,
+    )
+    write_image_folder(tmp_path / "b")
+    good = next((tmp_path / "b" / "dog").iterdir())
+    good.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    refused(
+        "4b bad images: truncated JPEG",
+        "a class folder with a JPEG cut in half",
+        CorruptImageError,
+        good.name,
+        lambda: load_images(tmp_path / "b"),
+        tmp_path,
+    )
+    write_image_folder(tmp_path / "c")
+    (tmp_path / "c" / "empty_class").mkdir()
+    refused(
+        "4c bad images: empty class folder",
+        "a class folder with no images",
+        ImagesError,
+        "empty_class.*holds no images",
+        lambda: load_images(tmp_path / "c"),
+        tmp_path,
+    )
+
+
+def test_bad_datasets(tmp_path):
+    from PIL import Image
+
+    from expertlib.datasets.folders import DatasetNotFoundError
+    from expertlib.datasets.vtab import load_vtab
+    from expertlib.hierarchy import HierarchyError, LabelHierarchy
+
+    rng = np.random.default_rng(0)
+    task = tmp_path / "vtab" / "resisc45"
+    for i in range(8):
+        p = task / "train" / str(i % 2) / f"{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(p)
+    refused(
+        "4d bad data: VTAB task missing a split",
+        "vtab/resisc45 with train/ but no test/",
+        DatasetNotFoundError,
+        "has no test/",
+        lambda: load_vtab("resisc45", tmp_path),
+        tmp_path,
+    )
+    wn = tmp_path / "imagenet21k"
+    wn.mkdir()
+    (wn / "wordnet.is_a.txt").write_text("n0 n1\nn1\tn2 n3\n")
+    (wn / "words.txt").write_text("n0\tentity\nn1\tanimal\n")
+    refused(
+        "4e bad data: malformed WordNet file",
+        "wordnet.is_a.txt with a line of three ids",
+        HierarchyError,
+        r"wordnet.is_a.txt:2: expected 'parent_wnid child_wnid'",
+        lambda: LabelHierarchy.from_wordnet(wn / "wordnet.is_a.txt", wn / "words.txt"),
+        tmp_path,
+    )
+
+
+def test_bad_checkpoints(tmp_path):
+    import pickle
+
+    import timm
+
+    from expertlib.weights import CheckpointError, load_model
+    from expertlib.zoo import from_spec
+
+    torch.save(timm.create_model("test_byobnet").state_dict(), tmp_path / "other.pth")
+    refused(
+        "4f bad checkpoint: another architecture",
+        "timm:test_resnet with a test_byobnet checkpoint",
+        CheckpointError,
+        "does not fit architecture timm:test_resnet.*(missing|unexpected)",
+        lambda: from_spec(f"timm:test_resnet={tmp_path / 'other.pth'}"),
+        tmp_path,
+    )
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Payload()}))
+    refused(
+        "4g bad checkpoint: a pickle with code",
+        "a .pth whose unpickling would run code",
+        CheckpointError,
+        "refused",
+        lambda: from_spec(f"timm:test_resnet={tmp_path / 'evil.pth'}"),
+        tmp_path,
+    )
+    record(
+        "4g' bad checkpoint: code not run",
+        "after 4g",
+        "the pickle's code never ran",
+        f"code ran: {marker.exists()}",
+        not marker.exists(),
+    )
+    good = tmp_path / "m.safetensors"
+    from expertlib.resnet import create_model
+    from expertlib.weights import save_model
+
+    save_model(create_model("tiny", num_classes=3), good)
+    (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:500])
+    refused(
+        "4h bad checkpoint: truncated safetensors",
+        "load_model on a model file cut short",
+        CheckpointError,
+        "cannot read",
+        lambda: load_model(tmp_path / "cut.safetensors"),
+        tmp_path,
+    )
+
+
+def test_nan_loss_names_the_step_and_a_remedy():
+    from expertlib.datasets.batches import ArrayData
+    from expertlib.resnet import create_model
+    from expertlib.schedules import scaled_hyperrule
+    from expertlib.training import NonFiniteLossError, TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    data = ArrayData(rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8), np.arange(32) % 2, 8, 8, False)
+    m = create_model("tiny", num_classes=2)
+    cfg = TrainConfig(scaled_hyperrule(6, 1e30), batch_size=8)
+    refused(
+        "4i NaN loss",
+        "training with a learning rate of 1e30",
+        NonFiniteLossError,
+        r"loss became (nan|inf) at step \d+.*Lower the learning rate",
+        lambda: train(m, list(m.parameters()), data, cfg, 2, progress=False),
+    )
+
+
+WRONG = {"str": 7, "int": "seven", "bool": "yes", "list": "knn", "float": "x", "str | None": 7,
+         "int | None": "seven", "list | None": "knn"}  # fmt: skip
+
+
+def test_every_notebook_parameter_mistyped_or_of_the_wrong_type_is_refused():
+    from expertlib.presets import ParameterError, notebook_parameters, validate_parameters
+    from expertlib.reproduce import notebooks
+
+    for nb in notebooks():
+        declared = notebook_parameters(nb)
+        bad = []
+        for name, spec in declared.items():
+            typo = name[:-1] + name[-1] * 2
+            for values, want in (
+                ({typo: 1}, f"Did you mean '{name}'"),
+                ({name: WRONG[spec["type"]]}, "must be"),
+            ):
+                try:
+                    validate_parameters(nb, values)
+                    bad.append(f"{values} accepted")
+                except ParameterError as e:
+                    if want not in str(e):
+                        bad.append(f"{values}: {e}")
+        record(f"4j parameters: {nb.stem}", f"each of its {len(declared)} parameters misspelt, and given a value of "
+               "the wrong type", "every one refused before any compute, naming the parameter (and the close match)",
+               "; ".join(bad) or f"all {2 * len(declared)} refused", not bad)  # fmt: skip
+
+
+# -- same bytes ------------------------------------------------------------------------------------------------
+FIGURE = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import matplotlib.pyplot as plt
+    from expertlib import plots
+    fig, ax = plt.subplots()
+    ax.plot([0, 1, 3], label="a")
+    ax.legend()
+    plots.save_figure(fig, {stem!r})
+    """
+)
+
+
+def test_the_same_figure_is_the_same_bytes_in_two_processes(tmp_path):
+    for run in ("a", "b"):
+        script = FIGURE.format(root=str(ROOT), stem=str(tmp_path / run / "f"))
+        subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    same = {ext: (tmp_path / "a" / f"f.{ext}").read_bytes() == (tmp_path / "b" / f"f.{ext}").read_bytes()
+            for ext in ("svg", "png")}  # fmt: skip
+    record(
+        "5a same bytes: figures",
+        "one figure saved by two processes",
+        "identical SVG and PNG bytes (fixed SVG ids, no dates)",
+        str(same),
+        all(same.values()),
+    )
