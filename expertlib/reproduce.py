@@ -110,6 +110,8 @@ def finish(partial: Path, out: Path) -> Path:
             cell.metadata.get("papermill", {}).pop(key, None)
     for key in VOLATILE_PAPERMILL_KEYS:
         nb.metadata.get("papermill", {}).pop(key, None)
+    if "papermill" in nb.metadata:  # where it lands, not the temporary folder it ran in
+        nb.metadata["papermill"]["output_path"] = str(out)
     atomic_write(out, lambda p: nbformat.write(nb, str(p)))
     partial.unlink()
     return out

@@ -37,10 +37,13 @@ class Comparison:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def evidence(self) -> str:
-        return (f"{self.mean:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}] over {self.tasks} tasks x {self.seeds} "
-                f"seeds; better on {self.wins}, worse on {self.losses}; sign p={self.sign_p:.3f}, Wilcoxon "
-                f"p={self.wilcoxon_p:.3f}")  # fmt: skip
+    def evidence(self, unit: str = "tasks") -> str:
+        """The difference, its CI and tests in one line; ``unit``: what was paired (tasks, experts)."""
+        over = f"{self.tasks} {unit}" + (
+            f" x {self.seeds} seeds" if self.seeds > 1 or unit == "tasks" else ""
+        )
+        return (f"{self.mean:+.3f} [{self.ci_low:+.3f}, {self.ci_high:+.3f}] over {over}; better on {self.wins}, "
+                f"worse on {self.losses}; sign p={self.sign_p:.3f}, Wilcoxon p={self.wilcoxon_p:.3f}")  # fmt: skip
 
 
 def paired_differences(a: pd.DataFrame, b: pd.DataFrame) -> dict[str, np.ndarray]:

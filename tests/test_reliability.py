@@ -105,7 +105,9 @@ def _child(results: Path, data: Path, body: str, patch: str = "") -> subprocess.
 
 
 def _leftovers(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name != ".lock")
+    """Hidden files a run left (the lock and JupyterLab's own checkpoints aside)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*")
+                  if p.name not in (".lock", ".ipynb_checkpoints") and ".ipynb_checkpoints" not in p.parts)  # fmt: skip
 
 
 def _same(a: Path, b: Path, names: list[str]) -> dict[str, bool]:
