@@ -19,7 +19,7 @@ import seaborn as sns  # noqa: E402
 from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
 
 GROUP_ORDER = ("natural", "specialized", "structured")
-METHOD_ORDER = ("base", "base+extra", "random", "domain", "knn", "oracle")
+METHOD_ORDER = ("base", "base+extra", "random", "domain", "knn", "oracle", "dat")
 METHOD_LABELS = {
     "base": "B (generic)",
     "base+extra": "B+extra (compute-matched)",
@@ -27,6 +27,7 @@ METHOD_LABELS = {
     "domain": "domain-prediction pick",
     "knn": "kNN pick (paper)",
     "oracle": "oracle (best at seed 0, judged at the others)",
+    "dat": "DAT-style re-training (per task)",
 }
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
 

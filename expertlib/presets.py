@@ -57,6 +57,8 @@ class Scale:
     schedule_sweep: tuple[int, ...] = ()  # transfer lengths for the schedule-length study
     # DAT-style baseline: steps actually run per task to time it (None: its whole budget, expert_steps)
     dat_timing_steps: int | None = None
+    # DAT-style baseline trained for its whole budget per task and fine-tuned like the other candidates
+    dat_accuracy: bool = False
     # on-disk upstream data without a held-out list: images per class held out for upstream evaluation
     heldout_per_class: int = 10
     # B from released weights instead of training it: a BiT .npz or timm checkpoint, relative to data_root
@@ -113,6 +115,7 @@ SCALES: dict[str, Scale] = {
         knn_k=3,
         eval_batch=256,
         schedule_sweep=(3, 6),
+        dat_accuracy=True,
     ),
     "cpu": Scale(
         name="cpu",
@@ -142,6 +145,7 @@ SCALES: dict[str, Scale] = {
         transfer_workers=2,
         schedule_sweep=(25, 50, 100, 200),
         dat_timing_steps=20,
+        dat_accuracy=True,
     ),
     "paper": Scale(
         name="paper",
@@ -218,6 +222,7 @@ SCALES["paper-smoke"] = replace(
     precrop=36,
     eval_batch=32,
     dat_timing_steps=1,
+    dat_accuracy=True,
     heldout_per_class=2,
     generic_weights=None,  # trained from scratch here: BiT-M's 100 MB of weights cannot be a fixture
     data_workers=2,

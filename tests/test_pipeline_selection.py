@@ -60,7 +60,7 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
             (ws2.results_dir / sub).mkdir(parents=True)
         rankings, picks = S.run_selection(ws2, bench, base, experts)
         assert {"released:entity", "released:digit"} <= set(rankings.expert)
-        runs = T.planned_runs(ws, cands, "digit")
+        runs = T.planned_runs(ws, cands, ws.scale.tasks[0], "digit")
         assert ("released:digit", 0) in runs and ("released:entity", 0) in runs
         net = cands["released:digit"].transfer_net(5)
         assert net(bench.task(ws.scale.tasks[0], "test").batch(np.arange(2), False, None)).shape == (2, 5)

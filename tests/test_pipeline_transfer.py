@@ -9,11 +9,14 @@ from expertlib.pipeline import upstream as U
 def test_planned_runs_cover_every_candidate_at_every_seed(smoke):
     ws, _ = smoke
     cands = U.candidates(ws)
-    runs = T.planned_runs(ws, cands, "digit")
-    assert set(runs) == {(n, s) for n in cands for s in range(ws.scale.seeds)} and len(runs) == len(set(runs))
+    cands = {**cands, "dat:t1": cands["base"], "dat:t2": cands["base"]}  # one DAT-style model per task
+    runs = T.planned_runs(ws, cands, "t1", "digit")
+    every = {n for n in cands if n != "dat:t2"}
+    assert set(runs) == {(n, s) for n in every for s in range(ws.scale.seeds)} and len(runs) == len(set(runs))
     assert ("full:digit", ws.scale.seeds - 1) in runs
-    elsewhere = T.planned_runs(ws, cands, None)  # full experts only run where their subtree is related
+    elsewhere = T.planned_runs(ws, cands, "t2", None)  # full experts only run where their subtree is related
     assert not any(n.startswith("full:") for n, _ in elsewhere) and ("base", 1) in elsewhere
+    assert ("dat:t2", 0) in elsewhere and ("dat:t1", 0) not in elsewhere
 
 
 def test_pool_gives_the_same_bits_as_one_process(smoke):
@@ -44,6 +47,11 @@ def test_transfer_runs_resume_to_the_same_numbers(smoke):
     runs = T.run_transfer(ws, bench, cands)
     ft = runs[runs["mode"] == "finetune"]
     assert ft.accuracy.between(0, 1).all() and set(runs["mode"]) == {"finetune", "linear"}
+    # the DAT-style baseline: one model per task, fine-tuned on that task alone, at every seed
+    dat = ft[ft.model.str.startswith("dat:")]
+    assert set(zip(dat.task, dat.model, strict=True)) == {(t, f"dat:{t}") for t in ws.scale.tasks}
+    assert len(dat) == len(ws.scale.tasks) * ws.scale.seeds
+    assert len(pd.read_csv(ws.path("tables", "dat_training.csv"))) == len(ws.scale.tasks)
     out = ws.path("tables", "transfer_runs.csv")
     pd.read_csv(out).iloc[:-3].to_csv(out, index=False)  # as if killed three runs before the end
     again = T.run_transfer(ws, bench, cands)

@@ -3,7 +3,8 @@
 Besides the proxies' own seconds, this step times the competing approach's per-task cost: a DAT-style
 re-training (Ngiam et al. 2018) of B on upstream data re-weighted by B's predictions on the task, for one
 expert's budget. The scale's ``dat_timing_steps`` sets how many of those steps are run; the rest are
-extrapolated from the measured time per step, and the table says which.
+extrapolated from the measured time per step, and the table says which. Where the scale asks for DAT's
+accuracy too, :func:`dat_models` trains the whole budget per task (notebook 05 fine-tunes the results).
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
-from expertlib.candidates import BASE, Candidate, from_bank
+from expertlib.candidates import BASE, Candidate, from_bank, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts
-from expertlib.pipeline.workspace import Workspace, cached
+from expertlib.pipeline.workspace import Workspace, cached, is_main_process, record_provenance
+from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
     ALL_PROXIES,
     dat_sample,
@@ -33,7 +37,8 @@ from expertlib.selection import (
     pick,
     rank_experts,
 )
-from expertlib.training import train
+from expertlib.training import TrainConfig, TrainData, train
+from expertlib.weights import load_model, save_model
 
 PICKED_BY = ("knn", "domain", "linear", "logme", "hscore")
 
@@ -42,24 +47,71 @@ def random_choice(candidates: list[str], seed: int, task: str) -> str:
     return random.Random(f"{seed}/{task}").choice(sorted(candidates))
 
 
+def dat_data(ws: Workspace, bench: Benchmark, upstream_logits: np.ndarray, steps: int) -> TrainData:
+    """DAT's training set for ``steps`` batches: upstream images drawn with replacement in proportion to their
+    class's weight, B's predicted probability of the class on the task's images over its upstream prior."""
+    probs = torch.softmax(torch.from_numpy(upstream_logits), -1).numpy()
+    labels = bench.upstream_labels("train")
+    prior = np.bincount(labels, minlength=len(bench.classes)).astype(float)
+    idx = dat_sample(
+        labels, dat_weights(probs, prior), steps * ws.scale.expert_batch, seed=ws.seed + R.DAT_SEED
+    )
+    return subset(bench.upstream_subset("train"), idx, labels[idx])
+
+
 def time_dat(
     ws: Workspace, bench: Benchmark, base: Candidate, upstream_logits: np.ndarray
 ) -> tuple[float, int]:
     """Seconds of DAT-style re-training for one expert's budget (measured for ``dat_steps`` steps and scaled
     to ``expert_steps``), and the number of steps measured."""
-    probs = torch.softmax(torch.from_numpy(upstream_logits), -1).numpy()
-    labels = bench.upstream_labels("train")
-    prior = np.bincount(labels, minlength=len(bench.classes)).astype(float)
     steps = R.dat_steps(ws.scale)
     t0 = time.perf_counter()
-    idx = dat_sample(
-        labels, dat_weights(probs, prior), steps * ws.scale.expert_batch, seed=ws.seed + R.DAT_SEED
-    )
-    data = subset(bench.upstream_subset("train"), idx, labels[idx])
+    data = dat_data(ws, bench, upstream_logits, steps)
     model = copy.deepcopy(base.bank.base)
     cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
     train(model, list(model.parameters()), data, cfg, len(bench.classes), progress=False, stop_after=steps)
     return (time.perf_counter() - t0) * ws.scale.expert_steps / steps, steps
+
+
+def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -> tuple[dict, float]:
+    """One DAT-style re-training (every weight of B, B's loss): (state dict, seconds). A module-level function
+    of its arguments alone, so a worker process can run it."""
+    res = train(model, list(model.parameters()), data, cfg, classes, progress=False)
+    return model.state_dict(), res.seconds
+
+
+def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Candidate]:
+    """Per task, the DAT-style baseline as candidate ``dat:<task>``: B re-trained for one expert's budget on
+    upstream images re-weighted by B's predictions on that task's training images (``dat_data``), to be
+    fine-tuned like every other candidate. Resumable per task (``models/dat_<task>.safetensors``); training
+    seconds in ``tables/dat_training.csv``. None unless the scale asks for DAT's accuracy (``dat_accuracy``):
+    at the paper's budget one such model costs as much as an expert, per task."""
+    if not ws.scale.dat_accuracy:
+        return {}
+    path = lambda t: ws.path("models", f"dat_{t}.safetensors")  # noqa: E731
+    log_path = ws.path("tables", "dat_training.csv")
+    log = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
+    todo = [t for t in ws.scale.tasks if not path(t).exists()]
+
+    def jobs():  # built as the pool asks: each holds one task's re-weighted upstream sample
+        for task in todo:
+            data = bench.task(task, "train800val200")
+            logits = head_logits([base], extract_features([base], data, ws.scale.eval_batch, ws.device))[BASE]
+            steps = ws.scale.expert_steps
+            cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
+            yield copy.deepcopy(base.bank.base), dat_data(ws, bench, logits, steps), cfg, len(bench.classes)
+
+    workers = ws.scale.transfer_workers if ws.device == "cpu" else 0
+    for i, (state, seconds) in run_jobs(dat_job, jobs(), workers):
+        model = copy.deepcopy(base.bank.base)
+        model.load_state_dict(state)
+        if is_main_process():
+            save_model(model, path(todo[i]))
+            log.append({"task": todo[i], "steps": ws.scale.expert_steps, "seconds": seconds})
+            atomic_write_csv(log_path, pd.DataFrame(log))
+    if todo:
+        record_provenance([log_path, *(path(t) for t in todo)])
+    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}") for t in ws.scale.tasks}
 
 
 def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,

@@ -20,6 +20,7 @@ from expertlib.candidates import BASE, Candidate
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
+from expertlib.pipeline.selection import dat_models
 from expertlib.pipeline.workspace import Workspace, cached, record_provenance
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
@@ -71,19 +72,23 @@ def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData
 
 
 def planned_runs(
-    ws: Workspace, cands: Mapping[str, Candidate], relates_to: str | None = None
+    ws: Workspace, cands: Mapping[str, Candidate], task: str, relates_to: str | None = None
 ) -> list[tuple[str, int]]:
-    """(candidate, seed) fine-tunes of one task: every candidate at every seed, except full experts, which only
-    the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``). The
-    picks of every proxy, the random expert's expectation and the oracle (chosen at seed 0, judged at the other
-    seeds) are all read from these runs, so every method is compared at the same seeds."""
-    names = [n for n, c in cands.items() if c.kind != "full" or n == f"full:{relates_to}"]
+    """(candidate, seed) fine-tunes of ``task``: every candidate at every seed, except full experts, which only
+    the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``), and
+    DAT-style models, each made for one task (``dat:<task>``). The picks of every proxy, the random expert's
+    expectation and the oracle (chosen at seed 0, judged at the other seeds) are all read from these runs, so
+    every method is compared at the same seeds."""
+    names = [n for n, c in cands.items()
+             if (c.kind != "full" or n == f"full:{relates_to}") and (not n.startswith("dat:") or n == f"dat:{task}")]  # fmt: skip
     return [(n, s) for s in range(ws.scale.seeds) for n in names]
 
 
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
-    """All transfer runs (resumable per run): hyper-parameters on val200 with B; then :func:`planned_runs`
-    and a frozen-feature linear classifier for every candidate."""
+    """All transfer runs (resumable per run): hyper-parameters on val200 with B; the DAT-style models where
+    the scale asks for them; then :func:`planned_runs` and a frozen-feature linear classifier for every
+    candidate."""
+    cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     rows = pd.read_csv(out).to_dict("records") if out.exists() else []
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
@@ -94,7 +99,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         hps.update(choose_hyperparameters(ws, cands[BASE], bench, missing))
         atomic_write_json(hp_path, hps)
     todo = [(task, who, seed) for task in ws.scale.tasks
-            for who, seed in planned_runs(ws, cands, bench.task_info(task).relates_to)
+            for who, seed in planned_runs(ws, cands, task, bench.task_info(task).relates_to)
             if (task, who, "finetune", seed) not in have]  # fmt: skip
     specs, computed = [], bool(missing or todo)
     for task, who, seed in todo:
@@ -113,7 +118,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         atomic_write_csv(out, pd.DataFrame(rows))
     for task in ws.scale.tasks:
         splits, group = bench.task_splits(task), bench.task_info(task).group
-        for who in [n for n, s in planned_runs(ws, cands, bench.task_info(task).relates_to) if s == 0]:
+        for who in [n for n, s in planned_runs(ws, cands, task, bench.task_info(task).relates_to) if s == 0]:
             if (task, who, "linear", 0) in have:
                 continue
             cand = cands[who]
