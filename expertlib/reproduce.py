@@ -110,8 +110,13 @@ def finish(partial: Path, out: Path) -> Path:
             cell.metadata.get("papermill", {}).pop(key, None)
     for key in VOLATILE_PAPERMILL_KEYS:
         nb.metadata.get("papermill", {}).pop(key, None)
-    if "papermill" in nb.metadata:  # where it lands, not the temporary folder it ran in
-        nb.metadata["papermill"]["output_path"] = str(out)
+    if (
+        "papermill" in nb.metadata
+    ):  # where it came from and lands, the same in any clone; not the temporary folder
+        pm_meta = nb.metadata["papermill"]
+        pm_meta["output_path"] = str(out)
+        if pm_meta.get("input_path"):
+            pm_meta["input_path"] = f"notebooks/{Path(pm_meta['input_path']).name}"
     atomic_write(out, lambda p: nbformat.write(nb, str(p)))
     partial.unlink()
     return out
