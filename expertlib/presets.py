@@ -222,7 +222,6 @@ SCALES["paper-smoke"] = replace(
     precrop=36,
     eval_batch=32,
     dat_timing_steps=1,
-    dat_accuracy=True,
     heldout_per_class=2,
     generic_weights=None,  # trained from scratch here: BiT-M's 100 MB of weights cannot be a fixture
     data_workers=2,

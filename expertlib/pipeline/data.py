@@ -6,7 +6,6 @@ import re
 
 import pandas as pd
 
-from expertlib import plots
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline.recipes import gpu_hours, plan
 from expertlib.pipeline.workspace import Workspace
@@ -108,6 +107,9 @@ def write_data_summary(
 
 def sample_figure(ws: Workspace, bench: Benchmark):
     """A row of examples per upstream domain and per task; saved and returned for the notebook."""
+    # imported here: matplotlib and seaborn cost 1.5 s, and most callers never plot
+    from expertlib import plots
+
     fig = plots.sample_grid(bench.samples())
     plots.save_figure(fig, ws.path("figures", "samples"))
     return fig

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from expertlib import plots
 from expertlib import proxies as P
 from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
 from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
@@ -100,6 +99,9 @@ def per_domain_accuracy(model: ResNetV2, ws: Workspace, bench: Benchmark) -> pd.
 def generic_upstream_accuracy(
     ws: Workspace, bench: Benchmark, base: ResNetV2, extra: ResNetV2
 ) -> pd.DataFrame:
+    # imported here: matplotlib and seaborn cost 1.5 s (torchrun ranks never plot)
+    from expertlib import plots
+
     frame = pd.concat(
         [per_domain_accuracy(m, ws, bench).assign(model=name) for name, m in ((BASE, base), (EXTRA, extra))]
     )
@@ -213,6 +215,8 @@ def write_specialisation(
     ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
 ) -> tuple[pd.DataFrame, list]:
     """The specialisation table (cached) and its two figures (kNN, linear probe), returned for the notebook."""
+    from expertlib import plots
+
     experts = [n for n, c in cands.items() if c.expert is not None]
     spec = cached(
         ws.results_dir / "expert_specialisation.csv", lambda: specialisation(ws, bench, cands, experts)
