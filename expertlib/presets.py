@@ -39,6 +39,10 @@ class Scale:
     experts: tuple[str, ...] | None = None  # None: chosen from the hierarchy by expert_rule
     expert_rule: ExpertRule = field(default_factory=ExpertRule)
     full_experts: tuple[str, ...] = ()  # experts that also get a full (whole-network) version
+    # full experts' recipe, chosen per expert on held-out upstream images of its subset from this grid of
+    # (steps, lr); empty: the adapter experts' recipe (expert_steps, expert_lr)
+    full_expert_steps: tuple[int, ...] = ()
+    full_expert_lrs: tuple[float, ...] = ()
     expert_steps: int = 300
     expert_batch: int = 128
     expert_lr: float = 0.1
@@ -108,6 +112,8 @@ SCALES: dict[str, Scale] = {
         full_experts=("digit",),
         expert_steps=4,
         expert_batch=32,
+        full_expert_steps=(2, 4),
+        full_expert_lrs=(0.03, 0.1),
         transfer_batch=32,
         transfer_steps=(4, 6),
         transfer_lrs=(0.03, 0.1),
@@ -133,6 +139,8 @@ SCALES: dict[str, Scale] = {
         expert_rule=ExpertRule(min_images=1000),  # every subtree below the root: 14 experts, nested
         full_experts=("glyph", "photo", "sprite"),
         expert_steps=200,
+        full_expert_steps=(100, 200),
+        full_expert_lrs=(0.01, 0.03, 0.1),
         expert_batch=128,
         expert_lr=0.1,
         adapter=AdapterConfig(placement="unit_end", width=1.0, train_norms=True),

@@ -80,3 +80,18 @@ def test_specialisation_on_a_sample_of_held_out_images(smoke):
     small = replace(ws, scale=replace(ws.scale, specialisation_images=40))
     spec = U.specialisation(small, bench, cands, experts)
     assert len(spec) == 6 and spec.knn.notna().any()
+
+
+def test_full_experts_recipe_is_chosen_on_held_out_upstream_images(smoke):
+    import pandas as pd
+
+    ws, _ = smoke
+    trials = pd.read_csv(ws.path("tables", "full_expert_recipes.csv"))
+    grid = {(s, lr) for s in ws.scale.full_expert_steps for lr in ws.scale.full_expert_lrs}
+    for _, g in trials.groupby("expert"):
+        assert set(zip(g.steps, g.lr, strict=True)) == grid and g.chosen.sum() == 1
+        chosen = g[g.chosen].iloc[0]
+        assert chosen.heldout_accuracy == g.heldout_accuracy.max()
+        ties = g[g.heldout_accuracy == chosen.heldout_accuracy]  # ties go to fewer steps, then the lower lr
+        assert (chosen.steps, chosen.lr) == min(zip(ties.steps, ties.lr, strict=True))
+    assert set(trials.expert) == set(ws.scale.full_experts)

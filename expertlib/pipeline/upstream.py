@@ -25,12 +25,13 @@ from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
 from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts, full_experts
 from expertlib.pipeline.workspace import Workspace, cached, is_main_process
 from expertlib.resnet import ResNetV2
-from expertlib.runtime import resolve_device, seed_everything
-from expertlib.training import predict, train, train_expert
+from expertlib.runtime import atomic_write_csv, resolve_device, seed_everything
+from expertlib.training import TrainConfig, TrainData, accuracy, predict, train, train_expert
 from expertlib.weights import load_bank, load_expert, load_model, load_released, save_expert
 
 
@@ -116,6 +117,55 @@ def load_generic(ws: Workspace) -> tuple[ResNetV2, ResNetV2]:
 
 
 # -- experts ----------------------------------------------------------------------------------------------------
+def recipe_job(bank: ExpertBank, name: str, data: TrainData, heldout: TrainData, cfg: TrainConfig,
+               eval_batch: int) -> tuple[ExpertBank, float, float]:  # fmt: skip
+    """Train expert ``name`` of its own ``bank`` under ``cfg``: (the bank, held-out accuracy, seconds). A
+    module-level function of its arguments alone, so a worker process can run it."""
+    res = train_expert(bank, name, data, cfg, progress=False)
+    return bank, accuracy(Candidate(name, bank, name), heldout, eval_batch, cfg.device), res.seconds
+
+
+def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: str, labels: Sequence[int],
+                       part: Path) -> pd.DataFrame:  # fmt: skip
+    """Train full expert ``name`` under every (steps, lr) of the scale's grid, from the same start, and keep the
+    one most accurate on held-out upstream images of its own subset (ties: fewer steps, then the lower lr):
+    saved to ``part``. The trials are added to ``tables/full_expert_recipes.csv``. The held-out images also
+    serve the specialisation study, so full experts' specialisation is measured on the images that chose them."""
+    data, heldout = bench.upstream_subset("train", labels), bench.upstream_subset("test", labels)
+    grid = [
+        (s, lr)
+        for s in ws.scale.full_expert_steps
+        for lr in ws.scale.full_expert_lrs or (ws.scale.expert_lr,)
+    ]
+
+    def jobs():
+        for steps, lr in grid:
+            bank = FullExperts(base)
+            bank.add_expert(name, num_classes=len(labels), head_rows=labels)
+            cfg = R.upstream_config(
+                ws.scale, steps, lr, ws.scale.expert_batch, ws.seed + R.EXPERT_SEED, ws.device
+            )
+            yield bank, name, data, heldout, cfg, ws.scale.eval_batch
+
+    distributed = dist.is_available() and dist.is_initialized()  # under torchrun: in turn, every rank in step
+    workers = ws.scale.transfer_workers if ws.device == "cpu" and not distributed else 0
+    done = dict(run_jobs(recipe_job, jobs(), workers))
+    trials = pd.DataFrame([{"expert": name, "steps": s, "lr": lr, "heldout_accuracy": done[i][1], "seconds": done[i][2]}
+                           for i, (s, lr) in enumerate(grid)])  # fmt: skip
+    best = max(range(len(grid)), key=lambda i: (done[i][1], -grid[i][0], -grid[i][1]))
+    trials["chosen"] = [i == best for i in range(len(grid))]
+    if is_main_process():
+        log = ws.path("tables", "full_expert_recipes.csv")
+        old = pd.read_csv(log) if log.exists() else pd.DataFrame()
+        atomic_write_csv(
+            log, pd.concat([old[old.expert != name] if len(old) else old, trials], ignore_index=True)
+        )
+        save_expert(done[best][0], name, part)
+    if distributed:
+        dist.barrier()  # every rank loads what rank 0 saved
+    return trials
+
+
 def train_experts(
     ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str
 ) -> tuple[ExpertBank, pd.DataFrame]:
@@ -130,7 +180,12 @@ def train_experts(
             part = ws.path("checkpoints", f"{kind}_{name}.safetensors")
             data = bench.upstream_subset("train", labels)
             secs = None
-            if part.exists():  # trained in an earlier, interrupted run
+            if kind == "full" and ws.scale.full_expert_steps and not part.exists():
+                t0 = time.perf_counter()
+                choose_full_recipe(ws, bench, base, name, labels, part)
+                load_expert(bank, part, name)
+                secs = time.perf_counter() - t0
+            elif part.exists():  # trained in an earlier, interrupted run
                 load_expert(bank, part, name)
             else:
                 # the adapter's random init from (seed, name) alone: the same expert whatever ran before it (the
