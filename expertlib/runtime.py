@@ -41,6 +41,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename, so readers never see a
     half-written file and an interrupted run leaves the previous version intact."""
@@ -51,6 +60,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(
+            tmp_path, 0o666 & ~_UMASK
+        )  # as open() would make it: mkstemp's 0600 would hide it from others
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
