@@ -110,9 +110,8 @@ def finish(partial: Path, out: Path) -> Path:
             cell.metadata.get("papermill", {}).pop(key, None)
     for key in VOLATILE_PAPERMILL_KEYS:
         nb.metadata.get("papermill", {}).pop(key, None)
-    if (
-        "papermill" in nb.metadata
-    ):  # where it came from and lands, the same in any clone; not the temporary folder
+    # where it came from and where it lands, the same in any clone; not the temporary folder it ran in
+    if "papermill" in nb.metadata:
         pm_meta = nb.metadata["papermill"]
         pm_meta["output_path"] = str(out)
         if pm_meta.get("input_path"):

@@ -60,9 +60,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
-        os.chmod(
-            tmp_path, 0o666 & ~_UMASK
-        )  # as open() would make it: mkstemp's 0600 would hide it from others
+        # the permissions open() would give: mkstemp's 0600 would hide results from other users
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

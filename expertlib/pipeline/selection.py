@@ -73,11 +73,11 @@ def time_dat(
     return (time.perf_counter() - t0) * ws.scale.expert_steps / steps, steps
 
 
-def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -> tuple[dict, float]:
-    """One DAT-style re-training (every weight of B, B's loss): (state dict, seconds). A module-level function
+def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -> tuple[nn.Module, float]:
+    """One DAT-style re-training (every weight of B, B's loss): (the model, seconds). A module-level function
     of its arguments alone, so a worker process can run it."""
     res = train(model, list(model.parameters()), data, cfg, classes, progress=False)
-    return model.state_dict(), res.seconds
+    return model, res.seconds
 
 
 def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Candidate]:
@@ -101,10 +101,7 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
             cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
             yield copy.deepcopy(base.bank.base), dat_data(ws, bench, logits, steps), cfg, len(bench.classes)
 
-    workers = ws.scale.transfer_workers if ws.device == "cpu" else 0
-    for i, (state, seconds) in run_jobs(dat_job, jobs(), workers):
-        model = copy.deepcopy(base.bank.base)
-        model.load_state_dict(state)
+    for i, (model, seconds) in run_jobs(dat_job, jobs(), ws.pool_workers()):
         if is_main_process():
             save_model(model, path(todo[i]))
             log.append({"task": todo[i], "steps": ws.scale.expert_steps, "seconds": seconds})

@@ -39,11 +39,10 @@ def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainDa
               ) -> Iterator[tuple[int, tuple[float, float]]]:  # fmt: skip
     """Run fine-tunes ``(candidate, train, eval, classes, steps, lr, seed)``; yield ``(i, (accuracy, seconds))``
     as each finishes. On CPU they go to ``scale.transfer_workers`` processes; on a GPU they run in turn."""
-    workers = ws.scale.transfer_workers if ws.device == "cpu" else 0
     # built as they are needed: a thousand fresh copies of R50x1 would not fit in memory at once
     jobs = ((c.transfer_net(k), tr, ev, R.transfer_config(ws.scale, steps, lr, ws.seed + seed, ws.device), k,
              ws.scale.eval_batch) for c, tr, ev, k, steps, lr, seed in specs)  # fmt: skip
-    yield from run_jobs(finetune_job, jobs, workers)
+    yield from run_jobs(finetune_job, jobs, ws.pool_workers())
 
 
 def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tasks: Sequence[str]) -> dict:

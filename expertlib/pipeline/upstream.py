@@ -147,9 +147,9 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
             )
             yield bank, name, data, heldout, cfg, ws.scale.eval_batch
 
-    distributed = dist.is_available() and dist.is_initialized()  # under torchrun: in turn, every rank in step
-    workers = ws.scale.transfer_workers if ws.device == "cpu" and not distributed else 0
-    done = dict(run_jobs(recipe_job, jobs(), workers))
+    done = dict(
+        run_jobs(recipe_job, jobs(), ws.pool_workers())
+    )  # under torchrun: in turn, every rank in step
     trials = pd.DataFrame([{"expert": name, "steps": s, "lr": lr, "heldout_accuracy": done[i][1], "seconds": done[i][2]}
                            for i, (s, lr) in enumerate(grid)])  # fmt: skip
     best = max(range(len(grid)), key=lambda i: (done[i][1], -grid[i][0], -grid[i][1]))
@@ -161,7 +161,7 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
             log, pd.concat([old[old.expert != name] if len(old) else old, trials], ignore_index=True)
         )
         save_expert(done[best][0], name, part)
-    if distributed:
+    if dist.is_available() and dist.is_initialized():
         dist.barrier()  # every rank loads what rank 0 saved
     return trials
 

@@ -71,6 +71,14 @@ class Workspace:
         seed_everything(seed)
         return ws
 
+    def pool_workers(self) -> int:
+        """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
+        ``transfer_workers`` on a CPU; none on a GPU or under torchrun, where the jobs run in turn."""
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        return self.scale.transfer_workers if self.device == "cpu" and not distributed else 0
+
     def path(self, kind: str, name: str) -> Path:
         return self.results_dir / kind / name
 
