@@ -188,6 +188,34 @@ def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def regime_gains(frame: pd.DataFrame) -> plt.Figure:
+    """Each method minus B with its 95% CI, regime by regime (fewest training images first), one panel per
+    transfer metric: where the choice of pre-training matters most.
+
+    ``frame`` columns: regime, metric, method, minus_base, ci_low, ci_high (regimes in the order to plot)."""
+    regimes = list(dict.fromkeys(frame.regime))
+    metrics = [m for m in ("finetune", "linear") if m in set(frame.metric)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
+    methods = [m for m in METHOD_ORDER if m in set(frame.method)]
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        sub = frame[frame.metric == metric]
+        for i, m in enumerate(methods):
+            rows = sub[sub.method == m].set_index("regime").reindex(regimes)
+            x = np.arange(len(regimes)) + (i - (len(methods) - 1) / 2) * 0.08
+            err = np.vstack([rows.minus_base - rows.ci_low, rows.ci_high - rows.minus_base])
+            ax.errorbar(x, rows.minus_base, yerr=err, marker="o", capsize=3, color=PALETTE[m],
+                        label=METHOD_LABELS[m])  # fmt: skip
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(np.arange(len(regimes)))
+        ax.set_xticklabels([f"{r}\n(per class)" if r.endswith("shot") else "1k\n(VTAB-1k)" for r in regimes])
+        ax.set_title({"finetune": "full fine-tuning", "linear": "frozen features + linear"}[metric])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("accuracy minus B (95% CI)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
 def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
     """Fine-tuned accuracy of B and the matching expert as the fine-tuning schedule grows.
 

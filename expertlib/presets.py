@@ -52,6 +52,9 @@ class Scale:
     transfer_steps: tuple[int, ...] = (100,)  # grid, chosen on val200 with B
     transfer_lrs: tuple[float, ...] = (0.03,)  # grid, chosen on val200 with B
     seeds: int = 3  # every candidate is fine-tuned at this many seeds on every task
+    # few-shot regimes beside the full tasks: every task again with this many training images per class
+    # (``<task>@<k>shot``, :mod:`expertlib.datasets.fewshot`), through selection, transfer and the report
+    few_shot: tuple[int, ...] = ()
     transfer_workers: int = 0  # CPU: single-threaded processes fine-tuning side by side (0: in this process)
     knn_k: int = 5
     knn_metric: str = "cosine"
@@ -118,6 +121,7 @@ SCALES: dict[str, Scale] = {
         transfer_steps=(4, 6),
         transfer_lrs=(0.03, 0.1),
         seeds=2,
+        few_shot=(3,),
         knn_k=3,
         eval_batch=256,
         schedule_sweep=(3, 6),
@@ -150,6 +154,7 @@ SCALES: dict[str, Scale] = {
         transfer_steps=(50,),
         transfer_lrs=(0.03, 0.1),
         seeds=5,
+        few_shot=(5, 25),
         transfer_workers=2,
         schedule_sweep=(25, 50, 100, 200),
         dat_timing_steps=20,
@@ -196,6 +201,8 @@ SCALES: dict[str, Scale] = {
         transfer_steps=(500,),  # BiT-HyperRule for 1,000 examples
         transfer_lrs=(0.003,),
         seeds=3,
+        # off: VTAB-1k alone is the paper's setting; few_shot=(5, 25) would add two more passes of fine-tunes
+        few_shot=(),
         crop=128,
         precrop=160,
         schedule_sweep=(),

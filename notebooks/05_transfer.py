@@ -22,7 +22,9 @@
 # from these runs, so every method is compared at the same seeds. Where the scale asks for it
 # (`dat_accuracy`), the DAT-style baseline is trained first: per task, B re-trained for one expert's budget on
 # upstream images re-weighted by B's predictions on the task, then fine-tuned the same way. A linear
-# classifier on frozen features is reported beside full fine-tuning.
+# classifier on frozen features is reported beside full fine-tuning. Where the scale asks for few-shot regimes
+# (`few_shot`), every task's few-shot versions get the same runs, with their full task's steps and learning
+# rate (a few images per class leave no validation split worth choosing on).
 
 # %% tags=["parameters"]
 scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~55 min on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
@@ -56,9 +58,10 @@ hps = json.loads(ws.path("tables", "transfer_hyperparameters.json").read_text())
 ft = runs[runs["mode"] == "finetune"]
 display(
     Markdown(
-        f"{len(ft)} fine-tunes and {(runs['mode'] == 'linear').sum()} frozen-feature classifiers on {ft.task.nunique()} tasks "
+        f"{len(ft)} fine-tunes and {(runs['mode'] == 'linear').sum()} frozen-feature classifiers on {ft.task.nunique()} tasks"
+        f"{' (few-shot versions included)' if ws.scale.few_shot else ''} "
         f"({ft.seconds.sum() / 60:.1f} min of fine-tuning). Chosen on val200 with B: "
-        + "; ".join(f"{t} {h['steps']} steps at lr {h['lr']}" for t, h in hps.items())
+        + "; ".join(f"{t} {h['steps']} steps at lr {h['lr']}" for t, h in hps.items() if "same_as" not in h)
         + f". Every candidate at {ws.scale.seeds} seeds."
     )
 )
@@ -66,7 +69,7 @@ runs.groupby(["task", "model", "mode"]).accuracy.mean().unstack("mode").round(3)
 
 # %%
 picks = pd.read_csv(ws.path("tables", "selection_picks.csv"))
-methods = R.method_rows(runs, picks, "finetune")
+methods = R.method_rows(R.in_regime(runs, "1k"), R.in_regime(picks, "1k"), "finetune")
 plots.transfer_bars(methods, "finetune", f"Transfer by full fine-tuning ({ws.scale.name} scale)")
 
 # %% [markdown]

@@ -53,6 +53,14 @@ report["vtab_table"]
 report["claims"]
 
 # %% [markdown]
+# Where the scale runs few-shot regimes (`few_shot`): each method minus B, paired over tasks and seeds, with
+# its 95% CI, from the fewest training images per class to the full 1k. The same VTAB table and claims for each
+# few-shot regime are in `tables/vtab_table_<k>shot` and `tables/claims_<k>shot`.
+
+# %%
+report["regimes"]
+
+# %% [markdown]
 # The figures (also saved as PNG and SVG under `results/<scale>/figures/`):
 
 # %%

@@ -44,8 +44,8 @@ def test_plan_counts_experts_and_fine_tunes():
     cpu = get_scale("cpu")
     q = R.plan(cpu, num_experts=14)
     # B, B+extra and 14 adapter experts on 12 tasks, 3 full experts on about one task each, all at 5 seeds; 2 lr trials
-    assert q["experts"] == 14 and q["fine_tunes"] == (12 * 16 + 3) * 5 + 12 * 2
-    assert R.plan(replace(cpu, seeds=3), 14)["fine_tunes"] == (12 * 16 + 3) * 3 + 12 * 2
+    assert q["experts"] == 14 and q["fine_tunes"] == (12 * 16 + 3) * 5 * 3 + 12 * 2  # 1k, 5-shot, 25-shot
+    assert R.plan(replace(cpu, seeds=3, few_shot=()), 14)["fine_tunes"] == (12 * 16 + 3) * 3 + 12 * 2
 
 
 def test_gpu_hours_from_measured_or_assumed_throughput(tmp_path):

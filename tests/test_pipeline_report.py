@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expertlib.pipeline.report import claims, method_rows, method_runs
+from expertlib.pipeline.report import claims, few_shot_claims, method_rows, method_runs, regime_gains
 
 
 def _runs():
@@ -95,6 +95,48 @@ def test_claims_table_from_constructed_tables():
         avf_row.evidence.startswith("adapter - full on related tasks: -0.010") and "10.0%" in avf_row.evidence
     )
     assert avf_row.verdict == "not shown (CI crosses -0.02)"
+
+
+def _with_few_shot():
+    """_runs() at 1k, and a 5-shot copy of it where B (only) is 0.2 lower: the kNN pick's gain over B is
+    +0.2 at 1k and +0.4 at 5-shot, at every task and seed."""
+    full = _runs()
+    few = full.assign(task=full.task + "@5shot")
+    few.loc[few.model == "base", "accuracy"] -= 0.2
+    picks = pd.concat([PICKS, PICKS.assign(task=PICKS.task + "@5shot")], ignore_index=True)
+    return pd.concat([full, few], ignore_index=True), picks
+
+
+def test_regime_gains_pair_each_method_with_b_per_regime():
+    runs, picks = _with_few_shot()
+    g = regime_gains(runs, picks).set_index(["regime", "metric", "method"])
+    assert list(dict.fromkeys(g.index.get_level_values("regime"))) == ["5-shot", "1k"], "fewest images first"
+    assert g.loc[("1k", "finetune", "knn"), "minus_base"] == pytest.approx(0.2)
+    assert g.loc[("5-shot", "finetune", "knn"), "minus_base"] == pytest.approx(0.4)
+    assert g.loc[("5-shot", "finetune", "knn"), "base_accuracy"] == pytest.approx(0.45)
+    assert (
+        g.loc[("5-shot", "finetune", "knn"), "verdict"] == "better"
+        and g.loc[("5-shot", "finetune", "knn"), "seeds"] == 3
+    )
+    # B+extra was not lowered: its difference from B grows by exactly the 0.2
+    assert g.loc[("5-shot", "finetune", "base+extra"), "minus_base"] == pytest.approx(
+        g.loc[("1k", "finetune", "base+extra"), "minus_base"] + 0.2
+    )
+    assert "linear" not in set(g.index.get_level_values("metric")), "no linear runs, no linear rows"
+
+
+def test_few_shot_claim_is_a_paired_difference_of_differences():
+    runs, picks = _with_few_shot()
+    c = few_shot_claims(runs, picks)
+    assert len(c) == 1 and "larger at 5-shot than at 1k" in c.claim.iloc[0]
+    assert c.evidence.iloc[0].startswith(
+        "(kNN - B at 5-shot) - (kNN - B at 1k): +0.200 [+0.200, +0.200] over 2 tasks x 3 seeds"
+    )
+    assert c.verdict.iloc[0] == "reproduced"
+    same = runs.copy()
+    same.loc[same.task.str.endswith("@5shot") & (same.model == "base"), "accuracy"] += 0.2
+    assert few_shot_claims(same, picks).verdict.iloc[0] == "not shown (CI includes 0)"
+    assert few_shot_claims(_runs(), PICKS).empty, "no few-shot regime, no claim"
 
 
 def test_summary_is_rewritten_only_when_results_change(tmp_path):

@@ -11,13 +11,29 @@ def test_selection_tables_picks_and_dat_cost(smoke):
     ws, bench = smoke
     base, experts = S.selection_candidates(U.candidates(ws))
     rankings, picks = S.run_selection(ws, bench, base, experts)
-    assert list(picks.task) == list(ws.scale.tasks)
+    assert list(picks.task) == list(ws.tasks) and len(ws.tasks) == 2 * len(ws.scale.tasks)  # 1k and 3-shot
+    assert set(rankings.task) == set(ws.tasks)
     assert set(picks.knn) <= set(experts) and (picks.dat_seconds > 0).all()
     assert (picks.dat_steps_timed == ws.scale.expert_steps).all()
     knn = rankings[rankings.proxy == "knn"]
     assert set(knn.expert) == {"base", *experts} and knn.score.between(0, 1).all()
     again = pd.read_csv(ws.path("tables", "selection_picks.csv"))
     assert again.knn.tolist() == picks.knn.tolist()
+    # resumable per task: a run stopped after two tasks computes only the rest
+    kept = list(ws.tasks[:2])
+    pick_path, rank_path = (
+        ws.path("tables", "selection_picks.csv"),
+        ws.path("tables", "selection_rankings.csv"),
+    )
+    again[again.task.isin(kept)].to_csv(pick_path, index=False)
+    rankings[rankings.task.isin(kept)].to_csv(rank_path, index=False)
+    stamp = {t: again.set_index("task").loc[t, "dat_seconds"] for t in kept}
+    _, resumed = S.run_selection(ws, bench, base, experts)
+    assert list(resumed.task) == list(ws.tasks) and resumed.knn.tolist() == picks.knn.tolist()
+    assert all(resumed.set_index("task").loc[t, "dat_seconds"] == v for t, v in stamp.items()), (
+        "kept, not redone"
+    )
+    assert len(pd.read_csv(rank_path)) == len(rankings)
 
 
 def test_dat_timing_extrapolates_from_the_measured_steps(smoke):

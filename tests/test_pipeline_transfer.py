@@ -1,5 +1,8 @@
+import json
+
 import pandas as pd
 
+from expertlib.datasets.fewshot import tasks_with_few_shot
 from expertlib.pipeline import transfer as T
 from expertlib.pipeline import upstream as U
 
@@ -48,9 +51,17 @@ def test_transfer_tables_of_the_smoke_run(smoke_run):
     ft = runs[runs["mode"] == "finetune"]
     assert ft.accuracy.between(0, 1).all() and set(runs["mode"]) == {"finetune", "linear"}
     assert len(ft) == len(ft.drop_duplicates(["task", "model", "seed"]))
+    tasks = tasks_with_few_shot(scale.tasks, scale.few_shot)
+    assert set(ft.task) == set(runs[runs["mode"] == "linear"].task) == set(tasks) and len(tasks) == 6
     dat = ft[ft.model.str.startswith("dat:")]
-    assert set(zip(dat.task, dat.model, strict=True)) == {(t, f"dat:{t}") for t in scale.tasks}
-    assert len(dat) == len(scale.tasks) * scale.seeds
-    assert len(pd.read_csv(out / "tables" / "dat_training.csv")) == len(scale.tasks)
+    assert set(zip(dat.task, dat.model, strict=True)) == {(t, f"dat:{t}") for t in tasks}
+    assert len(dat) == len(tasks) * scale.seeds
+    assert len(pd.read_csv(out / "tables" / "dat_training.csv")) == len(tasks)
+    # few-shot tasks are fine-tuned with their full task's hyper-parameters, and say so
+    hps = json.loads((out / "tables" / "transfer_hyperparameters.json").read_text())
+    for t in scale.tasks:
+        assert hps[f"{t}@3shot"] == {"steps": hps[t]["steps"], "lr": hps[t]["lr"], "same_as": t}
+        few = ft[ft.task == f"{t}@3shot"]
+        assert (few.steps == hps[t]["steps"]).all() and (few.lr == hps[t]["lr"]).all()
     sweep = pd.read_csv(out / "tables" / "schedule_sweep.csv")
     assert set(sweep.steps) <= set(scale.schedule_sweep) and sweep.accuracy.between(0, 1).all()

@@ -52,6 +52,10 @@ def load_benchmark(ws: Workspace) -> Benchmark:
     missing = [t for t in sc.tasks if t not in bench.task_names]
     if missing:
         raise KeyError(f"scale {sc.name!r} needs tasks {missing}, which benchmark {bench.name!r} lacks")
+    if sc.few_shot:
+        from expertlib.datasets.fewshot import FewShotBenchmark
+
+        bench = FewShotBenchmark(bench, sc.few_shot)
     return bench
 
 

@@ -57,13 +57,14 @@ def plan(scale: Scale, num_experts: int | None = None) -> dict:
             len(scale.experts) if scale.experts is not None else (scale.expert_rule.max_experts or 0)
         )
     tasks = len(scale.tasks)
+    regimes = 1 + len(scale.few_shot)  # VTAB-1k and each few-shot version of every task
     # B, B+extra and the adapter experts on every task; a full expert on about one related task each
-    runs = (tasks * (2 + num_experts) + len(scale.full_experts)) * scale.seeds
+    runs = (tasks * (2 + num_experts) + len(scale.full_experts)) * scale.seeds * regimes
     finetunes = runs + tasks * len(scale.transfer_steps) * len(scale.transfer_lrs)
     images = {
         "generic": 0 if scale.generic_weights else scale.upstream_steps * scale.upstream_batch,
         "experts": (num_experts + len(scale.full_experts) + 1) * scale.expert_steps * scale.expert_batch,
-        "dat_timing": tasks * dat_steps(scale) * scale.expert_batch,
+        "dat_timing": tasks * regimes * dat_steps(scale) * scale.expert_batch,
         "transfer": finetunes * max(scale.transfer_steps) * scale.transfer_batch,
     }
     return {"scale": scale.name, "arch": scale.arch, "data": scale.data, "tasks": tasks, "experts": num_experts,

@@ -15,6 +15,7 @@ import pandas as pd
 from expertlib import plots
 from expertlib.candidates import BASE, EXTRA, picked
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order, split_name
 from expertlib.pipeline.data import write_data_summary
 from expertlib.pipeline.workspace import Workspace, provenance
 from expertlib.runtime import atomic_write_json
@@ -107,11 +108,83 @@ def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(quality)
 
 
+def in_regime(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The rows of ``frame`` (a ``task`` column) whose task belongs to regime ``name`` ("1k", "5-shot", ...)."""
+    return frame[frame.task.map(regime) == name]
+
+
+def vtab_table(methods: pd.DataFrame) -> pd.DataFrame:
+    """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks."""
+    ft = methods[methods.metric == "finetune"]
+    vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
+    vtab["mean"] = ft.groupby("method")["mean"].mean()
+    vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
+    vtab.insert(1, "label", vtab.method.map(plots.METHOD_LABELS))
+    return vtab
+
+
+GAIN_METHODS = (EXTRA, "knn", "domain", "random", "oracle", "dat")
+
+
+def regime_gains(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
+    """Per regime (each few-shot one and the full 1k), metric and method: the method's mean accuracy and its
+    paired difference from B over tasks and seeds, with the bootstrap CI and verdict: how much the choice of
+    pre-training matters as training images grow."""
+    rows = []
+    for name in regime_order(runs.task.map(regime)):
+        rr, pr = in_regime(runs, name), in_regime(picks, name)
+        for mode in ("finetune", "linear"):
+            base = method_runs(rr, pr, BASE, mode)
+            for method in GAIN_METHODS:
+                if method not in pr and method in ("knn", "domain"):
+                    continue
+                own = method_runs(rr, pr, method, mode)
+                c = compare(own, base)
+                if not c.tasks:
+                    continue
+                rows.append({"regime": name, "metric": mode, "method": method,
+                             "accuracy": float(own.groupby("task").accuracy.mean().mean()),
+                             "base_accuracy": float(base.groupby("task").accuracy.mean().mean()),
+                             "minus_base": c.mean, "ci_low": c.ci_low, "ci_high": c.ci_high, "tasks": c.tasks,
+                             "seeds": c.seeds, "verdict": c.verdict})  # fmt: skip
+    return pd.DataFrame(rows, columns=["regime", "metric", "method", "accuracy", "base_accuracy", "minus_base",
+                                       "ci_low", "ci_high", "tasks", "seeds", "verdict"])  # fmt: skip
+
+
+def knn_gain(runs: pd.DataFrame, picks: pd.DataFrame, name: str) -> pd.DataFrame:
+    """The kNN pick's accuracy minus B's per (task, seed) in regime ``name``, tasks named by their full task,
+    so that regimes pair with each other."""
+    rr, pr = in_regime(runs, name), in_regime(picks, name)
+    m = method_runs(rr, pr, "knn").merge(method_runs(rr, pr, BASE), on=["task", "seed"])
+    return pd.DataFrame({"task": m.task.map(lambda t: split_name(t)[0]), "seed": m.seed,
+                         "accuracy": m.accuracy_x - m.accuracy_y})  # fmt: skip
+
+
+def few_shot_claims(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
+    """Per few-shot regime, whether the kNN pick's gain over B is larger there than at 1k: a paired
+    difference of differences (same tasks, same seeds) with its bootstrap CI."""
+    rows = []
+    if "knn" in picks:
+        full = knn_gain(runs, picks, FULL_REGIME)
+        for name in regime_order(runs.task.map(regime)):
+            if name == FULL_REGIME:
+                continue
+            c = compare(knn_gain(runs, picks, name), full)
+            if c.tasks:
+                rows.append({"claim": f"Pre-training matters more with few images: the kNN pick's gain over B is "
+                                      f"larger at {name} than at 1k",
+                             "evidence": f"(kNN - B at {name}) - (kNN - B at 1k): {c.evidence()}",
+                             "verdict": _claim_verdict(c)})  # fmt: skip
+    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
+
+
 def build_report(ws: Workspace, bench: Benchmark) -> dict:
     """Every figure, the VTAB-style table, the claims table and ``summary.json`` from the runs on disk."""
-    runs = pd.read_csv(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
-    picks = pd.read_csv(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"))
-    rankings = pd.read_csv(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
+    all_runs = pd.read_csv(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
+    all_picks = pd.read_csv(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"))
+    all_rankings = pd.read_csv(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
+    # the paper's regime (VTAB-1k) makes the main tables; few-shot regimes get the same tables beside them
+    runs, picks = in_regime(all_runs, FULL_REGIME), in_regime(all_picks, FULL_REGIME)
     spec = pd.read_csv(ws.require("", "expert_specialisation.csv", "03_experts.ipynb"))
     record = json.loads(ws.require("tables", "generic_training.json", "02_generic.ipynb").read_text())
     adapter_log = pd.read_csv(ws.path("tables", "adapter_expert_training.csv"))
@@ -122,25 +195,29 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         plots.save_figure(fig, ws.path("figures", name))
         figures[name] = fig
 
-    methods = pd.concat(
-        [method_rows(runs, picks, "finetune"), method_rows(runs, picks, "linear")], ignore_index=True
-    )
-    plots.save_table(methods, ws.path("tables", "methods_per_task"))
-    for metric, title in (
-        ("finetune", "full fine-tuning"),
-        ("linear", "frozen features + linear classifier"),
-    ):
-        keep(
-            plots.transfer_bars(methods, metric, f"Transfer by {title} ({ws.scale.name} scale)"),
-            f"transfer_{metric}",
-        )
-
+    regimes = regime_order(all_runs.task.map(regime))
+    per_regime = {}  # regime -> its methods table (per task and method)
+    for name in regimes:
+        rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
+        per_regime[name] = pd.concat(
+            [method_rows(rr, pr, "finetune"), method_rows(rr, pr, "linear")], ignore_index=True
+        ).assign(regime=name)
+        suffix, label = ("", "") if name == FULL_REGIME else ("_" + name.replace("-", ""), f", {name}")
+        for metric, title in (
+            ("finetune", "full fine-tuning"),
+            ("linear", "frozen features + linear classifier"),
+        ):
+            keep(
+                plots.transfer_bars(
+                    per_regime[name], metric, f"Transfer by {title} ({ws.scale.name} scale{label})"
+                ),
+                f"transfer_{metric}{suffix}",
+            )
+        plots.save_table(vtab_table(per_regime[name]), ws.path("tables", f"vtab_table{suffix}"))
+    plots.save_table(pd.concat(per_regime.values(), ignore_index=True), ws.path("tables", "methods_per_task"))
+    methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
-    vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
-    vtab["mean"] = ft.groupby("method")["mean"].mean()
-    vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
-    vtab.insert(1, "label", vtab.method.map(plots.METHOD_LABELS))
-    plots.save_table(vtab, ws.path("tables", "vtab_table"))
+    vtab = vtab_table(methods)
     if ws.scale.data == "imagenet21k+vtab":  # VTAB-1k itself: our table beside the published numbers
         from expertlib.published import beside_published
 
@@ -149,14 +226,19 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         keep(plots.published_comparison(both, f"VTAB-1k: ours ({ws.scale.name} scale) beside published models"),
              "vtab_vs_published")  # fmt: skip
 
-    # proxy score vs fine-tuned accuracy (each expert's mean over all seeds)
-    ft_runs = runs[runs["mode"] == "finetune"]
-    means = ft_runs.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
-    pool_means = means[means.model.isin(expert_pool(means.model))].copy()
+    # proxy score vs fine-tuned accuracy (each expert's mean over all seeds), in every regime
+    all_ft = all_runs[all_runs["mode"] == "finetune"]
+    all_means = all_ft.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
+    pool_means = all_means[all_means.model.isin(expert_pool(all_means.model))].copy()
     pool_means["expert"] = pool_means.model.str.split(":", n=1).str[1]
-    points = rankings.merge(pool_means[["task", "expert", "accuracy"]], on=["task", "expert"])
-    quality = selection_quality(points, runs)
-    plots.save_table(quality, ws.path("tables", "selection_quality"))
+    all_points = all_rankings.merge(pool_means[["task", "expert", "accuracy"]], on=["task", "expert"])
+    all_quality = selection_quality(all_points, all_runs)
+    if len(all_quality):
+        all_quality.insert(1, "regime", all_quality.task.map(regime))
+    plots.save_table(all_quality, ws.path("tables", "selection_quality"))
+    points, quality = in_regime(all_points, FULL_REGIME), in_regime(all_quality, FULL_REGIME)
+    ft_runs = runs[runs["mode"] == "finetune"]
+    means = in_regime(all_means, FULL_REGIME)
     for proxy in ("knn", "domain"):
         keep(plots.proxy_scatter(points, proxy), f"proxy_{proxy}_vs_accuracy")
 
@@ -195,11 +277,20 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         if len(sweep):
             keep(plots.schedule_plot(sweep), "schedule_sweep")
 
-    claim_table = claims(runs, picks, spec, quality, avf)
+    claim_table = pd.concat([claims(runs, picks, spec, quality, avf), few_shot_claims(all_runs, all_picks)],
+                            ignore_index=True)  # fmt: skip
     plots.save_table(claim_table, ws.path("tables", "claims"))
+    for name in regimes[:-1]:  # the few-shot regimes: the same transfer claims
+        rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
+        plots.save_table(claims(rr, pr, None, in_regime(all_quality, name), pd.DataFrame()),
+                         ws.path("tables", f"claims_{name.replace('-', '')}"))  # fmt: skip
+    gains = regime_gains(all_runs, all_picks)
+    if len(regimes) > 1:
+        plots.save_table(gains, ws.path("tables", "regimes"))
+        keep(plots.regime_gains(gains), "regimes")
     base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
     write_data_summary(ws, bench, base_acc)
-    summary = _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log)
+    summary = _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains)
     write_summary(ws.results_dir / "summary.json", summary)
     return {
         "vtab_table": vtab,
@@ -207,6 +298,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         "methods": methods,
         "quality": quality,
         "cost": cost,
+        "regimes": gains,
         "figures": figures,
     }
 
@@ -225,13 +317,19 @@ def selection_cost_ratio(runs: pd.DataFrame, picks: pd.DataFrame) -> tuple[float
     return 10 ** logs.mean(), 10**lo, 10**hi, len(logs)
 
 
-def claims(runs: pd.DataFrame, picks: pd.DataFrame, spec: pd.DataFrame, quality: pd.DataFrame,
+def claims(runs: pd.DataFrame, picks: pd.DataFrame, spec: pd.DataFrame | None, quality: pd.DataFrame,
            avf: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
     """Each claim of the paper with our evidence and a verdict. Transfer claims are paired comparisons over
-    tasks and seeds with a bootstrap 95% CI (:mod:`expertlib.stats`); the verdict follows from the CI."""
+    tasks and seeds with a bootstrap 95% CI (:mod:`expertlib.stats`); the verdict follows from the CI.
+    ``spec`` (the specialisation study) and ``avf`` (adapter vs full) may be None / empty: their claims are
+    then left out, as in the few-shot regimes' tables."""
     rows = []
-    own = spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
-        index="expert", columns="model", values="knn"
+    own = (
+        spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
+            index="expert", columns="model", values="knn"
+        )
+        if spec is not None
+        else pd.DataFrame()
     )
     if "adapter_expert" in own:  # experts paired with B on their own subsets: one kNN measurement each
 
@@ -301,7 +399,7 @@ def claims(runs: pd.DataFrame, picks: pd.DataFrame, spec: pd.DataFrame, quality:
     return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
 
 
-def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log) -> dict:
+def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains) -> dict:
     tasks = {}
     ft = methods[methods.metric == "finetune"]
     lin = methods[methods.metric == "linear"]
@@ -335,6 +433,21 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
         "scale": ws.scale.name,
         "tasks": tasks,
         "selection_cost_seconds_per_task": {r.method: r.seconds for r in cost.itertuples()},
+        # per regime (few-shot and 1k) and metric: each method's mean accuracy and its difference from B
+        "regimes": {
+            name: {
+                metric: {
+                    r.method: {
+                        "accuracy": r.accuracy,
+                        "minus_base": r.minus_base,
+                        "ci": [r.ci_low, r.ci_high],
+                    }
+                    for r in g.itertuples()
+                }
+                for metric, g in by_regime.groupby("metric")
+            }
+            for name, by_regime in gains.groupby("regime", sort=False)
+        },
         "model": {
             "arch": ws.scale.arch,
             "generic_training": record,

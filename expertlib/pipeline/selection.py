@@ -25,7 +25,7 @@ from expertlib.datasets.benchmark import Benchmark
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts
-from expertlib.pipeline.workspace import Workspace, cached, is_main_process, record_provenance
+from expertlib.pipeline.workspace import Workspace, is_main_process, record_provenance
 from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
     ALL_PROXIES,
@@ -81,7 +81,7 @@ def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -
 
 
 def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Candidate]:
-    """Per task, the DAT-style baseline as candidate ``dat:<task>``: B re-trained for one expert's budget on
+    """Per task (few-shot versions included), the DAT-style baseline as candidate ``dat:<task>``: B re-trained for one expert's budget on
     upstream images re-weighted by B's predictions on that task's training images (``dat_data``), to be
     fine-tuned like every other candidate. Resumable per task (``models/dat_<task>.safetensors``); training
     seconds in ``tables/dat_training.csv``. None unless the scale asks for DAT's accuracy (``dat_accuracy``):
@@ -91,7 +91,7 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
     path = lambda t: ws.path("models", f"dat_{t}.safetensors")  # noqa: E731
     log_path = ws.path("tables", "dat_training.csv")
     log = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
-    todo = [t for t in ws.scale.tasks if not path(t).exists()]
+    todo = [t for t in ws.tasks if not path(t).exists()]
 
     def jobs():  # built as the pool asks: each holds one task's re-weighted upstream sample
         for task in todo:
@@ -108,53 +108,58 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
             atomic_write_csv(log_path, pd.DataFrame(log))
     if todo:
         record_provenance([log_path, *(path(t) for t in todo)])
-    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}") for t in ws.scale.tasks}
+    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}") for t in ws.tasks}
 
 
 def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
                   experts: Mapping[str, Candidate]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Score B and every expert candidate (named by expert) on every task with every proxy; pick per proxy.
-    Timed per task; the DAT-style cost is measured beside it."""
-
-    def compute() -> tuple[pd.DataFrame, pd.DataFrame]:
-        names = list(experts)
-        cands = [base, *experts.values()]
-        labels = {
-            n: bench.expert_labels(node) for n, node in choose_experts(ws, bench).items() if n in experts
-        }
-        prior = np.bincount(bench.upstream_labels("train"), minlength=len(bench.classes)).astype(float)
-        shape = (1, 3, ws.scale.crop, ws.scale.crop)
-        per_image = {c.name: float(forward_flops(c.eval().features, shape)) for c in cands}
-        rankings, picks = [], []
-        for task in ws.scale.tasks:
-            data = bench.task(task, "train800val200")
-            t0 = time.perf_counter()
-            feats = extract_features(cands, data, ws.scale.eval_batch, ws.device)
-            per_candidate = (time.perf_counter() - t0) / len(cands)
-            logits = head_logits(cands, feats)
-            table = rank_experts(
-                feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
-                val_split=len(bench.task(task, "train800")), knn_k=ws.scale.knn_k, knn_metric=ws.scale.knn_metric,
-                extraction_seconds={e: per_candidate for e in feats},
-                extraction_flops={e: per_image[e] * len(data) for e in feats},
-            )  # fmt: skip
-            table.insert(0, "task", task)
-            rankings.append(table)
-            info = bench.task_info(task)
-            row = {"task": task, "group": info.group, "relates_to": info.relates_to or "none"}
-            for proxy in PICKED_BY:
-                row[proxy] = pick(table, proxy, names)
-                row[f"{proxy}_seconds"] = float(
-                    table[(table.proxy == proxy) & table.expert.isin(names)].seconds.sum()
-                )
-            row["random"] = random_choice(names, ws.seed, task)
-            row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
-            picks.append(row)
-        return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
-
-    return cached(
-        (ws.path("tables", "selection_rankings.csv"), ws.path("tables", "selection_picks.csv")), compute
+    """Score B and every expert candidate (named by expert) on every task (few-shot versions included) with
+    every proxy; pick per proxy. Timed per task; the DAT-style cost is measured beside it. Resumable per task:
+    both tables are rewritten after each one."""
+    rank_path, pick_path = (
+        ws.path("tables", "selection_rankings.csv"),
+        ws.path("tables", "selection_picks.csv"),
     )
+    done = rank_path.exists() and pick_path.exists()
+    rankings = [pd.read_csv(rank_path)] if done else []
+    picks = pd.read_csv(pick_path).to_dict("records") if done else []
+    todo = [t for t in ws.tasks if t not in {p["task"] for p in picks}]
+    names = list(experts)
+    cands = [base, *experts.values()]
+    labels = {n: bench.expert_labels(node) for n, node in choose_experts(ws, bench).items() if n in experts}
+    prior = np.bincount(bench.upstream_labels("train"), minlength=len(bench.classes)).astype(float)
+    shape = (1, 3, ws.scale.crop, ws.scale.crop)
+    per_image = {c.name: float(forward_flops(c.eval().features, shape)) for c in cands} if todo else {}
+    for task in todo:
+        data = bench.task(task, "train800val200")
+        t0 = time.perf_counter()
+        feats = extract_features(cands, data, ws.scale.eval_batch, ws.device)
+        per_candidate = (time.perf_counter() - t0) / len(cands)
+        logits = head_logits(cands, feats)
+        table = rank_experts(
+            feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
+            val_split=len(bench.task(task, "train800")), knn_k=ws.scale.knn_k, knn_metric=ws.scale.knn_metric,
+            extraction_seconds={e: per_candidate for e in feats},
+            extraction_flops={e: per_image[e] * len(data) for e in feats},
+        )  # fmt: skip
+        table.insert(0, "task", task)
+        rankings.append(table)
+        info = bench.task_info(task)
+        row = {"task": task, "group": info.group, "relates_to": info.relates_to or "none"}
+        for proxy in PICKED_BY:
+            row[proxy] = pick(table, proxy, names)
+            row[f"{proxy}_seconds"] = float(
+                table[(table.proxy == proxy) & table.expert.isin(names)].seconds.sum()
+            )
+        row["random"] = random_choice(names, ws.seed, task)
+        row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
+        picks.append(row)
+        if is_main_process():  # under torchrun every rank computes, rank 0 writes
+            atomic_write_csv(rank_path, pd.concat(rankings, ignore_index=True))
+            atomic_write_csv(pick_path, pd.DataFrame(picks))
+    if todo and is_main_process():
+        record_provenance([rank_path, pick_path])
+    return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 
 
 def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dict[str, Candidate]]:

@@ -18,6 +18,7 @@ from torch import nn
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.datasets.fewshot import split_name
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.selection import dat_models
@@ -63,6 +64,18 @@ def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tas
     return out
 
 
+def few_shot_hyperparameters(hps: Mapping[str, dict], tasks: Sequence[str]) -> dict:
+    """The few-shot versions among ``tasks`` take the (steps, lr) chosen for their full task: a handful of
+    images per class leaves no validation split worth choosing on, so one rule per task serves every regime
+    (as BiT-HyperRule serves its few-shot runs). Recorded with ``"same_as"`` naming the full task."""
+    out = {}
+    for task in tasks:
+        base, shots = split_name(task)
+        if shots is not None:
+            out[task] = {"steps": hps[base]["steps"], "lr": hps[base]["lr"], "same_as": base}
+    return out
+
+
 def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData]) -> float:
     """Frozen-feature transfer: logistic regression on train800val200 features, accuracy on test."""
     tr = predict(cand.features, splits["train800val200"], ws.scale.eval_batch, ws.device).numpy()
@@ -84,20 +97,23 @@ def planned_runs(
 
 
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
-    """All transfer runs (resumable per run): hyper-parameters on val200 with B; the DAT-style models where
-    the scale asks for them; then :func:`planned_runs` and a frozen-feature linear classifier for every
-    candidate."""
+    """All transfer runs (resumable per run) on every task, few-shot versions included: hyper-parameters on
+    val200 with B (few-shot tasks take their full task's); the DAT-style models where the scale asks for them;
+    then :func:`planned_runs` and a frozen-feature linear classifier for every candidate."""
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     rows = pd.read_csv(out).to_dict("records") if out.exists() else []
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
-    missing = [t for t in ws.scale.tasks if t not in hps]
+    missing = [t for t in ws.tasks if t not in hps]
     if missing:
-        hps.update(choose_hyperparameters(ws, cands[BASE], bench, missing))
+        hps.update(
+            choose_hyperparameters(ws, cands[BASE], bench, [t for t in missing if t in ws.scale.tasks])
+        )
+        hps.update(few_shot_hyperparameters(hps, missing))
         atomic_write_json(hp_path, hps)
-    todo = [(task, who, seed) for task in ws.scale.tasks
+    todo = [(task, who, seed) for task in ws.tasks
             for who, seed in planned_runs(ws, cands, task, bench.task_info(task).relates_to)
             if (task, who, "finetune", seed) not in have]  # fmt: skip
     specs, computed = [], bool(missing or todo)
@@ -115,7 +131,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                      "seed": seed, "accuracy": acc, "seconds": secs, "steps": hps[task]["steps"],
                      "lr": hps[task]["lr"]})  # fmt: skip
         atomic_write_csv(out, pd.DataFrame(rows))
-    for task in ws.scale.tasks:
+    for task in ws.tasks:
         splits, group = bench.task_splits(task), bench.task_info(task).group
         for who in [n for n, s in planned_runs(ws, cands, task, bench.task_info(task).relates_to) if s == 0]:
             if (task, who, "linear", 0) in have:

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from expertlib import runlock
+from expertlib.datasets.fewshot import tasks_with_few_shot
 from expertlib.presets import Scale, get_scale
 from expertlib.runtime import (
     atomic_write_csv,
@@ -70,6 +71,11 @@ class Workspace:
             (ws.results_dir / sub).mkdir(parents=True, exist_ok=True)
         seed_everything(seed)
         return ws
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """The tasks every step runs: the scale's, then their few-shot versions (``scale.few_shot``)."""
+        return tasks_with_few_shot(self.scale.tasks, self.scale.few_shot)
 
     def pool_workers(self) -> int:
         """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
