@@ -125,17 +125,19 @@ def test_regime_gains_pair_each_method_with_b_per_regime():
     assert "linear" not in set(g.index.get_level_values("metric")), "no linear runs, no linear rows"
 
 
-def test_few_shot_claim_is_a_paired_difference_of_differences():
+def test_few_shot_claims_are_paired_differences_of_differences():
     runs, picks = _with_few_shot()
     c = few_shot_claims(runs, picks)
-    assert len(c) == 1 and "larger at 5-shot than at 1k" in c.claim.iloc[0]
-    assert c.evidence.iloc[0].startswith(
-        "(kNN - B at 5-shot) - (kNN - B at 1k): +0.200 [+0.200, +0.200] over 2 tasks x 3 seeds"
+    assert len(c) == 2 and all("larger at 5-shot than at 1k" in t for t in c.claim)
+    knn, oracle = c.evidence
+    assert knn.startswith(
+        "(knn - B at 5-shot) - (knn - B at 1k): +0.200 [+0.200, +0.200] over 2 tasks x 3 seeds"
     )
-    assert c.verdict.iloc[0] == "reproduced"
+    assert oracle.startswith("(oracle - B at 5-shot) - (oracle - B at 1k): +0.200") and "x 2 seeds" in oracle
+    assert (c.verdict == "reproduced").all()
     same = runs.copy()
     same.loc[same.task.str.endswith("@5shot") & (same.model == "base"), "accuracy"] += 0.2
-    assert few_shot_claims(same, picks).verdict.iloc[0] == "not shown (CI includes 0)"
+    assert (few_shot_claims(same, picks).verdict == "not shown (CI includes 0)").all()
     assert few_shot_claims(_runs(), PICKS).empty, "no few-shot regime, no claim"
 
 
