@@ -1,7 +1,8 @@
 """The three scales and notebook parameter validation.
 
 - ``smoke``: seconds; tests run every notebook at this scale. Tiny data, few steps; numbers mean nothing.
-- ``cpu``: the embedded default that ``make reproduce`` runs; about 55 minutes on a 2-core machine (12 tasks, every candidate at 5 seeds).
+- ``cpu``: the embedded default that ``make reproduce`` runs; about 2 hours on a 2-core machine (12 tasks and
+  their 5- and 25-shot versions, every candidate at 5 seeds).
 - ``paper``: the paper's setting: BiT-M R50x1 on ImageNet-21k, the 48 released expert subtrees, VTAB-1k with
   BiT-HyperRule. Needs the data on disk (``data_root``) and GPUs; notebooks print the plan and the
   estimated compute before they start.
@@ -129,7 +130,7 @@ SCALES: dict[str, Scale] = {
     ),
     "cpu": Scale(
         name="cpu",
-        description="the embedded default: about 55 minutes on a 2-core CPU",
+        description="the embedded default: about 2 hours on a 2-core CPU",
         data="embedded",
         arch="tiny",
         embedded=EmbeddedSpec(tasks=CPU_TASKS),
