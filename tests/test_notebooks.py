@@ -74,7 +74,9 @@ def test_all_notebooks_execute_and_write_results(smoke_run):
     for name in ("data_summary.csv", "expert_specialisation.csv", "summary.json", "tables/vtab_table.md",
                  "tables/claims.csv", "figures/transfer_finetune.png", "figures/transfer_linear.svg",
                  "figures/specialisation_knn.png", "figures/selection_cost.png", "figures/proxy_knn_vs_accuracy.png",
-                 "your_task/ranking.csv", "your_task/ranking.png"):  # fmt: skip
+                 "your_task/ranking.csv", "your_task/ranking.png", "tables/vtab_table_3shot.md",
+                 "tables/claims_3shot.csv", "tables/regimes.csv", "figures/regimes.png",
+                 "figures/transfer_finetune_3shot.png"):  # fmt: skip
         assert (out / name).is_file(), name
 
 
@@ -89,6 +91,9 @@ def test_summary_keys_and_ranges(smoke_run):
         assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["expert"]
         assert 0.0 <= t["oracle"]["accuracy_other_seeds"] <= 1.0  # chosen at seed 0, judged at seed 1
     assert s["selection_cost_seconds_per_task"]["knn selection"] > 0
+    # the few-shot regime beside the full one: each method's difference from B, in both transfer metrics
+    assert set(s["regimes"]) == {"3-shot", "1k"} and set(s["regimes"]["3-shot"]) == {"finetune", "linear"}
+    assert -1 <= s["regimes"]["3-shot"]["finetune"]["knn"]["minus_base"] <= 1
     assert s["provenance"]["git_commit"] and s["data"]["upstream_classes"] >= 100
     import pandas as pd
 
