@@ -85,10 +85,9 @@ class FewShotBenchmark(Benchmark):
     """``inner`` with a ``<task>@<k>shot`` version of each of its tasks for every ``k`` in ``shots``."""
 
     def __init__(self, inner: Benchmark, shots: Sequence[int]) -> None:
-        for k in shots:
-            per_class_split(k)
         self.inner, self.shots = inner, tuple(sorted(shots))
         self.name = inner.name
+        self._task_names = list(tasks_with_few_shot(inner.task_names, self.shots))  # checks every k
 
     # resolution is read by the inner benchmark's data, so it lives there
     @property
@@ -123,7 +122,7 @@ class FewShotBenchmark(Benchmark):
 
     @property
     def task_names(self) -> list[str]:
-        return list(tasks_with_few_shot(self.inner.task_names, self.shots))
+        return list(self._task_names)
 
     def task_info(self, task: str) -> TaskInfo:
         base, shots = self._known(task)

@@ -105,12 +105,13 @@ def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
                         "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(chosen.accuracy, g.accuracy),
                         "top1_relative": top_k_relative_accuracy(g.score, g.accuracy, 1),
                         "top3_relative": top_k_relative_accuracy(g.score, g.accuracy, 3)})  # fmt: skip
-    return pd.DataFrame(quality)
+    return pd.DataFrame(quality, columns=["task", "proxy", "kendall_tau", "noise_ceiling_tau", "weighted_tau",
+                                          "regret", "top1_relative", "top3_relative"])  # fmt: skip
 
 
 def in_regime(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     """The rows of ``frame`` (a ``task`` column) whose task belongs to regime ``name`` ("1k", "5-shot", ...)."""
-    return frame[frame.task.map(regime) == name] if "task" in frame else frame
+    return frame[frame.task.map(regime) == name]
 
 
 def vtab_table(methods: pd.DataFrame) -> pd.DataFrame:
@@ -203,10 +204,24 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         plots.save_figure(fig, ws.path("figures", name))
         figures[name] = fig
 
+    # proxy score vs fine-tuned accuracy (each expert's mean over all seeds), in every regime
+    all_ft = all_runs[all_runs["mode"] == "finetune"]
+    all_means = all_ft.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
+    pool_means = all_means[all_means.model.isin(expert_pool(all_means.model))].copy()
+    pool_means["expert"] = pool_means.model.str.split(":", n=1).str[1]
+    all_points = all_rankings.merge(pool_means[["task", "expert", "accuracy"]], on=["task", "expert"])
+    all_quality = selection_quality(all_points, all_runs)
+    all_quality.insert(1, "regime", all_quality.task.map(regime))
+    plots.save_table(all_quality, ws.path("tables", "selection_quality"))
+
     regimes = regime_order(all_runs.task.map(regime))
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
         rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
+        # a few-shot regime: the same transfer claims as the full one's, in their own table
+        if name != FULL_REGIME:
+            plots.save_table(claims(rr, pr, None, in_regime(all_quality, name), pd.DataFrame()),
+                             ws.path("tables", f"claims_{name.replace('-', '')}"))  # fmt: skip
         per_regime[name] = pd.concat(
             [method_rows(rr, pr, "finetune"), method_rows(rr, pr, "linear")], ignore_index=True
         ).assign(regime=name)
@@ -234,16 +249,6 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         keep(plots.published_comparison(both, f"VTAB-1k: ours ({ws.scale.name} scale) beside published models"),
              "vtab_vs_published")  # fmt: skip
 
-    # proxy score vs fine-tuned accuracy (each expert's mean over all seeds), in every regime
-    all_ft = all_runs[all_runs["mode"] == "finetune"]
-    all_means = all_ft.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
-    pool_means = all_means[all_means.model.isin(expert_pool(all_means.model))].copy()
-    pool_means["expert"] = pool_means.model.str.split(":", n=1).str[1]
-    all_points = all_rankings.merge(pool_means[["task", "expert", "accuracy"]], on=["task", "expert"])
-    all_quality = selection_quality(all_points, all_runs)
-    if len(all_quality):
-        all_quality.insert(1, "regime", all_quality.task.map(regime))
-    plots.save_table(all_quality, ws.path("tables", "selection_quality"))
     points, quality = in_regime(all_points, FULL_REGIME), in_regime(all_quality, FULL_REGIME)
     ft_runs = runs[runs["mode"] == "finetune"]
     means = in_regime(all_means, FULL_REGIME)
@@ -288,10 +293,6 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     claim_table = pd.concat([claims(runs, picks, spec, quality, avf), few_shot_claims(all_runs, all_picks)],
                             ignore_index=True)  # fmt: skip
     plots.save_table(claim_table, ws.path("tables", "claims"))
-    for name in regimes[:-1]:  # the few-shot regimes: the same transfer claims
-        rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
-        plots.save_table(claims(rr, pr, None, in_regime(all_quality, name), pd.DataFrame()),
-                         ws.path("tables", f"claims_{name.replace('-', '')}"))  # fmt: skip
     gains = regime_gains(all_runs, all_picks)
     if len(regimes) > 1:
         plots.save_table(gains, ws.path("tables", "regimes"))
