@@ -15,6 +15,10 @@ Command line::
 
     python -m expertlib.convert experts/animal.tar.gz --out animal.safetensors
     python -m expertlib.convert experts/ --out released_experts.safetensors --base BiT-M-R50x1.npz
+    python -m expertlib.convert animal=downloads/1.tar.gz bird=downloads/2.tar.gz --out two.safetensors --base B.npz
+
+Every tensor is checked against the CRC32C its checkpoint records (a corrupt download is refused, naming the
+tensor); experts of different architectures are refused as one bank.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ import numpy as np
 
 from expertlib.adapters import FullExperts
 from expertlib.hierarchy import PAPER_EXPERTS
-from expertlib.resnet import ResNetV2, ResNetV2Config
-from expertlib.tfcheckpoint import read_saved_model
+from expertlib.resnet import ResNetV2, ResNetV2Config, config_name
+from expertlib.tfcheckpoint import TFCheckpointError, read_saved_model
 from expertlib.weights import (
     WeightMismatchError,
     bit_to_state_dict,
@@ -57,8 +61,9 @@ class ConversionError(ValueError):
 
 
 def bit_arrays(variables: Mapping[str, np.ndarray], ignore: str = IGNORED) -> dict[str, np.ndarray]:
-    """Variables by BiT ``.npz`` name (``resnet/...``); raises naming every variable that maps to none."""
-    out, unmapped = {}, []
+    """Variables by BiT ``.npz`` name (``resnet/...``); raises naming every variable that maps to none, and
+    saying so when none does (a model that is not BiT-shaped, not a few extra variables)."""
+    out, unmapped, skipped = {}, [], []
     for name, value in variables.items():
         m = _BIT_NAME.search(name)
         if m:
@@ -66,12 +71,21 @@ def bit_arrays(variables: Mapping[str, np.ndarray], ignore: str = IGNORED) -> di
             if key in out:
                 raise ConversionError(f"two variables map to BiT name {key}: is this one model?")
             out[key] = np.asarray(value)
-        elif not re.search(ignore, name):
+        elif re.search(ignore, name):
+            skipped.append(name)
+        else:
             unmapped.append(name)
+    if not out:
+        raise ConversionError(
+            f"not a BiT ResNet-v2: none of its {len(variables)} variables has a BiT name (e.g. "
+            f"{sorted(variables)[:3]}); expected names ending like block1/unit01/a/standardized_conv2d/kernel. The "
+            "released experts are BiT-M R50x1 feature vectors (google/experts/bit/r50x1/in21k/<name>)"
+        )
     if unmapped:
         raise ConversionError(
-            f"{len(unmapped)} variables have no BiT name: {sorted(unmapped)[:8]}; pass ignore= (--ignore) a regular "
-            "expression for those that are not weights"
+            f"{len(unmapped)} variables have no BiT name: {sorted(unmapped)[:8]} (beside {len(out)} BiT weights"
+            + (f" and {len(skipped)} bookkeeping variables {sorted(skipped)[:3]}" if skipped else "")
+            + "); pass ignore= (--ignore) a regular expression for those that are not weights"
         )
     return out
 
@@ -109,16 +123,16 @@ def infer_config(arrays: Mapping[str, np.ndarray], norm_groups: int = 32) -> Res
     )
 
 
-def expert_name(path: str | os.PathLike) -> str:
-    """The expert's name from its path: the first path part that names a released expert (``.../in21k/animal/1``,
-    ``bit-r50x1-in21k-animal.tar.gz``), else the last non-numeric part without extensions."""
+def expert_name(path: str | os.PathLike) -> str | None:
+    """The released expert a path or model handle names (``google/experts/bit/r50x1/in21k/animal/1``,
+    ``bit-r50x1-in21k-animal.tar.gz``): the last path part that names one; None when no part does (a download
+    saved as ``downloads/1.tar.gz`` must be named with ``NAME=PATH`` or ``--name``)."""
     parts = [re.sub(r"(\.tar)?\.(gz|tgz|tar)$", "", p) for p in Path(path).parts]
     for part in reversed(parts):
         for e in sorted(PAPER_EXPERTS, key=len, reverse=True):
             if part == e or re.search(rf"(^|[-_]){re.escape(e)}([-_]v?\d+)?$", part):
                 return e
-    named = [p for p in parts if not p.isdigit()]
-    return re.sub(r"[^A-Za-z0-9_-]+", "_", named[-1]) if named else "expert"
+    return None
 
 
 def convert_saved_model(path: str | os.PathLike, norm_groups: int = 32, ignore: str = IGNORED) -> ResNetV2:
@@ -148,11 +162,14 @@ def load_base(path: str | os.PathLike, like: ResNetV2) -> ResNetV2:
     return load_timm_checkpoint(ResNetV2(like.cfg, num_classes=0), path, head=False)
 
 
-def sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """SavedModels named directly, or every one found under a folder (directories with saved_model.pb and
-    archives)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
+def sources(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
+    """Expert name -> SavedModel: each entry is a SavedModel folder or archive, ``NAME=PATH``, or a folder
+    holding them (directories with saved_model.pb and archives). A name comes from ``NAME=``, else from the path
+    (:func:`expert_name`); a path that names no released expert, or two sources with one name, are refused."""
+    found: list[tuple[str | None, Path]] = []
+    for entry in map(str, paths):
+        name, sep, rest = entry.partition("=")
+        given, p = (name, Path(rest)) if sep and name and not Path(entry).exists() else (None, Path(entry))
         if p.is_dir() and not (p / "saved_model.pb").is_file():
             inner = sorted(
                 {q.parent for q in p.rglob("saved_model.pb")}
@@ -161,23 +178,78 @@ def sources(paths: Sequence[str | os.PathLike]) -> list[Path]:
             )
             if not inner:
                 raise ConversionError(f"{p} holds no SavedModel (no saved_model.pb, no .tar.gz archive)")
-            found += inner
+            found += [(None, q) for q in inner]
         elif p.exists():
-            found.append(p)
+            found.append((given, p))
         else:
             raise FileNotFoundError(
-                f"{p} not found: pass a SavedModel folder, its .tar.gz archive, or a folder of them"
+                f"{p} not found: pass a SavedModel folder, its .tar.gz archive, NAME=PATH, or a folder of them"
             )
-    return found
+    out: dict[str, Path] = {}
+    for given, p in found:
+        name = given or expert_name(p)
+        if name is None:
+            raise ConversionError(
+                f"{p} names no released expert: say which it is, as NAME=PATH (e.g. animal={p}) or with --name; "
+                f"the 48 names: {', '.join(PAPER_EXPERTS)}"
+            )
+        if name in out:
+            raise ConversionError(f"two sources are both expert {name!r}: {out[name]} and {p}")
+        out[name] = p
+    return out
+
+
+def convert_bank(named: Mapping[str, str | os.PathLike], out: str | os.PathLike, base: str | os.PathLike | None = None,
+                 groups: int = 32, ignore: str = IGNORED, log=print) -> Path:  # fmt: skip
+    """Convert SavedModels (name -> path) into ``out``: one expertlib model (one expert, no ``base``) or a
+    full-expert bank over B (``base``: BiT-M .npz, timm checkpoint or expertlib model; else the ``entity``
+    expert). Every expert must have one architecture, which is named in the log and the file's metadata."""
+    models: dict[str, ResNetV2] = {}
+    for name, src in named.items():
+        try:
+            models[name] = convert_saved_model(src, groups, ignore)
+        except TFCheckpointError as e:
+            raise ConversionError(f"expert {name!r}: {e}") from None
+        log(f"converted {src} -> expert {name!r} ({config_name(models[name].cfg)}, "
+            f"{models[name].cfg.num_features}-d features)")  # fmt: skip
+    archs = {}
+    for name, m in models.items():
+        archs.setdefault(config_name(m.cfg), []).append(name)
+    if len(archs) > 1:
+        raise ConversionError(
+            "the experts do not share one architecture, so they cannot form one bank: "
+            + "; ".join(f"{a}: {', '.join(n)}" for a, n in archs.items())
+            + ". Convert each architecture into its own file"
+        )
+    if len(models) == 1 and not base:
+        (name, model), = models.items()  # fmt: skip
+        return save_model(model, out, {"name": name, "subtree": name, "source": str(named[name]),
+                                       "architecture": config_name(model.cfg)})  # fmt: skip
+    first = next(iter(models.values()))
+    if base:
+        b, base_from = load_base(base, first), str(base)
+    elif "entity" in models:
+        b, base_from = ResNetV2(first.cfg, num_classes=0), "entity expert (no --base given)"
+        b.load_state_dict(models["entity"].state_dict())
+    else:
+        raise ConversionError(
+            "a bank needs B: pass --base (BiT-M R50x1 .npz or timm checkpoint) or convert the entity expert too"
+        )
+    bank = FullExperts(b)
+    for name, model in models.items():
+        bank.add_expert(name)
+        bank.experts[name].load_state_dict(model.state_dict())
+    meta = {"subtrees": json.dumps({n: n for n in models}), "sources": json.dumps({n: str(s) for n, s in named.items()}),
+            "base_from": base_from, "architecture": config_name(first.cfg)}  # fmt: skip
+    return save_bank(bank.eval(), out, meta)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="convert released expert SavedModels into an expertlib model or bank"
     )
-    ap.add_argument(
-        "sources", nargs="+", help="SavedModel folders or .tar.gz archives, or folders holding them"
-    )
+    ap.add_argument("sources", nargs="+",
+                    help="SavedModel folders or .tar.gz archives, NAME=PATH, or folders holding them")  # fmt: skip
     ap.add_argument("--out", required=True, help="the .safetensors file to write")
     ap.add_argument("--name", help="the expert's name (one source only); default: from its path")
     ap.add_argument("--base", help="B for a bank: BiT-M R50x1 .npz, timm checkpoint or expertlib model")
@@ -185,37 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ignore", default=IGNORED, help="regular expression of variables that are not weights")
     args = ap.parse_args(argv)
     try:
-        found = sources(args.sources)
-        if args.name and len(found) != 1:
-            raise ConversionError(f"--name names one expert, but {len(found)} sources were found")
-        models = {}
-        for src in found:
-            name = args.name or expert_name(src)
-            if name in models:
-                raise ConversionError(f"two sources are both expert {name!r}: {src} and an earlier one")
-            models[name] = (convert_saved_model(src, args.groups, args.ignore), src)
-            print(f"converted {src} -> expert {name!r} ({models[name][0].cfg.num_features}-d features)")
-        if len(models) == 1 and not args.base:
-            (name, (model, src)), = models.items()  # fmt: skip
-            save_model(model, args.out, {"name": name, "subtree": name, "source": str(src)})
+        if args.name:
+            if len(args.sources) != 1:
+                raise ConversionError(f"--name names one expert, but {len(args.sources)} sources were given")
+            named = {args.name: Path(args.sources[0])}
         else:
-            first = next(iter(models.values()))[0]
-            if args.base:
-                base, base_from = load_base(args.base, first), str(args.base)
-            elif "entity" in models:
-                base, base_from = ResNetV2(first.cfg, num_classes=0), "entity expert (no --base given)"
-                base.load_state_dict(models["entity"][0].state_dict())
-            else:
-                raise ConversionError(
-                    "a bank needs B: pass --base (BiT-M R50x1 .npz or timm checkpoint) or convert the entity expert too"
-                )
-            bank = FullExperts(base)
-            for name, (model, _) in models.items():
-                bank.add_expert(name)
-                bank.experts[name].load_state_dict(model.state_dict())
-            meta = {"subtrees": json.dumps({n: n for n in models}), "sources": json.dumps({n: str(s) for n, (_, s) in models.items()}),
-                    "base_from": base_from}  # fmt: skip
-            save_bank(bank.eval(), args.out, meta)
+            named = sources(args.sources)
+        convert_bank(named, args.out, args.base, args.groups, args.ignore)
         print(f"wrote {args.out}")
     except (ConversionError, FileNotFoundError, ValueError) as e:
         print(f"convert failed: {e}", file=sys.stderr)

@@ -131,6 +131,9 @@ CONFIGS: dict[str, ResNetV2Config] = {
     "R101x3": _bit((3, 4, 23, 3), 3),
     "R152x2": _bit((3, 8, 36, 3), 2),
     "R152x4": _bit((3, 8, 36, 3), 4),
+    # BiT's shape at its smallest (two one-unit stages): the released-expert fixtures that TensorFlow wrote
+    # (tools/make_tf_expert_fixture.py) and the ``released-smoke`` scale
+    "bit_fixture": ResNetV2Config(layers=(1, 1), widths=(128, 256), stem_width=32),
     # Small configs for 32x32 inputs on 2-core CPUs: 3x3 stride-1 stem, no pooling, three stages.
     # Throughputs measured on our machines (training, batch 128, images/s): tiny ~2,000, small ~1,400,
     # small_bottleneck ~500 (../shared/reference.md and benchmarks/bench_training.py).
@@ -162,6 +165,15 @@ CONFIGS: dict[str, ResNetV2Config] = {
         input_size=32,
     ),
 }
+
+
+def config_name(cfg: ResNetV2Config) -> str:
+    """The name of a named config with ``cfg``'s architecture (eps and input size aside), else a description."""
+    shape = lambda c: (c.layers, c.widths, c.block, c.stem, c.stem_width, c.norm_groups, c.in_chans)  # noqa: E731
+    for name, known in CONFIGS.items():
+        if shape(known) == shape(cfg):
+            return name
+    return f"ResNet-v2 {cfg.block} layers {cfg.layers} widths {cfg.widths}"
 
 
 def get_config(name: str | ResNetV2Config, **overrides) -> ResNetV2Config:

@@ -36,6 +36,18 @@ class TFCheckpointError(ValueError):
     """A TensorFlow checkpoint or SavedModel that cannot be read; the message names the file and the problem."""
 
 
+class CorruptTensorError(TFCheckpointError):
+    """Tensors whose bytes do not match the CRC32C their checkpoint records (``tensors``: their names)."""
+
+    def __init__(self, where: str | os.PathLike, tensors: list[str]) -> None:
+        self.where, self.tensors = str(where), list(tensors)
+        shown = ", ".join(self.tensors[:5]) + (f" and {len(self.tensors) - 5} more" if len(self.tensors) > 5 else "")
+        super().__init__(
+            f"{where}: {len(self.tensors)} tensor(s) fail their CRC32C check ({shown}): the download is corrupt "
+            "or incomplete; download it again"
+        )
+
+
 # -- protobuf wire format ------------------------------------------------------------------------------------------
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
@@ -124,6 +136,27 @@ def read_table(path: str | os.PathLike) -> dict[bytes, bytes]:
 
 
 # -- tensors ----------------------------------------------------------------------------------------------------
+def masked_crc32c(data: bytes, crc: int = 0) -> int:
+    """TensorFlow's masked CRC32C (``crc32c::Mask``): what a ``BundleEntryProto`` stores for its tensor's bytes."""
+    import crc32c  # a small C extension (also tfrecord's dependency)
+
+    c = crc32c.crc32c(data, crc)
+    return ((((c >> 15) | (c << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _crc_of_string_tensor(raw: bytes, count: int) -> int:
+    """The masked CRC32C TensorFlow's bundle writer records for a string tensor: over each element's length
+    as a little-endian uint32, the masked checksum of those lengths, then the strings' bytes."""
+    import crc32c
+
+    lengths, pos = [], 0
+    for _ in range(count):
+        n, pos = _varint(raw, pos)
+        lengths.append(n)
+    crc = crc32c.crc32c(struct.pack(f"<{count}I", *lengths))
+    return masked_crc32c(raw[pos + 4 :], crc32c.crc32c(raw[pos : pos + 4], crc))
+
+
 def _string_tensor(raw: bytes, count: int) -> list[bytes]:
     lengths, pos = [], 0
     for _ in range(count):
@@ -137,8 +170,10 @@ def _string_tensor(raw: bytes, count: int) -> list[bytes]:
     return out
 
 
-def read_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray | list[bytes]]:
-    """Every tensor of a TF checkpoint (``prefix.index`` + ``prefix.data-*``) by key; string tensors as bytes."""
+def read_checkpoint(prefix: str | os.PathLike, verify: bool = True) -> dict[str, np.ndarray | list[bytes]]:
+    """Every tensor of a TF checkpoint (``prefix.index`` + ``prefix.data-*``) by key; string tensors as bytes.
+    ``verify``: check every tensor against the CRC32C its entry records, as TensorFlow does (a corrupt download
+    raises :class:`CorruptTensorError` naming the tensor)."""
     prefix = str(prefix)
     index = Path(prefix + ".index")
     if not index.is_file():
@@ -150,6 +185,7 @@ def read_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray | list[by
         raise TFCheckpointError(f"{index}: big-endian checkpoints are not supported")
     shards: dict[int, bytes] = {}
     out: dict[str, np.ndarray | list[bytes]] = {}
+    corrupt: list[str] = []
     for key, entry in table.items():
         if key == b"":
             continue
@@ -169,6 +205,11 @@ def read_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray | list[by
         if len(raw) != size:
             raise TFCheckpointError(f"{prefix}: tensor {key.decode()} lies beyond the end of its data shard")
         count = int(np.prod(shape)) if shape else 1
+        stored = _first(entry, 6)
+        if verify and stored is not None:
+            got = _crc_of_string_tensor(raw, count) if dtype == DT_STRING else masked_crc32c(raw)
+            if got != stored:
+                corrupt.append(key.decode())
         if dtype == DT_STRING:
             out[key.decode()] = _string_tensor(raw, count)
         elif dtype == DT_BFLOAT16:
@@ -182,6 +223,8 @@ def read_checkpoint(prefix: str | os.PathLike) -> dict[str, np.ndarray | list[by
             raise TFCheckpointError(
                 f"{prefix}: tensor {key.decode()} has unsupported TensorFlow dtype {dtype}"
             )
+    if corrupt:
+        raise CorruptTensorError(prefix, corrupt)
     return out
 
 
@@ -231,7 +274,16 @@ def read_saved_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{path} is not a SavedModel: {pb_file} not found. Pass the folder that holds saved_model.pb and "
             "variables/ (or the downloaded .tar.gz archive)"
         )
-    tensors = read_checkpoint(path / "variables" / "variables")
+    try:
+        tensors = read_checkpoint(path / "variables" / "variables")
+    except CorruptTensorError as e:  # name the variables, not their checkpoint keys
+        tensors = read_checkpoint(path / "variables" / "variables", verify=False)
+        by_key = {}
+        if OBJECT_GRAPH_KEY in tensors and OBJECT_GRAPH_KEY not in e.tensors:
+            names = _saved_variable_names((path / "saved_model.pb").read_bytes())
+            by_key = {key: (names.get(node) or full or key).removesuffix(":0")
+                      for node, (key, full) in _checkpoint_keys(tensors[OBJECT_GRAPH_KEY][0]).items()}  # fmt: skip
+        raise CorruptTensorError(path, [by_key.get(k, k) for k in e.tensors]) from None
     graph = tensors.get(OBJECT_GRAPH_KEY)
     if graph is None:
         raise TFCheckpointError(f"{path}: the checkpoint has no {OBJECT_GRAPH_KEY} (not written by TF2)")

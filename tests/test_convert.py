@@ -87,7 +87,73 @@ def test_names_from_paths():
     assert expert_name("downloads/experts/bit/r50x1/in21k/animal/1") == "animal"
     assert expert_name("bit-r50x1-in21k-vascular_plant-v1.tar.gz") == "vascular_plant"
     assert expert_name("x/bit_m-r50x1-in21k-woody_plant.tgz") == "woody_plant"
-    assert expert_name("my model/7") == "my_model"
+    assert expert_name("downloads/1.tar.gz") is None  # a download named by number names no expert
+
+
+RELEASED = Path(__file__).parent / "fixtures" / "released_experts"
+
+
+def _corrupt_copy(tmp_path):
+    bad = tmp_path / "bird" / "1"
+    shutil.copytree(RELEASED / "bird" / "1", bad)
+    data = bad / "variables" / "variables.data-00000-of-00001"
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one flipped bit, as a damaged download would have
+    data.write_bytes(bytes(raw))
+    return bad
+
+
+def test_a_corrupt_download_is_refused_naming_the_tensor(tmp_path, capsys):
+    from expertlib.tfcheckpoint import CorruptTensorError, read_saved_model
+
+    bad = _corrupt_copy(tmp_path)
+    with pytest.raises(CorruptTensorError) as e:
+        read_saved_model(bad)
+    assert e.value.tensors == ["resnet/block2/unit01/a/standardized_conv2d/kernel"]
+    assert main([str(bad), "--out", str(tmp_path / "b.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "block2/unit01/a/standardized_conv2d/kernel" in err and "CRC32C" in err and "download it again" in err
+    assert not (tmp_path / "b.safetensors").exists()
+    assert len(read_saved_model(RELEASED / "bird" / "1")) == 23  # the intact file reads, every tensor checked
+
+
+def test_string_tensor_checksum_matches_tensorflow():
+    from expertlib.tfcheckpoint import OBJECT_GRAPH_KEY, _crc_of_string_tensor, _first, read_table
+
+    prefix = RELEASED / "food" / "1" / "variables" / "variables"
+    entry = read_table(f"{prefix}.index")[OBJECT_GRAPH_KEY.encode()]
+    raw = Path(f"{prefix}.data-00000-of-00001").read_bytes()
+    offset, size = _first(entry, 4, 0), _first(entry, 5, 0)
+    assert _crc_of_string_tensor(raw[offset : offset + size], 1) == _first(entry, 6)
+
+
+def test_architecture_is_named_and_a_mixed_bank_refused(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bank.safetensors"
+    assert main([f"animal={SAVED}", str(RELEASED / "bird"), "--out", str(out), "--base", str(RELEASED / "base.npz")]) == 0
+    assert "bit_fixture" in capsys.readouterr().out and read_metadata(out)["architecture"] == "bit_fixture"
+    import expertlib.convert as C
+
+    named = C.sources([str(RELEASED / "food"), f"vehicle={SAVED}"])
+    assert sorted(named) == ["food", "vehicle"]
+    real = C.convert_saved_model  # one expert as an R50x1, as if a download of another model slipped in
+    monkeypatch.setattr(C, "convert_saved_model",
+                        lambda src, *a: create_model("R50x1") if "food" in str(src) else real(src, *a))  # fmt: skip
+    with pytest.raises(ConversionError, match=r"do not share one architecture.*R50x1: food.*bit_fixture: vehicle"):
+        C.convert_bank(named, tmp_path / "mixed.safetensors", RELEASED / "base.npz", log=lambda *_: None)
+
+
+def test_unnamed_download_and_a_model_that_is_not_bit(tmp_path, capsys):
+    download = tmp_path / "downloads" / "1"
+    shutil.copytree(SAVED, download)
+    assert main([str(download), "--out", str(tmp_path / "x.safetensors")]) == 1
+    assert "names no released expert" in capsys.readouterr().err
+    assert main([f"animal={download}", "--out", str(tmp_path / "x.safetensors")]) == 0
+    assert read_metadata(tmp_path / "x.safetensors")["name"] == "animal"
+    with pytest.raises(ConversionError, match="not a BiT ResNet-v2: none of its 2 variables"):
+        bit_arrays({"dense/kernel": np.ones((2, 2)), "global_step": np.zeros(())})
+    with pytest.raises(ConversionError, match="1 bookkeeping variables"):
+        bit_arrays({**bit_arrays(__import__("expertlib.tfcheckpoint").tfcheckpoint.read_saved_model(SAVED)),
+                    "global_step": np.zeros(()), "dense/kernel": np.ones(2)})  # fmt: skip
 
 
 def test_infer_config_of_r50x1():

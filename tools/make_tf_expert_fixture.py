@@ -1,6 +1,8 @@
 """Write tests/fixtures/tf_expert/: a small BiT-shaped feature-vector SavedModel saved by TensorFlow itself, with
 BiT's variable names, and its outputs on fixed inputs (outputs.npz). The converter test
-(tests/test_convert.py) checks that expertlib reproduces those outputs without TensorFlow.
+(tests/test_convert.py) checks that expertlib reproduces those outputs without TensorFlow. Also
+tests/fixtures/released_experts/: a small B and three experts of the same shape, which the ``released-smoke``
+scale converts at run time as a user converts the 48 released experts.
 
 TensorFlow is not a dependency of expertlib; run this once, in an environment that has it:
 
@@ -22,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "tf_expert"
+RELEASED = OUT.parent / "released_experts"
 ROOT, WIDTHS, GROUPS = 32, (128, 256), 32
 
 
@@ -94,6 +97,24 @@ class BitFeatures(tf.Module):
         return tf.reduce_mean(x, axis=[1, 2])
 
 
+def write_released_set(rng: np.random.Generator) -> None:
+    """tests/fixtures/released_experts/: B's backbone in BiT's .npz names (``base.npz``, no head: the
+    ``released-smoke`` scale adds BiT-M's 21,843-way head at run time) and three experts fine-tuned from it (B's
+    weights plus small seeded changes), each a SavedModel in a folder named after a released expert. ``food`` and
+    ``nutrient`` are there because their WordNet lemmas share a synset."""
+    base = {name: v.numpy() for name, v in build_variables(rng).items()}
+    RELEASED.mkdir(parents=True, exist_ok=True)
+    np.savez(RELEASED / "base.npz", **base)
+    for name in ("bird", "food", "nutrient"):
+        weights = {
+            k: tf.Variable((v + 0.1 * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(np.float32), name=k)
+            for k, v in base.items()
+        }
+        saved = RELEASED / name / "1"
+        tf.saved_model.save(BitFeatures(weights), str(saved))
+        print(f"wrote {saved}")
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
     model = BitFeatures(build_variables(rng))
@@ -104,6 +125,7 @@ def main() -> None:
     tf.saved_model.save(model, str(saved))
     np.savez(OUT / "outputs.npz", images=images, features=features, tensorflow=np.array(tf.__version__))
     print(f"wrote {saved} and {OUT / 'outputs.npz'}: features {features.shape}")
+    write_released_set(np.random.default_rng(1))
 
 
 if __name__ == "__main__":
