@@ -9,6 +9,8 @@ expert subtrees from per-class image counts.
 
 from __future__ import annotations
 
+import base64
+import functools
 import json
 import os
 from collections import deque
@@ -16,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 
@@ -296,6 +299,52 @@ PAPER_EXPERTS: tuple[str, ...] = (
     "organism", "part", "physical_entity", "placental", "plant", "relation", "solid", "spermatophyte",
     "structure", "substance", "tree", "vascular_plant", "vehicle", "vertebrate", "whole", "woody_plant",
 )  # fmt: skip
+
+
+RELEASED_EXPERTS_FILE = Path(__file__).resolve().parent / "data" / "released_experts.json"
+
+
+@dataclass(frozen=True)
+class ReleasedExpert:
+    """One of the 48 released experts: its WordNet id and its classes as indices into BiT-M's 21,843-way head."""
+
+    name: str
+    wnid: str
+    lemmas: str
+    gloss: str
+    classes: np.ndarray  # sorted int64 indices into BiT-M's class order
+
+
+@functools.cache
+def released_experts() -> dict[str, ReleasedExpert]:
+    """The 48 released experts, by name, from ``expertlib/data/released_experts.json`` (derived once from
+    WordNet 3.0 and BiT-M's class order by ``tools/derive_expert_classes.py``: explicit ids, no lemma lookup)."""
+    doc = json.loads(RELEASED_EXPERTS_FILE.read_text())
+    out = {}
+    for name, e in doc["experts"].items():
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(e["classes_bits"]), np.uint8))[: doc["num_classes"]]
+        out[name] = ReleasedExpert(name, e["wnid"], e["lemmas"], e["gloss"], np.flatnonzero(bits).astype(np.int64))
+    return out
+
+
+def released_expert_ids() -> dict[str, str]:
+    """name -> WordNet id of the 48 released experts (``food`` and ``nutrient`` are different synsets)."""
+    return {n: e.wnid for n, e in released_experts().items()}
+
+
+def bit_m_classes() -> list[str]:
+    """BiT-M's 21,843 ImageNet-21k classes in its head's order (timm's list), checked against the order the
+    released experts' class indices were derived in."""
+    import hashlib
+
+    import timm
+
+    path = Path(timm.__file__).parent / "data" / "_info" / "imagenet21k_goog_synsets.txt"
+    classes = path.read_text().split()
+    want = json.loads(RELEASED_EXPERTS_FILE.read_text())["class_order_sha256"]
+    if hashlib.sha256("\n".join(classes).encode()).hexdigest() != want:
+        raise ValueError(f"{path} is not the class order the released experts' classes were derived in")
+    return classes
 
 
 def multi_label_targets(

@@ -121,3 +121,31 @@ def test_multi_label_targets(wordnet):
 def test_paper_expert_list():
     assert len(PAPER_EXPERTS) == 48 and len(set(PAPER_EXPERTS)) == 48
     assert {"animal", "entity", "woody_plant"} <= set(PAPER_EXPERTS)
+
+
+# -- the 48 released experts' class sets (expertlib/data/released_experts.json) --------------------------------
+def test_released_experts_have_explicit_distinct_ids_and_nested_class_sets():
+    from expertlib.hierarchy import PAPER_EXPERTS, bit_m_classes, released_expert_ids, released_experts
+
+    experts = released_experts()
+    classes = bit_m_classes()
+    assert len(classes) == 21843 and classes == sorted(classes)
+    assert list(experts) == list(PAPER_EXPERTS)
+    ids = released_expert_ids()
+    assert len(set(ids.values())) == 48  # no two experts share a synset
+    assert ids["food"] != ids["nutrient"] and ids["nutrient"] == "n00021265" and ids["food"] == "n07555863"
+    sets = {n: set(e.classes.tolist()) for n, e in experts.items()}
+    assert sets["entity"] == set(range(21843))  # the root covers every class
+    for small, big in [("bird", "vertebrate"), ("vertebrate", "chordate"), ("chordate", "animal"),
+                       ("animal", "organism"), ("carnivore", "placental"), ("placental", "mammal"),
+                       ("vehicle", "conveyance"), ("conveyance", "instrumentality"), ("instrumentality", "artifact"),
+                       ("artifact", "whole"), ("whole", "object"), ("object", "physical_entity"),
+                       ("tree", "woody_plant"), ("flower", "angiosperm"),
+                       ("nutriment", "nutrient")]:  # fmt: skip
+        assert sets[small] < sets[big], (small, big)
+    assert not sets["animal"] & sets["plant"] and not sets["bird"] & sets["mammal"]
+    # counts as derived from WordNet 3.0 (tools/derive_expert_classes.py)
+    assert {n: len(s) for n, s in sets.items() if n in ("animal", "bird", "artifact", "object")} == {
+        "animal": 3822, "bird": 856, "artifact": 7896, "object": 19721}  # fmt: skip
+    # each expert's own synset is a class of BiT-M when ImageNet-21k labels it (e.g. bird, n01503061)
+    assert classes.index("n01503061") in sets["bird"]
