@@ -322,8 +322,12 @@ def released_experts() -> dict[str, ReleasedExpert]:
     doc = json.loads(RELEASED_EXPERTS_FILE.read_text())
     out = {}
     for name, e in doc["experts"].items():
-        bits = np.unpackbits(np.frombuffer(base64.b64decode(e["classes_bits"]), np.uint8))[: doc["num_classes"]]
-        out[name] = ReleasedExpert(name, e["wnid"], e["lemmas"], e["gloss"], np.flatnonzero(bits).astype(np.int64))
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(e["classes_bits"]), np.uint8))[
+            : doc["num_classes"]
+        ]
+        out[name] = ReleasedExpert(
+            name, e["wnid"], e["lemmas"], e["gloss"], np.flatnonzero(bits).astype(np.int64)
+        )
     return out
 
 

@@ -6,6 +6,12 @@
 - ``paper``: the paper's setting: BiT-M R50x1 on ImageNet-21k, the 48 released expert subtrees, VTAB-1k with
   BiT-HyperRule. Needs the data on disk (``data_root``) and GPUs; notebooks print the plan and the
   estimated compute before they start.
+- ``released``: the paper's downstream half from public downloads alone: B is BiT-M R50x1 (its ``.npz``), the
+  candidates are B and the 48 released experts (converted from their SavedModels), the tasks VTAB-1k's 19 at
+  BiT-HyperRule's resolutions. No upstream image is read; nothing is trained upstream (notebooks 02 and 03
+  say so). Each proxy's pick, a fixed random sample of experts and kNN's top ``oracle_pool`` are fine-tuned at
+  every seed; the oracle is chosen on val200 (train800 -> val200 at seed 0), never on the judged test images.
+- ``released-smoke`` and ``paper-smoke``: those scales' code paths on tiny on-disk fixtures, in CI.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ class Scale:
 
     name: str
     description: str
-    data: str  # "embedded" or "imagenet21k+vtab"
+    data: str  # "embedded", "imagenet21k+vtab", or "vtab" (downstream tasks only: nothing upstream is read)
     arch: str
     embedded: EmbeddedSpec | None
     tasks: tuple[str, ...]
@@ -81,6 +87,23 @@ class Scale:
     micro_batch: int = 0  # examples per forward/backward pass in every training (0: a whole batch at once)
     # held-out upstream images the specialisation study embeds with every candidate (None: all of them)
     specialisation_images: int | None = None
+    # the paper's released experts: a folder of their SavedModels under data_root, converted once into
+    # models/released_experts.safetensors (None: only if that file is put there by hand)
+    released_experts: str | None = None
+    # which experts are fine-tuned: 0 and 0 fine-tune every expert at every seed (the embedded scales); else B,
+    # each proxy's pick, ``random_experts`` experts drawn at random per task (the random expert's expectation
+    # is their mean) and kNN's top ``oracle_pool`` (the oracle's pool)
+    random_experts: int = 0
+    oracle_pool: int = 0
+    # where the oracle is chosen: "test_seed0" (best test accuracy at seed 0, judged at the other seeds) or
+    # "val200" (best val200 accuracy after training on train800 at seed 0, judged on test at every seed)
+    oracle_on: str = "test_seed0"
+    linear_probes: bool = True  # a frozen-feature linear classifier beside every candidate's fine-tunes
+
+    @property
+    def trains_upstream(self) -> bool:
+        """Whether this scale trains B and experts (it reads upstream images); ``released`` does not."""
+        return self.data != "vtab"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -245,6 +268,57 @@ SCALES["paper-smoke"] = replace(
     writes_fixture=True,
     task_resolution="fixed",  # 32 px keeps it fast; the HyperRule resolutions are unit-tested
     micro_batch=4,  # exercises gradient accumulation
+)
+
+
+SCALES["released"] = replace(
+    SCALES["paper"],
+    name="released",
+    description="BiT-M R50x1 and the 48 released experts on VTAB-1k, from public downloads; GPUs",
+    data="vtab",
+    upstream_steps=0,
+    upstream_batch=0,
+    upstream_lr=0.0,
+    full_experts=(),
+    expert_steps=0,
+    # BiT-HyperRule's 500 steps at batch 128 and lr 0.001, which BiT's authors report gives results very
+    # similar to batch 512 at lr 0.003, at a quarter of the compute: the plan shows both (README)
+    transfer_batch=128,
+    transfer_steps=(500,),
+    transfer_lrs=(0.001,),
+    seeds=3,
+    micro_batch=64,
+    random_experts=2,
+    oracle_pool=3,
+    oracle_on="val200",
+    linear_probes=False,
+    dat_timing_steps=None,
+    released_experts="released_experts",
+    specialisation_images=None,
+    data_workers=8,
+)
+
+SCALES["released-smoke"] = replace(
+    SCALES["released"],
+    name="released-smoke",
+    description="the released scale's code paths on a tiny on-disk fixture (three converted experts), in CI; numbers mean nothing",
+    arch="bit_fixture",
+    tasks=("resisc45", "dsprites_location"),
+    experts=("bird", "food", "nutrient"),
+    generic_weights="bit_m_fixture.npz",
+    transfer_batch=8,
+    transfer_steps=(2,),
+    seeds=2,
+    knn_k=3,
+    crop=32,
+    precrop=36,
+    eval_batch=32,
+    micro_batch=4,
+    data_workers=0,
+    writes_fixture=True,
+    task_resolution="fixed",
+    random_experts=1,
+    oracle_pool=2,
 )
 
 

@@ -41,7 +41,9 @@ class CorruptTensorError(TFCheckpointError):
 
     def __init__(self, where: str | os.PathLike, tensors: list[str]) -> None:
         self.where, self.tensors = str(where), list(tensors)
-        shown = ", ".join(self.tensors[:5]) + (f" and {len(self.tensors) - 5} more" if len(self.tensors) > 5 else "")
+        shown = ", ".join(self.tensors[:5]) + (
+            f" and {len(self.tensors) - 5} more" if len(self.tensors) > 5 else ""
+        )
         super().__init__(
             f"{where}: {len(self.tensors)} tensor(s) fail their CRC32C check ({shown}): the download is corrupt "
             "or incomplete; download it again"

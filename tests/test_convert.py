@@ -112,7 +112,9 @@ def test_a_corrupt_download_is_refused_naming_the_tensor(tmp_path, capsys):
     assert e.value.tensors == ["resnet/block2/unit01/a/standardized_conv2d/kernel"]
     assert main([str(bad), "--out", str(tmp_path / "b.safetensors")]) == 1
     err = capsys.readouterr().err
-    assert "block2/unit01/a/standardized_conv2d/kernel" in err and "CRC32C" in err and "download it again" in err
+    assert (
+        "block2/unit01/a/standardized_conv2d/kernel" in err and "CRC32C" in err and "download it again" in err
+    )
     assert not (tmp_path / "b.safetensors").exists()
     assert len(read_saved_model(RELEASED / "bird" / "1")) == 23  # the intact file reads, every tensor checked
 
@@ -129,7 +131,19 @@ def test_string_tensor_checksum_matches_tensorflow():
 
 def test_architecture_is_named_and_a_mixed_bank_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "bank.safetensors"
-    assert main([f"animal={SAVED}", str(RELEASED / "bird"), "--out", str(out), "--base", str(RELEASED / "base.npz")]) == 0
+    assert (
+        main(
+            [
+                f"animal={SAVED}",
+                str(RELEASED / "bird"),
+                "--out",
+                str(out),
+                "--base",
+                str(RELEASED / "base.npz"),
+            ]
+        )
+        == 0
+    )
     assert "bit_fixture" in capsys.readouterr().out and read_metadata(out)["architecture"] == "bit_fixture"
     import expertlib.convert as C
 
@@ -138,7 +152,9 @@ def test_architecture_is_named_and_a_mixed_bank_refused(tmp_path, capsys, monkey
     real = C.convert_saved_model  # one expert as an R50x1, as if a download of another model slipped in
     monkeypatch.setattr(C, "convert_saved_model",
                         lambda src, *a: create_model("R50x1") if "food" in str(src) else real(src, *a))  # fmt: skip
-    with pytest.raises(ConversionError, match=r"do not share one architecture.*R50x1: food.*bit_fixture: vehicle"):
+    with pytest.raises(
+        ConversionError, match=r"do not share one architecture.*R50x1: food.*bit_fixture: vehicle"
+    ):
         C.convert_bank(named, tmp_path / "mixed.safetensors", RELEASED / "base.npz", log=lambda *_: None)
 
 

@@ -39,11 +39,18 @@ def test_keys_follow_the_recipe():
 def test_results_in_job_order_and_resume_redoes_only_missing(tmp_path):
     jobs = _jobs()
     seen = []
-    out = run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path, on_result=lambda j, r: seen.append(j.key))
+    out = run_sharded(
+        jobs, square, lambda j: (j.recipe["x"],), tmp_path, on_result=lambda j, r: seen.append(j.key)
+    )
     assert out == [square(i) for i in range(7)] and len(seen) == 7
     result_path(tmp_path, jobs[3]).unlink()  # as if the process had died before this job finished
     seen.clear()
-    assert run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path, on_result=lambda j, r: seen.append(j.key)) == out
+    assert (
+        run_sharded(
+            jobs, square, lambda j: (j.recipe["x"],), tmp_path, on_result=lambda j, r: seen.append(j.key)
+        )
+        == out
+    )
     assert seen == [jobs[3].key]
 
 
@@ -75,7 +82,8 @@ def test_missing_results_after_the_barrier_are_named(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_two_gloo_ranks_write_each_job_once(tmp_path):
     script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         import torch.distributed as dist
         sys.path.insert(0, {str(os.path.dirname(__file__))!r})
@@ -87,7 +95,8 @@ def test_two_gloo_ranks_write_each_job_once(tmp_path):
                           on_result=lambda j, r: ran.append(j.recipe["x"]))
         json.dump({{"ran": ran, "out": out}}, open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.json", "w"))
         dist.destroy_process_group()
-    """))
+    """)
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            str(script)], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip

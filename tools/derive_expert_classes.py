@@ -105,7 +105,11 @@ def choose(names, lemmas, children, index, classes) -> dict[str, str]:
     for group in (g for g in by_synset.values() if len(g) > 1):
         # names that want one synset: the distinct senses that keep the smallest subtree largest
         best = max(
-            (combo for combo in itertools.product(*(options(n) for n in group)) if len(set(combo)) == len(combo)),
+            (
+                combo
+                for combo in itertools.product(*(options(n) for n in group))
+                if len(set(combo)) == len(combo)
+            ),
             key=lambda combo: (min(map(count, combo)), sum(map(count, combo))),
         )
         chosen.update(zip(group, best, strict=True))

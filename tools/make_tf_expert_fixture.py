@@ -107,7 +107,9 @@ def write_released_set(rng: np.random.Generator) -> None:
     np.savez(RELEASED / "base.npz", **base)
     for name in ("bird", "food", "nutrient"):
         weights = {
-            k: tf.Variable((v + 0.1 * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(np.float32), name=k)
+            k: tf.Variable(
+                (v + 0.1 * np.abs(v).mean() * rng.standard_normal(v.shape)).astype(np.float32), name=k
+            )
             for k, v in base.items()
         }
         saved = RELEASED / name / "1"

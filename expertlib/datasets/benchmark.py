@@ -81,6 +81,10 @@ class Benchmark(ABC):
         counts = np.bincount(self.upstream_labels("train"), minlength=len(self.classes))
         return {c: int(n) for c, n in zip(self.classes, counts, strict=True)}
 
+    def class_prior(self) -> np.ndarray | None:
+        """How often each upstream class occurs in training (domain prediction's prior); None: unknown, uniform."""
+        return np.bincount(self.upstream_labels("train"), minlength=len(self.classes)).astype(float)
+
     def expert_labels(self, node: str) -> list[int]:
         """Label indices of the classes under ``node``'s subtree (an expert's upstream classes)."""
         pos = {c: i for i, c in enumerate(self.classes)}

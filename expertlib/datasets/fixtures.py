@@ -91,6 +91,13 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
         for i in range(TRAIN_PER_CLASS, TRAIN_PER_CLASS + HELDOUT_PER_CLASS)
     ]
     atomic_write_text(up / "heldout.txt", "\n".join(held) + "\n")
+    _write_vtab_tasks(root, rng)
+    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
+    return root
+
+
+def _write_vtab_tasks(root: Path, rng: np.random.Generator) -> None:
+    """Two VTAB tasks: ``resisc45`` in class folders and ``dsprites_location`` in TFDS's TFRecord shards."""
     # a VTAB task in folders: resisc45, five of its 45 classes
     for split, n in TASK_SIZES.items():
         for i in range(n):
@@ -118,7 +125,41 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
             writer.close()
 
         atomic_write(path, write)
-    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
+
+
+RELEASED_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "released_experts"
+BIT_M_CLASSES = 21843
+
+
+def write_released_fixture(root: str | os.PathLike, weights: str = "bit_m_fixture.npz", experts: str = "released_experts",
+                           seed: int = 0) -> Path:  # fmt: skip
+    """The ``released-smoke`` data root: what a user downloads, in miniature and in the real formats. The two
+    VTAB tasks above; B as a BiT ``.npz`` (``weights``: the fixture's small B from ``base.npz`` with a seeded
+    21,843-way head, as BiT-M's has); and three released-expert SavedModels that TensorFlow wrote
+    (tests/fixtures/released_experts/, by tools/make_tf_expert_fixture.py), copied to ``experts/``. No
+    ``imagenet21k/`` folder: this scale reads no upstream image."""
+    import shutil
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    _write_vtab_tasks(root, rng)
+    arrays = dict(np.load(RELEASED_FIXTURES / "base.npz"))
+    width = arrays["resnet/group_norm/gamma"].shape[0]
+    arrays["resnet/head/conv2d/kernel"] = (0.05 * rng.standard_normal((1, 1, width, BIT_M_CLASSES))).astype(
+        np.float32
+    )
+    arrays["resnet/head/conv2d/bias"] = np.zeros(BIT_M_CLASSES, np.float32)
+
+    def save(p: Path) -> None:
+        with open(p, "wb") as f:  # a file object: np.savez would add ".npz" to a temporary file's name
+            np.savez(f, **arrays)
+
+    atomic_write(root / weights, save)
+    for src in sorted(p for p in RELEASED_FIXTURES.iterdir() if p.is_dir()):
+        dst = root / experts / src.name
+        if not dst.exists():
+            shutil.copytree(src, dst)
+    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_released_fixture\n")
     return root
 
 

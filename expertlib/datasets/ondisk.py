@@ -1,4 +1,5 @@
-"""The paper-scale benchmark from disk: ImageNet-21k folders upstream, VTAB-1k tasks downstream.
+"""The paper-scale benchmarks from disk: ImageNet-21k folders upstream (or, for the ``released`` scale, none),
+VTAB-1k tasks downstream.
 
 Layout under ``data_root`` (every missing piece raises :class:`DatasetNotFoundError` naming the path and
 what belongs there)::
@@ -48,6 +49,10 @@ LAYOUT_HELP = (
 )
 
 
+class NoUpstreamDataError(RuntimeError):
+    """A scale without upstream images (``released``) was asked for one."""
+
+
 def _find(root: Path, name: str) -> Path:
     for p in (root / UPSTREAM_DIR / name, root / name):
         if p.is_file():
@@ -61,18 +66,15 @@ def _held_out(files: Sequence[Path], count: int, cls: str) -> set[Path]:
     return {files[i] for i in order[: min(count, max(0, len(files) - 1))]}
 
 
-class FolderBenchmark(Benchmark):
-    """ImageNet-21k + VTAB-1k read from ``data_root`` (see the module's docstring for the layout)."""
-
-    name = "imagenet21k+vtab"
+class VtabTasks(Benchmark):
+    """VTAB-1k tasks from ``data_root`` (``vtab/<task>/...``, TFDS shards or torchvision's layouts): the
+    downstream half every on-disk benchmark shares. Subclasses say what is upstream (:meth:`_init_upstream`)."""
 
     def __init__(
         self,
         data_root: str | os.PathLike,
         tasks: Sequence[str],
         resolution: tuple[int, int] = (160, 128),
-        heldout_per_class: int = 10,
-        domain_depth: int = 1,
         task_resolution: str = "fixed",
     ) -> None:
         if task_resolution not in ("fixed", "hyperrule"):
@@ -80,78 +82,15 @@ class FolderBenchmark(Benchmark):
         self.root = Path(data_root)
         self.resolution = resolution
         self.task_resolution = task_resolution
-        up = self.root / UPSTREAM_DIR
-        if not up.is_dir():
-            raise DatasetNotFoundError(f"upstream folder {up} not found; {LAYOUT_HELP}")
-        self.hierarchy = LabelHierarchy.from_wordnet(
-            _find(self.root, "wordnet.is_a.txt"), _find(self.root, "words.txt")
-        )
-        self.classes = sorted(p.name for p in up.iterdir() if p.is_dir())
-        if not self.classes:
-            raise DatasetNotFoundError(f"no class folders in {up}; {LAYOUT_HELP}")
-        unknown = [c for c in self.classes if c not in self.hierarchy]
-        if unknown:
-            raise DatasetNotFoundError(
-                f"class folders {unknown[:5]} of {up} are not in wordnet.is_a.txt; is the WordNet file from the "
-                "same ImageNet release?"
-            )
-        listed = up / "heldout.txt"
-        heldout = (
-            {up / line.strip() for line in listed.read_text().splitlines() if line.strip()}
-            if listed.is_file()
-            else None
-        )
-        split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-        for label, c in enumerate(self.classes):
-            files = sorted(p for p in (up / c).iterdir() if p.is_file() and is_image(p))
-            test = heldout if heldout is not None else _held_out(files, heldout_per_class, c)
-            for f in files:
-                split["test" if f in test else "train"].append((f, label))
-        ordered = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
-        # listed once: at ImageNet-21k's size (14M files) these are built here, not on every call
-        self._paths = {k: [p for p, _ in v] for k, v in ordered.items()}
-        self._labels = {k: np.array([y for _, y in v], dtype=np.int64) for k, v in ordered.items()}
-        self._domain_depth = domain_depth
         self._resolutions: dict[str, tuple[int, int]] = {}
+        self._init_upstream()
         self._tasks: dict[str, tuple[TaskInfo, dict[str, Dataset]]] = {}
         for t in tasks:
             self._tasks[t] = self._load_task(t)
 
-    # -- upstream -------------------------------------------------------------------------------------------
-    def upstream_data(self, split: str) -> ImageData:
-        paths = self._paths[split]
-        return ImageData(
-            paths, self._labels[split], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
-        )
-
-    def upstream_labels(self, split: str) -> np.ndarray:
-        return self._labels[split]
-
-    @cached_property
-    def _domains(self) -> tuple[list[str], np.ndarray]:
-        """Each class's ancestor at ``domain_depth`` ('other' without one): the domains' sorted node ids and
-        each label's index among them."""
-        nodes = []
-        for c in self.classes:
-            at = sorted(
-                a
-                for a in self.hierarchy.ancestors(c, include_self=True)
-                if self.hierarchy.depth(a) == self._domain_depth
-            )
-            nodes.append(at[0] if at else "other")
-        order = sorted(set(nodes))
-        index = {n: i for i, n in enumerate(order)}
-        return order, np.array([index[n] for n in nodes])
-
-    @property
-    def domain_names(self) -> list[str]:
-        return [
-            self.hierarchy.names.get(n, n).split(",")[0].strip() for n in self._domains[0]
-        ]  # first lemmas
-
-    @property
-    def domain_of_label(self) -> np.ndarray:
-        return self._domains[1]
+    def _init_upstream(self) -> None:
+        """Set ``classes`` and ``hierarchy`` (and read upstream data, where there is some)."""
+        raise NotImplementedError
 
     # -- downstream -----------------------------------------------------------------------------------------
     def _load_task(self, task: str) -> tuple[TaskInfo, dict[str, Dataset]]:
@@ -204,6 +143,173 @@ class FolderBenchmark(Benchmark):
     # -- figures and tables ---------------------------------------------------------------------------------
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
         rows = {}
+        size = self.resolution[1]
+        for t in self.task_names:
+            data = self.task(t, "train800")
+            rows[f"task: {t}"] = data.images(range(min(per_row, len(data))), size).numpy()
+        return rows
+
+    def summary(self, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
+        return self._frame(self._task_rows(), accuracy)
+
+    def _task_rows(self) -> list[dict]:
+        rows = []
+        for t in self.task_names:
+            info = self.task_info(t)
+            y = self.task(t, "test").labels
+            counts = np.bincount(y, minlength=info.num_classes)
+            rows.append({"kind": "task", "name": t, "group": info.group, "classes": info.num_classes,
+                         "train": len(self.task(t, "train800")), "val": len(self.task(t, "val200")), "test": len(y),
+                         "chance": float(counts.max() / max(1, counts.sum())), "relates_to": info.relates_to or "none",
+                         "source": info.description})  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _frame(rows: list[dict], accuracy: dict[str, float] | None) -> pd.DataFrame:
+        frame = pd.DataFrame(rows)
+        if accuracy is not None:
+            frame["generic_finetuned_accuracy"] = frame["name"].map(accuracy)
+        return frame
+
+
+class VtabBenchmark(VtabTasks):
+    """VTAB-1k tasks and no upstream images: the ``released`` scale's benchmark. Its upstream classes are BiT-M's
+    21,843 ImageNet-21k classes in its head's order, and its experts the 48 released ones (classes from
+    ``expertlib/data/released_experts.json``), so domain prediction runs through BiT-M's head; reading an
+    upstream image raises :class:`NoUpstreamDataError`."""
+
+    name = "vtab"
+
+    def _init_upstream(self) -> None:
+        from expertlib.hierarchy import bit_m_classes, released_experts
+
+        self.classes = bit_m_classes()
+        self._experts = {e.wnid: e for e in released_experts().values()}
+        self.hierarchy = LabelHierarchy()
+        for e in self._experts.values():
+            self.hierarchy.add_node(e.wnid, e.lemmas)
+
+    # -- upstream: classes and experts, no images -----------------------------------------------------------
+    def upstream_data(self, split: str) -> ImageData:
+        raise NoUpstreamDataError(
+            f"benchmark {self.name!r} reads no upstream images (the released scale trains nothing upstream): B is "
+            "BiT-M's released weights and the experts are the 48 released ones"
+        )
+
+    def upstream_labels(self, split: str) -> np.ndarray:
+        return np.zeros(0, dtype=np.int64)
+
+    def class_prior(self) -> np.ndarray | None:
+        return None  # ImageNet-21k's image counts are not read: domain prediction takes a uniform prior
+
+    def expert_labels(self, node: str) -> list[int]:
+        if node not in self._experts:
+            raise KeyError(f"{node} is not one of the 48 released experts' WordNet ids")
+        return self._experts[node].classes.tolist()
+
+    @property
+    def domain_names(self) -> list[str]:
+        return ["imagenet21k"]
+
+    @property
+    def domain_of_label(self) -> np.ndarray:
+        return np.zeros(len(self.classes), dtype=np.int64)
+
+    def describe(self) -> dict:
+        return {"benchmark": self.name, "upstream_classes": len(self.classes), "upstream_train": 0,
+                "upstream_test": 0, "domains": 0, "tasks": len(self.task_names)}  # fmt: skip
+
+
+class FolderBenchmark(VtabTasks):
+    """ImageNet-21k + VTAB-1k read from ``data_root`` (see the module's docstring for the layout)."""
+
+    name = "imagenet21k+vtab"
+
+    def __init__(
+        self,
+        data_root: str | os.PathLike,
+        tasks: Sequence[str],
+        resolution: tuple[int, int] = (160, 128),
+        heldout_per_class: int = 10,
+        domain_depth: int = 1,
+        task_resolution: str = "fixed",
+    ) -> None:
+        self._heldout_per_class, self._domain_depth = heldout_per_class, domain_depth
+        super().__init__(data_root, tasks, resolution, task_resolution)
+
+    def _init_upstream(self) -> None:
+        heldout_per_class = self._heldout_per_class
+        up = self.root / UPSTREAM_DIR
+        if not up.is_dir():
+            raise DatasetNotFoundError(f"upstream folder {up} not found; {LAYOUT_HELP}")
+        self.hierarchy = LabelHierarchy.from_wordnet(
+            _find(self.root, "wordnet.is_a.txt"), _find(self.root, "words.txt")
+        )
+        self.classes = sorted(p.name for p in up.iterdir() if p.is_dir())
+        if not self.classes:
+            raise DatasetNotFoundError(f"no class folders in {up}; {LAYOUT_HELP}")
+        unknown = [c for c in self.classes if c not in self.hierarchy]
+        if unknown:
+            raise DatasetNotFoundError(
+                f"class folders {unknown[:5]} of {up} are not in wordnet.is_a.txt; is the WordNet file from the "
+                "same ImageNet release?"
+            )
+        listed = up / "heldout.txt"
+        heldout = (
+            {up / line.strip() for line in listed.read_text().splitlines() if line.strip()}
+            if listed.is_file()
+            else None
+        )
+        split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
+        for label, c in enumerate(self.classes):
+            files = sorted(p for p in (up / c).iterdir() if p.is_file() and is_image(p))
+            test = heldout if heldout is not None else _held_out(files, heldout_per_class, c)
+            for f in files:
+                split["test" if f in test else "train"].append((f, label))
+        ordered = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
+        # listed once: at ImageNet-21k's size (14M files) these are built here, not on every call
+        self._paths = {k: [p for p, _ in v] for k, v in ordered.items()}
+        self._labels = {k: np.array([y for _, y in v], dtype=np.int64) for k, v in ordered.items()}
+
+    # -- upstream -------------------------------------------------------------------------------------------
+    def upstream_data(self, split: str) -> ImageData:
+        paths = self._paths[split]
+        return ImageData(
+            paths, self._labels[split], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
+        )
+
+    def upstream_labels(self, split: str) -> np.ndarray:
+        return self._labels[split]
+
+    @cached_property
+    def _domains(self) -> tuple[list[str], np.ndarray]:
+        """Each class's ancestor at ``domain_depth`` ('other' without one): the domains' sorted node ids and
+        each label's index among them."""
+        nodes = []
+        for c in self.classes:
+            at = sorted(
+                a
+                for a in self.hierarchy.ancestors(c, include_self=True)
+                if self.hierarchy.depth(a) == self._domain_depth
+            )
+            nodes.append(at[0] if at else "other")
+        order = sorted(set(nodes))
+        index = {n: i for i, n in enumerate(order)}
+        return order, np.array([index[n] for n in nodes])
+
+    @property
+    def domain_names(self) -> list[str]:
+        return [
+            self.hierarchy.names.get(n, n).split(",")[0].strip() for n in self._domains[0]
+        ]  # first lemmas
+
+    @property
+    def domain_of_label(self) -> np.ndarray:
+        return self._domains[1]
+
+    # -- figures and tables ---------------------------------------------------------------------------------
+    def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
+        rows = {}
         up = self.upstream_data("train")
         dom = self.domain_of_label[up.labels]
         size = self.resolution[1]
@@ -213,10 +319,7 @@ class FolderBenchmark(Benchmark):
                 rows[f"up: {d}"] = up.images(
                     idx[np.linspace(0, len(idx) - 1, per_row).astype(int)], size
                 ).numpy()
-        for t in self.task_names:
-            data = self.task(t, "train800")
-            rows[f"task: {t}"] = data.images(range(min(per_row, len(data))), size).numpy()
-        return rows
+        return {**rows, **super().samples(per_row)}
 
     def summary(self, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
         rows = []
@@ -226,18 +329,7 @@ class FolderBenchmark(Benchmark):
             rows.append({"kind": "upstream_domain", "name": d, "group": "", "classes": int((dom == i).sum()),
                          "train": int((dom[train] == i).sum()), "val": 0, "test": int((dom[test] == i).sum()),
                          "chance": 1 / max(1, int((dom == i).sum())), "relates_to": "", "source": str(self.root / UPSTREAM_DIR)})  # fmt: skip
-        for t in self.task_names:
-            info = self.task_info(t)
-            y = self.task(t, "test").labels
-            counts = np.bincount(y, minlength=info.num_classes)
-            rows.append({"kind": "task", "name": t, "group": info.group, "classes": info.num_classes,
-                         "train": len(self.task(t, "train800")), "val": len(self.task(t, "val200")), "test": len(y),
-                         "chance": float(counts.max() / max(1, counts.sum())), "relates_to": info.relates_to or "none",
-                         "source": info.description})  # fmt: skip
-        frame = pd.DataFrame(rows)
-        if accuracy is not None:
-            frame["generic_finetuned_accuracy"] = frame["name"].map(accuracy)
-        return frame
+        return self._frame(rows + self._task_rows(), accuracy)
 
 
 # -- export ----------------------------------------------------------------------------------------------------

@@ -36,18 +36,23 @@ def load_benchmark(ws: Workspace) -> Benchmark:
 
         bench = build(sc.embedded, cache_dir=ws.data_root / "embedded", progress=ws.progress)
     else:
-        from expertlib.datasets.ondisk import FolderBenchmark
+        from expertlib.datasets.ondisk import FolderBenchmark, VtabBenchmark
 
-        root = ws.data_root
-        if sc.writes_fixture:
-            from expertlib.datasets.fixtures import write_paper_fixture
+        root = ws.dataset_root
+        if sc.writes_fixture and not (root / "COMPLETE").is_file():
+            from expertlib.datasets.fixtures import write_paper_fixture, write_released_fixture
 
-            root = ws.data_root / sc.name
-            if not (root / "COMPLETE").is_file():
+            if sc.trains_upstream:
                 write_paper_fixture(root)
-        bench = FolderBenchmark(
-            root, sc.tasks, heldout_per_class=sc.heldout_per_class, task_resolution=sc.task_resolution
-        )
+            else:
+                write_released_fixture(root, sc.generic_weights or "", sc.released_experts or "")
+        if sc.trains_upstream:
+            bench = FolderBenchmark(
+                root, sc.tasks, heldout_per_class=sc.heldout_per_class, task_resolution=sc.task_resolution
+            )
+        else:
+            check_downloads(ws)  # B and the experts, named with where to get them, before any compute
+            bench = VtabBenchmark(root, sc.tasks, task_resolution=sc.task_resolution)
     bench.resolution = (sc.precrop, sc.crop)
     missing = [t for t in sc.tasks if t not in bench.task_names]
     if missing:
@@ -59,6 +64,59 @@ def load_benchmark(ws: Workspace) -> Benchmark:
     return bench
 
 
+class MissingDownloadError(FileNotFoundError):
+    """A public download the ``released`` scale needs is not under ``data_root``; the message says where to get
+    it."""
+
+
+WHERE_B = ("BiT-M R50x1's released weights, BiT-M-R50x1.npz (about 100 MB), from the big_transfer repository's "
+           "download links (google-research/big_transfer README)")  # fmt: skip
+WHERE_EXPERTS = ("the paper's experts, TF Hub / Kaggle Models handle google/experts/bit/r50x1/in21k/<name>/1 (a "
+                 "~90 MB .tar.gz SavedModel each); unpack each into <folder>/<name>/ or keep the archives, then the "
+                 "notebooks convert them once (or run python -m expertlib.convert <folder> --out "
+                 "results/<scale>/models/released_experts.safetensors --base <BiT-M-R50x1.npz>)")  # fmt: skip
+
+
+def check_downloads(ws: Workspace) -> None:
+    """The ``released`` scale's downloads besides VTAB-1k (whose loaders name a missing task): B's ``.npz``, and
+    each expert's SavedModel unless the converted bank is already in ``results/<scale>/models/``. Every missing
+    one is named, with where to get it, in one error."""
+    sc, root = ws.scale, ws.dataset_root
+    problems = []
+    weights = root / (sc.generic_weights or "")
+    if not sc.generic_weights or not weights.is_file():
+        problems.append(f"B's weights {weights} not found: {WHERE_B}")
+    if not ws.path("models", RELEASED_BANK).exists():
+        folder = root / (sc.released_experts or "released_experts")
+        from expertlib.convert import ConversionError, sources
+
+        try:
+            found = sources([folder]) if folder.is_dir() else {}
+        except ConversionError as e:
+            found, problems = {}, [*problems, str(e)]
+        missing = [e for e in released_names(sc) if e not in found]
+        if missing:
+            problems.append(
+                f"{len(missing)} of the {len(released_names(sc))} released experts are not in {folder}: "
+                f"{', '.join(missing[:12])}{' ...' if len(missing) > 12 else ''}; download "
+                + WHERE_EXPERTS.replace("<folder>", str(folder))
+            )
+    if problems:
+        raise MissingDownloadError(
+            f"scale {sc.name!r} needs downloads that {root} lacks:\n- " + "\n- ".join(problems)
+        )
+
+
+RELEASED_BANK = "released_experts.safetensors"
+
+
+def released_names(scale) -> tuple[str, ...]:
+    """The released experts a scale uses: its ``experts`` list, else all 48."""
+    from expertlib.hierarchy import PAPER_EXPERTS
+
+    return tuple(scale.experts) if scale.experts is not None else PAPER_EXPERTS
+
+
 def expert_name(bench: Benchmark, node: str) -> str:
     """A readable, file-safe expert name for a hierarchy node: its first lemma ('animal' for n00015388)."""
     lemma = bench.hierarchy.names.get(node, node).split(",")[0].strip()
@@ -68,10 +126,9 @@ def expert_name(bench: Benchmark, node: str) -> str:
 def choose_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
     """The adapter experts: name -> hierarchy node. The scale's list (lemmas or ids), or the subtrees its
     rule picks from the data."""
-    counts = bench.class_counts()
     if ws.scale.experts is not None:
-        return {e: bench.hierarchy.resolve(e, counts) for e in ws.scale.experts}
-    nodes = bench.hierarchy.select_experts(counts, ws.scale.expert_rule)
+        return resolve_experts(bench, ws.scale.experts)
+    nodes = bench.hierarchy.select_experts(bench.class_counts(), ws.scale.expert_rule)
     names: dict[str, str] = {}
     for n in nodes:
         name = expert_name(bench, n)
@@ -81,8 +138,19 @@ def choose_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
 
 def full_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
     """The experts that also get a full (whole-network) version: name -> node."""
-    counts = bench.class_counts()
-    return {e: bench.hierarchy.resolve(e, counts) for e in ws.scale.full_experts}
+    return resolve_experts(bench, ws.scale.full_experts)
+
+
+def resolve_experts(bench: Benchmark, names) -> dict[str, str]:
+    """Expert names -> hierarchy nodes. A released expert's name means its explicit WordNet id
+    (``expertlib/data/released_experts.json``: ``food`` and ``nutrient`` are different synsets); other names
+    are ids or lemmas of the benchmark's hierarchy."""
+    from expertlib.hierarchy import released_expert_ids
+
+    ids = released_expert_ids()
+    wanted = {e: ids.get(e, e) for e in names}
+    counts = None if all(n in bench.hierarchy for n in wanted.values()) else bench.class_counts()
+    return {e: bench.hierarchy.resolve(n, counts) for e, n in wanted.items()}
 
 
 def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:

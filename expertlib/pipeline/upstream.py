@@ -25,10 +25,18 @@ from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
 from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
+from expertlib.jobs import barrier
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.data import choose_experts, full_experts
-from expertlib.pipeline.workspace import Workspace, cached, is_main_process
+from expertlib.pipeline.data import RELEASED_BANK as RELEASED
+from expertlib.pipeline.data import choose_experts, full_experts, released_names
+from expertlib.pipeline.workspace import (
+    MissingStepError,
+    Workspace,
+    cached,
+    is_main_process,
+    record_provenance,
+)
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import atomic_write_csv, resolve_device, seed_everything
 from expertlib.training import TrainConfig, TrainData, accuracy, predict, train, train_expert
@@ -36,8 +44,23 @@ from expertlib.weights import load_bank, load_expert, load_model, load_released,
 
 
 # -- the generic model B ---------------------------------------------------------------------------------------
+class NothingToTrainError(RuntimeError):
+    """The scale trains nothing upstream (``released``): B and the experts are downloads, converted."""
+
+
+def require_upstream(ws: Workspace) -> None:
+    if not ws.scale.trains_upstream:
+        raise NothingToTrainError(
+            f"scale {ws.scale.name!r} trains nothing upstream and reads no upstream image: B is BiT-M R50x1's released "
+            "weights and the experts are the paper's 48 released experts, converted from their SavedModels "
+            "(notebook 04 converts them on first use; by hand: python -m expertlib.convert <folder of SavedModels> "
+            f"--out {ws.path('models', RELEASED)} --base <BiT-M-R50x1.npz>). Go on with notebook 04."
+        )
+
+
 def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
     """Train B on all upstream data (or load it). Returns the model and its training record."""
+    require_upstream(ws)
 
     def compute() -> tuple[ResNetV2, dict]:
         seed_everything(ws.seed)
@@ -62,7 +85,7 @@ def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dic
     otherwise B gets a fresh head over this benchmark's classes (B+extra and domain prediction then use it
     after B+extra's training only)."""
     path = Path(ws.scale.generic_weights)
-    path = path if path.is_absolute() else ws.data_root / path
+    path = path if path.is_absolute() else ws.dataset_root / path
     if not path.is_file():
         raise FileNotFoundError(
             f"B's weights {path} not found: download BiT-M-R50x1.npz (the BiT repository's released weights) into "
@@ -75,6 +98,7 @@ def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dic
 
 def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResNetV2:
     """The compute-matched control B+extra: B trained one expert's budget more on all upstream data."""
+    require_upstream(ws)
 
     def compute() -> ResNetV2:
         model = copy.deepcopy(base)
@@ -111,6 +135,7 @@ def generic_upstream_accuracy(
 
 
 def load_generic(ws: Workspace) -> tuple[ResNetV2, ResNetV2]:
+    require_upstream(ws)
     b = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
     x = load_model(ws.require("models", "generic_extra.safetensors", "02_generic.ipynb"))
     return b.eval(), x.eval()
@@ -170,6 +195,7 @@ def train_experts(
     ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str
 ) -> tuple[ExpertBank, pd.DataFrame]:
     """Train every expert of ``kind`` ('adapter' or 'full') from B on its subset; resumable per expert."""
+    require_upstream(ws)
 
     def compute() -> tuple[ExpertBank, pd.DataFrame]:
         experts = choose_experts(ws, bench) if kind == "adapter" else full_experts(ws, bench)
@@ -212,13 +238,53 @@ def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
     return a.eval(), f.eval()
 
 
-RELEASED = "released_experts.safetensors"
+def bit_m(ws: Workspace) -> ResNetV2:
+    """B for a scale that trains nothing: BiT-M's released weights with its 21,843-way head (for domain
+    prediction), stored once as ``models/generic.safetensors``."""
+    from expertlib.hierarchy import bit_m_classes
+
+    def compute() -> ResNetV2:
+        model = ResNetV2(ws.scale.arch, num_classes=len(bit_m_classes()), zero_head=False)
+        model, record = load_released_generic(ws, model)
+        if not record["upstream_head_loaded"]:
+            raise ValueError(
+                f"{record['weights']} has no 21,843-way head: the released scale needs BiT-M's (not BiT-S's)"
+            )
+        return model
+
+    return cached(ws.path("models", "generic.safetensors"), compute, "model").eval()
+
+
+def released_bank(ws: Workspace) -> ExpertBank:
+    """The scale's released experts as one bank over B (its ``experts``, else all 48): converted once, by rank 0,
+    from the SavedModels under ``data_root/<released_experts>`` into ``models/released_experts.safetensors``
+    (every tensor's checksum verified; the file records each expert's source and the architecture)."""
+    path = ws.path("models", RELEASED)
+    if not path.exists():
+        if not ws.scale.released_experts:
+            raise MissingStepError(
+                f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder"
+            )
+        if is_main_process():
+            from expertlib.convert import convert_bank, sources
+
+            found = sources([ws.dataset_root / ws.scale.released_experts])
+            wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing
+            convert_bank(wanted, path, ws.dataset_root / ws.scale.generic_weights,
+                         log=print if ws.progress else lambda *_: None)  # fmt: skip
+            record_provenance([path])
+        barrier()
+    return load_bank(path).eval()
 
 
 def candidates(ws: Workspace) -> dict[str, Candidate]:
     """Every network of this scale as a candidate: B, B+extra, ``adapter:<name>``, ``full:<name>``, and the
     paper's released experts as ``released:<name>`` when ``models/released_experts.safetensors`` exists (a bank
-    written by ``python -m expertlib.convert``)."""
+    written by ``python -m expertlib.convert``). A scale that trains nothing: B (BiT-M) and the released experts,
+    converted on first use."""
+    if not ws.scale.trains_upstream:
+        return {BASE: from_model(bit_m(ws), BASE),
+                **from_bank(released_bank(ws), prefix="released", kind="released")}  # fmt: skip
     base, extra = load_generic(ws)
     adapters, full = load_experts(ws)
     out = {

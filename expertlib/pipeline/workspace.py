@@ -77,6 +77,12 @@ class Workspace:
         """The tasks every step runs: the scale's, then their few-shot versions (``scale.few_shot``)."""
         return tasks_with_few_shot(self.scale.tasks, self.scale.few_shot)
 
+    @property
+    def dataset_root(self) -> Path:
+        """Where this scale's data lives: ``data_root``, or ``data_root/<scale>`` for the scales that write a
+        fixture there (``paper-smoke``, ``released-smoke``)."""
+        return self.data_root / self.scale.name if self.scale.writes_fixture else self.data_root
+
     def pool_workers(self) -> int:
         """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
         ``transfer_workers`` on a CPU; none on a GPU or under torchrun, where the jobs run in turn."""
