@@ -178,7 +178,9 @@ def sources(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
             )
             if not inner:
                 raise ConversionError(f"{p} holds no SavedModel (no saved_model.pb, no .tar.gz archive)")
-            found += [(None, q) for q in inner]
+            if given and len(inner) > 1:
+                raise ConversionError(f"{entry}: {p} holds {len(inner)} SavedModels; NAME=PATH names one")
+            found += [(given, q) for q in inner]
         elif p.exists():
             found.append((given, p))
         else:

@@ -63,14 +63,19 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
     shutil.copytree(fixture, tmp_path / "entity" / "1")
     shutil.copytree(fixture, tmp_path / "digit" / "1")
     released = ws.path("models", U.RELEASED)
-    assert convert([str(tmp_path), "--out", str(released)]) == 0
+    assert convert([str(tmp_path / "entity"), f"digit={tmp_path / 'digit'}", "--out", str(released)]) == 0
     try:
         cands = U.candidates(ws)
         assert {"released:entity", "released:digit"} <= set(cands) and cands[
             "released:digit"
         ].kind == "released"
         base, experts = S.selection_candidates(cands)
-        assert "released:digit" in experts and "released:digit" in S._upstream_labels(ws, bench, experts)
+        labels = S.upstream_label_sets(ws, bench, experts)
+        # the embedded hierarchy has no WordNet ids: released experts are not scored by domain prediction there
+        # (no lemma lookup), adapter experts are
+        assert "released:digit" in experts and "released:entity" not in labels and set(labels) == {
+            n for n, c in experts.items() if c.kind == "adapter"
+        }
         ws2 = replace(ws, results_dir=tmp_path / "results")
         for sub in ("tables", "models"):
             (ws2.results_dir / sub).mkdir(parents=True)
@@ -82,3 +87,40 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
         assert net(bench.task(ws.scale.tasks[0], "test").batch(np.arange(2), False, None)).shape == (2, 5)
     finally:
         released.unlink()
+
+
+def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_ids(tmp_path):
+    """At released-smoke (BiT-M's 21,843 classes, no upstream images) each converted expert's domain labels are
+    its explicit subtree's classes, and selection scores them with every proxy the scale picks by."""
+    from expertlib.hierarchy import released_experts
+    from expertlib.pipeline.data import start
+
+    ws, bench = start("released-smoke", str(tmp_path / "results"), str(tmp_path / "data"), progress=False)
+    base, experts = S.selection_candidates(U.candidates(ws))
+    assert sorted(experts) == ["released:bird", "released:food", "released:nutrient"]
+    labels = S.upstream_label_sets(ws, bench, experts)
+    truth = released_experts()
+    assert {n: len(v) for n, v in labels.items()} == {
+        f"released:{e}": len(truth[e].classes) for e in ("bird", "food", "nutrient")
+    }
+    assert set(labels["released:food"]) != set(labels["released:nutrient"])
+    rankings, picks = S.run_selection(ws, bench, base, experts)
+    assert set(rankings[rankings.proxy == "domain"].expert) == set(experts)
+    row = picks.iloc[0]
+    assert row.experts_scored == 3 and len(row.oracle_pool.split(";")) == 2 and len(row.random_sample.split(";")) == 1
+    knn = rankings[(rankings.task == row.task) & (rankings.proxy == "knn") & rankings.expert.isin(list(experts))]
+    assert row.oracle_pool.split(";")[0] == row.knn == knn.sort_values(["score", "expert"], ascending=[False, True]).expert.iloc[0]
+    assert "dat_seconds" not in picks  # DAT needs upstream images: not timed at this scale
+
+
+def test_a_kill_between_rankings_and_picks_does_not_count_a_task_twice(tmp_path):
+    from expertlib.pipeline.data import start
+
+    ws, bench = start("released-smoke", str(tmp_path / "results"), str(tmp_path / "data"), progress=False)
+    base, experts = S.selection_candidates(U.candidates(ws))
+    rankings, picks = S.run_selection(ws, bench, base, experts)
+    # as if killed after the last task's rankings were written and before its picks were
+    pd.DataFrame(picks.iloc[:-1]).to_csv(ws.path("tables", "selection_picks.csv"), index=False)
+    again, picks2 = S.run_selection(ws, bench, base, experts)
+    assert len(again) == len(rankings) and not again.duplicated(["task", "expert", "proxy"]).any()
+    assert picks2.task.tolist() == picks.task.tolist()

@@ -121,13 +121,15 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         ws.path("tables", "selection_picks.csv"),
     )
     done = rank_path.exists() and pick_path.exists()
-    rankings = [pd.read_csv(rank_path)] if done else []
     picks = pd.read_csv(pick_path).to_dict("records") if done else []
-    todo = [t for t in ws.tasks if t not in {p["task"] for p in picks}]
+    finished = {p["task"] for p in picks}
+    # a task killed between its two writes has rankings but no picks: its rankings are dropped and redone
+    rankings = [(r := pd.read_csv(rank_path))[r.task.isin(finished)]] if done else []
+    todo = [t for t in ws.tasks if t not in finished]
     names = list(experts)
     cands = [base, *experts.values()]
-    labels = {n: bench.expert_labels(node) for n, node in choose_experts(ws, bench).items() if n in experts}
-    prior = np.bincount(bench.upstream_labels("train"), minlength=len(bench.classes)).astype(float)
+    labels = upstream_label_sets(ws, bench, experts) if todo else {}
+    prior = bench.class_prior() if todo else None
     shape = (1, 3, ws.scale.crop, ws.scale.crop)
     per_image = {c.name: float(forward_flops(c.eval().features, shape)) for c in cands} if todo else {}
     for task in todo:
@@ -152,7 +154,9 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
                 table[(table.proxy == proxy) & table.expert.isin(names)].seconds.sum()
             )
         row["random"] = random_choice(names, ws.seed, task)
-        row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
+        row.update(fine_tune_design(ws.scale, table, names, ws.seed, task))
+        if ws.scale.trains_upstream:
+            row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
         picks.append(row)
         if is_main_process():  # under torchrun every rank computes, rank 0 writes
             atomic_write_csv(rank_path, pd.concat(rankings, ignore_index=True))
@@ -162,30 +166,40 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 
 
+def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, task: str) -> dict:
+    """Which experts the transfer step fine-tunes besides B and the proxies' picks, when the scale does not
+    fine-tune them all: ``random_sample`` (``random_experts`` drawn at random, fixed by seed and task: the random
+    expert's expectation is their mean) and ``oracle_pool`` (kNN's top ``oracle_pool``: the oracle is the best
+    of them on val200). Model names joined by ';', and how many experts were scored."""
+    if not (scale.random_experts or scale.oracle_pool):
+        return {}
+    ranked = table[(table.proxy == "knn") & table.expert.isin(names)].sort_values(
+        ["score", "expert"], ascending=[False, True]
+    )
+    sample = sorted(random.Random(f"{seed}/{task}/sample").sample(sorted(names), min(scale.random_experts, len(names))))
+    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.expert.head(scale.oracle_pool)),
+            "experts_scored": len(names)}  # fmt: skip
+
+
 def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dict[str, Candidate]]:
     """B, and the experts to choose from: the adapter experts named by expert (as the selection tables name
     them) and any released experts as ``released:<name>``."""
-    adapters = next(c.bank for c in cands.values() if c.kind == "adapter")
+    adapters = next((c.bank for c in cands.values() if c.kind == "adapter"), None)
     released = {n: c for n, c in cands.items() if c.kind == "released"}
-    return cands[BASE], {**from_bank(adapters, prefix=""), **released}
+    own = from_bank(adapters, prefix="") if adapters is not None else {}
+    return cands[BASE], {**own, **released}
 
 
-def _upstream_labels(
-    ws: Workspace, bench: Benchmark, experts: Mapping[str, Candidate]
-) -> dict[str, list[int]]:
-    """Each expert's upstream label indices (for domain prediction): adapter experts by their subtree, released
-    experts by the subtree their name (a WordNet lemma) resolves to, when the hierarchy has it."""
-    nodes = choose_experts(ws, bench)
+def upstream_label_sets(ws: Workspace, bench: Benchmark, experts: Mapping[str, Candidate]) -> dict[str, list[int]]:
+    """Each expert's upstream label indices, for domain prediction: an adapter expert's by its subtree, a
+    released expert's by its explicit WordNet id, where the benchmark's hierarchy holds that subtree (ImageNet-21k
+    does; the embedded benchmark has no WordNet ids, so there released experts go unscored by it)."""
+    from expertlib.hierarchy import released_expert_ids
+
+    nodes, ids = choose_experts(ws, bench) if ws.scale.trains_upstream else {}, released_expert_ids()
     out = {}
     for name, c in experts.items():
-        node = nodes.get(name) if c.kind == "adapter" else _resolve(bench, c.expert)
-        if node is not None:
+        node = nodes.get(name) if c.kind == "adapter" else ids.get(c.expert or "")
+        if node is not None and node in bench.hierarchy:
             out[name] = bench.expert_labels(node)
     return out
-
-
-def _resolve(bench: Benchmark, lemma: str) -> str | None:
-    try:
-        return bench.hierarchy.resolve(lemma, bench.class_counts())
-    except (KeyError, ValueError):
-        return None
