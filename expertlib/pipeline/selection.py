@@ -176,7 +176,9 @@ def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, ta
     ranked = table[(table.proxy == "knn") & table.expert.isin(names)].sort_values(
         ["score", "expert"], ascending=[False, True]
     )
-    sample = sorted(random.Random(f"{seed}/{task}/sample").sample(sorted(names), min(scale.random_experts, len(names))))
+    sample = sorted(
+        random.Random(f"{seed}/{task}/sample").sample(sorted(names), min(scale.random_experts, len(names)))
+    )
     return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.expert.head(scale.oracle_pool)),
             "experts_scored": len(names)}  # fmt: skip
 
@@ -190,7 +192,9 @@ def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dic
     return cands[BASE], {**own, **released}
 
 
-def upstream_label_sets(ws: Workspace, bench: Benchmark, experts: Mapping[str, Candidate]) -> dict[str, list[int]]:
+def upstream_label_sets(
+    ws: Workspace, bench: Benchmark, experts: Mapping[str, Candidate]
+) -> dict[str, list[int]]:
     """Each expert's upstream label indices, for domain prediction: an adapter expert's by its subtree, a
     released expert's by its explicit WordNet id, where the benchmark's hierarchy holds that subtree (ImageNet-21k
     does; the embedded benchmark has no WordNet ids, so there released experts go unscored by it)."""

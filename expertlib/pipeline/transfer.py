@@ -16,13 +16,14 @@ import torch
 from torch import nn
 
 from expertlib import proxies as P
-from expertlib.candidates import BASE, Candidate
+from expertlib.candidates import BASE, Candidate, picked
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import split_name
+from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.selection import dat_models
-from expertlib.pipeline.workspace import Workspace, cached, record_provenance
+from expertlib.pipeline.selection import PICKED_BY, dat_models
+from expertlib.pipeline.workspace import Workspace, cached, is_main_process, record_provenance
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
 
@@ -33,7 +34,7 @@ def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cf
     module-level function of its arguments alone, so a worker process can run it."""
     torch.manual_seed(cfg.seed)
     res = finetune(net, train_data, cfg, classes, progress=False)
-    return accuracy(net, eval_data, eval_batch, cfg.device), res.seconds
+    return float(accuracy(net, eval_data, eval_batch, cfg.device)), float(res.seconds)
 
 
 def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
@@ -48,6 +49,11 @@ def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainDa
 
 def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tasks: Sequence[str]) -> dict:
     """Pick (steps, lr) per task by B's accuracy on val200 after training on train800 (as VTAB does)."""
+    if len(ws.scale.transfer_steps) == 1 and len(ws.scale.transfer_lrs) == 1:  # nothing to choose between
+        return {
+            t: {"steps": ws.scale.transfer_steps[0], "lr": ws.scale.transfer_lrs[0], "trials": []}
+            for t in tasks
+        }
     grid = [(t, s, lr) for t in tasks for s in ws.scale.transfer_steps for lr in ws.scale.transfer_lrs]
     specs = []
     for task, steps, lr in grid:
@@ -83,23 +89,74 @@ def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData
     return P.linear_probe_accuracy(tr, splits["train800val200"].labels, te, splits["test"].labels)
 
 
-def planned_runs(
-    ws: Workspace, cands: Mapping[str, Candidate], task: str, relates_to: str | None = None
-) -> list[tuple[str, int]]:
+def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relates_to: str | None = None,
+                 pick: Mapping | None = None) -> list[tuple[str, int]]:  # fmt: skip
     """(candidate, seed) fine-tunes of ``task``: every candidate at every seed, except full experts, which only
     the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``), and
-    DAT-style models, each made for one task (``dat:<task>``). The picks of every proxy, the random expert's
-    expectation and the oracle (chosen at seed 0, judged at the other seeds) are all read from these runs, so
-    every method is compared at the same seeds."""
+    DAT-style models, each made for one task (``dat:<task>``). Where the selection step chose which experts to
+    fine-tune (``pick``, its row of ``selection_picks.csv``, has ``random_sample``), the experts are only the
+    proxies' picks, the random sample and the oracle pool. The picks of every proxy, the random expert's
+    expectation and the oracle are all read from these runs, so every method is compared at the same seeds."""
     names = [n for n, c in cands.items()
              if (c.kind != "full" or n == f"full:{relates_to}") and (not n.startswith("dat:") or n == f"dat:{task}")]  # fmt: skip
+    if pick is not None and "random_sample" in pick:
+        chosen = {picked(cands, str(pick[p])) for p in PICKED_BY if p in pick}
+        chosen |= {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
+        names = [n for n in names if cands[n].expert is None or n in chosen]
     return [(n, s) for s in range(ws.scale.seeds) for n in names]
 
 
+def oracle_runs(ws: Workspace, pick: Mapping | None) -> list[tuple[str, int]]:
+    """The fine-tunes that choose the oracle without its judge's images (``oracle_on="val200"``): each expert of
+    the task's oracle pool trained on train800 and tested on val200, at seed 0."""
+    if ws.scale.oracle_on != "val200" or pick is None or "oracle_pool" not in pick:
+        return []
+    return [(n, 0) for n in str(pick["oracle_pool"]).split(";")]
+
+
+MODES = {"finetune": ("train800val200", "test"), "finetune_val": ("train800", "val200")}
+
+
+def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], hps: Mapping[str, dict],
+                  picks: pd.DataFrame | None, fingerprint=None) -> list[Job]:  # fmt: skip
+    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.jobs.Job`\s whose recipe is everything
+    that sets its result (task, candidate and its weights' fingerprint, mode, seed, steps, lr, batch,
+    resolution) and whose cost is its images times pixels, evaluation included. The plan prices exactly these."""
+    by_task = picks.set_index("task").to_dict("index") if picks is not None and len(picks) else {}
+    jobs = []
+    for task in ws.tasks:
+        info, pick = bench.task_info(task), by_task.get(task)
+        resolution = task_resolution(bench, task, ws.scale)
+        runs = [(n, s, "finetune") for n, s in planned_runs(ws, cands, task, info.relates_to, pick)]
+        runs += [(n, s, "finetune_val") for n, s in oracle_runs(ws, pick)]
+        for who, seed, mode in runs:
+            train, evaluate = MODES[mode]
+            recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
+                      "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution),
+                      "weights": fingerprint(who) if fingerprint else None}  # fmt: skip
+            train_images = hps[task]["steps"] * ws.scale.transfer_batch
+            eval_images = len(bench.task(task, evaluate))
+            cost = (train_images + eval_images / INFERENCE_SPEEDUP) * resolution[1] ** 2
+            jobs.append(Job(recipe, cost))
+    return jobs
+
+
+INFERENCE_SPEEDUP = 2.76  # R50x1 inference over training images/s on an H100 (results/benchmarks/gpu.csv)
+
+
+def task_resolution(bench: Benchmark, task: str, scale) -> tuple[int, int]:
+    """(precrop, crop) a task trains at: BiT-HyperRule's per task on disk, else the scale's."""
+    return (
+        tuple(bench.resolution_of(task)) if hasattr(bench, "resolution_of") else (scale.precrop, scale.crop)
+    )
+
+
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
-    """All transfer runs (resumable per run) on every task, few-shot versions included: hyper-parameters on
-    val200 with B (few-shot tasks take their full task's); the DAT-style models where the scale asks for them;
-    then :func:`planned_runs` and a frozen-feature linear classifier for every candidate."""
+    """All transfer runs on every task, few-shot versions included: hyper-parameters on val200 with B (few-shot
+    tasks take their full task's; a one-point grid is taken as it is); the DAT-style models where the scale
+    asks for them; then :func:`transfer_jobs`, shared over every torchrun rank (:mod:`expertlib.jobs`: one file
+    per job, so a killed run resumes job by job) and merged by rank 0; and a frozen-feature linear classifier
+    for every candidate where the scale asks for it."""
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     rows = pd.read_csv(out).to_dict("records") if out.exists() else []
@@ -112,39 +169,76 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             choose_hyperparameters(ws, cands[BASE], bench, [t for t in missing if t in ws.scale.tasks])
         )
         hps.update(few_shot_hyperparameters(hps, missing))
-        atomic_write_json(hp_path, hps)
-    todo = [(task, who, seed) for task in ws.tasks
-            for who, seed in planned_runs(ws, cands, task, bench.task_info(task).relates_to)
-            if (task, who, "finetune", seed) not in have]  # fmt: skip
-    specs, computed = [], bool(missing or todo)
-    for task, who, seed in todo:
-        splits, k = bench.task_splits(task), bench.task_info(task).num_classes
-        specs.append((cands[who], splits["train800val200"], splits["test"], k, hps[task]["steps"], hps[task]["lr"],
-                      seed))  # fmt: skip
-    from tqdm import tqdm
+        if is_main_process():
+            atomic_write_json(hp_path, hps)
+    pick_path = ws.path("tables", "selection_picks.csv")
+    picks = pd.read_csv(pick_path) if pick_path.exists() else None
+    plan = transfer_jobs(ws, bench, cands, hps, picks)
+    todo_keys = {i for i, j in enumerate(plan)
+                 if (j.recipe["task"], j.recipe["model"], j.recipe["mode"], j.recipe["seed"]) not in have}  # fmt: skip
+    computed = bool(missing or todo_keys)
+    if todo_keys:  # keyed by the candidates' weights too: a replaced model's results are never reused
+        prints: dict[str, str] = {}
+        fingerprint = lambda who: prints.setdefault(who, candidate_fingerprint(cands[who]))  # noqa: E731
+        jobs = [
+            j
+            for i, j in enumerate(transfer_jobs(ws, bench, cands, hps, picks, fingerprint))
+            if i in todo_keys
+        ]
+        from tqdm import tqdm
 
-    for i, (acc, secs) in tqdm(
-        finetunes(ws, specs), desc="fine-tunes", total=len(specs), disable=not ws.progress
-    ):
-        task, who, seed = todo[i]
-        rows.append({"task": task, "group": bench.task_info(task).group, "model": who, "mode": "finetune",
-                     "seed": seed, "accuracy": acc, "seconds": secs, "steps": hps[task]["steps"],
-                     "lr": hps[task]["lr"]})  # fmt: skip
-        atomic_write_csv(out, pd.DataFrame(rows))
-    for task in ws.tasks:
-        splits, group = bench.task_splits(task), bench.task_info(task).group
-        for who in [n for n, s in planned_runs(ws, cands, task, bench.task_info(task).relates_to) if s == 0]:
-            if (task, who, "linear", 0) in have:
-                continue
-            cand = cands[who]
-            t0, computed = time.perf_counter(), True
-            acc = frozen_linear(ws, cand, splits)
-            rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
-                         "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
-        atomic_write_csv(out, pd.DataFrame(rows))
-    if computed:
+        bar = tqdm(desc="fine-tunes", total=len(jobs), disable=not (ws.progress and is_main_process()))
+        results = run_sharded(jobs, finetune_job, lambda j: _job_args(ws, bench, cands, j),
+                              ws.results_dir / "jobs" / "transfer", ws.pool_workers(),
+                              on_result=lambda j, r: bar.update())  # fmt: skip
+        bar.close()
+        for job, (acc, secs) in zip(jobs, results, strict=True):
+            r = job.recipe
+            rows.append({"task": r["task"], "group": bench.task_info(r["task"]).group, "model": r["model"],
+                         "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
+                         "lr": r["lr"]})  # fmt: skip
+        if is_main_process():
+            atomic_write_csv(out, pd.DataFrame(rows))
+    if ws.scale.linear_probes:
+        for task in ws.tasks:
+            splits, group = bench.task_splits(task), bench.task_info(task).group
+            for who in [
+                n for n, s in planned_runs(ws, cands, task, bench.task_info(task).relates_to) if s == 0
+            ]:
+                if (task, who, "linear", 0) in have:
+                    continue
+                cand = cands[who]
+                t0, computed = time.perf_counter(), True
+                acc = frozen_linear(ws, cand, splits)
+                rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
+                             "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
+            if is_main_process():
+                atomic_write_csv(out, pd.DataFrame(rows))
+    if computed and is_main_process():
         record_provenance([out, hp_path])
     return _ordered(pd.DataFrame(rows))
+
+
+def _job_args(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], job: Job) -> tuple:
+    """What :func:`finetune_job` needs for ``job``: a fresh transfer network and the two splits of its mode."""
+    r = job.recipe
+    train, evaluate = MODES[r["mode"]]
+    k = bench.task_info(r["task"]).num_classes
+    cfg = R.transfer_config(ws.scale, r["steps"], r["lr"], ws.seed + r["seed"], ws.device)
+    return (cands[r["model"]].transfer_net(k), bench.task(r["task"], train), bench.task(r["task"], evaluate), cfg, k,
+            ws.scale.eval_batch)  # fmt: skip
+
+
+def candidate_fingerprint(cand: Candidate) -> str:
+    """A hash of the weights a candidate's fine-tunes start from (its transfer network without the head)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(cand.transfer_net(1).state_dict().items()):
+        if not name.startswith("head."):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:20]
 
 
 def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
