@@ -55,6 +55,33 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
+def init_distributed(device: str = "auto") -> str:
+    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (NCCL on GPUs, gloo on CPU) and return this
+    rank's device (``cuda:<LOCAL_RANK>``); otherwise the resolved ``device``."""
+    import torch
+    import torch.distributed as dist
+
+    from expertlib.runtime import resolve_device
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device != "cpu"
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+        if use_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    resolved = resolve_device(device)
+    if resolved == "cuda" and dist.is_initialized():
+        resolved = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    return resolved
+
+
+def finish_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     import torch.distributed as dist
 

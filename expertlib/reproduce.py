@@ -18,6 +18,7 @@ from expertlib import runlock
 from expertlib.presets import get_scale, validate_parameters
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+UPSTREAM_NOTEBOOKS = ("02_", "03_")  # skipped at scales that train nothing upstream (``released``)
 
 
 def notebooks(directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -41,7 +42,7 @@ def run(
     the recorded times are those of a run that computed everything)."""
     import papermill as pm
 
-    get_scale(scale)
+    sc = get_scale(scale)
     params = {
         "scale": scale,
         "results_dir": results_dir,
@@ -50,6 +51,8 @@ def run(
         **(extra or {}),
     }
     chosen = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+    if not sc.trains_upstream:  # 02 and 03 train B and the experts: this scale downloads them instead
+        chosen = [nb for nb in chosen if not nb.name.startswith(UPSTREAM_NOTEBOOKS)]
     for nb in chosen:  # validate everything before any compute
         validate_parameters(nb, params)
     out_dir = Path(results_dir) / scale / "notebooks"

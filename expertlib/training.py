@@ -134,6 +134,9 @@ class TrainConfig:
         0  # examples per forward/backward pass, gradients accumulated over a step (0: all at once)
     )
     prefetch: int = 4  # batches each worker prepares ahead
+    # under torchrun: split every batch over the ranks (DDP); False: this process trains alone, as each job of
+    # a sharded job list does (expertlib.jobs)
+    data_parallel: bool = True
 
     @property
     def steps(self) -> int:
@@ -222,7 +225,7 @@ def train(
     steps, for tests. Under torchrun each rank must call this with the same arguments.
     """
     device = resolve_device(cfg.device)
-    rank, world = _rank_world()
+    rank, world = _rank_world() if cfg.data_parallel else (0, 1)
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} processes")
     share, chunk = cfg.batch_size // world, cfg.micro_batch or cfg.batch_size // world

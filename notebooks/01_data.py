@@ -22,9 +22,9 @@
 # the `paper` scale reads ImageNet-21k and VTAB-1k from `data_root` (`expertlib.datasets.ondisk`).
 
 # %% tags=["parameters"]
-scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~2 h on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs)
+scale = "cpu"  # preset: "smoke" (seconds, tests), "cpu" (embedded default, ~2 h on 2 cores), "paper" (ImageNet-21k + VTAB on GPUs), "released" (BiT-M + the 48 released experts on VTAB, GPUs)
 results_dir = "results"  # outputs go to <results_dir>/<scale>/
-data_root = "data"  # datasets: the embedded benchmark is cached under <data_root>/embedded; the paper scale reads <data_root>/imagenet21k and <data_root>/vtab
+data_root = "data"  # datasets: the embedded benchmark is cached under <data_root>/embedded; the paper scale reads <data_root>/imagenet21k and <data_root>/vtab; the released scale <data_root>/vtab, BiT-M-R50x1.npz and released_experts/
 seed = 0  # seed for every random choice in this notebook
 device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 progress = True  # tqdm progress bars
@@ -40,18 +40,7 @@ ws, bench = D.start(scale, results_dir, data_root, seed, device, progress)
 # %%
 summary = D.write_data_summary(ws, bench)
 experts = D.choose_experts(ws, bench)
-tasks = summary[summary.kind == "task"]
-display(
-    Markdown(
-        f"**{bench.name}** at scale `{ws.scale.name}`: {len(bench.classes)} upstream classes in "
-        f"{len(bench.domain_names)} domains, {len(bench.upstream_labels('train')):,} training and "
-        f"{len(bench.upstream_labels('test')):,} held-out upstream images; {len(experts)} adapter experts "
-        f"({', '.join(experts)}); {len(ws.scale.tasks)} downstream tasks "
-        f"({', '.join(f'{g}: {n}' for g, n in tasks.group.value_counts().sort_index().items())}), "
-        f"{', '.join(sorted({f'{r.train}+{r.val}' for r in tasks.itertuples()}))} training images and "
-        f"{tasks.test.min():,}-{tasks.test.max():,} test images each."
-    )
-)
+display(Markdown(D.data_sentence(ws, bench, summary, experts)))
 summary
 
 # %% [markdown]
@@ -62,8 +51,17 @@ D.sample_figure(ws, bench)
 
 # %% [markdown]
 # Every subtree with data is a candidate expert; the scale's rule (or list) picks the experts. Subtrees nest
-# and overlap, as the paper's do.
+# and overlap, as the paper's do. (At the `released` scale: the 48 released experts with their WordNet ids and
+# ImageNet-21k classes, from `expertlib/data/released_experts.json`.)
 
 # %%
-candidates = D.candidate_experts(bench)
+candidates = D.candidate_experts(ws, bench)
 candidates.assign(chosen=candidates.node.isin(list(experts.values())))
+
+# %% [markdown]
+# The plan: what the scale trains and what it costs. At the `released` scale, the very fine-tunes notebook 05
+# will run, priced one by one at each task's resolution from the GPU rates `make gpu-check` measured (upper
+# bound until selection has run), with its documented alternatives in `tables/plan_options.csv`.
+
+# %%
+D.plan_frame(ws, bench)

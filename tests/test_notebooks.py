@@ -185,6 +185,103 @@ def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_p
             assert all(not torch.allclose(b.features(x, e), b.features(x, None)) for e in b.expert_names)
 
 
+@pytest.fixture(scope="session")
+def released_smoke_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("released-smoke")
+    written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
+    return root, written
+
+
+def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
+    """The paper's downstream half from what anyone can download: a data root with B's .npz, three released
+    expert SavedModels (converted at run time) and VTAB tasks (one in folders, one in TFRecord shards), and no
+    imagenet21k/ folder. Notebooks 01 and 04-07 run (02 and 03 train nothing here); the plan counts exactly
+    the fine-tunes that ran; the report says which claims this scale cannot test."""
+    import pandas as pd
+
+    from expertlib.weights import load_bank, read_metadata
+
+    root, written = released_smoke_run
+    assert [p.name[:2] for p in written] == ["01", "04", "05", "06", "07"]
+    assert not (root / "d" / "released-smoke" / "imagenet21k").exists()
+    out = root / "r" / "released-smoke"
+    for p in written:
+        nb = nbformat.read(p, as_version=4)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"], p.name
+    report = nbformat.read(out / "notebooks" / "06_report.ipynb", as_version=4)
+    shown = [o for c in report.cells for o in c.get("outputs", [])]
+    assert sum("image/png" in o.get("data", {}) for o in shown) >= 4  # figures inline
+    assert any("not testable at this scale" in str(o.get("data", {})) for o in shown)  # the claims, inline
+    bank = load_bank(out / "models" / "released_experts.safetensors")
+    assert sorted(bank.expert_names) == ["bird", "food", "nutrient"]
+    assert read_metadata(out / "models" / "released_experts.safetensors")["architecture"] == "bit_fixture"
+    rankings = pd.read_csv(out / "tables" / "selection_rankings.csv")
+    assert {"knn", "domain", "linear", "logme", "hscore"} <= set(rankings.proxy)
+    assert set(rankings[rankings.proxy == "domain"].expert) == {
+        "released:bird",
+        "released:food",
+        "released:nutrient",
+    }
+    runs = pd.read_csv(out / "tables" / "transfer_runs.csv")
+    plan = pd.read_csv(out / "tables" / "plan.csv")
+    assert plan.picks.iloc[-1] == "selection_picks.csv" and plan.jobs.iloc[-1] == len(
+        runs
+    )  # the plan is the run
+    assert set(runs["mode"]) == {"finetune", "finetune_val"} and set(runs.seed) == {0, 1}
+    claims = pd.read_csv(out / "tables" / "claims.csv")
+    assert (claims.verdict == "not testable at this scale").sum() == 4
+    both = pd.read_csv(out / "tables" / "vtab_vs_published.csv")
+    assert set(both.who) == {"ours (released-smoke scale)", "published"}
+    methods = pd.read_csv(out / "tables" / "methods_per_task.csv")
+    assert {"base", "knn", "domain", "random", "oracle"} <= set(methods.method)
+
+
+def test_released_plan_counts_the_jobs_that_run(released_smoke_run):
+    """The plan's job list, computed from selection's picks, is the job list notebook 05 ran."""
+    import pandas as pd
+
+    from expertlib.pipeline import plan as PL
+    from expertlib.pipeline.data import load_benchmark
+    from expertlib.pipeline.workspace import Workspace
+    from expertlib.presets import get_scale
+
+    root, _ = released_smoke_run
+    ws = Workspace(get_scale("released-smoke"), root / "r" / "released-smoke", root / "d")
+    bench = load_benchmark(ws)
+    picks = pd.read_csv(ws.path("tables", "selection_picks.csv"))
+    jobs = PL.plan_jobs(ws, bench, PL.released_candidates(["bird", "food", "nutrient"]), picks)
+    runs = pd.read_csv(ws.path("tables", "transfer_runs.csv"))
+    planned = sorted((j.recipe["task"], j.recipe["model"], j.recipe["mode"], j.recipe["seed"]) for j in jobs)
+    assert planned == sorted(zip(runs.task, runs.model, runs["mode"], runs.seed, strict=True))
+    upper = PL.plan_jobs(ws, bench, PL.released_candidates(["bird", "food", "nutrient"]), None)
+    assert len(upper) >= len(jobs)  # before selection: an upper bound
+
+
+@pytest.mark.slow
+def test_released_transfer_under_torchrun_matches_one_process(released_smoke_run, tmp_path):
+    """2 gloo ranks share the released-smoke fine-tunes (each job run once, one file each) and rank 0 writes a
+    transfer table identical, timings aside, to the one-process run's."""
+    import pandas as pd
+
+    root, _ = released_smoke_run
+    shutil.copytree(root / "r", tmp_path / "r")
+    ws = tmp_path / "r" / "released-smoke"
+    shutil.rmtree(ws / "jobs")
+    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
+        (ws / "tables" / name).unlink()
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.transfer",
+                           "--scale", "released-smoke", "--device", "cpu", "--data-root", str(root / "d"),
+                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "on 2 process(es)" in proc.stdout
+    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
+    two = pd.read_csv(ws / "tables" / "transfer_runs.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(one, two)
+    assert len(list((ws / "jobs" / "transfer").glob("*.json"))) == len(two)
+
+
 def test_bad_parameters_fail_before_compute(tmp_path):
     with pytest.raises(ParameterError, match="unknown parameter 'sede'.*Did you mean 'seed'"):
         run("smoke", results_dir=str(tmp_path), extra={"sede": 1})

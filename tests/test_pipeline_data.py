@@ -38,3 +38,44 @@ def test_expert_names_are_lemmas():
         hierarchy = H()
 
     assert D.expert_name(B(), "n00015388") == "animal" and D.expert_name(B(), "n1") == "living_thing"
+
+
+def test_released_scale_names_missing_downloads_before_any_compute(tmp_path):
+    """A data root with VTAB but without B's .npz and one expert: one error names both, with where to get them."""
+    import pytest
+
+    from expertlib.datasets.fixtures import write_released_fixture
+    from expertlib.pipeline.data import MissingDownloadError, start
+
+    root = write_released_fixture(tmp_path / "d" / "released-smoke", "bit_m_fixture.npz", "released_experts")
+    (root / "bit_m_fixture.npz").unlink()
+    import shutil
+
+    shutil.rmtree(root / "released_experts" / "food")
+    with pytest.raises(MissingDownloadError) as e:
+        start("released-smoke", str(tmp_path / "r"), str(tmp_path / "d"), progress=False)
+    text = str(e.value)
+    assert "bit_m_fixture.npz not found" in text and "BiT-M-R50x1.npz" in text
+    assert "1 of the 3 released experts are not in" in text and "food" in text
+    assert "google/experts/bit/r50x1/in21k/<name>/1" in text
+    assert not (tmp_path / "r" / "released-smoke" / "models" / "released_experts.safetensors").exists()
+
+
+def test_released_scale_trains_nothing_and_says_where_its_models_come_from(tmp_path):
+    import pytest
+
+    from expertlib.pipeline import upstream as U
+    from expertlib.pipeline.data import start
+    from expertlib.reproduce import notebooks, run
+
+    ws, bench = start("released-smoke", str(tmp_path / "r"), str(tmp_path / "d"), progress=False)
+    for step in (lambda: U.train_generic(ws, bench), lambda: U.load_generic(ws),
+                 lambda: U.train_experts(ws, bench, None, "adapter")):  # fmt: skip
+        with pytest.raises(
+            U.NothingToTrainError, match="trains nothing upstream.*python -m expertlib.convert"
+        ):
+            step()
+    with pytest.raises(Exception, match="reads no upstream images"):
+        bench.upstream_data("train")
+    assert run("released-smoke", results_dir=str(tmp_path / "r"), only=["02", "03"]) == []
+    assert len(notebooks()) == 7

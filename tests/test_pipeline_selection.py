@@ -73,9 +73,11 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
         labels = S.upstream_label_sets(ws, bench, experts)
         # the embedded hierarchy has no WordNet ids: released experts are not scored by domain prediction there
         # (no lemma lookup), adapter experts are
-        assert "released:digit" in experts and "released:entity" not in labels and set(labels) == {
-            n for n, c in experts.items() if c.kind == "adapter"
-        }
+        assert (
+            "released:digit" in experts
+            and "released:entity" not in labels
+            and set(labels) == {n for n, c in experts.items() if c.kind == "adapter"}
+        )
         ws2 = replace(ws, results_dir=tmp_path / "results")
         for sub in ("tables", "models"):
             (ws2.results_dir / sub).mkdir(parents=True)
@@ -107,9 +109,19 @@ def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_
     rankings, picks = S.run_selection(ws, bench, base, experts)
     assert set(rankings[rankings.proxy == "domain"].expert) == set(experts)
     row = picks.iloc[0]
-    assert row.experts_scored == 3 and len(row.oracle_pool.split(";")) == 2 and len(row.random_sample.split(";")) == 1
-    knn = rankings[(rankings.task == row.task) & (rankings.proxy == "knn") & rankings.expert.isin(list(experts))]
-    assert row.oracle_pool.split(";")[0] == row.knn == knn.sort_values(["score", "expert"], ascending=[False, True]).expert.iloc[0]
+    assert (
+        row.experts_scored == 3
+        and len(row.oracle_pool.split(";")) == 2
+        and len(row.random_sample.split(";")) == 1
+    )
+    knn = rankings[
+        (rankings.task == row.task) & (rankings.proxy == "knn") & rankings.expert.isin(list(experts))
+    ]
+    assert (
+        row.oracle_pool.split(";")[0]
+        == row.knn
+        == knn.sort_values(["score", "expert"], ascending=[False, True]).expert.iloc[0]
+    )
     assert "dat_seconds" not in picks  # DAT needs upstream images: not timed at this scale
 
 

@@ -74,6 +74,19 @@ VTAB_TASKS: dict[str, VtabTask] = {
     ]
 }  # fmt: skip
 
+# VTAB-1k's test-split sizes and each dataset's (height, width) of a typical image, as published (the VTAB
+# paper's task table and TFDS's dataset cards): enough to price a plan before anything is downloaded. The
+# HyperRule resolution follows from the image size: 5 tasks (32 and 64 px images) train at 128 px, 14 at 480.
+PUBLISHED_TEST_SIZES: dict[str, tuple[int, tuple[int, int]]] = {
+    "caltech101": (6084, (200, 300)), "cifar100": (10000, (32, 32)), "dtd": (1880, (300, 300)),
+    "oxford_flowers102": (6149, (500, 500)), "oxford_iiit_pet": (3669, (500, 500)), "svhn": (26032, (32, 32)),
+    "sun397": (21750, (500, 500)), "patch_camelyon": (32768, (96, 96)), "eurosat": (5400, (64, 64)),
+    "resisc45": (6300, (256, 256)), "diabetic_retinopathy": (42670, (300, 300)), "clevr_count": (15000, (320, 480)),
+    "clevr_distance": (15000, (320, 480)), "dmlab": (22735, (360, 480)), "kitti_distance": (711, (375, 1242)),
+    "dsprites_location": (73728, (64, 64)), "dsprites_orientation": (73728, (64, 64)),
+    "smallnorb_azimuth": (12150, (96, 96)), "smallnorb_elevation": (12150, (96, 96)),
+}  # fmt: skip
+
 PERMUTATION_SEED = 0
 
 

@@ -154,7 +154,18 @@ def resolve_experts(bench: Benchmark, names) -> dict[str, str]:
 
 
 def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
-    """Print what the scale trains and its compute; with the benchmark, the real number of experts."""
+    """Print what the scale trains and its compute; with the benchmark, the real number of experts. A scale
+    that trains nothing prints its job-by-job plan (:func:`plan_frame`)."""
+    if not ws.scale.trains_upstream and bench is not None:
+        table = plan_frame(ws, bench)
+        total = table.iloc[-1]
+        per_stage = ", ".join(f"{r.stage} at {r.resolution} px {r.gpu_hours:,.1f}" for r in table.iloc[:-1].itertuples()
+                              if r.gpu_hours >= 0.05)  # fmt: skip
+        print(f"scale {ws.scale.name}: {ws.scale.arch} (BiT-M) and {len(released_names(ws.scale))} released experts on "
+              f"{len(ws.scale.tasks)} VTAB tasks; {total.jobs:,} fine-tunes ({total.picks}); GPU-hours "
+              f"({total.rates}): {per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, "
+              f"{total.hours_1gpu:,.2f} h on 1 GPU, {total.hours_8gpu:,.2f} h on 8")  # fmt: skip
+        return {"plan": table}
     experts = len(choose_experts(ws, bench)) if bench is not None else None
     p = plan(ws.scale, experts)
     print(f"scale {p['scale']}: {p['arch']} on {p['data']}; {p['experts']} adapter experts, {p['full_experts']} full; "
@@ -166,6 +177,29 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
               f"total {g['total']:,.1f}")  # fmt: skip
         p["gpu_hours"] = g
     return p
+
+
+def plan_frame(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
+    """The plan as a table. A scale that trains nothing: the exact transfer job list priced per job
+    (:mod:`expertlib.pipeline.plan`; upper-bound picks before selection), written to ``tables/plan.csv`` and
+    its documented alternatives to ``tables/plan_options.csv``. Other scales: their training budget per stage
+    (:func:`expertlib.pipeline.recipes.plan`), not written."""
+    if ws.scale.trains_upstream:
+        experts = len(choose_experts(ws, bench))
+        p = plan(ws.scale, experts)
+        return pd.DataFrame([{"stage": k, "training_images": v} for k, v in p["training_images"].items()])
+    from expertlib.pipeline import plan as PL
+
+    pick_path = ws.path("tables", "selection_picks.csv")
+    picks = pd.read_csv(pick_path) if pick_path.exists() else None
+    names = released_names(ws.scale)
+    table = PL.plan_table(ws, bench, PL.released_candidates(names), picks)
+    from expertlib.pipeline.workspace import is_main_process
+
+    if is_main_process():
+        atomic_write_csv(ws.path("tables", "plan.csv"), table)
+        atomic_write_csv(ws.path("tables", "plan_options.csv"), PL.plan_options(ws, bench, names))
+    return table
 
 
 def write_data_summary(
@@ -187,5 +221,30 @@ def sample_figure(ws: Workspace, bench: Benchmark):
     return fig
 
 
-def candidate_experts(bench: Benchmark) -> pd.DataFrame:
-    return bench.hierarchy.candidate_experts(bench.class_counts())
+def candidate_experts(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
+    """The expert subtrees to choose from: every internal node with data (node, name, depth, classes, images),
+    or, for a scale that trains nothing, the 48 released experts (node, name, wordnet lemmas, classes of
+    ImageNet-21k; no image counts: upstream images are not read)."""
+    if ws.scale.trains_upstream:
+        return bench.hierarchy.candidate_experts(bench.class_counts())
+    from expertlib.hierarchy import released_experts
+
+    return pd.DataFrame([{"node": e.wnid, "name": e.name, "lemmas": e.lemmas, "classes": len(e.classes), "gloss": e.gloss}
+                         for e in released_experts().values()])  # fmt: skip
+
+
+def data_sentence(ws: Workspace, bench: Benchmark, summary: pd.DataFrame, experts: dict[str, str]) -> str:
+    """What notebook 01 says about the data, from the run."""
+    tasks = summary[summary.kind == "task"]
+    groups = ", ".join(f"{g}: {n}" for g, n in tasks.group.value_counts().sort_index().items())
+    sizes = ", ".join(sorted({f"{r.train}+{r.val}" for r in tasks.itertuples()}))
+    down = (f"{len(ws.scale.tasks)} downstream tasks ({groups}), {sizes} training images and "
+            f"{tasks.test.min():,}-{tasks.test.max():,} test images each")  # fmt: skip
+    if not ws.scale.trains_upstream:
+        return (f"**{bench.name}** at scale `{ws.scale.name}`: no upstream image is read. B is BiT-M (its "
+                f"{len(bench.classes):,}-way head over ImageNet-21k), the candidates are {len(experts)} released experts "
+                f"({', '.join(experts)}), each with its ImageNet-21k classes for domain prediction; {down}.")  # fmt: skip
+    return (f"**{bench.name}** at scale `{ws.scale.name}`: {len(bench.classes)} upstream classes in "
+            f"{len(bench.domain_names)} domains, {len(bench.upstream_labels('train')):,} training and "
+            f"{len(bench.upstream_labels('test')):,} held-out upstream images; {len(experts)} adapter experts "
+            f"({', '.join(experts)}); {down}.")  # fmt: skip

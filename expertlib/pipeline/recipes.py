@@ -40,9 +40,10 @@ def expert_config(scale: Scale, seed: int = 0, device: str = "cpu") -> TrainConf
 
 
 def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu") -> TrainConfig:
-    """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``."""
+    """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``. Each fine-tune trains on one process
+    (under torchrun the ranks share the job list instead, :mod:`expertlib.jobs`)."""
     return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device,
-                       workers=scale.data_workers, micro_batch=scale.micro_batch)  # fmt: skip
+                       workers=scale.data_workers, micro_batch=scale.micro_batch, data_parallel=False)  # fmt: skip
 
 
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)

@@ -166,6 +166,29 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 
 
+def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str, Candidate]) -> str:
+    """What notebook 04 says about the selection, from the run."""
+    full = picks[picks.task.isin(ws.scale.tasks)]
+    kinds = sorted({c.kind for c in experts.values()})
+    text = (f"{len(experts)} {' and '.join(kinds)} experts scored on {len(full)} tasks"
+            + (f" and their {len(picks) - len(full)} few-shot versions" if len(picks) > len(full) else "") + ".")  # fmt: skip
+    related = full[full.relates_to.isin(list(experts))]
+    if len(related):
+        text += (f" Of the {len(related)} tasks with a matching upstream subtree, kNN picked it on "
+                 f"{(related.knn == related.relates_to).sum()} and domain prediction on "
+                 f"{(related.domain == related.relates_to).sum()}.")  # fmt: skip
+    text += f" kNN selection took {full.knn_seconds.mean():.1f} s per task"
+    if "dat_seconds" in full:
+        measured = (full.dat_steps_timed >= ws.scale.expert_steps).all()
+        text += (f"; DAT-style re-training {full.dat_seconds.mean():.1f} s per task ("
+                 + ("measured" if measured else f"{int(full.dat_steps_timed.iloc[0])} of {ws.scale.expert_steps} steps "
+                    "measured, the rest extrapolated") + ")")  # fmt: skip
+    if "oracle_pool" in full:
+        text += (f". Notebook 05 fine-tunes B, each proxy's pick, {ws.scale.random_experts} experts drawn at random per "
+                 f"task and kNN's top {ws.scale.oracle_pool} (the oracle's pool)")  # fmt: skip
+    return text + "."
+
+
 def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, task: str) -> dict:
     """Which experts the transfer step fine-tunes besides B and the proxies' picks, when the scale does not
     fine-tune them all: ``random_sample`` (``random_experts`` drawn at random, fixed by seed and task: the random

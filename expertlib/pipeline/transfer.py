@@ -129,14 +129,13 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
         resolution = task_resolution(bench, task, ws.scale)
         runs = [(n, s, "finetune") for n, s in planned_runs(ws, cands, task, info.relates_to, pick)]
         runs += [(n, s, "finetune_val") for n, s in oracle_runs(ws, pick)]
+        sizes = {m: len(bench.task(task, MODES[m][1])) for m in {m for _, _, m in runs}}
         for who, seed, mode in runs:
-            train, evaluate = MODES[mode]
             recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
                       "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution),
                       "weights": fingerprint(who) if fingerprint else None}  # fmt: skip
             train_images = hps[task]["steps"] * ws.scale.transfer_batch
-            eval_images = len(bench.task(task, evaluate))
-            cost = (train_images + eval_images / INFERENCE_SPEEDUP) * resolution[1] ** 2
+            cost = (train_images + sizes[mode] / INFERENCE_SPEEDUP) * resolution[1] ** 2
             jobs.append(Job(recipe, cost))
     return jobs
 
@@ -187,7 +186,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         ]
         from tqdm import tqdm
 
-        bar = tqdm(desc="fine-tunes", total=len(jobs), disable=not (ws.progress and is_main_process()))
+        bar = tqdm(desc="fine-tunes (this process)", disable=not ws.progress)
         results = run_sharded(jobs, finetune_job, lambda j: _job_args(ws, bench, cands, j),
                               ws.results_dir / "jobs" / "transfer", ws.pool_workers(),
                               on_result=lambda j, r: bar.update())  # fmt: skip
@@ -270,3 +269,45 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
         return pd.DataFrame(rows, columns=["task", "steps", "model", "accuracy", "seconds"])
 
     return cached(ws.path("tables", "schedule_sweep.csv"), compute)
+
+
+# -- command line: the fine-tunes on one process or spread over GPUs and nodes with torchrun ----------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run notebook 05's fine-tunes; under ``torchrun`` every rank takes its cost-balanced share of the job list
+    (:mod:`expertlib.jobs`) and rank 0 writes the tables. Then notebook 05 (``make reproduce``) reads them::
+
+        torchrun --nproc_per_node 8 -m expertlib.pipeline.transfer --scale released --data-root data
+        torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+            -m expertlib.pipeline.transfer --scale released --data-root data
+    """
+    import argparse
+
+    from expertlib.jobs import finish_distributed, init_distributed, rank_and_world
+    from expertlib.pipeline import upstream as U
+    from expertlib.pipeline.data import load_benchmark
+
+    ap = argparse.ArgumentParser(
+        description="run a scale's fine-tunes (notebook 05) on one or more processes"
+    )
+    ap.add_argument("--scale", default="released")
+    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--results-dir", default="results")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    device = init_distributed(args.device)
+    rank, world = rank_and_world()
+    ws = Workspace.create(args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0)
+    bench = load_benchmark(ws)
+    ws.require("tables", "selection_picks.csv", "04_selection.ipynb")
+    runs = run_transfer(ws, bench, U.candidates(ws))
+    if rank == 0:
+        print(
+            f"{(runs['mode'] != 'linear').sum()} fine-tunes on {world} process(es): {ws.path('tables', 'transfer_runs.csv')}"
+        )
+    finish_distributed()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

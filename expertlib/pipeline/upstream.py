@@ -9,7 +9,6 @@ Also the command line that trains B on one process or under torchrun (DDP)::
 from __future__ import annotations
 
 import copy
-import os
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -25,7 +24,7 @@ from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
 from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.jobs import barrier
+from expertlib.jobs import barrier, finish_distributed, init_distributed
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import RELEASED_BANK as RELEASED
@@ -38,7 +37,7 @@ from expertlib.pipeline.workspace import (
     record_provenance,
 )
 from expertlib.resnet import ResNetV2
-from expertlib.runtime import atomic_write_csv, resolve_device, seed_everything
+from expertlib.runtime import atomic_write_csv, seed_everything
 from expertlib.training import TrainConfig, TrainData, accuracy, predict, train, train_expert
 from expertlib.weights import load_bank, load_expert, load_model, load_released, save_expert
 
@@ -381,14 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.stage == "generic" and not args.out:
         ap.error("--stage generic needs --out")
-    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and args.device != "cpu"
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-        if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    device = resolve_device(args.device)
-    if device == "cuda" and dist.is_initialized():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    device = init_distributed(args.device)
     from expertlib.pipeline.data import load_benchmark
     from expertlib.presets import get_scale
 
@@ -418,9 +410,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             save_model(model.cpu(), args.out)
             print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
                   f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed()
     return 0
 
 

@@ -47,11 +47,15 @@ def demo_images(ws: Workspace, bench: Benchmark) -> Path:
 
 
 def default_models(ws: Workspace) -> list[ModelCandidate]:
-    """The scale's own models at the scale's resolution: B, B+extra and the adapter experts."""
+    """The scale's own models at the scale's resolution: B, B+extra and the adapter experts (a scale that trains
+    nothing: B and the released experts)."""
     out = []
-    for n in ("generic.safetensors", "generic_extra.safetensors", "adapter_experts.safetensors"):
+    names = (("generic.safetensors", "generic_extra.safetensors", "adapter_experts.safetensors")
+             if ws.scale.trains_upstream else ("generic.safetensors", "released_experts.safetensors"))  # fmt: skip
+    for n in names:
         found = expertlib_candidates(
-            ws.require("models", n, "03_experts.ipynb"), (ws.scale.precrop, ws.scale.crop)
+            ws.require("models", n, "03_experts.ipynb" if ws.scale.trains_upstream else "04_selection.ipynb"),
+            (ws.scale.precrop, ws.scale.crop),
         )
         out += [c for c in found if not c.name.endswith(":base")]  # a bank's base is B, already listed
     return out

@@ -1,0 +1,232 @@
+"""The compute plan of a scale that fine-tunes downloaded models (``released``): the very job list notebooks 04
+and 05 run, priced job by job at each task's resolution from the GPU rates that ``make gpu-check`` measured.
+
+Before selection has run, each task's proxies' picks are unknown: the plan then takes the most expensive case
+(every proxy picks a different expert, and none of them is in the random sample or the oracle pool), an upper
+bound, and says so. After selection the same function, given ``selection_picks.csv``, counts exactly the jobs
+that run (a test holds it to that). :func:`plan_options` prices the documented alternatives one by one.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from expertlib.candidates import BASE
+from expertlib.datasets.benchmark import Benchmark, TaskInfo
+from expertlib.jobs import Job, share
+from expertlib.pipeline.selection import PICKED_BY
+from expertlib.pipeline.transfer import MODES, task_resolution, transfer_jobs
+from expertlib.pipeline.workspace import Workspace
+
+GPU_CSV = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "gpu.csv"
+# R50x1 on one H100 at 224 px, images/s: what the GPU check measured (results/benchmarks/gpu.csv), used when
+# that file has no rows
+FALLBACK_RATES = {"train": 1882.2, "inference": 5195.5, "source": "assumed"}
+
+
+@dataclass(frozen=True)
+class CandidateRef:
+    """A candidate as the plan needs it before any weights are loaded: its kind and expert."""
+
+    kind: str
+    expert: str | None
+
+
+class PublishedVtab:
+    """VTAB-1k as published (1,000 training images, 200 validation, each task's test size and image size): the
+    part of a benchmark a plan reads, so a plan can be priced before anything is downloaded."""
+
+    name = "vtab (published sizes)"
+
+    def __init__(
+        self, tasks: Sequence[str], hyperrule: bool = True, resolution: tuple[int, int] = (160, 128)
+    ):
+        from expertlib.datasets.vtab import PUBLISHED_TEST_SIZES, VTAB_TASKS
+
+        unknown = [t for t in tasks if t not in PUBLISHED_TEST_SIZES]
+        if unknown:
+            raise KeyError(f"no published sizes for {unknown}; known: {', '.join(PUBLISHED_TEST_SIZES)}")
+        self._sizes, self._tasks = PUBLISHED_TEST_SIZES, VTAB_TASKS
+        self.hyperrule, self.resolution = hyperrule, resolution
+
+    def task(self, task: str, split: str) -> range:
+        n = {"train800": 800, "val200": 200, "train800val200": 1000, "test": self._sizes[task][0]}[split]
+        return range(n)  # only its length is read
+
+    def task_info(self, task: str) -> TaskInfo:
+        vt = self._tasks[task]
+        return TaskInfo(task, vt.group, tuple(str(i) for i in range(vt.num_classes)))
+
+    def resolution_of(self, task: str) -> tuple[int, int]:
+        from expertlib.transforms import bit_resolution
+
+        return bit_resolution(*self._sizes[task][1]) if self.hyperrule else self.resolution
+
+
+def gpu_rates(path: str | Path | None = None) -> dict:
+    """Training and inference images/s of R50x1 at 224 px from ``results/benchmarks/gpu.csv`` (the fp32 rows;
+    bf16 measured no faster), and which GPU measured them."""
+    path = Path(path) if path else GPU_CSV
+    rows = list(csv.DictReader(path.open())) if path.is_file() else []
+    pick = lambda mode: next((r for r in rows if r["mode"] == mode and r["precision"] == "fp32"  # noqa: E731
+                              and r["feed"] == "synthetic"), None)  # fmt: skip
+    train, infer = pick("train"), pick("inference")
+    if not (train and infer):
+        return FALLBACK_RATES
+    return {"train": float(train["images_per_s"]), "inference": float(infer["images_per_s"]),
+            "source": f"measured on {train['gpu']} ({path.name})"}  # fmt: skip
+
+
+def upper_bound_picks(ws: Workspace, experts: Sequence[str]) -> pd.DataFrame:
+    """Picks that make the most fine-tunes: per task, every proxy a different expert, the random sample and the
+    rest of the oracle pool others again (kNN's pick heads the pool, as it always does)."""
+    sc, rows = ws.scale, []
+    for task in ws.tasks:
+        names = itertools.cycle(experts)
+        row = {"task": task, **{p: next(names) for p in PICKED_BY}}
+        row["random_sample"] = ";".join(next(names) for _ in range(sc.random_experts))
+        row["oracle_pool"] = ";".join([row["knn"], *(next(names) for _ in range(max(0, sc.oracle_pool - 1)))])
+        row["experts_scored"] = len(experts)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plan_jobs(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.DataFrame | None) -> list[Job]:
+    """The transfer jobs notebook 05 runs for these picks (upper-bound picks when None)."""
+    experts = [n for n, c in candidates.items() if c.expert is not None]
+    picks = picks if picks is not None else upper_bound_picks(ws, experts)
+    hps = {t: {"steps": ws.scale.transfer_steps[0], "lr": ws.scale.transfer_lrs[0]} for t in ws.tasks}
+    return transfer_jobs(ws, bench, candidates, hps, picks)
+
+
+def released_candidates(names: Sequence[str]) -> dict[str, CandidateRef]:
+    return {
+        BASE: CandidateRef("generic", None),
+        **{f"released:{n}": CandidateRef("released", n) for n in names},
+    }
+
+
+def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.DataFrame | None = None,
+               rates: dict | None = None, gpus: int = 8) -> pd.DataFrame:  # fmt: skip
+    """Per stage and resolution: jobs, images and GPU-hours, and wall-clock hours on 1 and on ``gpus`` GPUs (the
+    jobs shared by :func:`expertlib.jobs.share`, as torchrun shares them). Stages: selection (every candidate
+    embeds each task's training images; ``jobs`` counts those embeddings), fine-tunes on test (every method at
+    every seed), the oracle's choice (its pool on train800 -> val200) and evaluation. The total's ``jobs`` are
+    the fine-tunes."""
+    rates = rates or gpu_rates()
+    jobs = plan_jobs(ws, bench, candidates, picks)
+    rows = []
+
+    def add(stage: str, res: int, n_jobs: int, images: int, secs: float) -> None:
+        rows.append(
+            {"stage": stage, "resolution": res, "jobs": n_jobs, "images": images, "gpu_hours": secs / 3600}
+        )
+
+    scale = lambda res: (res / 224) ** 2  # noqa: E731  per-image cost grows with the pixels
+    for task in ws.tasks:  # selection: train800val200 embedded by every candidate
+        res = task_resolution(bench, task, ws.scale)[1]
+        n = len(bench.task(task, "train800val200")) * len(candidates)
+        add("selection features", res, len(candidates), n, n * scale(res) / rates["inference"])
+    job_secs = []
+    for job in jobs:
+        r = job.recipe
+        res = r["resolution"][1]
+        train_images = r["steps"] * r["batch"]
+        eval_images = len(bench.task(r["task"], MODES[r["mode"]][1]))
+        train_s = train_images * scale(res) / rates["train"]
+        eval_s = eval_images * scale(res) / rates["inference"]
+        stage = "fine-tunes (test)" if r["mode"] == "finetune" else "oracle choice (train800 -> val200)"
+        add(stage, res, 1, train_images, train_s)
+        add("evaluation" if r["mode"] == "finetune" else "evaluation (val200)", res, 0, eval_images, eval_s)
+        job_secs.append(train_s + eval_s)
+    table = rows_frame(rows)
+    total_h = table.gpu_hours.sum()
+    timed = [Job(j.recipe, s) for j, s in zip(jobs, job_secs, strict=True)]
+    makespan = max(sum(timed[i].cost for i in share(timed, r, gpus)) for r in range(gpus)) / 3600
+    selection_h = table[table.stage == "selection features"].gpu_hours.sum()
+    table["hours_1gpu"] = table.gpu_hours
+    table[f"hours_{gpus}gpu"] = table.gpu_hours / gpus
+    fine_tunes = int(table[~table.stage.str.startswith(("selection", "evaluation"))].jobs.sum())
+    total = {"stage": "total", "resolution": 0, "jobs": fine_tunes, "images": int(table.images.sum()),
+             "gpu_hours": total_h, "hours_1gpu": total_h,
+             f"hours_{gpus}gpu": makespan + selection_h / gpus}  # fmt: skip
+    table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    table["rates"] = rates["source"]
+    table["picks"] = "upper bound (before selection)" if picks is None else "selection_picks.csv"
+    return table
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows summed per (stage, resolution), in stage order."""
+    frame = pd.DataFrame(rows)
+    order = {s: i for i, s in enumerate(dict.fromkeys(frame.stage))}
+    out = frame.groupby(["stage", "resolution"], as_index=False)[["jobs", "images", "gpu_hours"]].sum()
+    return out.sort_values(["stage", "resolution"], key=lambda c: c.map(order) if c.name == "stage" else c,
+                           ignore_index=True)  # fmt: skip
+
+
+OPTIONS = (
+    ("default", {}, "the scale as it is"),
+    ("seeds 5", {"seeds": 5}, "narrower CIs per task; the design's paired tests gain power"),
+    ("oracle pool 5", {"oracle_pool": 5}, "an oracle nearer the best expert (it only sees kNN's top 5)"),
+    ("random sample 5", {"random_experts": 5}, "a less noisy estimate of the random expert's expectation"),
+    ("batch 512, lr 0.003", {"transfer_batch": 512, "transfer_lrs": (0.003,)},
+     "BiT-HyperRule exactly as published (the default's batch 128 at lr 0.001 is BiT's reported equivalent)"),
+    ("every expert, every seed", {"random_experts": 48, "oracle_pool": 48},
+     "the full sweep: exact Kendall tau over 48 experts and an unrestricted oracle"),
+)  # fmt: skip
+
+
+def plan_options(ws: Workspace, bench: Benchmark, names: Sequence[str], rates: dict | None = None,
+                 gpus: int = 8) -> pd.DataFrame:  # fmt: skip
+    """Each documented alternative to the default design, priced like the default (upper-bound picks)."""
+    rates = rates or gpu_rates()
+    rows = []
+    for variant, change, buys in OPTIONS:
+        capped = {
+            k: min(v, len(names)) if k in ("random_experts", "oracle_pool") else v for k, v in change.items()
+        }
+        alt = replace(ws, scale=replace(ws.scale, **capped))
+        total = plan_table(alt, bench, released_candidates(names), None, rates, gpus).iloc[-1]
+        rows.append({"variant": variant, "change": ", ".join(f"{k}={v}" for k, v in capped.items()) or "-",
+                     "jobs": int(total.jobs), "gpu_hours": float(total.gpu_hours),
+                     f"hours_{gpus}gpu": float(total[f"hours_{gpus}gpu"]), "buys": buys})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def published_plan(
+    scale: str = "released", out: str | Path | None = None, gpus: int = 8
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The plan and its options for ``scale`` on VTAB-1k's published sizes (no data needed); written to
+    ``out/plan.csv`` and ``out/plan_options.csv`` when ``out`` is given."""
+    from expertlib.hierarchy import PAPER_EXPERTS
+    from expertlib.presets import get_scale
+    from expertlib.runtime import atomic_write_csv
+
+    sc = get_scale(scale)
+    ws = Workspace(sc, Path(out or "."), Path("."))
+    bench = PublishedVtab(sc.tasks, sc.task_resolution == "hyperrule", (sc.precrop, sc.crop))
+    names = list(sc.experts or PAPER_EXPERTS)
+    table = plan_table(ws, bench, released_candidates(names), None, gpus=gpus)
+    options = plan_options(ws, bench, names, gpus=gpus)
+    if out is not None:
+        atomic_write_csv(Path(out) / "plan.csv", table)
+        atomic_write_csv(Path(out) / "plan_options.csv", options)
+    return table, options
+
+
+if __name__ == "__main__":
+    import sys
+
+    pd.set_option("display.width", 200)
+    plan, opts = published_plan(
+        *(sys.argv[1:2] or ["released"]), out=sys.argv[2] if len(sys.argv) > 2 else None
+    )
+    print(plan.round(2).to_string(index=False))
+    print(opts.round(2).to_string(index=False))

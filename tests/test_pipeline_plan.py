@@ -1,0 +1,54 @@
+"""The released scale's plan: the job list notebook 05 runs, priced per job at each task's HyperRule resolution."""
+
+import pytest
+
+from expertlib.pipeline import plan as PL
+
+
+def test_released_plan_on_vtab_fits_the_goal_and_matches_an_independent_count():
+    table, options = PL.published_plan("released")
+    total = table.iloc[-1]
+    assert total.stage == "total" and total.picks == "upper bound (before selection)"
+    assert total.gpu_hours <= 48  # the issue's goal: a weekend on one H100
+    assert total.hours_8gpu <= total.gpu_hours / 8 * 1.2  # the job list spreads over 8 GPUs
+    assert set(table[table.stage == "fine-tunes (test)"].resolution) == {128, 480}
+    # independently: 14 tasks at 480 px and 5 at 128 px; per task 10 distinct candidates (B, 5 picks, 2 random,
+    # 2 more in the oracle pool) at 3 seeds and the 3-expert pool on train800 -> val200; 500 steps of 128
+    # images; each test set evaluated per test fine-tune; 49 candidates embed 1,000 images per task
+    from expertlib.datasets.vtab import PUBLISHED_TEST_SIZES
+    from expertlib.transforms import bit_resolution
+
+    rates = PL.gpu_rates()
+    hours = 0.0
+    for size, hw in PUBLISHED_TEST_SIZES.values():
+        px = (bit_resolution(*hw)[1] / 224) ** 2
+        hours += (30 + 3) * 500 * 128 * px / rates["train"]
+        hours += (30 * size + 3 * 200 + 49 * 1000) * px / rates["inference"]
+    assert sum(bit_resolution(*hw)[1] == 480 for _, hw in PUBLISHED_TEST_SIZES.values()) == 14
+    assert abs(total.gpu_hours - hours / 3600) / (hours / 3600) < 0.15
+    assert total.jobs == 19 * 33
+    by = options.set_index("variant")
+    assert by.loc["default", "gpu_hours"] == pytest.approx(total.gpu_hours)
+    assert by.loc["batch 512, lr 0.003", "gpu_hours"] > 3 * total.gpu_hours  # the published batch: ~4x
+    assert by.loc["every expert, every seed", "jobs"] == 19 * (49 * 3 + 48)
+
+
+def test_gpu_rates_from_the_measured_csv_or_the_fallback(tmp_path):
+    measured = PL.gpu_rates()
+    assert measured["train"] == pytest.approx(1867.6) and "H100" in measured["source"]
+    assert PL.gpu_rates(tmp_path / "none.csv")["source"] == "assumed"
+
+
+def test_upper_bound_picks_make_every_method_a_different_expert():
+    from pathlib import Path
+
+    from expertlib.pipeline.workspace import Workspace
+    from expertlib.presets import get_scale
+
+    ws = Workspace(get_scale("released"), Path("."), Path("."))
+    names = [f"released:e{i}" for i in range(48)]
+    picks = PL.upper_bound_picks(ws, names)
+    row = picks.iloc[0]
+    chosen = [row[p] for p in ("knn", "domain", "linear", "logme", "hscore")] + row.random_sample.split(";")
+    chosen += row.oracle_pool.split(";")[1:]
+    assert len(set(chosen)) == len(chosen) == 5 + 2 + 2 and row.oracle_pool.split(";")[0] == row.knn
