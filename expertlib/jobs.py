@@ -55,22 +55,25 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def init_distributed(device: str = "auto") -> str:
-    """Under torchrun (``WORLD_SIZE`` > 1): join the process group (NCCL on GPUs, gloo on CPU) and return this
-    rank's device (``cuda:<LOCAL_RANK>``); otherwise the resolved ``device``."""
+def init_distributed(device: str = "auto", backend: str | None = None) -> str:
+    """Under torchrun (``WORLD_SIZE`` > 1): join the process group and return this rank's device
+    (``cuda:<LOCAL_RANK mod GPUs>``); otherwise the resolved ``device``. ``backend``: NCCL on GPUs and gloo on
+    CPU by default (DDP's all-reduces); a job list needs only barriers, for which gloo serves on any device
+    and lets several ranks share one GPU."""
     import torch
     import torch.distributed as dist
 
     from expertlib.runtime import resolve_device
 
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    local = int(os.environ.get("LOCAL_RANK", 0)) % max(1, torch.cuda.device_count() if use_cuda else 1)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device != "cpu"
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
         if use_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(local)
     resolved = resolve_device(device)
     if resolved == "cuda" and dist.is_initialized():
-        resolved = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        resolved = f"cuda:{local}"
     return resolved
 
 

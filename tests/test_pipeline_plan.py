@@ -52,3 +52,23 @@ def test_upper_bound_picks_make_every_method_a_different_expert():
     chosen = [row[p] for p in ("knn", "domain", "linear", "logme", "hscore")] + row.random_sample.split(";")
     chosen += row.oracle_pool.split(";")[1:]
     assert len(set(chosen)) == len(chosen) == 5 + 2 + 2 and row.oracle_pool.split(";")[0] == row.knn
+
+
+def test_readme_quotes_the_committed_plan_files():
+    """The README's plan tables are the committed plan.csv and plan_options.csv, rendered, not typed by hand;
+    and those files are what the plan code gives today."""
+    import re
+    from pathlib import Path
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    folder = root / "results" / "released" / "tables"
+    table, options = pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv")
+    block = re.search(
+        r"<!-- plan:released -->\n(.*?)\n<!-- /plan -->", (root / "README.md").read_text(), re.S
+    )
+    assert block and block[1] == PL.plan_markdown(table, options)
+    now, now_options = PL.published_plan("released")
+    pd.testing.assert_frame_equal(table, now, check_dtype=False)
+    pd.testing.assert_frame_equal(options, now_options, check_dtype=False)

@@ -216,17 +216,42 @@ def published_plan(
     table = plan_table(ws, bench, released_candidates(names), None, gpus=gpus)
     options = plan_options(ws, bench, names, gpus=gpus)
     if out is not None:
-        atomic_write_csv(Path(out) / "plan.csv", table)
-        atomic_write_csv(Path(out) / "plan_options.csv", options)
+        from expertlib.pipeline.workspace import record_provenance
+
+        paths = [Path(out) / "plan.csv", Path(out) / "plan_options.csv"]
+        atomic_write_csv(paths[0], table)
+        atomic_write_csv(paths[1], options)
+        record_provenance(paths)
     return table, options
 
 
-if __name__ == "__main__":
+def plan_markdown(table: pd.DataFrame, options: pd.DataFrame) -> str:
+    """The plan and its options as the README shows them (a test holds the README to these files)."""
+    gpus = next(c for c in table.columns if c.startswith("hours_") and c != "hours_1gpu")
+    n = gpus.removeprefix("hours_").removesuffix("gpu")
+    lines = [f"| stage | resolution | jobs | images | GPU-hours | hours on 1 GPU | hours on {n} GPUs |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in table.itertuples():
+        if r.gpu_hours < 0.005 and r.stage != "total":
+            continue
+        res = "" if r.stage == "total" else f"{r.resolution} px"
+        lines.append(f"| {r.stage} | {res} | {r.jobs:,} | {r.images:,} | {r.gpu_hours:.1f} | {r.hours_1gpu:.1f} | "
+                     f"{getattr(r, gpus):.1f} |")  # fmt: skip
+    lines += ["", f"| design | change | fine-tunes | GPU-hours | hours on {n} GPUs | what it buys |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in options.itertuples():
+        lines.append(
+            f"| {r.variant} | {r.change} | {r.jobs:,} | {r.gpu_hours:.1f} | {getattr(r, gpus):.1f} | {r.buys} |"
+        )
+    return "\n".join(lines)
+
+
+if (
+    __name__ == "__main__"
+):  # python -m expertlib.pipeline.plan [SCALE [OUT_DIR]]: the plan on VTAB's published sizes
     import sys
 
-    pd.set_option("display.width", 200)
     plan, opts = published_plan(
         *(sys.argv[1:2] or ["released"]), out=sys.argv[2] if len(sys.argv) > 2 else None
     )
-    print(plan.round(2).to_string(index=False))
-    print(opts.round(2).to_string(index=False))
+    print(plan_markdown(plan, opts))

@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    device = init_distributed(args.device)
+    device = init_distributed(args.device, backend="gloo")  # barriers only: every fine-tune trains alone
     rank, world = rank_and_world()
     ws = Workspace.create(args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0)
     bench = load_benchmark(ws)
