@@ -19,7 +19,7 @@ def _notebook(
 
 
 def test_scales_exist_and_unknown_is_clear():
-    assert set(SCALES) == {"smoke", "cpu", "paper", "paper-smoke"}
+    assert set(SCALES) == {"smoke", "cpu", "paper", "paper-smoke", "released", "released-smoke"}
     assert get_scale("cpu").embedded is not None and get_scale("paper").arch == "R50x1"
     ps, paper = get_scale("paper-smoke"), get_scale("paper")
     # paper-smoke runs the paper's code paths: same data kind, architecture, loss, schedule and expert rule
@@ -30,6 +30,12 @@ def test_scales_exist_and_unknown_is_clear():
         "bit",
     )
     assert ps.writes_fixture and not paper.writes_fixture and paper.generic_weights == "BiT-M-R50x1.npz"
+    # the released scales: the paper's downstream half, the same tasks and transfer recipe shape, nothing upstream
+    rs, rel = get_scale("released-smoke"), get_scale("released")
+    assert not rel.trains_upstream and not rs.trains_upstream and paper.trains_upstream
+    assert rel.tasks == paper.tasks and rel.arch == "R50x1" and rel.task_resolution == "hyperrule"
+    assert rel.oracle_on == "val200" and rel.random_experts > 0 and rel.oracle_pool > 0 and rel.experts == paper.experts
+    assert (rs.data, rs.released_experts, rs.writes_fixture) == ("vtab", "released_experts", True)
     with pytest.raises(ValueError, match="did you mean 'smoke'"):
         get_scale("smoek")
 

@@ -149,13 +149,13 @@ def test_killed_runs_resume_to_the_same_results(smoke, smoke_run, tmp_path):
            "the first expert done), then again (continuing into the fine-tunes)", "the finished expert kept and "
            "reused; every model byte-identical to an uninterrupted run's", f"exit {kill_expert.returncode}; kept "
            f"{kept}; identical: {models}", ok_expert and all(models.values()), check=False)  # fmt: skip
-    table = out / "tables" / "transfer_runs.csv"
-    rows_at_kill = len(pd.read_csv(table)) if table.exists() else 0
+    rows_at_kill = len(list((out / "jobs" / "transfer").glob("*.json")))  # one result file per finished job
     again = _child(res, data, TRANSFER)
     cols = ["task", "model", "mode", "seed", "accuracy", "steps", "lr"]  # all but wall-clock seconds
     a, b = (pd.read_csv(f / "tables" / "transfer_runs.csv")[cols] for f in (out, notebook_out))
     record("1c kill: a fine-tune", "SIGKILL in the 3rd fine-tune of notebook 05's runs (smoke), then the same call",
-           "the runs written before the kill kept, not redone; the table equal to an uninterrupted run's",
+           "the runs finished before the kill kept (a result file each), not redone; the table equal to an "
+           "uninterrupted run's",
            f"exit {kill_ft.returncode}, then {again.returncode}; {rows_at_kill} "
            f"runs kept at the kill; {len(a)} runs, equal: {a.equals(b)}",
            kill_ft.returncode == -signal.SIGKILL and again.returncode == 0 and rows_at_kill == 2 and a.equals(b),

@@ -132,13 +132,21 @@ def in_regime(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame[frame.task.map(regime) == name]
 
 
-def vtab_table(methods: pd.DataFrame) -> pd.DataFrame:
-    """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks."""
+ORACLE_ON_VAL = "oracle (best of kNN's top experts on val200, judged on test)"
+
+
+def vtab_table(methods: pd.DataFrame, oracle_on_val: bool = False) -> pd.DataFrame:
+    """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks (the oracle's
+    label says where it was chosen)."""
     ft = methods[methods.metric == "finetune"]
     vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
     vtab["mean"] = ft.groupby("method")["mean"].mean()
     vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
-    vtab.insert(1, "label", vtab.method.map(plots.METHOD_LABELS))
+    vtab.insert(
+        1,
+        "label",
+        vtab.method.map({**plots.METHOD_LABELS, **({"oracle": ORACLE_ON_VAL} if oracle_on_val else {})}),
+    )
     return vtab
 
 
@@ -239,6 +247,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     plots.save_table(all_quality, ws.path("tables", "selection_quality"))
 
     regimes = regime_order(all_runs.task.map(regime))
+    on_val = bool((all_runs["mode"] == "finetune_val").any())  # the oracle chosen on val200
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
         rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
@@ -262,11 +271,11 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
                 ),
                 f"transfer_{metric}{suffix}",
             )
-        plots.save_table(vtab_table(per_regime[name]), ws.path("tables", f"vtab_table{suffix}"))
+        plots.save_table(vtab_table(per_regime[name], on_val), ws.path("tables", f"vtab_table{suffix}"))
     plots.save_table(pd.concat(per_regime.values(), ignore_index=True), ws.path("tables", "methods_per_task"))
     methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
-    vtab = vtab_table(methods)
+    vtab = vtab_table(methods, on_val)
     if ws.scale.data in (
         "imagenet21k+vtab",
         "vtab",
