@@ -201,11 +201,27 @@ def sources(paths: Sequence[str | os.PathLike]) -> dict[str, Path]:
     return out
 
 
+def check_output(out: str | os.PathLike) -> None:
+    """Refuse, before any work, an output path that is a folder or cannot be written."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConversionError(
+            f"--out {out} is a folder: name the .safetensors file to write, e.g. {out / 'experts.safetensors'}"
+        )
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():
+        return  # created when written
+    if not os.access(parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ConversionError(f"--out {out} cannot be written (permissions of {parent if not out.exists() else out}): "
+                              "choose a writable place")  # fmt: skip
+
+
 def convert_bank(named: Mapping[str, str | os.PathLike], out: str | os.PathLike, base: str | os.PathLike | None = None,
                  groups: int = 32, ignore: str = IGNORED, log=print) -> Path:  # fmt: skip
     """Convert SavedModels (name -> path) into ``out``: one expertlib model (one expert, no ``base``) or a
     full-expert bank over B (``base``: BiT-M .npz, timm checkpoint or expertlib model; else the ``entity``
     expert). Every expert must have one architecture, which is named in the log and the file's metadata."""
+    check_output(out)
     models: dict[str, ResNetV2] = {}
     for name, src in named.items():
         try:
@@ -267,8 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             named = sources(args.sources)
         convert_bank(named, args.out, args.base, args.groups, args.ignore)
         print(f"wrote {args.out}")
-    except (ConversionError, FileNotFoundError, ValueError) as e:
-        print(f"convert failed: {e}", file=sys.stderr)
+    except (ConversionError, FileNotFoundError, ValueError, OSError) as e:
+        print(
+            f"convert failed: {type(e).__name__ + ': ' if isinstance(e, OSError) else ''}{e}", file=sys.stderr
+        )
         return 1
     return 0
 

@@ -22,6 +22,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,26 +31,44 @@ import pandas as pd
 import torch
 
 from expertlib.datasets.user_images import UserImages, load_images
-from expertlib.runtime import atomic_write, resolve_device
+from expertlib.runtime import (
+    atomic_write,
+    atomic_write_csv,
+    non_negative_int,
+    open_fraction,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 from expertlib.zoo import ModelCandidate, features_flops, from_spec
 
 PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce")
 
 
 def _key(cand: ModelCandidate, images: UserImages) -> str:
-    blob = json.dumps([cand.name, cand.source, cand.crop, images.fingerprint()])
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    """The cache key of a model's features: the model's content (weights, normalisation, eps, resolution), not
+    its name or file, and the images' content, labels and splits."""
+    blob = json.dumps([cand.fingerprint(), images.fingerprint()])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int, device: str, workers: int,
           progress: bool) -> dict:  # fmt: skip
-    """The candidate's features (and upstream logits) of the training images, from the cache or one pass."""
+    """The candidate's features (and upstream logits) of the training images, from the cache or one pass. A
+    cache entry that cannot be read (cut short, damaged) is recomputed, with a warning."""
     from expertlib.training import predict
 
     path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(cand, images)}.npz"
     if path.exists():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z:
+                found = {k: z[k] for k in z.files}
+            if "features" in found and len(found["features"]) == len(images.split("train")):
+                return found
+            raise ValueError("it does not hold one feature row per training image")
+        except Exception as e:  # noqa: BLE001 - any unreadable entry is recomputed
+            warnings.warn(f"cached features {path} cannot be read ({type(e).__name__}: {e}); recomputing them",
+                          stacklevel=2)  # fmt: skip
     data = images.data("train", cand.precrop, cand.crop, flip=False)
     cand.features_net.to(device).eval()
     t0 = time.perf_counter()
@@ -79,6 +98,13 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown or not proxies:
         raise ValueError(f"unknown proxies {unknown}; choose from {', '.join(PROXIES)}")
+    for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
+                             ("finetune_top", finetune_top, 0), ("finetune_steps", finetune_steps, 1),
+                             ("finetune_batch", finetune_batch, 1)):  # fmt: skip
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+    if not finetune_lr > 0:
+        raise ValueError(f"finetune_lr must be > 0, got {finetune_lr!r}")
     if finetune_top and not len(images.split("test")):
         raise ValueError(
             "--finetune-top needs test (or val) images: add a test/ folder or let the split be made"
@@ -110,6 +136,11 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
         wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device, seed,
                          progress)  # fmt: skip
     plots.save_table(wide, out_dir / "ranking")
+    # everything found but not used, with the rule that left it out: never silently
+    atomic_write_csv(
+        out_dir / "ignored.csv",
+        pd.DataFrame([(str(p), r) for p, r in images.ignored], columns=["path", "reason"]),
+    )
     plots.save_figure(plots.ranking_plot(wide, proxies), out_dir / "ranking")
     return wide
 
@@ -154,8 +185,9 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
     return wide
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser() -> argparse.ArgumentParser:
+    """The command line's options; every number is range-checked as it is parsed, before any model runs."""
+    ap = argparse.ArgumentParser(prog="python -m expertlib.rank", description=__doc__.splitlines()[0])
     ap.add_argument(
         "images", help="a folder of class folders (optionally under train/val/test) or a CSV path,label"
     )
@@ -164,36 +196,55 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default="ranking", help="output folder (default: ./ranking)")
     ap.add_argument("--proxy", action="append", choices=PROXIES, help="repeat for several (default: knn)")
-    ap.add_argument("-k", type=int, default=5, help="kNN's k (default 5)")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("-k", type=positive_int, default=5, help="kNN's k (default 5)")
+    ap.add_argument("--batch-size", type=positive_int, default=64)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    ap.add_argument("--workers", type=non_negative_int, default=0, help="image-decoding worker processes")
     ap.add_argument(
         "--skip-corrupt", action="store_true", help="skip undecodable files (counted) instead of failing"
     )
-    ap.add_argument("--test-fraction", type=float, default=0.2, help="per class, when no split is given")
+    ap.add_argument("--test-fraction", type=open_fraction, default=0.2,
+                    help="per class, when no split is given (between 0 and 1)")  # fmt: skip
     ap.add_argument(
-        "--finetune-top", type=int, default=0, metavar="K", help="fine-tune the top K and test them"
+        "--finetune-top",
+        type=non_negative_int,
+        default=0,
+        metavar="K",
+        help="fine-tune the top K and test them",
     )
-    ap.add_argument("--finetune-steps", type=int, default=500, help="BiT-HyperRule: 500 for small tasks")
-    ap.add_argument("--finetune-batch", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=0.003)
+    ap.add_argument(
+        "--finetune-steps", type=positive_int, default=500, help="BiT-HyperRule: 500 for small tasks"
+    )
+    ap.add_argument("--finetune-batch", type=positive_int, default=64)
+    ap.add_argument("--lr", type=positive_float, default=0.003)
+    ap.add_argument("--keep-duplicates", action="store_true",
+                    help="keep repeated files and identical images (refused by default: they can leak into test)")  # fmt: skip
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-progress", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     try:
         images = load_images(args.images, args.test_fraction, args.seed, min_per_class=args.k + 1,
-                             on_corrupt="skip" if args.skip_corrupt else "error")  # fmt: skip
-        if images.skipped:
-            print(
-                f"skipped {len(images.skipped)} undecodable files, e.g. {images.skipped[0]}", file=sys.stderr
-            )
+                             on_corrupt="skip" if args.skip_corrupt else "error",
+                             duplicates="keep" if args.keep_duplicates else "refuse")  # fmt: skip
+        if images.ignored:
+            reasons = pd.Series([r.split(":")[0] for _, r in images.ignored]).value_counts()
+            print(f"left out {len(images.ignored)} files or folders ({'; '.join(f'{n} {r}' for r, n in reasons.items())}), "
+                  f"listed in {Path(args.out) / 'ignored.csv'}", file=sys.stderr)  # fmt: skip
         table = rank_models(images, args.models, args.out, args.proxy or ["knn"], args.k, args.batch_size,
                             args.device, args.workers, args.finetune_top, args.finetune_steps, args.finetune_batch,
                             args.lr, args.seed, not args.no_progress)  # fmt: skip
-    except (ValueError, KeyError, OSError) as e:
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"rank: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "rank: interrupted; finished features are cached under --out, a rerun continues", file=sys.stderr
+        )
+        return 130
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table.to_string(index=False))
     print(f"-> {Path(args.out) / 'ranking.csv'}, ranking.md, ranking.png")

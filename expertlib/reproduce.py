@@ -44,13 +44,22 @@ def run(
 
     sc = get_scale(scale)
     params = {
+        **(extra or {}),
         "scale": scale,
         "results_dir": results_dir,
         "data_root": data_root,
         "progress": progress,
-        **(extra or {}),
     }
-    chosen = [nb for nb in notebooks() if not only or any(nb.name.startswith(o) for o in only)]
+    found = notebooks()
+    unknown = [o for o in only or () if not any(nb.name.startswith(o) for nb in found)]
+    if unknown or (only is not None and not only):
+        raise ValueError(f"--only {' '.join(unknown) or '(nothing)'} names no notebook; the notebooks: "
+                         f"{', '.join(nb.name for nb in found)}")  # fmt: skip
+    fixed = sorted(set(extra or {}) & {"scale", "results_dir", "data_root"})
+    if fixed:
+        raise ValueError(f"--param {', '.join(fixed)}: set these with --scale, --results-dir and --data-root, so that "
+                         "the run's lock covers the folder its results go to")  # fmt: skip
+    chosen = [nb for nb in found if not only or any(nb.name.startswith(o) for o in only)]
     if not sc.trains_upstream:  # 02 and 03 train B and the experts: this scale downloads them instead
         chosen = [nb for nb in chosen if not nb.name.startswith(UPSTREAM_NOTEBOOKS)]
     for nb in chosen:  # validate everything before any compute
@@ -136,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", default="cpu", help="smoke, cpu (default) or paper")
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--data-root", default="data")
-    ap.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 01 02")
+    ap.add_argument(
+        "--only", nargs="+", metavar="NN", help="notebook name prefixes, e.g. 01 02 (default: all)"
+    )
     ap.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter"
     )

@@ -107,3 +107,37 @@ def machine_description() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+# -- command-line numbers, checked before any model runs ---------------------------------------------------------
+def _number(kind, low: float | None, high: float | None, low_open: bool = False, high_open: bool = False):
+    """An argparse ``type`` that parses ``kind`` and checks its range; argparse names the option in the error."""
+    import argparse
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}"
+            ) from None
+        if (
+            value != value
+            or (low is not None and (value < low or (low_open and value == low)))
+            or (high is not None and (value > high or (high_open and value == high)))
+        ):
+            lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+            hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range: it must be {' and '.join(x for x in (lo, hi) if x)}"
+            )
+        return value
+
+    parse.__name__ = kind.__name__  # argparse's "invalid <name> value" message
+    return parse
+
+
+positive_int = _number(int, 1, None)
+non_negative_int = _number(int, 0, None)
+positive_float = _number(float, 0, None, low_open=True)
+open_fraction = _number(float, 0, 1, low_open=True, high_open=True)

@@ -263,7 +263,13 @@ def read_saved_model(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = Path(path)
     if path.is_file() and tarfile.is_tarfile(path):
         with tempfile.TemporaryDirectory() as tmp, tarfile.open(path) as tar:
-            tar.extractall(tmp, filter="data")
+            try:
+                tar.extractall(tmp, filter="data")  # refuses absolute paths, '..', links out and device files
+            except (tarfile.TarError, OSError) as e:
+                raise TFCheckpointError(
+                    f"archive {path} cannot be unpacked safely ({type(e).__name__}: {e}); a TF Hub SavedModel archive "
+                    "holds only saved_model.pb and variables/: download it again"
+                ) from e
             found = [p.parent for p in Path(tmp).rglob("saved_model.pb")]
             if len(found) != 1:
                 raise TFCheckpointError(

@@ -77,6 +77,24 @@ class ModelCandidate:
     def transfer_net(self, num_classes: int) -> nn.Module:
         return self.make_transfer(num_classes)  # type: ignore[operator]
 
+    def fingerprint(self) -> str:
+        """A hash of everything that sets this model's features and upstream logits: every parameter and buffer
+        (input normalisation included), each layer's eps, the architecture, and the input resolution. Two
+        files with the same name, or a file replaced in place, never share it."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.precrop}|{self.crop}|{self.features_net!r}|{self.head!r}".encode())
+        for part in (self.features_net, self.head):
+            if part is None:
+                continue
+            for name, t in [*part.named_parameters(), *part.named_buffers()]:
+                h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+                h.update(t.detach().cpu().contiguous().numpy().tobytes())
+            for name, m in part.named_modules():
+                if hasattr(m, "eps"):
+                    h.update(f"{name}.eps={m.eps}".encode())
+        return h.hexdigest()[:20]
+
 
 # -- checkpoints ------------------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:

@@ -34,7 +34,12 @@ def test_scales_exist_and_unknown_is_clear():
     rs, rel = get_scale("released-smoke"), get_scale("released")
     assert not rel.trains_upstream and not rs.trains_upstream and paper.trains_upstream
     assert rel.tasks == paper.tasks and rel.arch == "R50x1" and rel.task_resolution == "hyperrule"
-    assert rel.oracle_on == "val200" and rel.random_experts > 0 and rel.oracle_pool > 0 and rel.experts == paper.experts
+    assert (
+        rel.oracle_on == "val200"
+        and rel.random_experts > 0
+        and rel.oracle_pool > 0
+        and rel.experts == paper.experts
+    )
     assert (rs.data, rs.released_experts, rs.writes_fixture) == ("vtab", "released_experts", True)
     with pytest.raises(ValueError, match="did you mean 'smoke'"):
         get_scale("smoek")

@@ -7,8 +7,11 @@ from expertlib.datasets.user_images import ImagesError, load_images
 
 
 def write_folder(root, classes=("cat", "dog", "fox"), per_class=8, size=20, split=None):
-    """Noisy images whose brightness depends on the class, as a class-folder tree."""
-    rng = np.random.default_rng(0)
+    """Noisy images whose brightness depends on the class, as a class-folder tree (different calls write
+    different images: identical bytes under two paths are refused as duplicates)."""
+    import zlib
+
+    rng = np.random.default_rng(zlib.crc32(repr((classes, per_class, size, split)).encode()))
     labels = np.repeat(np.arange(len(classes)), per_class)
     images = np.clip(
         rng.normal(60 + 70 * labels[:, None, None, None], 30, (len(labels), size, size, 3)), 0, 255

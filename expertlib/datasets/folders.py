@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from expertlib.hierarchy import LabelHierarchy, UnknownNodeError, multi_label_targets
@@ -31,16 +31,49 @@ class CorruptImageError(OSError):
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image as RGB, raising :class:`CorruptImageError` naming the file when it cannot be decoded."""
+    """Open an image as 8-bit RGB, correctly for every mode PIL opens, or raise :class:`CorruptImageError`
+    naming the file and why:
+
+    - EXIF orientation is applied (a phone photo stored sideways is read upright);
+    - 16-bit images (``I;16``, and ``I`` with values within 0-65535) are scaled by 255/65535, not clipped to
+      white; float images (``F``) with values in [0, 1] are scaled by 255, others refused;
+    - palette, bilevel, grey, CMYK and YCbCr images are converted; alpha is dropped (colours kept as stored);
+    - an image above PIL's decompression-bomb limit is refused (skippable), not a traceback."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(ImageOps.exif_transpose(im), path)
+    except Image.DecompressionBombError as e:
+        raise CorruptImageError(
+            f"image {path} is larger than PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({e}): resize it, or raise "
+            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file; skip such files with skip_corrupt=True"
+        ) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, CorruptImageError):
+            raise
         raise CorruptImageError(
             f"cannot decode image {path}: {e}. Delete or replace the file, or "
             "construct the dataset with skip_corrupt=True to skip such files"
         ) from e
+
+
+def to_rgb(im: Image.Image, path: str | os.PathLike = "image") -> Image.Image:
+    """An opened image as 8-bit RGB, scaling high-bit-depth modes instead of clipping them (see read_image)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im, dtype=np.int64)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise CorruptImageError(f"{path}: a 32-bit integer image with values outside 0-65535; save it with 8 or 16 "
+                                    "bits per channel")  # fmt: skip
+        return Image.fromarray(np.round(a * (255 / 65535)).astype(np.uint8)).convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if a.size and (not np.isfinite(a).all() or a.min() < 0 or a.max() > 1):
+            raise CorruptImageError(f"{path}: a floating-point image with values outside [0, 1]; save it with 8 or 16 "
+                                    "bits per channel")  # fmt: skip
+        return Image.fromarray(np.round(a * 255).astype(np.uint8)).convert("RGB")
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA")
+    return im.convert("RGB")
 
 
 def load_sample(path: Path, label: int, transform: Callable | None) -> tuple:
