@@ -530,3 +530,276 @@ def test_the_same_figure_is_the_same_bytes_in_two_processes(tmp_path):
         str(same),
         all(same.values()),
     )
+
+
+# -- a user's images, options and downloads (#26): a correct result or a named error, never a silent wrong one --
+def _reads_as(case: str, done: str, path: Path, want: np.ndarray, tol: float = 1.0) -> None:
+    from expertlib.datasets.folders import read_image
+
+    try:
+        got = np.asarray(read_image(path), dtype=np.float64)
+        err = float(np.abs(got - want).max()) if got.shape == want.shape else float("inf")
+        observed, ok = f"read as {got.shape} uint8 RGB, max difference {err:.1f}", err <= tol
+    except Exception as e:  # noqa: BLE001
+        observed, ok = f"{type(e).__name__}: {_clean(str(e), path.parent)}", False
+    record(case, done, "read as the image it stores, 8-bit RGB (within 1 level)", observed, ok)
+
+
+def test_every_image_mode_reads_correctly_or_is_refused_by_name(tmp_path):
+    """7a-7c: every mode PIL opens, EXIF orientations, oversized images."""
+    from PIL import Image
+
+    from expertlib.datasets.folders import CorruptImageError, read_image
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (10, 14), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)
+    as_rgb = lambda g: np.repeat(g[..., None], 3, -1).astype(np.float64)  # noqa: E731
+    cases = {
+        "1 (bilevel)": (Image.fromarray(grey > 127), as_rgb((grey > 127) * 255), "png"),
+        "L (grey)": (Image.fromarray(grey), as_rgb(grey), "png"),
+        "LA (grey + alpha)": (Image.fromarray(np.dstack([grey, grey])), as_rgb(grey), "png"),
+        "P (palette)": (Image.fromarray(rgb).quantize(16), None, "png"),
+        "PA (palette + transparency)": (Image.fromarray(rgb).quantize(16), None, "png-transparent"),
+        "RGB": (Image.fromarray(rgb), rgb, "png"),
+        "RGBA": (Image.fromarray(np.dstack([rgb, grey])), rgb, "png"),
+        "CMYK": (Image.fromarray(rgb).convert("CMYK"), None, "tiff"),
+        "YCbCr": (Image.fromarray(rgb).convert("YCbCr"), None, "tiff"),
+        "I;16 (16-bit grey)": (Image.fromarray(grey.astype(np.uint16) * 257), as_rgb(grey), "png"),
+        "I (32-bit grey within 16 bits)": (
+            Image.fromarray(grey.astype(np.int32) * 257, "I"),
+            as_rgb(grey),
+            "tiff",
+        ),
+        "F (float in [0, 1])": (Image.fromarray(grey.astype(np.float32) / 255, "F"), as_rgb(grey), "tiff"),
+    }
+    for i, (mode, (im, want, fmt)) in enumerate(cases.items()):
+        path = tmp_path / f"m{i}.{'png' if fmt.startswith('png') else 'tiff'}"
+        kw = {"transparency": 0} if fmt == "png-transparent" else {}
+        im.save(path, **kw)
+        ref = np.asarray(Image.open(path).convert("RGB"), dtype=np.float64) if want is None else want
+        _reads_as(f"7a image mode: {mode}", f"a {mode} image saved as {path.suffix[1:].upper()}", path, ref)
+    for mode, im in (("F outside [0, 1]", Image.fromarray(grey.astype(np.float32), "F")),
+                     ("I beyond 16 bits", Image.fromarray(grey.astype(np.int32) * 70000, "I"))):  # fmt: skip
+        path = tmp_path / f"{mode[0]}-bad.tiff"
+        im.save(path)
+        refused(f"7a image mode: {mode}", f"an {mode} image", CorruptImageError, "save it with 8 or 16 bits",
+                lambda p=path: read_image(p), tmp_path)  # fmt: skip
+    wide = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    for orientation in range(2, 9):
+        path = tmp_path / f"exif{orientation}.jpg"
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(wide).save(path, exif=exif, quality=100)
+        upright = {2: (10, 6), 3: (10, 6), 4: (10, 6), 5: (6, 10), 6: (6, 10), 7: (6, 10), 8: (6, 10)}[
+            orientation
+        ]
+        size = read_image(path).size
+        record(f"7b EXIF orientation {orientation}", f"a 10x6 JPEG whose EXIF says orientation {orientation}",
+               f"read upright, {upright[0]}x{upright[1]}", f"read {size[0]}x{size[1]}", size == upright)  # fmt: skip
+    big = tmp_path / "big" / "a"
+    _image_folder(tmp_path / "big")
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = 100  # 20x20 images are then 4x over PIL's bomb limit
+        refused("7c oversized image", "an image above PIL's decompression-bomb limit", CorruptImageError,
+                "larger than PIL's limit", lambda: read_image(next((tmp_path / "big" / "cat").iterdir())), tmp_path)  # fmt: skip
+        from expertlib.datasets.user_images import load_images
+
+        try:
+            load_images(tmp_path / "big", on_corrupt="skip")
+            observed, ok = "no error", False
+        except Exception as e:  # noqa: BLE001 - every image is oversized: then too few images is the error
+            observed, ok = f"{type(e).__name__}: {_clean(str(e), tmp_path)}", "two classes" in str(e)
+        record("7c oversized image, skipped", "the same with --skip-corrupt", "skipped (listed), no traceback",
+               observed, ok)  # fmt: skip
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    assert big
+
+
+def test_folder_and_csv_rules_hold(tmp_path):
+    """7d-7e: what is read from a folder tree or CSV, by stated rules."""
+    import os
+    import shutil
+
+    from expertlib.datasets.user_images import ImagesError, load_images
+
+    def tree(name: str) -> Path:
+        root = tmp_path / name
+        _image_folder(root)
+        return root
+
+    root = tree("d1")
+    shutil.copytree(root / "cat", root / ".ipynb_checkpoints")
+    imgs = load_images(root)
+    record("7d notebook-checkpoint folder", "a .ipynb_checkpoints folder of images at the root", "not a class; listed",
+           f"classes {imgs.classes}; listed: {[p.name for p, _ in imgs.ignored]}",
+           imgs.classes == ["cat", "dog", "fox"] and any(p.name == ".ipynb_checkpoints" for p, _ in imgs.ignored))  # fmt: skip
+    root = tree("d2")
+    shutil.copytree(root / "dog", root / "cat" / "thumbnails")
+    imgs = load_images(root)
+    n_cat = int((imgs.labels == imgs.classes.index("cat")).sum())
+    record("7d thumbnails inside a class", "a thumbnails/ folder of 8 images inside cat/", "not added to cat; listed",
+           f"cat has {n_cat} images; listed {[p.name for p, _ in imgs.ignored]}", n_cat == 8 and len(imgs.ignored) == 1)  # fmt: skip
+    root = tree("d3")
+    (root / "dog" / "scan.tif").write_bytes(
+        (root / "dog" / next(iter(os.listdir(root / "dog")))).read_bytes()
+    )
+    (root / "dog" / ".DS_Store").write_bytes(b"\x00\x01")
+    imgs = load_images(root)
+    reasons = sorted(r.split(" (")[0] for _, r in imgs.ignored)
+    record("7d unlisted extension and hidden file", "a .tif and a .DS_Store inside dog/", "both listed with their rule",
+           f"listed: {reasons}", len(imgs.ignored) == 2 and any("not an image" in r for r in reasons))  # fmt: skip
+    root = tree("d4")
+    (root / "wolf").symlink_to(root / "dog", target_is_directory=True)
+    refused("7d class folder reached twice", "wolf/ a symbolic link to dog/", ImagesError, "same folder",
+            lambda: load_images(root), tmp_path)  # fmt: skip
+    root = tree("d5")
+    first = sorted((root / "dog").iterdir())[0]
+    (root / "cat" / "also.png").symlink_to(first)
+    refused("7d a file in two classes", "a dog image linked into cat/ too", ImagesError, "two labels",
+            lambda: load_images(root), tmp_path)  # fmt: skip
+    root = tree("d6")
+    shutil.copy(first if first.exists() else next((root / "dog").iterdir()), root / "fox" / "copy.png")
+    shutil.copy(sorted((root / "dog").iterdir())[0], root / "cat" / "copy.png")
+    refused("7d identical images in two classes", "the same bytes as cat/copy.png and fox/copy.png", ImagesError,
+            "identical bytes", lambda: load_images(root), tmp_path)  # fmt: skip
+    kept = load_images(root, duplicates="keep")
+    record("7d identical images kept on request", "the same with --keep-duplicates", "kept: 26 images",
+           f"{len(kept.paths)} images", len(kept.paths) == 26)  # fmt: skip
+    root = tree("c")
+    files = sorted(p.relative_to(root) for p in root.rglob("*.png"))
+    rows = [f"{p},{p.parent.name}" for p in files]
+
+    def csv_case(case, done, lines, encoding="utf-8", **kw):
+        path = root / f"{case[:3]}.csv"
+        path.write_bytes(("path,label\n" + "\n".join(lines) + "\n").encode(encoding))
+        return lambda: load_images(path, **kw)
+
+    refused("7e CSV repeated rows", "every row twice", ImagesError, "listed twice",
+            csv_case("7e1", "", rows + rows), tmp_path)  # fmt: skip
+    refused("7e CSV two labels", "one file with two labels", ImagesError, "two labels",
+            csv_case("7e2", "", [*rows, f"{files[0]},fox"]), tmp_path)  # fmt: skip
+    shutil.copy(root / files[0], root / "cat" / "dup.png")
+    refused("7e CSV same image under two paths", "a copy of an image listed under another path", ImagesError,
+            "identical bytes", csv_case("7e3", "", [*rows, "cat/dup.png,cat"]), tmp_path)  # fmt: skip
+    for case, enc, note in (("7e CSV UTF-8 with BOM", "utf-8-sig", "Excel's CSV UTF-8"),
+                            ("7e CSV UTF-16", "utf-16", "a UTF-16 export")):  # fmt: skip
+        imgs = csv_case(case[:3] + enc, "", rows, enc)()
+        record(case, f"the list as {note}", "read: 24 images, 3 classes", f"{len(imgs.paths)} images, {len(imgs.classes)} classes",
+               len(imgs.paths) == 24 and len(imgs.classes) == 3)  # fmt: skip
+    latin = [*rows[:-1], f"{files[-1]},f\xf6x"]
+    refused("7e CSV in Latin-1", "a label with an umlaut, saved as Latin-1", ImagesError, "not UTF-8",
+            csv_case("7e6", "", latin, "latin-1"), tmp_path)  # fmt: skip
+
+
+def test_numeric_options_and_commands_fail_by_name(tmp_path, capsys):
+    """7f-7h: numbers checked before any model runs; reproduce's --only and --param; the feature cache."""
+    from expertlib.rank import main as rank_main
+    from expertlib.reproduce import main as reproduce_main
+
+    for option, value, want in (("-k", "0", ">= 1"), ("--batch-size", "0", ">= 1"), ("--test-fraction", "-0.2", "> 0"),
+                                ("--test-fraction", "1.5", "< 1"), ("--finetune-top", "-1", ">= 0"),
+                                ("--workers", "-1", ">= 0"), ("--lr", "0", "> 0"), ("--finetune-steps", "0", ">= 1")):  # fmt: skip
+        try:
+            rank_main(["images", "timm:x", option, value])
+            observed, ok = "no error", False
+        except SystemExit as e:
+            err = capsys.readouterr().err.strip().splitlines()[-1]
+            observed, ok = (
+                f"exit {e.code}: {err}",
+                e.code == 2 and f"argument {option}" in err and want in err,
+            )
+        record(f"7f option {option} {value}", f"rank {option} {value}", f"refused naming {option} and its range",
+               observed, ok)  # fmt: skip
+    for case, args, want in (("7h reproduce --only 99", ["--only", "99"], "names no notebook"),
+                             ("7h reproduce --param results_dir", ["--param", "results_dir='elsewhere'"], "--results-dir")):  # fmt: skip
+        code = reproduce_main(["--scale", "smoke", "--results-dir", str(tmp_path / "r"), *args])
+        err = capsys.readouterr().err
+        record(case, f"python -m expertlib.reproduce {' '.join(args)}", "exit 1 naming the problem, nothing run",
+               f"exit {code}: {_clean(err, tmp_path)}", code == 1 and want in err and not (tmp_path / "r" / "smoke").exists())  # fmt: skip
+    try:
+        reproduce_main(["--only"])
+        observed, ok = "no error", False
+    except SystemExit as e:
+        observed, ok = f"exit {e.code}: {capsys.readouterr().err.strip().splitlines()[-1]}", e.code == 2
+    record("7h reproduce --only without a value", "python -m expertlib.reproduce --only", "refused (no run of everything)",
+           observed, ok)  # fmt: skip
+
+
+def test_a_replaced_model_and_a_damaged_cache_never_give_stale_scores(tmp_path):
+    """7g: features are cached by the model's content, and a damaged cache entry is recomputed."""
+    import warnings
+
+    from expertlib.datasets.user_images import load_images
+    from expertlib.rank import rank_models
+    from expertlib.resnet import ResNetV2
+    from expertlib.weights import save_model
+
+    _image_folder(tmp_path / "imgs")
+    imgs = load_images(tmp_path / "imgs")
+    model = tmp_path / "m.safetensors"
+    scores = []
+    for seed in (0, 1):  # the same file name, replaced in place by another model
+        torch.manual_seed(seed)
+        save_model(ResNetV2("tiny", num_classes=0), model)
+        scores.append(
+            rank_models(imgs, [str(model)], tmp_path / "out", ["knn", "logme"], k=3, progress=False)
+        )
+    torch.manual_seed(1)
+    fresh = rank_models(imgs, [str(model)], tmp_path / "fresh", ["knn", "logme"], k=3, progress=False)
+    same = float(scores[1].logme.iloc[0]) == float(fresh.logme.iloc[0])
+    record("7g model replaced in place", "rank m.safetensors, replace the file by another model, rank again into the "
+           "same --out", "the new model's scores (as a fresh --out gives)", f"logme {scores[0].logme.iloc[0]:.4f} then "
+           f"{scores[1].logme.iloc[0]:.4f}; fresh run {fresh.logme.iloc[0]:.4f}", same and
+           scores[0].logme.iloc[0] != scores[1].logme.iloc[0])  # fmt: skip
+    entry = next((tmp_path / "out" / "features").glob("*.npz"))
+    entry.write_bytes(entry.read_bytes()[:100])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        again = rank_models(imgs, [str(model)], tmp_path / "out", ["knn", "logme"], k=3, progress=False)
+    warned = any("cannot be read" in str(w.message) for w in seen)
+    record("7g truncated cache entry", "a cached feature file cut short, then the same ranking again",
+           "recomputed with a warning, the same scores", f"warned: {warned}; logme {again.logme.iloc[0]:.4f}",
+           warned and float(again.logme.iloc[0]) == float(fresh.logme.iloc[0]))  # fmt: skip
+
+
+def test_converter_inputs_fail_by_name(tmp_path, capsys):
+    """7i: archives with unsafe members, outputs that cannot be written, a corrupt download."""
+    import io
+    import shutil
+    import tarfile
+
+    from expertlib.convert import main as convert
+
+    fixture = ROOT / "tests" / "fixtures" / "released_experts"
+    unsafe = tmp_path / "bird.tar.gz"
+    with tarfile.open(unsafe, "w:gz") as tar:
+        data = b"x"
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    cases = [
+        ("7i archive with an unsafe member", "a .tar.gz whose member is ../../escape.txt", [str(unsafe)],
+         "cannot be unpacked safely"),
+        ("7i output is a folder", "--out an existing folder", [str(fixture / "bird"), "--out", str(tmp_path)],
+         "is a folder"),
+        ("7i output under a file", "--out a path whose parent is a file",
+         [str(fixture / "bird"), "--out", str(unsafe / "x.safetensors")], "convert failed"),
+    ]  # fmt: skip
+    bad = tmp_path / "dl" / "food" / "1"
+    shutil.copytree(fixture / "food" / "1", bad)
+    shard = bad / "variables" / "variables.data-00000-of-00001"
+    raw = bytearray(shard.read_bytes())
+    raw[100] ^= 0x10
+    shard.write_bytes(bytes(raw))
+    cases.append(("7i corrupt download", "one flipped bit in an expert's variables", [str(bad)], "CRC32C"))
+    for case, done, args, want in cases:
+        if "--out" not in args:
+            args = [*args, "--out", str(tmp_path / "o.safetensors")]
+        code = convert(args)
+        err = capsys.readouterr().err
+        record(case, done, "exit 1 with a message naming the problem, no traceback",
+               f"exit {code}: {_clean(err, tmp_path)}", code == 1 and want in err and "Traceback" not in err)  # fmt: skip
+    assert not (tmp_path.parent / "escape.txt").exists()
