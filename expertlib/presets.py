@@ -242,6 +242,21 @@ SCALES: dict[str, Scale] = {
 }
 
 
+# what the two on-disk smoke scales (paper-smoke, released-smoke) share: tiny fine-tunes on their own fixture
+ON_DISK_SMOKE: dict[str, Any] = dict(
+    transfer_batch=8,
+    transfer_steps=(2,),
+    seeds=2,
+    knn_k=3,
+    crop=32,
+    precrop=36,
+    eval_batch=32,
+    checkpoint_minutes=0.0,
+    writes_fixture=True,
+    task_resolution="fixed",  # 32 px keeps it fast; the HyperRule resolutions are unit-tested
+    micro_batch=4,  # exercises gradient accumulation
+)
+
 SCALES["paper-smoke"] = replace(
     SCALES["paper"],
     name="paper-smoke",
@@ -253,21 +268,11 @@ SCALES["paper-smoke"] = replace(
     full_experts=("bird",),
     expert_steps=2,
     expert_batch=8,
-    transfer_batch=8,
-    transfer_steps=(2,),
-    seeds=2,
-    knn_k=3,
-    crop=32,
-    precrop=36,
-    eval_batch=32,
     dat_timing_steps=1,
     heldout_per_class=2,
     generic_weights=None,  # trained from scratch here: BiT-M's 100 MB of weights cannot be a fixture
     data_workers=2,
-    checkpoint_minutes=0.0,
-    writes_fixture=True,
-    task_resolution="fixed",  # 32 px keeps it fast; the HyperRule resolutions are unit-tested
-    micro_batch=4,  # exercises gradient accumulation
+    **ON_DISK_SMOKE,
 )
 
 
@@ -306,18 +311,9 @@ SCALES["released-smoke"] = replace(
     tasks=("resisc45", "dsprites_location"),
     experts=("bird", "food", "nutrient"),
     generic_weights="bit_m_fixture.npz",
-    transfer_batch=8,
-    transfer_steps=(2,),
-    seeds=2,
-    knn_k=3,
-    crop=32,
-    precrop=36,
-    eval_batch=32,
-    micro_batch=4,
     data_workers=0,
-    writes_fixture=True,
-    task_resolution="fixed",
     random_experts=1,
+    **ON_DISK_SMOKE,
     oracle_pool=2,
 )
 

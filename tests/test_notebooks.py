@@ -120,11 +120,16 @@ def test_rerun_skips_finished_work(smoke_run, capsys):
     assert not list((out / "notebooks").glob(".*running*")) and b'"end_time"' not in executed
 
 
+def _scale_run(tmp_path_factory, scale: str):
+    """Every notebook a scale runs, into a fresh results folder and data root: (root, executed notebooks)."""
+    root = tmp_path_factory.mktemp(scale)
+    written = run(scale, results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
+    return root, written
+
+
 @pytest.fixture(scope="session")
 def paper_smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("paper-smoke")
-    written = run("paper-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
-    return root, written
+    return _scale_run(tmp_path_factory, "paper-smoke")
 
 
 def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
@@ -187,9 +192,7 @@ def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_p
 
 @pytest.fixture(scope="session")
 def released_smoke_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("released-smoke")
-    written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
-    return root, written
+    return _scale_run(tmp_path_factory, "released-smoke")
 
 
 def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
