@@ -63,7 +63,14 @@ class ResidualAdapter(nn.Module):
     """Bottleneck adapter returning a residual: the unit adds its output. Zero-initialised up-projection."""
 
     def __init__(
-        self, cin: int, cout: int, hidden: int, stride: int, placement: AdapterPlacement, norm_groups: int
+        self,
+        cin: int,
+        cout: int,
+        hidden: int,
+        stride: int,
+        placement: AdapterPlacement,
+        norm_groups: int,
+        gn_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         if placement not in ("unit_end", "parallel"):
@@ -71,7 +78,7 @@ class ResidualAdapter(nn.Module):
         self.placement = placement
         # At the unit's end the input is the un-normalised residual stream: pre-activate it, as BiT's units do.
         # In parallel the input is already relu(gn(.)) of the unit's own conv.
-        self.norm = group_norm(cin, norm_groups) if placement == "unit_end" else None
+        self.norm = group_norm(cin, norm_groups, gn_eps) if placement == "unit_end" else None
         self.down = nn.Conv2d(cin, hidden, 1, stride=stride, bias=False)
         self.up = nn.Conv2d(hidden, cout, 1, bias=True)
         nn.init.kaiming_normal_(self.down.weight, mode="fan_in", nonlinearity="relu")
@@ -93,7 +100,9 @@ class AdapterExpert(nn.Module):
             cin, cout, stride = unit.adapter_site(cfg.placement)
             hidden = max(cfg.min_hidden, round(cin * cfg.width))
             adapters.append(
-                ResidualAdapter(cin, cout, hidden, stride, cfg.placement, backbone.cfg.norm_groups)
+                ResidualAdapter(
+                    cin, cout, hidden, stride, cfg.placement, backbone.cfg.norm_groups, backbone.cfg.gn_eps
+                )
             )
         self.adapters = nn.ModuleList(adapters)
         self.norms = nn.ParameterDict()

@@ -19,11 +19,25 @@ from __future__ import annotations
 import difflib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from expertlib.adapters import AdapterConfig
 from expertlib.datasets.embedded import EmbeddedSpec
 from expertlib.hierarchy import PAPER_EXPERTS, ExpertRule
+
+# the string settings and the values each accepts (checked when a Scale is made)
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data": ("embedded", "imagenet21k+vtab", "vtab"),
+    "upstream_loss": ("softmax", "sigmoid"),
+    "upstream_schedule": ("cosine", "bit"),
+    "knn_metric": ("cosine", "euclidean"),
+    "task_resolution": ("fixed", "hyperrule"),
+    "oracle_on": ("test_seed0", "val200"),
+}
+# the counts and their smallest sensible values
+MINIMA: dict[str, int] = {"seeds": 1, "knn_k": 1, "transfer_batch": 1, "eval_batch": 1, "crop": 1, "precrop": 1,
+                          "random_experts": 0, "oracle_pool": 0, "data_workers": 0, "transfer_workers": 0,
+                          "micro_batch": 0}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,9 @@ class Scale:
 
     name: str
     description: str
-    data: str  # "embedded", "imagenet21k+vtab", or "vtab" (downstream tasks only: nothing upstream is read)
+    data: Literal[
+        "embedded", "imagenet21k+vtab", "vtab"
+    ]  # "vtab": downstream tasks only, nothing upstream is read
     arch: str
     embedded: EmbeddedSpec | None
     tasks: tuple[str, ...]
@@ -40,8 +56,8 @@ class Scale:
     upstream_steps: int
     upstream_batch: int
     upstream_lr: float
-    upstream_loss: str = "sigmoid"
-    upstream_schedule: str = "cosine"  # "cosine" or "bit" (BiT's step decays)
+    upstream_loss: Literal["softmax", "sigmoid"] = "sigmoid"
+    upstream_schedule: Literal["cosine", "bit"] = "cosine"  # "bit": BiT's step decays
     # experts
     experts: tuple[str, ...] | None = None  # None: chosen from the hierarchy by expert_rule
     expert_rule: ExpertRule = field(default_factory=ExpertRule)
@@ -64,7 +80,7 @@ class Scale:
     few_shot: tuple[int, ...] = ()
     transfer_workers: int = 0  # CPU: single-threaded processes fine-tuning side by side (0: in this process)
     knn_k: int = 5
-    knn_metric: str = "cosine"
+    knn_metric: Literal["cosine", "euclidean"] = "cosine"
     crop: int = 32
     precrop: int = 36
     eval_batch: int = 500
@@ -83,7 +99,7 @@ class Scale:
     writes_fixture: bool = False
     # "fixed": every task at (precrop, crop); "hyperrule": BiT-HyperRule's per task, (160, 128) for images
     # smaller than 96 x 96 in area, else (512, 480), from the task's first training image
-    task_resolution: str = "fixed"
+    task_resolution: Literal["fixed", "hyperrule"] = "fixed"
     micro_batch: int = 0  # examples per forward/backward pass in every training (0: a whole batch at once)
     # held-out upstream images the specialisation study embeds with every candidate (None: all of them)
     specialisation_images: int | None = None
@@ -97,8 +113,24 @@ class Scale:
     oracle_pool: int = 0
     # where the oracle is chosen: "test_seed0" (best test accuracy at seed 0, judged at the other seeds) or
     # "val200" (best val200 accuracy after training on train800 at seed 0, judged on test at every seed)
-    oracle_on: str = "test_seed0"
+    oracle_on: Literal["test_seed0", "val200"] = "test_seed0"
     linear_probes: bool = True  # a frozen-feature linear classifier beside every candidate's fine-tunes
+
+    def __post_init__(self) -> None:
+        """A mistyped setting is refused, naming the field and what it accepts, instead of silently picking
+        another behaviour (any loss but "softmax" used to train sigmoid cross-entropy)."""
+        for name, allowed in CHOICES.items():
+            value = getattr(self, name)
+            if value not in allowed:
+                close = difflib.get_close_matches(str(value), allowed, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(
+                    f"scale {self.name!r}: {name}={value!r} is not one of {', '.join(map(repr, allowed))}{hint}"
+                )
+        for name, low in MINIMA.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"scale {self.name!r}: {name}={value!r} must be a whole number >= {low}")
 
     @property
     def trains_upstream(self) -> bool:

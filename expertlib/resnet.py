@@ -11,7 +11,6 @@ Every residual unit takes an optional ``adapter`` argument: the residual adapter
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -83,8 +82,12 @@ class StdConv2d(nn.Conv2d):
 
 
 def group_norm(channels: int, groups: int, eps: float = 1e-5) -> nn.GroupNorm:
-    """GroupNorm with ``groups`` groups, or the largest divisor of ``channels`` below it for narrow layers."""
-    return nn.GroupNorm(math.gcd(groups, channels), channels, eps=eps)
+    """GroupNorm with ``groups`` groups over ``channels``, which must divide evenly, as in BiT and timm: a
+    silently different number of groups would be a different normalisation."""
+    if groups <= 0 or channels % groups:
+        raise ValueError(f"GroupNorm: {channels} channels do not split into {groups} groups; choose widths that are "
+                         f"multiples of norm_groups={groups} (or another norm_groups)")  # fmt: skip
+    return nn.GroupNorm(groups, channels, eps=eps)
 
 
 @dataclass(frozen=True)

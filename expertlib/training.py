@@ -138,6 +138,10 @@ class TrainConfig:
     # a sharded job list does (expertlib.jobs)
     data_parallel: bool = True
 
+    def __post_init__(self) -> None:
+        if self.loss not in ("softmax", "sigmoid"):
+            raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}")
+
     @property
     def steps(self) -> int:
         return self.schedule.total_steps

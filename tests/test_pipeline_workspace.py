@@ -63,3 +63,17 @@ def test_cached_outputs_record_the_commit_that_computed_them(tmp_path):
     (out.parent / "provenance.json").write_text(json.dumps(book))
     cached(out, lambda: pd.DataFrame({"a": [2]}))  # reused, not recomputed: its entry stays
     assert json.loads((out.parent / "provenance.json").read_text())["x.csv"]["time"] == "then"
+
+
+def test_provenance_asks_git_about_the_repository_wherever_the_process_runs(tmp_path, monkeypatch):
+    import subprocess
+    from pathlib import Path
+
+    from expertlib.pipeline.workspace import provenance
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.chdir(tmp_path)  # as under `make lab` (cwd notebooks/), or any folder outside the repository
+    assert provenance()["git_commit"] == head

@@ -80,3 +80,18 @@ def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):
     assert validate_parameters(nb, {"images": "x", "models": None}) == {"images": "x", "models": None}
     with pytest.raises(ParameterError, match="'images'.*must be str [|] None.*got int"):
         validate_parameters(nb, {"images": 3})
+
+
+@pytest.mark.parametrize(
+    "field, value, accepted",
+    [("upstream_loss", "softmx", "did you mean 'softmax'"), ("upstream_schedule", "BiT", "'cosine', 'bit'"),
+     ("oracle_on", "val", "'test_seed0', 'val200'"), ("task_resolution", "hyper", "'fixed', 'hyperrule'"),
+     ("knn_metric", "cos", "'cosine', 'euclidean'"), ("data", "imagenet", "'embedded'")],
+)  # fmt: skip
+def test_a_mistyped_setting_is_refused_not_read_as_another(field, value, accepted):
+    with pytest.raises(ValueError, match=rf"{field}='{value}' is not one of .*{accepted}"):
+        get_scale("cpu", **{field: value})
+    with pytest.raises(ValueError, match="seeds=0 must be a whole number >= 1"):
+        get_scale("cpu", seeds=0)
+    with pytest.raises(ValueError, match="oracle_pool=-1"):
+        get_scale("released", oracle_pool=-1)

@@ -138,3 +138,25 @@ def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_bloc
     with reuse_standardized_weights():  # with autograd the weight is standardised inside the graph
         model.features(x).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def test_group_norm_refuses_channels_it_cannot_split_and_adapters_honour_gn_eps():
+    import pytest
+
+    from expertlib.adapters import AdapterConfig, AdapterExperts
+    from expertlib.resnet import ResNetV2, group_norm
+
+    assert group_norm(64, 32).num_groups == 32
+    with pytest.raises(ValueError, match="12 channels do not split into 8 groups"):
+        group_norm(12, 8)  # a gcd would silently have used 4 groups, which BiT and timm never do
+    from dataclasses import replace
+
+    from expertlib.resnet import get_config
+
+    base = ResNetV2(replace(get_config("tiny"), gn_eps=1e-3), num_classes=0)
+    bank = AdapterExperts(base, AdapterConfig(placement="unit_end"))
+    bank.add_expert("a", num_classes=3)
+    norms = [
+        m for n, m in bank.named_modules() if isinstance(m, torch.nn.GroupNorm) and "adapter" in n.lower()
+    ]
+    assert norms and all(m.eps == 1e-3 for m in norms)

@@ -194,3 +194,13 @@ def test_odd_cpu_passes_are_refused_before_they_crash():
         cfg = TrainConfig(scaled_hyperrule(2, 0.05), batch_size=batch, micro_batch=micro)
         with pytest.raises(ValueError, match="even number of examples.*strided 1x1 convolution"):
             train(m, list(m.parameters()), _data(), cfg, 4, progress=False)
+
+
+def test_a_mistyped_loss_is_refused():
+    import pytest
+
+    from expertlib.schedules import Schedule
+    from expertlib.training import TrainConfig
+
+    with pytest.raises(ValueError, match="loss must be 'softmax' or 'sigmoid', got 'softmx'"):
+        TrainConfig(Schedule(10, 1, 0.1), loss="softmx")

@@ -187,11 +187,14 @@ def record_provenance(paths: Sequence[Path]) -> None:
 # -- provenance ------------------------------------------------------------------------------------------------
 def provenance() -> dict:
     """The commit, whether the library or notebooks had uncommitted changes, the machine and the time."""
+    repo = (
+        Path(__file__).resolve().parents[2]
+    )  # the repository, wherever the process runs (make lab: notebooks/)
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "expertlib", "notebooks"],
+        dirty = bool(subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "expertlib", "notebooks"],
                                     capture_output=True, text=True).stdout.strip())  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         commit, dirty = "unknown", None
