@@ -174,6 +174,46 @@ def _targets(y: Tensor, num_classes: int, kind: str, label_matrix: Tensor | None
     return F.one_hot(y, num_classes).float()
 
 
+# settings that change how a run proceeds but not what it computes: a resume may differ in these
+RUNTIME_FIELDS = (
+    "device",
+    "workers",
+    "prefetch",
+    "log_every",
+    "checkpoint_every",
+    "checkpoint_minutes",
+    "data_parallel",
+)
+
+
+class RecipeMismatchError(RuntimeError):
+    """A stored result or checkpoint was made under other settings than the ones asked for now."""
+
+
+def check_resume_recipe(ckpt: Path, stored: dict | None, cfg: TrainConfig) -> None:
+    """Refuse to resume ``ckpt`` under a recipe other than the one it was written with (runtime settings aside):
+    a resumed run would otherwise continue another schedule silently."""
+    if stored is None:
+        return  # a checkpoint from before configs were stored
+    now = {**asdict(cfg), "schedule": asdict(cfg.schedule)}
+    changed = sorted(k for k in now if k not in RUNTIME_FIELDS and _plain(stored.get(k)) != _plain(now[k]))
+    if changed:
+        diff = "; ".join(f"{k}: {stored.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise RecipeMismatchError(
+            f"checkpoint {ckpt} was written under another recipe ({diff}): delete the checkpoint to start this "
+            "training again, or restore the settings it was made with"
+        )
+
+
+def _plain(value):
+    """Tuples and lists compare alike (a checkpoint stores what asdict gave)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
 def _save_checkpoint(
     path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, metrics: list[dict], cfg: TrainConfig
 ) -> None:
@@ -251,6 +291,7 @@ def train(
     start, metrics, resumed = 0, [], None
     if ckpt is not None and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
+        check_resume_recipe(ckpt, state.get("config"), cfg)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, metrics, resumed = state["step"], state["metrics"], state["step"]

@@ -77,3 +77,49 @@ def test_provenance_asks_git_about_the_repository_wherever_the_process_runs(tmp_
     ).stdout.strip()
     monkeypatch.chdir(tmp_path)  # as under `make lab` (cwd notebooks/), or any folder outside the repository
     assert provenance()["git_commit"] == head
+
+
+def test_outputs_are_reused_only_under_the_recipe_that_made_them(tmp_path):
+    import json
+
+    import pandas as pd
+    import pytest
+
+    from expertlib.pipeline.workspace import RecipeMismatchError, cached
+
+    made = tmp_path / "t.csv"
+    cached(made, lambda: pd.DataFrame({"a": [1]}), recipe={"lr": 0.1, "seed": 0})
+    assert cached(made, lambda: 1 / 0, recipe={"lr": 0.1, "seed": 0}).a.tolist() == [1]  # reused, not recomputed
+    with pytest.raises(RecipeMismatchError, match=r"another recipe \(lr: 0.1 -> 0.05\).*results_dir.*reproduce-fresh"):
+        cached(made, lambda: 1 / 0, recipe={"lr": 0.05, "seed": 0})
+    # an output written before recipes were recorded adopts today's once, and is held to it from then on
+    old = tmp_path / "old.csv"
+    pd.DataFrame({"a": [2]}).to_csv(old, index=False)
+    assert cached(old, lambda: 1 / 0, recipe={"lr": 0.1}).a.tolist() == [2]
+    assert json.loads((tmp_path / "provenance.json").read_text())["old.csv"]["recipe"] == {"lr": 0.1}
+    with pytest.raises(RecipeMismatchError, match="lr: 0.1 -> 0.2"):
+        cached(old, lambda: 1 / 0, recipe={"lr": 0.2})
+
+
+def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
+    """Change expert_lr and rerun: the stored experts (and every step made from them) are refused, naming the
+    setting, where they used to be reused silently; runtime settings change nothing."""
+    from dataclasses import replace
+
+    import pytest
+
+    from expertlib.pipeline import selection as S
+    from expertlib.pipeline import upstream as U
+    from expertlib.pipeline.workspace import RecipeMismatchError
+
+    ws, bench = smoke
+    changed = replace(ws, scale=replace(ws.scale, expert_lr=ws.scale.expert_lr / 2))
+    base, _ = U.load_generic(ws)
+    with pytest.raises(RecipeMismatchError, match="expert_lr"):
+        U.train_experts(changed, bench, base, "adapter")
+    with pytest.raises(RecipeMismatchError, match="expert_lr"):
+        U.train_generic_extra(changed, bench, base)
+    assert "expert_lr" in changed.recipe("selection") and "expert_lr" in changed.recipe("transfer")
+    runtime = replace(ws, scale=replace(ws.scale, transfer_workers=0, data_workers=1, eval_batch=7))
+    U.train_experts(runtime, bench, base, "adapter")  # reused: workers and eval batch are not part of a recipe
+    assert S.PICKED_BY

@@ -204,3 +204,22 @@ def test_a_mistyped_loss_is_refused():
 
     with pytest.raises(ValueError, match="loss must be 'softmax' or 'sigmoid', got 'softmx'"):
         TrainConfig(Schedule(10, 1, 0.1), loss="softmx")
+
+
+def test_resume_under_a_changed_recipe_is_refused_naming_what_changed(tmp_path):
+    import pytest
+
+    from expertlib.training import RecipeMismatchError
+
+    ckpt = tmp_path / "run.pt"
+    cfg = TrainConfig(scaled_hyperrule(12, 0.05), batch_size=16, seed=7, checkpoint_every=4)
+    m = create_model("tiny", num_classes=4)
+    train(m, list(m.parameters()), _data(), cfg, 4, checkpoint=ckpt, progress=False, stop_after=8)
+    changed = TrainConfig(scaled_hyperrule(12, 0.1), batch_size=16, seed=7, checkpoint_every=4)
+    with pytest.raises(RecipeMismatchError, match=r"another recipe \(schedule: .*0\.05.*0\.1"):
+        train(create_model("tiny", num_classes=4), list(m.parameters()), _data(), changed, 4, checkpoint=ckpt,
+              progress=False)  # fmt: skip
+    # runtime settings may differ: more checkpoints, data workers
+    runtime = TrainConfig(scaled_hyperrule(12, 0.05), batch_size=16, seed=7, checkpoint_every=2, workers=0, log_every=3)
+    res = train(m, list(m.parameters()), _data(), runtime, 4, checkpoint=ckpt, progress=False)
+    assert res.resumed_from == 8

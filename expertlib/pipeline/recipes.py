@@ -46,6 +46,56 @@ def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: 
                        workers=scale.data_workers, micro_batch=scale.micro_batch, data_parallel=False)  # fmt: skip
 
 
+# -- which settings make each step's results ------------------------------------------------------------------
+# A step's recipe is the settings that change its results: its own and those of every step it builds on.
+# Settings that only add work (more tasks, few-shot regimes, seeds) or change how it runs (workers, eval
+# batch, checkpoint cadence, progress) are not part of it: the tests show they change nothing that exists.
+_DATA = (
+    "data",
+    "embedded",
+    "heldout_per_class",
+    "crop",
+    "precrop",
+    "task_resolution",
+    "arch",
+    "writes_fixture",
+)
+_GENERIC = (*_DATA, "upstream_steps", "upstream_batch", "upstream_lr", "upstream_loss", "upstream_schedule",
+            "generic_weights", "micro_batch")  # fmt: skip
+_EXPERT = ("expert_steps", "expert_batch", "expert_lr")
+STEP_FIELDS: dict[str, tuple[str, ...]] = {
+    "generic": _GENERIC,
+    "extra": (*_GENERIC, *_EXPERT),
+    "adapter": (*_GENERIC, *_EXPERT, "experts", "expert_rule", "adapter"),
+    "full": (*_GENERIC, *_EXPERT, "full_experts", "full_expert_steps", "full_expert_lrs"),
+}
+STEP_FIELDS["specialisation"] = (*STEP_FIELDS["adapter"], *STEP_FIELDS["full"], "knn_k", "knn_metric",
+                                 "specialisation_images")  # fmt: skip
+STEP_FIELDS["selection"] = (*STEP_FIELDS["adapter"], "knn_k", "knn_metric", "random_experts", "oracle_pool",
+                            "dat_timing_steps", "released_experts")  # fmt: skip
+STEP_FIELDS["transfer"] = (*STEP_FIELDS["selection"], *STEP_FIELDS["full"], "transfer_batch", "transfer_steps",
+                           "transfer_lrs", "dat_accuracy", "oracle_on", "linear_probes")  # fmt: skip
+STEP_FIELDS["schedule_sweep"] = (*STEP_FIELDS["transfer"], "schedule_sweep")
+
+
+def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
+    """The settings (JSON values) that make ``step``'s results at ``scale`` and workspace ``seed``."""
+    from dataclasses import asdict, is_dataclass
+
+    def plain(v):
+        if is_dataclass(v):
+            return plain(asdict(v))
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    if step not in STEP_FIELDS:
+        raise KeyError(f"no recipe for step {step!r}; steps: {', '.join(STEP_FIELDS)}")
+    return {**{f: plain(getattr(scale, f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
+
+
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)
 GENERIC_SEED, EXTRA_SEED, EXPERT_SEED, DAT_SEED = 0, 1, 7, 11
 

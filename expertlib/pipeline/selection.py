@@ -25,7 +25,7 @@ from expertlib.datasets.benchmark import Benchmark
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts
-from expertlib.pipeline.workspace import Workspace, is_main_process, record_provenance
+from expertlib.pipeline.workspace import Workspace, check_recipe, is_main_process, record_provenance
 from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
     ALL_PROXIES,
@@ -121,6 +121,9 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         ws.path("tables", "selection_picks.csv"),
     )
     done = rank_path.exists() and pick_path.exists()
+    recipe = ws.recipe("selection")
+    if done:  # the tasks scored under another recipe are never mixed with these
+        check_recipe([rank_path, pick_path], recipe)
     picks = pd.read_csv(pick_path).to_dict("records") if done else []
     finished = {p["task"] for p in picks}
     # a task killed between its two writes has rankings but no picks: its rankings are dropped and redone
@@ -162,7 +165,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
             atomic_write_csv(rank_path, pd.concat(rankings, ignore_index=True))
             atomic_write_csv(pick_path, pd.DataFrame(picks))
     if todo and is_main_process():
-        record_provenance([rank_path, pick_path])
+        record_provenance([rank_path, pick_path], recipe)
     return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 
 

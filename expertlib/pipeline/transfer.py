@@ -23,7 +23,7 @@ from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.selection import PICKED_BY, dat_models
-from expertlib.pipeline.workspace import Workspace, cached, is_main_process, record_provenance
+from expertlib.pipeline.workspace import Workspace, cached, check_recipe, is_main_process, record_provenance
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
 
@@ -158,9 +158,13 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     for every candidate where the scale asks for it."""
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
+    hp_path = ws.path("tables", "transfer_hyperparameters.json")
+    recipe = ws.recipe("transfer")
+    check_recipe(
+        [p for p in (out, hp_path) if p.exists()], recipe
+    )  # runs of another recipe are never mixed in
     rows = pd.read_csv(out).to_dict("records") if out.exists() else []
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
-    hp_path = ws.path("tables", "transfer_hyperparameters.json")
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
     missing = [t for t in ws.tasks if t not in hps]
     if missing:
@@ -214,7 +218,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             if is_main_process():
                 atomic_write_csv(out, pd.DataFrame(rows))
     if computed and is_main_process():
-        record_provenance([out, hp_path])
+        record_provenance([out, hp_path], recipe)
     return _ordered(pd.DataFrame(rows))
 
 
@@ -268,7 +272,7 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
                          "accuracy": acc, "seconds": secs})  # fmt: skip
         return pd.DataFrame(rows, columns=["task", "steps", "model", "accuracy", "seconds"])
 
-    return cached(ws.path("tables", "schedule_sweep.csv"), compute)
+    return cached(ws.path("tables", "schedule_sweep.csv"), compute, recipe=ws.recipe("schedule_sweep"))
 
 
 # -- command line: the fine-tunes on one process or spread over GPUs and nodes with torchrun ----------------------

@@ -75,7 +75,7 @@ def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
         return model, record
 
     return cached((ws.path("models", "generic.safetensors"), ws.path("tables", "generic_training.json")), compute,
-                  ("model", "json"))  # fmt: skip
+                  ("model", "json"), ws.recipe("generic"))  # fmt: skip
 
 
 def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dict]:
@@ -106,7 +106,7 @@ def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResN
               progress=ws.progress, desc="B+extra")  # fmt: skip
         return model
 
-    return cached(ws.path("models", "generic_extra.safetensors"), compute, "model")
+    return cached(ws.path("models", "generic_extra.safetensors"), compute, "model", ws.recipe("extra"))
 
 
 def per_domain_accuracy(model: ResNetV2, ws: Workspace, bench: Benchmark) -> pd.DataFrame:
@@ -228,7 +228,7 @@ def train_experts(
         return bank, pd.DataFrame(rows)
 
     return cached((ws.path("models", f"{kind}_experts.safetensors"), ws.path("tables", f"{kind}_expert_training.csv")),
-                  compute, ("bank", "csv"))  # fmt: skip
+                  compute, ("bank", "csv"), ws.recipe(kind))  # fmt: skip
 
 
 def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
@@ -251,7 +251,7 @@ def bit_m(ws: Workspace) -> ResNetV2:
             )
         return model
 
-    return cached(ws.path("models", "generic.safetensors"), compute, "model").eval()
+    return cached(ws.path("models", "generic.safetensors"), compute, "model", ws.recipe("generic")).eval()
 
 
 def released_bank(ws: Workspace) -> ExpertBank:
@@ -339,7 +339,9 @@ def write_specialisation(
 
     experts = [n for n, c in cands.items() if c.expert is not None]
     spec = cached(
-        ws.results_dir / "expert_specialisation.csv", lambda: specialisation(ws, bench, cands, experts)
+        ws.results_dir / "expert_specialisation.csv",
+        lambda: specialisation(ws, bench, cands, experts),
+        recipe=ws.recipe("specialisation"),
     )
     figs = []
     for measure in ("knn", "linear"):

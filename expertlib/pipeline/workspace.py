@@ -83,6 +83,12 @@ class Workspace:
         fixture there (``paper-smoke``, ``released-smoke``)."""
         return self.data_root / self.scale.name if self.scale.writes_fixture else self.data_root
 
+    def recipe(self, step: str) -> dict:
+        """The settings that make ``step``'s results here (:func:`expertlib.pipeline.recipes.step_recipe`)."""
+        from expertlib.pipeline.recipes import step_recipe
+
+        return step_recipe(self.scale, step, self.seed)
+
     def pool_workers(self) -> int:
         """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
         ``transfer_workers`` on a CPU; none on a GPU or under torchrun, where the jobs run in turn."""
@@ -143,8 +149,44 @@ FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
 }
 
 
-def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str | Sequence[str] = "csv") -> T:
-    """The stored result when every file in ``paths`` exists, else ``compute()`` saved to them.
+class RecipeMismatchError(RuntimeError):
+    """A stored output was made under other settings than the scale asks for now."""
+
+
+def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:
+    """Refuse stored outputs made under another recipe, naming the settings that changed and the two ways
+    out. An output whose provenance records no recipe (written before recipes were recorded) adopts this one,
+    once: recorded in its ``provenance.json`` entry."""
+    if recipe is None:
+        return
+    by_dir: dict[Path, list[Path]] = {}
+    for p in paths:
+        by_dir.setdefault(Path(p).parent, []).append(Path(p))
+    for folder, files in by_dir.items():
+        book = folder / "provenance.json"
+        known = json.loads(book.read_text()) if book.exists() else {}
+        adopt = False
+        for p in files:
+            entry = known.setdefault(p.name, {})
+            stored = entry.get("recipe")
+            if stored is None:
+                entry["recipe"], adopt = recipe, True
+                continue
+            changed = sorted(k for k in set(stored) | set(recipe) if stored.get(k) != recipe.get(k))
+            if changed:
+                diff = "; ".join(f"{k}: {stored.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
+                raise RecipeMismatchError(
+                    f"{p} was made under another recipe ({diff}). Keep both: give this run another results_dir; or "
+                    "recompute: `make reproduce-fresh` (or delete the file and what was made from it)"
+                )
+        if adopt and is_main_process():
+            atomic_write_json(book, known)
+
+
+def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str | Sequence[str] = "csv",
+           recipe: dict | None = None) -> T:  # fmt: skip
+    """The stored result when every file in ``paths`` exists (and was made under ``recipe``: else
+    :class:`RecipeMismatchError`), else ``compute()`` saved to them, with ``recipe`` in their provenance.
 
     One path and format gives one value; several paths and formats give (and ``compute`` returns) a tuple in
     the same order. Formats: ``csv`` (a DataFrame), ``json``, ``model`` (a ResNetV2), ``bank`` (an expert
@@ -158,6 +200,7 @@ def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str 
     if unknown:
         raise ValueError(f"unknown cache formats {unknown}; known: {', '.join(FORMATS)}")
     if all(p.exists() for p in paths):
+        check_recipe(paths, recipe)
         values = tuple(FORMATS[f][0](p) for p, f in zip(paths, formats, strict=True))
         return values[0] if single else values  # type: ignore[return-value]
     result = compute()
@@ -165,15 +208,18 @@ def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str 
     if is_main_process():  # under torchrun every rank computes, rank 0 writes
         for p, f, v in zip(paths, formats, values, strict=True):
             FORMATS[f][1](p, v)
-        record_provenance(paths)
+        record_provenance(paths, recipe)
     return result
 
 
-def record_provenance(paths: Sequence[Path]) -> None:
-    """Note in ``provenance.json`` beside each file the commit, working-tree state and time that produced it
-    (one entry per file name; a rerun that reuses the file leaves its entry alone)."""
+def record_provenance(paths: Sequence[Path], recipe: dict | None = None) -> None:
+    """Note in ``provenance.json`` beside each file the commit, working-tree state and time that produced it,
+    and the recipe (the settings that made it) when given (one entry per file name; a rerun that reuses the
+    file leaves its entry alone)."""
     stamp = provenance()
     entry = {k: stamp[k] for k in ("git_commit", "uncommitted_changes", "time")}
+    if recipe is not None:
+        entry["recipe"] = recipe
     by_dir: dict[Path, list[str]] = {}
     for p in paths:
         by_dir.setdefault(Path(p).parent, []).append(Path(p).name)
