@@ -105,15 +105,31 @@ VOLATILE_CELL_KEYS = ("execution",)  # per-cell timestamps
 VOLATILE_PAPERMILL_KEYS = ("start_time", "end_time", "duration")
 
 
+def is_progress_bar(output: dict) -> bool:
+    """A tqdm progress bar written to stderr (``\\r``-redrawn ``... 3/9 [00:01<00:02, 3.74it/s]`` lines)."""
+    import re
+
+    if output.get("output_type") != "stream" or output.get("name") != "stderr":
+        return False
+    text = "".join(output.get("text", ""))
+    return bool(text.strip()) and all(
+        re.search(r"(\d+%\||\d+it \[|it/s\]|s/it\]|\| *\d+/\d+ \[)", line) or not line.strip()
+        for line in re.split(r"[\r\n]", text)
+    )
+
+
 def finish(partial: Path, out: Path) -> Path:
-    """Move an executed notebook to ``out`` atomically, without the timestamps papermill and the kernel record,
-    so that a rerun that reproduces every output leaves the file byte-identical."""
+    """Move an executed notebook to ``out`` atomically, without the timestamps papermill and the kernel record
+    and without progress bars, so that a rerun that reproduces every output leaves the file byte-identical (also
+    when a fresh clone rebuilds its data first)."""
     import nbformat
 
     from expertlib.runtime import atomic_write
 
     nb = nbformat.read(str(partial), as_version=4)
     for cell in nb.cells:
+        if "outputs" in cell:  # progress bars say how a run went (e.g. data rebuilt), not what it found
+            cell["outputs"] = [o for o in cell["outputs"] if not is_progress_bar(o)]
         if "injected-parameters" in cell.metadata.get("tags", []):
             cell["id"] = "injected-parameters"  # papermill gives it a random id on every run
         for key in VOLATILE_CELL_KEYS:

@@ -368,3 +368,26 @@ def test_report_renders_in_jupyterlab_with_figures(smoke_run, tmp_path):
     assert "Report: what reproduced" in dom
     assert dom.count("jp-RenderedImage") >= 3, "the report's figures are not on the page"
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_executed_notebooks_keep_no_progress_bars(tmp_path):
+    """A fresh clone that must rebuild its data shows progress bars; the executed notebook must not keep them,
+    so `make reproduce` leaves git clean either way. Warnings and printed text stay."""
+    from expertlib.reproduce import finish
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output(
+            "stream", name="stderr", text="\rupstream train:  11%|█  | 1/9 [00:00<00:02, 3.7it/s]"
+        ),
+        nbformat.v4.new_output("stream", name="stderr", text="\rfine-tunes: 0it [00:00, ?it/s]\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something worth reading\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="scale cpu: ...\n"),
+    ]
+    nb.cells.append(cell)
+    partial = tmp_path / "run.ipynb"
+    nbformat.write(nb, str(partial))
+    out = finish(partial, tmp_path / "out.ipynb")
+    kept = [o.text for o in nbformat.read(str(out), as_version=4).cells[0].outputs]
+    assert kept == ["UserWarning: something worth reading\n", "scale cpu: ...\n"]

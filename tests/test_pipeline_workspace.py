@@ -89,8 +89,12 @@ def test_outputs_are_reused_only_under_the_recipe_that_made_them(tmp_path):
 
     made = tmp_path / "t.csv"
     cached(made, lambda: pd.DataFrame({"a": [1]}), recipe={"lr": 0.1, "seed": 0})
-    assert cached(made, lambda: 1 / 0, recipe={"lr": 0.1, "seed": 0}).a.tolist() == [1]  # reused, not recomputed
-    with pytest.raises(RecipeMismatchError, match=r"another recipe \(lr: 0.1 -> 0.05\).*results_dir.*reproduce-fresh"):
+    assert cached(made, lambda: 1 / 0, recipe={"lr": 0.1, "seed": 0}).a.tolist() == [
+        1
+    ]  # reused, not recomputed
+    with pytest.raises(
+        RecipeMismatchError, match=r"another recipe \(lr: 0.1 -> 0.05\).*results_dir.*reproduce-fresh"
+    ):
         cached(made, lambda: 1 / 0, recipe={"lr": 0.05, "seed": 0})
     # an output written before recipes were recorded adopts today's once, and is held to it from then on
     old = tmp_path / "old.csv"
@@ -121,5 +125,7 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
         U.train_generic_extra(changed, bench, base)
     assert "expert_lr" in changed.recipe("selection") and "expert_lr" in changed.recipe("transfer")
     runtime = replace(ws, scale=replace(ws.scale, transfer_workers=0, data_workers=1, eval_batch=7))
-    U.train_experts(runtime, bench, base, "adapter")  # reused: workers and eval batch are not part of a recipe
+    U.train_experts(
+        runtime, bench, base, "adapter"
+    )  # reused: workers and eval batch are not part of a recipe
     assert S.PICKED_BY

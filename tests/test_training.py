@@ -220,6 +220,8 @@ def test_resume_under_a_changed_recipe_is_refused_naming_what_changed(tmp_path):
         train(create_model("tiny", num_classes=4), list(m.parameters()), _data(), changed, 4, checkpoint=ckpt,
               progress=False)  # fmt: skip
     # runtime settings may differ: more checkpoints, data workers
-    runtime = TrainConfig(scaled_hyperrule(12, 0.05), batch_size=16, seed=7, checkpoint_every=2, workers=0, log_every=3)
+    runtime = TrainConfig(
+        scaled_hyperrule(12, 0.05), batch_size=16, seed=7, checkpoint_every=2, workers=0, log_every=3
+    )
     res = train(m, list(m.parameters()), _data(), runtime, 4, checkpoint=ckpt, progress=False)
     assert res.resumed_from == 8
