@@ -106,13 +106,14 @@ VOLATILE_PAPERMILL_KEYS = ("start_time", "end_time", "duration")
 
 
 def is_progress_bar(output: dict) -> bool:
-    """A tqdm progress bar written to stderr (``\\r``-redrawn ``... 3/9 [00:01<00:02, 3.74it/s]`` lines)."""
+    """A tqdm progress bar written to stderr (``\\r``-redrawn ``... 3/9 [00:01<00:02, 3.74it/s]`` lines, and the
+    bare newline it ends with)."""
     import re
 
     if output.get("output_type") != "stream" or output.get("name") != "stderr":
         return False
     text = "".join(output.get("text", ""))
-    return bool(text.strip()) and all(
+    return not text.strip() or all(
         re.search(r"(\d+%\||\d+it \[|it/s\]|s/it\]|\| *\d+/\d+ \[)", line) or not line.strip()
         for line in re.split(r"[\r\n]", text)
     )

@@ -382,6 +382,7 @@ def test_executed_notebooks_keep_no_progress_bars(tmp_path):
             "stream", name="stderr", text="\rupstream train:  11%|█  | 1/9 [00:00<00:02, 3.7it/s]"
         ),
         nbformat.v4.new_output("stream", name="stderr", text="\rfine-tunes: 0it [00:00, ?it/s]\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="\n"),  # what a closing bar leaves
         nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something worth reading\n"),
         nbformat.v4.new_output("stream", name="stdout", text="scale cpu: ...\n"),
     ]
