@@ -11,6 +11,7 @@ Every residual unit takes an optional ``adapter`` argument: the residual adapter
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -25,7 +26,7 @@ StemType = Literal["bit", "small"]
 AdapterPlacement = Literal["unit_end", "parallel"]
 
 
-_reuse = {"depth": 0, "generation": 0}
+_reuse: dict = {"depth": 0, "generation": 0, "holders": weakref.WeakSet()}
 
 
 @contextmanager
@@ -33,7 +34,8 @@ def reuse_standardized_weights() -> Iterator[None]:
     """Within this block, weight-standardised convs without autograd standardise each weight once and reuse it
     (evaluation and feature extraction: :func:`expertlib.training.predict` enters it). The weights must not
     change inside the block; outside it every call standardises afresh, as timm does. Measured in
-    ``results/benchmarks/models.csv``."""
+    ``results/benchmarks/models.csv``. The kept weights are released when the outermost block ends: nothing
+    outlives it (48 R50x1 experts' would be about 4.5 GB of GPU memory)."""
     _reuse["depth"] += 1
     try:
         yield
@@ -41,6 +43,9 @@ def reuse_standardized_weights() -> Iterator[None]:
         _reuse["depth"] -= 1
         if _reuse["depth"] == 0:
             _reuse["generation"] += 1  # nothing kept inside one block is ever used in another
+            for conv in list(_reuse["holders"]):
+                conv._kept = None
+            _reuse["holders"].clear()
 
 
 class StdConv2d(nn.Conv2d):
@@ -70,6 +75,7 @@ class StdConv2d(nn.Conv2d):
         kept = self._kept
         if kept is None or kept[0] != _reuse["generation"] or kept[1] is not self.weight:
             self._kept = kept = (_reuse["generation"], self.weight, self.standardized_weight())
+            _reuse["holders"].add(self)
         return kept[2]
 
     def forward(self, x: Tensor) -> Tensor:

@@ -125,11 +125,13 @@ def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_bloc
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         fresh = model.features(x)
+        conv = model.stem.conv
         with reuse_standardized_weights():
             kept = [model.features(x), model.features(x)]
+            assert conv._kept is not None and kept[0].data_ptr() != kept[1].data_ptr()
         assert all(torch.equal(fresh, k) for k in kept)
-        conv = model.stem.conv
-        assert conv._kept is not None
+        # the block released every kept weight: nothing outlives it
+        assert all(m._kept is None for m in model.modules() if hasattr(m, "_kept"))
         conv.weight.mul_(-1)  # outside the block: the change is seen at once
         after = model.features(x)
         with reuse_standardized_weights():
