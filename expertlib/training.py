@@ -190,6 +190,15 @@ class RecipeMismatchError(RuntimeError):
     """A stored result or checkpoint was made under other settings than the ones asked for now."""
 
 
+def _finite_everywhere(loss: Tensor, world: int) -> bool:
+    """Whether the step's loss is finite on every rank: under DDP the ranks agree (one all-reduce of a flag),
+    so all of them stop together instead of one raising while the others wait at the next all-reduce."""
+    bad = (~torch.isfinite(loss)).float().reshape(1)
+    if world > 1:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    return not bool(bad.item())
+
+
 def check_resume_recipe(ckpt: Path, stored: dict | None, cfg: TrainConfig) -> None:
     """Refuse to resume ``ckpt`` under a recipe other than the one it was written with (runtime settings aside):
     a resumed run would otherwise continue another schedule silently."""
@@ -339,15 +348,16 @@ def train(
                 part = _loss(logits, y[a : a + chunk], cfg.loss, lm) * (min(chunk, len(x) - a) / len(x))
                 part.backward()
             loss = loss + part.detach()
-        if not torch.isfinite(loss):
+        if not _finite_everywhere(loss, world):
             kept = (
                 f"the last good checkpoint {ckpt} is kept"
                 if ckpt is not None and ckpt.is_file()
                 else "no checkpoint was written"
             )
+            where = "" if world == 1 else f" on at least one of {world} processes (this one's: {loss.item()})"
             raise NonFiniteLossError(
-                f"{desc}: loss became {loss.item()} at step {step} (lr {lr:.3g}); {kept}. Lower the learning rate "
-                "or check the inputs for NaNs"
+                f"{desc}: loss became {'non-finite' if where else loss.item()}{where} at step {step} (lr {lr:.3g}); "
+                f"{kept}. Lower the learning rate or check the inputs for NaNs"
             )
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
