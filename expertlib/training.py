@@ -289,6 +289,9 @@ def train(
             "crashes the process for odd batches (seen with torch 2.14.1). Use an even batch_size per process and an "
             "even micro_batch"
         )
+    was_training = model.training
+    # the model moves to cfg.device in channels_last (faster for training and for every later pass) and stays
+    # there; its train/eval mode is restored at the end
     model.to(device=device, memory_format=torch.channels_last)
     params = [p for p in params if p.requires_grad]
     if not params:
@@ -378,7 +381,7 @@ def train(
     seconds = time.perf_counter() - t0
     if metrics_csv is not None and rank == 0:
         _write_metrics(Path(metrics_csv), metrics)
-    model.eval()
+    model.train(was_training)
     return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed)
 
 
