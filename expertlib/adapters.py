@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from expertlib.resnet import AdapterPlacement, ResNetV2, group_norm
+from expertlib.resnet import AdapterPlacement, ResNetV2, count_parameters, group_norm
 
 BASE = "base"
 _NAME_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -202,8 +202,7 @@ class ExpertBank(nn.Module):
         return list(self.experts[self._require(expert)].parameters())  # type: ignore[index]
 
     def num_expert_parameters(self, expert: str, exclude_head: bool = False) -> int:
-        sd = self.expert_state_dict(expert)
-        return sum(v.numel() for k, v in sd.items() if not (exclude_head and k.startswith("head.")))
+        return count_parameters(self.expert_state_dict(expert), exclude_head=exclude_head)
 
     def expert_state_dict(self, expert: str) -> dict[str, Tensor]:
         return {k: v.detach() for k, v in self.experts[self._require(expert)].state_dict().items()}  # type: ignore[index]
@@ -224,11 +223,7 @@ class ExpertBank(nn.Module):
 
     def num_parameters(self, exclude_heads: bool = False) -> int:
         """Parameters of the whole bank (B and all experts)."""
-        return sum(
-            p.numel()
-            for n, p in self.named_parameters()
-            if not (exclude_heads and re.search(r"(^|\.)head\.", n))
-        )
+        return count_parameters(self, exclude_head=exclude_heads)
 
 
 class AdapterExperts(ExpertBank):
@@ -366,6 +361,6 @@ def _copy_head_rows(base: ResNetV2, head: nn.Conv2d | None, rows: Sequence[int])
 def parameter_summary(bank: ExpertBank, names: Iterable[str] | None = None) -> dict[str, int]:
     """Backbone and per-expert parameter counts (heads excluded: they are replaced for transfer)."""
     names = list(names) if names is not None else bank.expert_names
-    backbone = sum(p.numel() for n, p in bank.base.named_parameters() if not n.startswith("head."))
+    backbone = count_parameters(bank.base, exclude_head=True)
     per_expert = {n: bank.num_expert_parameters(n, exclude_head=True) for n in names}
     return {"backbone": backbone, **{f"expert:{n}": c for n, c in per_expert.items()}}

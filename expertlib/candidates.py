@@ -19,7 +19,7 @@ from collections.abc import Container, Iterable, Sequence
 from torch import Tensor, nn
 
 from expertlib.adapters import ExpertBank, FullExperts
-from expertlib.resnet import ResNetV2
+from expertlib.resnet import ResNetV2, count_parameters
 
 BASE, EXTRA = "base", "base+extra"
 
@@ -78,11 +78,7 @@ class Candidate(nn.Module):
 
     def num_parameters(self, exclude_head: bool = True) -> int:
         if self.expert is None:
-            return sum(
-                p.numel()
-                for n, p in self.bank.base.named_parameters()
-                if not (exclude_head and n.startswith("head."))
-            )
+            return count_parameters(self.bank.base, exclude_head=exclude_head)
         return self.bank.num_expert_parameters(self.expert, exclude_head=exclude_head)
 
 

@@ -440,10 +440,7 @@ def validate_parameters(notebook: str | Path, values: dict[str, Any]) -> dict[st
                 f"unknown parameter {name!r} for {Path(notebook).name}.{hint} Accepted: {', '.join(sorted(declared))}"
             )
         want = declared[name]["type"]
-        ok_types = tuple(t for part in want.split(" | ") for t in _as_tuple(_TYPES.get(part.strip())))
-        if ok_types and not (
-            isinstance(value, ok_types) and not (isinstance(value, bool) and bool not in ok_types)
-        ):
+        if not _type_ok(value, want):
             raise ParameterError(
                 f"parameter {name!r} of {Path(notebook).name} must be {want} (default "
                 f"{declared[name]['default']}), got {type(value).__name__} {value!r}"
@@ -459,24 +456,25 @@ def _as_tuple(t: Any) -> tuple:
     return t if isinstance(t, tuple) else (t,)
 
 
-_VALUE_TYPES = {
-    "scale": str,
-    "results_dir": str,
-    "data_root": str,
-    "seed": int,
-    "device": str,
-    "progress": bool,
-}
+def _type_ok(value: Any, want: str) -> bool:
+    """Whether ``value`` fits a declared type (``"int"``, ``"str | None"``, ...): the one type check of every
+    parameter, before a run and inside a notebook (a bool is not an int here)."""
+    ok_types = tuple(t for part in want.split(" | ") for t in _as_tuple(_TYPES.get(part.strip())))
+    return not ok_types or (
+        isinstance(value, ok_types) and not (isinstance(value, bool) and bool not in ok_types)
+    )
+
+
+_VALUE_TYPES = {"scale": "str", "results_dir": "str", "data_root": "str", "seed": "int", "device": "str",
+                "progress": "bool"}  # fmt: skip
 
 
 def validate_values(**values: Any) -> None:
     """In-notebook check of the common parameters' values (types, known scale, known device)."""
     for name, value in values.items():
         want = _VALUE_TYPES.get(name)
-        if want is not None and (not isinstance(value, want) or (want is int and isinstance(value, bool))):
-            raise ParameterError(
-                f"parameter {name!r} must be {want.__name__}, got {type(value).__name__} {value!r}"
-            )
+        if want is not None and not _type_ok(value, want):
+            raise ParameterError(f"parameter {name!r} must be {want}, got {type(value).__name__} {value!r}")
     if "scale" in values:
         get_scale(values["scale"])
     if "device" in values and not (

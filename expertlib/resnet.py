@@ -11,8 +11,9 @@ Every residual unit takes an optional ``adapter`` argument: the residual adapter
 
 from __future__ import annotations
 
+import re
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Literal
@@ -25,6 +26,11 @@ BlockType = Literal["bottleneck", "basic"]
 StemType = Literal["bit", "small"]
 AdapterPlacement = Literal["unit_end", "parallel"]
 
+
+BIT_STD_EPS, TIMM_STD_EPS = (
+    1e-10,
+    1e-8,
+)  # weight standardisation eps of BiT's own weights and of timm's BiT models
 
 _reuse: dict = {"depth": 0, "generation": 0, "holders": weakref.WeakSet()}
 
@@ -56,7 +62,7 @@ class StdConv2d(nn.Conv2d):
     is computed once per block.
     """
 
-    def __init__(self, *args, eps: float = 1e-10, **kwargs) -> None:
+    def __init__(self, *args, eps: float = BIT_STD_EPS, **kwargs) -> None:
         kwargs.setdefault("bias", False)
         super().__init__(*args, **kwargs)
         self.eps = eps
@@ -106,7 +112,7 @@ class ResNetV2Config:
     stem: StemType = "bit"
     stem_width: int = 64
     norm_groups: int = 32
-    std_eps: float = 1e-10
+    std_eps: float = BIT_STD_EPS
     gn_eps: float = 1e-5
     in_chans: int = 3
     input_size: int = 224  # the resolution the config was designed for (documentation, presets)
@@ -401,13 +407,18 @@ class _Head(nn.Module):
         return self.fc(x).flatten(1)
 
 
-def count_parameters(module: nn.Module, trainable_only: bool = False, exclude_head: bool = False) -> int:
-    """Number of parameters (optionally only trainable ones, optionally without ``head.*``)."""
-    return sum(
-        p.numel()
-        for n, p in module.named_parameters()
-        if (p.requires_grad or not trainable_only) and not (exclude_head and n.startswith("head."))
-    )
+HEAD_KEY = re.compile(
+    r"(^|\.)head\."
+)  # a head's parameters, in a model (head.*) or a bank (experts.x.head.*)
+
+
+def count_parameters(source: nn.Module | Mapping[str, Tensor], trainable_only: bool = False,
+                     exclude_head: bool = False) -> int:  # fmt: skip
+    """Number of parameters of a module (or of a state dict), optionally only trainable ones, optionally
+    without heads: the one parameter count every table and test uses."""
+    items = source.items() if isinstance(source, Mapping) else source.named_parameters()
+    return sum(t.numel() for n, t in items
+               if (t.requires_grad or not trainable_only) and not (exclude_head and HEAD_KEY.search(n)))  # fmt: skip
 
 
 def create_model(name: str | ResNetV2Config = "R50x1", num_classes: int = 0, **overrides) -> ResNetV2:

@@ -48,8 +48,8 @@ def learning_rate(schedule: Schedule, step: int) -> float:
 
 def bit_hyperrule(dataset_size: int, base_lr: float = 0.003) -> Schedule:
     """BiT-HyperRule's schedule for a training set of ``dataset_size`` examples."""
-    if dataset_size < 20_000:
-        return Schedule(500, 100, base_lr, (200, 300, 400))
+    if dataset_size < 20_000:  # 500 steps, warm-up 100, decays past 200/300/400: the small-data shape
+        return scaled_hyperrule(500, base_lr)
     if dataset_size < 500_000:
         return Schedule(10_000, 500, base_lr, (3_000, 6_000, 9_000))
     return Schedule(20_000, 500, base_lr, (6_000, 12_000, 18_000))

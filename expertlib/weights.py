@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from expertlib.adapters import AdapterConfig, AdapterExperts, ExpertBank, FullExperts, UnknownExpertError
-from expertlib.resnet import ResNetV2, ResNetV2Config
+from expertlib.resnet import BIT_STD_EPS, TIMM_STD_EPS, ResNetV2, ResNetV2Config
 from expertlib.runtime import atomic_write
 
 FORMAT_MODEL = "expertlib.resnetv2"
@@ -173,9 +173,6 @@ def from_timm_state_dict(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
 def to_timm_state_dict(model: ResNetV2) -> dict[str, Tensor]:
     """Our model -> a state dict that ``timm.models.resnetv2.ResNetV2(...).load_state_dict`` accepts."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-TIMM_STD_EPS, BIT_STD_EPS = 1e-8, 1e-10  # weight standardisation eps of timm's BiT models and of BiT's own
 
 
 def set_std_eps(model: ResNetV2, eps: float) -> ResNetV2:

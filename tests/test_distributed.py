@@ -81,5 +81,7 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", str(script)], capture_output=True,
                           text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    assert "rank 0 stopped" in proc.stdout and "rank 1 stopped" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "rank 0 stopped" in proc.stdout and "rank 1 stopped" in proc.stdout, (
+        proc.stdout + proc.stderr[-2000:]
+    )
     assert "on at least one of 2 processes" in proc.stdout

@@ -162,3 +162,26 @@ def test_group_norm_refuses_channels_it_cannot_split_and_adapters_honour_gn_eps(
         m for n, m in bank.named_modules() if isinstance(m, torch.nn.GroupNorm) and "adapter" in n.lower()
     ]
     assert norms and all(m.eps == 1e-3 for m in norms)
+
+
+def test_one_parameter_count_serves_models_state_dicts_and_banks():
+    from expertlib.adapters import AdapterConfig, AdapterExperts
+    from expertlib.candidates import from_bank, from_model
+    from expertlib.resnet import count_parameters
+
+    m = create_model("tiny", num_classes=7)
+    head = m.head.fc.weight.numel() + m.head.fc.bias.numel() if hasattr(m.head, "fc") else 7 * 32 + 7
+    assert count_parameters(m) - count_parameters(m, exclude_head=True) == head
+    assert count_parameters(m.state_dict(), exclude_head=True) == count_parameters(m, exclude_head=True)
+    bank = AdapterExperts(m, AdapterConfig())
+    bank.add_expert("a", num_classes=3)
+    cand = from_bank(bank)["adapter:a"]
+    assert cand.num_parameters() == count_parameters(bank.expert_state_dict("a"), exclude_head=True)
+    assert from_model(m).num_parameters() == count_parameters(m, exclude_head=True)
+
+
+def test_the_small_data_hyperrule_is_the_scaled_rule_at_500_steps():
+    from expertlib.schedules import bit_hyperrule, scaled_hyperrule
+
+    assert bit_hyperrule(1000, 0.003) == scaled_hyperrule(500, 0.003)
+    assert bit_hyperrule(1000).boundaries == (200, 300, 400) and bit_hyperrule(1000).warmup_steps == 100

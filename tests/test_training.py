@@ -229,8 +229,22 @@ def test_resume_under_a_changed_recipe_is_refused_naming_what_changed(tmp_path):
 
 def test_train_restores_the_callers_mode():
     m = create_model("tiny", num_classes=4).eval()
-    train(m, list(m.parameters()), _data(), TrainConfig(scaled_hyperrule(2, 0.05), batch_size=16), 4, progress=False)
+    train(
+        m,
+        list(m.parameters()),
+        _data(),
+        TrainConfig(scaled_hyperrule(2, 0.05), batch_size=16),
+        4,
+        progress=False,
+    )
     assert not m.training
     m.train()
-    train(m, list(m.parameters()), _data(), TrainConfig(scaled_hyperrule(2, 0.05), batch_size=16), 4, progress=False)
+    train(
+        m,
+        list(m.parameters()),
+        _data(),
+        TrainConfig(scaled_hyperrule(2, 0.05), batch_size=16),
+        4,
+        progress=False,
+    )
     assert m.training
