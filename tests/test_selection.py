@@ -91,8 +91,32 @@ def test_quality_metrics():
 
 
 def test_flops_and_dat():
-    flops = forward_flops(create_model("tiny", num_classes=4).eval(), (1, 3, 32, 32))
-    assert 1e6 < flops < 1e8
+    model = create_model("tiny", num_classes=4).eval()
+    flops = forward_flops(model, (1, 3, 32, 32))
+    # exactly 2 FLOPs per multiply-add of every convolution and of the head, counted from the layers' shapes
+    shapes = {}
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, o.shape))
+             for n, m in model.named_modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]  # fmt: skip
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    want = 0
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            out = shapes[n]
+            want += (
+                2
+                * (m.in_channels // m.groups)
+                * m.kernel_size[0]
+                * m.kernel_size[1]
+                * out[1]
+                * out[2]
+                * out[3]
+            )
+        elif isinstance(m, torch.nn.Linear):
+            want += 2 * m.in_features * m.out_features
+    assert flops == want
     probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.2, 0.2]])
     w = dat_weights(probs, np.array([1 / 3, 1 / 3, 1 / 3]))
     assert w[0] > 1 > w[1] and (w * (1 / 3)).sum() == pytest.approx(1.0)
