@@ -58,6 +58,9 @@ class Scale:
     upstream_lr: float
     upstream_loss: Literal["softmax", "sigmoid"] = "sigmoid"
     upstream_schedule: Literal["cosine", "bit"] = "cosine"  # "bit": BiT's step decays
+    # SGD weight decay of every upstream-style training (B, B+extra, experts, DAT): BiT's upstream recipe uses
+    # 1e-4 (the paper scales); the embedded scales' recipes were chosen without it (0)
+    upstream_weight_decay: float = 0.0
     # experts
     experts: tuple[str, ...] | None = None  # None: chosen from the hierarchy by expert_rule
     expert_rule: ExpertRule = field(default_factory=ExpertRule)
@@ -247,6 +250,7 @@ SCALES: dict[str, Scale] = {
         upstream_batch=4096,
         upstream_lr=0.48,  # BiT: 0.03 * batch / 256
         upstream_schedule="bit",
+        upstream_weight_decay=1e-4,  # BiT's upstream recipe
         experts=PAPER_EXPERTS,
         full_experts=PAPER_EXPERTS,
         expert_steps=20_000,

@@ -60,3 +60,14 @@ def test_gpu_hours_from_measured_or_assumed_throughput(tmp_path):
     assert abs(ratio - 2.0) < 1e-9  # twice the throughput, half the hours
     scaled = (224 / paper.crop) ** 2 * 4000
     assert measured["images_per_second"] == scaled
+
+
+def test_weight_decay_follows_bits_upstream_recipe_at_the_paper_scale():
+    from expertlib.pipeline.recipes import expert_config, generic_config, transfer_config
+    from expertlib.presets import get_scale
+
+    paper, cpu = get_scale("paper"), get_scale("cpu")
+    assert generic_config(paper).weight_decay == expert_config(paper).weight_decay == 1e-4  # BiT upstream
+    assert transfer_config(paper, 500, 0.003).weight_decay == 0.0  # BiT-HyperRule: none
+    assert generic_config(cpu).weight_decay == 0.0  # the embedded recipes were chosen without it
+    assert all(c.mixup_alpha == 0.0 for c in (generic_config(paper), transfer_config(paper, 500, 0.003)))

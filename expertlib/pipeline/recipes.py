@@ -16,13 +16,15 @@ def upstream_config(
     scale: Scale, steps: int, lr: float, batch: int, seed: int = 0, device: str = "cpu"
 ) -> TrainConfig:
     """Upstream-style training (B, B+extra, experts, DAT): BiT's step schedule or a cosine, per the scale, with
-    the scale's upstream loss."""
+    the scale's upstream loss and weight decay. No mixup: BiT's upstream recipe has none, and BiT-HyperRule
+    uses it only for tasks of 20k images or more (VTAB-1k's have 1,000)."""
     sched = (
         upstream_schedule(steps, lr)
         if scale.upstream_schedule == "bit"
         else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
     )
     return TrainConfig(sched, batch_size=batch, loss=scale.upstream_loss, seed=seed, device=device,
+                       weight_decay=scale.upstream_weight_decay,
                        checkpoint_every=max(50, steps // 10), checkpoint_minutes=scale.checkpoint_minutes,
                        workers=scale.data_workers, micro_batch=scale.micro_batch)  # fmt: skip
 
@@ -61,7 +63,7 @@ _DATA = (
     "writes_fixture",
 )
 _GENERIC = (*_DATA, "upstream_steps", "upstream_batch", "upstream_lr", "upstream_loss", "upstream_schedule",
-            "generic_weights", "micro_batch")  # fmt: skip
+            "generic_weights", "micro_batch", "upstream_weight_decay")  # fmt: skip
 _EXPERT = ("expert_steps", "expert_batch", "expert_lr")
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "generic": _GENERIC,

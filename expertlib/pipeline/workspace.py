@@ -172,7 +172,9 @@ def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:
             if stored is None:
                 entry["recipe"], adopt = recipe, True
                 continue
-            changed = sorted(k for k in set(stored) | set(recipe) if stored.get(k) != recipe.get(k))
+            # a setting added after the output was made is not in its recipe: it has the value that keeps the
+            # behaviour of then (every new setting's default does), so only recorded settings are compared
+            changed = sorted(k for k in stored if stored.get(k) != recipe.get(k))
             if changed:
                 diff = "; ".join(f"{k}: {stored.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
                 raise RecipeMismatchError(
