@@ -223,11 +223,43 @@ def _plain(value):
     return value
 
 
+def _trained_by_name(model: nn.Module, params: Sequence[nn.Parameter]) -> dict[str, nn.Parameter]:
+    """The parameters being trained, by their names in ``model``: what a checkpoint holds, so that an expert's
+    checkpoint is that expert's parameters, not its whole bank (a resume then needs only the same expert)."""
+    wanted = {id(p) for p in params}
+    return {n: p for n, p in model.named_parameters() if id(p) in wanted}
+
+
+def _resume(ckpt: Path | None, model: nn.Module, params: Sequence[nn.Parameter], opt: torch.optim.Optimizer,
+            cfg: TrainConfig, device: str) -> tuple[int, list[dict], int | None]:  # fmt: skip
+    """Load ``ckpt`` when it exists (its recipe checked, its trained parameters by name, the optimizer):
+    (first step, metrics so far, the step resumed from or None)."""
+    if ckpt is None or not ckpt.is_file():
+        return 0, [], None
+    state = torch.load(ckpt, map_location=device, weights_only=False)
+    check_resume_recipe(ckpt, state.get("config"), cfg)
+    if "trained" in state:
+        mine = _trained_by_name(model, params)
+        if set(mine) != set(state["trained"]):
+            raise RecipeMismatchError(
+                f"checkpoint {ckpt} holds other parameters than this training's ({sorted(set(state['trained']) ^ set(mine))[:4]}"
+                " differ): delete it to start again"
+            )
+        with torch.no_grad():
+            for n, p in mine.items():
+                p.copy_(state["trained"][n])
+    else:  # a checkpoint from before: the whole model
+        model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return state["step"], state["metrics"], state["step"]
+
+
 def _save_checkpoint(
-    path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, metrics: list[dict], cfg: TrainConfig
-) -> None:
+    path: Path, model: nn.Module, params: Sequence[nn.Parameter], opt: torch.optim.Optimizer, step: int,
+    metrics: list[dict], cfg: TrainConfig,
+) -> None:  # fmt: skip
     state = {
-        "model": model.state_dict(),
+        "trained": {n: p.detach().clone() for n, p in _trained_by_name(model, params).items()},
         "optimizer": opt.state_dict(),
         "step": step,
         "metrics": metrics,
@@ -300,13 +332,7 @@ def train(
         params, lr=cfg.schedule.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    start, metrics, resumed = 0, [], None
-    if ckpt is not None and ckpt.is_file():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        check_resume_recipe(ckpt, state.get("config"), cfg)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start, metrics, resumed = state["step"], state["metrics"], state["step"]
+    start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
     run_model: nn.Module = model
     if world > 1:
@@ -375,7 +401,7 @@ def train(
         due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
         due = due or (cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
         if ckpt is not None and rank == 0 and due:
-            _save_checkpoint(ckpt, model, opt, done, metrics, cfg)
+            _save_checkpoint(ckpt, model, params, opt, done, metrics, cfg)
             last_save = time.monotonic()
     bar.close()
     seconds = time.perf_counter() - t0

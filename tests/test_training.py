@@ -76,7 +76,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
             progress=False,
         )
     state = torch.load(ckpt, weights_only=False)
-    assert state["step"] in (4, 8) and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert state["step"] in (4, 8) and all(torch.isfinite(v).all() for v in state["trained"].values())
 
 
 CHILD = textwrap.dedent(
@@ -248,3 +248,33 @@ def test_train_restores_the_callers_mode():
         progress=False,
     )
     assert m.training
+
+
+def test_an_expert_checkpoint_holds_that_expert_alone_and_resumes_in_another_bank(tmp_path):
+    """An adapter expert's checkpoint holds its own trainable parameters by name, not the whole bank: a resume
+    works in a bank that gained another expert meanwhile, and gives the weights of an uninterrupted run."""
+    from expertlib.adapters import AdapterConfig, AdapterExperts
+    from expertlib.training import train_expert
+
+    def bank(extra: bool):
+        torch.manual_seed(0)
+        b = AdapterExperts(create_model("tiny", num_classes=4), AdapterConfig())
+        torch.manual_seed(1)
+        b.add_expert("a", num_classes=4)
+        if extra:
+            b.add_expert("b", num_classes=2)
+        return b
+
+    cfg = TrainConfig(scaled_hyperrule(12, 0.05), batch_size=16, seed=3, checkpoint_every=4)
+    ckpt = tmp_path / "a.pt"
+    first = bank(False)
+    train_expert(first, "a", _data(), cfg, checkpoint=ckpt, progress=False, stop_after=8)
+    stored = torch.load(ckpt, weights_only=False)["trained"]
+    assert len(stored) == len(first.expert_parameters("a"))  # the expert's parameters, not the bank's
+    grown = bank(True)
+    res = train_expert(grown, "a", _data(), cfg, checkpoint=ckpt, progress=False)
+    assert res.resumed_from == 8
+    straight = bank(False)
+    train_expert(straight, "a", _data(), cfg, progress=False)
+    for p, q in zip(grown.expert_parameters("a"), straight.expert_parameters("a"), strict=True):
+        assert torch.equal(p, q)
