@@ -127,3 +127,31 @@ def test_hyperrule_resolution_per_task(tmp_path):
     assert bench.task("resisc45", "test").batch(np.arange(1), False, torch.Generator()).shape[-1] == 480
     with pytest.raises(ValueError, match="task_resolution"):
         FolderBenchmark(tmp_path, [], task_resolution="native")
+
+
+def test_the_upstream_file_index_is_listed_once_cached_by_tree_and_read_alike(tmp_path):
+    """The cached index gives the very paths and labels of a fresh listing, is reused while the tree is
+    unchanged, and is rebuilt when a class folder changes."""
+    import os
+    import time
+
+    from expertlib.datasets.fixtures import write_paper_fixture
+    from expertlib.datasets.ondisk import FolderBenchmark
+
+    root = write_paper_fixture(tmp_path / "d")
+    fresh = FolderBenchmark(root, ["resisc45"])
+    cached = FolderBenchmark(root, ["resisc45"], index_dir=tmp_path / "cache")
+    for split in ("train", "test"):
+        a, b = fresh.upstream_data(split), cached.upstream_data(split)
+        assert list(a.dataset) == list(b.dataset) and (a.labels == b.labels).all()
+    made = sorted((tmp_path / "cache").glob("index-*.npz"))
+    assert len(made) == 1
+    again = FolderBenchmark(root, ["resisc45"], index_dir=tmp_path / "cache")
+    assert sorted((tmp_path / "cache").glob("index-*.npz")) == made  # reused
+    folder = root / "imagenet21k" / cached.classes[0]
+    extra = folder / f"{cached.classes[0]}_99.JPEG"
+    extra.write_bytes(next(folder.iterdir()).read_bytes())
+    os.utime(folder, ns=(time.time_ns(), time.time_ns() + 10**9))  # a file added: the folder's mtime moves
+    grown = FolderBenchmark(root, ["resisc45"], index_dir=tmp_path / "cache")
+    assert len(sorted((tmp_path / "cache").glob("index-*.npz"))) == 2
+    assert len(grown.upstream_data("train")) == len(again.upstream_data("train")) + 1

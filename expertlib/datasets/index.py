@@ -3,10 +3,10 @@ process.
 
 A list of 14.2 M ``Path`` objects costs about 600 bytes a file (9 GB) in every notebook process and torchrun
 rank, and a forked DataLoader worker copies every Python object it touches (reference counts defeat
-copy-on-write). :class:`FileIndex` holds the same information as one UTF-8 byte buffer of relative paths, an
-offsets array, labels and a split flag: a few bytes per file beyond the path itself, written once as an
-uncompressed ``.npz`` and memory-mapped by every reader, so a worker that reads every path allocates only the
-path it is reading.
+copy-on-write). :class:`FileIndex` holds the same information as fixed-width byte strings of file names (about
+25 bytes for ImageNet's ``n01440764_10026.JPEG``), a label and a split flag per file, and the class names:
+written once as an uncompressed ``.npz`` and memory-mapped by every reader, so a worker that reads every path
+allocates only the path it is reading.
 
 The cache key changes when the tree changes: it hashes every class folder's name and modification time (a
 file added to or removed from a folder changes the folder's), the held-out list's, and the held-out rule.
@@ -27,17 +27,15 @@ SPLIT_CODES = {"train": 0, "test": 1}
 
 
 class PathList(Sequence):
-    """Paths ``root / names[i]`` decoded on access from a byte buffer and offsets (memory-mapped or not)."""
+    """Paths ``root / classes[label] / names[i]``, decoded on access from fixed-width byte arrays (memory-mapped
+    or not): no Python object per file exists until one is asked for."""
 
-    def __init__(self, root: Path, blob: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> None:
-        self.root, self.blob, self.offsets, self.rows = Path(root), blob, offsets, rows
+    def __init__(self, root: Path, classes: np.ndarray, names: np.ndarray, labels: np.ndarray,
+                 rows: np.ndarray) -> None:  # fmt: skip
+        self.root, self.classes, self.names, self.labels, self.rows = Path(root), classes, names, labels, rows
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def name(self, i: int) -> str:
-        r = int(self.rows[i])
-        return bytes(self.blob[self.offsets[r] : self.offsets[r + 1]]).decode("utf-8")
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
@@ -46,31 +44,35 @@ class PathList(Sequence):
             i += len(self)
         if not 0 <= i < len(self):
             raise IndexError(i)
-        return self.root / self.name(i)
+        r = int(self.rows[i])
+        return self.root / self.classes[int(self.labels[r])].decode() / self.names[r].decode()
 
     def __iter__(self) -> Iterator[Path]:
         return (self[i] for i in range(len(self)))
 
 
 class FileIndex:
-    """Every image file of a class-folder tree: relative paths (one byte buffer + offsets), labels, splits."""
+    """Every image file of a class-folder tree: file names (fixed-width bytes), labels into ``classes``, and a
+    split flag per file, in the order the on-disk benchmark reads them (per split, by file name then label)."""
 
-    def __init__(self, root: Path, blob: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
+    def __init__(self, root: Path, classes: np.ndarray, names: np.ndarray, labels: np.ndarray,
                  splits: np.ndarray) -> None:  # fmt: skip
-        self.root, self.blob, self.offsets, self.labels, self.splits = Path(root), blob, offsets, labels, splits
+        self.root, self.classes, self.names = Path(root), classes, names
+        self.labels, self.splits = labels, splits
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def split(self, name: str) -> tuple[PathList, np.ndarray]:
-        """The paths and labels of split ``name``, in the order the index holds them."""
-        rows = np.flatnonzero(self.splits == SPLIT_CODES[name])
-        return PathList(self.root, self.blob, self.offsets, rows), np.asarray(self.labels[rows], dtype=np.int64)
+        """The paths and labels of split ``name``."""
+        rows = np.flatnonzero(np.asarray(self.splits) == SPLIT_CODES[name])
+        return (PathList(self.root, self.classes, self.names, self.labels, rows),
+                np.asarray(self.labels[rows], dtype=np.int64))  # fmt: skip
 
     def save(self, path: Path) -> Path:
         def write(p: Path) -> None:
             with open(p, "wb") as f:  # uncompressed, so that every array can be memory-mapped
-                np.savez(f, blob=self.blob, offsets=self.offsets, labels=self.labels, splits=self.splits)
+                np.savez(f, classes=self.classes, names=self.names, labels=self.labels, splits=self.splits)
 
         return atomic_write(path, write)
 
@@ -78,7 +80,7 @@ class FileIndex:
     def load(cls, root: Path, path: Path) -> FileIndex:
         """Memory-map a saved index: nothing is read until used, and pages are shared between processes."""
         z = np.load(path, mmap_mode="r")
-        return cls(root, z["blob"], z["offsets"], z["labels"], z["splits"])
+        return cls(root, np.asarray(z["classes"]), z["names"], z["labels"], z["splits"])
 
 
 def tree_key(up: Path, classes: Sequence[str], extra: str = "") -> str:
@@ -95,26 +97,24 @@ def tree_key(up: Path, classes: Sequence[str], extra: str = "") -> str:
 def build_index(up: Path, classes: Sequence[str], is_test: Callable[[str, list[str]], set[str]],
                 is_image: Callable[[str], bool]) -> FileIndex:  # fmt: skip
     """List the tree once: per class, its image file names (sorted); ``is_test(class, names)`` gives the names
-    held out. The index holds each split ordered by (file name, label), as the on-disk benchmark reads it."""
-    names: list[bytes] = []
-    labels: list[int] = []
-    splits: list[int] = []
+    held out. Python strings live one class at a time; the index itself is a few fixed-width arrays."""
+    names, labels, splits = [], [], []
     for label, c in enumerate(classes):
         with os.scandir(up / c) as it:
             files = sorted(e.name for e in it if e.is_file() and is_image(e.name))
         test = is_test(c, files)
-        for f in files:
-            names.append(f"{c}/{f}".encode())
-            labels.append(label)
-            splits.append(SPLIT_CODES["test" if f in test else "train"])
-    labels_a, splits_a = np.asarray(labels, dtype=np.int32), np.asarray(splits, dtype=np.int8)
-    base = [n.rsplit(b"/", 1)[1] for n in names]
-    order = sorted(range(len(names)), key=lambda i: (splits_a[i], base[i], labels_a[i]))
-    lengths = np.fromiter((len(names[i]) for i in order), dtype=np.int64, count=len(order))
-    offsets = np.zeros(len(order) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    blob = np.frombuffer(b"".join(names[i] for i in order), dtype=np.uint8)
-    return FileIndex(up, blob, offsets, labels_a[order], splits_a[order])
+        names.append(np.array([f.encode() for f in files], dtype=bytes))
+        labels.append(np.full(len(files), label, dtype=np.int32))
+        splits.append(np.array([SPLIT_CODES["test" if f in test else "train"] for f in files], dtype=np.int8))
+    width = max((a.dtype.itemsize for a in names if len(a)), default=1)
+    all_names = np.concatenate([a.astype(f"S{width}") for a in names]) if names else np.zeros(0, f"S{width}")
+    all_labels, all_splits = (
+        np.concatenate(labels or [np.zeros(0, np.int32)]),
+        np.concatenate(splits or [np.zeros(0, np.int8)]),
+    )
+    order = np.lexsort((all_labels, all_names, all_splits))  # per split, by file name, then label
+    return FileIndex(up, np.array([c.encode() for c in classes], dtype=bytes), all_names[order], all_labels[order],
+                     all_splits[order])  # fmt: skip
 
 
 def cached_index(up: Path, classes: Sequence[str], is_test, is_image, cache_dir: Path | None,

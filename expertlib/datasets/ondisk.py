@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
 from expertlib.datasets.folders import DatasetNotFoundError, is_image, read_image
+from expertlib.datasets.index import cached_index
 from expertlib.datasets.vtab import VTAB_TASKS, VtabTask, load_vtab, targets
 from expertlib.hierarchy import LabelHierarchy
 from expertlib.runtime import atomic_write, atomic_write_text
@@ -221,7 +222,8 @@ class VtabBenchmark(VtabTasks):
 
 
 class FolderBenchmark(VtabTasks):
-    """ImageNet-21k + VTAB-1k read from ``data_root`` (see the module's docstring for the layout)."""
+    """ImageNet-21k + VTAB-1k read from ``data_root`` (see the module's docstring for the layout). ``index_dir``:
+    where the upstream file index is cached (:mod:`expertlib.datasets.index`; None: listed in memory)."""
 
     name = "imagenet21k+vtab"
 
@@ -233,8 +235,13 @@ class FolderBenchmark(VtabTasks):
         heldout_per_class: int = 10,
         domain_depth: int = 1,
         task_resolution: str = "fixed",
+        index_dir: str | os.PathLike | None = None,
     ) -> None:
-        self._heldout_per_class, self._domain_depth = heldout_per_class, domain_depth
+        self._heldout_per_class, self._domain_depth, self._index_dir = (
+            heldout_per_class,
+            domain_depth,
+            index_dir,
+        )
         super().__init__(data_root, tasks, resolution, task_resolution)
 
     def _init_upstream(self) -> None:
@@ -256,20 +263,23 @@ class FolderBenchmark(VtabTasks):
             )
         listed = up / "heldout.txt"
         heldout = (
-            {up / line.strip() for line in listed.read_text().splitlines() if line.strip()}
+            {line.strip() for line in listed.read_text().splitlines() if line.strip()}
             if listed.is_file()
             else None
         )
-        split: dict[str, list[tuple[Path, int]]] = {"train": [], "test": []}
-        for label, c in enumerate(self.classes):
-            files = sorted(p for p in (up / c).iterdir() if p.is_file() and is_image(p))
-            test = heldout if heldout is not None else _held_out(files, heldout_per_class, c)
-            for f in files:
-                split["test" if f in test else "train"].append((f, label))
-        ordered = {k: sorted(v, key=lambda s: (s[0].name, s[1])) for k, v in split.items()}
-        # listed once: at ImageNet-21k's size (14M files) these are built here, not on every call
-        self._paths = {k: [p for p, _ in v] for k, v in ordered.items()}
-        self._labels = {k: np.array([y for _, y in v], dtype=np.int64) for k, v in ordered.items()}
+
+        def held_out(c: str, names: list[str]) -> set[str]:
+            if heldout is not None:
+                return {n for n in names if f"{c}/{n}" in heldout}
+            return {p.name for p in _held_out([up / c / n for n in names], heldout_per_class, c)}
+
+        # listed once per tree and cached (expertlib.datasets.index): flat memory-mapped arrays that every
+        # process and DataLoader worker shares, not 14 M Python paths in each
+        index = cached_index(up, self.classes, held_out, lambda n: is_image(Path(n)), self._index_dir,
+                             extra=f"heldout_per_class={heldout_per_class}")  # fmt: skip
+        self._paths, self._labels = {}, {}
+        for k in ("train", "test"):
+            self._paths[k], self._labels[k] = index.split(k)
 
     # -- upstream -------------------------------------------------------------------------------------------
     def upstream_data(self, split: str) -> ImageData:

@@ -47,9 +47,8 @@ def load_benchmark(ws: Workspace) -> Benchmark:
             else:
                 write_released_fixture(root, sc.generic_weights or "", sc.released_experts or "")
         if sc.trains_upstream:
-            bench = FolderBenchmark(
-                root, sc.tasks, heldout_per_class=sc.heldout_per_class, task_resolution=sc.task_resolution
-            )
+            bench = FolderBenchmark(root, sc.tasks, heldout_per_class=sc.heldout_per_class,
+                                    task_resolution=sc.task_resolution, index_dir=ws.results_dir / "cache")  # fmt: skip
         else:
             check_downloads(ws)  # B and the experts, named with where to get them, before any compute
             bench = VtabBenchmark(root, sc.tasks, task_resolution=sc.task_resolution)
