@@ -120,11 +120,16 @@ def build_index(up: Path, classes: Sequence[str], is_test: Callable[[str, list[s
 def cached_index(up: Path, classes: Sequence[str], is_test, is_image, cache_dir: Path | None,
                  extra: str = "") -> FileIndex:  # fmt: skip
     """The tree's index: memory-mapped from ``cache_dir`` when one was built for this very tree, else built and
-    saved there (``None``: built in memory, not saved)."""
+    saved there by rank 0 alone (``None``: built in memory, not saved). Under torchrun every rank must call it."""
     if cache_dir is None:
         return build_index(up, classes, is_test, is_image)
+    import torch.distributed as dist
+
+    ranks = dist.is_available() and dist.is_initialized()
     path = Path(cache_dir) / f"index-{tree_key(up, classes, extra)}.npz"
-    if not path.is_file():
+    if not path.is_file() and (not ranks or dist.get_rank() == 0):  # under torchrun rank 0 lists, once
         path.parent.mkdir(parents=True, exist_ok=True)
         build_index(up, classes, is_test, is_image).save(path)
+    if ranks:
+        dist.barrier()  # the other ranks map what rank 0 wrote
     return FileIndex.load(up, path)
