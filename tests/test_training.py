@@ -278,3 +278,25 @@ def test_an_expert_checkpoint_holds_that_expert_alone_and_resumes_in_another_ban
     train_expert(straight, "a", _data(), cfg, progress=False)
     for p, q in zip(grown.expert_parameters("a"), straight.expert_parameters("a"), strict=True):
         assert torch.equal(p, q)
+
+
+@pytest.mark.slow
+def test_compiled_training_and_evaluation_agree_with_eager_on_cpu():
+    """The compile option (torch.compile of the training forward and of the evaluation) gives the eager
+    results within float32 tolerance; its GPU speed is the GPU check's to measure."""
+    data = _data(64)
+    nets, accs = [], []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(3, 0.05), batch_size=16, seed=1, compile=compiled)
+        train(m, list(m.parameters()), data, cfg, 4, progress=False)
+        nets.append(m)
+        accs.append(accuracy(m, data, 32, "cpu", compile=compiled))
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.allclose(p, q, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        x = data.batch(np.arange(8), False, None)
+        eager, compiled = nets[0].eval()(x), torch.compile(nets[0])(x)
+    assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-5)
+    assert abs(accs[0] - accs[1]) <= 1 / 64

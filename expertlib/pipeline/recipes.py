@@ -26,7 +26,7 @@ def upstream_config(
     return TrainConfig(sched, batch_size=batch, loss=scale.upstream_loss, seed=seed, device=device,
                        weight_decay=scale.upstream_weight_decay,
                        checkpoint_every=max(50, steps // 10), checkpoint_minutes=scale.checkpoint_minutes,
-                       workers=scale.data_workers, micro_batch=scale.micro_batch)  # fmt: skip
+                       workers=scale.data_workers, micro_batch=scale.micro_batch, compile=scale.compile)  # fmt: skip
 
 
 def generic_config(scale: Scale, seed: int = 0, device: str = "cpu", steps: int | None = None,
@@ -45,7 +45,8 @@ def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: 
     """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``. Each fine-tune trains on one process
     (under torchrun the ranks share the job list instead, :mod:`expertlib.jobs`)."""
     return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device,
-                       workers=scale.data_workers, micro_batch=scale.micro_batch, data_parallel=False)  # fmt: skip
+                       workers=scale.data_workers, micro_batch=scale.micro_batch, data_parallel=False,
+                       compile=scale.compile)  # fmt: skip
 
 
 # -- which settings make each step's results ------------------------------------------------------------------

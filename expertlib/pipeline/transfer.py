@@ -34,7 +34,7 @@ def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cf
     module-level function of its arguments alone, so a worker process can run it."""
     torch.manual_seed(cfg.seed)
     res = finetune(net, train_data, cfg, classes, progress=False)
-    return float(accuracy(net, eval_data, eval_batch, cfg.device)), float(res.seconds)
+    return float(accuracy(net, eval_data, eval_batch, cfg.device, cfg.compile)), float(res.seconds)
 
 
 def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
