@@ -392,3 +392,33 @@ def test_executed_notebooks_keep_no_progress_bars(tmp_path):
     out = finish(partial, tmp_path / "out.ipynb")
     kept = [o.text for o in nbformat.read(str(out), as_version=4).cells[0].outputs]
     assert kept == ["UserWarning: something worth reading\n", "scale cpu: ...\n"]
+
+
+def _planned_equals_run(scale: str, results: Path, data: Path) -> None:
+    import pandas as pd
+
+    from expertlib.pipeline import plan as PL
+    from expertlib.pipeline.data import choose_experts, load_benchmark
+    from expertlib.pipeline.workspace import Workspace
+    from expertlib.presets import get_scale
+
+    ws = Workspace(get_scale(scale), results, data)
+    bench = load_benchmark(ws)
+    picks = pd.read_csv(ws.path("tables", "selection_picks.csv"))
+    cands = PL.scale_candidates(ws, list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None)
+    planned = sorted((j.recipe["task"], j.recipe["model"], j.recipe["mode"], j.recipe["seed"])
+                     for j in PL.plan_jobs(ws, bench, cands, picks))  # fmt: skip
+    runs = pd.read_csv(ws.path("tables", "transfer_runs.csv"))
+    runs = runs[runs["mode"] != "linear"]  # frozen-feature probes are no fine-tunes
+    assert planned == sorted(zip(runs.task, runs.model, runs["mode"], runs.seed, strict=True))
+    plan = pd.read_csv(ws.path("tables", "plan.csv"))
+    grid = len(ws.scale.transfer_steps) * len(ws.scale.transfer_lrs)
+    trials = len(ws.scale.tasks) * grid if grid > 1 else 0
+    assert plan.iloc[-1].jobs == len(planned) + trials  # notebook 01 onwards wrote the plan of these jobs
+
+
+def test_the_plan_counts_the_jobs_the_smoke_scales_ran(smoke_run, paper_smoke_run):
+    out, _, _ = smoke_run
+    _planned_equals_run("smoke", out, out.parent.parent / "data")
+    root, _ = paper_smoke_run
+    _planned_equals_run("paper-smoke", root / "r" / "paper-smoke", root / "d")

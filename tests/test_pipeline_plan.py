@@ -54,7 +54,8 @@ def test_upper_bound_picks_make_every_method_a_different_expert():
     assert len(set(chosen)) == len(chosen) == 5 + 2 + 2 and row.oracle_pool.split(";")[0] == row.knn
 
 
-def test_readme_quotes_the_committed_plan_files():
+@pytest.mark.parametrize("scale", ["released", "paper"])
+def test_readme_quotes_the_committed_plan_files(scale):
     """The README's plan tables are the committed plan.csv and plan_options.csv, rendered, not typed by hand;
     and those files are what the plan code gives today."""
     import re
@@ -63,12 +64,34 @@ def test_readme_quotes_the_committed_plan_files():
     import pandas as pd
 
     root = Path(__file__).resolve().parents[1]
-    folder = root / "results" / "released" / "tables"
+    folder = root / "results" / scale / "tables"
     table, options = pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv")
     block = re.search(
-        r"<!-- plan:released -->\n(.*?)\n<!-- /plan -->", (root / "README.md").read_text(), re.S
+        rf"<!-- plan:{scale} -->\n(.*?)\n<!-- /plan -->", (root / "README.md").read_text(), re.S
     )
     assert block and block[1] == PL.plan_markdown(table, options)
-    now, now_options = PL.published_plan("released")
+    now, now_options = PL.published_plan(scale)
     pd.testing.assert_frame_equal(table, now, check_dtype=False)
     pd.testing.assert_frame_equal(options, now_options, check_dtype=False)
+
+
+def test_the_paper_scale_plan_counts_its_stages_and_fine_tunes():
+    """The paper scale on VTAB's published sizes: B loaded (no stage), B+extra, 48 adapter experts, 48 full
+    experts, DAT timed per task; every candidate (B, B+extra, 48 adapters) fine-tuned on 19 tasks at 3 seeds."""
+    table, options = PL.published_plan("paper")
+    stages = table.set_index(["stage", "resolution"])
+    assert "B" not in table.stage.tolist()  # BiT-M is loaded, not trained
+    assert (
+        stages.loc[("adapter experts", 128), "jobs"] == 48
+        and stages.loc[("full experts (recipe grid)", 128), "jobs"] == 48
+    )
+    assert table.iloc[-1].jobs == 19 * 50 * 3
+    fine = table[table.stage == "fine-tunes (test)"]
+    assert set(fine.resolution) == {128, 480} and fine.set_index("resolution").jobs.to_dict() == {
+        128: 5 * 150,
+        480: 14 * 150,
+    }
+    assert table.iloc[-1].hours_8gpu < table.iloc[-1].gpu_hours / 7
+    assert table.iloc[-1].gpu_hours <= 300 and table.iloc[-1].hours_8gpu <= 48  # a lab can pay: two days on 8
+    published = options.set_index("variant").loc["batch 512, lr 0.003"]
+    assert published.gpu_hours > 2.5 * table.iloc[-1].gpu_hours and "seeds 5" in options.variant.tolist()

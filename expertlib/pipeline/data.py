@@ -7,7 +7,6 @@ import re
 import pandas as pd
 
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.pipeline.recipes import gpu_hours, plan
 from expertlib.pipeline.workspace import Workspace
 from expertlib.presets import validate_values
 from expertlib.runtime import atomic_write_csv
@@ -153,51 +152,38 @@ def resolve_experts(bench: Benchmark, names) -> dict[str, str]:
 
 
 def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
-    """Print what the scale trains and its compute; with the benchmark, the real number of experts. A scale
-    that trains nothing prints its job-by-job plan (:func:`plan_frame`)."""
-    if not ws.scale.trains_upstream and bench is not None:
-        table = plan_frame(ws, bench)
-        total = table.iloc[-1]
-        per_stage = ", ".join(f"{r.stage} at {r.resolution} px {r.gpu_hours:,.1f}" for r in table.iloc[:-1].itertuples()
-                              if r.gpu_hours >= 0.05)  # fmt: skip
-        print(f"scale {ws.scale.name}: {ws.scale.arch} (BiT-M) and {len(released_names(ws.scale))} released experts on "
-              f"{len(ws.scale.tasks)} VTAB tasks; {total.jobs:,} fine-tunes ({total.picks}); GPU-hours "
-              f"({total.rates}): {per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, "
-              f"{total.hours_1gpu:,.2f} h on 1 GPU, {total.hours_8gpu:,.2f} h on 8")  # fmt: skip
-        return {"plan": table}
-    experts = len(choose_experts(ws, bench)) if bench is not None else None
-    p = plan(ws.scale, experts)
-    print(f"scale {p['scale']}: {p['arch']} on {p['data']}; {p['experts']} adapter experts, {p['full_experts']} full; "
-          f"{p['tasks']} tasks, {p['fine_tunes']} fine-tunes; {p['total_training_images'] / 1e6:.1f}M training images")  # fmt: skip
-    if ws.scale.arch.startswith("R"):  # the BiT models: GPU-hours per stage
-        g = gpu_hours(ws.scale, experts)
-        stages = ", ".join(f"{k} {v:,.1f}" for k, v in g["hours"].items())
-        print(f"GPU-hours at {g['images_per_second']:,.0f} training images/s ({g['throughput']}): {stages}; "
-              f"total {g['total']:,.1f}")  # fmt: skip
-        p["gpu_hours"] = g
-    return p
+    """Print what the scale trains and fine-tunes and its GPU-hours per stage (:func:`plan_frame`)."""
+    if bench is None:
+        return {}
+    table = plan_frame(ws, bench)
+    total = table.iloc[-1]
+    experts = len(choose_experts(ws, bench)) if ws.scale.trains_upstream else len(released_names(ws.scale))
+    kind = "adapter experts" if ws.scale.trains_upstream else "released experts"
+    per_stage = ", ".join(f"{r.stage} at {r.resolution} px {r.gpu_hours:,.1f}" for r in table.iloc[:-1].itertuples()
+                          if r.gpu_hours >= 0.05)  # fmt: skip
+    print(f"scale {ws.scale.name}: {ws.scale.arch} on {ws.scale.data}; {experts} {kind}, {len(ws.scale.full_experts)} full; "
+          f"{len(ws.scale.tasks)} tasks, {total.jobs:,} fine-tunes ({total.picks}); GPU-hours ({total.rates}): "
+          f"{per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, {total.hours_1gpu:,.2f} h on 1 GPU, "
+          f"{total.hours_8gpu:,.2f} h on 8")  # fmt: skip
+    return {"plan": table, "experts": experts, "fine_tunes": int(total.jobs)}
 
 
 def plan_frame(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
-    """The plan as a table. A scale that trains nothing: the exact transfer job list priced per job
-    (:mod:`expertlib.pipeline.plan`; upper-bound picks before selection), written to ``tables/plan.csv`` and
-    its documented alternatives to ``tables/plan_options.csv``. Other scales: their training budget per stage
-    (:func:`expertlib.pipeline.recipes.plan`), not written."""
-    if ws.scale.trains_upstream:
-        experts = len(choose_experts(ws, bench))
-        p = plan(ws.scale, experts)
-        return pd.DataFrame([{"stage": k, "training_images": v} for k, v in p["training_images"].items()])
+    """The plan (:mod:`expertlib.pipeline.plan`): the very job lists the notebooks run, each priced at its
+    resolution and step count from the GPU rates of ``results/benchmarks/gpu.csv``, per stage, with wall-clock
+    hours on 1 and 8 GPUs (upper-bound picks before selection, exact after). Written by rank 0 to
+    ``tables/plan.csv``, and its documented alternatives to ``tables/plan_options.csv``."""
     from expertlib.pipeline import plan as PL
+    from expertlib.pipeline.workspace import is_main_process
 
     pick_path = ws.path("tables", "selection_picks.csv")
     picks = pd.read_csv(pick_path) if pick_path.exists() else None
-    names = released_names(ws.scale)
-    table = PL.plan_table(ws, bench, PL.released_candidates(names), picks)
-    from expertlib.pipeline.workspace import is_main_process
-
+    names = list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None
+    cands = PL.scale_candidates(ws, names)
+    table = PL.plan_table(ws, bench, cands, picks)
     if is_main_process():
         atomic_write_csv(ws.path("tables", "plan.csv"), table)
-        atomic_write_csv(ws.path("tables", "plan_options.csv"), PL.plan_options(ws, bench, names))
+        atomic_write_csv(ws.path("tables", "plan_options.csv"), PL.plan_options(ws, bench, cands))
     return table
 
 

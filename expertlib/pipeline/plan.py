@@ -90,9 +90,12 @@ def upper_bound_picks(ws: Workspace, experts: Sequence[str]) -> pd.DataFrame:
     for task in ws.tasks:
         names = itertools.cycle(experts)
         row = {"task": task, **{p: next(names) for p in PICKED_BY}}
-        row["random_sample"] = ";".join(next(names) for _ in range(sc.random_experts))
-        row["oracle_pool"] = ";".join([row["knn"], *(next(names) for _ in range(max(0, sc.oracle_pool - 1)))])
-        row["experts_scored"] = len(experts)
+        if sc.random_experts or sc.oracle_pool:  # the design columns exist only where the scale samples
+            row["random_sample"] = ";".join(next(names) for _ in range(sc.random_experts))
+            row["oracle_pool"] = ";".join(
+                [row["knn"], *(next(names) for _ in range(max(0, sc.oracle_pool - 1)))]
+            )
+            row["experts_scored"] = len(experts)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -101,8 +104,52 @@ def plan_jobs(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.Da
     """The transfer jobs notebook 05 runs for these picks (upper-bound picks when None)."""
     experts = [n for n, c in candidates.items() if c.expert is not None]
     picks = picks if picks is not None else upper_bound_picks(ws, experts)
-    hps = {t: {"steps": ws.scale.transfer_steps[0], "lr": ws.scale.transfer_lrs[0]} for t in ws.tasks}
+    hps = {t: {"steps": max(ws.scale.transfer_steps), "lr": ws.scale.transfer_lrs[0]} for t in ws.tasks}
     return transfer_jobs(ws, bench, candidates, hps, picks)
+
+
+def scale_candidates(ws: Workspace, experts: Sequence[str] | None = None) -> dict[str, CandidateRef]:
+    """The candidates notebook 05 fine-tunes, as the plan needs them: a scale that trains nothing, B and its
+    released experts; else B, B+extra, the adapter experts (``experts``: their names, from the benchmark when
+    the scale picks them by rule), its full experts and, where it asks for them, one DAT-style model per task."""
+    from expertlib.candidates import EXTRA
+    from expertlib.pipeline.data import released_names
+
+    sc = ws.scale
+    if not sc.trains_upstream:
+        return released_candidates(released_names(sc))
+    names = list(experts if experts is not None else sc.experts or ())
+    out = {BASE: CandidateRef("generic", None), EXTRA: CandidateRef("generic", None)}
+    out.update({f"adapter:{e}": CandidateRef("adapter", e) for e in names})
+    out.update({f"full:{e}": CandidateRef("full", e) for e in sc.full_experts})
+    if sc.dat_accuracy:
+        out.update({f"dat:{t}": CandidateRef("generic", None) for t in ws.tasks})
+    return out
+
+
+def upstream_stages(ws: Workspace, n_adapters: int) -> list[tuple[str, int, int, int]]:
+    """(stage, resolution, trainings, training images) of the scale's upstream trainings: B (unless loaded),
+    B+extra, every adapter expert, every full expert's recipe grid, and the DAT-style baseline (timed per task,
+    and trained per task where the scale asks), each at the scale's crop."""
+    sc = ws.scale
+    if not sc.trains_upstream:
+        return []
+    one = sc.expert_steps * sc.expert_batch
+    grid = max(1, len(sc.full_expert_steps)) * max(1, len(sc.full_expert_lrs or ()))
+    full_steps = max(sc.full_expert_steps or (sc.expert_steps,))
+    from expertlib.pipeline.recipes import dat_steps
+
+    stages = [
+        ("B", sc.crop, 0 if sc.generic_weights else 1, 0 if sc.generic_weights else sc.upstream_steps * sc.upstream_batch),
+        ("B+extra", sc.crop, 1, one),
+        ("adapter experts", sc.crop, n_adapters, n_adapters * one),
+        ("full experts (recipe grid)", sc.crop, len(sc.full_experts) * grid,
+         len(sc.full_experts) * grid * full_steps * sc.expert_batch),
+        ("DAT timing", sc.crop, len(ws.tasks), len(ws.tasks) * dat_steps(sc) * sc.expert_batch),
+    ]  # fmt: skip
+    if sc.dat_accuracy:
+        stages.append(("DAT models", sc.crop, len(ws.tasks), len(ws.tasks) * one))
+    return [s for s in stages if s[2]]
 
 
 def released_candidates(names: Sequence[str]) -> dict[str, CandidateRef]:
@@ -129,10 +176,30 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
         )
 
     scale = lambda res: (res / 224) ** 2  # noqa: E731  per-image cost grows with the pixels
+    n_adapters = sum(c.kind == "adapter" for c in candidates.values())
+    for stage, res, trainings, images in upstream_stages(
+        ws, n_adapters
+    ):  # DDP over every GPU: ideal speed-up
+        add(stage, res, trainings, images, images * scale(res) / rates["train"])
+    scored = 1 + sum(c.kind in ("adapter", "released") for c in candidates.values())  # B and the experts
     for task in ws.tasks:  # selection: train800val200 embedded by every candidate
         res = task_resolution(bench, task, ws.scale)[1]
-        n = len(bench.task(task, "train800val200")) * len(candidates)
-        add("selection features", res, len(candidates), n, n * scale(res) / rates["inference"])
+        n = len(bench.task(task, "train800val200")) * scored
+        add("selection features", res, scored, n, n * scale(res) / rates["inference"])
+    grid = len(ws.scale.transfer_steps) * len(ws.scale.transfer_lrs)
+    if grid > 1:  # B's fine-tunes on train800 -> val200 that choose each task's steps and lr
+        for task in ws.scale.tasks:
+            res = task_resolution(bench, task, ws.scale)[1]
+            images = (
+                sum(s for s in ws.scale.transfer_steps) * len(ws.scale.transfer_lrs) * ws.scale.transfer_batch
+            )
+            add(
+                "hyper-parameter choice (B, train800 -> val200)",
+                res,
+                grid,
+                images,
+                images * scale(res) / rates["train"],
+            )
     job_secs = []
     for job in jobs:
         r = job.recipe
@@ -149,13 +216,15 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
     total_h = table.gpu_hours.sum()
     timed = [Job(j.recipe, s) for j, s in zip(jobs, job_secs, strict=True)]
     makespan = max(sum(timed[i].cost for i in share(timed, r, gpus)) for r in range(gpus)) / 3600
-    selection_h = table[table.stage == "selection features"].gpu_hours.sum()
+    # every stage but the job list's fine-tunes spreads over all GPUs ideally (DDP, or batched features)
+    spread_h = table[~table.stage.isin(["fine-tunes (test)", "evaluation", "oracle choice (train800 -> val200)",
+                                        "evaluation (val200)"])].gpu_hours.sum()  # fmt: skip
     table["hours_1gpu"] = table.gpu_hours
     table[f"hours_{gpus}gpu"] = table.gpu_hours / gpus
-    fine_tunes = int(table[~table.stage.str.startswith(("selection", "evaluation"))].jobs.sum())
+    fine_tunes = int(table[table.stage.str.startswith(("fine-tunes", "oracle", "hyper"))].jobs.sum())
     total = {"stage": "total", "resolution": 0, "jobs": fine_tunes, "images": int(table.images.sum()),
              "gpu_hours": total_h, "hours_1gpu": total_h,
-             f"hours_{gpus}gpu": makespan + selection_h / gpus}  # fmt: skip
+             f"hours_{gpus}gpu": makespan + spread_h / gpus}  # fmt: skip
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["rates"] = rates["source"]
     table["picks"] = "upper bound (before selection)" if picks is None else "selection_picks.csv"
@@ -171,29 +240,37 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
                            ignore_index=True)  # fmt: skip
 
 
-OPTIONS = (
-    ("default", {}, "the scale as it is"),
-    ("seeds 5", {"seeds": 5}, "narrower CIs per task; the design's paired tests gain power"),
-    ("oracle pool 5", {"oracle_pool": 5}, "an oracle nearer the best expert (it only sees kNN's top 5)"),
-    ("random sample 5", {"random_experts": 5}, "a less noisy estimate of the random expert's expectation"),
-    ("batch 512, lr 0.003", {"transfer_batch": 512, "transfer_lrs": (0.003,)},
-     "BiT-HyperRule exactly as published (the default's batch 128 at lr 0.001 is BiT's reported equivalent)"),
-    ("every expert, every seed", {"random_experts": 48, "oracle_pool": 48},
-     "the full sweep: exact Kendall tau over 48 experts and an unrestricted oracle"),
-)  # fmt: skip
+def options_for(scale) -> list[tuple[str, dict, str]]:
+    """The documented alternatives to a scale's design that apply to it: (name, settings, what it buys)."""
+    out = [("default", {}, "the scale as it is"),
+           ("seeds 5", {"seeds": 5}, "narrower CIs per task; the design's paired tests gain power")]  # fmt: skip
+    if scale.random_experts or scale.oracle_pool:
+        out += [
+            ("oracle pool 5", {"oracle_pool": 5}, "an oracle nearer the best expert (it only sees kNN's top 5)"),
+            ("random sample 5", {"random_experts": 5}, "a less noisy estimate of the random expert's expectation"),
+        ]  # fmt: skip
+    if scale.transfer_batch != 512 and scale.task_resolution == "hyperrule":
+        out.append(("batch 512, lr 0.003", {"transfer_batch": 512, "transfer_lrs": (0.003,)},
+                    "BiT-HyperRule exactly as published (batch 128 at lr 0.001 is BiT's reported equivalent)"))  # fmt: skip
+    if scale.random_experts or scale.oracle_pool:
+        out.append(("every expert, every seed", {"random_experts": 48, "oracle_pool": 48},
+                    "the full sweep: exact Kendall tau over 48 experts and an unrestricted oracle"))  # fmt: skip
+    return out
 
 
-def plan_options(ws: Workspace, bench: Benchmark, names: Sequence[str], rates: dict | None = None,
+def plan_options(ws: Workspace, bench: Benchmark, candidates: Mapping, rates: dict | None = None,
                  gpus: int = 8) -> pd.DataFrame:  # fmt: skip
-    """Each documented alternative to the default design, priced like the default (upper-bound picks)."""
+    """Each documented alternative to the scale's design (:func:`options_for`), priced like the default
+    (upper-bound picks)."""
     rates = rates or gpu_rates()
+    n_experts = sum(c.expert is not None and c.kind != "full" for c in candidates.values())
     rows = []
-    for variant, change, buys in OPTIONS:
+    for variant, change, buys in options_for(ws.scale):
         capped = {
-            k: min(v, len(names)) if k in ("random_experts", "oracle_pool") else v for k, v in change.items()
+            k: min(v, n_experts) if k in ("random_experts", "oracle_pool") else v for k, v in change.items()
         }
         alt = replace(ws, scale=replace(ws.scale, **capped))
-        total = plan_table(alt, bench, released_candidates(names), None, rates, gpus).iloc[-1]
+        total = plan_table(alt, bench, candidates, None, rates, gpus).iloc[-1]
         rows.append({"variant": variant, "change": ", ".join(f"{k}={v}" for k, v in capped.items()) or "-",
                      "jobs": int(total.jobs), "gpu_hours": float(total.gpu_hours),
                      f"hours_{gpus}gpu": float(total[f"hours_{gpus}gpu"]), "buys": buys})  # fmt: skip
@@ -212,9 +289,9 @@ def published_plan(
     sc = get_scale(scale)
     ws = Workspace(sc, Path(out or "."), Path("."))
     bench = PublishedVtab(sc.tasks, sc.task_resolution == "hyperrule", (sc.precrop, sc.crop))
-    names = list(sc.experts or PAPER_EXPERTS)
-    table = plan_table(ws, bench, released_candidates(names), None, gpus=gpus)
-    options = plan_options(ws, bench, names, gpus=gpus)
+    cands = scale_candidates(ws, list(sc.experts or PAPER_EXPERTS))
+    table = plan_table(ws, bench, cands, None, gpus=gpus)
+    options = plan_options(ws, bench, cands, gpus=gpus)
     if out is not None:
         from expertlib.pipeline.workspace import record_provenance
 

@@ -103,58 +103,6 @@ def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
 GENERIC_SEED, EXTRA_SEED, EXPERT_SEED, DAT_SEED = 0, 1, 7, 11
 
 
-def plan(scale: Scale, num_experts: int | None = None) -> dict:
-    """What a scale trains, and its compute in training images, before anything starts. ``num_experts``: the
-    number of adapter experts when the scale picks them from the data (the benchmark knows it)."""
-    if num_experts is None:
-        num_experts = (
-            len(scale.experts) if scale.experts is not None else (scale.expert_rule.max_experts or 0)
-        )
-    tasks = len(scale.tasks)
-    regimes = 1 + len(scale.few_shot)  # VTAB-1k and each few-shot version of every task
-    # B, B+extra and the adapter experts on every task; a full expert on about one related task each
-    runs = (tasks * (2 + num_experts) + len(scale.full_experts)) * scale.seeds * regimes
-    finetunes = runs + tasks * len(scale.transfer_steps) * len(scale.transfer_lrs)
-    images = {
-        "generic": 0 if scale.generic_weights else scale.upstream_steps * scale.upstream_batch,
-        "experts": (num_experts + len(scale.full_experts) + 1) * scale.expert_steps * scale.expert_batch,
-        "dat_timing": tasks * regimes * dat_steps(scale) * scale.expert_batch,
-        "transfer": finetunes * max(scale.transfer_steps) * scale.transfer_batch,
-    }
-    return {"scale": scale.name, "arch": scale.arch, "data": scale.data, "tasks": tasks, "experts": num_experts,
-            "full_experts": len(scale.full_experts), "fine_tunes": finetunes, "training_images": images,
-            "total_training_images": sum(images.values())}  # fmt: skip
-
-
 def dat_steps(scale: Scale) -> int:
     """Steps the selection step runs to time the DAT-style baseline (the rest of its budget is extrapolated)."""
     return min(scale.expert_steps, scale.dat_timing_steps or scale.expert_steps)
-
-
-# -- compute estimates ------------------------------------------------------------------------------------------
-ASSUMED_TRAIN_IMAGES_PER_S = (
-    2000.0  # R50x1, 224 px, bf16, one H100: the GPU check's goal, until it is measured
-)
-
-
-def gpu_hours(scale: Scale, num_experts: int | None = None, gpu_csv: str | None = None) -> dict:
-    """GPU-hours per stage: training images of :func:`plan` over R50x1 training throughput at 224 px, scaled by
-    pixels to the scale's crop. The throughput comes from ``results/benchmarks/gpu.csv`` (the GPU check) when
-    it exists, else it is the assumed goal, and the result says which."""
-    import csv
-    from pathlib import Path
-
-    rate, source = ASSUMED_TRAIN_IMAGES_PER_S, "assumed (no GPU measurement yet)"
-    path = (
-        Path(gpu_csv)
-        if gpu_csv
-        else Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "gpu.csv"
-    )
-    if path.is_file():
-        rows = list(csv.DictReader(path.open()))
-        if rows and rows[0].get("bf16_images_per_s"):
-            rate, source = float(rows[0]["bf16_images_per_s"]), f"measured on {rows[0].get('gpu', 'a GPU')}"
-    rate *= (224 / scale.crop) ** 2  # fewer pixels, proportionally more images per second
-    p = plan(scale, num_experts)
-    hours = {stage: images / rate / 3600 for stage, images in p["training_images"].items()}
-    return {"hours": hours, "total": sum(hours.values()), "images_per_second": rate, "throughput": source}
