@@ -328,13 +328,7 @@ SCALES["released"] = replace(
     upstream_lr=0.0,
     full_experts=(),
     expert_steps=0,
-    # BiT-HyperRule's 500 steps at batch 128 and lr 0.001, which BiT's authors report gives results very
-    # similar to batch 512 at lr 0.003, at a quarter of the compute: the plan shows both (README)
-    transfer_batch=128,
-    transfer_steps=(500,),
-    transfer_lrs=(0.001,),
-    seeds=3,
-    micro_batch=64,
+    # the paper scale's fine-tuning (BiT-HyperRule at batch 128, lr 0.001) and seeds; which experts are fine-tuned:
     random_experts=2,
     oracle_pool=3,
     oracle_on="val200",
@@ -342,7 +336,6 @@ SCALES["released"] = replace(
     dat_timing_steps=None,
     released_experts="released_experts",
     specialisation_images=None,
-    data_workers=8,
 )
 
 SCALES["released-smoke"] = replace(

@@ -59,9 +59,10 @@ candidates = D.candidate_experts(ws, bench)
 candidates.assign(chosen=candidates.node.isin(list(experts.values())))
 
 # %% [markdown]
-# The plan: what the scale trains and what it costs. At the `released` scale, the very fine-tunes notebook 05
-# will run, priced one by one at each task's resolution from the GPU rates `make gpu-check` measured (upper
-# bound until selection has run), with its documented alternatives in `tables/plan_options.csv`.
+# The plan: what the scale trains and what it costs. The very trainings and fine-tunes the notebooks will run,
+# each priced at its resolution and step count from the GPU rates `make gpu-check` measured (at the `released`
+# scale an upper bound: selection decides which experts are fine-tuned), with its documented alternatives in
+# `tables/plan_options.csv`.
 
 # %%
 D.plan_frame(ws, bench)

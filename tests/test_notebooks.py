@@ -227,9 +227,7 @@ def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
     }
     runs = pd.read_csv(out / "tables" / "transfer_runs.csv")
     plan = pd.read_csv(out / "tables" / "plan.csv")
-    assert plan.picks.iloc[-1] == "selection_picks.csv" and plan.jobs.iloc[-1] == len(
-        runs
-    )  # the plan is the run
+    assert plan.picks.iloc[-1] == "upper bound (before selection)" and plan.jobs.iloc[-1] >= len(runs)
     assert set(runs["mode"]) == {"finetune", "finetune_val"} and set(runs.seed) == {0, 1}
     claims = pd.read_csv(out / "tables" / "claims.csv")
     assert (claims.verdict == "not testable at this scale").sum() == 4

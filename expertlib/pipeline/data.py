@@ -171,16 +171,16 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
 def plan_frame(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
     """The plan (:mod:`expertlib.pipeline.plan`): the very job lists the notebooks run, each priced at its
     resolution and step count from the GPU rates of ``results/benchmarks/gpu.csv``, per stage, with wall-clock
-    hours on 1 and 8 GPUs (upper-bound picks before selection, exact after). Written by rank 0 to
+    hours on 1 and 8 GPUs (for a scale that samples experts, an upper bound). Written by rank 0 to
     ``tables/plan.csv``, and its documented alternatives to ``tables/plan_options.csv``."""
     from expertlib.pipeline import plan as PL
     from expertlib.pipeline.workspace import is_main_process
 
-    pick_path = ws.path("tables", "selection_picks.csv")
-    picks = pd.read_csv(pick_path) if pick_path.exists() else None
+    # the same plan whatever has run already (a rerun's notebooks print what the first run's did): for a scale
+    # that samples experts, the upper bound before selection; `plan.plan_jobs` gives the exact list after it
     names = list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None
     cands = PL.scale_candidates(ws, names)
-    table = PL.plan_table(ws, bench, cands, picks)
+    table = PL.plan_table(ws, bench, cands)
     if is_main_process():
         atomic_write_csv(ws.path("tables", "plan.csv"), table)
         atomic_write_csv(ws.path("tables", "plan_options.csv"), PL.plan_options(ws, bench, cands))

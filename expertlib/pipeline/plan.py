@@ -227,7 +227,9 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
              f"hours_{gpus}gpu": makespan + spread_h / gpus}  # fmt: skip
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["rates"] = rates["source"]
-    table["picks"] = "upper bound (before selection)" if picks is None else "selection_picks.csv"
+    sampled = ws.scale.random_experts or ws.scale.oracle_pool
+    table["picks"] = ("every expert fine-tuned" if not sampled else
+                      "upper bound (before selection)" if picks is None else "selection_picks.csv")  # fmt: skip
     return table
 
 
