@@ -803,3 +803,11 @@ def test_converter_inputs_fail_by_name(tmp_path, capsys):
         record(case, done, "exit 1 with a message naming the problem, no traceback",
                f"exit {code}: {_clean(err, tmp_path)}", code == 1 and want in err and "Traceback" not in err)  # fmt: skip
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_the_readme_states_the_matrix_as_it_is():
+    """The README's count of reliability rows is the committed matrix's, and every row there passes."""
+    readme = (ROOT / "README.md").read_text()
+    stated = re.search(r"every one of its (\d+) rows passes", readme)
+    matrix = pd.read_csv(MATRIX, dtype=str)
+    assert stated and int(stated[1]) == len(matrix) and (matrix["pass"] == "yes").all()
