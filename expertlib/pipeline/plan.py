@@ -9,7 +9,6 @@ that run (a test holds it to that). :func:`plan_options` prices the documented a
 
 from __future__ import annotations
 
-import csv
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -20,14 +19,10 @@ import pandas as pd
 from expertlib.candidates import BASE
 from expertlib.datasets.benchmark import Benchmark, TaskInfo
 from expertlib.jobs import Job, share
+from expertlib.pipeline.recipes import gpu_rates, gpu_seconds
 from expertlib.pipeline.selection import PICKED_BY
 from expertlib.pipeline.transfer import MODES, task_resolution, transfer_jobs
 from expertlib.pipeline.workspace import Workspace
-
-GPU_CSV = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "gpu.csv"
-# R50x1 on one H100 at 224 px, images/s: what the GPU check measured (results/benchmarks/gpu.csv), used when
-# that file has no rows
-FALLBACK_RATES = {"train": 1882.2, "inference": 5195.5, "source": "assumed"}
 
 
 @dataclass(frozen=True)
@@ -67,20 +62,6 @@ class PublishedVtab:
         from expertlib.transforms import bit_resolution
 
         return bit_resolution(*self._sizes[task][1]) if self.hyperrule else self.resolution
-
-
-def gpu_rates(path: str | Path | None = None) -> dict:
-    """Training and inference images/s of R50x1 at 224 px from ``results/benchmarks/gpu.csv`` (the fp32 rows;
-    bf16 measured no faster), and which GPU measured them."""
-    path = Path(path) if path else GPU_CSV
-    rows = list(csv.DictReader(path.open())) if path.is_file() else []
-    pick = lambda mode: next((r for r in rows if r["mode"] == mode and r["precision"] == "fp32"  # noqa: E731
-                              and r["feed"] == "synthetic"), None)  # fmt: skip
-    train, infer = pick("train"), pick("inference")
-    if not (train and infer):
-        return FALLBACK_RATES
-    return {"train": float(train["images_per_s"]), "inference": float(infer["images_per_s"]),
-            "source": f"measured on {train['gpu']} ({path.name})"}  # fmt: skip
 
 
 def upper_bound_picks(ws: Workspace, experts: Sequence[str]) -> pd.DataFrame:
@@ -175,17 +156,16 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
             {"stage": stage, "resolution": res, "jobs": n_jobs, "images": images, "gpu_hours": secs / 3600}
         )
 
-    scale = lambda res: (res / 224) ** 2  # noqa: E731  per-image cost grows with the pixels
     n_adapters = sum(c.kind == "adapter" for c in candidates.values())
     for stage, res, trainings, images in upstream_stages(
         ws, n_adapters
     ):  # DDP over every GPU: ideal speed-up
-        add(stage, res, trainings, images, images * scale(res) / rates["train"])
+        add(stage, res, trainings, images, gpu_seconds(images, res, rates, "train"))
     scored = 1 + sum(c.kind in ("adapter", "released") for c in candidates.values())  # B and the experts
     for task in ws.tasks:  # selection: train800val200 embedded by every candidate
         res = task_resolution(bench, task, ws.scale)[1]
         n = len(bench.task(task, "train800val200")) * scored
-        add("selection features", res, scored, n, n * scale(res) / rates["inference"])
+        add("selection features", res, scored, n, gpu_seconds(n, res, rates, "inference"))
     grid = len(ws.scale.transfer_steps) * len(ws.scale.transfer_lrs)
     if grid > 1:  # B's fine-tunes on train800 -> val200 that choose each task's steps and lr
         for task in ws.scale.tasks:
@@ -198,7 +178,7 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
                 res,
                 grid,
                 images,
-                images * scale(res) / rates["train"],
+                gpu_seconds(images, res, rates, "train"),
             )
     job_secs = []
     for job in jobs:
@@ -206,8 +186,8 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
         res = r["resolution"][1]
         train_images = r["steps"] * r["batch"]
         eval_images = len(bench.task(r["task"], MODES[r["mode"]][1]))
-        train_s = train_images * scale(res) / rates["train"]
-        eval_s = eval_images * scale(res) / rates["inference"]
+        train_s = gpu_seconds(train_images, res, rates, "train")
+        eval_s = gpu_seconds(eval_images, res, rates, "inference")
         stage = "fine-tunes (test)" if r["mode"] == "finetune" else "oracle choice (train800 -> val200)"
         add(stage, res, 1, train_images, train_s)
         add("evaluation" if r["mode"] == "finetune" else "evaluation (val200)", res, 0, eval_images, eval_s)

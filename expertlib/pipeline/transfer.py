@@ -123,6 +123,7 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
     that sets its result (task, candidate and its weights' fingerprint, mode, seed, steps, lr, batch,
     resolution) and whose cost is its images times pixels, evaluation included. The plan prices exactly these."""
     by_task = picks.set_index("task").to_dict("index") if picks is not None and len(picks) else {}
+    rates = R.gpu_rates()
     jobs = []
     for task in ws.tasks:
         info, pick = bench.task_info(task), by_task.get(task)
@@ -135,12 +136,11 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
                       "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution),
                       "weights": fingerprint(who) if fingerprint else None}  # fmt: skip
             train_images = hps[task]["steps"] * ws.scale.transfer_batch
-            cost = (train_images + sizes[mode] / INFERENCE_SPEEDUP) * resolution[1] ** 2
+            cost = R.gpu_seconds(train_images, resolution[1], rates) + R.gpu_seconds(
+                sizes[mode], resolution[1], rates, "inference"
+            )  # GPU seconds, from the measured rates: what balances the ranks' shares
             jobs.append(Job(recipe, cost))
     return jobs
-
-
-INFERENCE_SPEEDUP = 2.76  # R50x1 inference over training images/s on an H100 (results/benchmarks/gpu.csv)
 
 
 def task_resolution(bench: Benchmark, task: str, scale) -> tuple[int, int]:
