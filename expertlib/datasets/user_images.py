@@ -56,6 +56,7 @@ class UserImages:
     # (path, reason) of everything found but not used: hidden or tool folders and files, folders inside a
     # class, files that are not images, undecodable files
     ignored: list[tuple[Path, str]] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)  # each image's sha256, read once by load_images
 
     def split(self, name: str) -> np.ndarray:
         """Positions of the images in split ``name`` ('train'; 'test' is 'test', or 'val' when no test)."""
@@ -74,9 +75,10 @@ class UserImages:
         elsewhere, e.g. in a fresh clone, reuse cached features)."""
         import hashlib
 
+        digests = self.digests or [hashlib.sha256(p.read_bytes()).digest() for p in self.paths]
         h = hashlib.sha256()
-        for p, y, s in zip(self.paths, self.labels, self.splits, strict=True):
-            h.update(f"{y}|{s}|".encode() + hashlib.sha256(p.read_bytes()).digest())
+        for d, y, s in zip(digests, self.labels, self.splits, strict=True):
+            h.update(f"{y}|{s}|".encode() + d)
         return h.hexdigest()[:16]
 
 
@@ -177,13 +179,15 @@ def _from_csv(path: Path) -> tuple[list[Path], list[str], list[str | None]]:
     return paths, names, splits
 
 
-def _check_duplicates(paths: list[Path], names: list[str], duplicates: str) -> None:
+def _check_duplicates(paths: list[Path], names: list[str], duplicates: str) -> list[bytes]:
     """Refuse a file given two labels; and, unless ``duplicates == "keep"``, the same file twice or the same
-    bytes under two paths (they would be in training and test at once, or count twice)."""
+    bytes under two paths (they would be in training and test at once, or count twice). Returns each file's
+    sha256, which the images' fingerprint reuses."""
     import hashlib
 
     by_file: dict[Path, int] = {}
     by_content: dict[bytes, int] = {}
+    digests: list[bytes] = []
     for i, p in enumerate(paths):
         real = p.resolve()
         if real in by_file:
@@ -202,6 +206,8 @@ def _check_duplicates(paths: list[Path], names: list[str], duplicates: str) -> N
             raise ImagesError(f"{paths[j]} and {p} hold the same image (identical bytes): one copy could be trained on "
                               "and tested on; remove one, or pass duplicates='keep' (--keep-duplicates)")  # fmt: skip
         by_content.setdefault(digest, i)
+        digests.append(digest)
+    return digests
 
 
 def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0, min_per_class: int = 2,
@@ -221,7 +227,7 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
         raise ImagesError(f"{src} does not exist: pass a folder of class folders or a CSV of path,label")
     ignored: list[tuple[Path, str]] = []
     paths, names, given = _from_csv(src) if src.is_file() else _from_tree(src, ignored)
-    _check_duplicates(paths, names, duplicates)
+    digests = _check_duplicates(paths, names, duplicates)
     keep, skipped = [], []
     for i, p in enumerate(paths):  # decode every image once, up front: no model runs on a broken set
         try:
@@ -233,6 +239,7 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
             skipped.append(p)
             ignored.append((p, f"undecodable: {str(e).split('. ')[0]}"))
     paths, names, given = [paths[i] for i in keep], [names[i] for i in keep], [given[i] for i in keep]
+    digests = [digests[i] for i in keep]
     classes = sorted(set(names))
     if len(classes) < 2:
         raise ImagesError(f"{src} has {len(classes)} class ({', '.join(classes) or 'none'}): ranking needs at least "
@@ -255,4 +262,4 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
     if short:
         raise ImagesError(f"too few training images in {', '.join(short[:10])}: each class needs at least "
                           f"{min_per_class} (kNN's k + 1); add images or lower k")  # fmt: skip
-    return UserImages(paths, labels, splits, classes, skipped, ignored)
+    return UserImages(paths, labels, splits, classes, skipped, ignored, digests)

@@ -155,7 +155,7 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
     """Print what the scale trains and fine-tunes and its GPU-hours per stage (:func:`plan_frame`)."""
     if bench is None:
         return {}
-    table = plan_frame(ws, bench)
+    table = plan_frame(ws, bench, write=False)
     total = table.iloc[-1]
     experts = len(choose_experts(ws, bench)) if ws.scale.trains_upstream else len(released_names(ws.scale))
     kind = "adapter experts" if ws.scale.trains_upstream else "released experts"
@@ -168,11 +168,12 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
     return {"plan": table, "experts": experts, "fine_tunes": int(total.jobs)}
 
 
-def plan_frame(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
+def plan_frame(ws: Workspace, bench: Benchmark, write: bool = True) -> pd.DataFrame:
     """The plan (:mod:`expertlib.pipeline.plan`): the very job lists the notebooks run, each priced at its
     resolution and step count from the GPU rates of ``results/benchmarks/gpu.csv``, per stage, with wall-clock
-    hours on 1 and 8 GPUs (for a scale that samples experts, an upper bound). Written by rank 0 to
-    ``tables/plan.csv``, and its documented alternatives to ``tables/plan_options.csv``."""
+    hours on 1 and 8 GPUs (for a scale that samples experts, an upper bound). With ``write`` (notebook 01),
+    rank 0 writes it to ``tables/plan.csv`` and prices its documented alternatives into
+    ``tables/plan_options.csv``; every notebook's start only prints it."""
     from expertlib.pipeline import plan as PL
     from expertlib.pipeline.workspace import is_main_process
 
@@ -181,7 +182,7 @@ def plan_frame(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
     names = list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None
     cands = PL.scale_candidates(ws, names)
     table = PL.plan_table(ws, bench, cands)
-    if is_main_process():
+    if write and is_main_process():
         atomic_write_csv(ws.path("tables", "plan.csv"), table)
         atomic_write_csv(ws.path("tables", "plan_options.csv"), PL.plan_options(ws, bench, cands))
     return table

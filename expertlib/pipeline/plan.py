@@ -180,12 +180,15 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
                 images,
                 gpu_seconds(images, res, rates, "train"),
             )
-    job_secs = []
+    job_secs, sizes = [], {}
     for job in jobs:
         r = job.recipe
         res = r["resolution"][1]
         train_images = r["steps"] * r["batch"]
-        eval_images = len(bench.task(r["task"], MODES[r["mode"]][1]))
+        key = (r["task"], MODES[r["mode"]][1])
+        if key not in sizes:  # a split's length once, not once per job
+            sizes[key] = len(bench.task(*key))
+        eval_images = sizes[key]
         train_s = gpu_seconds(train_images, res, rates, "train")
         eval_s = gpu_seconds(eval_images, res, rates, "inference")
         stage = "fine-tunes (test)" if r["mode"] == "finetune" else "oracle choice (train800 -> val200)"

@@ -118,10 +118,11 @@ MODES = {"finetune": ("train800val200", "test"), "finetune_val": ("train800", "v
 
 
 def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], hps: Mapping[str, dict],
-                  picks: pd.DataFrame | None, fingerprint=None) -> list[Job]:  # fmt: skip
-    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.jobs.Job`\s whose recipe is everything
-    that sets its result (task, candidate and its weights' fingerprint, mode, seed, steps, lr, batch,
-    resolution) and whose cost is its images times pixels, evaluation included. The plan prices exactly these."""
+                  picks: pd.DataFrame | None) -> list[Job]:  # fmt: skip
+    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.jobs.Job`\s whose recipe says what sets
+    its result (task, candidate, mode, seed, steps, lr, batch, resolution; :func:`run_transfer` adds the
+    candidate's weights' fingerprint) and whose cost is its GPU seconds, evaluation included. The plan prices
+    exactly these."""
     by_task = picks.set_index("task").to_dict("index") if picks is not None and len(picks) else {}
     rates = R.gpu_rates()
     jobs = []
@@ -133,8 +134,7 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
         sizes = {m: len(bench.task(task, MODES[m][1])) for m in {m for _, _, m in runs}}
         for who, seed, mode in runs:
             recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
-                      "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution),
-                      "weights": fingerprint(who) if fingerprint else None}  # fmt: skip
+                      "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution)}  # fmt: skip
             train_images = hps[task]["steps"] * ws.scale.transfer_batch
             cost = R.gpu_seconds(train_images, resolution[1], rates) + R.gpu_seconds(
                 sizes[mode], resolution[1], rates, "inference"
@@ -177,17 +177,18 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     pick_path = ws.path("tables", "selection_picks.csv")
     picks = pd.read_csv(pick_path) if pick_path.exists() else None
     plan = transfer_jobs(ws, bench, cands, hps, picks)
-    todo_keys = {i for i, j in enumerate(plan)
-                 if (j.recipe["task"], j.recipe["model"], j.recipe["mode"], j.recipe["seed"]) not in have}  # fmt: skip
-    computed = bool(missing or todo_keys)
-    if todo_keys:  # keyed by the candidates' weights too: a replaced model's results are never reused
-        prints: dict[str, str] = {}
-        fingerprint = lambda who: prints.setdefault(who, candidate_fingerprint(cands[who]))  # noqa: E731
-        jobs = [
-            j
-            for i, j in enumerate(transfer_jobs(ws, bench, cands, hps, picks, fingerprint))
-            if i in todo_keys
-        ]
+    todo = [
+        j
+        for j in plan
+        if (j.recipe["task"], j.recipe["model"], j.recipe["mode"], j.recipe["seed"]) not in have
+    ]
+    computed = bool(missing or todo)
+    if todo:
+        # keyed by the candidates' weights too (each hashed once): a replaced model's results are never reused
+        prints = {
+            who: candidate_fingerprint(cands[who]) for who in dict.fromkeys(j.recipe["model"] for j in todo)
+        }
+        jobs = [Job({**j.recipe, "weights": prints[j.recipe["model"]]}, j.cost) for j in todo]
         from tqdm import tqdm
 
         bar = tqdm(desc="fine-tunes (this process)", disable=not ws.progress)
