@@ -13,7 +13,7 @@ from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
 from expertlib.adapters import AdapterConfig, AdapterExperts, FullExperts, parameter_summary
 from expertlib.candidates import Candidate
-from expertlib.resnet import create_model, reuse_standardized_weights
+from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
 from expertlib.schedules import Schedule
 from expertlib.training import ArrayData, TrainConfig, train
 
@@ -42,13 +42,13 @@ def throughput_rows() -> list[dict]:
 
         def ours_reused(m=ours, x=xx):
             with reuse_standardized_weights():
-                return m.features(x)
+                return pooled_features(m, x)
 
         with torch.inference_mode():
             speed[("timm", layout)] = batch / best_of(
                 lambda m=theirs, x=xx: m.forward_head(m.forward_features(x), pre_logits=True), repeats=5
             )
-            speed[("ours", layout)] = batch / best_of(lambda m=ours, x=xx: m.features(x), repeats=5)
+            speed[("ours", layout)] = batch / best_of(lambda m=ours, x=xx: pooled_features(m, x), repeats=5)
             speed[("ours, weights reused", layout)] = batch / best_of(ours_reused, repeats=5)
     for (who, layout), ips in speed.items():
         if who == "timm":

@@ -28,7 +28,7 @@ from expertlib.adapters import AdapterConfig, AdapterExperts
 from expertlib.candidates import Candidate
 from expertlib.presets import get_scale
 from expertlib.proxies import knn_accuracy
-from expertlib.resnet import create_model, reuse_standardized_weights
+from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
 
 EXPERTS, TASK_IMAGES, FT_STEPS, FT_BATCH = 48, 1000, 500, 512
 
@@ -63,7 +63,7 @@ def r50_costs() -> dict[str, float]:
     y = torch.randint(0, 100, (8,))
     model.eval()
     with torch.inference_mode(), reuse_standardized_weights():
-        fwd = best_of(lambda: model.features(x), repeats=3)
+        fwd = best_of(lambda: pooled_features(model, x), repeats=3)
     model.train()
     train = best_of(step_fn(model, model.parameters(), x, y), repeats=3)
     feats = torch.nn.functional.normalize(torch.randn(TASK_IMAGES, 2048), dim=1)
@@ -120,11 +120,11 @@ def utilisation_rows(peak: float) -> list[dict]:
 
     def tiny_features() -> None:
         with torch.inference_mode(), reuse_standardized_weights():
-            tiny.eval().features(x_feat)
+            pooled_features(tiny.eval(), x_feat)
 
     def r50_features() -> None:
         with torch.inference_mode(), reuse_standardized_weights():
-            r50.features(x_r50)
+            pooled_features(r50, x_r50)
 
     work += [
         ("feature extraction (tiny, batch 500)", tiny_features),

@@ -2,7 +2,7 @@
 models that `make reproduce` trained (results/cpu/models):
 
 (a) kNN selection over all adapter experts: load the bank, embed the task's 1,000 images once per expert
-    (one pass sharing the stem), leave-one-out kNN per expert; also the same without the shared pass;
+    (one shared pass over the images), leave-one-out kNN per expert; also the same with one pass per expert;
 (b) fine-tune every expert on train800 and keep the best on val200 (the oracle);
 (c) Domain-Adaptive-Transfer style, timed by the pipeline's own selection step: re-weight upstream data and re-train
     B on it for an expert's budget (the competing approach's per-task cost; its final fine-tune is not counted,
@@ -50,7 +50,7 @@ def main() -> None:
         feats = extract_features([Candidate(n, bank, n) for n in names], data, ws.scale.eval_batch)
         scores = {n: knn_accuracy(f, data.labels, k=ws.scale.knn_k) for n, f in feats.items()}
         knn_s = time.perf_counter() - t0
-        t0 = time.perf_counter()  # the same without the shared pass: one extraction per expert
+        t0 = time.perf_counter()  # the same with one pass over the images per expert
         bank2 = load_bank(bank_path).eval()
         for n in names:
             f = extract_features([Candidate(n, bank2, n)], data, ws.scale.eval_batch)[n]

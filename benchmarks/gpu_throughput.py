@@ -26,7 +26,7 @@ from PIL import Image
 from expertlib.datasets.batches import ImageData
 from expertlib.datasets.folders import read_image
 from expertlib.proxies import knn_accuracy
-from expertlib.resnet import create_model, reuse_standardized_weights
+from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
 from expertlib.schedules import Schedule
 from expertlib.training import StepBatches, TrainConfig, batches
 
@@ -95,7 +95,7 @@ def feature_rows(name: str, steps: int, batch: int) -> list[dict]:
 
     def run_ours() -> None:
         with reuse_standardized_weights():
-            ours.features(x)
+            pooled_features(ours, x)
 
     def run_timm() -> None:
         theirs.forward_head(theirs.forward_features(x), pre_logits=True)

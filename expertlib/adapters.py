@@ -4,12 +4,14 @@ An *expert* is B specialised on one upstream subset. Two kinds, as in the paper:
 
 - adapter experts (:class:`AdapterExperts`): one frozen shared backbone (B) plus, per expert, a small
   residual adapter in every residual unit, optionally its own GroupNorm affine parameters, and its own head.
-  Many experts fit in one model; features for several experts share the stem pass.
+  Many experts fit in one model.
 - full experts (:class:`FullExperts`): a whole copy of B fine-tuned on the subset.
 
-Both answer the same calls (``features(x, expert)``, ``features_many``, ``logits``, ``transfer_model``,
-``expert_parameters``, ``expert_state_dict``), so proxies and transfer code never care which kind they got.
-The expert is always an explicit argument; ``None`` (or ``"base"``) means B itself.
+Every network here keeps timm's forward contract: ``forward_features`` (the pre-logit feature map),
+``forward_head(x, pre_logits=...)`` (pool, then the head) and ``forward`` (logits). A bank answers the same
+three calls with the expert as an explicit argument (``None`` or ``"base"``: B itself), plus
+``transfer_model``, ``expert_parameters`` and ``expert_state_dict``, so proxies and transfer code never care
+which kind of bank they got.
 
 The paper does not publish its adapter; ours is a documented, configurable choice (:class:`AdapterConfig`):
 a pre-activation bottleneck ``up(relu(down(relu(gn(x)))))`` added at the end of each unit (series,
@@ -23,6 +25,7 @@ import copy
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -152,30 +155,42 @@ class ExpertBank(nn.Module):
     def __init__(self, base: ResNetV2) -> None:
         super().__init__()
         self.base = base
+        self.experts = nn.ModuleDict()  # name -> the expert's own modules
 
     # -- naming ---------------------------------------------------------------------------------------------
     @property
     def expert_names(self) -> list[str]:
-        return list(self.experts.keys())  # type: ignore[attr-defined]
+        return list(self.experts.keys())
 
     def _require(self, expert: str | None) -> str | None:
         if expert is None or expert == BASE:
             return None
-        if expert not in self.experts:  # type: ignore[attr-defined]
+        if expert not in self.experts:
             known = ", ".join(self.expert_names) or "(none)"
             raise UnknownExpertError(f"unknown expert {expert!r}; this {self.kind} bank holds: {known}")
         return expert
 
-    # -- calls every bank answers ---------------------------------------------------------------------------
-    def features(self, x: Tensor, expert: str | None) -> Tensor:
-        """Pooled pre-logit features of ``expert`` (``None``/``'base'``: B)."""
-        return self.features_many(x, [expert])[expert]
-
-    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
+    # -- the forward contract, per expert ---------------------------------------------------------------------
+    def forward_features(self, x: Tensor, expert: str | None = None) -> Tensor:
+        """``expert``'s pre-logit feature map (``None``/``'base'``: B's)."""
         raise NotImplementedError
 
-    def logits(self, x: Tensor, expert: str | None) -> Tensor:
-        raise NotImplementedError
+    def forward_head(self, x: Tensor, expert: str | None = None, pre_logits: bool = False) -> Tensor:
+        """Pool a feature map (or take pooled ``(N, C)`` features) and apply ``expert``'s own upstream head.
+        Every head here is linear in the pooled features, so LEEP and NCE score each expert from its stored
+        features without a second pass over the images."""
+        f = x.mean(dim=(2, 3)) if x.ndim == 4 else x
+        if pre_logits:
+            return f
+        head = self.upstream_head(expert)
+        if head is None:
+            raise ValueError(f"{expert or 'B'} has no upstream head (added with num_classes=0)")
+        # the head runs on the model's device, as the 1x1 conv B's own head is; the result on the features'
+        return head(f.to(head.weight.device)[:, :, None, None]).flatten(1).to(f.device)
+
+    def forward(self, x: Tensor, expert: str | None = None) -> Tensor:
+        """``expert``'s upstream logits (B's head for B; the expert's own head, over its subset)."""
+        return self.forward_head(self.forward_features(x, expert), expert)
 
     def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
         """An independent copy of ``expert`` as one network with a fresh zero-initialised head."""
@@ -186,26 +201,17 @@ class ExpertBank(nn.Module):
         name = self._require(expert)
         if name is None:
             return self.base.head.fc
-        e = self.experts[name]  # type: ignore[index]
+        e = self.experts[name]
         return e.head.fc if isinstance(e, ResNetV2) else e.head
 
-    def logits_from_features(self, features: Tensor, expert: str | None) -> Tensor:
-        """Upstream logits from pooled features: every head here is linear in them (pool, then a 1x1 conv),
-        so LEEP and NCE score each expert through its own head without a second pass over the images."""
-        head = self.upstream_head(expert)
-        if head is None:
-            raise ValueError(f"{expert or 'B'} has no upstream head")
-        w = head.weight.flatten(1)  # on the model's device; the result on the features' device
-        return F.linear(features.to(w.device), w, head.bias).to(features.device)
-
     def expert_parameters(self, expert: str) -> list[nn.Parameter]:
-        return list(self.experts[self._require(expert)].parameters())  # type: ignore[index]
+        return list(self.experts[self._require(expert)].parameters())
 
     def num_expert_parameters(self, expert: str, exclude_head: bool = False) -> int:
         return count_parameters(self.expert_state_dict(expert), exclude_head=exclude_head)
 
     def expert_state_dict(self, expert: str) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self.experts[self._require(expert)].state_dict().items()}  # type: ignore[index]
+        return {k: v.detach() for k, v in self.experts[self._require(expert)].state_dict().items()}
 
     def num_classes(self, expert: str) -> int:
         """Width of ``expert``'s own head (0 when it has none)."""
@@ -234,7 +240,6 @@ class AdapterExperts(ExpertBank):
     def __init__(self, base: ResNetV2, cfg: AdapterConfig | None = None) -> None:
         super().__init__(base)
         self.cfg = cfg or AdapterConfig()
-        self.experts = nn.ModuleDict()
 
     def add_expert(
         self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None
@@ -250,29 +255,14 @@ class AdapterExperts(ExpertBank):
         self.experts[name] = expert
         return expert
 
-    def _run(self, stem_out: Tensor, expert: str | None, pre_logits: bool) -> Tensor:
-        if expert is None:
-            return self.base(stem_out, pre_logits=pre_logits, skip_stem=True)
-        e: AdapterExpert = self.experts[expert]  # type: ignore[assignment]
-        feats = functional_call(
-            self.base,
-            e.overrides(),
-            (stem_out,),
-            {"adapters": list(e.adapters), "pre_logits": True, "skip_stem": True},
-        )
-        if pre_logits:
-            return feats
-        if e.head is None:
-            raise ValueError(f"expert {expert!r} has no head (added with num_classes=0)")
-        return e.head(feats[:, :, None, None]).flatten(1)
-
-    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
-        names = [self._require(e) for e in experts]
-        stem_out = self.base.forward_stem(x)  # the stem carries no adapter: computed once for all experts
-        return {orig: self._run(stem_out, n, pre_logits=True) for orig, n in zip(experts, names, strict=True)}
-
-    def logits(self, x: Tensor, expert: str | None) -> Tensor:
-        return self._run(self.base.forward_stem(x), self._require(expert), pre_logits=False)
+    def forward_features(self, x: Tensor, expert: str | None = None) -> Tensor:
+        name = self._require(expert)
+        if name is None:
+            return self.base.forward_features(x)
+        e = cast(AdapterExpert, self.experts[name])
+        # B's network with this expert's GroupNorm parameters swapped in for the call, and its adapters added
+        overrides = {f"net.{k}": v for k, v in e.overrides().items()}
+        return functional_call(_FeatureMap(self.base), overrides, (x, list(e.adapters)))
 
     def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
         name = self._require(expert)
@@ -280,7 +270,7 @@ class AdapterExperts(ExpertBank):
         base.reset_head(num_classes)
         if name is None:
             return base
-        e: AdapterExpert = self.experts[name]  # type: ignore[assignment]
+        e = cast(AdapterExpert, self.experts[name])
         with torch.no_grad():  # fold the expert's GroupNorm parameters into the copy
             own = dict(base.named_parameters())
             for pname, value in e.overrides().items():
@@ -303,21 +293,31 @@ class AdaptedResNet(nn.Module):
     def reset_head(self, num_classes: int, zero: bool = True) -> None:
         self.backbone.reset_head(num_classes, zero=zero)
 
-    def features(self, x: Tensor) -> Tensor:
-        return self.backbone(x, adapters=list(self.adapters), pre_logits=True)
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.backbone.forward_features(x, list(self.adapters))
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        return self.backbone.forward_head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.backbone(x, adapters=list(self.adapters))
+        return self.forward_head(self.forward_features(x))
+
+
+class _FeatureMap(nn.Module):
+    """``net.forward_features`` as a module's forward, so ``functional_call`` can swap parameters for it."""
+
+    def __init__(self, net: ResNetV2) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor, adapters: Sequence[nn.Module | None]) -> Tensor:
+        return self.net.forward_features(x, adapters)
 
 
 class FullExperts(ExpertBank):
     """Full experts: each a whole ResNetV2 initialised from B and fine-tuned on its subset."""
 
     kind = "full"
-
-    def __init__(self, base: ResNetV2) -> None:
-        super().__init__(base)
-        self.experts = nn.ModuleDict()
 
     def add_expert(self, name: str, num_classes: int = 0, head_rows: Sequence[int] | None = None) -> ResNetV2:
         _check_name(name)
@@ -332,14 +332,10 @@ class FullExperts(ExpertBank):
 
     def _model(self, expert: str | None) -> ResNetV2:
         name = self._require(expert)
-        return self.base if name is None else self.experts[name]  # type: ignore[return-value]
+        return self.base if name is None else cast(ResNetV2, self.experts[name])
 
-    def features_many(self, x: Tensor, experts: Sequence[str | None]) -> dict[str | None, Tensor]:
-        models = [self._model(e) for e in experts]
-        return {e: m(x, pre_logits=True) for e, m in zip(experts, models, strict=True)}
-
-    def logits(self, x: Tensor, expert: str | None) -> Tensor:
-        return self._model(expert)(x)
+    def forward_features(self, x: Tensor, expert: str | None = None) -> Tensor:
+        return self._model(expert).forward_features(x)
 
     def transfer_model(self, expert: str | None, num_classes: int) -> nn.Module:
         model = copy.deepcopy(self._model(expert))

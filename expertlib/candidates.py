@@ -4,12 +4,13 @@ B, the compute-matched control B+extra, an adapter expert, a full expert (and a 
 which is a full expert) are all a :class:`Candidate`: an expert of an :class:`~expertlib.adapters.ExpertBank`
 (``expert=None`` is the bank's base model). A bare model becomes one through :func:`from_model`. A candidate
 
-- is a module whose ``forward`` gives its upstream logits (what its own training optimised),
-- gives pooled pre-logit ``features`` (what the kNN proxy embeds),
+- is a module with timm's contract: ``forward`` gives its upstream logits (what its own training optimised),
+  ``forward_features`` its feature map, ``forward_head(x, pre_logits=True)`` the pooled features the kNN
+  proxy embeds (:func:`~expertlib.resnet.pooled_features`),
 - builds an independent ``transfer_net`` with a fresh zero-initialised head (what fine-tuning trains).
 
 Nothing above this module asks what kind of network a candidate is. :func:`features_of` embeds one batch with
-many candidates, sharing the stem pass between adapter experts of the same bank.
+many candidates.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Container, Iterable, Sequence
 from torch import Tensor, nn
 
 from expertlib.adapters import ExpertBank, FullExperts
-from expertlib.resnet import ResNetV2, count_parameters
+from expertlib.resnet import ResNetV2, count_parameters, pooled_features
 
 BASE, EXTRA = "base", "base+extra"
 
@@ -39,17 +40,16 @@ class Candidate(nn.Module):
     def __repr__(self) -> str:
         return f"Candidate({self.name!r}, kind={self.kind!r})"
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return self.bank.forward_features(x, self.expert)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool (a feature map, or take pooled features) and apply its own upstream head."""
+        return self.bank.forward_head(x, self.expert, pre_logits=pre_logits)
+
     def forward(self, x: Tensor) -> Tensor:
         """Upstream logits (B's head for B; the expert's own head, over its subset, for an expert)."""
-        return self.bank.logits(x, self.expert)
-
-    def features(self, x: Tensor) -> Tensor:
-        """Pooled pre-logit features."""
-        return self.bank.features(x, self.expert)
-
-    def logits_from_features(self, features: Tensor) -> Tensor:
-        """Upstream logits (what ``forward`` gives) from pooled ``features``: through its own head."""
-        return self.bank.logits_from_features(features, self.expert)
+        return self.bank(x, self.expert)
 
     def transfer_net(self, num_classes: int) -> nn.Module:
         """An independent copy as one network with a fresh zero-initialised ``num_classes``-way head."""
@@ -104,15 +104,10 @@ def picked(candidates: Container[str], pick: str) -> str:
 
 
 def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]:
-    """Features of ``x`` under every candidate; candidates of one bank share a single stem pass."""
-    by_bank: dict[int, list[Candidate]] = {}
-    for c in candidates:
-        by_bank.setdefault(id(c.bank), []).append(c)
-    out: dict[str, Tensor] = {}
-    for group in by_bank.values():
-        feats = group[0].bank.features_many(x, [c.expert for c in group])
-        out.update({c.name: feats[c.expert] for c in group})
-    return {c.name: out[c.name] for c in candidates}
+    """Pooled features of ``x`` under every candidate. (Sharing work between the experts of one bank was
+    measured to save nothing on the cpu scale: results/benchmarks/selection_cost.csv, 3.7 s shared against
+    3.6 s apart, so each candidate runs its own forward.)"""
+    return {c.name: pooled_features(c, x) for c in candidates}
 
 
 def by_name(candidates: Iterable[Candidate]) -> dict[str, Candidate]:

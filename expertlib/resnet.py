@@ -288,8 +288,8 @@ class _Stage(nn.Module):
 class ResNetV2(nn.Module):
     """BiT ResNet-v2.
 
-    ``forward_features`` returns the pre-logit feature map (after the head's GroupNorm and ReLU);
-    ``forward_head(x, pre_logits=True)`` pools it to the ``num_features``-wide vector the proxies use;
+    timm's contract: ``forward_features`` returns the pre-logit feature map (after the head's GroupNorm and
+    ReLU); ``forward_head(x, pre_logits=True)`` pools it to the ``num_features``-wide vector the proxies use;
     ``forward`` gives logits. ``adapters`` (one module or ``None`` per residual unit, in order) adds an
     expert's residual adapters for that call only.
     """
@@ -358,39 +358,22 @@ class ResNetV2(nn.Module):
                 nn.init.normal_(self.head.fc.weight, std=0.01)
             nn.init.zeros_(self.head.fc.bias)
 
-    def forward_stem(self, x: Tensor) -> Tensor:
-        return self.stem(x)
-
-    def forward_body(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
-        """Residual units then the head's GroupNorm + ReLU, from the stem's output."""
+    def forward_features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
+        """The pre-logit feature map: stem, residual units (each with its adapter, if given), GroupNorm + ReLU."""
         units = self.units
         if adapters is not None and len(adapters) != len(units):
             raise ValueError(f"got {len(adapters)} adapters for {len(units)} residual units")
+        x = self.stem(x)
         for i, u in enumerate(units):
             x = u(x, None if adapters is None else adapters[i])
         return F.relu(self.norm(x), inplace=True)
 
-    def forward_features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
-        return self.forward_body(self.forward_stem(x), adapters)
-
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        """Pool the feature map (or take already pooled ``(N, C)`` features) and apply the head."""
         return self.head(x, pre_logits=pre_logits)
 
-    def forward(
-        self,
-        x: Tensor,
-        adapters: Sequence[nn.Module | None] | None = None,
-        pre_logits: bool = False,
-        skip_stem: bool = False,
-    ) -> Tensor:
-        """Logits (or pooled features with ``pre_logits``). ``skip_stem``: ``x`` is already the stem's output,
-        which lets many adapter experts share one stem pass."""
-        body = self.forward_body(x if skip_stem else self.forward_stem(x), adapters)
-        return self.forward_head(body, pre_logits=pre_logits)
-
-    def features(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
-        """Pooled pre-logit features (``num_features`` wide)."""
-        return self.forward_head(self.forward_features(x, adapters), pre_logits=True)
+    def forward(self, x: Tensor, adapters: Sequence[nn.Module | None] | None = None) -> Tensor:
+        return self.forward_head(self.forward_features(x, adapters))
 
 
 class _Head(nn.Module):
@@ -401,10 +384,30 @@ class _Head(nn.Module):
         self.fc = nn.Conv2d(num_features, num_classes, 1, bias=True) if num_classes > 0 else None
 
     def forward(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(dim=(2, 3), keepdim=True)
+        x = (
+            x.mean(dim=(2, 3), keepdim=True) if x.ndim == 4 else x[:, :, None, None]
+        )  # pooled: pooling is a no-op
         if pre_logits or self.fc is None:
             return x.flatten(1)
         return self.fc(x).flatten(1)
+
+
+def pooled_features(net: nn.Module, x: Tensor, **kwargs) -> Tensor:
+    """The pooled pre-logit features (``num_features`` wide) of any network with the timm contract
+    (``forward_features`` / ``forward_head(pre_logits=True)``): what the proxies embed. ``kwargs`` go to
+    ``forward_features`` (a bank's ``expert``, a backbone's ``adapters``)."""
+    return net.forward_head(net.forward_features(x, **kwargs), pre_logits=True)
+
+
+class Pooled(nn.Module):
+    """A network's pooled features as a module's forward (what evaluation loops and FLOP counts take)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: Tensor) -> Tensor:
+        return pooled_features(self.net, x)
 
 
 HEAD_KEY = re.compile(

@@ -47,12 +47,12 @@ def head_logits(candidates: Sequence[Candidate], features: Mapping[str, np.ndarr
     with torch.no_grad():
         for c in candidates:
             if c.bank.upstream_head(c.expert) is not None:
-                out[c.name] = c.logits_from_features(torch.from_numpy(features[c.name])).numpy()
+                out[c.name] = c.forward_head(torch.from_numpy(features[c.name])).numpy()
     return out
 
 
 def forward_flops(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple[int, ...]) -> int:
-    """FLOPs of one call of ``fn`` (a module or a candidate's ``features``; multiply-adds count 2)."""
+    """FLOPs of one call of ``fn`` (a module, e.g. ``Pooled(candidate)``; multiply-adds count 2)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     owner = owner_module(fn)

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from expertlib.resnet import Pooled
 from expertlib.weights import CheckpointError
 
 
@@ -182,14 +183,6 @@ def timm_candidate(name: str, checkpoint: str | None = None) -> ModelCandidate:
     head = copy.deepcopy(model.get_classifier())
     head = head if isinstance(head, nn.Linear) else None
 
-    class _Pooled(nn.Module):
-        def __init__(self, m: nn.Module) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, x: Tensor) -> Tensor:
-            return self.m.forward_head(self.m.forward_features(x), pre_logits=True)
-
     def transfer(k: int) -> nn.Module:
         net = copy.deepcopy(model)
         net.reset_classifier(k)
@@ -197,7 +190,7 @@ def timm_candidate(name: str, checkpoint: str | None = None) -> ModelCandidate:
         return Normalized(net, mean, std)
 
     precrop = round(crop / float(cfg.get("crop_pct", 0.875)))
-    return ModelCandidate(f"timm:{name}", Normalized(_Pooled(model), mean, std), head, transfer, crop, precrop,
+    return ModelCandidate(f"timm:{name}", Normalized(Pooled(model), mean, std), head, transfer, crop, precrop,
                           f"timm {name}, " + (f"checkpoint {checkpoint}" if checkpoint else "pretrained"))  # fmt: skip
 
 
@@ -266,17 +259,15 @@ def expertlib_candidates(path: str | Path, resolution: tuple[int, int] | None = 
     for c in cands:
         crop = c.bank.base.cfg.input_size
         precrop, crop = resolution or (round(crop * 1.125), crop)
-        head = _Method(c, "logits_from_features") if c.bank.upstream_head(c.expert) is not None else None
+        head = _Method(c, "forward_head") if c.bank.upstream_head(c.expert) is not None else None
         out.append(
-            ModelCandidate(
-                c.name, _Method(c, "features"), head, c.transfer_net, crop, precrop, f"expertlib {path.name}"
-            )
+            ModelCandidate(c.name, Pooled(c), head, c.transfer_net, crop, precrop, f"expertlib {path.name}")
         )
     return out
 
 
 class _Method(nn.Module):
-    """A module whose forward is one method of another (a candidate's features, or its head on features)."""
+    """A module whose forward is one method of another (a candidate's upstream head on pooled features)."""
 
     def __init__(self, owner: nn.Module, method: str) -> None:
         super().__init__()

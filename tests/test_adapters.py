@@ -9,7 +9,7 @@ from expertlib.adapters import (
     UnknownExpertError,
     parameter_summary,
 )
-from expertlib.resnet import create_model
+from expertlib.resnet import create_model, pooled_features
 
 
 def _base(name="tiny", classes=6):
@@ -32,8 +32,8 @@ def test_fresh_adapters_compute_exactly_b(placement, arch):
     bank.add_expert("animals", num_classes=6, head_rows=range(6))
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(bank.features(x, "animals"), base.features(x))
-        assert torch.equal(bank.logits(x, "animals"), base(x))
+        assert torch.equal(pooled_features(bank, x, expert="animals"), pooled_features(base, x))
+        assert torch.equal(bank(x, "animals"), base(x))
 
 
 def test_trained_adapter_changes_only_its_expert():
@@ -44,10 +44,10 @@ def test_trained_adapter_changes_only_its_expert():
     _perturb(bank.experts["a"])
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        feats = bank.features_many(x, [None, "a", "b"])
+        feats = {e: pooled_features(bank, x, expert=e) for e in (None, "a", "b")}
     assert not torch.allclose(feats["a"], feats[None])
     assert torch.equal(feats["b"], feats[None])
-    assert torch.allclose(feats[None], base.features(x))
+    assert torch.allclose(feats[None], pooled_features(base, x))
 
 
 def test_frozen_backbone_gradients_reach_only_the_chosen_expert():
@@ -57,8 +57,8 @@ def test_frozen_backbone_gradients_reach_only_the_chosen_expert():
     _perturb(bank.experts["a"])
     params = bank.train_only("a")
     loss = (
-        bank.logits(torch.randn(4, 3, 32, 32), "a").pow(2).sum()
-        + bank.features(torch.randn(2, 3, 32, 32), "a").sum()
+        bank(torch.randn(4, 3, 32, 32), "a").pow(2).sum()
+        + pooled_features(bank, torch.randn(2, 3, 32, 32), expert="a").sum()
     )
     loss.backward()
     ids = {id(p) for p in params}
@@ -84,7 +84,7 @@ def test_unknown_expert_and_bad_names():
     bank = AdapterExperts(_base())
     bank.add_expert("animal")
     with pytest.raises(UnknownExpertError, match="unknown expert 'animl'.*holds: animal"):
-        bank.features(torch.randn(1, 3, 32, 32), "animl")
+        pooled_features(bank, torch.randn(1, 3, 32, 32), expert="animl")
     with pytest.raises(ValueError, match="reserved"):
         bank.add_expert("base")
     with pytest.raises(ValueError, match="already exists"):
@@ -98,11 +98,11 @@ def test_transfer_model_matches_expert_features_and_is_independent():
         net = bank.transfer_model("a", num_classes=4)
         x = torch.randn(2, 3, 32, 32)
         with torch.no_grad():
-            assert torch.allclose(net.features(x), bank.features(x, "a"), atol=1e-5)
+            assert torch.allclose(pooled_features(net, x), pooled_features(bank, x, expert="a"), atol=1e-5)
             assert torch.equal(net(x), torch.zeros(2, 4))  # fresh zero head
         _perturb(net)
         with torch.no_grad():
-            assert not torch.allclose(net.features(x), bank.features(x, "a"))
+            assert not torch.allclose(pooled_features(net, x), pooled_features(bank, x, expert="a"))
         base_net = bank.transfer_model(None, 4)
         assert not isinstance(base_net, AdaptedResNet)
 
@@ -113,7 +113,7 @@ def test_full_experts_same_interface():
     bank.add_expert("a", num_classes=2, head_rows=[0, 3])
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.allclose(bank.logits(x, "a"), base(x)[:, [0, 3]])
+        assert torch.allclose(bank(x, "a"), base(x)[:, [0, 3]])
     assert bank.num_expert_parameters("a", exclude_head=True) == sum(
         p.numel() for n, p in base.named_parameters() if not n.startswith("head.")
     )
@@ -129,3 +129,40 @@ def test_adapter_parameter_budget_r50x1_48_experts():
     adapter_total = s["backbone"] + 48 * s["expert:one"]
     full_total = 48 * s["backbone"]
     assert adapter_total <= 0.15 * full_total
+
+
+def test_one_forward_contract_for_every_network():
+    """B, an adapted transfer net, both banks and a candidate answer timm's three calls the same way: forward is
+    forward_head(forward_features), pre_logits pools, and the head takes pooled features as well as a map."""
+    from expertlib.candidates import Candidate
+
+    base = _base()
+    adapters, full = AdapterExperts(base), FullExperts(base)
+    adapters.add_expert("a", num_classes=6, head_rows=range(6))
+    full.add_expert("f", num_classes=6, head_rows=range(6))
+    _perturb(adapters.experts["a"])
+    _perturb(full.experts["f"])
+    nets = {
+        "B": (base, {}),
+        "adapted": (adapters.transfer_model("a", 3), {}),
+        "adapter bank": (adapters, {"expert": "a"}),
+        "full bank": (full, {"expert": "f"}),
+        "candidate": (Candidate("adapter:a", adapters, "a"), {}),
+    }
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for what, (net, kw) in nets.items():
+            fmap = net.forward_features(x, **kw)
+            assert fmap.ndim == 4, what
+            logits = net(x, *kw.values())
+            assert torch.equal(net.forward_head(fmap, **kw), logits), what
+            pooled = net.forward_head(fmap, pre_logits=True, **kw)
+            assert torch.equal(pooled, fmap.mean(dim=(2, 3))), what
+            assert torch.allclose(net.forward_head(pooled, **kw), logits, atol=1e-6), what
+            for gone in ("features", "features_many", "logits", "forward_stem", "forward_body"):
+                assert not hasattr(net, gone), (what, gone)
+    # the adapter bank's expert, the candidate and the transfer net are one network underneath
+    with torch.no_grad():
+        want = pooled_features(adapters, x, expert="a")
+        assert torch.allclose(pooled_features(nets["candidate"][0], x), want)
+        assert torch.allclose(pooled_features(nets["adapted"][0], x), want, atol=1e-5)

@@ -3,7 +3,7 @@ import torch
 
 from expertlib.adapters import AdapterExperts, FullExperts, UnknownExpertError
 from expertlib.candidates import BASE, Candidate, by_name, features_of, from_bank, from_model
-from expertlib.resnet import create_model
+from expertlib.resnet import create_model, pooled_features
 
 
 def _banks():
@@ -25,18 +25,22 @@ def test_every_kind_answers_features_logits_and_transfer():
     assert list(cands) == ["base", "adapter:e", "full:e"]
     assert [c.kind for c in cands.values()] == ["generic", "adapter", "full"]
     with torch.no_grad():
-        assert torch.allclose(cands[BASE].features(x), base.features(x))
+        assert torch.allclose(pooled_features(cands[BASE], x), pooled_features(base, x))
         assert torch.allclose(cands[BASE](x), base(x))
-        assert torch.allclose(cands["adapter:e"].features(x), adapters.features(x, "e"))
+        assert torch.allclose(
+            pooled_features(cands["adapter:e"], x), pooled_features(adapters, x, expert="e")
+        )
         assert cands["full:e"](x).shape == (4, 3) and cands["full:e"].num_upstream_classes == 3
         for c in cands.values():
             net = c.transfer_net(7).eval()
             assert net(x).abs().max() == 0  # fresh zero head
-            assert torch.allclose(net.features(x), c.features(x), atol=1e-5)  # same network underneath
+            assert torch.allclose(
+                pooled_features(net, x), pooled_features(c, x), atol=1e-5
+            )  # same network underneath
             net.requires_grad_(True)
             w = next(net.parameters())  # perturb the copy (weight standardisation ignores a constant shift)
             w.data.add_(torch.randn_like(w))  # an independent copy: the candidate is untouched
-            assert not torch.allclose(net.features(x), c.features(x))
+            assert not torch.allclose(pooled_features(net, x), pooled_features(c, x))
 
 
 def test_features_of_many_candidates_in_one_call():
@@ -47,7 +51,7 @@ def test_features_of_many_candidates_in_one_call():
         out = features_of(cands, x)
         assert list(out) == ["b", "a", "f"]
         for c in cands:
-            assert torch.allclose(out[c.name], c.features(x), atol=1e-6)
+            assert torch.allclose(out[c.name], pooled_features(c, x), atol=1e-6)
 
 
 def test_parameters_to_train_and_counts():
@@ -75,4 +79,4 @@ def test_upstream_logits_from_features_match_the_forward_pass():
     cands = {BASE: from_model(base), **from_bank(adapters), **from_bank(full)}
     with torch.no_grad():
         for c in cands.values():
-            assert torch.allclose(c.logits_from_features(c.features(x)), c(x), atol=1e-5), c.name
+            assert torch.allclose(c.forward_head(pooled_features(c, x)), c(x), atol=1e-5), c.name

@@ -6,7 +6,15 @@ import torch
 from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
-from expertlib.resnet import CONFIGS, ResNetV2, StdConv2d, count_parameters, create_model, get_config
+from expertlib.resnet import (
+    CONFIGS,
+    ResNetV2,
+    StdConv2d,
+    count_parameters,
+    create_model,
+    get_config,
+    pooled_features,
+)
 
 
 def _timm_twin(cfg_name: str, num_classes: int) -> TimmResNetV2:
@@ -37,7 +45,7 @@ def test_r50x1_matches_timm_in_float64():
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
     with torch.no_grad():
         a, b = ours(x), theirs(x)
-        fa = ours.features(x)
+        fa = pooled_features(ours, x)
         fb = theirs.forward_head(theirs.forward_features(x), pre_logits=True)
     assert a.shape == (2, 10)
     assert (a - b).abs().max().item() <= 1e-10
@@ -97,12 +105,12 @@ def test_features_and_head_shapes_for_small_configs():
         assert fmap.shape[1] == m.num_features and fmap.min() >= 0  # after GN + ReLU
         assert m.forward_head(fmap, pre_logits=True).shape == (2, m.num_features)
         assert m(x).shape == (2, 4)
-        assert m.features(x).shape == (2, m.num_features)
+        assert pooled_features(m, x).shape == (2, m.num_features)
 
 
 def test_stem_pads_then_pools_without_padding():
     m = create_model("R50x1")
-    out = m.forward_stem(torch.randn(1, 3, 224, 224))
+    out = m.stem(torch.randn(1, 3, 224, 224))
     assert out.shape == (1, 64, 56, 56)
     assert m.stem.pool.padding == 0
 
@@ -124,21 +132,21 @@ def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_bloc
     model = create_model("tiny", num_classes=5).eval()
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
-        fresh = model.features(x)
+        fresh = pooled_features(model, x)
         conv = model.stem.conv
         with reuse_standardized_weights():
-            kept = [model.features(x), model.features(x)]
+            kept = [pooled_features(model, x), pooled_features(model, x)]
             assert conv._kept is not None and kept[0].data_ptr() != kept[1].data_ptr()
         assert all(torch.equal(fresh, k) for k in kept)
         # the block released every kept weight: nothing outlives it
         assert all(m._kept is None for m in model.modules() if hasattr(m, "_kept"))
         conv.weight.mul_(-1)  # outside the block: the change is seen at once
-        after = model.features(x)
+        after = pooled_features(model, x)
         with reuse_standardized_weights():
-            again = model.features(x)
+            again = pooled_features(model, x)
     assert not torch.equal(fresh, after) and torch.equal(after, again)
     with reuse_standardized_weights():  # with autograd the weight is standardised inside the graph
-        model.features(x).sum().backward()
+        pooled_features(model, x).sum().backward()
     assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 

@@ -8,7 +8,7 @@ from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
 from expertlib.adapters import AdapterConfig, AdapterExperts, FullExperts
-from expertlib.resnet import create_model
+from expertlib.resnet import create_model, pooled_features
 from expertlib.weights import (
     CheckpointError,
     WeightMismatchError,
@@ -126,7 +126,9 @@ def test_bank_and_single_expert_round_trip(tmp_path, kind):
     assert load_expert(other, tmp_path / "animal.safetensors", name="animal2") == "animal2"
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(other.features(x, "animal2"), bank.features(x, "animal"))
+        assert torch.equal(
+            pooled_features(other, x, expert="animal2"), pooled_features(bank, x, expert="animal")
+        )
 
 
 def test_expert_from_another_bank_is_refused(tmp_path):

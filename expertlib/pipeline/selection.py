@@ -26,6 +26,7 @@ from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts
 from expertlib.pipeline.workspace import Workspace, check_recipe, is_main_process, record_provenance
+from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
     ALL_PROXIES,
@@ -134,7 +135,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     labels = upstream_label_sets(ws, bench, experts) if todo else {}
     prior = bench.class_prior() if todo else None
     shape = (1, 3, ws.scale.crop, ws.scale.crop)
-    per_image = {c.name: float(forward_flops(c.eval().features, shape)) for c in cands} if todo else {}
+    per_image = {c.name: float(forward_flops(Pooled(c.eval()), shape)) for c in cands} if todo else {}
     for task in todo:
         data = bench.task(task, "train800val200")
         t0 = time.perf_counter()

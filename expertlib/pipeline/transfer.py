@@ -24,6 +24,7 @@ from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.selection import PICKED_BY, dat_models
 from expertlib.pipeline.workspace import Workspace, cached, check_recipe, is_main_process, record_provenance
+from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
 
@@ -84,8 +85,8 @@ def few_shot_hyperparameters(hps: Mapping[str, dict], tasks: Sequence[str]) -> d
 
 def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData]) -> float:
     """Frozen-feature transfer: logistic regression on train800val200 features, accuracy on test."""
-    tr = predict(cand.features, splits["train800val200"], ws.scale.eval_batch, ws.device).numpy()
-    te = predict(cand.features, splits["test"], ws.scale.eval_batch, ws.device).numpy()
+    tr = predict(Pooled(cand), splits["train800val200"], ws.scale.eval_batch, ws.device).numpy()
+    te = predict(Pooled(cand), splits["test"], ws.scale.eval_batch, ws.device).numpy()
     return P.linear_probe_accuracy(tr, splits["train800val200"].labels, te, splits["test"].labels)
 
 

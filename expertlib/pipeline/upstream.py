@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from expertlib import proxies as P
 from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
-from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
+from expertlib.candidates import BASE, EXTRA, Candidate, features_of, from_bank, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.jobs import barrier, finish_distributed, init_distributed
@@ -310,7 +310,7 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
     y_all = data.labels
     half = np.random.default_rng(0).permutation(len(y_all)) < len(y_all) // 2
     names = [BASE, EXTRA, *experts]
-    feats = {n: f.numpy() for n, f in predict(lambda x: {n: cands[n].features(x) for n in names}, data,
+    feats = {n: f.numpy() for n, f in predict(lambda x: features_of([cands[n] for n in names], x), data,
                                                 ws.scale.eval_batch, ws.device,
                                                 modules=[cands[n] for n in names]).items()}  # fmt: skip
     nodes = {**choose_experts(ws, bench), **full_experts(ws, bench)}
