@@ -9,33 +9,47 @@ which is a full expert) are all a :class:`Candidate`: an expert of an :class:`~e
   proxy embeds (:func:`~expertlib.resnet.pooled_features`),
 - builds an independent ``transfer_net`` with a fresh zero-initialised head (what fine-tuning trains).
 
-Nothing above this module asks what kind of network a candidate is. :func:`features_of` embeds one batch with
-many candidates.
+A candidate's id is its ``name`` (``base``, ``base+extra``, ``adapter:<expert>``, ``full:<expert>``,
+``released:<expert>``, ``dat:<task>``): every table names candidates by it, in a ``model`` column, with
+``kind`` and ``expert`` beside it (:func:`identify`), so no code parses an id. Nothing above this module asks
+what kind of network a candidate is but through ``kind``. :func:`features_of` embeds one batch with many
+candidates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
+import pandas as pd
 from torch import Tensor, nn
 
 from expertlib.adapters import ExpertBank, FullExperts
 from expertlib.resnet import ResNetV2, count_parameters, pooled_features
 
 BASE, EXTRA = "base", "base+extra"
+KINDS = ("generic", "adapter", "full", "released", "dat")
+"""generic: B and B+extra; adapter, full: the experts trained here; released: the paper's converted experts;
+dat: a Domain-Adaptive-Transfer model, B re-trained for one task (its ``task``)."""
+EXPERT_KINDS = (
+    "adapter",
+    "released",
+)  # the experts a proxy chooses among (full experts: adapter-vs-full only)
 
 
 class Candidate(nn.Module):
-    """Expert ``expert`` of ``bank`` (``None``: the bank's base model) under a display ``name``."""
+    """Expert ``expert`` of ``bank`` (``None``: the bank's base model) under its id ``name``."""
 
-    def __init__(
-        self, name: str, bank: ExpertBank, expert: str | None = None, kind: str | None = None
-    ) -> None:
+    def __init__(self, name: str, bank: ExpertBank, expert: str | None = None, kind: str | None = None,
+                 task: str | None = None) -> None:  # fmt: skip
         super().__init__()
         if expert is not None:
             bank._require(expert)  # an unknown expert fails here, naming the bank's experts
-        self.name, self.bank, self.expert = name, bank, expert
+        self.name, self.bank, self.expert, self.task = name, bank, expert, task
         self.kind = kind or (bank.kind if expert is not None else "generic")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown candidate kind {self.kind!r}; use one of {', '.join(KINDS)}")
+        if (self.kind == "dat") != (task is not None):
+            raise ValueError("a DAT model, and only one, names the task it was made for (task=...)")
 
     def __repr__(self) -> str:
         return f"Candidate({self.name!r}, kind={self.kind!r})"
@@ -82,9 +96,11 @@ class Candidate(nn.Module):
         return self.bank.num_expert_parameters(self.expert, exclude_head=exclude_head)
 
 
-def from_model(model: ResNetV2, name: str = BASE) -> Candidate:
-    """A bare model (B, B+extra, a converted released expert) as a candidate."""
-    return Candidate(name, FullExperts(model), None)
+def from_model(
+    model: ResNetV2, name: str = BASE, kind: str = "generic", task: str | None = None
+) -> Candidate:
+    """A bare model (B, B+extra, a DAT model for ``task``) as a candidate."""
+    return Candidate(name, FullExperts(model), None, kind, task)
 
 
 def from_bank(
@@ -97,10 +113,19 @@ def from_bank(
     return {name: Candidate(name, bank, n, kind) for name, n in named.items()}
 
 
-def picked(candidates: Container[str], pick: str) -> str:
-    """The candidate name a selection table's pick stands for: itself when ``candidates`` (names) holds it,
-    else the adapter expert of that name (selection tables name adapter experts by expert alone)."""
-    return pick if pick in candidates else f"adapter:{pick}"
+def identify(table: pd.DataFrame, candidates: Mapping[str, Candidate]) -> pd.DataFrame:
+    """``table`` with each row's candidate ``kind`` and ``expert`` (the bank's expert name; empty for B, B+extra
+    and DAT models) right after its ``model`` id. An id that no candidate has is an error."""
+    unknown = sorted(set(table["model"]) - set(candidates))
+    if unknown:
+        raise KeyError(
+            f"no candidate has the id {', '.join(map(repr, unknown))}; known: {', '.join(candidates)}"
+        )
+    out = table.drop(columns=[c for c in ("kind", "expert") if c in table.columns])
+    at = list(out.columns).index("model") + 1
+    out.insert(at, "kind", [candidates[m].kind for m in out["model"]])
+    out.insert(at + 1, "expert", [candidates[m].expert or "" for m in out["model"]])
+    return out
 
 
 def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]:

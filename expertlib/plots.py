@@ -146,7 +146,7 @@ def proxy_scatter(points: pd.DataFrame, proxy: str) -> plt.Figure:
         s = sub[sub.task == t]
         ax.scatter(s.score, s.accuracy, s=18)
         for r in s.itertuples():
-            ax.annotate(str(r.expert)[:8], (r.score, r.accuracy), fontsize=6)
+            ax.annotate(str(getattr(r, "expert", "") or r.model)[:8], (r.score, r.accuracy), fontsize=6)
         tau = stats.kendalltau(s.score, s.accuracy).statistic if len(s) > 2 else np.nan
         ax.set_title(f"{t}: tau={tau:.2f}", fontsize=9)
         ax.set_xlabel(f"{proxy} score", fontsize=8)
@@ -260,8 +260,8 @@ def domain_accuracy(frame: pd.DataFrame) -> plt.Figure:
 def score_heatmap(rankings: pd.DataFrame, proxy: str) -> plt.Figure:
     """One proxy's score for every candidate (rows) on every task (columns), each task's best boxed.
 
-    ``rankings`` columns: task, expert, proxy, score."""
-    table = rankings[rankings.proxy == proxy].pivot(index="expert", columns="task", values="score")
+    ``rankings`` columns: task, model, proxy, score."""
+    table = rankings[rankings.proxy == proxy].pivot(index="model", columns="task", values="score")
     fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 3, 0.32 * table.shape[0] + 1.5))
     sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": f"{proxy} score"},
                 annot_kws={"fontsize": 7})  # fmt: skip

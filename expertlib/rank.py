@@ -149,7 +149,7 @@ def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCand
     """One row per model: each proxy's score and rank (1 = best; models a proxy cannot score have none)."""
     rows = {c.name: {"model": c.name, "source": c.source, "resolution": c.crop} for c in cands}
     for p in proxies:
-        sub = table[table.proxy == p].set_index("expert")
+        sub = table[table.proxy == p].set_index("model")
         ranks = sub.score.rank(ascending=False, method="min")
         for name, r in sub.iterrows():
             rows[name][p] = r.score

@@ -100,7 +100,8 @@ def rank_experts(
     (VTAB's train800 -> val200). LEEP and NCE score every candidate in ``head_logits`` through its own upstream
     head (an expert's covers its subset); domain prediction scores each expert of ``expert_labels`` from B's
     head (``head_logits['base']``), and B's feature extraction is counted once for all of them (each expert's
-    row carries an equal share). Returns one row per (expert, proxy): score, seconds, flops.
+    row carries an equal share). Returns one row per (model, proxy): score, seconds, flops, ``model`` being the
+    candidate id (the keys of ``features``).
     """
     unknown = [p for p in proxies if p not in ALL_PROXIES]
     if unknown:
@@ -159,8 +160,8 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _row(expert: str, proxy: str, score: float, seconds: float, flops: float) -> dict:
-    return {"expert": expert, "proxy": proxy, "score": float(score),
+def _row(model: str, proxy: str, score: float, seconds: float, flops: float) -> dict:
+    return {"model": model, "proxy": proxy, "score": float(score),
             "seconds": float(seconds), "flops": float(flops)}  # fmt: skip
 
 
@@ -168,10 +169,10 @@ def pick(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | None = N
     """The best-scoring expert under ``proxy`` (ties: the first in name order)."""
     sub = ranking[ranking.proxy == proxy]
     if candidates is not None:
-        sub = sub[sub.expert.isin(candidates)]
+        sub = sub[sub.model.isin(candidates)]
     if sub.empty:
         raise ValueError(f"no scores for proxy {proxy!r}")
-    return str(sub.sort_values(["score", "expert"], ascending=[False, True]).iloc[0].expert)
+    return str(sub.sort_values(["score", "model"], ascending=[False, True]).iloc[0].model)
 
 
 # -- selection quality ---------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from expertlib.adapters import AdapterExperts, FullExperts, UnknownExpertError
-from expertlib.candidates import BASE, Candidate, by_name, features_of, from_bank, from_model
+from expertlib.candidates import BASE, Candidate, by_name, features_of, from_bank, from_model, identify
 from expertlib.resnet import create_model, pooled_features
 
 
@@ -80,3 +80,28 @@ def test_upstream_logits_from_features_match_the_forward_pass():
     with torch.no_grad():
         for c in cands.values():
             assert torch.allclose(c.forward_head(pooled_features(c, x)), c(x), atol=1e-5), c.name
+
+
+def test_identify_puts_kind_and_expert_beside_the_id():
+    import pandas as pd
+
+    base, adapters, full = _banks()
+    cands = {BASE: from_model(base), **from_bank(adapters), **from_bank(full),
+             "dat:t": from_model(base, "dat:t", "dat", "t")}  # fmt: skip
+    table = pd.DataFrame(
+        {"task": ["t"] * 4, "model": [BASE, "adapter:e", "full:e", "dat:t"], "accuracy": 0.5}
+    )
+    out = identify(table, cands)
+    assert list(out.columns) == ["task", "model", "kind", "expert", "accuracy"]
+    assert list(out.kind) == ["generic", "adapter", "full", "dat"] and list(out.expert) == ["", "e", "e", ""]
+    assert identify(out, cands).equals(out)  # idempotent: stale columns are replaced, not duplicated
+    with pytest.raises(KeyError, match="no candidate has the id 'e'"):
+        identify(table.assign(model="e"), cands)  # a bare expert name is not an id
+
+
+def test_kinds_are_checked():
+    base, _, _ = _banks()
+    with pytest.raises(ValueError, match="unknown candidate kind 'adaptor'"):
+        from_model(base, "x", "adaptor")
+    with pytest.raises(ValueError, match="names the task"):
+        from_model(base, "dat:t", "dat")

@@ -89,7 +89,7 @@ def test_summary_keys_and_ranges(smoke_run):
         assert t["group"] in ("natural", "specialized", "structured")
         for key in ("baseline_accuracy", "baseline_extra_accuracy", "random_expert_mean"):
             assert 0.0 <= t[key] <= 1.0, (task, key)
-        assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["expert"]
+        assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["model"]
         assert 0.0 <= t["oracle"]["accuracy_other_seeds"] <= 1.0  # chosen at seed 0, judged at seed 1
     assert s["selection_cost_seconds_per_task"]["knn selection"] > 0
     # the few-shot regime beside the full one: each method's difference from B, in both transfer metrics
@@ -224,7 +224,7 @@ def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
     assert read_metadata(out / "models" / "released_experts.safetensors")["architecture"] == "bit_fixture"
     rankings = pd.read_csv(out / "tables" / "selection_rankings.csv")
     assert {"knn", "domain", "linear", "logme", "hscore"} <= set(rankings.proxy)
-    assert set(rankings[rankings.proxy == "domain"].expert) == {
+    assert set(rankings[rankings.proxy == "domain"].model) == {
         "released:bird",
         "released:food",
         "released:nutrient",

@@ -16,13 +16,16 @@ def _runs():
         if task == "t1":
             models.append(("full:a", [0.81, 0.8, 0.82]))
         for model, accs in models:
+            kind, _, expert = model.rpartition(":") if ":" in model else ("generic", "", "")
             for seed, acc in enumerate(accs):
-                rows.append({"task": task, "group": group, "model": model, "mode": "finetune", "seed": seed,
+                rows.append({"task": task, "group": group, "model": model, "kind": kind, "expert": expert,
+                             "mode": "finetune", "seed": seed,
                              "accuracy": acc + shift, "seconds": 10.0})  # fmt: skip
     return pd.DataFrame(rows)
 
 
-PICKS = pd.DataFrame({"task": ["t1", "t2"], "knn": ["a", "a"], "domain": ["b", "b"], "logme": ["b", "b"],
+PICKS = pd.DataFrame({"task": ["t1", "t2"], "knn": ["adapter:a"] * 2, "domain": ["adapter:b"] * 2,
+                      "logme": ["adapter:b"] * 2,
                       "knn_seconds": [0.1, 0.05]})  # fmt: skip
 
 

@@ -16,7 +16,7 @@ def test_selection_tables_picks_and_dat_cost(smoke):
     assert set(picks.knn) <= set(experts) and (picks.dat_seconds > 0).all()
     assert (picks.dat_steps_timed == ws.scale.expert_steps).all()
     knn = rankings[rankings.proxy == "knn"]
-    assert set(knn.expert) == {"base", *experts} and knn.score.between(0, 1).all()
+    assert set(knn.model) == {"base", *experts} and knn.score.between(0, 1).all()
     again = pd.read_csv(ws.path("tables", "selection_picks.csv"))
     assert again.knn.tolist() == picks.knn.tolist()
     # resumable per task: a run stopped after two tasks computes only the rest
@@ -82,7 +82,7 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
         for sub in ("tables", "models"):
             (ws2.results_dir / sub).mkdir(parents=True)
         rankings, picks = S.run_selection(ws2, bench, base, experts)
-        assert {"released:entity", "released:digit"} <= set(rankings.expert)
+        assert {"released:entity", "released:digit"} <= set(rankings.model)
         runs = T.planned_runs(ws, cands, ws.scale.tasks[0], "digit")
         assert ("released:digit", 0) in runs and ("released:entity", 0) in runs
         net = cands["released:digit"].transfer_net(5)
@@ -107,7 +107,7 @@ def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_
     }
     assert set(labels["released:food"]) != set(labels["released:nutrient"])
     rankings, picks = S.run_selection(ws, bench, base, experts)
-    assert set(rankings[rankings.proxy == "domain"].expert) == set(experts)
+    assert set(rankings[rankings.proxy == "domain"].model) == set(experts)
     row = picks.iloc[0]
     assert (
         row.experts_scored == 3
@@ -115,12 +115,12 @@ def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_
         and len(row.random_sample.split(";")) == 1
     )
     knn = rankings[
-        (rankings.task == row.task) & (rankings.proxy == "knn") & rankings.expert.isin(list(experts))
+        (rankings.task == row.task) & (rankings.proxy == "knn") & rankings.model.isin(list(experts))
     ]
     assert (
         row.oracle_pool.split(";")[0]
         == row.knn
-        == knn.sort_values(["score", "expert"], ascending=[False, True]).expert.iloc[0]
+        == knn.sort_values(["score", "model"], ascending=[False, True]).model.iloc[0]
     )
     assert "dat_seconds" not in picks  # DAT needs upstream images: not timed at this scale
 
@@ -134,5 +134,5 @@ def test_a_kill_between_rankings_and_picks_does_not_count_a_task_twice(tmp_path)
     # as if killed after the last task's rankings were written and before its picks were
     pd.DataFrame(picks.iloc[:-1]).to_csv(ws.path("tables", "selection_picks.csv"), index=False)
     again, picks2 = S.run_selection(ws, bench, base, experts)
-    assert len(again) == len(rankings) and not again.duplicated(["task", "expert", "proxy"]).any()
+    assert len(again) == len(rankings) and not again.duplicated(["task", "model", "proxy"]).any()
     assert picks2.task.tolist() == picks.task.tolist()

@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 
+from expertlib.candidates import from_model
 from expertlib.datasets.fewshot import tasks_with_few_shot
 from expertlib.pipeline import transfer as T
 from expertlib.pipeline import upstream as U
@@ -10,13 +11,17 @@ from expertlib.pipeline import upstream as U
 def test_planned_runs_cover_every_candidate_at_every_seed(smoke):
     ws, _ = smoke
     cands = U.candidates(ws)
-    cands = {**cands, "dat:t1": cands["base"], "dat:t2": cands["base"]}  # one DAT-style model per task
+    b = cands["base"].bank.base
+    cands = {
+        **cands,
+        **{f"dat:{t}": from_model(b, f"dat:{t}", "dat", t) for t in ("t1", "t2")},
+    }  # one per task
     runs = T.planned_runs(ws, cands, "t1", "digit")
     every = {n for n in cands if n != "dat:t2"}
     assert set(runs) == {(n, s) for n in every for s in range(ws.scale.seeds)} and len(runs) == len(set(runs))
     assert ("full:digit", ws.scale.seeds - 1) in runs
     elsewhere = T.planned_runs(ws, cands, "t2", None)  # full experts only run where their subtree is related
-    assert not any(n.startswith("full:") for n, _ in elsewhere) and ("base", 1) in elsewhere
+    assert not any(cands[n].kind == "full" for n, _ in elsewhere) and ("base", 1) in elsewhere
     assert ("dat:t2", 0) in elsewhere and ("dat:t1", 0) not in elsewhere
 
 
@@ -53,7 +58,7 @@ def test_transfer_tables_of_the_smoke_run(smoke_run):
     assert len(ft) == len(ft.drop_duplicates(["task", "model", "seed"]))
     tasks = tasks_with_few_shot(scale.tasks, scale.few_shot)
     assert set(ft.task) == set(runs[runs["mode"] == "linear"].task) == set(tasks) and len(tasks) == 6
-    dat = ft[ft.model.str.startswith("dat:")]
+    dat = ft[ft.kind == "dat"]
     assert set(zip(dat.task, dat.model, strict=True)) == {(t, f"dat:{t}") for t in tasks}
     assert len(dat) == len(tasks) * scale.seeds
     assert len(pd.read_csv(out / "tables" / "dat_training.csv")) == len(tasks)

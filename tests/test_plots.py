@@ -30,7 +30,7 @@ def test_new_figures_draw_their_data():
         {"domain": ["a", "b", "a", "b"], "accuracy": [0.5, 0.6, 0.7, 0.8], "model": ["B", "B", "X", "X"]}
     )
     assert len(plots.domain_accuracy(acc).axes[0].patches) >= 4
-    rankings = pd.DataFrame({"task": ["t", "t", "u", "u"], "expert": ["a", "b", "a", "b"], "proxy": "knn",
+    rankings = pd.DataFrame({"task": ["t", "t", "u", "u"], "model": ["a", "b", "a", "b"], "proxy": "knn",
                              "score": [0.1, 0.9, 0.8, 0.2]})  # fmt: skip
     heat = plots.score_heatmap(rankings, "knn")
     boxed = [p for p in heat.axes[0].patches if isinstance(p, plots.plt.Rectangle) and not p.get_fill()]

@@ -68,13 +68,13 @@ def test_rank_experts_table_and_pick():
     )  # fmt: skip
     assert set(table.proxy) == {"knn", "linear", "logme", "hscore", "leep", "nce", "domain"}
     assert len(table[table.proxy == "knn"]) == 3 and len(table[table.proxy == "domain"]) == 2
-    assert set(table[table.proxy == "leep"].expert) == {"base", "a", "b"}  # every expert through its own head
+    assert set(table[table.proxy == "leep"].model) == {"base", "a", "b"}  # every expert through its own head
     # domain prediction needs one pass of B for all experts: its 0.5 s counted once, not once per expert
     assert table[table.proxy == "domain"].seconds.sum() == pytest.approx(0.5, abs=0.05)
     assert (table.seconds >= 0).all() and (table[table.proxy == "knn"].seconds >= 0.5).all()
     assert (table.flops > 0).all()
     best = pick(table, "knn")
-    knn = table[table.proxy == "knn"].set_index("expert").score
+    knn = table[table.proxy == "knn"].set_index("model").score
     assert knn[best] == knn.max()
     with pytest.raises(ValueError, match="unknown proxies"):
         rank_experts(feats, data.labels, proxies=("magic",))

@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 
 from expertlib import plots
-from expertlib.candidates import BASE, EXTRA, picked
+from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order, split_name
 from expertlib.pipeline.data import write_data_summary
-from expertlib.pipeline.workspace import Workspace, provenance
+from expertlib.pipeline.workspace import Workspace, provenance, read_candidate_table
 from expertlib.runtime import atomic_write_json
 from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
 from expertlib.stats import Comparison, bootstrap_ci, compare, noise_ceiling
@@ -36,16 +36,16 @@ def _claim_verdict(c: Comparison) -> str:
 METHODS = (BASE, EXTRA, "knn", "domain", "oracle", "random", "dat")
 
 
-def expert_pool(models) -> list[str]:
-    """The experts a proxy chooses among (adapter and released experts), sorted."""
-    return sorted({m for m in models if str(m).startswith(("adapter:", "released:"))})
+def in_pool(table: pd.DataFrame) -> pd.Series:
+    """Which rows are runs of the experts a proxy chooses among (adapter and released experts), by ``kind``."""
+    return table.kind.isin(EXPERT_KINDS)
 
 
 def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str = "finetune") -> pd.DataFrame:
     """The (task, seed, model, accuracy) runs a method yields, without selection bias:
 
     - B, B+extra: their runs; ``knn``, ``domain`` (any proxy column of ``picks``): the picked expert's runs;
-    - ``dat``: each task's own DAT-style model (``dat:<task>``);
+    - ``dat``: each task's own DAT-style model;
     - ``random``: the expectation over the expert pool (or over the task's ``random_sample`` of ``picks``, where
       the selection step drew one), its mean at each seed where every such expert ran;
     - ``oracle``: the expert with the best test accuracy at seed 0, judged at the other seeds only (the maximum
@@ -58,8 +58,8 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
     if method in (BASE, EXTRA):
         return sub[sub.model == method][cols]
     if method == "dat":
-        return sub[sub.model == "dat:" + sub.task][cols]
-    pool = sub[sub.model.isin(expert_pool(sub.model))]
+        return sub[sub.kind == "dat"][cols]  # a task's runs hold only its own DAT model's
+    pool = sub[in_pool(sub)]
     design = picks.set_index("task") if "random_sample" in picks else None
     if method == "random" and design is not None:
         sample = {t: s.split(";") for t, s in design.random_sample.items()}
@@ -87,9 +87,7 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         best = first.drop_duplicates("task").set_index("task").model
         chosen = pool[(pool.seed > 0) & (pool.model == pool.task.map(best))]
         return chosen[cols]
-    names = set(sub.model)
-    want = {task: picked(names, pick) for task, pick in picks.set_index("task")[method].items()}
-    return sub[sub.model == sub.task.map(want)][cols]
+    return sub[sub.model == sub.task.map(picks.set_index("task")[method])][cols]
 
 
 def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -107,9 +105,9 @@ def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFr
 
 def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and proxy: rank agreement of proxy scores with the experts' mean fine-tuned accuracy over all
-    seeds (``points``: task, proxy, expert, score, accuracy), beside the noise ceiling: Kendall tau between the
+    seeds (``points``: task, proxy, model, score, accuracy), beside the noise ceiling: Kendall tau between the
     experts' means over even and over odd seeds, how much of the ranking the seeds let anyone know."""
-    ft = runs[(runs["mode"] == "finetune") & runs.model.isin(expert_pool(runs.model))]
+    ft = runs[(runs["mode"] == "finetune") & in_pool(runs)]
     ceiling = {
         t: noise_ceiling(g.rename(columns={"model": "candidate"}), kendall_tau) for t, g in ft.groupby("task")
     }
@@ -117,7 +115,7 @@ def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     for (task, proxy), g in points.groupby(["task", "proxy"]):
         if len(g) < 3:
             continue
-        chosen = g.sort_values(["score", "expert"], ascending=[False, True]).iloc[0]
+        chosen = g.sort_values(["score", "model"], ascending=[False, True]).iloc[0]
         quality.append({"task": task, "proxy": proxy, "kendall_tau": kendall_tau(g.score, g.accuracy),
                         "noise_ceiling_tau": ceiling.get(task, np.nan),
                         "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(chosen.accuracy, g.accuracy),
@@ -215,9 +213,10 @@ def few_shot_claims(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
 
 def build_report(ws: Workspace, bench: Benchmark) -> dict:
     """Every figure, the VTAB-style table, the claims table and ``summary.json`` from the runs on disk."""
-    all_runs = pd.read_csv(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
-    all_picks = pd.read_csv(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"))
-    all_rankings = pd.read_csv(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
+    all_runs = read_candidate_table(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
+    all_rankings = read_candidate_table(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
+    all_picks = read_candidate_table(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"),
+                                     ids=set(all_rankings.model))  # fmt: skip
     # the paper's regime (VTAB-1k) makes the main tables; few-shot regimes get the same tables beside them
     runs, picks = in_regime(all_runs, FULL_REGIME), in_regime(all_picks, FULL_REGIME)
     if ws.scale.trains_upstream:
@@ -237,11 +236,8 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     # proxy score vs fine-tuned accuracy (each expert's mean over all seeds), in every regime
     all_ft = all_runs[all_runs["mode"] == "finetune"]
     all_means = all_ft.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
-    pool_means = all_means[all_means.model.isin(expert_pool(all_means.model))].copy()
-    # selection tables name adapter experts bare and released experts in full, as candidates are named
-    ranked_as = {picked(set(all_means.model), e): e for e in all_rankings.expert.unique()}
-    pool_means["expert"] = pool_means.model.map(ranked_as)
-    all_points = all_rankings.merge(pool_means[["task", "expert", "accuracy"]], on=["task", "expert"])
+    pool = set(all_ft[in_pool(all_ft)].model)
+    all_points = all_rankings.merge(all_means[all_means.model.isin(pool)], on=["task", "model"])
     all_quality = selection_quality(all_points, all_runs)
     all_quality.insert(1, "regime", all_quality.task.map(regime))
     plots.save_table(all_quality, ws.path("tables", "selection_quality"))
@@ -313,7 +309,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     for kind, log in (("adapter", adapter_log), ("full", full_log)):
         for r in log.itertuples():
             tasks = [t for t, rel in related.items() if rel == r.expert]
-            acc = ft_runs[(ft_runs.model == f"{kind}:{r.expert}") & ft_runs.task.isin(tasks)]
+            acc = ft_runs[(ft_runs.kind == kind) & (ft_runs.expert == r.expert) & ft_runs.task.isin(tasks)]
             if len(acc):
                 avf.append({"expert": r.expert, "kind": kind, "parameters": int(r.trainable_parameters),
                             "accuracy": float(acc.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
@@ -354,7 +350,7 @@ def every_expert_seconds(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.Series:
     fine-tuned, else (``experts_scored`` in ``picks``) the mean fine-tune of those that were, times the number
     of experts."""
     ft = runs[(runs["mode"] == "finetune") & (runs.seed == 0)]
-    by_task = ft[ft.model.isin(expert_pool(ft.model))].groupby("task").seconds
+    by_task = ft[in_pool(ft)].groupby("task").seconds
     if "experts_scored" not in picks:
         return by_task.sum()
     return by_task.mean() * picks.set_index("task").experts_scored.reindex(by_task.mean().index)
@@ -450,7 +446,9 @@ def claims(runs: pd.DataFrame, picks: pd.DataFrame, spec: pd.DataFrame | None, q
         ft = runs[runs["mode"] == "finetune"]
 
         def take(kind: str) -> pd.DataFrame:
-            return pd.concat([ft[(ft.model == f"{kind}:{e}") & ft.task.isin(t.split(","))] for e, t in pairs])
+            return pd.concat(
+                [ft[(ft.kind == kind) & (ft.expert == e) & ft.task.isin(t.split(","))] for e, t in pairs]
+            )
 
         c = compare(take("adapter"), take("full"))
         share = avf.pivot_table(index="expert", columns="kind", values="parameters").dropna()
@@ -486,13 +484,13 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
             "baseline_accuracy": get(BASE),
             "baseline_extra_accuracy": get(EXTRA),
             "selected": {
-                p: {"expert": pk[p], "accuracy_mean": float(acc.get(picked(set(acc.index), pk[p]), np.nan))}
+                p: {"model": pk[p], "accuracy_mean": float(acc.get(pk[p], np.nan))}
                 for p in ("knn", "domain", "linear", "logme", "hscore")
             },
             "knn_pick_accuracy_mean": get("knn"),
             "domain_pick_accuracy_mean": get("domain"),
             "oracle": {
-                "expert": str(t.loc["oracle", "model"]) if "oracle" in t.index else None,
+                "model": str(t.loc["oracle", "model"]) if "oracle" in t.index else None,
                 "accuracy_other_seeds": get("oracle"),
             },
             "random_expert_mean": get("random"),

@@ -19,13 +19,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from expertlib.candidates import BASE, Candidate, from_bank, from_model
+from expertlib.candidates import BASE, EXPERT_KINDS, Candidate, from_model, identify
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.data import choose_experts
-from expertlib.pipeline.workspace import Workspace, check_recipe, is_main_process, record_provenance
+from expertlib.pipeline.workspace import (
+    Workspace,
+    check_recipe,
+    is_main_process,
+    read_candidate_table,
+    record_provenance,
+)
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
@@ -109,12 +115,12 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
             atomic_write_csv(log_path, pd.DataFrame(log))
     if todo:
         record_provenance([log_path, *(path(t) for t in todo)])
-    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}") for t in ws.tasks}
+    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}", "dat", t) for t in ws.tasks}
 
 
 def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
                   experts: Mapping[str, Candidate]) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
-    """Score B and every expert candidate (named by expert) on every task (few-shot versions included) with
+    """Score B and every expert candidate (by id) on every task (few-shot versions included) with
     every proxy; pick per proxy. Timed per task; the DAT-style cost is measured beside it. Resumable per task:
     both tables are rewritten after each one."""
     rank_path, pick_path = (
@@ -125,13 +131,14 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     recipe = ws.recipe("selection")
     if done:  # the tasks scored under another recipe are never mixed with these
         check_recipe([rank_path, pick_path], recipe)
-    picks = pd.read_csv(pick_path).to_dict("records") if done else []
+    picks = read_candidate_table(pick_path, ids=[base.name, *experts]).to_dict("records") if done else []
     finished = {p["task"] for p in picks}
     # a task killed between its two writes has rankings but no picks: its rankings are dropped and redone
-    rankings = [(r := pd.read_csv(rank_path))[r.task.isin(finished)]] if done else []
+    rankings = [(r := read_candidate_table(rank_path))[r.task.isin(finished)]] if done else []
     todo = [t for t in ws.tasks if t not in finished]
     names = list(experts)
     cands = [base, *experts.values()]
+    ids = {c.name: c for c in cands}
     labels = upstream_label_sets(ws, bench, experts) if todo else {}
     prior = bench.class_prior() if todo else None
     shape = (1, 3, ws.scale.crop, ws.scale.crop)
@@ -148,6 +155,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
             extraction_seconds={e: per_candidate for e in feats},
             extraction_flops={e: per_image[e] * len(data) for e in feats},
         )  # fmt: skip
+        table = identify(table, ids)
         table.insert(0, "task", task)
         rankings.append(table)
         info = bench.task_info(task)
@@ -155,7 +163,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         for proxy in PICKED_BY:
             row[proxy] = pick(table, proxy, names)
             row[f"{proxy}_seconds"] = float(
-                table[(table.proxy == proxy) & table.expert.isin(names)].seconds.sum()
+                table[(table.proxy == proxy) & table.model.isin(names)].seconds.sum()
             )
         row["random"] = random_choice(names, ws.seed, task)
         row.update(fine_tune_design(ws.scale, table, names, ws.seed, task))
@@ -176,11 +184,14 @@ def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str,
     kinds = sorted({c.kind for c in experts.values()})
     text = (f"{len(experts)} {' and '.join(kinds)} experts scored on {len(full)} tasks"
             + (f" and their {len(picks) - len(full)} few-shot versions" if len(picks) > len(full) else "") + ".")  # fmt: skip
-    related = full[full.relates_to.isin(list(experts))]
+    own = {
+        c.expert: n for n, c in experts.items() if c.kind == "adapter"
+    }  # a task relates to an adapter subtree
+    related = full[full.relates_to.isin(list(own))]
     if len(related):
+        match = related.relates_to.map(own)
         text += (f" Of the {len(related)} tasks with a matching upstream subtree, kNN picked it on "
-                 f"{(related.knn == related.relates_to).sum()} and domain prediction on "
-                 f"{(related.domain == related.relates_to).sum()}.")  # fmt: skip
+                 f"{(related.knn == match).sum()} and domain prediction on {(related.domain == match).sum()}.")  # fmt: skip
     text += f" kNN selection took {full.knn_seconds.mean():.1f} s per task"
     if "dat_seconds" in full:
         measured = (full.dat_steps_timed >= ws.scale.expert_steps).all()
@@ -200,23 +211,19 @@ def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, ta
     of them on val200). Model names joined by ';', and how many experts were scored."""
     if not (scale.random_experts or scale.oracle_pool):
         return {}
-    ranked = table[(table.proxy == "knn") & table.expert.isin(names)].sort_values(
-        ["score", "expert"], ascending=[False, True]
+    ranked = table[(table.proxy == "knn") & table.model.isin(names)].sort_values(
+        ["score", "model"], ascending=[False, True]
     )
     sample = sorted(
         random.Random(f"{seed}/{task}/sample").sample(sorted(names), min(scale.random_experts, len(names)))
     )
-    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.expert.head(scale.oracle_pool)),
+    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.model.head(scale.oracle_pool)),
             "experts_scored": len(names)}  # fmt: skip
 
 
 def selection_candidates(cands: Mapping[str, Candidate]) -> tuple[Candidate, dict[str, Candidate]]:
-    """B, and the experts to choose from: the adapter experts named by expert (as the selection tables name
-    them) and any released experts as ``released:<name>``."""
-    adapters = next((c.bank for c in cands.values() if c.kind == "adapter"), None)
-    released = {n: c for n, c in cands.items() if c.kind == "released"}
-    own = from_bank(adapters, prefix="") if adapters is not None else {}
-    return cands[BASE], {**own, **released}
+    """B, and the experts to choose from (by id): the adapter experts and any released experts."""
+    return cands[BASE], {n: c for n, c in cands.items() if c.kind in EXPERT_KINDS}
 
 
 def upstream_label_sets(
@@ -230,7 +237,7 @@ def upstream_label_sets(
     nodes, ids = choose_experts(ws, bench) if ws.scale.trains_upstream else {}, released_expert_ids()
     out = {}
     for name, c in experts.items():
-        node = nodes.get(name) if c.kind == "adapter" else ids.get(c.expert or "")
+        node = (nodes if c.kind == "adapter" else ids).get(c.expert or "")
         if node is not None and node in bench.hierarchy:
             out[name] = bench.expert_labels(node)
     return out

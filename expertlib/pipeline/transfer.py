@@ -16,14 +16,21 @@ import torch
 from torch import nn
 
 from expertlib import proxies as P
-from expertlib.candidates import BASE, Candidate, picked
+from expertlib.candidates import BASE, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import split_name
 from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.selection import PICKED_BY, dat_models
-from expertlib.pipeline.workspace import Workspace, cached, check_recipe, is_main_process, record_provenance
+from expertlib.pipeline.workspace import (
+    Workspace,
+    cached,
+    check_recipe,
+    is_main_process,
+    read_candidate_table,
+    record_provenance,
+)
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
@@ -94,14 +101,14 @@ def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relat
                  pick: Mapping | None = None) -> list[tuple[str, int]]:  # fmt: skip
     """(candidate, seed) fine-tunes of ``task``: every candidate at every seed, except full experts, which only
     the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``), and
-    DAT-style models, each made for one task (``dat:<task>``). Where the selection step chose which experts to
+    DAT-style models, each made for one task. Where the selection step chose which experts to
     fine-tune (``pick``, its row of ``selection_picks.csv``, has ``random_sample``), the experts are only the
     proxies' picks, the random sample and the oracle pool. The picks of every proxy, the random expert's
     expectation and the oracle are all read from these runs, so every method is compared at the same seeds."""
     names = [n for n, c in cands.items()
-             if (c.kind != "full" or n == f"full:{relates_to}") and (not n.startswith("dat:") or n == f"dat:{task}")]  # fmt: skip
+             if (c.kind != "full" or c.expert == relates_to) and (c.kind != "dat" or c.task == task)]  # fmt: skip
     if pick is not None and "random_sample" in pick:
-        chosen = {picked(cands, str(pick[p])) for p in PICKED_BY if p in pick}
+        chosen = {str(pick[p]) for p in PICKED_BY if p in pick}
         chosen |= {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
         names = [n for n in names if cands[n].expert is None or n in chosen]
     return [(n, s) for s in range(ws.scale.seeds) for n in names]
@@ -164,7 +171,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     check_recipe(
         [p for p in (out, hp_path) if p.exists()], recipe
     )  # runs of another recipe are never mixed in
-    rows = pd.read_csv(out).to_dict("records") if out.exists() else []
+    rows = read_candidate_table(out).to_dict("records") if out.exists() else []
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
     missing = [t for t in ws.tasks if t not in hps]
@@ -176,7 +183,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         if is_main_process():
             atomic_write_json(hp_path, hps)
     pick_path = ws.path("tables", "selection_picks.csv")
-    picks = pd.read_csv(pick_path) if pick_path.exists() else None
+    picks = read_candidate_table(pick_path, ids=list(cands)) if pick_path.exists() else None
     plan = transfer_jobs(ws, bench, cands, hps, picks)
     todo = [
         j
@@ -199,11 +206,12 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         bar.close()
         for job, (acc, secs) in zip(jobs, results, strict=True):
             r = job.recipe
+            c = cands[r["model"]]
             rows.append({"task": r["task"], "group": bench.task_info(r["task"]).group, "model": r["model"],
-                         "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
+                         "kind": c.kind, "expert": c.expert or "", "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
                          "lr": r["lr"]})  # fmt: skip
         if is_main_process():
-            atomic_write_csv(out, pd.DataFrame(rows))
+            atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
     if ws.scale.linear_probes:
         for task in ws.tasks:
             splits, group = bench.task_splits(task), bench.task_info(task).group
@@ -215,13 +223,29 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                 cand = cands[who]
                 t0, computed = time.perf_counter(), True
                 acc = frozen_linear(ws, cand, splits)
-                rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
+                rows.append({"task": task, "group": group, "model": who, "kind": cand.kind,
+                             "expert": cand.expert or "", "mode": "linear", "seed": 0,
                              "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
             if is_main_process():
-                atomic_write_csv(out, pd.DataFrame(rows))
+                atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
     if computed and is_main_process():
         record_provenance([out, hp_path], recipe)
-    return _ordered(pd.DataFrame(rows))
+    return _ordered(identify(pd.DataFrame(rows, columns=RUN_COLUMNS), cands))
+
+
+RUN_COLUMNS = [
+    "task",
+    "group",
+    "model",
+    "kind",
+    "expert",
+    "mode",
+    "seed",
+    "accuracy",
+    "seconds",
+    "steps",
+    "lr",
+]
 
 
 def _job_args(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], job: Job) -> tuple:
@@ -262,9 +286,10 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
         hps = json.loads(
             ws.require("tables", "transfer_hyperparameters.json", "05_transfer.ipynb").read_text()
         )
-        related = [t for t in ws.scale.tasks if f"adapter:{bench.task_info(t).relates_to}" in cands][:2]
+        adapter = {c.expert: n for n, c in cands.items() if c.kind == "adapter"}
+        related = [t for t in ws.scale.tasks if bench.task_info(t).relates_to in adapter][:2]
         grid = [(task, steps, who) for task in related for steps in ws.scale.schedule_sweep
-                for who in (BASE, f"adapter:{bench.task_info(task).relates_to}")]  # fmt: skip
+                for who in (BASE, adapter[bench.task_info(task).relates_to])]  # fmt: skip
         specs = [(cands[who], bench.task_splits(task)["train800val200"], bench.task_splits(task)["test"],
                   bench.task_info(task).num_classes, steps, hps[task]["lr"], 0) for task, steps, who in grid]  # fmt: skip
         rows = []

@@ -149,6 +149,28 @@ FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
 }
 
 
+class OutdatedTableError(RuntimeError):
+    """A table written before every table named candidates by one id with ``kind`` and ``expert`` columns."""
+
+
+def read_candidate_table(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """A table of candidates' results (``selection_rankings``, ``transfer_runs``; ``selection_picks`` with the
+    candidate ``ids`` its picks must name), refused with the way out when it names candidates the old way (bare
+    adapter names, no ``kind`` column)."""
+    table = pd.read_csv(path)
+    old = ("proxy" in table and "model" not in table) or ("seed" in table and "kind" not in table)
+    if ids is not None:
+        chosen = [c for c in ("knn", "domain", "linear", "logme", "hscore", "random") if c in table]
+        old = old or not set(table[chosen].astype(str).to_numpy().ravel()) <= set(ids)
+    if old:
+        raise OutdatedTableError(
+            f"{path} names candidates the old way (no 'model' id with 'kind' and 'expert' columns). Convert it "
+            f"once with `python tools/migrate_candidate_ids.py {path.parent}`, or rerun from scratch "
+            "(`make reproduce-fresh`)."
+        )
+    return table
+
+
 class RecipeMismatchError(RuntimeError):
     """A stored output was made under other settings than the scale asks for now."""
 
