@@ -95,3 +95,17 @@ def test_the_paper_scale_plan_counts_its_stages_and_fine_tunes():
     assert table.iloc[-1].gpu_hours <= 300 and table.iloc[-1].hours_8gpu <= 48  # a lab can pay: two days on 8
     published = options.set_index("variant").loc["batch 512, lr 0.003"]
     assert published.gpu_hours > 2.5 * table.iloc[-1].gpu_hours and "seeds 5" in options.variant.tolist()
+
+
+def test_plan_candidates_are_the_pipelines_kinds(smoke):
+    """The plan's stand-ins carry the kinds, experts and DAT tasks of the candidates notebook 05 loads, so both
+    filter runs the same way (a DAT model runs on its own task only)."""
+    from expertlib.pipeline import upstream as U
+
+    ws, bench = smoke
+    real = U.candidates(ws)
+    refs = PL.scale_candidates(ws, [c.expert for c in real.values() if c.kind == "adapter"])
+    for name, c in real.items():
+        assert (refs[name].kind, refs[name].expert) == (c.kind, c.expert), name
+    dat = {n: r for n, r in refs.items() if r.kind == "dat"}
+    assert dat and all(r.task == n.partition(":")[2] for n, r in dat.items())

@@ -27,10 +27,11 @@ from expertlib.pipeline.workspace import Workspace
 
 @dataclass(frozen=True)
 class CandidateRef:
-    """A candidate as the plan needs it before any weights are loaded: its kind and expert."""
+    """A candidate as the plan needs it before any weights are loaded: its kind, expert and (DAT) task."""
 
     kind: str
     expert: str | None
+    task: str | None = None
 
 
 class PublishedVtab:
@@ -104,7 +105,7 @@ def scale_candidates(ws: Workspace, experts: Sequence[str] | None = None) -> dic
     out.update({f"adapter:{e}": CandidateRef("adapter", e) for e in names})
     out.update({f"full:{e}": CandidateRef("full", e) for e in sc.full_experts})
     if sc.dat_accuracy:
-        out.update({f"dat:{t}": CandidateRef("generic", None) for t in ws.tasks})
+        out.update({f"dat:{t}": CandidateRef("dat", None, t) for t in ws.tasks})
     return out
 
 
