@@ -77,14 +77,14 @@ def cost_rows(c: dict[str, float], where: str) -> list[dict]:
     paper = get_scale("paper")
     knn = EXPERTS * (TASK_IMAGES * c["forward"] + c["knn"])
     ft_one = FT_STEPS * FT_BATCH * c["train"]
-    dat = paper.expert_steps * paper.expert_batch * c["train"] + ft_one
+    dat = paper.expert.steps * paper.expert.batch * c["train"] + ft_one
     how = f"extrapolated from R50x1 per-image costs measured {where}"
     rows = [
         {"method": "kNN selection (48 experts, 1,000 images)", "hours": knn / 3600, "over_knn": 1.0,
          "measured": "forward per image, kNN on 1,000 x 2,048"},
         {"method": "fine-tune all 48 (HyperRule 500 x 512)", "hours": EXPERTS * ft_one / 3600,
          "over_knn": EXPERTS * ft_one / knn, "measured": "training step per image"},
-        {"method": f"DAT-style: B re-trained {paper.expert_steps:,} x {paper.expert_batch} + one fine-tune",
+        {"method": f"DAT-style: B re-trained {paper.expert.steps:,} x {paper.expert.batch} + one fine-tune",
          "hours": dat / 3600, "over_knn": dat / knn, "measured": "training step per image"},
         {"method": "one fine-tune (needed by every method)", "hours": ft_one / 3600, "over_knn": ft_one / knn,
          "measured": "training step per image"},

@@ -47,17 +47,17 @@ def main() -> None:
         t0 = time.perf_counter()
         bank = load_bank(bank_path).eval()
         names = bank.expert_names
-        feats = extract_features([Candidate(n, bank, n) for n in names], data, ws.scale.eval_batch)
-        scores = {n: knn_accuracy(f, data.labels, k=ws.scale.knn_k) for n, f in feats.items()}
+        feats = extract_features([Candidate(n, bank, n) for n in names], data, ws.scale.runtime.eval_batch)
+        scores = {n: knn_accuracy(f, data.labels, k=ws.scale.selection.knn_k) for n, f in feats.items()}
         knn_s = time.perf_counter() - t0
         t0 = time.perf_counter()  # the same with one pass over the images per expert
         bank2 = load_bank(bank_path).eval()
         for n in names:
-            f = extract_features([Candidate(n, bank2, n)], data, ws.scale.eval_batch)[n]
-            knn_accuracy(f, data.labels, k=ws.scale.knn_k)
+            f = extract_features([Candidate(n, bank2, n)], data, ws.scale.runtime.eval_batch)[n]
+            knn_accuracy(f, data.labels, k=ws.scale.selection.knn_k)
         separate_s = time.perf_counter() - t0
         # (b) fine-tune every expert on train800, keep the best on val200
-        steps, lr = ws.scale.transfer_steps[0], ws.scale.transfer_lrs[0]
+        steps, lr = ws.scale.transfer.steps[0], ws.scale.transfer.lrs[0]
         t0 = time.perf_counter()
         val = {}
         for n in names:
@@ -66,7 +66,7 @@ def main() -> None:
             val[n] = accuracy(net, splits["val200"])
         oracle_s = time.perf_counter() - t0
         # (c) DAT-style: the pipeline's own timing (weights from B's predictions, re-train B for one expert's budget)
-        logits = head_logits([base], extract_features([base], data, ws.scale.eval_batch))[base.name]
+        logits = head_logits([base], extract_features([base], data, ws.scale.runtime.eval_batch))[base.name]
         dat_s, _ = S.time_dat(ws, bench, base, logits)
         rows.append({"task": task, "experts": len(names), "knn_seconds": round(knn_s, 2),
                      "knn_without_shared_pass_seconds": round(separate_s, 2), "finetune_all_seconds": round(oracle_s, 1),

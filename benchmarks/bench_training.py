@@ -20,31 +20,31 @@ def main() -> None:
     up = ArrayData(
         rng.integers(0, 255, (4096, 32, 32, 3), dtype=np.uint8),
         np.arange(4096) % 107,
-        sc.precrop,
-        sc.crop,
+        sc.data.precrop,
+        sc.data.crop,
         True,
     )
     task = ArrayData(
         rng.integers(0, 255, (1000, 32, 32, 3), dtype=np.uint8),
         np.arange(1000) % 10,
-        sc.precrop,
-        sc.crop,
+        sc.data.precrop,
+        sc.data.crop,
         True,
     )
     rows = []
     torch.manual_seed(0)
-    base = ResNetV2(sc.arch, num_classes=107, zero_head=False)
+    base = ResNetV2(sc.upstream.arch, num_classes=107, zero_head=False)
     r = train(base, list(base.parameters()), up, R.generic_config(sc, steps=60), 107, progress=False)
-    rows.append({"what": "generic B step", "arch": sc.arch, "batch": sc.upstream_batch, "images_per_s": round(r.images_per_second, 1),
+    rows.append({"what": "generic B step", "arch": sc.upstream.arch, "batch": sc.upstream.batch, "images_per_s": round(r.images_per_second, 1),
                  "seconds": round(r.seconds, 2), "steps": r.steps})  # fmt: skip
-    for kind, bank in (("adapter", AdapterExperts(base, sc.adapter)), ("full", FullExperts(base))):
+    for kind, bank in (("adapter", AdapterExperts(base, sc.expert.adapter)), ("full", FullExperts(base))):
         bank.add_expert("e", num_classes=10)
         expert = Candidate("e", bank, "e")
-        cfg = R.upstream_config(sc, 60, sc.expert_lr, sc.expert_batch)
+        cfg = R.upstream_config(sc, 60, sc.expert.lr, sc.expert.batch)
         r = train(expert, expert.parameters_to_train(), task, cfg, 10, progress=False)
-        rows.append({"what": f"{kind}-expert step", "arch": sc.arch, "batch": sc.expert_batch,
+        rows.append({"what": f"{kind}-expert step", "arch": sc.upstream.arch, "batch": sc.expert.batch,
                      "images_per_s": round(r.images_per_second, 1), "seconds": round(r.seconds, 2), "steps": r.steps})  # fmt: skip
-    for steps in sc.transfer_steps:
+    for steps in sc.transfer.steps:
         net = bank.transfer_model(None, 10)
         r = finetune(
             net,
@@ -53,7 +53,7 @@ def main() -> None:
             10,
             progress=False,
         )
-        rows.append({"what": "fine-tune one task (train800val200)", "arch": sc.arch, "batch": sc.transfer_batch,
+        rows.append({"what": "fine-tune one task (train800val200)", "arch": sc.upstream.arch, "batch": sc.transfer.batch,
                      "images_per_s": round(r.images_per_second, 1), "seconds": round(r.seconds, 2), "steps": r.steps})  # fmt: skip
     write("training", rows)
 

@@ -293,6 +293,71 @@ def _rank_world() -> tuple[int, int]:
     return 0, 1
 
 
+def _check_batching(cfg: TrainConfig, device: str, world: int) -> None:
+    """Refuse a batch that does not split evenly over the ranks, or (on CPU) an odd pass."""
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} processes")
+    share, chunk = cfg.batch_size // world, cfg.micro_batch or cfg.batch_size // world
+    if not device.startswith("cuda") and (share % 2 or chunk % 2 or (share % chunk) % 2):
+        raise ValueError(
+            f"batch of {share} per process in passes of {chunk}: on CPU every pass needs an even number of examples, "
+            "because torch's CPU backward of a strided 1x1 convolution in channels_last (BiT's projection shortcut) "
+            "crashes the process for odd batches (seen with torch 2.14.1). Use an even batch_size per process and an "
+            "even micro_batch"
+        )
+
+
+def _mixup(x: Tensor, y: Tensor, cfg: TrainConfig, step: int, gen: torch.Generator, num_classes: int,
+           lm: Tensor | None) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Mixup of one batch (a Beta(alpha, alpha) weight fixed by seed and step; under DDP, pairs are formed
+    within each process's share); soft targets come back."""
+    lam = float(np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha))
+    perm = torch.randperm(len(y), generator=gen).to(x.device)
+    t = _targets(y, num_classes, cfg.loss, lm)
+    return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
+
+
+def _accumulate(run_model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, lm: Tensor | None, world: int,
+                autocast) -> Tensor:  # fmt: skip
+    """Forward and backward of one batch in passes of ``cfg.micro_batch`` (exact gradient accumulation: GroupNorm
+    has no batch statistics; under DDP gradients are all-reduced on the last pass only); the batch's loss."""
+    chunk = cfg.micro_batch or len(x)
+    loss = torch.zeros((), device=x.device)
+    for a in range(0, len(x), chunk):
+        last = a + chunk >= len(x)
+        with nullcontext() if (last or world == 1) else run_model.no_sync():
+            with autocast:
+                logits = run_model(x[a : a + chunk])
+            part = _loss(logits, y[a : a + chunk], cfg.loss, lm) * (min(chunk, len(x) - a) / len(x))
+            part.backward()
+        loss = loss + part.detach()
+    return loss
+
+
+def _require_finite(loss: Tensor, world: int, desc: str, step: int, lr: float, ckpt: Path | None) -> None:
+    """Stop every rank together on a non-finite loss (:func:`_finite_everywhere`), naming what is kept."""
+    if _finite_everywhere(loss, world):
+        return
+    kept = (
+        f"the last good checkpoint {ckpt} is kept"
+        if ckpt is not None and ckpt.is_file()
+        else "no checkpoint was written"
+    )
+    where = "" if world == 1 else f" on at least one of {world} processes (this one's: {loss.item()})"
+    raise NonFiniteLossError(
+        f"{desc}: loss became {'non-finite' if where else loss.item()}{where} at step {step} (lr {lr:.3g}); "
+        f"{kept}. Lower the learning rate or check the inputs for NaNs"
+    )
+
+
+def _checkpoint_due(cfg: TrainConfig, done: int, last_save: float) -> bool:
+    """Every ``checkpoint_every`` steps, every ``checkpoint_minutes``, and at the end."""
+    due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
+    return bool(
+        due or (cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
+    )
+
+
 def train(
     model: nn.Module,
     params: Sequence[nn.Parameter],
@@ -306,54 +371,39 @@ def train(
     desc: str = "train",
     stop_after: int | None = None,
 ) -> TrainResult:
-    """Train ``params`` of ``model`` (``forward(x) -> logits``) on ``data`` with SGD + momentum.
+    """Train ``params`` of ``model`` (``forward(x) -> logits``) in place on ``data`` with SGD + momentum.
 
-    ``checkpoint``: resume from this file when it exists, and write it atomically every
-    ``cfg.checkpoint_every`` steps and at the end. ``stop_after``: stop (as if killed) after that many
-    steps, for tests. Under torchrun each rank must call this with the same arguments.
+    ``model`` ends on ``cfg.device`` in channels_last memory format (faster for training and for every later
+    pass, so it is not moved back), in the train/eval mode it came in. ``checkpoint``: resume from this file
+    when it exists (:func:`_resume`), and write it atomically when due (:func:`_checkpoint_due`).
+    ``stop_after``: stop (as if killed) after that many steps, for tests. Under torchrun each rank must call
+    this with the same arguments.
     """
     device = resolve_device(cfg.device)
     rank, world = _rank_world() if cfg.data_parallel else (0, 1)
-    if cfg.batch_size % world:
-        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} processes")
-    share, chunk = cfg.batch_size // world, cfg.micro_batch or cfg.batch_size // world
-    if not device.startswith("cuda") and (share % 2 or chunk % 2 or (share % chunk) % 2):
-        raise ValueError(
-            f"batch of {share} per process in passes of {chunk}: on CPU every pass needs an even number of examples, "
-            "because torch's CPU backward of a strided 1x1 convolution in channels_last (BiT's projection shortcut) "
-            "crashes the process for odd batches (seen with torch 2.14.1). Use an even batch_size per process and an "
-            "even micro_batch"
-        )
-    was_training = model.training
-    # the model moves to cfg.device in channels_last (faster for training and for every later pass) and stays
-    # there; its train/eval mode is restored at the end
-    model.to(device=device, memory_format=torch.channels_last)
+    _check_batching(cfg, device, world)
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter in params requires grad")
+    was_training = model.training
+    model.to(device=device, memory_format=torch.channels_last)
     opt = torch.optim.SGD(
         params, lr=cfg.schedule.base_lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
-    run_model: nn.Module = model
-    if world > 1:
-        run_model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=False)
-    if cfg.compile:
-        run_model = torch.compile(run_model)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if (device.startswith("cuda") and cfg.amp)
-        else nullcontext()
-    )
+    run_model: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    run_model = torch.compile(run_model) if cfg.compile else run_model
+    on_gpu = device.startswith("cuda")
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     model.train()
     t0, seen, loss_val = time.perf_counter(), 0, float("nan")
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = tqdm(desc=desc, disable=not progress or rank != 0, leave=False, initial=start, total=cfg.steps)
     last_save = time.monotonic()
-    feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world), cfg.workers,
-                   device.startswith("cuda"), cfg.prefetch)  # fmt: skip
+    feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world), cfg.workers, on_gpu,
+                   cfg.prefetch)  # fmt: skip
     for step, x, y, gen_state in feed:
         lr = learning_rate(cfg.schedule, step)
         for group in opt.param_groups:
@@ -361,38 +411,11 @@ def train(
         gen = torch.Generator()
         gen.set_state(gen_state)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if cfg.mixup_alpha > 0:  # under DDP, pairs are formed within each process's share
-            lam = float(
-                np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha)
-            )
-            perm = torch.randperm(len(y), generator=gen).to(device)
-            x = lam * x + (1 - lam) * x[perm]
-            t = _targets(y, num_classes, cfg.loss, lm)
-            y = lam * t + (1 - lam) * t[perm]
+        if cfg.mixup_alpha > 0:
+            x, y = _mixup(x, y, cfg, step, gen, num_classes, lm)
         opt.zero_grad(set_to_none=True)
-        chunk = cfg.micro_batch or len(
-            x
-        )  # gradient accumulation: exact, as GroupNorm has no batch statistics
-        loss = torch.zeros((), device=device)
-        for a in range(0, len(x), chunk):
-            last = a + chunk >= len(x)
-            with nullcontext() if (last or world == 1) else run_model.no_sync():
-                with autocast:
-                    logits = run_model(x[a : a + chunk])
-                part = _loss(logits, y[a : a + chunk], cfg.loss, lm) * (min(chunk, len(x) - a) / len(x))
-                part.backward()
-            loss = loss + part.detach()
-        if not _finite_everywhere(loss, world):
-            kept = (
-                f"the last good checkpoint {ckpt} is kept"
-                if ckpt is not None and ckpt.is_file()
-                else "no checkpoint was written"
-            )
-            where = "" if world == 1 else f" on at least one of {world} processes (this one's: {loss.item()})"
-            raise NonFiniteLossError(
-                f"{desc}: loss became {'non-finite' if where else loss.item()}{where} at step {step} (lr {lr:.3g}); "
-                f"{kept}. Lower the learning rate or check the inputs for NaNs"
-            )
+        loss = _accumulate(run_model, x, y, cfg, lm, world, autocast)
+        _require_finite(loss, world, desc, step, lr, ckpt)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -402,11 +425,8 @@ def train(
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             metrics.append({"step": step + 1, "loss": loss_val, "lr": lr})
             bar.set_postfix(loss=f"{loss_val:.3f}")
-        done = step + 1
-        due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
-        due = due or (cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
-        if ckpt is not None and rank == 0 and due:
-            _save_checkpoint(ckpt, model, params, opt, done, metrics, cfg)
+        if ckpt is not None and rank == 0 and _checkpoint_due(cfg, step + 1, last_save):
+            _save_checkpoint(ckpt, model, params, opt, step + 1, metrics, cfg)
             last_save = time.monotonic()
     bar.close()
     seconds = time.perf_counter() - t0

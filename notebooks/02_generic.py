@@ -47,11 +47,11 @@ B_extra = U.train_generic_extra(ws, bench, B)
 sc = ws.scale
 display(
     Markdown(
-        f"B is a ResNet-v2 `{sc.arch}` with {sum(p.numel() for n, p in B.named_parameters() if not n.startswith('head.')):,} "
-        f"parameters without its head, trained for {record['steps']:,} steps of {sc.upstream_batch} images with "
-        f"{sc.upstream_loss} cross-entropy and a {'BiT step' if sc.upstream_schedule == 'bit' else 'cosine'} schedule "
-        f"(base learning rate {sc.upstream_lr}) in {record['seconds']:.0f} s ({record['images_per_second']:,.0f} images/s); "
-        f"final loss {record['final_loss']:.3f}. B+extra trained {sc.expert_steps} more steps of {sc.expert_batch}."
+        f"B is a ResNet-v2 `{sc.upstream.arch}` with {sum(p.numel() for n, p in B.named_parameters() if not n.startswith('head.')):,} "
+        f"parameters without its head, trained for {record['steps']:,} steps of {sc.upstream.batch} images with "
+        f"{sc.upstream.loss} cross-entropy and a {'BiT step' if sc.upstream.schedule == 'bit' else 'cosine'} schedule "
+        f"(base learning rate {sc.upstream.lr}) in {record['seconds']:.0f} s ({record['images_per_second']:,.0f} images/s); "
+        f"final loss {record['final_loss']:.3f}. B+extra trained {sc.expert.steps} more steps of {sc.expert.batch}."
     )
 )
 

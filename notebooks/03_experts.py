@@ -51,7 +51,7 @@ display(
     Markdown(
         f"{len(adapter_log)} adapter experts ({adapter_log.trainable_parameters.min():,}-{adapter_log.trainable_parameters.max():,} "
         f"parameters of their own each, {share:.0%} of a full expert) and {len(full_log)} full experts, each "
-        f"{ws.scale.expert_steps} steps of {ws.scale.expert_batch} images on its subset."
+        f"{ws.scale.expert.steps} steps of {ws.scale.expert.batch} images on its subset."
     )
 )
 adapter_log

@@ -59,10 +59,10 @@ ft = runs[runs["mode"] == "finetune"]
 display(
     Markdown(
         f"{len(ft)} fine-tunes and {(runs['mode'] == 'linear').sum()} frozen-feature classifiers on {ft.task.nunique()} tasks"
-        f"{' (few-shot versions included)' if ws.scale.few_shot else ''} "
+        f"{' (few-shot versions included)' if ws.scale.study.few_shot else ''} "
         f"({ft.seconds.sum() / 60:.1f} min of fine-tuning). Chosen on val200 with B: "
         + "; ".join(f"{t} {h['steps']} steps at lr {h['lr']}" for t, h in hps.items() if "same_as" not in h)
-        + f". Every candidate at {ws.scale.seeds} seeds."
+        + f". Every candidate at {ws.scale.study.seeds} seeds."
     )
 )
 runs.groupby(["task", "model", "mode"]).accuracy.mean().unstack("mode").round(3)

@@ -42,7 +42,7 @@ report = R.build_report(ws, bench)
 vtab = report["vtab_table"].set_index("method")
 display(
     Markdown(
-        f"Mean test accuracy over {len(ws.scale.tasks)} tasks after full fine-tuning: "
+        f"Mean test accuracy over {len(ws.scale.data.tasks)} tasks after full fine-tuning: "
         + ", ".join(f"{vtab.loc[m, 'label']} {vtab.loc[m, 'mean']:.3f}" for m in vtab.index)
         + "."
     )

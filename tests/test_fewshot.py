@@ -151,5 +151,5 @@ def test_resolution_and_upstream_pass_through():
 
 
 def test_scales_declare_their_regimes():
-    assert get_scale("cpu").few_shot == (5, 25) and get_scale("paper").few_shot == ()
-    assert get_scale("smoke").few_shot == (3,)
+    assert get_scale("cpu").study.few_shot == (5, 25) and get_scale("paper").study.few_shot == ()
+    assert get_scale("smoke").study.few_shot == (3,)

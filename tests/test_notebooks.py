@@ -150,7 +150,7 @@ def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
     assert set(both.who) == {"ours (paper-smoke scale)", "published"} and 72.3 in both["mean"].tolist()
     assert (out / "figures" / "vtab_vs_published.png").is_file()
     picks = pd.read_csv(out / "tables" / "selection_picks.csv")
-    assert set(picks.knn) <= {"animal", "bird", "artifact"}
+    assert set(picks.knn) <= {"adapter:animal", "adapter:bird", "adapter:artifact"}  # candidate ids
 
 
 @pytest.mark.slow
@@ -414,8 +414,8 @@ def _planned_equals_run(scale: str, results: Path, data: Path) -> None:
     runs = runs[runs["mode"] != "linear"]  # frozen-feature probes are no fine-tunes
     assert planned == sorted(zip(runs.task, runs.model, runs["mode"], runs.seed, strict=True))
     plan = pd.read_csv(ws.path("tables", "plan.csv"))
-    grid = len(ws.scale.transfer_steps) * len(ws.scale.transfer_lrs)
-    trials = len(ws.scale.tasks) * grid if grid > 1 else 0
+    grid = len(ws.scale.transfer.steps) * len(ws.scale.transfer.lrs)
+    trials = len(ws.scale.data.tasks) * grid if grid > 1 else 0
     assert plan.iloc[-1].jobs == len(planned) + trials  # notebook 01 onwards wrote the plan of these jobs
 
 

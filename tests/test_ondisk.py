@@ -14,7 +14,7 @@ from expertlib.presets import get_scale
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
     root = tmp_path_factory.mktemp("ondisk")
-    emb = build(get_scale("smoke").embedded, cache_dir=root / "cache")
+    emb = build(get_scale("smoke").data.embedded, cache_dir=root / "cache")
     export_benchmark(emb, root / "data")
     return emb, FolderBenchmark(root / "data", emb.task_names, resolution=emb.resolution), root / "data"
 

@@ -14,7 +14,7 @@ def test_paper_scale_raises_the_data_error_naming_the_layout(tmp_path):
 def test_experts_plan_and_figures(smoke, capsys):
     ws, bench = smoke
     experts = D.choose_experts(ws, bench)
-    assert len(experts) == ws.scale.expert_rule.max_experts and all(n == experts[n] for n in experts)
+    assert len(experts) == ws.scale.expert.rule.max_experts and all(n == experts[n] for n in experts)
     assert D.full_experts(ws, bench) == {"digit": "digit"}
     p = D.print_plan(ws, bench)
     assert p["experts"] == len(experts) and f"{len(experts)} adapter experts" in capsys.readouterr().out
@@ -25,7 +25,7 @@ def test_experts_plan_and_figures(smoke, capsys):
     }
     fig = D.sample_figure(ws, bench)
     assert len(fig.axes) == len(bench.domain_names) + len(
-        ws.scale.tasks
+        ws.scale.data.tasks
     )  # few-shot tasks hold the same images
     assert (ws.path("figures", "samples.png")).is_file()
 

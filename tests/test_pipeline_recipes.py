@@ -1,5 +1,3 @@
-from dataclasses import replace
-
 from expertlib.pipeline import recipes as R
 from expertlib.presets import get_scale
 from expertlib.schedules import learning_rate
@@ -13,7 +11,7 @@ def test_generic_config_follows_the_scales_schedule_and_loss():
     bit = R.generic_config(paper)
     assert bit.loss == "sigmoid" and bit.schedule.kind != "cosine" and bit.batch_size == 4096
     # BiT's step schedule decays: late steps run at a fraction of the base rate
-    assert learning_rate(bit.schedule, bit.steps - 1) < 0.01 * paper.upstream_lr
+    assert learning_rate(bit.schedule, bit.steps - 1) < 0.01 * paper.upstream.lr
     over = R.generic_config(cpu, steps=10, lr=0.5, batch=8)
     assert (over.steps, over.schedule.base_lr, over.batch_size) == (10, 0.5, 8)
 
@@ -22,15 +20,15 @@ def test_expert_config_is_the_budget_of_experts_extra_and_dat():
     sc = get_scale("cpu")
     cfg = R.expert_config(sc, seed=3)
     assert (cfg.steps, cfg.batch_size, cfg.seed, cfg.loss) == (
-        sc.expert_steps,
-        sc.expert_batch,
+        sc.expert.steps,
+        sc.expert.batch,
         3,
-        sc.upstream_loss,
+        sc.upstream.loss,
     )
     assert (
         R.dat_steps(sc) == 20 and R.dat_steps(get_scale("paper")) == 50
     )  # timed steps; the rest extrapolated
-    assert R.dat_steps(replace(sc, dat_timing_steps=None)) == sc.expert_steps
+    assert R.dat_steps(sc.override(dat_timing_steps=None)) == sc.expert.steps
 
 
 def test_transfer_config():

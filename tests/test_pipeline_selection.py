@@ -11,10 +11,12 @@ def test_selection_tables_picks_and_dat_cost(smoke):
     ws, bench = smoke
     base, experts = S.selection_candidates(U.candidates(ws))
     rankings, picks = S.run_selection(ws, bench, base, experts)
-    assert list(picks.task) == list(ws.tasks) and len(ws.tasks) == 2 * len(ws.scale.tasks)  # 1k and 3-shot
+    assert list(picks.task) == list(ws.tasks) and len(ws.tasks) == 2 * len(
+        ws.scale.data.tasks
+    )  # 1k and 3-shot
     assert set(rankings.task) == set(ws.tasks)
     assert set(picks.knn) <= set(experts) and (picks.dat_seconds > 0).all()
-    assert (picks.dat_steps_timed == ws.scale.expert_steps).all()
+    assert (picks.dat_steps_timed == ws.scale.expert.steps).all()
     knn = rankings[rankings.proxy == "knn"]
     assert set(knn.model) == {"base", *experts} and knn.score.between(0, 1).all()
     again = pd.read_csv(ws.path("tables", "selection_picks.csv"))
@@ -39,9 +41,9 @@ def test_selection_tables_picks_and_dat_cost(smoke):
 def test_dat_timing_extrapolates_from_the_measured_steps(smoke):
     ws, bench = smoke
     base, _ = S.selection_candidates(U.candidates(ws))
-    ws2 = replace(ws, scale=replace(ws.scale, expert_steps=8, dat_timing_steps=2))
+    ws2 = replace(ws, scale=ws.scale.override(expert_steps=8, dat_timing_steps=2))
     logits = (
-        base(bench.task(ws.scale.tasks[0], "train800val200").batch(np.arange(8), False, None))
+        base(bench.task(ws.scale.data.tasks[0], "train800val200").batch(np.arange(8), False, None))
         .detach()
         .numpy()
     )
@@ -83,10 +85,13 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
             (ws2.results_dir / sub).mkdir(parents=True)
         rankings, picks = S.run_selection(ws2, bench, base, experts)
         assert {"released:entity", "released:digit"} <= set(rankings.model)
-        runs = T.planned_runs(ws, cands, ws.scale.tasks[0], "digit")
+        runs = T.planned_runs(ws, cands, ws.scale.data.tasks[0], "digit")
         assert ("released:digit", 0) in runs and ("released:entity", 0) in runs
         net = cands["released:digit"].transfer_net(5)
-        assert net(bench.task(ws.scale.tasks[0], "test").batch(np.arange(2), False, None)).shape == (2, 5)
+        assert net(bench.task(ws.scale.data.tasks[0], "test").batch(np.arange(2), False, None)).shape == (
+            2,
+            5,
+        )
     finally:
         released.unlink()
 

@@ -18,8 +18,10 @@ def test_planned_runs_cover_every_candidate_at_every_seed(smoke):
     }  # one per task
     runs = T.planned_runs(ws, cands, "t1", "digit")
     every = {n for n in cands if n != "dat:t2"}
-    assert set(runs) == {(n, s) for n in every for s in range(ws.scale.seeds)} and len(runs) == len(set(runs))
-    assert ("full:digit", ws.scale.seeds - 1) in runs
+    assert set(runs) == {(n, s) for n in every for s in range(ws.scale.study.seeds)} and len(runs) == len(
+        set(runs)
+    )
+    assert ("full:digit", ws.scale.study.seeds - 1) in runs
     elsewhere = T.planned_runs(ws, cands, "t2", None)  # full experts only run where their subtree is related
     assert not any(cands[n].kind == "full" for n, _ in elsewhere) and ("base", 1) in elsewhere
     assert ("dat:t2", 0) in elsewhere and ("dat:t1", 0) not in elsewhere
@@ -31,7 +33,7 @@ def test_pool_gives_the_same_bits_as_one_process(smoke):
 
     ws, bench = smoke
     cands = U.candidates(ws)
-    task = ws.scale.tasks[0]
+    task = ws.scale.data.tasks[0]
     splits, k = bench.task_splits(task), bench.task_info(task).num_classes
     specs = [
         (cands[n], splits["train800"], splits["test"], k, 8, 0.1, s)
@@ -39,7 +41,7 @@ def test_pool_gives_the_same_bits_as_one_process(smoke):
         for s in (0, 1)
     ]
     here = dict(T.finetunes(ws, specs))
-    pooled = dict(T.finetunes(replace(ws, scale=replace(ws.scale, transfer_workers=2)), specs))
+    pooled = dict(T.finetunes(replace(ws, scale=ws.scale.override(transfer_workers=2)), specs))
     assert sorted(pooled) == [0, 1, 2, 3]
     assert [here[i][0] for i in range(4)] == [pooled[i][0] for i in range(4)]
     assert len({here[i][0] for i in range(4)}) > 1  # different candidates and seeds do differ
@@ -56,17 +58,17 @@ def test_transfer_tables_of_the_smoke_run(smoke_run):
     ft = runs[runs["mode"] == "finetune"]
     assert ft.accuracy.between(0, 1).all() and set(runs["mode"]) == {"finetune", "linear"}
     assert len(ft) == len(ft.drop_duplicates(["task", "model", "seed"]))
-    tasks = tasks_with_few_shot(scale.tasks, scale.few_shot)
+    tasks = tasks_with_few_shot(scale.data.tasks, scale.study.few_shot)
     assert set(ft.task) == set(runs[runs["mode"] == "linear"].task) == set(tasks) and len(tasks) == 6
     dat = ft[ft.kind == "dat"]
     assert set(zip(dat.task, dat.model, strict=True)) == {(t, f"dat:{t}") for t in tasks}
-    assert len(dat) == len(tasks) * scale.seeds
+    assert len(dat) == len(tasks) * scale.study.seeds
     assert len(pd.read_csv(out / "tables" / "dat_training.csv")) == len(tasks)
     # few-shot tasks are fine-tuned with their full task's hyper-parameters, and say so
     hps = json.loads((out / "tables" / "transfer_hyperparameters.json").read_text())
-    for t in scale.tasks:
+    for t in scale.data.tasks:
         assert hps[f"{t}@3shot"] == {"steps": hps[t]["steps"], "lr": hps[t]["lr"], "same_as": t}
         few = ft[ft.task == f"{t}@3shot"]
         assert (few.steps == hps[t]["steps"]).all() and (few.lr == hps[t]["lr"]).all()
     sweep = pd.read_csv(out / "tables" / "schedule_sweep.csv")
-    assert set(sweep.steps) <= set(scale.schedule_sweep) and sweep.accuracy.between(0, 1).all()
+    assert set(sweep.steps) <= set(scale.study.schedule_sweep) and sweep.accuracy.between(0, 1).all()

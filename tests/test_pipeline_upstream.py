@@ -9,7 +9,7 @@ from expertlib.resnet import pooled_features
 def test_expert_training_resumes_from_per_expert_files(smoke):
     ws, bench = smoke
     base, record = U.train_generic(ws, bench)
-    assert record["steps"] == ws.scale.upstream_steps
+    assert record["steps"] == ws.scale.upstream.steps
     bank, log = U.train_experts(ws, bench, base, "adapter")
     ws.path("models", "adapter_experts.safetensors").unlink()  # as if killed before the bank was saved
     again, log2 = U.train_experts(ws, bench, base, "adapter")
@@ -49,7 +49,7 @@ def test_released_generic_weights_replace_training(tmp_path):
     src = ResNetV2("tiny", num_classes=7)
     (tmp_path / "d").mkdir(exist_ok=True)
     np.savez(tmp_path / "d" / "B.npz", **state_dict_to_bit(src))
-    ws = replace(ws, scale=replace(ws.scale, generic_weights="B.npz"))
+    ws = replace(ws, scale=ws.scale.override(generic_weights="B.npz"))
     model, record = U.load_released_generic(ws, ResNetV2("tiny", num_classes=7))
     assert record["upstream_head_loaded"] and record["steps"] == 0 and record["weights"].endswith("B.npz")
     assert all(
@@ -64,12 +64,12 @@ def test_released_generic_weights_replace_training(tmp_path):
     from expertlib.weights import to_timm_state_dict
 
     save_file(to_timm_state_dict(src), str(tmp_path / "d" / "B.safetensors"))  # a timm checkpoint, read once
-    timm_ws = replace(ws, scale=replace(ws.scale, generic_weights="B.safetensors"))
+    timm_ws = replace(ws, scale=ws.scale.override(generic_weights="B.safetensors"))
     model, record = U.load_released_generic(timm_ws, ResNetV2("tiny", num_classes=7))
     assert record["upstream_head_loaded"] and model.cfg.std_eps == 1e-8
     assert torch.equal(model.head.fc.weight, src.head.fc.weight)
     with pytest.raises(FileNotFoundError, match="BiT-M-R50x1.npz"):
-        U.load_released_generic(replace(ws, scale=replace(ws.scale, generic_weights="missing.npz")), src)
+        U.load_released_generic(replace(ws, scale=ws.scale.override(generic_weights="missing.npz")), src)
 
 
 def test_specialisation_on_a_sample_of_held_out_images(smoke):
@@ -78,7 +78,7 @@ def test_specialisation_on_a_sample_of_held_out_images(smoke):
     ws, bench = smoke
     cands = U.candidates(ws)
     experts = [n for n, c in cands.items() if c.expert is not None][:1]
-    small = replace(ws, scale=replace(ws.scale, specialisation_images=40))
+    small = replace(ws, scale=ws.scale.override(specialisation_images=40))
     spec = U.specialisation(small, bench, cands, experts)
     assert len(spec) == 6 and spec.knn.notna().any()
 
@@ -88,11 +88,11 @@ def test_full_experts_recipe_is_chosen_on_held_out_upstream_images(smoke):
 
     ws, _ = smoke
     trials = pd.read_csv(ws.path("tables", "full_expert_recipes.csv"))
-    grid = {(s, lr) for s in ws.scale.full_expert_steps for lr in ws.scale.full_expert_lrs}
+    grid = {(s, lr) for s in ws.scale.expert.full_steps for lr in ws.scale.expert.full_lrs}
     for _, g in trials.groupby("expert"):
         assert set(zip(g.steps, g.lr, strict=True)) == grid and g.chosen.sum() == 1
         chosen = g[g.chosen].iloc[0]
         assert chosen.heldout_accuracy == g.heldout_accuracy.max()
         ties = g[g.heldout_accuracy == chosen.heldout_accuracy]  # ties go to fewer steps, then the lower lr
         assert (chosen.steps, chosen.lr) == min(zip(ties.steps, ties.lr, strict=True))
-    assert set(trials.expert) == set(ws.scale.full_experts)
+    assert set(trials.expert) == set(ws.scale.expert.full)

@@ -117,14 +117,14 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
     from expertlib.pipeline.workspace import RecipeMismatchError
 
     ws, bench = smoke
-    changed = replace(ws, scale=replace(ws.scale, expert_lr=ws.scale.expert_lr / 2))
+    changed = replace(ws, scale=ws.scale.override(expert_lr=ws.scale.expert.lr / 2))
     base, _ = U.load_generic(ws)
     with pytest.raises(RecipeMismatchError, match="expert_lr"):
         U.train_experts(changed, bench, base, "adapter")
     with pytest.raises(RecipeMismatchError, match="expert_lr"):
         U.train_generic_extra(changed, bench, base)
     assert "expert_lr" in changed.recipe("selection") and "expert_lr" in changed.recipe("transfer")
-    runtime = replace(ws, scale=replace(ws.scale, transfer_workers=0, data_workers=1, eval_batch=7))
+    runtime = replace(ws, scale=ws.scale.override(transfer_workers=0, data_workers=1, eval_batch=7))
     U.train_experts(
         runtime, bench, base, "adapter"
     )  # reused: workers and eval batch are not part of a recipe

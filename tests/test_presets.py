@@ -20,27 +20,39 @@ def _notebook(
 
 def test_scales_exist_and_unknown_is_clear():
     assert set(SCALES) == {"smoke", "cpu", "paper", "paper-smoke", "released", "released-smoke"}
-    assert get_scale("cpu").embedded is not None and get_scale("paper").arch == "R50x1"
+    assert get_scale("cpu").data.embedded is not None and get_scale("paper").upstream.arch == "R50x1"
     ps, paper = get_scale("paper-smoke"), get_scale("paper")
     # paper-smoke runs the paper's code paths: same data kind, architecture, loss, schedule and expert rule
-    assert (ps.data, ps.arch, ps.upstream_loss, ps.upstream_schedule) == (
-        paper.data,
-        paper.arch,
+    assert (ps.data.source, ps.upstream.arch, ps.upstream.loss, ps.upstream.schedule) == (
+        paper.data.source,
+        paper.upstream.arch,
         "sigmoid",
         "bit",
     )
-    assert ps.writes_fixture and not paper.writes_fixture and paper.generic_weights == "BiT-M-R50x1.npz"
+    assert (
+        ps.data.writes_fixture
+        and not paper.data.writes_fixture
+        and paper.upstream.weights == "BiT-M-R50x1.npz"
+    )
     # the released scales: the paper's downstream half, the same tasks and transfer recipe shape, nothing upstream
     rs, rel = get_scale("released-smoke"), get_scale("released")
     assert not rel.trains_upstream and not rs.trains_upstream and paper.trains_upstream
-    assert rel.tasks == paper.tasks and rel.arch == "R50x1" and rel.task_resolution == "hyperrule"
     assert (
-        rel.oracle_on == "val200"
-        and rel.random_experts > 0
-        and rel.oracle_pool > 0
-        and rel.experts == paper.experts
+        rel.data.tasks == paper.data.tasks
+        and rel.upstream.arch == "R50x1"
+        and rel.data.task_resolution == "hyperrule"
     )
-    assert (rs.data, rs.released_experts, rs.writes_fixture) == ("vtab", "released_experts", True)
+    assert (
+        rel.study.oracle_on == "val200"
+        and rel.study.random_experts > 0
+        and rel.study.oracle_pool > 0
+        and rel.expert.names == paper.expert.names
+    )
+    assert (rs.data.source, rs.data.released_experts, rs.data.writes_fixture) == (
+        "vtab",
+        "released_experts",
+        True,
+    )
     with pytest.raises(ValueError, match="did you mean 'smoke'"):
         get_scale("smoek")
 
@@ -95,3 +107,20 @@ def test_a_mistyped_setting_is_refused_not_read_as_another(field, value, accepte
         get_scale("cpu", seeds=0)
     with pytest.raises(ValueError, match="oracle_pool=-1"):
         get_scale("released", oracle_pool=-1)
+
+
+def test_the_parts_say_which_settings_change_results():
+    """Every setting outside Runtime enters some step's recipe, except those that only add work (more tasks,
+    seeds, few-shot regimes); of Runtime's, only micro_batch does (it changes the order of float sums)."""
+    from expertlib.pipeline.recipes import STEP_FIELDS
+    from expertlib.presets import SETTINGS
+
+    in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
+    runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}
+    assert runtime & in_recipes == {"micro_batch"}
+    assert set(SETTINGS) - runtime - in_recipes == {"tasks", "seeds", "few_shot"}
+    sc = get_scale("cpu")
+    assert sc.setting("expert_lr") == sc.expert.lr and sc.override(expert_lr=0.5).expert.lr == 0.5
+    assert sc.override(expert_lr=0.5).upstream == sc.upstream  # other parts untouched
+    with pytest.raises(ValueError, match="unknown scale setting 'expert_lrs'.*did you mean 'expert_lr'"):
+        sc.override(expert_lrs=(0.1,))

@@ -248,6 +248,18 @@ def test_train_restores_the_callers_mode():
         progress=False,
     )
     assert m.training
+    # what train() says it leaves: the model on cfg.device in channels_last, its weights trained in place
+    conv = m.stem.conv.weight
+    assert conv.device.type == "cpu" and conv.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_checkpoints_fall_due_by_steps_minutes_and_at_the_end(monkeypatch):
+    import expertlib.training as T
+
+    cfg = TrainConfig(scaled_hyperrule(10, 0.1), batch_size=8, checkpoint_every=4, checkpoint_minutes=1.0)
+    monkeypatch.setattr(T.time, "monotonic", lambda: 100.0)
+    assert [d for d in range(1, 11) if T._checkpoint_due(cfg, d, last_save=99.0)] == [4, 8, 10]
+    assert T._checkpoint_due(cfg, 3, last_save=30.0)  # a minute since the last save
 
 
 def test_an_expert_checkpoint_holds_that_expert_alone_and_resumes_in_another_bank(tmp_path):

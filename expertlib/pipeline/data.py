@@ -30,35 +30,35 @@ def load_benchmark(ws: Workspace) -> Benchmark:
     """The scale's benchmark at its resolution: the embedded one (built or read from ``data_root/embedded``)
     or ImageNet-21k + VTAB-1k from ``data_root`` (missing data raises an error naming the path and layout)."""
     sc = ws.scale
-    if sc.embedded is not None:
+    if sc.data.embedded is not None:
         from expertlib.datasets.embedded import build
 
-        bench = build(sc.embedded, cache_dir=ws.data_root / "embedded", progress=ws.progress)
+        bench = build(sc.data.embedded, cache_dir=ws.data_root / "embedded", progress=ws.progress)
     else:
         from expertlib.datasets.ondisk import FolderBenchmark, VtabBenchmark
 
         root = ws.dataset_root
-        if sc.writes_fixture and not (root / "COMPLETE").is_file():
+        if sc.data.writes_fixture and not (root / "COMPLETE").is_file():
             from expertlib.datasets.fixtures import write_paper_fixture, write_released_fixture
 
             if sc.trains_upstream:
                 write_paper_fixture(root)
             else:
-                write_released_fixture(root, sc.generic_weights or "", sc.released_experts or "")
+                write_released_fixture(root, sc.upstream.weights or "", sc.data.released_experts or "")
         if sc.trains_upstream:
-            bench = FolderBenchmark(root, sc.tasks, heldout_per_class=sc.heldout_per_class,
-                                    task_resolution=sc.task_resolution, index_dir=ws.results_dir / "cache")  # fmt: skip
+            bench = FolderBenchmark(root, sc.data.tasks, heldout_per_class=sc.data.heldout_per_class,
+                                    task_resolution=sc.data.task_resolution, index_dir=ws.results_dir / "cache")  # fmt: skip
         else:
             check_downloads(ws)  # B and the experts, named with where to get them, before any compute
-            bench = VtabBenchmark(root, sc.tasks, task_resolution=sc.task_resolution)
-    bench.resolution = (sc.precrop, sc.crop)
-    missing = [t for t in sc.tasks if t not in bench.task_names]
+            bench = VtabBenchmark(root, sc.data.tasks, task_resolution=sc.data.task_resolution)
+    bench.resolution = (sc.data.precrop, sc.data.crop)
+    missing = [t for t in sc.data.tasks if t not in bench.task_names]
     if missing:
         raise KeyError(f"scale {sc.name!r} needs tasks {missing}, which benchmark {bench.name!r} lacks")
-    if sc.few_shot:
+    if sc.study.few_shot:
         from expertlib.datasets.fewshot import FewShotBenchmark
 
-        bench = FewShotBenchmark(bench, sc.few_shot)
+        bench = FewShotBenchmark(bench, sc.study.few_shot)
     return bench
 
 
@@ -81,11 +81,11 @@ def check_downloads(ws: Workspace) -> None:
     one is named, with where to get it, in one error."""
     sc, root = ws.scale, ws.dataset_root
     problems = []
-    weights = root / (sc.generic_weights or "")
-    if not sc.generic_weights or not weights.is_file():
+    weights = root / (sc.upstream.weights or "")
+    if not sc.upstream.weights or not weights.is_file():
         problems.append(f"B's weights {weights} not found: {WHERE_B}")
     if not ws.path("models", RELEASED_BANK).exists():
-        folder = root / (sc.released_experts or "released_experts")
+        folder = root / (sc.data.released_experts or "released_experts")
         from expertlib.convert import ConversionError, sources
 
         try:
@@ -112,7 +112,7 @@ def released_names(scale) -> tuple[str, ...]:
     """The released experts a scale uses: its ``experts`` list, else all 48."""
     from expertlib.hierarchy import PAPER_EXPERTS
 
-    return tuple(scale.experts) if scale.experts is not None else PAPER_EXPERTS
+    return tuple(scale.expert.names) if scale.expert.names is not None else PAPER_EXPERTS
 
 
 def expert_name(bench: Benchmark, node: str) -> str:
@@ -124,9 +124,9 @@ def expert_name(bench: Benchmark, node: str) -> str:
 def choose_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
     """The adapter experts: name -> hierarchy node. The scale's list (lemmas or ids), or the subtrees its
     rule picks from the data."""
-    if ws.scale.experts is not None:
-        return resolve_experts(bench, ws.scale.experts)
-    nodes = bench.hierarchy.select_experts(bench.class_counts(), ws.scale.expert_rule)
+    if ws.scale.expert.names is not None:
+        return resolve_experts(bench, ws.scale.expert.names)
+    nodes = bench.hierarchy.select_experts(bench.class_counts(), ws.scale.expert.rule)
     names: dict[str, str] = {}
     for n in nodes:
         name = expert_name(bench, n)
@@ -136,7 +136,7 @@ def choose_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
 
 def full_experts(ws: Workspace, bench: Benchmark) -> dict[str, str]:
     """The experts that also get a full (whole-network) version: name -> node."""
-    return resolve_experts(bench, ws.scale.full_experts)
+    return resolve_experts(bench, ws.scale.expert.full)
 
 
 def resolve_experts(bench: Benchmark, names) -> dict[str, str]:
@@ -161,8 +161,8 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
     kind = "adapter experts" if ws.scale.trains_upstream else "released experts"
     per_stage = ", ".join(f"{r.stage} at {r.resolution} px {r.gpu_hours:,.1f}" for r in table.iloc[:-1].itertuples()
                           if r.gpu_hours >= 0.05)  # fmt: skip
-    print(f"scale {ws.scale.name}: {ws.scale.arch} on {ws.scale.data}; {experts} {kind}, {len(ws.scale.full_experts)} full; "
-          f"{len(ws.scale.tasks)} tasks, {total.jobs:,} fine-tunes ({total.picks}); GPU-hours ({total.rates}): "
+    print(f"scale {ws.scale.name}: {ws.scale.upstream.arch} on {ws.scale.data.source}; {experts} {kind}, {len(ws.scale.expert.full)} full; "
+          f"{len(ws.scale.data.tasks)} tasks, {total.jobs:,} fine-tunes ({total.picks}); GPU-hours ({total.rates}): "
           f"{per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, {total.hours_1gpu:,.2f} h on 1 GPU, "
           f"{total.hours_8gpu:,.2f} h on 8")  # fmt: skip
     return {"plan": table, "experts": experts, "fine_tunes": int(total.jobs)}
@@ -224,7 +224,7 @@ def data_sentence(ws: Workspace, bench: Benchmark, summary: pd.DataFrame, expert
     tasks = summary[summary.kind == "task"]
     groups = ", ".join(f"{g}: {n}" for g, n in tasks.group.value_counts().sort_index().items())
     sizes = ", ".join(sorted({f"{r.train}+{r.val}" for r in tasks.itertuples()}))
-    down = (f"{len(ws.scale.tasks)} downstream tasks ({groups}), {sizes} training images and "
+    down = (f"{len(ws.scale.data.tasks)} downstream tasks ({groups}), {sizes} training images and "
             f"{tasks.test.min():,}-{tasks.test.max():,} test images each")  # fmt: skip
     if not ws.scale.trains_upstream:
         return (f"**{bench.name}** at scale `{ws.scale.name}`: no upstream image is read. B is BiT-M (its "

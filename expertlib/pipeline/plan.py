@@ -72,10 +72,12 @@ def upper_bound_picks(ws: Workspace, experts: Sequence[str]) -> pd.DataFrame:
     for task in ws.tasks:
         names = itertools.cycle(experts)
         row = {"task": task, **{p: next(names) for p in PICKED_BY}}
-        if sc.random_experts or sc.oracle_pool:  # the design columns exist only where the scale samples
-            row["random_sample"] = ";".join(next(names) for _ in range(sc.random_experts))
+        if (
+            sc.study.random_experts or sc.study.oracle_pool
+        ):  # the design columns exist only where the scale samples
+            row["random_sample"] = ";".join(next(names) for _ in range(sc.study.random_experts))
             row["oracle_pool"] = ";".join(
-                [row["knn"], *(next(names) for _ in range(max(0, sc.oracle_pool - 1)))]
+                [row["knn"], *(next(names) for _ in range(max(0, sc.study.oracle_pool - 1)))]
             )
             row["experts_scored"] = len(experts)
         rows.append(row)
@@ -86,7 +88,7 @@ def plan_jobs(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.Da
     """The transfer jobs notebook 05 runs for these picks (upper-bound picks when None)."""
     experts = [n for n, c in candidates.items() if c.expert is not None]
     picks = picks if picks is not None else upper_bound_picks(ws, experts)
-    hps = {t: {"steps": max(ws.scale.transfer_steps), "lr": ws.scale.transfer_lrs[0]} for t in ws.tasks}
+    hps = {t: {"steps": max(ws.scale.transfer.steps), "lr": ws.scale.transfer.lrs[0]} for t in ws.tasks}
     return transfer_jobs(ws, bench, candidates, hps, picks)
 
 
@@ -100,11 +102,11 @@ def scale_candidates(ws: Workspace, experts: Sequence[str] | None = None) -> dic
     sc = ws.scale
     if not sc.trains_upstream:
         return released_candidates(released_names(sc))
-    names = list(experts if experts is not None else sc.experts or ())
+    names = list(experts if experts is not None else sc.expert.names or ())
     out = {BASE: CandidateRef("generic", None), EXTRA: CandidateRef("generic", None)}
     out.update({f"adapter:{e}": CandidateRef("adapter", e) for e in names})
-    out.update({f"full:{e}": CandidateRef("full", e) for e in sc.full_experts})
-    if sc.dat_accuracy:
+    out.update({f"full:{e}": CandidateRef("full", e) for e in sc.expert.full})
+    if sc.study.dat_accuracy:
         out.update({f"dat:{t}": CandidateRef("dat", None, t) for t in ws.tasks})
     return out
 
@@ -116,21 +118,21 @@ def upstream_stages(ws: Workspace, n_adapters: int) -> list[tuple[str, int, int,
     sc = ws.scale
     if not sc.trains_upstream:
         return []
-    one = sc.expert_steps * sc.expert_batch
-    grid = max(1, len(sc.full_expert_steps)) * max(1, len(sc.full_expert_lrs or ()))
-    full_steps = max(sc.full_expert_steps or (sc.expert_steps,))
+    one = sc.expert.steps * sc.expert.batch
+    grid = max(1, len(sc.expert.full_steps)) * max(1, len(sc.expert.full_lrs or ()))
+    full_steps = max(sc.expert.full_steps or (sc.expert.steps,))
     from expertlib.pipeline.recipes import dat_steps
 
     stages = [
-        ("B", sc.crop, 0 if sc.generic_weights else 1, 0 if sc.generic_weights else sc.upstream_steps * sc.upstream_batch),
-        ("B+extra", sc.crop, 1, one),
-        ("adapter experts", sc.crop, n_adapters, n_adapters * one),
-        ("full experts (recipe grid)", sc.crop, len(sc.full_experts) * grid,
-         len(sc.full_experts) * grid * full_steps * sc.expert_batch),
-        ("DAT timing", sc.crop, len(ws.tasks), len(ws.tasks) * dat_steps(sc) * sc.expert_batch),
+        ("B", sc.data.crop, 0 if sc.upstream.weights else 1, 0 if sc.upstream.weights else sc.upstream.steps * sc.upstream.batch),
+        ("B+extra", sc.data.crop, 1, one),
+        ("adapter experts", sc.data.crop, n_adapters, n_adapters * one),
+        ("full experts (recipe grid)", sc.data.crop, len(sc.expert.full) * grid,
+         len(sc.expert.full) * grid * full_steps * sc.expert.batch),
+        ("DAT timing", sc.data.crop, len(ws.tasks), len(ws.tasks) * dat_steps(sc) * sc.expert.batch),
     ]  # fmt: skip
-    if sc.dat_accuracy:
-        stages.append(("DAT models", sc.crop, len(ws.tasks), len(ws.tasks) * one))
+    if sc.study.dat_accuracy:
+        stages.append(("DAT models", sc.data.crop, len(ws.tasks), len(ws.tasks) * one))
     return [s for s in stages if s[2]]
 
 
@@ -167,12 +169,12 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
         res = task_resolution(bench, task, ws.scale)[1]
         n = len(bench.task(task, "train800val200")) * scored
         add("selection features", res, scored, n, gpu_seconds(n, res, rates, "inference"))
-    grid = len(ws.scale.transfer_steps) * len(ws.scale.transfer_lrs)
+    grid = len(ws.scale.transfer.steps) * len(ws.scale.transfer.lrs)
     if grid > 1:  # B's fine-tunes on train800 -> val200 that choose each task's steps and lr
-        for task in ws.scale.tasks:
+        for task in ws.scale.data.tasks:
             res = task_resolution(bench, task, ws.scale)[1]
             images = (
-                sum(s for s in ws.scale.transfer_steps) * len(ws.scale.transfer_lrs) * ws.scale.transfer_batch
+                sum(s for s in ws.scale.transfer.steps) * len(ws.scale.transfer.lrs) * ws.scale.transfer.batch
             )
             add(
                 "hyper-parameter choice (B, train800 -> val200)",
@@ -211,7 +213,7 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
              f"hours_{gpus}gpu": makespan + spread_h / gpus}  # fmt: skip
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["rates"] = rates["source"]
-    sampled = ws.scale.random_experts or ws.scale.oracle_pool
+    sampled = ws.scale.study.random_experts or ws.scale.study.oracle_pool
     table["picks"] = ("every expert fine-tuned" if not sampled else
                       "upper bound (before selection)" if picks is None else "selection_picks.csv")  # fmt: skip
     return table
@@ -230,15 +232,15 @@ def options_for(scale) -> list[tuple[str, dict, str]]:
     """The documented alternatives to a scale's design that apply to it: (name, settings, what it buys)."""
     out = [("default", {}, "the scale as it is"),
            ("seeds 5", {"seeds": 5}, "narrower CIs per task; the design's paired tests gain power")]  # fmt: skip
-    if scale.random_experts or scale.oracle_pool:
+    if scale.study.random_experts or scale.study.oracle_pool:
         out += [
             ("oracle pool 5", {"oracle_pool": 5}, "an oracle nearer the best expert (it only sees kNN's top 5)"),
             ("random sample 5", {"random_experts": 5}, "a less noisy estimate of the random expert's expectation"),
         ]  # fmt: skip
-    if scale.transfer_batch != 512 and scale.task_resolution == "hyperrule":
+    if scale.transfer.batch != 512 and scale.data.task_resolution == "hyperrule":
         out.append(("batch 512, lr 0.003", {"transfer_batch": 512, "transfer_lrs": (0.003,)},
                     "BiT-HyperRule exactly as published (batch 128 at lr 0.001 is BiT's reported equivalent)"))  # fmt: skip
-    if scale.random_experts or scale.oracle_pool:
+    if scale.study.random_experts or scale.study.oracle_pool:
         out.append(("every expert, every seed", {"random_experts": 48, "oracle_pool": 48},
                     "the full sweep: exact Kendall tau over 48 experts and an unrestricted oracle"))  # fmt: skip
     return out
@@ -255,7 +257,7 @@ def plan_options(ws: Workspace, bench: Benchmark, candidates: Mapping, rates: di
         capped = {
             k: min(v, n_experts) if k in ("random_experts", "oracle_pool") else v for k, v in change.items()
         }
-        alt = replace(ws, scale=replace(ws.scale, **capped))
+        alt = replace(ws, scale=ws.scale.override(**capped))
         total = plan_table(alt, bench, candidates, None, rates, gpus).iloc[-1]
         rows.append({"variant": variant, "change": ", ".join(f"{k}={v}" for k, v in capped.items()) or "-",
                      "jobs": int(total.jobs), "gpu_hours": float(total.gpu_hours),
@@ -274,8 +276,10 @@ def published_plan(
 
     sc = get_scale(scale)
     ws = Workspace(sc, Path(out or "."), Path("."))
-    bench = PublishedVtab(sc.tasks, sc.task_resolution == "hyperrule", (sc.precrop, sc.crop))
-    cands = scale_candidates(ws, list(sc.experts or PAPER_EXPERTS))
+    bench = PublishedVtab(
+        sc.data.tasks, sc.data.task_resolution == "hyperrule", (sc.data.precrop, sc.data.crop)
+    )
+    cands = scale_candidates(ws, list(sc.expert.names or PAPER_EXPERTS))
     table = plan_table(ws, bench, cands, None, gpus=gpus)
     options = plan_options(ws, bench, cands, gpus=gpus)
     if out is not None:

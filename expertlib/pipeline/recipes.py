@@ -23,33 +23,33 @@ def upstream_config(
     uses it only for tasks of 20k images or more (VTAB-1k's have 1,000)."""
     sched = (
         upstream_schedule(steps, lr)
-        if scale.upstream_schedule == "bit"
+        if scale.upstream.schedule == "bit"
         else Schedule(steps, max(1, steps // 20), lr, kind="cosine")
     )
-    return TrainConfig(sched, batch_size=batch, loss=scale.upstream_loss, seed=seed, device=device,
-                       weight_decay=scale.upstream_weight_decay,
-                       checkpoint_every=max(50, steps // 10), checkpoint_minutes=scale.checkpoint_minutes,
-                       workers=scale.data_workers, micro_batch=scale.micro_batch, compile=scale.compile)  # fmt: skip
+    return TrainConfig(sched, batch_size=batch, loss=scale.upstream.loss, seed=seed, device=device,
+                       weight_decay=scale.upstream.weight_decay,
+                       checkpoint_every=max(50, steps // 10), checkpoint_minutes=scale.runtime.checkpoint_minutes,
+                       workers=scale.runtime.data_workers, micro_batch=scale.runtime.micro_batch, compile=scale.runtime.compile)  # fmt: skip
 
 
 def generic_config(scale: Scale, seed: int = 0, device: str = "cpu", steps: int | None = None,
                    lr: float | None = None, batch: int | None = None) -> TrainConfig:  # fmt: skip
     """B on all upstream data (overrides for the command line)."""
-    return upstream_config(scale, steps or scale.upstream_steps, lr or scale.upstream_lr,
-                           batch or scale.upstream_batch, seed, device)  # fmt: skip
+    return upstream_config(scale, steps or scale.upstream.steps, lr or scale.upstream.lr,
+                           batch or scale.upstream.batch, seed, device)  # fmt: skip
 
 
 def expert_config(scale: Scale, seed: int = 0, device: str = "cpu") -> TrainConfig:
     """One expert's budget: also B+extra's (the compute-matched control) and the DAT-style re-training's."""
-    return upstream_config(scale, scale.expert_steps, scale.expert_lr, scale.expert_batch, seed, device)
+    return upstream_config(scale, scale.expert.steps, scale.expert.lr, scale.expert.batch, seed, device)
 
 
 def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu") -> TrainConfig:
     """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``. Each fine-tune trains on one process
     (under torchrun the ranks share the job list instead, :mod:`expertlib.jobs`)."""
-    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer_batch, seed=seed, device=device,
-                       workers=scale.data_workers, micro_batch=scale.micro_batch, data_parallel=False,
-                       compile=scale.compile)  # fmt: skip
+    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer.batch, seed=seed, device=device,
+                       workers=scale.runtime.data_workers, micro_batch=scale.runtime.micro_batch, data_parallel=False,
+                       compile=scale.runtime.compile)  # fmt: skip
 
 
 # -- which settings make each step's results ------------------------------------------------------------------
@@ -99,7 +99,7 @@ def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
 
     if step not in STEP_FIELDS:
         raise KeyError(f"no recipe for step {step!r}; steps: {', '.join(STEP_FIELDS)}")
-    return {**{f: plain(getattr(scale, f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
+    return {**{f: plain(scale.setting(f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
 
 
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)
@@ -108,7 +108,7 @@ GENERIC_SEED, EXTRA_SEED, EXPERT_SEED, DAT_SEED = 0, 1, 7, 11
 
 def dat_steps(scale: Scale) -> int:
     """Steps the selection step runs to time the DAT-style baseline (the rest of its budget is extrapolated)."""
-    return min(scale.expert_steps, scale.dat_timing_steps or scale.expert_steps)
+    return min(scale.expert.steps, scale.study.dat_timing_steps or scale.expert.steps)
 
 
 # -- GPU rates: what every plan and every job's cost is priced from --------------------------------------------

@@ -225,7 +225,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         adapter_log = pd.read_csv(ws.path("tables", "adapter_expert_training.csv"))
         full_log = pd.read_csv(ws.path("tables", "full_expert_training.csv"))
     else:  # nothing trained upstream: B and the experts are the released downloads
-        spec, record = None, {"weights": ws.scale.generic_weights, "steps": 0}
+        spec, record = None, {"weights": ws.scale.upstream.weights, "steps": 0}
         adapter_log = full_log = pd.DataFrame(columns=["expert", "trainable_parameters"])
     figures: dict = {}  # name -> matplotlib figure, saved as PNG and SVG and returned for inline display
 
@@ -272,7 +272,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
     vtab = vtab_table(methods, on_val)
-    if ws.scale.data in (
+    if ws.scale.data.source in (
         "imagenet21k+vtab",
         "vtab",
     ):  # VTAB-1k itself: our table beside the published numbers
@@ -304,7 +304,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     keep(plots.cost_plot(cost.dropna()), "selection_cost")
 
     # adapter vs full experts on their related tasks
-    related = {t: bench.task_info(t).relates_to for t in ws.scale.tasks}
+    related = {t: bench.task_info(t).relates_to for t in ws.scale.data.tasks}
     avf = []
     for kind, log in (("adapter", adapter_log), ("full", full_log)):
         for r in log.itertuples():
@@ -473,7 +473,7 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
     tasks = {}
     ft = methods[methods.metric == "finetune"]
     lin = methods[methods.metric == "linear"]
-    for task in ws.scale.tasks:
+    for task in ws.scale.data.tasks:
         t = ft[ft.task == task].set_index("method")
         pk = picks.set_index("task").loc[task]
         acc = means[means.task == task].set_index("model").accuracy
@@ -519,12 +519,12 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
             for name, by_regime in gains.groupby("regime", sort=False)
         },
         "model": {
-            "arch": ws.scale.arch,
+            "arch": ws.scale.upstream.arch,
             "generic_training": record,
             "adapter_expert_parameters": adapter_log.trainable_parameters.tolist(),
             "full_expert_parameters": full_log.trainable_parameters.tolist(),
         },  # fmt: skip
-        "data": {**bench.describe(), "tasks": len(ws.scale.tasks)},
+        "data": {**bench.describe(), "tasks": len(ws.scale.data.tasks)},
         "provenance": provenance(),
     }
 

@@ -61,7 +61,7 @@ def dat_data(ws: Workspace, bench: Benchmark, upstream_logits: np.ndarray, steps
     labels = bench.upstream_labels("train")
     prior = np.bincount(labels, minlength=len(bench.classes)).astype(float)
     idx = dat_sample(
-        labels, dat_weights(probs, prior), steps * ws.scale.expert_batch, seed=ws.seed + R.DAT_SEED
+        labels, dat_weights(probs, prior), steps * ws.scale.expert.batch, seed=ws.seed + R.DAT_SEED
     )
     return subset(bench.upstream_subset("train"), idx, labels[idx])
 
@@ -77,7 +77,7 @@ def time_dat(
     model = copy.deepcopy(base.bank.base)
     cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
     train(model, list(model.parameters()), data, cfg, len(bench.classes), progress=False, stop_after=steps)
-    return (time.perf_counter() - t0) * ws.scale.expert_steps / steps, steps
+    return (time.perf_counter() - t0) * ws.scale.expert.steps / steps, steps
 
 
 def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -> tuple[nn.Module, float]:
@@ -93,7 +93,7 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
     fine-tuned like every other candidate. Resumable per task (``models/dat_<task>.safetensors``); training
     seconds in ``tables/dat_training.csv``. None unless the scale asks for DAT's accuracy (``dat_accuracy``):
     at the paper's budget one such model costs as much as an expert, per task."""
-    if not ws.scale.dat_accuracy:
+    if not ws.scale.study.dat_accuracy:
         return {}
     path = lambda t: ws.path("models", f"dat_{t}.safetensors")  # noqa: E731
     log_path = ws.path("tables", "dat_training.csv")
@@ -103,15 +103,17 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
     def jobs():  # built as the pool asks: each holds one task's re-weighted upstream sample
         for task in todo:
             data = bench.task(task, "train800val200")
-            logits = head_logits([base], extract_features([base], data, ws.scale.eval_batch, ws.device))[BASE]
-            steps = ws.scale.expert_steps
+            logits = head_logits(
+                [base], extract_features([base], data, ws.scale.runtime.eval_batch, ws.device)
+            )[BASE]
+            steps = ws.scale.expert.steps
             cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
             yield copy.deepcopy(base.bank.base), dat_data(ws, bench, logits, steps), cfg, len(bench.classes)
 
     for i, (model, seconds) in run_jobs(dat_job, jobs(), ws.pool_workers()):
         if is_main_process():
             save_model(model, path(todo[i]))
-            log.append({"task": todo[i], "steps": ws.scale.expert_steps, "seconds": seconds})
+            log.append({"task": todo[i], "steps": ws.scale.expert.steps, "seconds": seconds})
             atomic_write_csv(log_path, pd.DataFrame(log))
     if todo:
         record_provenance([log_path, *(path(t) for t in todo)])
@@ -141,17 +143,17 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     ids = {c.name: c for c in cands}
     labels = upstream_label_sets(ws, bench, experts) if todo else {}
     prior = bench.class_prior() if todo else None
-    shape = (1, 3, ws.scale.crop, ws.scale.crop)
+    shape = (1, 3, ws.scale.data.crop, ws.scale.data.crop)
     per_image = {c.name: float(forward_flops(Pooled(c.eval()), shape)) for c in cands} if todo else {}
     for task in todo:
         data = bench.task(task, "train800val200")
         t0 = time.perf_counter()
-        feats = extract_features(cands, data, ws.scale.eval_batch, ws.device)
+        feats = extract_features(cands, data, ws.scale.runtime.eval_batch, ws.device)
         per_candidate = (time.perf_counter() - t0) / len(cands)
         logits = head_logits(cands, feats)
         table = rank_experts(
             feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
-            val_split=len(bench.task(task, "train800")), knn_k=ws.scale.knn_k, knn_metric=ws.scale.knn_metric,
+            val_split=len(bench.task(task, "train800")), knn_k=ws.scale.selection.knn_k, knn_metric=ws.scale.selection.knn_metric,
             extraction_seconds={e: per_candidate for e in feats},
             extraction_flops={e: per_image[e] * len(data) for e in feats},
         )  # fmt: skip
@@ -180,7 +182,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
 
 def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str, Candidate]) -> str:
     """What notebook 04 says about the selection, from the run."""
-    full = picks[picks.task.isin(ws.scale.tasks)]
+    full = picks[picks.task.isin(ws.scale.data.tasks)]
     kinds = sorted({c.kind for c in experts.values()})
     text = (f"{len(experts)} {' and '.join(kinds)} experts scored on {len(full)} tasks"
             + (f" and their {len(picks) - len(full)} few-shot versions" if len(picks) > len(full) else "") + ".")  # fmt: skip
@@ -194,13 +196,13 @@ def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str,
                  f"{(related.knn == match).sum()} and domain prediction on {(related.domain == match).sum()}.")  # fmt: skip
     text += f" kNN selection took {full.knn_seconds.mean():.1f} s per task"
     if "dat_seconds" in full:
-        measured = (full.dat_steps_timed >= ws.scale.expert_steps).all()
+        measured = (full.dat_steps_timed >= ws.scale.expert.steps).all()
         text += (f"; DAT-style re-training {full.dat_seconds.mean():.1f} s per task ("
-                 + ("measured" if measured else f"{int(full.dat_steps_timed.iloc[0])} of {ws.scale.expert_steps} steps "
+                 + ("measured" if measured else f"{int(full.dat_steps_timed.iloc[0])} of {ws.scale.expert.steps} steps "
                     "measured, the rest extrapolated") + ")")  # fmt: skip
     if "oracle_pool" in full:
-        text += (f". Notebook 05 fine-tunes B, each proxy's pick, {ws.scale.random_experts} experts drawn at random per "
-                 f"task and kNN's top {ws.scale.oracle_pool} (the oracle's pool)")  # fmt: skip
+        text += (f". Notebook 05 fine-tunes B, each proxy's pick, {ws.scale.study.random_experts} experts drawn at random per "
+                 f"task and kNN's top {ws.scale.study.oracle_pool} (the oracle's pool)")  # fmt: skip
     return text + "."
 
 
@@ -209,15 +211,17 @@ def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, ta
     fine-tune them all: ``random_sample`` (``random_experts`` drawn at random, fixed by seed and task: the random
     expert's expectation is their mean) and ``oracle_pool`` (kNN's top ``oracle_pool``: the oracle is the best
     of them on val200). Model names joined by ';', and how many experts were scored."""
-    if not (scale.random_experts or scale.oracle_pool):
+    if not (scale.study.random_experts or scale.study.oracle_pool):
         return {}
     ranked = table[(table.proxy == "knn") & table.model.isin(names)].sort_values(
         ["score", "model"], ascending=[False, True]
     )
     sample = sorted(
-        random.Random(f"{seed}/{task}/sample").sample(sorted(names), min(scale.random_experts, len(names)))
+        random.Random(f"{seed}/{task}/sample").sample(
+            sorted(names), min(scale.study.random_experts, len(names))
+        )
     )
-    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.model.head(scale.oracle_pool)),
+    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.model.head(scale.study.oracle_pool)),
             "experts_scored": len(names)}  # fmt: skip
 
 

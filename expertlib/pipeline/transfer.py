@@ -2,7 +2,7 @@
 (and, beside it, a linear classifier on its frozen features); one row per run in ``tables/transfer_runs.csv``,
 written as each run finishes, so a killed run resumes where it stopped.
 
-Fine-tunes are independent jobs: on CPU, ``scale.transfer_workers`` single-threaded processes run them side by
+Fine-tunes are independent jobs: on CPU, ``scale.runtime.transfer_workers`` single-threaded processes run them side by
 side (:mod:`expertlib.parallel`), with the same results for any number of workers."""
 
 from __future__ import annotations
@@ -48,21 +48,21 @@ def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cf
 def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
               ) -> Iterator[tuple[int, tuple[float, float]]]:  # fmt: skip
     """Run fine-tunes ``(candidate, train, eval, classes, steps, lr, seed)``; yield ``(i, (accuracy, seconds))``
-    as each finishes. On CPU they go to ``scale.transfer_workers`` processes; on a GPU they run in turn."""
+    as each finishes. On CPU they go to ``scale.runtime.transfer_workers`` processes; on a GPU they run in turn."""
     # built as they are needed: a thousand fresh copies of R50x1 would not fit in memory at once
     jobs = ((c.transfer_net(k), tr, ev, R.transfer_config(ws.scale, steps, lr, ws.seed + seed, ws.device), k,
-             ws.scale.eval_batch) for c, tr, ev, k, steps, lr, seed in specs)  # fmt: skip
+             ws.scale.runtime.eval_batch) for c, tr, ev, k, steps, lr, seed in specs)  # fmt: skip
     yield from run_jobs(finetune_job, jobs, ws.pool_workers())
 
 
 def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tasks: Sequence[str]) -> dict:
     """Pick (steps, lr) per task by B's accuracy on val200 after training on train800 (as VTAB does)."""
-    if len(ws.scale.transfer_steps) == 1 and len(ws.scale.transfer_lrs) == 1:  # nothing to choose between
+    if len(ws.scale.transfer.steps) == 1 and len(ws.scale.transfer.lrs) == 1:  # nothing to choose between
         return {
-            t: {"steps": ws.scale.transfer_steps[0], "lr": ws.scale.transfer_lrs[0], "trials": []}
+            t: {"steps": ws.scale.transfer.steps[0], "lr": ws.scale.transfer.lrs[0], "trials": []}
             for t in tasks
         }
-    grid = [(t, s, lr) for t in tasks for s in ws.scale.transfer_steps for lr in ws.scale.transfer_lrs]
+    grid = [(t, s, lr) for t in tasks for s in ws.scale.transfer.steps for lr in ws.scale.transfer.lrs]
     specs = []
     for task, steps, lr in grid:
         splits, k = bench.task_splits(task), bench.task_info(task).num_classes
@@ -92,8 +92,8 @@ def few_shot_hyperparameters(hps: Mapping[str, dict], tasks: Sequence[str]) -> d
 
 def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData]) -> float:
     """Frozen-feature transfer: logistic regression on train800val200 features, accuracy on test."""
-    tr = predict(Pooled(cand), splits["train800val200"], ws.scale.eval_batch, ws.device).numpy()
-    te = predict(Pooled(cand), splits["test"], ws.scale.eval_batch, ws.device).numpy()
+    tr = predict(Pooled(cand), splits["train800val200"], ws.scale.runtime.eval_batch, ws.device).numpy()
+    te = predict(Pooled(cand), splits["test"], ws.scale.runtime.eval_batch, ws.device).numpy()
     return P.linear_probe_accuracy(tr, splits["train800val200"].labels, te, splits["test"].labels)
 
 
@@ -111,13 +111,13 @@ def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relat
         chosen = {str(pick[p]) for p in PICKED_BY if p in pick}
         chosen |= {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
         names = [n for n in names if cands[n].expert is None or n in chosen]
-    return [(n, s) for s in range(ws.scale.seeds) for n in names]
+    return [(n, s) for s in range(ws.scale.study.seeds) for n in names]
 
 
 def oracle_runs(ws: Workspace, pick: Mapping | None) -> list[tuple[str, int]]:
     """The fine-tunes that choose the oracle without its judge's images (``oracle_on="val200"``): each expert of
     the task's oracle pool trained on train800 and tested on val200, at seed 0."""
-    if ws.scale.oracle_on != "val200" or pick is None or "oracle_pool" not in pick:
+    if ws.scale.study.oracle_on != "val200" or pick is None or "oracle_pool" not in pick:
         return []
     return [(n, 0) for n in str(pick["oracle_pool"]).split(";")]
 
@@ -142,8 +142,8 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
         sizes = {m: len(bench.task(task, MODES[m][1])) for m in {m for _, _, m in runs}}
         for who, seed, mode in runs:
             recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
-                      "lr": hps[task]["lr"], "batch": ws.scale.transfer_batch, "resolution": list(resolution)}  # fmt: skip
-            train_images = hps[task]["steps"] * ws.scale.transfer_batch
+                      "lr": hps[task]["lr"], "batch": ws.scale.transfer.batch, "resolution": list(resolution)}  # fmt: skip
+            train_images = hps[task]["steps"] * ws.scale.transfer.batch
             cost = R.gpu_seconds(train_images, resolution[1], rates) + R.gpu_seconds(
                 sizes[mode], resolution[1], rates, "inference"
             )  # GPU seconds, from the measured rates: what balances the ranks' shares
@@ -154,7 +154,9 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
 def task_resolution(bench: Benchmark, task: str, scale) -> tuple[int, int]:
     """(precrop, crop) a task trains at: BiT-HyperRule's per task on disk, else the scale's."""
     return (
-        tuple(bench.resolution_of(task)) if hasattr(bench, "resolution_of") else (scale.precrop, scale.crop)
+        tuple(bench.resolution_of(task))
+        if hasattr(bench, "resolution_of")
+        else (scale.data.precrop, scale.data.crop)
     )
 
 
@@ -177,7 +179,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     missing = [t for t in ws.tasks if t not in hps]
     if missing:
         hps.update(
-            choose_hyperparameters(ws, cands[BASE], bench, [t for t in missing if t in ws.scale.tasks])
+            choose_hyperparameters(ws, cands[BASE], bench, [t for t in missing if t in ws.scale.data.tasks])
         )
         hps.update(few_shot_hyperparameters(hps, missing))
         if is_main_process():
@@ -212,7 +214,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                          "lr": r["lr"]})  # fmt: skip
         if is_main_process():
             atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
-    if ws.scale.linear_probes:
+    if ws.scale.study.linear_probes:
         for task in ws.tasks:
             splits, group = bench.task_splits(task), bench.task_info(task).group
             for who in [
@@ -255,7 +257,7 @@ def _job_args(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], j
     k = bench.task_info(r["task"]).num_classes
     cfg = R.transfer_config(ws.scale, r["steps"], r["lr"], ws.seed + r["seed"], ws.device)
     return (cands[r["model"]].transfer_net(k), bench.task(r["task"], train), bench.task(r["task"], evaluate), cfg, k,
-            ws.scale.eval_batch)  # fmt: skip
+            ws.scale.runtime.eval_batch)  # fmt: skip
 
 
 def candidate_fingerprint(cand: Candidate) -> str:
@@ -279,7 +281,7 @@ def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
 
 def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
     """B vs the task's matching adapter expert as fine-tuning grows longer (two tasks with a matching expert)."""
-    if not ws.scale.schedule_sweep:
+    if not ws.scale.study.schedule_sweep:
         return pd.DataFrame(columns=["task", "steps", "model", "accuracy", "seconds"])
 
     def compute() -> pd.DataFrame:
@@ -287,8 +289,8 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
             ws.require("tables", "transfer_hyperparameters.json", "05_transfer.ipynb").read_text()
         )
         adapter = {c.expert: n for n, c in cands.items() if c.kind == "adapter"}
-        related = [t for t in ws.scale.tasks if bench.task_info(t).relates_to in adapter][:2]
-        grid = [(task, steps, who) for task in related for steps in ws.scale.schedule_sweep
+        related = [t for t in ws.scale.data.tasks if bench.task_info(t).relates_to in adapter][:2]
+        grid = [(task, steps, who) for task in related for steps in ws.scale.study.schedule_sweep
                 for who in (BASE, adapter[bench.task_info(task).relates_to])]  # fmt: skip
         specs = [(cands[who], bench.task_splits(task)["train800val200"], bench.task_splits(task)["test"],
                   bench.task_info(task).num_classes, steps, hps[task]["lr"], 0) for task, steps, who in grid]  # fmt: skip

@@ -63,8 +63,8 @@ def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
 
     def compute() -> tuple[ResNetV2, dict]:
         seed_everything(ws.seed)
-        model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
-        if ws.scale.generic_weights:
+        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bench.classes), zero_head=False)
+        if ws.scale.upstream.weights:
             return load_released_generic(ws, model)
         cfg = R.generic_config(ws.scale, ws.seed + R.GENERIC_SEED, ws.device)
         res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
@@ -83,7 +83,7 @@ def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dic
     kept when it has exactly this benchmark's classes (BiT-M's 21,843 sorted wnids = a full ImageNet-21k tree);
     otherwise B gets a fresh head over this benchmark's classes (B+extra and domain prediction then use it
     after B+extra's training only)."""
-    path = Path(ws.scale.generic_weights)
+    path = Path(ws.scale.upstream.weights)
     path = path if path.is_absolute() else ws.dataset_root / path
     if not path.is_file():
         raise FileNotFoundError(
@@ -112,7 +112,7 @@ def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResN
 def per_domain_accuracy(model: ResNetV2, ws: Workspace, bench: Benchmark) -> pd.DataFrame:
     """Top-1 over all upstream classes on held-out upstream images, per domain."""
     data = bench.upstream_subset("test")
-    pred = predict(model.eval(), data, ws.scale.eval_batch, ws.device).argmax(-1).numpy()
+    pred = predict(model.eval(), data, ws.scale.runtime.eval_batch, ws.device).argmax(-1).numpy()
     dom = bench.domain_of_label[data.labels]
     counts = np.bincount(bench.domain_of_label, minlength=len(bench.domain_names))
     rows = [{"domain": d, "classes": int(counts[i]), "accuracy": float((pred == data.labels)[dom == i].mean())}
@@ -158,8 +158,8 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
     data, heldout = bench.upstream_subset("train", labels), bench.upstream_subset("test", labels)
     grid = [
         (s, lr)
-        for s in ws.scale.full_expert_steps
-        for lr in ws.scale.full_expert_lrs or (ws.scale.expert_lr,)
+        for s in ws.scale.expert.full_steps
+        for lr in ws.scale.expert.full_lrs or (ws.scale.expert.lr,)
     ]
 
     def jobs():
@@ -167,9 +167,9 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
             bank = FullExperts(base)
             bank.add_expert(name, num_classes=len(labels), head_rows=labels)
             cfg = R.upstream_config(
-                ws.scale, steps, lr, ws.scale.expert_batch, ws.seed + R.EXPERT_SEED, ws.device
+                ws.scale, steps, lr, ws.scale.expert.batch, ws.seed + R.EXPERT_SEED, ws.device
             )
-            yield bank, name, data, heldout, cfg, ws.scale.eval_batch
+            yield bank, name, data, heldout, cfg, ws.scale.runtime.eval_batch
 
     done = dict(
         run_jobs(recipe_job, jobs(), ws.pool_workers())
@@ -198,14 +198,16 @@ def train_experts(
 
     def compute() -> tuple[ExpertBank, pd.DataFrame]:
         experts = choose_experts(ws, bench) if kind == "adapter" else full_experts(ws, bench)
-        bank: ExpertBank = AdapterExperts(base, ws.scale.adapter) if kind == "adapter" else FullExperts(base)
+        bank: ExpertBank = (
+            AdapterExperts(base, ws.scale.expert.adapter) if kind == "adapter" else FullExperts(base)
+        )
         rows = []
         for name, node in experts.items():
             labels = bench.expert_labels(node)
             part = ws.path("checkpoints", f"{kind}_{name}.safetensors")
             data = bench.upstream_subset("train", labels)
             secs = None
-            if kind == "full" and ws.scale.full_expert_steps and not part.exists():
+            if kind == "full" and ws.scale.expert.full_steps and not part.exists():
                 t0 = time.perf_counter()
                 choose_full_recipe(ws, bench, base, name, labels, part)
                 load_expert(bank, part, name)
@@ -243,7 +245,7 @@ def bit_m(ws: Workspace) -> ResNetV2:
     from expertlib.hierarchy import bit_m_classes
 
     def compute() -> ResNetV2:
-        model = ResNetV2(ws.scale.arch, num_classes=len(bit_m_classes()), zero_head=False)
+        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bit_m_classes()), zero_head=False)
         model, record = load_released_generic(ws, model)
         if not record["upstream_head_loaded"]:
             raise ValueError(
@@ -260,16 +262,16 @@ def released_bank(ws: Workspace) -> ExpertBank:
     (every tensor's checksum verified; the file records each expert's source and the architecture)."""
     path = ws.path("models", RELEASED)
     if not path.exists():
-        if not ws.scale.released_experts:
+        if not ws.scale.data.released_experts:
             raise MissingStepError(
                 f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder"
             )
         if is_main_process():
             from expertlib.convert import convert_bank, sources
 
-            found = sources([ws.dataset_root / ws.scale.released_experts])
+            found = sources([ws.dataset_root / ws.scale.data.released_experts])
             wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing
-            convert_bank(wanted, path, ws.dataset_root / ws.scale.generic_weights,
+            convert_bank(wanted, path, ws.dataset_root / ws.scale.upstream.weights,
                          log=print if ws.progress else lambda *_: None)  # fmt: skip
             record_provenance([path])
         barrier()
@@ -303,7 +305,7 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
     """Per expert candidate: its, B's and B+extra's kNN and linear-probe accuracy on held-out upstream images of
     its own subset and of the rest. Linear probes train on one half of the held-out images, test on the other."""
     data = bench.upstream_subset("test")
-    n = ws.scale.specialisation_images
+    n = ws.scale.study.specialisation_images
     if n is not None and n < len(data):  # a fixed random sample of the held-out images
         keep = np.sort(np.random.default_rng(0).permutation(len(data))[:n])
         data = subset(data, keep, data.labels[keep])
@@ -311,7 +313,7 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
     half = np.random.default_rng(0).permutation(len(y_all)) < len(y_all) // 2
     names = [BASE, EXTRA, *experts]
     feats = {n: f.numpy() for n, f in predict(lambda x: features_of([cands[n] for n in names], x), data,
-                                                ws.scale.eval_batch, ws.device,
+                                                ws.scale.runtime.eval_batch, ws.device,
                                                 modules=[cands[n] for n in names]).items()}  # fmt: skip
     nodes = {**choose_experts(ws, bench), **full_experts(ws, bench)}
     rows = []
@@ -325,7 +327,7 @@ def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidat
                 tr, te = sel & half, sel & ~half
                 rows.append({
                     "expert": c.expert, "kind": c.kind, "model": role, "region": region,
-                    "knn": P.knn_accuracy(f[sel], y, k=ws.scale.knn_k, metric=ws.scale.knn_metric) if sel.sum() > ws.scale.knn_k else np.nan,
+                    "knn": P.knn_accuracy(f[sel], y, k=ws.scale.selection.knn_k, metric=ws.scale.selection.knn_metric) if sel.sum() > ws.scale.selection.knn_k else np.nan,
                     "linear": P.linear_probe_accuracy(f[tr], y_all[tr], f[te], y_all[te]) if len(np.unique(y_all[tr])) > 1 else np.nan,
                 })  # fmt: skip
     return pd.DataFrame(rows)
@@ -404,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         bench = load_benchmark(ws)
         torch.manual_seed(args.seed)
-        model = ResNetV2(ws.scale.arch, num_classes=len(bench.classes), zero_head=False)
+        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bench.classes), zero_head=False)
         cfg = R.generic_config(ws.scale, args.seed, device, args.steps, args.lr, args.batch_size)
         res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
                     checkpoint=args.checkpoint, progress=True, desc="generic B")  # fmt: skip

@@ -74,14 +74,14 @@ class Workspace:
 
     @property
     def tasks(self) -> tuple[str, ...]:
-        """The tasks every step runs: the scale's, then their few-shot versions (``scale.few_shot``)."""
-        return tasks_with_few_shot(self.scale.tasks, self.scale.few_shot)
+        """The tasks every step runs: the scale's, then their few-shot versions (``scale.study.few_shot``)."""
+        return tasks_with_few_shot(self.scale.data.tasks, self.scale.study.few_shot)
 
     @property
     def dataset_root(self) -> Path:
         """Where this scale's data lives: ``data_root``, or ``data_root/<scale>`` for the scales that write a
         fixture there (``paper-smoke``, ``released-smoke``)."""
-        return self.data_root / self.scale.name if self.scale.writes_fixture else self.data_root
+        return self.data_root / self.scale.name if self.scale.data.writes_fixture else self.data_root
 
     def recipe(self, step: str) -> dict:
         """The settings that make ``step``'s results here (:func:`expertlib.pipeline.recipes.step_recipe`)."""
@@ -95,7 +95,7 @@ class Workspace:
         import torch.distributed as dist
 
         distributed = dist.is_available() and dist.is_initialized()
-        return self.scale.transfer_workers if self.device == "cpu" and not distributed else 0
+        return self.scale.runtime.transfer_workers if self.device == "cpu" and not distributed else 0
 
     def path(self, kind: str, name: str) -> Path:
         return self.results_dir / kind / name

@@ -33,7 +33,7 @@ def _uint8(data, size: int) -> np.ndarray:
 
 def demo_images(ws: Workspace, bench: Benchmark) -> Path:
     """The scale's first task as a class-folder tree (written once; a marker file says it is complete)."""
-    task = ws.scale.tasks[0]
+    task = ws.scale.data.tasks[0]
     root = ws.data_root / f"{ws.scale.name}-demo-images" / task
     if (root / "COMPLETE").is_file():
         return root
@@ -41,7 +41,9 @@ def demo_images(ws: Workspace, bench: Benchmark) -> Path:
     classes = [f"class_{c:02d}" for c in range(bench.task_info(task).num_classes)]
     for name, split in (("train", "train800val200"), ("test", "test")):
         data = splits[split]
-        write_image_folder(root, _uint8(data, ws.scale.precrop), data.labels, classes, [name] * len(data))
+        write_image_folder(
+            root, _uint8(data, ws.scale.data.precrop), data.labels, classes, [name] * len(data)
+        )
     atomic_write_text(root / "COMPLETE", f"{task}\n")
     return root
 
@@ -55,7 +57,7 @@ def default_models(ws: Workspace) -> list[ModelCandidate]:
     for n in names:
         found = expertlib_candidates(
             ws.require("models", n, "03_experts.ipynb" if ws.scale.trains_upstream else "04_selection.ipynb"),
-            (ws.scale.precrop, ws.scale.crop),
+            (ws.scale.data.precrop, ws.scale.data.crop),
         )
         out += [c for c in found if not c.name.endswith(":base")]  # a bank's base is B, already listed
     return out
@@ -66,7 +68,7 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
     """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task) with kNN's ``k`` (default:
     the scale's); fine-tune the top ``finetune_top`` with the scale's transfer recipe. Returns the ranking and
     its folder."""
-    k = k or ws.scale.knn_k
+    k = k or ws.scale.selection.knn_k
     out = ws.results_dir / "your_task"
     request = {"images": str(images or "demo"), "models": list(models or ["this scale's"]), "proxies": list(proxies),
                "k": k, "finetune_top": finetune_top, "seed": ws.seed}  # fmt: skip
@@ -78,8 +80,8 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
     source = Path(images) if images else demo_images(ws, bench)
     found = load_images(source, seed=ws.seed, min_per_class=k + 1)
     table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
-                        batch_size=ws.scale.eval_batch, device=ws.device, finetune_top=finetune_top,
-                        finetune_steps=ws.scale.transfer_steps[0], finetune_batch=ws.scale.transfer_batch,
-                        finetune_lr=ws.scale.transfer_lrs[0], seed=ws.seed, progress=ws.progress)  # fmt: skip
+                        batch_size=ws.scale.runtime.eval_batch, device=ws.device, finetune_top=finetune_top,
+                        finetune_steps=ws.scale.transfer.steps[0], finetune_batch=ws.scale.transfer.batch,
+                        finetune_lr=ws.scale.transfer.lrs[0], seed=ws.seed, progress=ws.progress)  # fmt: skip
     atomic_write_json(asked, request)
     return table, out
