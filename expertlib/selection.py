@@ -165,14 +165,22 @@ def _row(model: str, proxy: str, score: float, seconds: float, flops: float) -> 
             "seconds": float(seconds), "flops": float(flops)}  # fmt: skip
 
 
-def pick(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | None = None) -> str:
-    """The best-scoring expert under ``proxy`` (ties: the first in name order)."""
+def tied_best(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | None = None) -> list[str]:
+    """Every candidate sharing the best score under ``proxy`` (sorted by id): a tie is the proxy's honest
+    answer, and the pipeline judges it by the expectation over the tied experts."""
     sub = ranking[ranking.proxy == proxy]
     if candidates is not None:
         sub = sub[sub.model.isin(candidates)]
+    sub = sub.dropna(subset=["score"])
     if sub.empty:
         raise ValueError(f"no scores for proxy {proxy!r}")
-    return str(sub.sort_values(["score", "model"], ascending=[False, True]).iloc[0].model)
+    return sorted(sub.model[sub.score == sub.score.max()].astype(str))
+
+
+def pick(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | None = None) -> str:
+    """One best-scoring candidate under ``proxy`` (a tie goes to the first id: for one name, e.g. a ranking
+    command's answer; the pipeline keeps the whole tie, :func:`tied_best`)."""
+    return tied_best(ranking, proxy, candidates)[0]
 
 
 # -- selection quality ---------------------------------------------------------------------------------------

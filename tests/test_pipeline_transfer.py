@@ -72,3 +72,20 @@ def test_transfer_tables_of_the_smoke_run(smoke_run):
         assert (few.steps == hps[t]["steps"]).all() and (few.lr == hps[t]["lr"]).all()
     sweep = pd.read_csv(out / "tables" / "schedule_sweep.csv")
     assert set(sweep.steps) <= set(scale.study.schedule_sweep) and sweep.accuracy.between(0, 1).all()
+
+
+def test_every_fine_tune_stores_its_test_predictions(smoke_run, smoke):
+    """Per-example predictions of every fine-tune, in one compressed archive: the accuracy they give is the
+    table's, to the bit, so analyses on other subsets of the test images need no retraining."""
+    from expertlib.pipeline.transfer import load_predictions, prediction_key
+
+    out, _, _ = smoke_run
+    _, bench = smoke
+    runs = pd.read_csv(out / "tables" / "transfer_runs.csv")
+    ft = runs[runs["mode"] == "finetune"]
+    preds = load_predictions(out / "tables" / "transfer_predictions.npz")
+    assert len(preds) == len(ft)
+    for r in ft.itertuples():
+        labels = bench.task(r.task, "test").labels
+        p = preds[prediction_key(r.task, r.model, "finetune", r.seed)]
+        assert len(p) == len(labels) and float((p == labels).mean()) == r.accuracy

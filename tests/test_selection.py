@@ -122,3 +122,13 @@ def test_flops_and_dat():
     assert w[0] > 1 > w[1] and (w * (1 / 3)).sum() == pytest.approx(1.0)
     idx = dat_sample(np.array([0] * 50 + [1] * 50 + [2] * 50), np.array([1.0, 0.0, 0.0]), 40, seed=0)
     assert (idx < 50).all()
+
+
+def test_a_tie_at_the_top_is_kept_whole():
+    import pandas as pd
+
+    from expertlib.selection import pick, tied_best
+
+    r = pd.DataFrame({"model": ["b", "a", "c", "base"], "proxy": "knn", "score": [0.5, 0.5, 0.4, 0.9]})
+    assert tied_best(r, "knn", ["a", "b", "c"]) == ["a", "b"] and pick(r, "knn", ["a", "b", "c"]) == "a"
+    assert tied_best(r, "knn") == ["base"]

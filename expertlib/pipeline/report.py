@@ -1,8 +1,9 @@
 """Notebook 06: the report. Every figure, the VTAB-style table, the claims table and ``summary.json``, from
 the tables of notebooks 02-05 under ``results/<scale>/`` alone.
 
-:func:`method_rows` turns transfer runs into one accuracy per (task, method); :func:`claims` compares
-methods by paired differences over tasks and seeds with bootstrap CIs (:mod:`expertlib.stats`).
+:func:`method_rows` turns transfer runs into one accuracy per (task, method); :func:`hypothesis_table` tests
+every hypothesis of the analysis plan (:mod:`expertlib.pipeline.analysis`) by paired differences over tasks
+(:mod:`expertlib.stats`), with Holm's correction over the paper's claims and q-values over the rest.
 """
 
 from __future__ import annotations
@@ -16,22 +17,26 @@ from expertlib import plots
 from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order, split_name
+from expertlib.pipeline.analysis import ALPHA, Hypothesis, plan
 from expertlib.pipeline.data import write_data_summary
-from expertlib.pipeline.workspace import Workspace, provenance, read_candidate_table
+from expertlib.pipeline.workspace import (
+    Workspace,
+    is_main_process,
+    provenance,
+    read_candidate_table,
+    record_provenance,
+)
 from expertlib.runtime import atomic_write_json
 from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
-from expertlib.stats import Comparison, bootstrap_ci, compare, noise_ceiling
-
-
-def _claim_verdict(c: Comparison) -> str:
-    """'reproduced' when the CI of the paired difference lies above zero, 'contradicted' when below, else
-    'not shown' (the CI includes zero)."""
-    return {
-        "better": "reproduced",
-        "worse": "contradicted",
-        "no difference shown": "not shown (CI includes 0)",
-    }.get(c.verdict, c.verdict)
-
+from expertlib.stats import (
+    Comparison,
+    bh_q,
+    bootstrap_t_interval,
+    compare,
+    compare_per_task,
+    holm,
+    noise_ceiling,
+)
 
 METHODS = (BASE, EXTRA, "knn", "domain", "oracle", "random", "dat")
 
@@ -44,7 +49,9 @@ def in_pool(table: pd.DataFrame) -> pd.Series:
 def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str = "finetune") -> pd.DataFrame:
     """The (task, seed, model, accuracy) runs a method yields, without selection bias:
 
-    - B, B+extra: their runs; ``knn``, ``domain`` (any proxy column of ``picks``): the picked expert's runs;
+    - B, B+extra: their runs; ``knn``, ``domain`` (any proxy column of ``picks``): the picked expert's runs,
+      or where several experts tie at the top (``;``-joined ids, :func:`proxy_picks`) the expectation over them
+      (their mean at each seed where all ran): a tie is never broken by name;
     - ``dat``: each task's own DAT-style model;
     - ``random``: the expectation over the expert pool (or over the task's ``random_sample`` of ``picks``, where
       the selection step drew one), its mean at each seed where every such expert ran;
@@ -67,6 +74,12 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
             np.array([m in sample.get(t, ()) for t, m in zip(pool.task, pool.model, strict=True)], bool)
         ]
     val = runs[runs["mode"] == "finetune_val"]
+    halves = runs[runs["mode"] == "finetune_halfA"]
+    if method == "oracle" and len(halves):  # chosen on test half A at seed 0, judged on half B (these runs)
+        first = halves[(halves.seed == 0) & in_pool(halves)]
+        first = first.sort_values(["task", "accuracy", "model"], ascending=[True, False, True])
+        best = first.drop_duplicates("task").set_index("task").model
+        return pool[(pool.seed > 0) & (pool.model == pool.task.map(best))][cols]
     if method == "oracle" and design is not None and len(val):
         order = {t: s.split(";") for t, s in design.oracle_pool.items()}
         val = val[val.seed == 0]
@@ -75,19 +88,47 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         best = val.assign(_r=rank).sort_values(["task", "_r"]).drop_duplicates("task").set_index("task").model
         return sub[sub.model == sub.task.map(best)][cols]
     if method == "random":
-        per = (
-            pool.groupby(["task", "seed"])
-            .agg(accuracy=("accuracy", "mean"), n=("model", "nunique"))
-            .reset_index()
-        )
-        full = per.groupby("task").n.transform("max")
-        return per[per.n == full].assign(model="random")[cols]
+        return _expectation(pool, {t: sorted(set(g.model)) for t, g in pool.groupby("task")}, "random")
     if method == "oracle":
         first = pool[pool.seed == 0].sort_values(["task", "accuracy", "model"], ascending=[True, False, True])
         best = first.drop_duplicates("task").set_index("task").model
         chosen = pool[(pool.seed > 0) & (pool.model == pool.task.map(best))]
         return chosen[cols]
-    return sub[sub.model == sub.task.map(picks.set_index("task")[method])][cols]
+    sets = {t: str(v).split(";") for t, v in picks.set_index("task")[method].dropna().items()}
+    return _expectation(sub, sets)
+
+
+def _expectation(runs: pd.DataFrame, sets: dict[str, list[str]], label: str | None = None) -> pd.DataFrame:
+    """Per task and seed, the mean accuracy over the task's set of models, at the seeds where every one of them
+    ran; named ``label`` (default: the set's ids, ';'-joined)."""
+    cols = ["task", "seed", "model", "accuracy"]
+    chosen = runs[np.array([m in sets.get(t, ()) for t, m in zip(runs.task, runs.model, strict=True)], bool)]
+    per = (
+        chosen.groupby(["task", "seed"])
+        .agg(accuracy=("accuracy", "mean"), n=("model", "nunique"))
+        .reset_index()
+    )
+    per = per[per.n == per.task.map(lambda t: len(sets[t]))]
+    return per.assign(model=per.task.map(lambda t: label or ";".join(sets[t])))[cols]
+
+
+PROXIES = ("knn", "domain", "linear", "logme", "hscore", "leep", "nce")
+
+
+def proxy_picks(picks: pd.DataFrame, rankings: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``picks`` with every proxy's pick (LEEP's and NCE's included) as the set of experts tied at its top score
+    (';'-joined ids), and the ties per task and proxy: how many experts share the top score."""
+    out = picks.set_index("task").copy()
+    ties = []
+    for (task, proxy), g in rankings[in_pool(rankings)].dropna(subset=["score"]).groupby(["task", "proxy"]):
+        top = sorted(g.model[g.score == g.score.max()])
+        ties.append({"task": task, "proxy": proxy, "experts": len(g), "tied_at_top": len(top),
+                     "models": ";".join(top)})  # fmt: skip
+        if task in out.index:
+            out.loc[task, proxy] = ";".join(top)
+    return out.reset_index(), pd.DataFrame(
+        ties, columns=["task", "proxy", "experts", "tied_at_top", "models"]
+    )
 
 
 def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
@@ -105,20 +146,20 @@ def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFr
 
 def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per task and proxy: rank agreement of proxy scores with the experts' mean fine-tuned accuracy over all
-    seeds (``points``: task, proxy, model, score, accuracy), beside the noise ceiling: Kendall tau between the
-    experts' means over even and over odd seeds, how much of the ranking the seeds let anyone know."""
+    seeds (``points``: task, proxy, model, score, accuracy), beside the noise ceiling on that same target
+    (:func:`expertlib.stats.noise_ceiling`): how much of the ranking the seeds let anyone know."""
     ft = runs[(runs["mode"] == "finetune") & in_pool(runs)]
-    ceiling = {
-        t: noise_ceiling(g.rename(columns={"model": "candidate"}), kendall_tau) for t, g in ft.groupby("task")
-    }
+    ceiling = {t: noise_ceiling(g.rename(columns={"model": "candidate"})) for t, g in ft.groupby("task")}
     quality = []
     for (task, proxy), g in points.groupby(["task", "proxy"]):
         if len(g) < 3:
             continue
-        chosen = g.sort_values(["score", "model"], ascending=[False, True]).iloc[0]
+        tied = g[
+            g.score == g.score.max()
+        ]  # the expectation over experts tied at the top, not the first by name
         quality.append({"task": task, "proxy": proxy, "kendall_tau": kendall_tau(g.score, g.accuracy),
                         "noise_ceiling_tau": ceiling.get(task, np.nan),
-                        "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(chosen.accuracy, g.accuracy),
+                        "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(tied.accuracy.mean(), g.accuracy),
                         "top1_relative": top_k_relative_accuracy(g.score, g.accuracy, 1),
                         "top3_relative": top_k_relative_accuracy(g.score, g.accuracy, 3)})  # fmt: skip
     return pd.DataFrame(quality, columns=["task", "proxy", "kendall_tau", "noise_ceiling_tau", "weighted_tau",
@@ -185,38 +226,24 @@ def gain_over_base(runs: pd.DataFrame, picks: pd.DataFrame, name: str, method: s
                          "accuracy": m.accuracy_x - m.accuracy_y})  # fmt: skip
 
 
-FEW_SHOT_CLAIMS = {
-    "knn": "the kNN pick's gain over B",
-    "oracle": "the best expert's gain over B (the oracle: chosen at seed 0, judged at the others)",
-}
-
-
-def few_shot_claims(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
-    """Per few-shot regime, whether the kNN pick's gain over B, and the best expert's, is larger there than at
-    1k: a paired difference of differences (same tasks, same seeds) with its bootstrap CI."""
-    rows = []
-    for method, what in FEW_SHOT_CLAIMS.items():
-        if method != "oracle" and method not in picks:
-            continue
-        full = gain_over_base(runs, picks, FULL_REGIME, method)
-        for name in regime_order(runs.task.map(regime)):
-            if name == FULL_REGIME:
-                continue
-            c = compare(gain_over_base(runs, picks, name, method), full)
-            if c.tasks:
-                rows.append({"claim": f"Pre-training matters more with few images: {what} is larger at {name} "
-                                      "than at 1k",
-                             "evidence": f"({method} - B at {name}) - ({method} - B at 1k): {c.evidence()}",
-                             "verdict": _claim_verdict(c)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
-
-
 def build_report(ws: Workspace, bench: Benchmark) -> dict:
     """Every figure, the VTAB-style table, the claims table and ``summary.json`` from the runs on disk."""
     all_runs = read_candidate_table(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
     all_rankings = read_candidate_table(ws.require("tables", "selection_rankings.csv", "04_selection.ipynb"))
     all_picks = read_candidate_table(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"),
                                      ids=set(all_rankings.model))  # fmt: skip
+    changed: list = []  # the tables this report changed: their provenance names this commit of the report code
+
+    def table(frame: pd.DataFrame, name: str, **kw) -> None:
+        stem = ws.path("tables", name)
+        before = {
+            p: p.read_bytes() for p in (stem.with_suffix(".csv"), stem.with_suffix(".md")) if p.exists()
+        }
+        changed.extend(p for p in plots.save_table(frame, stem, **kw) if before.get(p) != p.read_bytes())
+
+    # every proxy's pick as the experts tied at its top score (ties are resolved by expectation, not by name)
+    all_picks, ties = proxy_picks(all_picks, all_rankings)
+    table(ties, "selection_ties")
     # the paper's regime (VTAB-1k) makes the main tables; few-shot regimes get the same tables beside them
     runs, picks = in_regime(all_runs, FULL_REGIME), in_regime(all_picks, FULL_REGIME)
     if ws.scale.trains_upstream:
@@ -240,17 +267,13 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     all_points = all_rankings.merge(all_means[all_means.model.isin(pool)], on=["task", "model"])
     all_quality = selection_quality(all_points, all_runs)
     all_quality.insert(1, "regime", all_quality.task.map(regime))
-    plots.save_table(all_quality, ws.path("tables", "selection_quality"))
+    table(all_quality, "selection_quality")
 
     regimes = regime_order(all_runs.task.map(regime))
     on_val = bool((all_runs["mode"] == "finetune_val").any())  # the oracle chosen on val200
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
         rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
-        # a few-shot regime: the same transfer claims as the full one's, in their own table
-        if name != FULL_REGIME:
-            plots.save_table(claims(rr, pr, None, in_regime(all_quality, name), pd.DataFrame()),
-                             ws.path("tables", f"claims_{name.replace('-', '')}"))  # fmt: skip
         per_regime[name] = pd.concat(
             [method_rows(rr, pr, "finetune"), method_rows(rr, pr, "linear")], ignore_index=True
         ).assign(regime=name)
@@ -267,8 +290,8 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
                 ),
                 f"transfer_{metric}{suffix}",
             )
-        plots.save_table(vtab_table(per_regime[name], on_val), ws.path("tables", f"vtab_table{suffix}"))
-    plots.save_table(pd.concat(per_regime.values(), ignore_index=True), ws.path("tables", "methods_per_task"))
+        table(vtab_table(per_regime[name], on_val), f"vtab_table{suffix}")
+    table(pd.concat(per_regime.values(), ignore_index=True), "methods_per_task")
     methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
     vtab = vtab_table(methods, on_val)
@@ -279,7 +302,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         from expertlib.published import beside_published
 
         both = beside_published(vtab, ws.scale.name)
-        plots.save_table(both, ws.path("tables", "vtab_vs_published"), floatfmt=".1f")
+        table(both, "vtab_vs_published", floatfmt=".1f")
         keep(plots.published_comparison(both, f"VTAB-1k: ours ({ws.scale.name} scale) beside published models"),
              "vtab_vs_published")  # fmt: skip
 
@@ -300,7 +323,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         cost_rows.append({"method": "DAT-style re-training", "seconds": float(picks.dat_seconds.mean()),
                           "accuracy": float(per_task("dat"))})  # nan where DAT was timed, not trained  # fmt: skip
     cost = pd.DataFrame(cost_rows)
-    plots.save_table(cost, ws.path("tables", "selection_cost"))
+    table(cost, "selection_cost")
     keep(plots.cost_plot(cost.dropna()), "selection_cost")
 
     # adapter vs full experts on their related tasks
@@ -315,7 +338,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
                             "accuracy": float(acc.accuracy.mean()), "tasks": ",".join(tasks)})  # fmt: skip
     avf = pd.DataFrame(avf)
     if len(avf):
-        plots.save_table(avf, ws.path("tables", "adapter_vs_full"))
+        table(avf, "adapter_vs_full")
         keep(plots.adapter_vs_full(avf), "adapter_vs_full")
     sweep_path = ws.path("tables", "schedule_sweep.csv")
     if sweep_path.exists():
@@ -323,17 +346,28 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         if len(sweep):
             keep(plots.schedule_plot(sweep), "schedule_sweep")
 
-    claim_table = pd.concat([claims(runs, picks, spec, quality, avf), few_shot_claims(all_runs, all_picks)],
-                            ignore_index=True)  # fmt: skip
-    plots.save_table(claim_table, ws.path("tables", "claims"))
+    # the analysis plan's hypotheses, tested as planned (docs/analysis_plan.md)
+    from expertlib.pipeline.transfer import load_predictions
+
+    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)}
+    # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not)
+    halves = None if on_val else halved_runs(all_runs, load_predictions(ws.path("tables", "transfer_predictions.npz")),
+                                             labels)  # fmt: skip
+    claim_table = hypothesis_table(all_runs, all_picks, all_quality, spec, avf, on_val, halves)
+    table(claim_table, "claims")
+    table(proxy_agreement(all_quality), "proxy_agreement")
     gains = regime_gains(all_runs, all_picks)
     if len(regimes) > 1:
-        plots.save_table(gains, ws.path("tables", "regimes"))
+        table(gains, "regimes")
         keep(plots.regime_gains(gains), "regimes")
     base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
     write_data_summary(ws, bench, base_acc)
     summary = _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains)
+    summary["hypotheses"] = {r.id: {"estimate": r.estimate, "ci": [r.ci_low, r.ci_high], "p": r.p,
+                                    "p_adjusted": r.p_adjusted, "verdict": r.verdict} for r in claim_table.itertuples()}  # fmt: skip
     write_summary(ws.results_dir / "summary.json", summary)
+    if changed and is_main_process():
+        record_provenance(changed)
     return {
         "vtab_table": vtab,
         "claims": claim_table,
@@ -356,117 +390,164 @@ def every_expert_seconds(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.Series:
     return by_task.mean() * picks.set_index("task").experts_scored.reindex(by_task.mean().index)
 
 
-def selection_cost_ratio(runs: pd.DataFrame, picks: pd.DataFrame) -> tuple[float, float, float, int] | None:
-    """Per task, the wall time of fine-tuning every expert once (seed 0) over the kNN selection's: the geometric
-    mean over tasks, its bootstrap 95% CI (tasks resampled) and the number of tasks; None without timings."""
+def cost_ratios(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.Series:
+    """Per task, log10 of the wall time of fine-tuning every expert once (seed 0) over the kNN selection's."""
     if "knn_seconds" not in picks or "seconds" not in runs:
-        return None
+        return pd.Series(dtype=float)
     every = every_expert_seconds(runs[runs["mode"] == "finetune"], picks)
-    logs = np.log10(every / picks.set_index("task").knn_seconds).dropna()
-    if not len(logs):
+    return np.log10(every / picks.set_index("task").knn_seconds).dropna()
+
+
+def _available(runs: pd.DataFrame, picks: pd.DataFrame, method: str) -> bool:
+    if method in PROXIES:
+        return method in picks
+    if method == "dat":
+        return bool((runs.kind == "dat").any())
+    if method in (BASE, EXTRA):
+        return bool((runs.model == method).any())
+    return True  # random, oracle: from the expert pool
+
+
+def _evaluate(h: Hypothesis, runs: pd.DataFrame, picks: pd.DataFrame, quality: pd.DataFrame,
+              spec: pd.DataFrame | None, avf: pd.DataFrame) -> Comparison | None:  # fmt: skip
+    """The paired comparison ``h`` asks for, or None where this scale's runs cannot answer it."""
+    test = dict(null=h.margin, alternative=h.alternative)
+    if h.id == "P7":  # experts on their own upstream subsets, one kNN measurement each
+        own = (spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(index="expert", columns="model",
+                                                                                   values="knn")
+               if spec is not None else pd.DataFrame())  # fmt: skip
+        if "adapter_expert" not in own:
+            return None
+        return compare_per_task((own["adapter_expert"] - own[BASE]).to_numpy(), **test)
+    if h.id == "P8":  # adapter vs full on the tasks each full expert relates to
+        both = avf.groupby("expert").kind.nunique() == 2 if len(avf) else pd.Series(dtype=bool)
+        pairs = [
+            (r.expert, r.tasks) for r in avf.itertuples() if r.kind == "full" and both.get(r.expert, False)
+        ]
+        if not pairs:
+            return None
+        ft = in_regime(runs, FULL_REGIME)
+        ft = ft[ft["mode"] == "finetune"]
+        take = lambda kind: pd.concat([ft[(ft.kind == kind) & (ft.expert == e) & ft.task.isin(t.split(","))]  # noqa: E731
+                                       for e, t in pairs])  # fmt: skip
+        return compare(take("adapter"), take("full"), **test)
+    if h.id == "P9":
+        logs = cost_ratios(in_regime(runs, FULL_REGIME), in_regime(picks, FULL_REGIME))
+        return compare_per_task(logs.to_numpy(), **test) if len(logs) else None
+    if h.regime.endswith(" vs 1k"):
+        few = h.regime.removesuffix(" vs 1k")
+        if few not in set(runs.task.map(regime)):
+            return None
+        if h.a.startswith("tau@"):  # kNN's Kendall tau per task, at 1k minus at the few-shot regime
+            q = quality[quality.proxy == "knn"].assign(base=lambda d: d.task.map(lambda t: split_name(t)[0]))
+            full, other = (q[q.regime == r].set_index("base").kendall_tau for r in (FULL_REGIME, few))
+            d = (full - other).dropna()
+            return compare_per_task(d.to_numpy(), **test) if len(d) else None
+        if not _available(runs, picks, h.a):
+            return None
+        return compare(
+            gain_over_base(runs, picks, few, h.a), gain_over_base(runs, picks, FULL_REGIME, h.a), **test
+        )
+    rr, pr = in_regime(runs, h.regime), in_regime(picks, h.regime)
+    if not len(rr) or not (_available(rr, pr, h.a) and _available(rr, pr, h.b)):
         return None
-    lo, hi = bootstrap_ci({t: np.array([v]) for t, v in logs.items()})
-    return 10 ** logs.mean(), 10**lo, 10**hi, len(logs)
+    c = compare(method_runs(rr, pr, h.a), method_runs(rr, pr, h.b), **test)
+    return c if c.tasks else None
 
 
-def claims(runs: pd.DataFrame, picks: pd.DataFrame, spec: pd.DataFrame | None, quality: pd.DataFrame,
-           avf: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
-    """Each claim of the paper with our evidence and a verdict. Transfer claims are paired comparisons over
-    tasks and seeds with a bootstrap 95% CI (:mod:`expertlib.stats`); the verdict follows from the CI.
-    ``spec`` (the specialisation study) and ``avf`` (adapter vs full) may be None / empty: their claims are
-    then left out, as in the few-shot regimes' tables."""
+def halved_runs(runs: pd.DataFrame, predictions: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+                ) -> pd.DataFrame | None:  # fmt: skip
+    """The fine-tunes' accuracies on the two fixed halves of each task's test images (:func:`test_halves`), from
+    their stored predictions: half B as mode ``finetune`` (what the oracle and its comparisons are judged on),
+    half A as ``finetune_halfA`` (what chooses the oracle). None unless every fine-tune's predictions exist."""
+    from expertlib.pipeline.analysis import test_halves
+    from expertlib.pipeline.transfer import prediction_key
+
+    ft = runs[runs["mode"] == "finetune"]
+    keys = [
+        prediction_key(t, m, "finetune", int(s)) for t, m, s in zip(ft.task, ft.model, ft.seed, strict=True)
+    ]
+    if not len(ft) or not all(k in predictions for k in keys):
+        return None
+    out = []
+    for half, mode in ((1, "finetune"), (0, "finetune_halfA")):
+        acc = []
+        for t, k in zip(ft.task, keys, strict=True):
+            idx = test_halves(t, len(labels[t]))[half]
+            acc.append(float((predictions[k][idx] == labels[t][idx]).mean()))
+        out.append(ft.assign(mode=mode, accuracy=acc))
+    return pd.concat(out, ignore_index=True)
+
+
+def hypothesis_table(runs: pd.DataFrame, picks: pd.DataFrame, quality: pd.DataFrame, spec: pd.DataFrame | None,
+                     avf: pd.DataFrame, oracle_on_val: bool = False, halves: pd.DataFrame | None = None
+                     ) -> pd.DataFrame:  # fmt: skip
+    """Every hypothesis of the analysis plan (for this run's few-shot regimes), tested as planned: estimate, the
+    bootstrap-t interval, the sign-flip p, Holm-adjusted p (confirmatory) or BH q-value (exploratory), verdict.
+    A hypothesis this scale cannot test is listed as such and left out of the corrections. ``halves``
+    (:func:`halved_runs`): where given, every hypothesis about the oracle is judged on test half B, the oracle
+    chosen on half A."""
+    shots = sorted({int(r.split("-")[0]) for r in runs.task.map(regime) if r != FULL_REGIME})
     rows = []
-    own = (
-        spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
-            index="expert", columns="model", values="knn"
-        )
-        if spec is not None
-        else pd.DataFrame()
+    for h in plan(tuple(shots)):
+        oracle = "oracle" in (h.a, h.b)
+        c = _evaluate(h, halves if oracle and halves is not None else runs, picks, quality, spec, avf)
+        note = ""
+        if oracle and halves is not None:
+            note = " Judged on test half B at seeds 1+, the oracle chosen on half A at seed 0."
+        elif oracle and not oracle_on_val:
+            note = " The oracle was chosen on the test images it is judged on (seed 0's), at other seeds."
+        rows.append({"id": h.id, "family": h.family, "claim": h.claim, "regime": h.regime,
+                     "comparison": f"{h.a} - {h.b}", "measure": h.measure, "null": h.margin,
+                     "alternative": h.alternative, "post_hoc": h.post_hoc,
+                     "estimate": c.mean if c else np.nan, "ci_low": c.ci_low if c else np.nan,
+                     "ci_high": c.ci_high if c else np.nan, "tasks": c.tasks if c else 0,
+                     "seeds": c.seeds if c else 0, "p": c.p if c else np.nan,
+                     "evidence": (c.evidence("experts" if h.id == "P7" else "tasks") + note) if c else
+                     "not testable at this scale (no runs of these methods)"})  # fmt: skip
+    table = pd.DataFrame(rows)
+    conf = (table.family == "confirmatory").to_numpy()
+    table["p_adjusted"] = np.where(
+        conf, holm(np.where(conf, table.p, np.nan)), bh_q(np.where(conf, np.nan, table.p))
     )
-    if "adapter_expert" in own:  # experts paired with B on their own subsets: one kNN measurement each
-
-        def per_expert(model: str) -> pd.DataFrame:
-            return pd.DataFrame({"task": own.index, "seed": 0, "accuracy": own[model].to_numpy()})
-
-        c = compare(per_expert("adapter_expert"), per_expert(BASE))
-        ctrl = (
-            f"; expert - B+extra: {compare(per_expert('adapter_expert'), per_expert(EXTRA)).evidence('experts')}"
-            if EXTRA in own
-            else ""
-        )
-        rows.append({"claim": "Experts specialise: each beats B on held-out images of its own upstream subset (kNN)",
-                     "evidence": f"expert - B: {c.evidence('experts')}{ctrl}", "verdict": _claim_verdict(c)})  # fmt: skip
-    for a, b, text in (("knn", BASE, "The kNN-selected expert transfers better than the generic model B"),
-                       ("knn", EXTRA, "... and better than the compute-matched control B+extra"),
-                       ("knn", "random", "kNN selection beats picking an expert at random (its expectation)"),
-                       ("domain", BASE, "The domain-prediction pick transfers better than B"),
-                       ("oracle", BASE, "Some expert (the oracle, chosen on val200 from kNN's top experts) transfers "
-                                        "better than B on test" if (runs["mode"] == "finetune_val").any() else
-                                        "Some expert (the oracle, chosen at seed 0) transfers better than B at other seeds"),
-                       ("oracle", "knn", "The oracle beats the kNN pick (room left for a better proxy)"),
-                       ("dat", BASE, "DAT-style re-training (B re-trained per task on re-weighted upstream data) "
-                                     "transfers better than B"),
-                       ("knn", "dat", "The kNN pick transfers better than DAT-style re-training, at a fraction of "
-                                      "its cost")):  # fmt: skip
-        if a in picks or a in (BASE, EXTRA, "oracle", "dat"):
-            c = compare(method_runs(runs, picks, a), method_runs(runs, picks, b))
-            if c.tasks:
-                rows.append({"claim": text, "evidence": c.evidence(), "verdict": _claim_verdict(c)})
-    ratio = selection_cost_ratio(runs, picks)
-    if ratio is not None:
-        mean, lo, hi, n = ratio
-        rows.append({"claim": "Selection is 2-3 orders of magnitude cheaper than fine-tuning every expert",
-                     "evidence": f"fine-tune every expert / kNN selection, wall time per task: {mean:.0f}x (geometric "
-                                 f"mean over {n} tasks) [{lo:.0f}x, {hi:.0f}x] at this scale's fine-tuning budget; "
-                                 "at the paper's budget see results/benchmarks/selection_cost_paper*.csv",
-                     "verdict": "reproduced" if lo >= 100 else ("not reproduced at this scale (CI below 100x)"
-                                                                if hi < 100 else "not shown (CI includes 100x)")})  # fmt: skip
-    if len(quality) and "knn" in picks:
-        q = quality.groupby("proxy")[["kendall_tau", "noise_ceiling_tau", "regret"]].mean()
-        others = [p for p in q.index if p != "knn" and p in picks]
-        vs = {p: compare(method_runs(runs, picks, "knn"), method_runs(runs, picks, p)) for p in others}
-        worse = [p for p, c in vs.items() if c.verdict == "worse"]
-        rows.append({"claim": "kNN is a good proxy: no other proxy's pick transfers better",
-                     "evidence": "kNN pick minus: " + "; ".join(f"{p} {c.mean:+.3f} [{c.ci_low:+.3f}, {c.ci_high:+.3f}]"
-                                                               for p, c in vs.items())
-                     + ". Kendall tau with mean accuracy (noise ceiling "
-                     + f"{q.noise_ceiling_tau.iloc[0]:+.2f}): "
-                     + ", ".join(f"{p} {r.kendall_tau:+.2f}" for p, r in q.iterrows()),
-                     "verdict": "reproduced (no proxy's pick better)" if not worse
-                     else f"contradicted ({', '.join(worse)} better)"})  # fmt: skip
-    if (
-        spec is None and "dat_seconds" not in picks
-    ):  # a scale without upstream images says what it cannot test
-        for text in UNTESTABLE_WITHOUT_UPSTREAM:
-            rows.append({"claim": text, "evidence": "needs upstream images or upstream training, which this scale "
-                                                    "does not read or run", "verdict": "not testable at this scale"})  # fmt: skip
-    both = avf.groupby("expert").kind.nunique() == 2 if len(avf) else pd.Series(dtype=bool)
-    pairs = [(r.expert, r.tasks) for r in avf.itertuples() if r.kind == "full" and both.get(r.expert, False)]
-    if pairs:
-        ft = runs[runs["mode"] == "finetune"]
-
-        def take(kind: str) -> pd.DataFrame:
-            return pd.concat(
-                [ft[(ft.kind == kind) & (ft.expert == e) & ft.task.isin(t.split(","))] for e, t in pairs]
-            )
-
-        c = compare(take("adapter"), take("full"))
-        share = avf.pivot_table(index="expert", columns="kind", values="parameters").dropna()
-        frac = (share["adapter"] / share["full"]).mean()
-        rows.append({"claim": "Adapter experts transfer about as well as full experts (within 0.02) at a fraction of "
-                              "the parameters",
-                     "evidence": f"adapter - full on related tasks: {c.evidence()}; parameters {frac:.1%} of a full expert",
-                     "verdict": "reproduced" if c.ci_low > -0.02
-                     else ("contradicted" if c.ci_high < -0.02 else "not shown (CI crosses -0.02)")})  # fmt: skip
-    return pd.DataFrame(rows, columns=["claim", "evidence", "verdict"])
+    table["adjustment"] = np.where(conf, "Holm", "BH q-value")
+    table["verdict"] = [_verdict(r) for r in table.itertuples()]
+    return table[["id", "family", "claim", "regime", "comparison", "estimate", "ci_low", "ci_high", "p",
+                  "p_adjusted", "adjustment", "verdict", "tasks", "seeds", "null", "alternative", "post_hoc",
+                  "measure", "evidence"]]  # fmt: skip
 
 
-UNTESTABLE_WITHOUT_UPSTREAM = (
-    "Experts specialise: each beats B on held-out images of its own upstream subset",
-    "The kNN pick beats the compute-matched control B+extra",
-    "The kNN pick beats DAT-style re-training (B re-trained per task on re-weighted upstream data)",
-    "Adapter experts transfer about as well as full experts (the released experts are full experts only)",
-)
+def _verdict(r) -> str:
+    """Supported: the corrected test below ALPHA and the interval on the claimed side; contradicted: the interval
+    wholly on the other side; else not shown (a difference not shown is not shown to be absent)."""
+    if np.isnan(r.p):
+        return "not testable at this scale"
+    significant = r.p_adjusted < ALPHA
+    if r.alternative == "two-sided":
+        if significant and (r.ci_low > r.null or r.ci_high < r.null):
+            return "different: " + ("A better" if r.ci_low > r.null else "B better")
+        return "no difference shown"
+    if significant and r.ci_low > r.null:
+        return "supported"
+    if r.ci_high < r.null:
+        return "contradicted"
+    return "not shown"
+
+
+def proxy_agreement(quality: pd.DataFrame) -> pd.DataFrame:
+    """Per regime and proxy: mean Kendall tau over tasks with its bootstrap-t interval, the mean noise ceiling
+    on the same target, and tau as a fraction of the ceiling (the interval scaled by the same ceiling)."""
+    rows = []
+    for (reg, proxy), g in quality.groupby(["regime", "proxy"], sort=False):
+        taus = g.kendall_tau.dropna().to_numpy()
+        ceiling = float(g.noise_ceiling_tau.mean())
+        lo, hi = bootstrap_t_interval(taus) if len(taus) > 1 else (np.nan, np.nan)
+        rows.append({"regime": reg, "proxy": proxy, "tasks": len(taus), "kendall_tau": taus.mean(), "ci_low": lo,
+                     "ci_high": hi, "noise_ceiling_tau": ceiling,
+                     "fraction_of_ceiling": taus.mean() / ceiling if ceiling > 0 else np.nan,
+                     "fraction_ci_low": lo / ceiling if ceiling > 0 else np.nan,
+                     "fraction_ci_high": hi / ceiling if ceiling > 0 else np.nan})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains) -> dict:
@@ -525,8 +606,21 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
             "full_expert_parameters": full_log.trainable_parameters.tolist(),
         },  # fmt: skip
         "data": {**bench.describe(), "tasks": len(ws.scale.data.tasks)},
-        "provenance": provenance(),
+        # this report's code (the commit it ran at) and the commits that computed the tables it read
+        "provenance": {
+            **provenance(),
+            "report_code_commit": provenance()["git_commit"],
+            "inputs": _input_commits(ws),
+        },  # fmt: skip
     }
+
+
+def _input_commits(ws: Workspace) -> dict[str, str | None]:
+    """The commit recorded in provenance.json for each table the report reads."""
+    book = ws.path("tables", "provenance.json")
+    known = json.loads(book.read_text()) if book.exists() else {}
+    return {n: known.get(n, {}).get("git_commit") for n in ("transfer_runs.csv", "selection_rankings.csv",
+                                                             "selection_picks.csv")}  # fmt: skip
 
 
 def write_summary(path, summary: dict) -> bool:

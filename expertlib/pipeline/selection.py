@@ -41,8 +41,8 @@ from expertlib.selection import (
     extract_features,
     forward_flops,
     head_logits,
-    pick,
     rank_experts,
+    tied_best,
 )
 from expertlib.training import TrainConfig, TrainData, train
 from expertlib.weights import load_model, save_model
@@ -163,7 +163,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         info = bench.task_info(task)
         row = {"task": task, "group": info.group, "relates_to": info.relates_to or "none"}
         for proxy in PICKED_BY:
-            row[proxy] = pick(table, proxy, names)
+            row[proxy] = ";".join(tied_best(table, proxy, names))  # a tie is kept whole
             row[f"{proxy}_seconds"] = float(
                 table[(table.proxy == proxy) & table.model.isin(names)].seconds.sum()
             )
@@ -192,8 +192,9 @@ def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str,
     related = full[full.relates_to.isin(list(own))]
     if len(related):
         match = related.relates_to.map(own)
-        text += (f" Of the {len(related)} tasks with a matching upstream subtree, kNN picked it on "
-                 f"{(related.knn == match).sum()} and domain prediction on {(related.domain == match).sum()}.")  # fmt: skip
+        hits = lambda col: sum(m in str(p).split(";") for p, m in zip(related[col], match, strict=True))  # noqa: E731
+        text += (f" Of the {len(related)} tasks with a matching upstream subtree, kNN picked it (alone or tied) on "
+                 f"{hits('knn')} and domain prediction on {hits('domain')}.")  # fmt: skip
     text += f" kNN selection took {full.knn_seconds.mean():.1f} s per task"
     if "dat_seconds" in full:
         measured = (full.dat_steps_timed >= ws.scale.expert.steps).all()

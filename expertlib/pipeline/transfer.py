@@ -7,10 +7,13 @@ side (:mod:`expertlib.parallel`), with the same results for any number of worker
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -32,17 +35,67 @@ from expertlib.pipeline.workspace import (
     record_provenance,
 )
 from expertlib.resnet import Pooled
-from expertlib.runtime import atomic_write_csv, atomic_write_json
-from expertlib.training import TrainConfig, TrainData, accuracy, finetune, predict
+from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_json
+from expertlib.training import TrainConfig, TrainData, finetune, predict
 
 
 def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cfg: TrainConfig, classes: int,
-                 eval_batch: int) -> tuple[float, float]:  # fmt: skip
-    """One fine-tune (every weight of ``net``, whose head is fresh) and its accuracy: (accuracy, seconds). A
-    module-level function of its arguments alone, so a worker process can run it."""
+                 eval_batch: int) -> tuple[float, float, str]:  # fmt: skip
+    """One fine-tune (every weight of ``net``, whose head is fresh): (accuracy, seconds, the predicted class of
+    every evaluation example, :func:`encode_predictions`). A module-level function of its arguments alone, so a
+    worker process can run it."""
     torch.manual_seed(cfg.seed)
     res = finetune(net, train_data, cfg, classes, progress=False)
-    return float(accuracy(net, eval_data, eval_batch, cfg.device, cfg.compile)), float(res.seconds)
+    net.eval()
+    logits = predict(
+        torch.compile(net) if cfg.compile else net, eval_data, eval_batch, cfg.device, modules=[net]
+    )
+    pred = logits.argmax(-1).numpy()
+    return float((pred == eval_data.labels).mean()), float(res.seconds), encode_predictions(pred)
+
+
+def encode_predictions(pred: np.ndarray) -> str:
+    """Predicted classes as base64 of little-endian uint16 (2 bytes an example: VTAB's largest task has 397
+    classes), small enough to travel in a job's JSON result."""
+    return base64.b64encode(np.asarray(pred, dtype="<u2").tobytes()).decode()
+
+
+def decode_predictions(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<u2").astype(np.int64)
+
+
+def prediction_key(task: str, model: str, mode: str, seed: int) -> str:
+    return f"{task}|{model}|{mode}|{seed}"
+
+
+def save_predictions(path: Path, new: Mapping[str, np.ndarray]) -> None:
+    """Add ``new`` (key -> predicted classes) to the compressed archive at ``path``: an ``.npz`` that
+    ``np.load`` reads, written atomically with sorted members and fixed timestamps, so the same predictions
+    give the same bytes (numpy's own ``savez`` stamps the time)."""
+    import io
+    import zipfile
+
+    if not new:
+        return
+    arrays = {**load_predictions(path), **new}
+
+    def write(p: Path) -> None:
+        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+            for key in sorted(arrays):
+                buf = io.BytesIO()
+                np.lib.format.write_array(
+                    buf, np.ascontiguousarray(arrays[key], dtype=np.uint16), allow_pickle=False
+                )
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                z.writestr(info, buf.getvalue())
+
+    atomic_write(path, write)
+
+
+def load_predictions(path: Path) -> dict[str, np.ndarray]:
+    """Every fine-tune's predicted test classes, keyed by :func:`prediction_key` ({} when none were stored)."""
+    return {k: v.astype(np.int64) for k, v in np.load(path).items()} if path.exists() else {}
 
 
 def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
@@ -68,7 +121,7 @@ def choose_hyperparameters(ws: Workspace, base: Candidate, bench: Benchmark, tas
         splits, k = bench.task_splits(task), bench.task_info(task).num_classes
         specs.append((base, splits["train800"], splits["val200"], k, steps, lr, 0))
     trials: dict[str, list] = {t: [] for t in tasks}
-    for i, (acc, _) in sorted(finetunes(ws, specs)):
+    for i, (acc, *_) in sorted(finetunes(ws, specs)):
         task, steps, lr = grid[i]
         trials[task].append({"steps": steps, "lr": lr, "val_accuracy": acc})
     out = {}
@@ -108,7 +161,7 @@ def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relat
     names = [n for n, c in cands.items()
              if (c.kind != "full" or c.expert == relates_to) and (c.kind != "dat" or c.task == task)]  # fmt: skip
     if pick is not None and "random_sample" in pick:
-        chosen = {str(pick[p]) for p in PICKED_BY if p in pick}
+        chosen = {m for p in PICKED_BY if p in pick for m in str(pick[p]).split(";")}  # a tie: all of it
         chosen |= {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
         names = [n for n in names if cands[n].expert is None or n in chosen]
     return [(n, s) for s in range(ws.scale.study.seeds) for n in names]
@@ -169,6 +222,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
+    pred_path = ws.path("tables", "transfer_predictions.npz")
     recipe = ws.recipe("transfer")
     check_recipe(
         [p for p in (out, hp_path) if p.exists()], recipe
@@ -206,13 +260,19 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                               ws.results_dir / "jobs" / "transfer", ws.pool_workers(),
                               on_result=lambda j, r: bar.update())  # fmt: skip
         bar.close()
-        for job, (acc, secs) in zip(jobs, results, strict=True):
+        predictions = {}
+        for job, (acc, secs, *pred) in zip(jobs, results, strict=True):
             r = job.recipe
+            if pred:  # every fine-tune's per-example test predictions, for analyses that need no retraining
+                predictions[prediction_key(r["task"], r["model"], r["mode"], r["seed"])] = decode_predictions(
+                    pred[0]
+                )
             c = cands[r["model"]]
             rows.append({"task": r["task"], "group": bench.task_info(r["task"]).group, "model": r["model"],
                          "kind": c.kind, "expert": c.expert or "", "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
                          "lr": r["lr"]})  # fmt: skip
         if is_main_process():
+            save_predictions(pred_path, predictions)
             atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
     if ws.scale.study.linear_probes:
         for task in ws.tasks:
@@ -231,7 +291,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             if is_main_process():
                 atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
     if computed and is_main_process():
-        record_provenance([out, hp_path], recipe)
+        record_provenance([p for p in (out, hp_path, pred_path) if p.exists()], recipe)
     return _ordered(identify(pd.DataFrame(rows, columns=RUN_COLUMNS), cands))
 
 
@@ -295,7 +355,7 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
         specs = [(cands[who], bench.task_splits(task)["train800val200"], bench.task_splits(task)["test"],
                   bench.task_info(task).num_classes, steps, hps[task]["lr"], 0) for task, steps, who in grid]  # fmt: skip
         rows = []
-        for i, (acc, secs) in sorted(finetunes(ws, specs)):
+        for i, (acc, secs, *_) in sorted(finetunes(ws, specs)):
             task, steps, who = grid[i]
             rows.append({"task": task, "steps": steps, "model": "B" if who == BASE else "matching adapter expert",
                          "accuracy": acc, "seconds": secs})  # fmt: skip

@@ -161,7 +161,8 @@ def read_candidate_table(path: Path, ids: Sequence[str] | None = None) -> pd.Dat
     old = ("proxy" in table and "model" not in table) or ("seed" in table and "kind" not in table)
     if ids is not None:
         chosen = [c for c in ("knn", "domain", "linear", "logme", "hscore", "random") if c in table]
-        old = old or not set(table[chosen].astype(str).to_numpy().ravel()) <= set(ids)
+        named = {m for v in table[chosen].astype(str).to_numpy().ravel() for m in v.split(";")}  # ties: ';'
+        old = old or not named <= set(ids)
     if old:
         raise OutdatedTableError(
             f"{path} names candidates the old way (no 'model' id with 'kind' and 'expert' columns). Convert it "

@@ -1,0 +1,192 @@
+"""The analysis plan: every hypothesis the report tests, fixed before the run that tests it.
+
+Two families (docs/analysis_plan.md gives the reasons):
+
+- **confirmatory**: the paper's claims, on VTAB-1k-style tasks (the full 1k regime). Each is a paired
+  comparison over tasks (per task, the mean difference over the seeds both methods ran), tested by an exact
+  sign-flip test, with a studentised bootstrap 95% interval (the interval a coverage simulation chose,
+  :func:`expertlib.stats.interval_coverage`). Holm's correction over the family; the verdict "supported"
+  needs both the corrected p below 0.05 and the interval on the claimed side.
+- **exploratory**: this project's own hypotheses (the oracle, the other proxies, the few-shot regimes,
+  B+extra's own gain, how rank agreement moves with fewer shots). Benjamini-Hochberg q-values over the
+  family; reported as exploratory, never as a verdict on the paper. Hypotheses added after seeing results
+  are marked ``post_hoc``.
+
+A hypothesis a scale cannot test (no upstream images, no DAT models, no few-shot regime) is listed as such.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Family = Literal["confirmatory", "exploratory"]
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """``a`` minus ``b`` (methods of :func:`expertlib.pipeline.report.method_runs`, or a study's own measure)
+    in ``regime``, greater than ``margin`` (``alternative="greater"``) or different from it ("two-sided")."""
+
+    id: str
+    family: Family
+    claim: str
+    a: str
+    b: str
+    regime: str = "1k"  # "1k", "5-shot", "25-shot", or "<k>-shot vs 1k" (a difference of gains)
+    measure: str = "fine-tune accuracy"
+    margin: float = 0.0
+    alternative: Literal["greater", "two-sided"] = "greater"
+    post_hoc: bool = False  # added after the results it is tested on were seen
+
+
+def _confirmatory() -> list[Hypothesis]:
+    c = "confirmatory"
+    return [
+        Hypothesis(
+            "P1", c, "The kNN-selected expert transfers better than the generic model B", "knn", "base"
+        ),
+        Hypothesis(
+            "P2", c, "kNN selection beats picking an expert at random (its expectation)", "knn", "random"
+        ),
+        Hypothesis("P3", c, "The kNN pick beats the compute-matched control B+extra", "knn", "base+extra"),
+        Hypothesis("P4", c, "The domain-prediction pick transfers better than B", "domain", "base"),
+        Hypothesis(
+            "P5",
+            c,
+            "kNN is the better proxy: its pick transfers better than domain prediction's",
+            "knn",
+            "domain",
+        ),  # fmt: skip
+        Hypothesis(
+            "P6",
+            c,
+            "The kNN pick transfers at least as well as DAT-style re-training (within 0.02)",
+            "knn",
+            "dat",
+            margin=-0.02,
+        ),  # fmt: skip
+        Hypothesis(
+            "P7",
+            c,
+            "Experts specialise: each beats B on held-out images of its own upstream subset",
+            "expert",
+            "base",
+            measure="kNN accuracy on the expert's upstream subset, over experts",
+        ),  # fmt: skip
+        Hypothesis(
+            "P8",
+            c,
+            "Adapter experts transfer about as well as full experts (within 0.02)",
+            "adapter",
+            "full",
+            measure="fine-tune accuracy on the tasks each expert relates to",
+            margin=-0.02,
+        ),  # fmt: skip
+        Hypothesis(
+            "P9",
+            c,
+            "Selection is at least 100x cheaper than fine-tuning every expert",
+            "finetune-all",
+            "knn-selection",
+            measure="log10 of the wall-time ratio per task",
+            margin=2.0,
+        ),  # fmt: skip
+    ]
+
+
+def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
+    e = "exploratory"
+    out = [
+        Hypothesis("E1", e, "Some expert (the oracle) transfers better than B", "oracle", "base"),
+        Hypothesis("E2", e, "The oracle beats the kNN pick (room left for a better proxy)", "oracle", "knn"),
+        Hypothesis("E3", e, "DAT-style re-training transfers better than B", "dat", "base"),
+        *(
+            Hypothesis(
+                f"E4{p[0]}{p[-1]}",
+                e,
+                f"The kNN pick and the {p} pick transfer differently",
+                "knn",
+                p,
+                alternative="two-sided",
+            )
+            for p in ("linear", "logme", "hscore", "leep", "nce")
+        ),  # fmt: skip
+        Hypothesis(
+            "E5", e, "B+extra transfers better than B (extra upstream compute alone)", "base+extra", "base"
+        ),
+    ]
+    for k in few_shot:
+        r = f"{k}-shot"
+        out += [
+            Hypothesis(f"F{k}a", e, f"At {r}: the kNN pick transfers better than B", "knn", "base", r),
+            Hypothesis(f"F{k}b", e, f"At {r}: kNN selection beats a random expert", "knn", "random", r),
+            Hypothesis(f"F{k}c", e, f"At {r}: the kNN pick beats B+extra", "knn", "base+extra", r),
+            Hypothesis(
+                f"F{k}d",
+                e,
+                f"At {r}: the domain-prediction pick transfers better than B",
+                "domain",
+                "base",
+                r,
+            ),  # fmt: skip
+            Hypothesis(f"F{k}e", e, f"At {r}: the oracle transfers better than B", "oracle", "base", r),
+            Hypothesis(
+                f"F{k}f",
+                e,
+                f"At {r}: the oracle transfers better than B+extra (expert choice beyond extra compute)",
+                "oracle",
+                "base+extra",
+                r,
+            ),  # fmt: skip
+            Hypothesis(f"F{k}g", e, f"At {r}: B+extra transfers better than B", "base+extra", "base", r),
+            Hypothesis(
+                f"F{k}h",
+                e,
+                f"Pre-training matters more with few images: the kNN pick's gain over B is "
+                f"larger at {r} than at 1k",
+                "knn",
+                "base",
+                f"{r} vs 1k",
+            ),  # fmt: skip
+            Hypothesis(
+                f"F{k}i",
+                e,
+                f"The oracle's gain over B is larger at {r} than at 1k",
+                "oracle",
+                "base",
+                f"{r} vs 1k",
+                post_hoc=True,
+            ),  # fmt: skip
+            Hypothesis(
+                f"F{k}j",
+                e,
+                f"kNN's rank agreement with fine-tuned accuracy falls at {r}",
+                "tau@1k",
+                f"tau@{r}",
+                f"{r} vs 1k",
+                measure="Kendall tau of kNN scores with the experts' mean accuracy, per task",
+            ),  # fmt: skip
+        ]
+    return out
+
+
+def plan(few_shot: tuple[int, ...] = (5, 25)) -> list[Hypothesis]:
+    """Every hypothesis, confirmatory first, for a scale with these few-shot regimes."""
+    hs = [*_confirmatory(), *_exploratory(tuple(few_shot))]
+    ids = [h.id for h in hs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two hypotheses share an id")
+    return hs
+
+
+def test_halves(task: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """A task's test images cut into two fixed halves (a permutation seeded by the task's name): the oracle is
+    chosen on the first (at seed 0) and judged, with everything it is compared with, on the second (at the
+    other seeds), so no image both chooses and judges it."""
+    order = np.random.default_rng(zlib.crc32(task.encode())).permutation(n)
+    return np.sort(order[: n // 2]), np.sort(order[n // 2 :])
