@@ -6,7 +6,7 @@ SCALE ?= cpu
 CONSTRAINTS := requirements/constraints.txt
 STAMP := $(VENV)/.expertlib-stamp
 
-.PHONY: venv browser-deps reproduce reproduce-fresh test test-fast gpu-check lab bench lint format clean
+.PHONY: venv browser-deps reproduce reproduce-fresh docs test test-fast gpu-check lab bench lint format clean
 
 # The venv is rebuilt only when pyproject.toml or the constraints change (the stamp records both).
 $(STAMP): pyproject.toml $(CONSTRAINTS)
@@ -18,11 +18,17 @@ venv: $(STAMP)
 
 reproduce: $(STAMP)  ## run every notebook at SCALE (default: cpu) and write results/$(SCALE)/
 	$(BIN)/python -m expertlib.reproduce --scale $(SCALE)
+	$(BIN)/python -m expertlib.pipeline.docs
+
+# The numbers README.md and docs/ state, rewritten from the committed tables (a test fails when they differ).
+docs: $(STAMP)
+	$(BIN)/python -m expertlib.pipeline.docs
 
 # Steps whose outputs exist are reused (the committed cpu run included): this recomputes everything.
 reproduce-fresh: $(STAMP)
 	rm -rf results/$(SCALE)
 	$(BIN)/python -m expertlib.reproduce --scale $(SCALE) --record-times
+	$(BIN)/python -m expertlib.pipeline.docs
 
 # The browser test renders the executed report in headless Chromium: Debian's package, installed when missing.
 browser-deps:

@@ -124,6 +124,10 @@ class Study:
     # is their mean) and kNN's top ``oracle_pool`` (the oracle's pool)
     random_experts: int = 0
     oracle_pool: int = 0
+    # the experts fine-tuned only for the random sample or the oracle pool (no proxy picked them) run at this
+    # many seeds instead of ``seeds`` (None: all of them): the random expectation and the oracle are then
+    # compared at those seeds only
+    unpicked_seeds: int | None = None
     # where the oracle is chosen: "test_seed0" (best test accuracy at seed 0, judged at the other seeds) or
     # "val200" (best val200 accuracy after training on train800 at seed 0, judged on test at every seed)
     oracle_on: Literal["test_seed0", "val200"] = "test_seed0"
@@ -142,6 +146,9 @@ class Runtime:
     # torch.compile every training and the evaluation after a fine-tune (results agree with eager within float32
     # tolerance, tested on CPU; its GPU speed-up is measured by `make gpu-check`)
     compile: bool = False
+    # under torchrun, each rank trains whole experts of the job list (one process each, no gradient traffic; the
+    # same bits as one process) instead of every expert in turn with DDP over all ranks
+    expert_sharding: bool = False
 
 
 PARTS = {"data": DataSettings, "upstream": UpstreamRecipe, "expert": ExpertRecipe, "selection": SelectionRecipe,

@@ -56,7 +56,7 @@ def test_upper_bound_picks_make_every_method_a_different_expert():
 
 @pytest.mark.parametrize("scale", ["released", "paper"])
 def test_readme_quotes_the_committed_plan_files(scale):
-    """The README's plan tables are the committed plan.csv and plan_options.csv, rendered, not typed by hand;
+    """docs/paper_scale.md's plan tables are the committed plan.csv and plan_options.csv, rendered, not typed by hand;
     and those files are what the plan code gives today."""
     import re
     from pathlib import Path
@@ -67,7 +67,7 @@ def test_readme_quotes_the_committed_plan_files(scale):
     folder = root / "results" / scale / "tables"
     table, options = pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv")
     block = re.search(
-        rf"<!-- plan:{scale} -->\n(.*?)\n<!-- /plan -->", (root / "README.md").read_text(), re.S
+        rf"<!-- plan:{scale} -->\n(.*?)\n<!-- /plan -->", (root / "docs" / "paper_scale.md").read_text(), re.S
     )
     assert block and block[1] == PL.plan_markdown(table, options)
     now, now_options = PL.published_plan(scale)

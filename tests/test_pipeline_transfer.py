@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pandas as pd
 
@@ -89,3 +90,20 @@ def test_every_fine_tune_stores_its_test_predictions(smoke_run, smoke):
         labels = bench.task(r.task, "test").labels
         p = preds[prediction_key(r.task, r.model, "finetune", r.seed)]
         assert len(p) == len(labels) and float((p == labels).mean()) == r.accuracy
+
+
+def test_unpicked_experts_can_run_at_fewer_seeds(smoke):
+    """The documented option: experts only in the random sample or the oracle pool run at fewer seeds; B and
+    the proxies' picks (a tie whole) keep every seed."""
+    ws, _ = smoke
+    cands = {n: c for n, c in U.candidates(ws).items() if c.kind != "full"}
+    experts = sorted(n for n, c in cands.items() if c.kind == "adapter")
+    pick = {"knn": experts[0], "domain": f"{experts[0]};{experts[1]}", "random_sample": experts[2],
+            "oracle_pool": f"{experts[0]};{experts[2]}"}  # fmt: skip
+    every = T.planned_runs(ws, cands, "t", None, pick)
+    fewer = T.planned_runs(
+        replace(ws, scale=ws.scale.override(seeds=3, unpicked_seeds=1)), cands, "t", None, pick
+    )
+    assert {n for n, _ in every} == {"base", "base+extra", *experts[:3]}
+    by = {n: sorted(s for m, s in fewer if m == n) for n in {m for m, _ in fewer}}
+    assert by[experts[2]] == [0] and by[experts[0]] == by[experts[1]] == by["base"] == [0, 1, 2]

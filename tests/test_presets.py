@@ -118,7 +118,7 @@ def test_the_parts_say_which_settings_change_results():
     in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
     runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}
     assert runtime & in_recipes == {"micro_batch"}
-    assert set(SETTINGS) - runtime - in_recipes == {"tasks", "seeds", "few_shot"}
+    assert set(SETTINGS) - runtime - in_recipes == {"tasks", "seeds", "few_shot", "unpicked_seeds"}
     sc = get_scale("cpu")
     assert sc.setting("expert_lr") == sc.expert.lr and sc.override(expert_lr=0.5).expert.lr == 0.5
     assert sc.override(expert_lr=0.5).upstream == sc.upstream  # other parts untouched

@@ -236,6 +236,8 @@ def options_for(scale) -> list[tuple[str, dict, str]]:
         out += [
             ("oracle pool 5", {"oracle_pool": 5}, "an oracle nearer the best expert (it only sees kNN's top 5)"),
             ("random sample 5", {"random_experts": 5}, "a less noisy estimate of the random expert's expectation"),
+            ("unpicked experts at 1 seed", {"unpicked_seeds": 1}, "cheaper: experts no proxy picked run once, so "
+             "the random expectation and the oracle are compared with the picks at seed 0 alone"),
         ]  # fmt: skip
     if scale.transfer.batch != 512 and scale.data.task_resolution == "hyperrule":
         out.append(("batch 512, lr 0.003", {"transfer_batch": 512, "transfer_lrs": (0.003,)},

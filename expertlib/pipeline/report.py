@@ -132,16 +132,22 @@ def proxy_picks(picks: pd.DataFrame, rankings: pd.DataFrame) -> tuple[pd.DataFra
 
 
 def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """Per task and method (:data:`METHODS`): mean and sd over the seeds of :func:`method_runs`."""
+    """Per task and method (:data:`METHODS`): mean and sd over the seeds of :func:`method_runs`, and B's mean
+    at those same seeds (``base_same_seeds``: what the method is compared with; the oracle is judged at fewer
+    seeds than the others)."""
     groups = runs.drop_duplicates("task").set_index("task").group
+    base = method_runs(runs, picks, BASE, mode).set_index(["task", "seed"]).accuracy
     rows = []
     for method in METHODS:
         r = method_runs(runs, picks, method, mode)
         for task, g in r.groupby("task", sort=True):
+            same = base.reindex(list(zip([task] * len(g), g.seed, strict=True)))
             rows.append({"task": task, "group": groups[task], "metric": mode, "method": method,
                          "model": g.model.iloc[0], "mean": float(g.accuracy.mean()),
-                         "sd": float(g.accuracy.std()) if len(g) > 1 else np.nan, "n": len(g)})  # fmt: skip
-    return pd.DataFrame(rows, columns=["task", "group", "metric", "method", "model", "mean", "sd", "n"])
+                         "sd": float(g.accuracy.std()) if len(g) > 1 else np.nan, "n": len(g),
+                         "base_same_seeds": float(same.mean()) if same.notna().all() else np.nan})  # fmt: skip
+    return pd.DataFrame(rows, columns=["task", "group", "metric", "method", "model", "mean", "sd", "n",
+                                       "base_same_seeds"])  # fmt: skip
 
 
 def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
@@ -175,11 +181,14 @@ ORACLE_ON_VAL = "oracle (best of kNN's top experts on val200, judged on test)"
 
 
 def vtab_table(methods: pd.DataFrame, oracle_on_val: bool = False) -> pd.DataFrame:
-    """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks (the oracle's
-    label says where it was chosen)."""
+    """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks, and its
+    difference from B at the same tasks and seeds (``minus_base``; ``seeds``: how many it is judged at); the
+    oracle's label says where it was chosen."""
     ft = methods[methods.metric == "finetune"]
     vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
     vtab["mean"] = ft.groupby("method")["mean"].mean()
+    vtab["minus_base"] = (ft["mean"] - ft.base_same_seeds).groupby(ft.method).mean()
+    vtab["seeds"] = ft.groupby("method").n.min()
     vtab = vtab.reindex([m for m in plots.METHOD_ORDER if m in vtab.index]).reset_index()
     vtab.insert(
         1,
@@ -497,6 +506,11 @@ def hypothesis_table(runs: pd.DataFrame, picks: pd.DataFrame, quality: pd.DataFr
             note = " Judged on test half B at seeds 1+, the oracle chosen on half A at seed 0."
         elif oracle and not oracle_on_val:
             note = " The oracle was chosen on the test images it is judged on (seed 0's), at other seeds."
+        if h.id == "P9":
+            note = (
+                " Wall times at this scale's fine-tuning budget; at the paper's budget see "
+                "results/benchmarks/selection_cost_paper*.csv."
+            )
         rows.append({"id": h.id, "family": h.family, "claim": h.claim, "regime": h.regime,
                      "comparison": f"{h.a} - {h.b}", "measure": h.measure, "null": h.margin,
                      "alternative": h.alternative, "post_hoc": h.post_hoc,

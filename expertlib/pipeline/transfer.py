@@ -160,11 +160,15 @@ def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relat
     expectation and the oracle are all read from these runs, so every method is compared at the same seeds."""
     names = [n for n, c in cands.items()
              if (c.kind != "full" or c.expert == relates_to) and (c.kind != "dat" or c.task == task)]  # fmt: skip
+    seeds = {n: ws.scale.study.seeds for n in names}
     if pick is not None and "random_sample" in pick:
-        chosen = {m for p in PICKED_BY if p in pick for m in str(pick[p]).split(";")}  # a tie: all of it
-        chosen |= {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
-        names = [n for n in names if cands[n].expert is None or n in chosen]
-    return [(n, s) for s in range(ws.scale.study.seeds) for n in names]
+        picked = {m for p in PICKED_BY if p in pick for m in str(pick[p]).split(";")}  # a tie: all of it
+        design = {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
+        names = [n for n in names if cands[n].expert is None or n in picked | design]
+        fewer = ws.scale.study.unpicked_seeds
+        if fewer is not None:  # experts no proxy picked: fewer seeds (a documented, priced option)
+            seeds.update({n: min(fewer, seeds[n]) for n in names if n in design - picked})
+    return [(n, s) for s in range(ws.scale.study.seeds) for n in names if s < seeds[n]]
 
 
 def oracle_runs(ws: Workspace, pick: Mapping | None) -> list[tuple[str, int]]:

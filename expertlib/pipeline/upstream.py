@@ -12,6 +12,7 @@ import copy
 import time
 import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -190,17 +191,58 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
     return trials
 
 
+def _new_bank(ws: Workspace, base: ResNetV2, kind: str) -> ExpertBank:
+    return AdapterExperts(base, ws.scale.expert.adapter) if kind == "adapter" else FullExperts(base)
+
+
+def _add_fresh_expert(ws: Workspace, bank: ExpertBank, name: str, labels: Sequence[int]) -> None:
+    """The expert's random init from (seed, name) alone: the same expert whatever ran before it (the notebook,
+    the torchrun stage, a resumed run, another rank)."""
+    torch.manual_seed(ws.seed + R.EXPERT_SEED + zlib.crc32(name.encode()))
+    bank.add_expert(name, num_classes=len(labels), head_rows=labels)
+
+
+def expert_job(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, name: str, node: str) -> float:
+    """Train one expert alone, on this process, into its part file: the unit the ranks share under torchrun
+    with ``expert_sharding`` (the same bits as the expert trained in a single process)."""
+    labels = bench.expert_labels(node)
+    bank = _new_bank(ws, base, kind)
+    _add_fresh_expert(ws, bank, name, labels)
+    cfg = replace(R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device), data_parallel=False)
+    res = train_expert(bank, name, bench.upstream_subset("train", labels), cfg, progress=False,
+                       checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt"))  # fmt: skip
+    save_expert(bank, name, ws.path("checkpoints", f"{kind}_{name}.safetensors"))
+    return float(res.seconds)
+
+
+def _shard_experts(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, experts: Mapping[str, str]
+                   ) -> dict[str, float]:  # fmt: skip
+    """Every rank trains its share of the experts (whole, one process each; a full expert's recipe grid is
+    left to the loop); after a barrier every part file exists. Seconds per expert trained here."""
+    from expertlib.jobs import Job, rank_and_world, run_sharded
+
+    if rank_and_world()[1] == 1 or not ws.scale.runtime.expert_sharding:
+        return {}
+    grid = kind == "full" and ws.scale.expert.full_steps
+    todo = [n for n in experts if not grid and not ws.path("checkpoints", f"{kind}_{n}.safetensors").exists()]
+    jobs = [Job({**ws.recipe(kind), "expert": n, "node": experts[n]}, 1.0) for n in todo]
+    done = run_sharded(jobs, expert_job, lambda j: (ws, bench, base, kind, j.recipe["expert"], j.recipe["node"]),
+                       ws.results_dir / "jobs" / f"{kind}_experts")  # fmt: skip
+    return {j.recipe["expert"]: s for j, s in zip(jobs, done, strict=True)}
+
+
 def train_experts(
     ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str
 ) -> tuple[ExpertBank, pd.DataFrame]:
-    """Train every expert of ``kind`` ('adapter' or 'full') from B on its subset; resumable per expert."""
+    """Train every expert of ``kind`` ('adapter' or 'full') from B on its subset; resumable per expert. Under
+    torchrun, every expert in turn with DDP over the ranks, or with ``expert_sharding`` the ranks' shares of
+    whole experts at once (:func:`expert_job`)."""
     require_upstream(ws)
 
     def compute() -> tuple[ExpertBank, pd.DataFrame]:
         experts = choose_experts(ws, bench) if kind == "adapter" else full_experts(ws, bench)
-        bank: ExpertBank = (
-            AdapterExperts(base, ws.scale.expert.adapter) if kind == "adapter" else FullExperts(base)
-        )
+        sharded = _shard_experts(ws, bench, base, kind, experts)
+        bank = _new_bank(ws, base, kind)
         rows = []
         for name, node in experts.items():
             labels = bench.expert_labels(node)
@@ -212,13 +254,11 @@ def train_experts(
                 choose_full_recipe(ws, bench, base, name, labels, part)
                 load_expert(bank, part, name)
                 secs = time.perf_counter() - t0
-            elif part.exists():  # trained in an earlier, interrupted run
+            elif part.exists():  # trained by a rank's share, or in an earlier, interrupted run
                 load_expert(bank, part, name)
+                secs = sharded.get(name)
             else:
-                # the adapter's random init from (seed, name) alone: the same expert whatever ran before it (the
-                # notebook, the torchrun stage, a resumed run)
-                torch.manual_seed(ws.seed + R.EXPERT_SEED + zlib.crc32(name.encode()))
-                bank.add_expert(name, num_classes=len(labels), head_rows=labels)
+                _add_fresh_expert(ws, bank, name, labels)
                 t0 = time.perf_counter()
                 train_expert(bank, name, data, R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device),
                              progress=ws.progress, checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt"))  # fmt: skip
@@ -381,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--checkpoint", default=None, help="generic: resume from / write this checkpoint")
     ap.add_argument("--out", help="generic: where rank 0 saves the trained model (.safetensors)")
+    ap.add_argument("--shard-experts", action="store_true",
+                    help="experts: each rank trains whole experts of the job list instead of DDP per expert")  # fmt: skip
     args = ap.parse_args(argv)
     if args.stage == "generic" and not args.out:
         ap.error("--stage generic needs --out")
@@ -394,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ws = Workspace.create(
             args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0
         )
+        if args.shard_experts:
+            ws = replace(ws, scale=ws.scale.override(expert_sharding=True))
         bench = load_benchmark(ws)
         base = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
         for kind in ("adapter", "full"):  # every rank trains; only rank 0 writes (see workspace.cached)

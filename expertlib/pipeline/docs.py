@@ -1,0 +1,91 @@
+"""The numbers the README and ``docs/`` state about results, written by code from the committed tables.
+
+A page marks each generated block ``<!-- kind:argument -->`` ... ``<!-- /kind -->``; :func:`render` gives its
+content from ``results/``, :func:`refresh` rewrites every block of the pages, and :func:`stale` lists the
+blocks that differ (a test asserts there are none, so no stated number outlives its table):
+
+- ``plan:<scale>``: the compute plan and its priced options (``tables/plan.csv``, ``plan_options.csv``);
+- ``claims:<scale>/<family>``: the analysis plan's hypotheses of one family, tested (``tables/claims.csv``);
+- ``table:<scale>/<name>``: a results table as written (``tables/<name>.md``).
+
+``python -m expertlib.pipeline.docs`` (``make docs``) refreshes the pages after a run.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
+BLOCK = re.compile(r"<!-- (\w+):([\w/.-]+) -->\n(.*?)<!-- /\1 -->", re.S)  # content: whole lines, maybe none
+
+
+def claims_markdown(claims: pd.DataFrame, family: str) -> str:
+    """One family's hypotheses: the difference in points with its 95% interval, the corrected p, the verdict."""
+    rows = claims[claims.family == family]
+    adj = "Holm p" if family == "confirmatory" else "BH q"
+    lines = [f"| id | claim | regime | difference [95% CI] | {adj} | verdict |", "|---|---|---|---|---|---|"]
+    for r in rows.itertuples():
+        points = r.id != "P9" and "tau" not in r.comparison  # accuracies in points; P9 in log10, tau as is
+        scale = 100 if points else 1
+        est = "" if pd.isna(r.estimate) else (f"{r.estimate * scale:+.1f} [{r.ci_low * scale:+.1f}, "
+                                              f"{r.ci_high * scale:+.1f}]" if points else
+                                              f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")  # fmt: skip
+        p = "" if pd.isna(r.p_adjusted) else f"{r.p_adjusted:.3f}"
+        mark = " (post hoc)" if r.post_hoc else ""
+        lines.append(f"| {r.id} | {r.claim}{mark} | {r.regime} | {est} | {p} | {r.verdict} |")
+    return "\n".join(lines)
+
+
+def render(kind: str, arg: str, root: Path = ROOT) -> str:
+    if kind == "plan":
+        from expertlib.pipeline.plan import plan_markdown
+
+        folder = root / "results" / arg / "tables"
+        return plan_markdown(pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv"))
+    scale, _, name = arg.partition("/")
+    if kind == "claims":
+        return claims_markdown(pd.read_csv(root / "results" / scale / "tables" / "claims.csv"), name)
+    if kind == "table":
+        return (root / "results" / scale / "tables" / f"{name}.md").read_text().rstrip("\n")
+    raise ValueError(f"unknown generated block {kind!r}; use plan, claims or table")
+
+
+def _blocks(text: str):
+    return list(BLOCK.finditer(text))
+
+
+def stale(pages=PAGES, root: Path = ROOT) -> list[str]:
+    """``page: kind:argument`` for every generated block whose text is not what the tables give."""
+    out = []
+    for page in pages:
+        text = (root / page).read_text()
+        out += [f"{page}: {m[1]}:{m[2]}" for m in _blocks(text) if m[3] != render(m[1], m[2], root) + "\n"]
+    return out
+
+
+def refresh(pages=PAGES, root: Path = ROOT) -> list[str]:
+    """Rewrite every generated block from the tables; the pages changed."""
+    from expertlib.runtime import atomic_write_text
+
+    changed = []
+    for page in pages:
+        path = root / page
+        text = path.read_text()
+        new = BLOCK.sub(
+            lambda m: f"<!-- {m[1]}:{m[2]} -->\n{render(m[1], m[2], root)}\n<!-- /{m[1]} -->", text
+        )
+        if new != text:
+            atomic_write_text(path, new)
+            changed.append(page)
+    return changed
+
+
+if __name__ == "__main__":
+    done = refresh()
+    print("refreshed: " + (", ".join(done) if done else "nothing (every block is current)"))
+    sys.exit(0)

@@ -1,0 +1,28 @@
+"""Every number README.md and docs/ state about results is written by code from the committed tables."""
+
+import pandas as pd
+
+from expertlib.pipeline import docs as D
+
+
+def test_no_stated_number_outlives_its_table():
+    assert D.stale() == []
+    readme = (D.ROOT / "README.md").read_text()
+    assert "<!-- claims:cpu/confirmatory -->" in readme and len(readme.splitlines()) <= 260
+
+
+def test_a_changed_table_makes_its_block_stale_until_refreshed(tmp_path):
+    tables = tmp_path / "results" / "cpu" / "tables"
+    tables.mkdir(parents=True)
+    claims = pd.DataFrame({"id": ["P1"], "family": ["confirmatory"], "claim": ["x"], "regime": ["1k"],
+                           "comparison": ["knn - base"], "estimate": [0.01], "ci_low": [0.0], "ci_high": [0.02],
+                           "p_adjusted": [0.04], "verdict": ["supported"], "post_hoc": [False]})  # fmt: skip
+    claims.to_csv(tables / "claims.csv", index=False)
+    page = tmp_path / "page.md"
+    page.write_text("text\n<!-- claims:cpu/confirmatory -->\n| old |\n<!-- /claims -->\nmore\n")
+    assert D.stale(("page.md",), tmp_path) == ["page.md: claims:cpu/confirmatory"]
+    assert D.refresh(("page.md",), tmp_path) == ["page.md"] and D.stale(("page.md",), tmp_path) == []
+    text = page.read_text()
+    assert "| P1 | x | 1k | +1.0 [+0.0, +2.0] | 0.040 | supported |" in text and text.endswith("more\n")
+    claims.assign(estimate=0.02).to_csv(tables / "claims.csv", index=False)
+    assert D.stale(("page.md",), tmp_path) == ["page.md: claims:cpu/confirmatory"]
