@@ -104,6 +104,8 @@ def test_summary_keys_and_ranges(smoke_run):
 
     data = pd.read_csv(out / "data_summary.csv")
     assert data[data.kind == "task"].generic_finetuned_accuracy.between(0, 1).all()
+    claims = pd.read_csv(out / "tables" / "claims.csv").set_index("id")
+    assert "Judged on test half B" in claims.loc["E1", "evidence"]  # every fine-tune stored its predictions
 
 
 def test_rerun_skips_finished_work(smoke_run, capsys):

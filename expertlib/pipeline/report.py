@@ -517,7 +517,7 @@ def hypothesis_table(runs: pd.DataFrame, picks: pd.DataFrame, quality: pd.DataFr
                      "estimate": c.mean if c else np.nan, "ci_low": c.ci_low if c else np.nan,
                      "ci_high": c.ci_high if c else np.nan, "tasks": c.tasks if c else 0,
                      "seeds": c.seeds if c else 0, "p": c.p if c else np.nan,
-                     "evidence": (c.evidence("experts" if h.id == "P7" else "tasks") + note) if c else
+                     "evidence": (c.evidence("experts" if h.id == "P7" else "tasks") + ("." + note if note else "")) if c else
                      "not testable at this scale (no runs of these methods)"})  # fmt: skip
     table = pd.DataFrame(rows)
     conf = (table.family == "confirmatory").to_numpy()
