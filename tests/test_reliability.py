@@ -805,6 +805,43 @@ def test_converter_inputs_fail_by_name(tmp_path, capsys):
     assert not (tmp_path.parent / "escape.txt").exists()
 
 
+def test_results_in_an_old_format_or_a_stale_page_are_refused(tmp_path):
+    """Tables that name candidates the old way, a pick naming no candidate, a mistyped scale setting and a
+    stated number that no longer matches its table: each stops with a message that names it and the way out."""
+    from expertlib.pipeline import docs as D
+    from expertlib.pipeline.workspace import OutdatedTableError, read_candidate_table
+    from expertlib.presets import get_scale
+
+    old = tmp_path / "selection_rankings.csv"
+    pd.DataFrame({"task": ["t"], "expert": ["animal"], "proxy": ["knn"], "score": [0.5]}).to_csv(
+        old, index=False
+    )
+    refused("8a rankings naming experts bare", "a selection_rankings.csv from before candidate ids", OutdatedTableError,
+            "migrate_candidate_ids.py.*reproduce-fresh", lambda: read_candidate_table(old), tmp_path)  # fmt: skip
+    picks = tmp_path / "selection_picks.csv"
+    pd.DataFrame({"task": ["t"], "knn": ["animal"]}).to_csv(picks, index=False)
+    refused("8a picks naming no candidate", "a pick 'animal' where the ids are adapter:animal, base", OutdatedTableError,
+            "names candidates the old way", lambda: read_candidate_table(picks, ids=["adapter:animal", "base"]),
+            tmp_path)  # fmt: skip
+    runs = tmp_path / "transfer_runs.csv"
+    pd.DataFrame({"task": ["t"], "model": ["base"], "seed": [0], "accuracy": [0.5]}).to_csv(runs, index=False)
+    refused("8a runs without kind", "a transfer_runs.csv without kind and expert columns", OutdatedTableError,
+            "'kind' and 'expert'", lambda: read_candidate_table(runs), tmp_path)  # fmt: skip
+    refused("8b a setting in no part", "get_scale('cpu', expert_lrs=...)", ValueError,
+            "unknown scale setting 'expert_lrs'.*did you mean 'expert_lr'",
+            lambda: get_scale("cpu", expert_lrs=(0.1,)))  # fmt: skip
+    tables = tmp_path / "results" / "cpu" / "tables"
+    tables.mkdir(parents=True)
+    pd.DataFrame({"id": ["P1"], "family": ["confirmatory"], "claim": ["x"], "regime": ["1k"], "comparison": ["a - b"],
+                  "estimate": [0.02], "ci_low": [0.01], "ci_high": [0.03], "p_adjusted": [0.01], "verdict": ["supported"],
+                  "post_hoc": [False]}).to_csv(tables / "claims.csv", index=False)  # fmt: skip
+    (tmp_path / "page.md").write_text("<!-- claims:cpu/confirmatory -->\n| P1 | +1.0 |\n<!-- /claims -->\n")
+    found = D.stale(("page.md",), tmp_path)
+    record("8c a stated number older than its table", "a page whose claims block says +1.0 where claims.csv says +2.0",
+           "the docs test names the page and block", "; ".join(found) or "nothing found",
+           found == ["page.md: claims:cpu/confirmatory"])  # fmt: skip
+
+
 def test_the_readme_states_the_matrix_as_it_is():
     """docs/reliability.md's count of reliability rows is the committed matrix's, and every row there passes."""
     readme = (ROOT / "docs" / "reliability.md").read_text()
