@@ -621,11 +621,8 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
         },  # fmt: skip
         "data": {**bench.describe(), "tasks": len(ws.scale.data.tasks)},
         # this report's code (the commit it ran at) and the commits that computed the tables it read
-        "provenance": {
-            **provenance(),
-            "report_code_commit": provenance()["git_commit"],
-            "inputs": _input_commits(ws),
-        },  # fmt: skip
+        "provenance": (stamp := provenance())
+        | {"report_code_commit": stamp["git_commit"], "inputs": _input_commits(ws)},
     }
 
 
