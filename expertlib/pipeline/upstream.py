@@ -195,24 +195,34 @@ def _new_bank(ws: Workspace, base: ResNetV2, kind: str) -> ExpertBank:
     return AdapterExperts(base, ws.scale.expert.adapter) if kind == "adapter" else FullExperts(base)
 
 
-def _add_fresh_expert(ws: Workspace, bank: ExpertBank, name: str, labels: Sequence[int]) -> None:
-    """The expert's random init from (seed, name) alone: the same expert whatever ran before it (the notebook,
-    the torchrun stage, a resumed run, another rank)."""
+def _part(ws: Workspace, kind: str, name: str) -> Path:
+    """Where a trained expert's own weights wait until the bank is written (resume, and the ranks' shares)."""
+    return ws.path("checkpoints", f"{kind}_{name}.safetensors")
+
+
+def _train_fresh(ws: Workspace, bank: ExpertBank, kind: str, name: str, labels: Sequence[int], data: TrainData,
+                 cfg: TrainConfig, progress: bool, save: bool) -> float:  # fmt: skip
+    """Add expert ``name`` fresh, train it (resuming its checkpoint), and with ``save`` write its part file:
+    the seconds it took. Its random init comes from (seed, name) alone: the same expert whatever ran before it
+    (the notebook, the torchrun stage, a resumed run, another rank)."""
+    t0 = time.perf_counter()
     torch.manual_seed(ws.seed + R.EXPERT_SEED + zlib.crc32(name.encode()))
     bank.add_expert(name, num_classes=len(labels), head_rows=labels)
+    train_expert(
+        bank, name, data, cfg, progress=progress, checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt")
+    )
+    if save:
+        save_expert(bank, name, _part(ws, kind, name))
+    return time.perf_counter() - t0
 
 
 def expert_job(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, name: str, node: str) -> float:
     """Train one expert alone, on this process, into its part file: the unit the ranks share under torchrun
     with ``expert_sharding`` (the same bits as the expert trained in a single process)."""
     labels = bench.expert_labels(node)
-    bank = _new_bank(ws, base, kind)
-    _add_fresh_expert(ws, bank, name, labels)
     cfg = replace(R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device), data_parallel=False)
-    res = train_expert(bank, name, bench.upstream_subset("train", labels), cfg, progress=False,
-                       checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt"))  # fmt: skip
-    save_expert(bank, name, ws.path("checkpoints", f"{kind}_{name}.safetensors"))
-    return float(res.seconds)
+    return _train_fresh(ws, _new_bank(ws, base, kind), kind, name, labels, bench.upstream_subset("train", labels),
+                        cfg, progress=False, save=True)  # fmt: skip
 
 
 def _shard_experts(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, experts: Mapping[str, str]
@@ -224,7 +234,7 @@ def _shard_experts(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, e
     if rank_and_world()[1] == 1 or not ws.scale.runtime.expert_sharding:
         return {}
     grid = kind == "full" and ws.scale.expert.full_steps
-    todo = [n for n in experts if not grid and not ws.path("checkpoints", f"{kind}_{n}.safetensors").exists()]
+    todo = [n for n in experts if not grid and not _part(ws, kind, n).exists()]
     jobs = [Job({**ws.recipe(kind), "expert": n, "node": experts[n]}, 1.0) for n in todo]
     done = run_sharded(jobs, expert_job, lambda j: (ws, bench, base, kind, j.recipe["expert"], j.recipe["node"]),
                        ws.results_dir / "jobs" / f"{kind}_experts")  # fmt: skip
@@ -246,7 +256,7 @@ def train_experts(
         rows = []
         for name, node in experts.items():
             labels = bench.expert_labels(node)
-            part = ws.path("checkpoints", f"{kind}_{name}.safetensors")
+            part = _part(ws, kind, name)
             data = bench.upstream_subset("train", labels)
             secs = None
             if kind == "full" and ws.scale.expert.full_steps and not part.exists():
@@ -258,13 +268,10 @@ def train_experts(
                 load_expert(bank, part, name)
                 secs = sharded.get(name)
             else:
-                _add_fresh_expert(ws, bank, name, labels)
-                t0 = time.perf_counter()
-                train_expert(bank, name, data, R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device),
-                             progress=ws.progress, checkpoint=ws.path("checkpoints", f"{kind}_{name}.pt"))  # fmt: skip
-                if is_main_process():
-                    save_expert(bank, name, part)
-                secs = time.perf_counter() - t0
+                cfg = R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device)
+                secs = _train_fresh(
+                    ws, bank, kind, name, labels, data, cfg, ws.progress, save=is_main_process()
+                )
             rows.append({"expert": name, "kind": kind, "classes": len(labels), "images": len(data),
                          "trainable_parameters": bank.num_expert_parameters(name), "seconds": secs})  # fmt: skip
         return bank, pd.DataFrame(rows)
