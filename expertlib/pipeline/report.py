@@ -76,9 +76,7 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
     val = runs[runs["mode"] == "finetune_val"]
     halves = runs[runs["mode"] == "finetune_halfA"]
     if method == "oracle" and len(halves):  # chosen on test half A at seed 0, judged on half B (these runs)
-        first = halves[(halves.seed == 0) & in_pool(halves)]
-        first = first.sort_values(["task", "accuracy", "model"], ascending=[True, False, True])
-        best = first.drop_duplicates("task").set_index("task").model
+        best = _best_at_seed0(halves[in_pool(halves)])
         return pool[(pool.seed > 0) & (pool.model == pool.task.map(best))][cols]
     if method == "oracle" and design is not None and len(val):
         order = {t: s.split(";") for t, s in design.oracle_pool.items()}
@@ -90,12 +88,15 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
     if method == "random":
         return _expectation(pool, {t: sorted(set(g.model)) for t, g in pool.groupby("task")}, "random")
     if method == "oracle":
-        first = pool[pool.seed == 0].sort_values(["task", "accuracy", "model"], ascending=[True, False, True])
-        best = first.drop_duplicates("task").set_index("task").model
-        chosen = pool[(pool.seed > 0) & (pool.model == pool.task.map(best))]
-        return chosen[cols]
+        return pool[(pool.seed > 0) & (pool.model == pool.task.map(_best_at_seed0(pool)))][cols]
     sets = {t: str(v).split(";") for t, v in picks.set_index("task")[method].dropna().items()}
     return _expectation(sub, sets)
+
+
+def _best_at_seed0(runs: pd.DataFrame) -> pd.Series:
+    """Per task, the model with the best accuracy at seed 0 (ties: the first id): the oracle's choice."""
+    first = runs[runs.seed == 0].sort_values(["task", "accuracy", "model"], ascending=[True, False, True])
+    return first.drop_duplicates("task").set_index("task").model
 
 
 def _expectation(runs: pd.DataFrame, sets: dict[str, list[str]], label: str | None = None) -> pd.DataFrame:
@@ -358,10 +359,11 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     # the analysis plan's hypotheses, tested as planned (docs/analysis_plan.md)
     from expertlib.pipeline.transfer import load_predictions
 
-    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)}
-    # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not)
-    halves = None if on_val else halved_runs(all_runs, load_predictions(ws.path("tables", "transfer_predictions.npz")),
-                                             labels)  # fmt: skip
+    # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not);
+    # the test labels are read only where predictions were stored
+    predictions = {} if on_val else load_predictions(ws.path("tables", "transfer_predictions.npz"))
+    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
+    halves = halved_runs(all_runs, predictions, labels) if predictions else None
     claim_table = hypothesis_table(all_runs, all_picks, all_quality, spec, avf, on_val, halves)
     table(claim_table, "claims")
     table(proxy_agreement(all_quality), "proxy_agreement")
@@ -478,11 +480,12 @@ def halved_runs(runs: pd.DataFrame, predictions: dict[str, np.ndarray], labels: 
     ]
     if not len(ft) or not all(k in predictions for k in keys):
         return None
+    split = {t: test_halves(t, len(y)) for t, y in labels.items()}  # each task's halves, cut once
     out = []
     for half, mode in ((1, "finetune"), (0, "finetune_halfA")):
         acc = []
         for t, k in zip(ft.task, keys, strict=True):
-            idx = test_halves(t, len(labels[t]))[half]
+            idx = split[t][half]
             acc.append(float((predictions[k][idx] == labels[t][idx]).mean()))
         out.append(ft.assign(mode=mode, accuracy=acc))
     return pd.concat(out, ignore_index=True)

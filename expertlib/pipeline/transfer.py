@@ -232,6 +232,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         [p for p in (out, hp_path) if p.exists()], recipe
     )  # runs of another recipe are never mixed in
     rows = read_candidate_table(out).to_dict("records") if out.exists() else []
+    as_table = lambda rs: identify(pd.DataFrame(rs, columns=RUN_COLUMNS), cands)  # noqa: E731 - kind, expert by id
     have = {(r["task"], r["model"], r["mode"], int(r["seed"])) for r in rows}
     hps = json.loads(hp_path.read_text()) if hp_path.exists() else {}
     missing = [t for t in ws.tasks if t not in hps]
@@ -271,13 +272,12 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                 predictions[prediction_key(r["task"], r["model"], r["mode"], r["seed"])] = decode_predictions(
                     pred[0]
                 )
-            c = cands[r["model"]]
             rows.append({"task": r["task"], "group": bench.task_info(r["task"]).group, "model": r["model"],
-                         "kind": c.kind, "expert": c.expert or "", "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
+                         "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
                          "lr": r["lr"]})  # fmt: skip
         if is_main_process():
             save_predictions(pred_path, predictions)
-            atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
+            atomic_write_csv(out, as_table(rows))
     if ws.scale.study.linear_probes:
         for task in ws.tasks:
             splits, group = bench.task_splits(task), bench.task_info(task).group
@@ -289,14 +289,13 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                 cand = cands[who]
                 t0, computed = time.perf_counter(), True
                 acc = frozen_linear(ws, cand, splits)
-                rows.append({"task": task, "group": group, "model": who, "kind": cand.kind,
-                             "expert": cand.expert or "", "mode": "linear", "seed": 0,
+                rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
                              "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
             if is_main_process():
-                atomic_write_csv(out, pd.DataFrame(rows, columns=RUN_COLUMNS))
+                atomic_write_csv(out, as_table(rows))
     if computed and is_main_process():
         record_provenance([p for p in (out, hp_path, pred_path) if p.exists()], recipe)
-    return _ordered(identify(pd.DataFrame(rows, columns=RUN_COLUMNS), cands))
+    return _ordered(as_table(rows))
 
 
 RUN_COLUMNS = [
