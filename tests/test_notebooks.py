@@ -90,6 +90,8 @@ def test_summary_keys_and_ranges(smoke_run):
         for key in ("baseline_accuracy", "baseline_extra_accuracy", "random_expert_mean"):
             assert 0.0 <= t[key] <= 1.0, (task, key)
         assert set(t["selected"]) >= {"knn", "domain"} and t["oracle"]["model"]
+        for proxy, sel in t["selected"].items():  # a tie's accuracy is the mean over its experts, never NaN
+            assert 0.0 <= sel["accuracy_mean"] <= 1.0, (task, proxy, sel)
         assert 0.0 <= t["oracle"]["accuracy_other_seeds"] <= 1.0  # chosen at seed 0, judged at seed 1
     assert s["selection_cost_seconds_per_task"]["knn selection"] > 0
     # the few-shot regime beside the full one: each method's difference from B, in both transfer metrics
