@@ -141,9 +141,11 @@ def test_regime_gains_pair_each_method_with_b_per_regime():
     assert g.loc[("5-shot", "finetune", "knn"), "minus_base"] == pytest.approx(0.4)
     assert g.loc[("5-shot", "finetune", "knn"), "base_accuracy"] == pytest.approx(0.45)
     assert (
-        g.loc[("5-shot", "finetune", "knn"), "verdict"] == "better"
+        g.loc[("5-shot", "finetune", "knn"), "interval"] == "above 0"
         and g.loc[("5-shot", "finetune", "knn"), "seeds"] == 3
     )
+    # the oracle is judged at seeds 1 and 2: B beside it is B at those seeds (0.65 and 0.75), not at all three
+    assert g.loc[("1k", "finetune", "oracle"), "base_accuracy"] == pytest.approx(0.70)
     # B+extra was not lowered: its difference from B grows by exactly the 0.2
     assert g.loc[("5-shot", "finetune", "base+extra"), "minus_base"] == pytest.approx(
         g.loc[("1k", "finetune", "base+extra"), "minus_base"] + 0.2
