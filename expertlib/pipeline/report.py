@@ -27,7 +27,7 @@ from expertlib.pipeline.workspace import (
     record_provenance,
 )
 from expertlib.runtime import atomic_write_json
-from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
+from expertlib.selection import PICKED_BY, kendall_tau, regret, top_k_relative_accuracy, weighted_tau
 from expertlib.stats import (
     Comparison,
     bh_q,
@@ -331,7 +331,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     per_task = lambda m: method_runs(runs, picks, m).groupby("task").accuracy.mean().mean()  # noqa: E731
     cost_rows = [{"method": f"{proxy} selection", "seconds": float(picks[f"{proxy}_seconds"].mean()),
                   "accuracy": float(per_task(proxy))}
-                 for proxy in ("knn", "domain", "linear", "logme", "hscore")]  # fmt: skip
+                 for proxy in PICKED_BY]  # fmt: skip
     cost_rows.append({"method": "fine-tune all (oracle)", "seconds": float(every_expert_seconds(ft_runs, picks).mean()),
                       "accuracy": float(per_task("oracle"))})  # fmt: skip
     if "dat_seconds" in picks:  # measured in the selection step (04), not by a benchmark
@@ -591,7 +591,7 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
                     "model": pk[p],
                     "accuracy_mean": float(acc.reindex(str(pk[p]).split(";")).mean()),
                 }  # a tie: its mean
-                for p in ("knn", "domain", "linear", "logme", "hscore")
+                for p in PICKED_BY
             },
             "knn_pick_accuracy_mean": get("knn"),
             "domain_pick_accuracy_mean": get("domain"),
