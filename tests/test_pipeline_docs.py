@@ -8,7 +8,9 @@ from expertlib.pipeline import docs as D
 def test_no_stated_number_outlives_its_table():
     assert D.stale() == []
     readme = (D.ROOT / "README.md").read_text()
-    assert "<!-- claims:cpu/confirmatory -->" in readme and "<!-- claims:cpu/exploratory/decided -->" in readme
+    assert (
+        "<!-- claims:cpu/confirmatory -->" in readme and "<!-- claims:cpu/exploratory/decided -->" in readme
+    )
     assert len(readme.splitlines()) <= 260
 
 
@@ -40,3 +42,10 @@ def test_the_decided_block_keeps_only_verdicts_and_counts_the_family():
     assert "| E3 |" in text and "| E2 |" not in text and "2 of the 3 exploratory hypotheses" in text
     none = D.claims_markdown(claims.iloc[[1]], "exploratory", decided=True)
     assert none.startswith("0 of the 1 exploratory") and "|" not in none
+
+
+def test_verdicts_name_each_hypothesis_once_decided_first():
+    claims = pd.DataFrame({"id": ["P1", "P2", "P3", "P4"], "family": ["confirmatory"] * 4,
+                           "verdict": ["not shown", "supported", "contradicted", "supported"]})  # fmt: skip
+    assert D.verdicts_markdown(claims, "confirmatory").splitlines() == [
+        "- **supported**: P2, P4", "- **contradicted**: P3", "- **not shown**: P1"]  # fmt: skip

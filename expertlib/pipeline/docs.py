@@ -8,6 +8,7 @@ blocks that differ (a test asserts there are none, so no stated number outlives 
 - ``claims:<scale>/<family>``: the analysis plan's hypotheses of one family, tested (``tables/claims.csv``);
   ``claims:<scale>/<family>/decided``: only those the data decide (supported, contradicted or a difference
   shown), with how many of the family they are;
+- ``verdicts:<scale>/<family>``: one line per verdict naming the hypotheses that reached it;
 - ``table:<scale>/<name>``: a results table as written (``tables/<name>.md``).
 
 ``python -m expertlib.pipeline.docs`` (``make docs``) refreshes the pages after a run.
@@ -51,6 +52,14 @@ def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) ->
     return "\n".join(lines).lstrip("\n")
 
 
+def verdicts_markdown(claims: pd.DataFrame, family: str) -> str:
+    """The family's hypotheses grouped by verdict, the decided ones first: ``- **supported**: P1, P2``."""
+    rows = claims[claims.family == family]
+    first = ("supported", "different: A better", "different: B better", "contradicted", *UNDECIDED)
+    order = sorted(rows.verdict.unique(), key=lambda v: first.index(v) if v in first else len(first))
+    return "\n".join(f"- **{v}**: " + ", ".join(rows.id[rows.verdict == v]) for v in order)
+
+
 def render(kind: str, arg: str, root: Path = ROOT) -> str:
     if kind == "plan":
         from expertlib.pipeline.plan import plan_markdown
@@ -68,7 +77,9 @@ def render(kind: str, arg: str, root: Path = ROOT) -> str:
         return claims_markdown(claims, family, decided=only == "decided")
     if kind == "table":
         return (root / "results" / scale / "tables" / f"{name}.md").read_text().rstrip("\n")
-    raise ValueError(f"unknown generated block {kind!r}; use plan, claims or table")
+    if kind == "verdicts":
+        return verdicts_markdown(pd.read_csv(root / "results" / scale / "tables" / "claims.csv"), name)
+    raise ValueError(f"unknown generated block {kind!r}; use plan, claims, verdicts or table")
 
 
 def _blocks(text: str):
