@@ -90,10 +90,12 @@ def sample_grid(rows: dict[str, np.ndarray], per_row: int = 12) -> plt.Figure:
     return fig
 
 
-def transfer_bars(summary: pd.DataFrame, metric: str, title: str) -> plt.Figure:
+def transfer_bars(summary: pd.DataFrame, metric: str, title: str, labels: dict[str, str] | None = None
+                  ) -> plt.Figure:  # fmt: skip
     """Per-task accuracy (mean and seed sd) for each method, tasks grouped natural / specialized / structured.
 
-    ``summary`` columns: task, group, method, mean, sd (one row per task x method)."""
+    ``summary`` columns: task, group, method, mean, sd (one row per task x method); ``labels``: the legend's
+    names where they differ from :data:`METHOD_LABELS` (where the oracle was chosen)."""
     sub = summary[summary.metric == metric]
     tasks = [t for g in GROUP_ORDER for t in sub[sub.group == g].task.unique()]
     methods = [m for m in METHOD_ORDER if m in set(sub.method)]
@@ -102,7 +104,8 @@ def transfer_bars(summary: pd.DataFrame, metric: str, title: str) -> plt.Figure:
     for i, m in enumerate(methods):
         rows = sub[sub.method == m].set_index("task").reindex(tasks)
         ax.bar(np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width, rows["mean"], width,
-               yerr=rows["sd"].fillna(0), label=METHOD_LABELS[m], color=PALETTE[m], capsize=2)  # fmt: skip
+               yerr=rows["sd"].fillna(0), label={**METHOD_LABELS, **(labels or {})}[m], color=PALETTE[m],
+               capsize=2)  # fmt: skip
     ax.set_xticks(np.arange(len(tasks)))
     groups = sub.drop_duplicates("task").set_index("task").group
     ax.set_xticklabels([f"{t}\n({groups[t][:4]}.)" for t in tasks], rotation=30, ha="right", fontsize=8)
@@ -188,11 +191,12 @@ def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def regime_gains(frame: pd.DataFrame) -> plt.Figure:
+def regime_gains(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> plt.Figure:
     """Each method minus B with its 95% CI, regime by regime (fewest training images first), one panel per
     transfer metric: where the choice of pre-training matters most.
 
-    ``frame`` columns: regime, metric, method, minus_base, ci_low, ci_high (regimes in the order to plot)."""
+    ``frame`` columns: regime, metric, method, minus_base, ci_low, ci_high (regimes in the order to plot);
+    ``labels`` as :func:`transfer_bars`'."""
     regimes = list(dict.fromkeys(frame.regime))
     metrics = [m for m in ("finetune", "linear") if m in set(frame.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
@@ -204,7 +208,7 @@ def regime_gains(frame: pd.DataFrame) -> plt.Figure:
             x = np.arange(len(regimes)) + (i - (len(methods) - 1) / 2) * 0.08
             err = np.vstack([rows.minus_base - rows.ci_low, rows.ci_high - rows.minus_base])
             ax.errorbar(x, rows.minus_base, yerr=err, marker="o", capsize=3, color=PALETTE[m],
-                        label=METHOD_LABELS[m])  # fmt: skip
+                        label={**METHOD_LABELS, **(labels or {})}[m])  # fmt: skip
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xticks(np.arange(len(regimes)))
         ax.set_xticklabels([f"{r}\n(per class)" if r.endswith("shot") else "1k\n(VTAB-1k)" for r in regimes])

@@ -79,6 +79,11 @@ def proxy_flops(proxy: str, n: int, d: int, classes: int, upstream_classes: int 
 
 # -- ranking --------------------------------------------------------------------------------------------------
 ALL_PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce", "domain")
+PICKED_BY = ("knn", "domain", "linear", "logme", "hscore")
+"""The proxies whose picks are fine-tuned: one column each in a picks table (LEEP and NCE score only experts
+with an upstream head, so their picks are judged from the runs of every expert instead)."""
+PICK_COLUMNS = (*PICKED_BY, "random")
+"""Every column of a picks table that names candidates by id (a tie: its ids joined by ';')."""
 
 
 def rank_experts(

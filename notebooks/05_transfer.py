@@ -18,8 +18,9 @@
 #
 # Every candidate gets a fresh zero-initialised head and is fine-tuned on the task (train800val200; steps and
 # learning rate chosen with B on train800 -> val200, as VTAB does), then tested, at every seed: each proxy's
-# pick, the random expert's expectation and the oracle (chosen at seed 0, judged at the other seeds) are read
-# from these runs, so every method is compared at the same seeds. Where the scale asks for it
+# pick, the random expert's expectation and the oracle (chosen at seed 0 on one half of the test images, judged
+# at the other seeds on the other half, from the stored predictions) are read from these runs, so every method
+# is compared at the same seeds. Where the scale asks for it
 # (`dat_accuracy`), the DAT-style baseline is trained first: per task, B re-trained for one expert's budget on
 # upstream images re-weighted by B's predictions on the task, then fine-tuned the same way. A linear
 # classifier on frozen features is reported beside full fine-tuning. Where the scale asks for few-shot regimes

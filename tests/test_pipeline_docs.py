@@ -8,7 +8,10 @@ from expertlib.pipeline import docs as D
 def test_no_stated_number_outlives_its_table():
     assert D.stale() == []
     readme = (D.ROOT / "README.md").read_text()
-    assert "<!-- claims:cpu/confirmatory -->" in readme and len(readme.splitlines()) <= 260
+    assert (
+        "<!-- claims:cpu/confirmatory -->" in readme and "<!-- claims:cpu/exploratory/decided -->" in readme
+    )
+    assert len(readme.splitlines()) <= 260
 
 
 def test_a_changed_table_makes_its_block_stale_until_refreshed(tmp_path):
@@ -26,3 +29,23 @@ def test_a_changed_table_makes_its_block_stale_until_refreshed(tmp_path):
     assert "| P1 | x | 1k | +1.0 [+0.0, +2.0] | 0.040 | supported |" in text and text.endswith("more\n")
     claims.assign(estimate=0.02).to_csv(tables / "claims.csv", index=False)
     assert D.stale(("page.md",), tmp_path) == ["page.md: claims:cpu/confirmatory"]
+
+
+def test_the_decided_block_keeps_only_verdicts_and_counts_the_family():
+    claims = pd.DataFrame({"id": ["E1", "E2", "E3"], "family": ["exploratory"] * 3, "claim": ["a", "b", "c"],
+                           "regime": ["1k"] * 3, "comparison": ["x - base"] * 3, "estimate": [0.03, 0.0, -0.02],
+                           "ci_low": [0.01, -0.01, -0.03], "ci_high": [0.05, 0.01, -0.01],
+                           "p_adjusted": [0.01, 0.9, 0.9], "verdict": ["supported", "not shown", "contradicted"],
+                           "post_hoc": [True, False, False]})  # fmt: skip
+    text = D.claims_markdown(claims, "exploratory", decided=True)
+    assert "| E1 | a (post hoc) | 1k | +3.0 [+1.0, +5.0] | 0.010 | supported |" in text
+    assert "| E3 |" in text and "| E2 |" not in text and "2 of the 3 exploratory hypotheses" in text
+    none = D.claims_markdown(claims.iloc[[1]], "exploratory", decided=True)
+    assert none.startswith("0 of the 1 exploratory") and "|" not in none
+
+
+def test_verdicts_name_each_hypothesis_once_decided_first():
+    claims = pd.DataFrame({"id": ["P1", "P2", "P3", "P4"], "family": ["confirmatory"] * 4,
+                           "verdict": ["not shown", "supported", "contradicted", "supported"]})  # fmt: skip
+    assert D.verdicts_markdown(claims, "confirmatory").splitlines() == [
+        "- **supported**: P2, P4", "- **contradicted**: P3", "- **not shown**: P1"]  # fmt: skip

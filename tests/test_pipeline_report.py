@@ -205,3 +205,18 @@ def test_the_oracle_is_chosen_on_one_half_of_the_test_images_and_judged_on_the_o
                          pd.DataFrame(), halves=halves).set_index("id")  # fmt: skip
     assert "half B" in h.loc["E1", "evidence"] and "half B" not in h.loc["P1", "evidence"]
     assert halved_runs(runs, {}, labels) is None  # no predictions: no halves
+    # the method tables judge the oracle, and B beside it, on half B too; every other method on the whole test
+    half_b = halves[halves["mode"] == "finetune"].set_index(["task", "model", "seed"]).accuracy.sort_index()
+    m = method_rows(runs, PICKS, "finetune", halves).set_index(["task", "method"])
+    assert m.loc[("t1", "oracle"), "mean"] == pytest.approx(
+        half_b.loc[("t1", "adapter:b")].loc[[1, 2]].mean()
+    )
+    assert m.loc[("t1", "oracle"), "base_same_seeds"] == pytest.approx(
+        half_b.loc[("t1", "base")].loc[[1, 2]].mean()
+    )
+    assert m.loc[("t1", "knn"), "mean"] == pytest.approx(0.8)  # the whole test set
+    g = regime_gains(runs, PICKS, halves).set_index(["metric", "method"])
+    paired = (half_b.xs("adapter:b", level="model") - half_b.xs("base", level="model")).loc[:, [1, 2]]
+    assert g.loc[("finetune", "oracle"), "minus_base"] == pytest.approx(
+        paired.groupby(level="task").mean().mean()
+    )

@@ -112,7 +112,6 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
 
     import pytest
 
-    from expertlib.pipeline import selection as S
     from expertlib.pipeline import upstream as U
     from expertlib.pipeline.workspace import RecipeMismatchError
 
@@ -128,4 +127,3 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
     U.train_experts(
         runtime, bench, base, "adapter"
     )  # reused: workers and eval batch are not part of a recipe
-    assert S.PICKED_BY

@@ -20,8 +20,7 @@ import pandas as pd
 
 from expertlib.candidates import BASE, EXTRA
 from expertlib.runtime import atomic_write_csv, atomic_write_json
-
-PICK_COLUMNS = ("knn", "domain", "linear", "logme", "hscore", "random")
+from expertlib.selection import PICK_COLUMNS
 
 
 def old_id(name: str) -> str:

@@ -6,6 +6,9 @@ blocks that differ (a test asserts there are none, so no stated number outlives 
 
 - ``plan:<scale>``: the compute plan and its priced options (``tables/plan.csv``, ``plan_options.csv``);
 - ``claims:<scale>/<family>``: the analysis plan's hypotheses of one family, tested (``tables/claims.csv``);
+  ``claims:<scale>/<family>/decided``: only those the data decide (supported, contradicted or a difference
+  shown), with how many of the family they are;
+- ``verdicts:<scale>/<family>``: one line per verdict naming the hypotheses that reached it;
 - ``table:<scale>/<name>``: a results table as written (``tables/<name>.md``).
 
 ``python -m expertlib.pipeline.docs`` (``make docs``) refreshes the pages after a run.
@@ -24,9 +27,14 @@ PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
 BLOCK = re.compile(r"<!-- (\w+):([\w/.-]+) -->\n(.*?)<!-- /\1 -->", re.S)  # content: whole lines, maybe none
 
 
-def claims_markdown(claims: pd.DataFrame, family: str) -> str:
-    """One family's hypotheses: the difference in points with its 95% interval, the corrected p, the verdict."""
-    rows = claims[claims.family == family]
+UNDECIDED = ("not shown", "no difference shown", "not testable at this scale")
+
+
+def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) -> str:
+    """One family's hypotheses: the difference in points with its 95% interval, the corrected p, the verdict;
+    ``decided``: only those whose verdict is not "not shown", and a line saying how many of the family."""
+    everyone = claims[claims.family == family]
+    rows = everyone[~everyone.verdict.isin(UNDECIDED)] if decided else everyone
     adj = "Holm p" if family == "confirmatory" else "BH q"
     lines = [f"| id | claim | regime | difference [95% CI] | {adj} | verdict |", "|---|---|---|---|---|---|"]
     for r in rows.itertuples():
@@ -38,7 +46,18 @@ def claims_markdown(claims: pd.DataFrame, family: str) -> str:
         p = "" if pd.isna(r.p_adjusted) else f"{r.p_adjusted:.3f}"
         mark = " (post hoc)" if r.post_hoc else ""
         lines.append(f"| {r.id} | {r.claim}{mark} | {r.regime} | {est} | {p} | {r.verdict} |")
-    return "\n".join(lines)
+    if decided:
+        lines = (lines if len(rows) else []) + ["", f"{len(rows)} of the {len(everyone)} {family} hypotheses decided "
+                                                "by the data; the others are not shown either way."]  # fmt: skip
+    return "\n".join(lines).lstrip("\n")
+
+
+def verdicts_markdown(claims: pd.DataFrame, family: str) -> str:
+    """The family's hypotheses grouped by verdict, the decided ones first: ``- **supported**: P1, P2``."""
+    rows = claims[claims.family == family]
+    first = ("supported", "different: A better", "different: B better", "contradicted", *UNDECIDED)
+    order = sorted(rows.verdict.unique(), key=lambda v: first.index(v) if v in first else len(first))
+    return "\n".join(f"- **{v}**: " + ", ".join(rows.id[rows.verdict == v]) for v in order)
 
 
 def render(kind: str, arg: str, root: Path = ROOT) -> str:
@@ -49,10 +68,18 @@ def render(kind: str, arg: str, root: Path = ROOT) -> str:
         return plan_markdown(pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv"))
     scale, _, name = arg.partition("/")
     if kind == "claims":
-        return claims_markdown(pd.read_csv(root / "results" / scale / "tables" / "claims.csv"), name)
+        family, _, only = name.partition("/")
+        if only not in ("", "decided"):
+            raise ValueError(
+                f"unknown claims filter {only!r} in claims:{arg}; use claims:<scale>/<family>[/decided]"
+            )
+        claims = pd.read_csv(root / "results" / scale / "tables" / "claims.csv")
+        return claims_markdown(claims, family, decided=only == "decided")
     if kind == "table":
         return (root / "results" / scale / "tables" / f"{name}.md").read_text().rstrip("\n")
-    raise ValueError(f"unknown generated block {kind!r}; use plan, claims or table")
+    if kind == "verdicts":
+        return verdicts_markdown(pd.read_csv(root / "results" / scale / "tables" / "claims.csv"), name)
+    raise ValueError(f"unknown generated block {kind!r}; use plan, claims, verdicts or table")
 
 
 def _blocks(text: str):

@@ -20,9 +20,9 @@ from expertlib.candidates import BASE
 from expertlib.datasets.benchmark import Benchmark, TaskInfo
 from expertlib.jobs import Job, share
 from expertlib.pipeline.recipes import gpu_rates, gpu_seconds
-from expertlib.pipeline.selection import PICKED_BY
 from expertlib.pipeline.transfer import MODES, task_resolution, transfer_jobs
 from expertlib.pipeline.workspace import Workspace
+from expertlib.selection import PICKED_BY
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from expertlib.pipeline.workspace import (
     record_provenance,
 )
 from expertlib.runtime import atomic_write_json
-from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
+from expertlib.selection import PICKED_BY, kendall_tau, regret, top_k_relative_accuracy, weighted_tau
 from expertlib.stats import (
     Comparison,
     bh_q,
@@ -132,15 +132,23 @@ def proxy_picks(picks: pd.DataFrame, rankings: pd.DataFrame) -> tuple[pd.DataFra
     )
 
 
-def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str) -> pd.DataFrame:
+def judged_on(runs: pd.DataFrame, halves: pd.DataFrame | None, method: str, mode: str) -> pd.DataFrame:
+    """The runs ``method`` and B are compared on: for the fine-tuned oracle, where :func:`halved_runs` gave
+    them, the test halves (chosen on half A, judged with B on half B); else ``runs``."""
+    return halves if method == "oracle" and mode == "finetune" and halves is not None else runs
+
+
+def method_rows(runs: pd.DataFrame, picks: pd.DataFrame, mode: str, halves: pd.DataFrame | None = None
+                ) -> pd.DataFrame:  # fmt: skip
     """Per task and method (:data:`METHODS`): mean and sd over the seeds of :func:`method_runs`, and B's mean
-    at those same seeds (``base_same_seeds``: what the method is compared with; the oracle is judged at fewer
-    seeds than the others)."""
+    at those same seeds and images (``base_same_seeds``: what the method is compared with; the oracle is judged
+    at fewer seeds than the others and, given ``halves``, on test half B only)."""
     groups = runs.drop_duplicates("task").set_index("task").group
-    base = method_runs(runs, picks, BASE, mode).set_index(["task", "seed"]).accuracy
     rows = []
     for method in METHODS:
-        r = method_runs(runs, picks, method, mode)
+        judged = judged_on(runs, halves, method, mode)
+        base = method_runs(judged, picks, BASE, mode).set_index(["task", "seed"]).accuracy
+        r = method_runs(judged, picks, method, mode)
         for task, g in r.groupby("task", sort=True):
             same = base.reindex(list(zip([task] * len(g), g.seed, strict=True)))
             rows.append({"task": task, "group": groups[task], "metric": mode, "method": method,
@@ -178,13 +186,17 @@ def in_regime(frame: pd.DataFrame, name: str) -> pd.DataFrame:
     return frame[frame.task.map(regime) == name]
 
 
-ORACLE_ON_VAL = "oracle (best of kNN's top experts on val200, judged on test)"
+ORACLE_CHOSEN = {
+    "val": "oracle (best of kNN's top experts on val200, judged on test)",
+    "halves": "oracle (best on test half A at seed 0, judged on half B at the others)",
+    "test": plots.METHOD_LABELS["oracle"],
+}
 
 
-def vtab_table(methods: pd.DataFrame, oracle_on_val: bool = False) -> pd.DataFrame:
+def vtab_table(methods: pd.DataFrame, oracle_chosen: str = "test") -> pd.DataFrame:
     """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks, and its
-    difference from B at the same tasks and seeds (``minus_base``; ``seeds``: how many it is judged at); the
-    oracle's label says where it was chosen."""
+    difference from B at the same tasks, seeds and images (``minus_base``; ``seeds``: how many it is judged at);
+    the oracle's label says where it was chosen (``oracle_chosen``: a key of :data:`ORACLE_CHOSEN`)."""
     ft = methods[methods.metric == "finetune"]
     vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
     vtab["mean"] = ft.groupby("method")["mean"].mean()
@@ -194,7 +206,7 @@ def vtab_table(methods: pd.DataFrame, oracle_on_val: bool = False) -> pd.DataFra
     vtab.insert(
         1,
         "label",
-        vtab.method.map({**plots.METHOD_LABELS, **({"oracle": ORACLE_ON_VAL} if oracle_on_val else {})}),
+        vtab.method.map({**plots.METHOD_LABELS, "oracle": ORACLE_CHOSEN[oracle_chosen]}),
     )
     return vtab
 
@@ -202,20 +214,20 @@ def vtab_table(methods: pd.DataFrame, oracle_on_val: bool = False) -> pd.DataFra
 GAIN_METHODS = (EXTRA, "knn", "domain", "random", "oracle", "dat")
 
 
-def regime_gains(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.DataFrame:
+def regime_gains(runs: pd.DataFrame, picks: pd.DataFrame, halves: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per regime (each few-shot one and the full 1k), metric and method: the method's mean accuracy, B's at the
     same tasks and seeds, and their paired difference with its interval (``interval``: which side of 0 it lies
     on, a description; the verdicts, corrected for multiplicity, are :func:`hypothesis_table`'s): how much the
-    choice of pre-training matters as training images grow."""
+    choice of pre-training matters as training images grow; the oracle on test half B, given ``halves``."""
     rows = []
     for name in regime_order(runs.task.map(regime)):
-        rr, pr = in_regime(runs, name), in_regime(picks, name)
+        pr = in_regime(picks, name)
         for mode in ("finetune", "linear"):
-            base = method_runs(rr, pr, BASE, mode)
             for method in GAIN_METHODS:
                 if method not in pr and method in ("knn", "domain"):
                     continue
-                own = method_runs(rr, pr, method, mode)
+                rr = in_regime(judged_on(runs, halves, method, mode), name)
+                base, own = method_runs(rr, pr, BASE, mode), method_runs(rr, pr, method, mode)
                 c = compare(own, base)
                 if not c.tasks:
                     continue
@@ -286,11 +298,21 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
 
     regimes = regime_order(all_runs.task.map(regime))
     on_val = bool((all_runs["mode"] == "finetune_val").any())  # the oracle chosen on val200
+    # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not);
+    # the test labels are read only where predictions were stored
+    from expertlib.pipeline.transfer import load_predictions
+
+    predictions = {} if on_val else load_predictions(ws.path("tables", "transfer_predictions.npz"))
+    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
+    halves = halved_runs(all_runs, predictions, labels) if predictions else None
+    oracle_chosen = "val" if on_val else "halves" if halves is not None else "test"
+    legend = {"oracle": ORACLE_CHOSEN[oracle_chosen]}  # the figures' legend says where the oracle was chosen
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
         rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
+        hr = None if halves is None else in_regime(halves, name)
         per_regime[name] = pd.concat(
-            [method_rows(rr, pr, "finetune"), method_rows(rr, pr, "linear")], ignore_index=True
+            [method_rows(rr, pr, "finetune", hr), method_rows(rr, pr, "linear")], ignore_index=True
         ).assign(regime=name)
         suffix, label = ("", "") if name == FULL_REGIME else ("_" + name.replace("-", ""), f", {name}")
         for metric, title in (
@@ -301,15 +323,15 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
                 continue
             keep(
                 plots.transfer_bars(
-                    per_regime[name], metric, f"Transfer by {title} ({ws.scale.name} scale{label})"
+                    per_regime[name], metric, f"Transfer by {title} ({ws.scale.name} scale{label})", legend
                 ),
                 f"transfer_{metric}{suffix}",
             )
-        table(vtab_table(per_regime[name], on_val), f"vtab_table{suffix}")
+        table(vtab_table(per_regime[name], oracle_chosen), f"vtab_table{suffix}")
     table(pd.concat(per_regime.values(), ignore_index=True), "methods_per_task")
     methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
-    vtab = vtab_table(methods, on_val)
+    vtab = vtab_table(methods, oracle_chosen)
     if ws.scale.data.source in (
         "imagenet21k+vtab",
         "vtab",
@@ -331,7 +353,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     per_task = lambda m: method_runs(runs, picks, m).groupby("task").accuracy.mean().mean()  # noqa: E731
     cost_rows = [{"method": f"{proxy} selection", "seconds": float(picks[f"{proxy}_seconds"].mean()),
                   "accuracy": float(per_task(proxy))}
-                 for proxy in ("knn", "domain", "linear", "logme", "hscore")]  # fmt: skip
+                 for proxy in PICKED_BY]  # fmt: skip
     cost_rows.append({"method": "fine-tune all (oracle)", "seconds": float(every_expert_seconds(ft_runs, picks).mean()),
                       "accuracy": float(per_task("oracle"))})  # fmt: skip
     if "dat_seconds" in picks:  # measured in the selection step (04), not by a benchmark
@@ -362,23 +384,19 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
             keep(plots.schedule_plot(sweep), "schedule_sweep")
 
     # the analysis plan's hypotheses, tested as planned (docs/analysis_plan.md)
-    from expertlib.pipeline.transfer import load_predictions
-
-    # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not);
-    # the test labels are read only where predictions were stored
-    predictions = {} if on_val else load_predictions(ws.path("tables", "transfer_predictions.npz"))
-    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
-    halves = halved_runs(all_runs, predictions, labels) if predictions else None
     claim_table = hypothesis_table(all_runs, all_picks, all_quality, spec, avf, on_val, halves)
     table(claim_table, "claims")
     table(proxy_agreement(all_quality), "proxy_agreement")
-    gains = regime_gains(all_runs, all_picks)
+    gains = regime_gains(all_runs, all_picks, halves)
     if len(regimes) > 1:
         table(gains, "regimes")
-        keep(plots.regime_gains(gains), "regimes")
+        keep(plots.regime_gains(gains, legend), "regimes")
     base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
     write_data_summary(ws, bench, base_acc)
     summary = _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains)
+    summary["oracle_chosen"] = ORACLE_CHOSEN[
+        oracle_chosen
+    ]  # where every task's 'oracle' entry was chosen and judged
     summary["hypotheses"] = {r.id: {"estimate": r.estimate, "ci": [r.ci_low, r.ci_high], "p": r.p,
                                     "p_adjusted": r.p_adjusted, "verdict": r.verdict} for r in claim_table.itertuples()}  # fmt: skip
     write_summary(ws.results_dir / "summary.json", summary)
@@ -591,7 +609,7 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
                     "model": pk[p],
                     "accuracy_mean": float(acc.reindex(str(pk[p]).split(";")).mean()),
                 }  # a tie: its mean
-                for p in ("knn", "domain", "linear", "logme", "hscore")
+                for p in PICKED_BY
             },
             "knn_pick_accuracy_mean": get("knn"),
             "domain_pick_accuracy_mean": get("domain"),

@@ -36,6 +36,7 @@ from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv
 from expertlib.selection import (
     ALL_PROXIES,
+    PICKED_BY,
     dat_sample,
     dat_weights,
     extract_features,
@@ -46,8 +47,6 @@ from expertlib.selection import (
 )
 from expertlib.training import TrainConfig, TrainData, train
 from expertlib.weights import load_model, save_model
-
-PICKED_BY = ("knn", "domain", "linear", "logme", "hscore")
 
 
 def random_choice(candidates: list[str], seed: int, task: str) -> str:

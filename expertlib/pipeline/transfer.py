@@ -25,7 +25,7 @@ from expertlib.datasets.fewshot import split_name
 from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.selection import PICKED_BY, dat_models
+from expertlib.pipeline.selection import dat_models
 from expertlib.pipeline.workspace import (
     Workspace,
     cached,
@@ -36,6 +36,7 @@ from expertlib.pipeline.workspace import (
 )
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_json
+from expertlib.selection import PICKED_BY
 from expertlib.training import TrainConfig, TrainData, finetune, predict
 
 

@@ -28,6 +28,7 @@ from expertlib.runtime import (
     resolve_device,
     seed_everything,
 )
+from expertlib.selection import PICK_COLUMNS
 
 T = TypeVar("T")
 
@@ -160,7 +161,7 @@ def read_candidate_table(path: Path, ids: Sequence[str] | None = None) -> pd.Dat
     table = pd.read_csv(path)
     old = ("proxy" in table and "model" not in table) or ("seed" in table and "kind" not in table)
     if ids is not None:
-        chosen = [c for c in ("knn", "domain", "linear", "logme", "hscore", "random") if c in table]
+        chosen = [c for c in PICK_COLUMNS if c in table]
         named = {m for v in table[chosen].astype(str).to_numpy().ravel() for m in v.split(";")}  # ties: ';'
         old = old or not named <= set(ids)
     if old:
