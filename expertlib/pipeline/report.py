@@ -350,7 +350,13 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         keep(plots.proxy_scatter(points, proxy), f"proxy_{proxy}_vs_accuracy")
 
     # cost per task vs accuracy of what each method yields (accuracy: mean over seeds, as in the claims)
-    per_task = lambda m: method_runs(runs, picks, m).groupby("task").accuracy.mean().mean()  # noqa: E731
+    full_halves = None if halves is None else in_regime(halves, FULL_REGIME)
+    per_task = lambda m: (  # noqa: E731
+        method_runs(judged_on(runs, full_halves, m, "finetune"), picks, m)
+        .groupby("task")
+        .accuracy.mean()
+        .mean()
+    )
     cost_rows = [{"method": f"{proxy} selection", "seconds": float(picks[f"{proxy}_seconds"].mean()),
                   "accuracy": float(per_task(proxy))}
                  for proxy in PICKED_BY]  # fmt: skip
@@ -394,9 +400,8 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     base_acc = ft[ft.method == BASE].set_index("task")["mean"].to_dict()
     write_data_summary(ws, bench, base_acc)
     summary = _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains)
-    summary["oracle_chosen"] = ORACLE_CHOSEN[
-        oracle_chosen
-    ]  # where every task's 'oracle' entry was chosen and judged
+    # where every task's 'oracle' entry was chosen and judged
+    summary["oracle_chosen"] = ORACLE_CHOSEN[oracle_chosen]
     summary["hypotheses"] = {r.id: {"estimate": r.estimate, "ci": [r.ci_low, r.ci_high], "p": r.p,
                                     "p_adjusted": r.p_adjusted, "verdict": r.verdict} for r in claim_table.itertuples()}  # fmt: skip
     write_summary(ws.results_dir / "summary.json", summary)
