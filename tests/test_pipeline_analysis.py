@@ -23,3 +23,20 @@ def test_few_shot_hypotheses_follow_the_regimes_and_post_hoc_ones_are_explorator
     assert {"F3a", "F3j"} <= ids and not any(i.startswith("F5") for i in ids)
     assert all(h.family == "exploratory" for h in plan((5, 25)) if h.post_hoc)
     assert len(ids) == len(plan((3,)))
+
+
+def test_verdict_gives_exactly_the_listed_vocabulary():
+    """The docs sort and filter by VERDICTS: every verdict the rule gives is listed there, and each is reachable."""
+    from expertlib.pipeline.analysis import VERDICTS, verdict
+
+    nan = float("nan")
+    given = {
+        verdict(0.01, 0.01, 0.01, 0.03, 0.0, "greater"),  # supported
+        verdict(0.01, 0.01, 0.01, 0.03, 0.0, "two-sided"),  # different: A better
+        verdict(0.01, 0.01, -0.03, -0.01, 0.0, "two-sided"),  # different: B better
+        verdict(0.9, 0.9, -0.03, -0.01, 0.0, "greater"),  # contradicted
+        verdict(0.2, 0.4, -0.01, 0.03, 0.0, "greater"),  # not shown
+        verdict(0.2, 0.4, -0.01, 0.03, 0.0, "two-sided"),  # no difference shown
+        verdict(nan, nan, nan, nan, 0.0, "greater"),  # not testable
+    }
+    assert given == set(VERDICTS)

@@ -25,6 +25,29 @@ import numpy as np
 
 Family = Literal["confirmatory", "exploratory"]
 ALPHA = 0.05
+VERDICTS = ("supported", "different: A better", "different: B better", "contradicted",
+            "not shown", "no difference shown", "not testable at this scale")  # fmt: skip
+"""Every verdict :func:`verdict` gives, the decided ones first."""
+UNDECIDED = VERDICTS[4:]
+"""The verdicts of a difference not shown either way (or not testable)."""
+
+
+def verdict(p: float, p_adjusted: float, ci_low: float, ci_high: float, null: float, alternative: str) -> str:
+    """Supported: the corrected test below ALPHA and the interval on the claimed side; contradicted: the interval
+    wholly on the other side; else not shown (a difference not shown is not shown to be absent). Two-sided
+    hypotheses: a difference, either way, or none shown."""
+    if np.isnan(p):
+        return "not testable at this scale"
+    significant = p_adjusted < ALPHA
+    if alternative == "two-sided":
+        if significant and (ci_low > null or ci_high < null):
+            return "different: " + ("A better" if ci_low > null else "B better")
+        return "no difference shown"
+    if significant and ci_low > null:
+        return "supported"
+    if ci_high < null:
+        return "contradicted"
+    return "not shown"
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from expertlib.pipeline.analysis import UNDECIDED, VERDICTS
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
 BLOCK = re.compile(r"<!-- (\w+):([\w/.-]+) -->\n(.*?)<!-- /\1 -->", re.S)  # content: whole lines, maybe none
-
-
-UNDECIDED = ("not shown", "no difference shown", "not testable at this scale")
 
 
 def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) -> str:
@@ -55,8 +54,7 @@ def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) ->
 def verdicts_markdown(claims: pd.DataFrame, family: str) -> str:
     """The family's hypotheses grouped by verdict, the decided ones first: ``- **supported**: P1, P2``."""
     rows = claims[claims.family == family]
-    first = ("supported", "different: A better", "different: B better", "contradicted", *UNDECIDED)
-    order = sorted(rows.verdict.unique(), key=lambda v: first.index(v) if v in first else len(first))
+    order = sorted(rows.verdict.unique(), key=lambda v: VERDICTS.index(v) if v in VERDICTS else len(VERDICTS))
     return "\n".join(f"- **{v}**: " + ", ".join(rows.id[rows.verdict == v]) for v in order)
 
 

@@ -17,7 +17,7 @@ from expertlib import plots
 from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order, split_name
-from expertlib.pipeline.analysis import ALPHA, Hypothesis, plan
+from expertlib.pipeline.analysis import Hypothesis, plan, verdict
 from expertlib.pipeline.data import write_data_summary
 from expertlib.pipeline.workspace import (
     Workspace,
@@ -556,27 +556,11 @@ def hypothesis_table(runs: pd.DataFrame, picks: pd.DataFrame, quality: pd.DataFr
         conf, holm(np.where(conf, table.p, np.nan)), bh_q(np.where(conf, np.nan, table.p))
     )
     table["adjustment"] = np.where(conf, "Holm", "BH q-value")
-    table["verdict"] = [_verdict(r) for r in table.itertuples()]
+    table["verdict"] = [verdict(r.p, r.p_adjusted, r.ci_low, r.ci_high, r.null, r.alternative)
+                        for r in table.itertuples()]  # fmt: skip
     return table[["id", "family", "claim", "regime", "comparison", "estimate", "ci_low", "ci_high", "p",
                   "p_adjusted", "adjustment", "verdict", "tasks", "seeds", "null", "alternative", "post_hoc",
                   "measure", "evidence"]]  # fmt: skip
-
-
-def _verdict(r) -> str:
-    """Supported: the corrected test below ALPHA and the interval on the claimed side; contradicted: the interval
-    wholly on the other side; else not shown (a difference not shown is not shown to be absent)."""
-    if np.isnan(r.p):
-        return "not testable at this scale"
-    significant = r.p_adjusted < ALPHA
-    if r.alternative == "two-sided":
-        if significant and (r.ci_low > r.null or r.ci_high < r.null):
-            return "different: " + ("A better" if r.ci_low > r.null else "B better")
-        return "no difference shown"
-    if significant and r.ci_low > r.null:
-        return "supported"
-    if r.ci_high < r.null:
-        return "contradicted"
-    return "not shown"
 
 
 def proxy_agreement(quality: pd.DataFrame) -> pd.DataFrame:
