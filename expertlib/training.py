@@ -478,12 +478,19 @@ def predict(
     return torch.cat(outs) if outs else torch.empty(0)
 
 
+def predicted_classes(
+    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: bool = False
+) -> np.ndarray:
+    """The class ``model`` (put in eval mode) predicts for every example of ``data``."""
+    model.eval()
+    logits = predict(torch.compile(model) if compile else model, data, batch_size, device, modules=[model])
+    return logits.argmax(-1).numpy()
+
+
 def accuracy(
     model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: bool = False
 ) -> float:
-    model.eval()
-    logits = predict(torch.compile(model) if compile else model, data, batch_size, device, modules=[model])
-    return float((logits.argmax(-1).numpy() == data.labels).mean())
+    return float((predicted_classes(model, data, batch_size, device, compile) == data.labels).mean())
 
 
 # -- recipes ---------------------------------------------------------------------------------------------------

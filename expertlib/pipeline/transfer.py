@@ -37,7 +37,7 @@ from expertlib.pipeline.workspace import (
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_json
 from expertlib.selection import PICKED_BY
-from expertlib.training import TrainConfig, TrainData, finetune, predict
+from expertlib.training import TrainConfig, TrainData, finetune, predict, predicted_classes
 
 
 def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cfg: TrainConfig, classes: int,
@@ -47,11 +47,7 @@ def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cf
     worker process can run it."""
     torch.manual_seed(cfg.seed)
     res = finetune(net, train_data, cfg, classes, progress=False)
-    net.eval()
-    logits = predict(
-        torch.compile(net) if cfg.compile else net, eval_data, eval_batch, cfg.device, modules=[net]
-    )
-    pred = logits.argmax(-1).numpy()
+    pred = predicted_classes(net, eval_data, eval_batch, cfg.device, cfg.compile)
     return float((pred == eval_data.labels).mean()), float(res.seconds), encode_predictions(pred)
 
 
