@@ -12,7 +12,7 @@ re-trains on it: the per-task cost the paper compares against.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,17 @@ PICKED_BY = ("knn", "domain", "linear", "logme", "hscore")
 """The proxies whose picks are fine-tuned: one column each in a picks table (LEEP and NCE score only experts
 with an upstream head, so their picks are judged from the runs of every expert instead)."""
 PICK_COLUMNS = (*PICKED_BY, "random")
-"""Every column of a picks table that names candidates by id (a tie: its ids joined by ';')."""
+"""Every column of a picks table that names candidates by id (a tie: its ids in one cell, :func:`join_ids`)."""
+
+
+def join_ids(ids: Iterable[str]) -> str:
+    """Several candidate ids in one table cell (a tie at the top, a random sample, an oracle pool)."""
+    return ";".join(ids)
+
+
+def split_ids(cell: object) -> list[str]:
+    """The candidate ids of one table cell written by :func:`join_ids`."""
+    return str(cell).split(";")
 
 
 def rank_experts(

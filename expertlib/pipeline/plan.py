@@ -22,7 +22,7 @@ from expertlib.jobs import Job, share
 from expertlib.pipeline.recipes import gpu_rates, gpu_seconds
 from expertlib.pipeline.transfer import MODES, task_resolution, transfer_jobs
 from expertlib.pipeline.workspace import Workspace
-from expertlib.selection import PICKED_BY
+from expertlib.selection import PICKED_BY, join_ids
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,8 @@ def upper_bound_picks(ws: Workspace, experts: Sequence[str]) -> pd.DataFrame:
         if (
             sc.study.random_experts or sc.study.oracle_pool
         ):  # the design columns exist only where the scale samples
-            row["random_sample"] = ";".join(next(names) for _ in range(sc.study.random_experts))
-            row["oracle_pool"] = ";".join(
+            row["random_sample"] = join_ids(next(names) for _ in range(sc.study.random_experts))
+            row["oracle_pool"] = join_ids(
                 [row["knn"], *(next(names) for _ in range(max(0, sc.study.oracle_pool - 1)))]
             )
             row["experts_scored"] = len(experts)

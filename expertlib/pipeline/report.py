@@ -27,7 +27,15 @@ from expertlib.pipeline.workspace import (
     record_provenance,
 )
 from expertlib.runtime import atomic_write_json
-from expertlib.selection import PICKED_BY, kendall_tau, regret, top_k_relative_accuracy, weighted_tau
+from expertlib.selection import (
+    PICKED_BY,
+    join_ids,
+    kendall_tau,
+    regret,
+    split_ids,
+    top_k_relative_accuracy,
+    weighted_tau,
+)
 from expertlib.stats import (
     Comparison,
     bh_q,
@@ -69,7 +77,7 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
     pool = sub[in_pool(sub)]
     design = picks.set_index("task") if "random_sample" in picks else None
     if method == "random" and design is not None:
-        sample = {t: s.split(";") for t, s in design.random_sample.items()}
+        sample = {t: split_ids(s) for t, s in design.random_sample.items()}
         pool = pool[
             np.array([m in sample.get(t, ()) for t, m in zip(pool.task, pool.model, strict=True)], bool)
         ]
@@ -79,7 +87,7 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         best = _best_at_seed0(halves[in_pool(halves)])
         return pool[(pool.seed > 0) & (pool.model == pool.task.map(best))][cols]
     if method == "oracle" and design is not None and len(val):
-        order = {t: s.split(";") for t, s in design.oracle_pool.items()}
+        order = {t: split_ids(s) for t, s in design.oracle_pool.items()}
         val = val[val.seed == 0]
         rank = [(-a, order.get(t, []).index(m) if m in order.get(t, []) else 99) for t, m, a in
                 zip(val.task, val.model, val.accuracy, strict=True)]  # fmt: skip
@@ -89,7 +97,7 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         return _expectation(pool, {t: sorted(set(g.model)) for t, g in pool.groupby("task")}, "random")
     if method == "oracle":
         return pool[(pool.seed > 0) & (pool.model == pool.task.map(_best_at_seed0(pool)))][cols]
-    sets = {t: str(v).split(";") for t, v in picks.set_index("task")[method].dropna().items()}
+    sets = {t: split_ids(v) for t, v in picks.set_index("task")[method].dropna().items()}
     return _expectation(sub, sets)
 
 
@@ -110,7 +118,7 @@ def _expectation(runs: pd.DataFrame, sets: dict[str, list[str]], label: str | No
         .reset_index()
     )
     per = per[per.n == per.task.map(lambda t: len(sets[t]))]
-    return per.assign(model=per.task.map(lambda t: label or ";".join(sets[t])))[cols]
+    return per.assign(model=per.task.map(lambda t: label or join_ids(sets[t])))[cols]
 
 
 PROXIES = ("knn", "domain", "linear", "logme", "hscore", "leep", "nce")
@@ -124,9 +132,9 @@ def proxy_picks(picks: pd.DataFrame, rankings: pd.DataFrame) -> tuple[pd.DataFra
     for (task, proxy), g in rankings[in_pool(rankings)].dropna(subset=["score"]).groupby(["task", "proxy"]):
         top = sorted(g.model[g.score == g.score.max()])
         ties.append({"task": task, "proxy": proxy, "experts": len(g), "tied_at_top": len(top),
-                     "models": ";".join(top)})  # fmt: skip
+                     "models": join_ids(top)})  # fmt: skip
         if task in out.index:
-            out.loc[task, proxy] = ";".join(top)
+            out.loc[task, proxy] = join_ids(top)
     return out.reset_index(), pd.DataFrame(
         ties, columns=["task", "proxy", "experts", "tied_at_top", "models"]
     )
@@ -596,7 +604,7 @@ def _summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, f
             "selected": {
                 p: {
                     "model": pk[p],
-                    "accuracy_mean": float(acc.reindex(str(pk[p]).split(";")).mean()),
+                    "accuracy_mean": float(acc.reindex(split_ids(pk[p])).mean()),
                 }  # a tie: its mean
                 for p in PICKED_BY
             },

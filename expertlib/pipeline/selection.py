@@ -42,7 +42,9 @@ from expertlib.selection import (
     extract_features,
     forward_flops,
     head_logits,
+    join_ids,
     rank_experts,
+    split_ids,
     tied_best,
 )
 from expertlib.training import TrainConfig, TrainData, train
@@ -162,7 +164,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         info = bench.task_info(task)
         row = {"task": task, "group": info.group, "relates_to": info.relates_to or "none"}
         for proxy in PICKED_BY:
-            row[proxy] = ";".join(tied_best(table, proxy, names))  # a tie is kept whole
+            row[proxy] = join_ids(tied_best(table, proxy, names))  # a tie is kept whole
             row[f"{proxy}_seconds"] = float(
                 table[(table.proxy == proxy) & table.model.isin(names)].seconds.sum()
             )
@@ -191,7 +193,7 @@ def selection_sentence(ws: Workspace, picks: pd.DataFrame, experts: Mapping[str,
     related = full[full.relates_to.isin(list(own))]
     if len(related):
         match = related.relates_to.map(own)
-        hits = lambda col: sum(m in str(p).split(";") for p, m in zip(related[col], match, strict=True))  # noqa: E731
+        hits = lambda col: sum(m in split_ids(p) for p, m in zip(related[col], match, strict=True))  # noqa: E731
         text += (f" Of the {len(related)} tasks with a matching upstream subtree, kNN picked it (alone or tied) on "
                  f"{hits('knn')} and domain prediction on {hits('domain')}.")  # fmt: skip
     text += f" kNN selection took {full.knn_seconds.mean():.1f} s per task"
@@ -221,7 +223,7 @@ def fine_tune_design(scale, table: pd.DataFrame, names: list[str], seed: int, ta
             sorted(names), min(scale.study.random_experts, len(names))
         )
     )
-    return {"random_sample": ";".join(sample), "oracle_pool": ";".join(ranked.model.head(scale.study.oracle_pool)),
+    return {"random_sample": join_ids(sample), "oracle_pool": join_ids(ranked.model.head(scale.study.oracle_pool)),
             "experts_scored": len(names)}  # fmt: skip
 
 

@@ -36,7 +36,7 @@ from expertlib.pipeline.workspace import (
 )
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_json
-from expertlib.selection import PICKED_BY
+from expertlib.selection import PICKED_BY, split_ids
 from expertlib.training import TrainConfig, TrainData, finetune, predict, predicted_classes
 
 
@@ -159,8 +159,8 @@ def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relat
              if (c.kind != "full" or c.expert == relates_to) and (c.kind != "dat" or c.task == task)]  # fmt: skip
     seeds = {n: ws.scale.study.seeds for n in names}
     if pick is not None and "random_sample" in pick:
-        picked = {m for p in PICKED_BY if p in pick for m in str(pick[p]).split(";")}  # a tie: all of it
-        design = {*str(pick["random_sample"]).split(";"), *str(pick["oracle_pool"]).split(";")}
+        picked = {m for p in PICKED_BY if p in pick for m in split_ids(pick[p])}  # a tie: all of it
+        design = {*split_ids(pick["random_sample"]), *split_ids(pick["oracle_pool"])}
         names = [n for n in names if cands[n].expert is None or n in picked | design]
         fewer = ws.scale.study.unpicked_seeds
         if fewer is not None:  # experts no proxy picked: fewer seeds (a documented, priced option)
@@ -173,7 +173,7 @@ def oracle_runs(ws: Workspace, pick: Mapping | None) -> list[tuple[str, int]]:
     the task's oracle pool trained on train800 and tested on val200, at seed 0."""
     if ws.scale.study.oracle_on != "val200" or pick is None or "oracle_pool" not in pick:
         return []
-    return [(n, 0) for n in str(pick["oracle_pool"]).split(";")]
+    return [(n, 0) for n in split_ids(pick["oracle_pool"])]
 
 
 MODES = {"finetune": ("train800val200", "test"), "finetune_val": ("train800", "val200")}

@@ -28,7 +28,7 @@ from expertlib.runtime import (
     resolve_device,
     seed_everything,
 )
-from expertlib.selection import PICK_COLUMNS
+from expertlib.selection import PICK_COLUMNS, split_ids
 
 T = TypeVar("T")
 
@@ -162,7 +162,7 @@ def read_candidate_table(path: Path, ids: Sequence[str] | None = None) -> pd.Dat
     old = ("proxy" in table and "model" not in table) or ("seed" in table and "kind" not in table)
     if ids is not None:
         chosen = [c for c in PICK_COLUMNS if c in table]
-        named = {m for v in table[chosen].astype(str).to_numpy().ravel() for m in v.split(";")}  # ties: ';'
+        named = {m for v in table[chosen].to_numpy().ravel() for m in split_ids(v)}  # a tie: several ids
         old = old or not named <= set(ids)
     if old:
         raise OutdatedTableError(
