@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from expertlib.distributed import barrier, rank_and_world
 from expertlib.parallel import run_jobs
 from expertlib.runtime import atomic_write_json
 
@@ -44,52 +45,6 @@ class Job:
     def __post_init__(self) -> None:
         blob = json.dumps(self.recipe, sort_keys=True, default=str).encode()
         object.__setattr__(self, "key", hashlib.sha256(blob).hexdigest()[:20])
-
-
-def rank_and_world() -> tuple[int, int]:
-    """This process's rank and the number of processes (0 and 1 without torchrun)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed(device: str = "auto", backend: str | None = None) -> str:
-    """Under torchrun (``WORLD_SIZE`` > 1): join the process group and return this rank's device
-    (``cuda:<LOCAL_RANK mod GPUs>``); otherwise the resolved ``device``. ``backend``: NCCL on GPUs and gloo on
-    CPU by default (DDP's all-reduces); a job list needs only barriers, for which gloo serves on any device
-    and lets several ranks share one GPU."""
-    import torch
-    import torch.distributed as dist
-
-    from expertlib.runtime import resolve_device
-
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    local = int(os.environ.get("LOCAL_RANK", 0)) % max(1, torch.cuda.device_count() if use_cuda else 1)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
-        if use_cuda:
-            torch.cuda.set_device(local)
-    resolved = resolve_device(device)
-    if resolved == "cuda" and dist.is_initialized():
-        resolved = f"cuda:{local}"
-    return resolved
-
-
-def finish_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
-def barrier() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def share(jobs: Sequence[Job], rank: int, world: int) -> list[int]:

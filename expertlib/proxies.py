@@ -16,7 +16,8 @@ LogME, LEEP, NCE and H-score are the literature's baselines.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -197,25 +198,140 @@ def h_score(features: np.ndarray, labels: np.ndarray) -> float:
 def domain_prediction_scores(
     upstream_probs: np.ndarray, expert_labels: Mapping[str, Sequence[int]], prior: np.ndarray | None = None
 ) -> dict[str, float]:
-    """Score experts from B's upstream predictions on the task's images (no target labels needed).
+    """Score experts from B's upstream predictions on the task's images (no target labels needed), reading B's
+    head as a softmax: one class per image.
 
-    ``upstream_probs`` [n, C] are B's class probabilities (softmax, or sigmoid outputs, renormalised here);
-    ``expert_labels`` maps an expert to its upstream label indices; ``prior`` is the upstream label
-    distribution (uniform when None). Score = mean predicted mass on the expert's labels / prior mass: the lift
-    of the task towards the expert's domain. The root expert scores exactly 1.
+    ``upstream_probs`` [n, C] are B's class probabilities (renormalised here); ``expert_labels`` maps an expert to
+    its upstream label indices; ``prior`` is the upstream label distribution (uniform when None). Score = mean
+    predicted mass on the expert's labels / prior mass: the lift of the task towards the expert's domain. The
+    root expert scores exactly 1.
     """
     p = np.asarray(upstream_probs, dtype=np.float64)
     p = p / np.maximum(p.sum(1, keepdims=True), 1e-12)
     mass = p.mean(0)
-    q = (
-        np.full(p.shape[1], 1.0 / p.shape[1])
-        if prior is None
-        else np.asarray(prior, dtype=np.float64) / np.sum(prior)
+    return _lifts(lambda idx: mass[idx].sum(), expert_labels, _prior(prior, p.shape[1]))
+
+
+def domain_prediction_scores_sigmoid(
+    upstream_logits: np.ndarray, expert_labels: Mapping[str, Sequence[int]], prior: np.ndarray | None = None
+) -> dict[str, float]:
+    """Score experts from B's upstream logits read as independent sigmoids, as a multi-label head (BiT-M's,
+    trained with sigmoid cross-entropy) was trained: per image, the probability that at least one of the
+    expert's classes is present, ``1 - prod(1 - sigmoid(z_c))``, averaged over the task's images, over the
+    expert's prior mass (the share of upstream images labelled with one of its classes).
+
+    A softmax renormalises the head's outputs into one class per image, which the head never learnt; the
+    sigmoid reading keeps each class's own evidence, so a subtree whose classes are each confidently present
+    is not diluted by the rest of the 21,843 outputs.
+    """
+    z = np.asarray(upstream_logits, dtype=np.float64)
+    # log(1 - sigmoid(z)) = -softplus(z): the probability that none of the expert's classes is present, stably
+    absent = -np.logaddexp(0.0, z)
+    return _lifts(
+        lambda idx: (1.0 - np.exp(absent[:, idx].sum(1))).mean(), expert_labels, _prior(prior, z.shape[1])
     )
+
+
+def _prior(prior: np.ndarray | None, classes: int) -> np.ndarray:
+    if prior is None:
+        return np.full(classes, 1.0 / classes)
+    return np.asarray(prior, dtype=np.float64) / np.sum(prior)
+
+
+def _lifts(presence: Callable[[np.ndarray], float], expert_labels: Mapping[str, Sequence[int]],
+           prior: np.ndarray) -> dict[str, float]:  # fmt: skip
+    """Each expert's presence on the task's images (``presence(its label indices)``) over its prior mass."""
     scores = {}
     for name, idx in expert_labels.items():
         idx = np.asarray(list(idx), dtype=np.int64)
         if idx.size == 0:
             raise ValueError(f"expert {name!r} has no upstream labels")
-        scores[name] = float(mass[idx].sum() / max(q[idx].sum(), 1e-12))
+        scores[name] = float(presence(idx) / max(prior[idx].sum(), 1e-12))
     return scores
+
+
+# -- the registry: every proxy by name, what it reads, how it scores, what it costs -------------------------------
+Reads = Literal["features", "head", "base_head"]
+DomainActivation = Literal["softmax", "sigmoid"]
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The settings proxies take: kNN's ``k`` and metric, the linear probe's train/validation cut (VTAB's
+    train800 -> val200), and how domain prediction reads B's head."""
+
+    knn_k: int = 5
+    knn_metric: Metric = "cosine"
+    val_split: int | None = None
+    domain_activation: DomainActivation = "softmax"
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """A proxy as every caller sees it (the pipeline, ``expertlib.rank``, the analysis plan).
+
+    ``reads``: ``features`` (each candidate's pooled features and the task's labels), ``head`` (each
+    candidate's own upstream head's probabilities and the labels: LEEP, NCE) or ``base_head`` (B's upstream head
+    on the task's images and each expert's upstream labels, no target labels: domain prediction).
+    ``score(inputs, labels, settings)``: for ``base_head``, ``inputs`` is ``(B's logits, expert_labels,
+    upstream_prior)`` and the result is a score per expert. ``flops(n, d, classes, upstream_classes)``: rough
+    FLOPs on ``n`` examples of ``d``-wide features (feature extraction not included). ``pick_column``: where its
+    pick stands among the picks table's columns, whose picks the pipeline fine-tunes (None: its pick is judged
+    from the runs of every expert)."""
+
+    name: str
+    reads: Reads
+    score: Callable[..., float | dict[str, float]]
+    flops: Callable[[int, int, int, int], float]
+    pick_column: int | None
+    description: str
+
+
+def _linear_score(f: np.ndarray, y: np.ndarray, s: ProxySettings) -> float:
+    cut = s.val_split if s.val_split is not None else int(0.8 * len(y))
+    return linear_probe_accuracy(f[:cut], y[:cut], f[cut:], y[cut:])
+
+
+def _domain_score(inputs: tuple, _labels: np.ndarray, s: ProxySettings) -> dict[str, float]:
+    logits, expert_labels, prior = inputs
+    if s.domain_activation == "sigmoid":
+        return domain_prediction_scores_sigmoid(logits, expert_labels, prior)
+    return domain_prediction_scores(softmax(logits), expert_labels, prior)
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits (float64 kept as it is)."""
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+_REGISTRY = [
+    Proxy("knn", "features", lambda f, y, s: knn_accuracy(f, y, k=s.knn_k, metric=s.knn_metric),
+          lambda n, d, c, u: 2.0 * n * n * d, 0, "leave-one-out kNN accuracy of the candidate's features (the paper's)"),
+    Proxy("linear", "features", _linear_score, lambda n, d, c, u: 2.0 * n * d * c * 100, 2,
+          "a logistic-regression probe on frozen features, train800 -> val200 (~100 L-BFGS iterations)"),
+    Proxy("logme", "features", lambda f, y, s: logme(f, y),
+          lambda n, d, c, u: 2.0 * n * d * min(n, d) + c * 11 * 10.0 * min(n, d), 3,
+          "LogME: the evidence of a Bayesian linear model on the features"),
+    Proxy("hscore", "features", lambda f, y, s: h_score(f, y), lambda n, d, c, u: 2.0 * n * d * d + 10.0 * d**3, 4,
+          "H-score: between-class over total feature covariance"),
+    Proxy("leep", "head", lambda p, y, s: leep(p, y), lambda n, d, c, u: 4.0 * n * u, None,
+          "LEEP through the candidate's own upstream head"),
+    Proxy("nce", "head", lambda p, y, s: nce(p.argmax(1), y), lambda n, d, c, u: 4.0 * n * u, None,
+          "NCE of the candidate's own upstream head's hard labels"),
+    Proxy("domain", "base_head", _domain_score, lambda n, d, c, u: 4.0 * n * u, 1,
+          "domain prediction: B's upstream head on the task's images, lift of each expert's classes"),
+]  # fmt: skip
+PROXIES: dict[str, Proxy] = {p.name: p for p in _REGISTRY}
+"""Every proxy by name, in the order a ranking scores them."""
+ALL_PROXIES: tuple[str, ...] = tuple(PROXIES)
+PICKED_BY: tuple[str, ...] = tuple(
+    sorted((p for p in PROXIES if PROXIES[p].pick_column is not None), key=lambda p: PROXIES[p].pick_column)
+)
+"""The proxies whose picks are fine-tuned: one column each in a picks table (LEEP and NCE score only experts
+with an upstream head, so their picks are judged from the runs of every expert instead)."""
+PAPER_PROXY = "knn"
+"""The paper's proxy: the one the confirmatory claims test."""
+LABELLED_PROXIES: tuple[str, ...] = tuple(p for p in PROXIES if PROXIES[p].reads != "base_head")
+"""The proxies that need only the candidates and a labelled task (no upstream head of B, no expert subsets):
+what ranking a user's own models can use."""

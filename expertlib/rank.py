@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from expertlib.datasets.user_images import UserImages, load_images
+from expertlib.proxies import LABELLED_PROXIES
 from expertlib.runtime import (
     atomic_write,
     atomic_write_csv,
@@ -42,7 +43,7 @@ from expertlib.runtime import (
 )
 from expertlib.zoo import ModelCandidate, features_flops, from_spec
 
-PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce")
+PROXIES = LABELLED_PROXIES  # every proxy that needs only the models and the labelled images
 
 
 def _key(cand: ModelCandidate, images: UserImages) -> str:

@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from expertlib import runlock
-from expertlib.presets import get_scale, validate_parameters
+from expertlib.parameters import validate_parameters
+from expertlib.presets import get_scale
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 UPSTREAM_NOTEBOOKS = ("02_", "03_")  # skipped at scales that train nothing upstream (``released``)

@@ -1,8 +1,9 @@
 """Where models meet proxies: rank a bank's experts for a task, judge the ranking, account for its cost.
 
-:func:`extract_features` embeds a task's images once per expert in one pass over the data (adapter experts
-share the stem's work); :func:`rank_experts` scores every expert with any proxy of :mod:`expertlib.proxies`
-and returns a table with score, seconds and estimated FLOPs. Selection quality follows the literature:
+:func:`extract_features` embeds a task's images with every candidate in one pass over the data (each image
+is read and augmented once; every candidate runs its own full forward: sharing the stem of adapter experts
+was measured to save nothing); :func:`rank_experts` scores every expert with any proxy of the registry
+:data:`expertlib.proxies.PROXIES` and returns a table with score, seconds and estimated FLOPs. Selection quality follows the literature:
 Kendall tau and weighted tau between proxy scores and fine-tuned accuracies, regret (oracle accuracy minus
 the selected expert's) and top-k relative accuracy. :func:`dat_weights` gives the per-class weights of the
 Domain Adaptive Transfer baseline (Ngiam et al. 2018), which re-weights upstream data by the target task and
@@ -12,7 +13,7 @@ re-trains on it: the per-task cost the paper compares against.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,8 @@ from expertlib.training import TrainData, owner_module, predict
 def extract_features(
     candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu"
 ) -> dict[str, np.ndarray]:
-    """Pooled features of every candidate for every example of ``data``, in one pass over the data (adapter
-    experts of one bank share the stem)."""
+    """Pooled features of every candidate for every example of ``data``, in one pass over the data (each batch
+    read and augmented once for all of them)."""
     for c in candidates:
         c.eval()
     return {
@@ -62,40 +63,7 @@ def forward_flops(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: tuple
     return int(counter.get_total_flops())
 
 
-def proxy_flops(proxy: str, n: int, d: int, classes: int, upstream_classes: int = 0) -> float:
-    """Rough FLOPs of a proxy on n examples with d-wide features (feature extraction not included)."""
-    if proxy == "knn":
-        return 2.0 * n * n * d
-    if proxy == "linear":
-        return 2.0 * n * d * classes * 100  # ~100 L-BFGS iterations
-    if proxy == "logme":
-        return 2.0 * n * d * min(n, d) + classes * 11 * 10.0 * min(n, d)
-    if proxy == "hscore":
-        return 2.0 * n * d * d + 10.0 * d**3
-    if proxy in ("leep", "nce", "domain"):
-        return 4.0 * n * upstream_classes
-    raise ValueError(f"unknown proxy {proxy!r}")
-
-
 # -- ranking --------------------------------------------------------------------------------------------------
-ALL_PROXIES = ("knn", "linear", "logme", "hscore", "leep", "nce", "domain")
-PICKED_BY = ("knn", "domain", "linear", "logme", "hscore")
-"""The proxies whose picks are fine-tuned: one column each in a picks table (LEEP and NCE score only experts
-with an upstream head, so their picks are judged from the runs of every expert instead)."""
-PICK_COLUMNS = (*PICKED_BY, "random")
-"""Every column of a picks table that names candidates by id (a tie: its ids in one cell, :func:`join_ids`)."""
-
-
-def join_ids(ids: Iterable[str]) -> str:
-    """Several candidate ids in one table cell (a tie at the top, a random sample, an oracle pool)."""
-    return ";".join(ids)
-
-
-def split_ids(cell: object) -> list[str]:
-    """The candidate ids of one table cell written by :func:`join_ids`."""
-    return str(cell).split(";")
-
-
 def rank_experts(
     features: Mapping[str, np.ndarray],
     labels: np.ndarray,
@@ -108,71 +76,50 @@ def rank_experts(
     knn_metric: str = "cosine",
     extraction_seconds: Mapping[str, float] | None = None,
     extraction_flops: Mapping[str, float] | None = None,
+    domain_activation: str = "softmax",
 ) -> pd.DataFrame:
-    """Score every candidate (keys of ``features``; ``'base'`` is B) with every proxy.
+    """Score every candidate (keys of ``features``; ``'base'`` is B) with every proxy of
+    :data:`expertlib.proxies.PROXIES` named in ``proxies``, by what each reads.
 
     ``val_split``: the linear probe trains on the first ``val_split`` examples and tests on the rest
-    (VTAB's train800 -> val200). LEEP and NCE score every candidate in ``head_logits`` through its own upstream
-    head (an expert's covers its subset); domain prediction scores each expert of ``expert_labels`` from B's
-    head (``head_logits['base']``), and B's feature extraction is counted once for all of them (each expert's
-    row carries an equal share). Returns one row per (model, proxy): score, seconds, flops, ``model`` being the
-    candidate id (the keys of ``features``).
+    (VTAB's train800 -> val200). Proxies that read a head (LEEP, NCE) score every candidate in ``head_logits``
+    through its own upstream head (an expert's covers its subset); domain prediction scores each expert of
+    ``expert_labels`` from B's head (``head_logits['base']``, read as ``domain_activation``), and B's feature
+    extraction is counted once for all of them (each expert's row carries an equal share). Returns one row per
+    (model, proxy): score, seconds, flops, ``model`` being the candidate id (the keys of ``features``).
     """
-    unknown = [p for p in proxies if p not in ALL_PROXIES]
+    unknown = [p for p in proxies if p not in P.PROXIES]
     if unknown:
-        raise ValueError(f"unknown proxies {unknown}; known: {', '.join(ALL_PROXIES)}")
+        raise ValueError(f"unknown proxies {unknown}; known: {', '.join(P.ALL_PROXIES)}")
+    settings = P.ProxySettings(knn_k, knn_metric, val_split, domain_activation)  # type: ignore[arg-type]
     y = np.asarray(labels)
     classes = int(y.max()) + 1
     rows = []
     extra_s, extra_f = extraction_seconds or {}, extraction_flops or {}
-    probs = {n: _softmax(z) for n, z in (head_logits or {}).items()}
-    for proxy in proxies:
-        if proxy == "domain":
-            if BASE not in probs or expert_labels is None:
-                raise ValueError("domain prediction needs B's head_logits and expert_labels")
+    logits = head_logits or {}
+    probs = {n: P.softmax(z) for n, z in logits.items()}
+    for name in proxies:
+        proxy = P.PROXIES[name]
+        if proxy.reads == "base_head":
+            if BASE not in logits or expert_labels is None:
+                raise ValueError(f"{name} needs B's head_logits and expert_labels")
             t0 = time.perf_counter()
-            scores = P.domain_prediction_scores(probs[BASE], expert_labels, upstream_prior)
+            scores = proxy.score((logits[BASE], expert_labels, upstream_prior), y, settings)
             share = (time.perf_counter() - t0 + extra_s.get(BASE, 0.0)) / max(1, len(scores))
-            flops = (
-                proxy_flops("domain", len(y), 0, classes, probs[BASE].shape[1]) + extra_f.get(BASE, 0.0)
-            ) / max(1, len(scores))
-            rows += [_row(name, proxy, sc, share, flops) for name, sc in scores.items()]
-            continue
-        if proxy in ("leep", "nce"):
-            for name, pr in probs.items():
-                t0 = time.perf_counter()
-                sc = P.leep(pr, y) if proxy == "leep" else P.nce(pr.argmax(1), y)
-                secs = time.perf_counter() - t0 + extra_s.get(name, 0.0)
-                rows.append(_row(name, proxy, sc, secs, proxy_flops(proxy, len(y), 0, classes, pr.shape[1])
-                                 + extra_f.get(name, 0.0)))  # fmt: skip
-            continue
-        for name, f in features.items():
-            t0 = time.perf_counter()
-            if proxy == "knn":
-                sc = P.knn_accuracy(f, y, k=knn_k, metric=knn_metric)
-            elif proxy == "linear":
-                cut = val_split if val_split is not None else int(0.8 * len(y))
-                sc = P.linear_probe_accuracy(f[:cut], y[:cut], f[cut:], y[cut:])
-            elif proxy == "logme":
-                sc = P.logme(f, y)
-            else:
-                sc = P.h_score(f, y)
-            secs = time.perf_counter() - t0 + extra_s.get(name, 0.0)
-            rows.append(
-                _row(
-                    name,
-                    proxy,
-                    sc,
-                    secs,
-                    proxy_flops(proxy, len(y), f.shape[1], classes) + extra_f.get(name, 0.0),
-                )
+            flops = (proxy.flops(len(y), 0, classes, logits[BASE].shape[1]) + extra_f.get(BASE, 0.0)) / max(
+                1, len(scores)
             )
+            rows += [_row(model, name, sc, share, flops) for model, sc in scores.items()]
+            continue
+        inputs = probs if proxy.reads == "head" else features
+        for model, x in inputs.items():
+            t0 = time.perf_counter()
+            sc = proxy.score(x, y, settings)
+            secs = time.perf_counter() - t0 + extra_s.get(model, 0.0)
+            width, upstream = (0, x.shape[1]) if proxy.reads == "head" else (x.shape[1], 0)
+            rows.append(_row(model, name, sc, secs, proxy.flops(len(y), width, classes, upstream)
+                             + extra_f.get(model, 0.0)))  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def _row(model: str, proxy: str, score: float, seconds: float, flops: float) -> dict:
@@ -190,12 +137,6 @@ def tied_best(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | Non
     if sub.empty:
         raise ValueError(f"no scores for proxy {proxy!r}")
     return sorted(sub.model[sub.score == sub.score.max()].astype(str))
-
-
-def pick(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | None = None) -> str:
-    """One best-scoring candidate under ``proxy`` (a tie goes to the first id: for one name, e.g. a ranking
-    command's answer; the pipeline keeps the whole tie, :func:`tied_best`)."""
-    return tied_best(ranking, proxy, candidates)[0]
 
 
 # -- selection quality ---------------------------------------------------------------------------------------

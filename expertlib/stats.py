@@ -13,7 +13,7 @@ discovery rate). Rank correlations against noisy accuracies get a noise ceiling 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -36,12 +36,9 @@ class Comparison:
     alternative: str = "two-sided"
 
     @property
-    def verdict(self) -> str:
-        """From the interval alone: "better" above ``null``, "worse" below, else "no difference shown"."""
-        return verdict(self.ci_low, self.ci_high, self.null)
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "verdict": self.verdict}
+    def side(self) -> str:
+        """Where the interval lies against ``null`` (:func:`interval_side`): a description, not a verdict."""
+        return interval_side(self.ci_low, self.ci_high, self.null)
 
     def evidence(self, unit: str = "tasks") -> str:
         """The difference, its interval and test in one line; ``unit``: what was paired (tasks, experts)."""
@@ -176,14 +173,16 @@ def interval_coverage(method: str, tasks: int = 12, seeds: int = 5, ratio: float
     return float(np.mean(hits))
 
 
-def verdict(ci_low: float, ci_high: float, null: float = 0.0) -> str:
+def interval_side(ci_low: float, ci_high: float, null: float = 0.0) -> str:
+    """Where an interval lies against ``null``: "above", "below", "includes" it, or "no data". A description of
+    one interval, uncorrected: the analysis plan's verdicts are :func:`expertlib.pipeline.analysis.verdict`."""
     if np.isnan(ci_low) or np.isnan(ci_high):
         return "no data"
     if ci_low > null:
-        return "better"
+        return "above"
     if ci_high < null:
-        return "worse"
-    return "no difference shown"
+        return "below"
+    return "includes"
 
 
 def compare(a: pd.DataFrame, b: pd.DataFrame, level: float = 0.95, null: float = 0.0,

@@ -33,6 +33,7 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 from expertlib.adapters import ExpertBank
 from expertlib.candidates import Candidate
 from expertlib.datasets.batches import ArrayData, ImageData, TrainData
+from expertlib.distributed import rank_and_world
 from expertlib.resnet import reuse_standardized_weights
 from expertlib.runtime import atomic_write, resolve_device
 from expertlib.schedules import Schedule, learning_rate
@@ -287,12 +288,6 @@ def _write_metrics(path: Path, metrics: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def _rank_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _check_batching(cfg: TrainConfig, device: str, world: int) -> None:
     """Refuse a batch that does not split evenly over the ranks, or (on CPU) an odd pass."""
     if cfg.batch_size % world:
@@ -380,7 +375,7 @@ def train(
     this with the same arguments.
     """
     device = resolve_device(cfg.device)
-    rank, world = _rank_world() if cfg.data_parallel else (0, 1)
+    rank, world = rank_and_world() if cfg.data_parallel else (0, 1)
     _check_batching(cfg, device, world)
     params = [p for p in params if p.requires_grad]
     if not params:

@@ -10,8 +10,6 @@ in-memory embedded benchmark (one generator per batch, so training resumes exact
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,24 +28,6 @@ def small_resolution(crop: int = 32) -> tuple[int, int]:
 def to_unit_range(x: Tensor) -> Tensor:
     """uint8 [0, 255] -> float [-1, 1] (BiT's input scaling)."""
     return x.float().div_(127.5).sub_(1.0)
-
-
-def train_transform(precrop: int, crop: int, flip: bool = True) -> Callable:
-    """PIL pipeline for training: resize to precrop, random crop, optional flip, [-1, 1] tensor."""
-    from torchvision import transforms as T  # here, not at import: torchvision's import costs 1.5 s
-
-    steps = [T.Resize((precrop, precrop)), T.RandomCrop(crop)]
-    if flip:
-        steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]
-    return T.Compose(steps)
-
-
-def eval_transform(crop: int) -> Callable:
-    """PIL pipeline for evaluation: resize to crop, [-1, 1] tensor."""
-    from torchvision import transforms as T
-
-    return T.Compose([T.Resize((crop, crop)), T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
 
 
 def _nchw(images: Tensor) -> Tensor:

@@ -34,12 +34,16 @@ progress = True  # tqdm progress bars
 from IPython.display import Markdown, display
 
 from expertlib.pipeline import data as D
+from expertlib.pipeline.session import start
 
-ws, bench = D.start(scale, results_dir, data_root, seed, device, progress)
+ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 
 # %%
-summary = D.write_data_summary(ws, bench)
-experts = D.choose_experts(ws, bench)
+from expertlib.pipeline.experts import choose_experts
+from expertlib.pipeline.inputs import write_data_summary
+
+summary = write_data_summary(ws, bench)
+experts = choose_experts(ws, bench)
 display(Markdown(D.data_sentence(ws, bench, summary, experts)))
 summary
 
@@ -65,4 +69,6 @@ candidates.assign(chosen=candidates.node.isin(list(experts.values())))
 # `tables/plan_options.csv`.
 
 # %%
-D.plan_frame(ws, bench)
+from expertlib.pipeline.compute_plan import plan_frame
+
+plan_frame(ws, bench)

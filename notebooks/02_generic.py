@@ -33,7 +33,7 @@ progress = True  # tqdm progress bars
 from IPython.display import Markdown, display
 
 from expertlib import plots
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 

@@ -32,14 +32,15 @@ progress = True  # tqdm progress bars
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 
 # %%
+from expertlib.pipeline import models as M
 from expertlib.pipeline import upstream as U
 
-B, B_extra = U.load_generic(ws)
+B, B_extra = M.load_generic(ws)
 adapters, adapter_log = U.train_experts(ws, bench, B, "adapter")
 full, full_log = U.train_experts(ws, bench, B, "full")
 share = (
@@ -61,7 +62,7 @@ adapter_log
 # while B+extra does not; the right panel shows what the expert gives up on the rest of upstream.
 
 # %%
-cands = U.candidates(ws)
+cands = M.candidates(ws)
 spec, (knn_fig, linear_fig) = U.write_specialisation(ws, bench, cands)
 own = spec[(spec.region == "own") & (spec.kind == "adapter")].pivot_table(
     index="expert", columns="model", values="knn"

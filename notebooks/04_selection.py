@@ -39,15 +39,15 @@ progress = True  # tqdm progress bars
 from IPython.display import Markdown, display
 
 from expertlib import plots
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 
 # %%
-from expertlib.pipeline import selection as S
-from expertlib.pipeline import upstream as U
+from expertlib.pipeline import models as M
+from expertlib.pipeline import scoring as S
 
-base, experts = S.selection_candidates(U.candidates(ws))
+base, experts = S.selection_candidates(M.candidates(ws))
 rankings, picks = S.run_selection(ws, bench, base, experts)
 display(Markdown(S.selection_sentence(ws, picks, experts)))
 picks

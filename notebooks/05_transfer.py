@@ -40,7 +40,7 @@ progress = True  # tqdm progress bars
 from IPython.display import Markdown, display
 
 from expertlib import plots
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 
@@ -49,11 +49,11 @@ import json
 
 import pandas as pd
 
-from expertlib.pipeline import report as R
+from expertlib.pipeline import methods as MT
+from expertlib.pipeline import models as M
 from expertlib.pipeline import transfer as T
-from expertlib.pipeline import upstream as U
 
-cands = U.candidates(ws)
+cands = M.candidates(ws)
 runs = T.run_transfer(ws, bench, cands)
 hps = json.loads(ws.path("tables", "transfer_hyperparameters.json").read_text())
 ft = runs[runs["mode"] == "finetune"]
@@ -70,7 +70,7 @@ runs.groupby(["task", "model", "mode"]).accuracy.mean().unstack("mode").round(3)
 
 # %%
 picks = pd.read_csv(ws.path("tables", "selection_picks.csv"))
-methods = R.method_rows(R.in_regime(runs, "1k"), R.in_regime(picks, "1k"), "finetune")
+methods = MT.method_rows(MT.in_regime(runs, "1k"), MT.in_regime(picks, "1k"), "finetune")
 plots.transfer_bars(methods, "finetune", f"Transfer by full fine-tuning ({ws.scale.name} scale)")
 
 # %% [markdown]

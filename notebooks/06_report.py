@@ -31,7 +31,7 @@ progress = True  # tqdm progress bars
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 

@@ -42,7 +42,7 @@ finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them;
 from IPython.display import Markdown, display
 
 from expertlib import plots
-from expertlib.pipeline.data import start
+from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
 

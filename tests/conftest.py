@@ -27,12 +27,12 @@ def smoke(tmp_path_factory):
     """A smoke-scale workspace with B, B+extra, adapter and full experts trained (about 15 s), shared by the
     pipeline tests. Returns (workspace, benchmark)."""
     from expertlib.pipeline import Workspace
-    from expertlib.pipeline import data as D
     from expertlib.pipeline import upstream as U
+    from expertlib.pipeline.inputs import load_benchmark
 
     root = tmp_path_factory.mktemp("smoke-pipeline")
     ws = Workspace.create("smoke", root / "results", root / "data", progress=False)
-    bench = D.load_benchmark(ws)
+    bench = load_benchmark(ws)
     base, _ = U.train_generic(ws, bench)
     U.train_generic_extra(ws, bench, base)
     U.train_experts(ws, bench, base, "adapter")

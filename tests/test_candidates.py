@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from expertlib.adapters import AdapterExperts, FullExperts, UnknownExpertError
-from expertlib.candidates import BASE, Candidate, by_name, features_of, from_bank, from_model, identify
+from expertlib.candidates import BASE, Candidate, features_of, from_bank, from_model, identify
 from expertlib.resnet import create_model, pooled_features
 
 
@@ -69,8 +69,6 @@ def test_bad_names_are_named():
     _, adapters, _ = _banks()
     with pytest.raises(UnknownExpertError, match="unknown expert 'x'.*holds: e"):
         Candidate("x", adapters, "x")
-    with pytest.raises(ValueError, match="two candidates are named 'a'"):
-        by_name([Candidate("a", adapters), Candidate("a", adapters, "e")])
 
 
 def test_upstream_logits_from_features_match_the_forward_pass():

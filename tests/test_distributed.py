@@ -33,10 +33,10 @@ def test_torchrun_two_gloo_processes_match_single_process(tmp_path):
         str(tmp_path / "data"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "expertlib.pipeline.upstream", *common, "--out", str(tmp_path / "one.safetensors")],
+    single = subprocess.run([sys.executable, "-m", "expertlib.pipeline.torchrun", "generic", *common, "--out", str(tmp_path / "one.safetensors")],
                             capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.upstream", *common,
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.torchrun", "generic", *common,
                           "--out", str(tmp_path / "two.safetensors")], capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "on 2 process(es)" in ddp.stdout

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 import torch
 
-from expertlib.presets import ParameterError
+from expertlib.parameters import ParameterError
 from expertlib.reproduce import notebooks, run
 from expertlib.resnet import pooled_features
 
@@ -174,7 +174,7 @@ def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_p
     root, _ = paper_smoke_run
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = ["-m", "expertlib.pipeline.upstream", "--stage", "experts", "--scale", "paper-smoke", "--device", "cpu",
+    args = ["-m", "expertlib.pipeline.torchrun", "experts", "--scale", "paper-smoke", "--device", "cpu",
             "--data-root", str(root / "d")]  # fmt: skip
     banks = {}
     two = [torchrun, "--standalone", "--nproc_per_node", "2"]
@@ -262,8 +262,8 @@ def test_released_plan_counts_the_jobs_that_run(released_smoke_run):
     """The plan's job list, computed from selection's picks, is the job list notebook 05 ran."""
     import pandas as pd
 
-    from expertlib.pipeline import plan as PL
-    from expertlib.pipeline.data import load_benchmark
+    from expertlib.pipeline import compute_plan as PL
+    from expertlib.pipeline.inputs import load_benchmark
     from expertlib.pipeline.workspace import Workspace
     from expertlib.presets import get_scale
 
@@ -292,7 +292,7 @@ def test_released_transfer_under_torchrun_matches_one_process(released_smoke_run
     for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
         (ws / "tables" / name).unlink()
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.transfer",
+    proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.torchrun", "transfer",
                            "--scale", "released-smoke", "--device", "cpu", "--data-root", str(root / "d"),
                            "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
@@ -416,8 +416,9 @@ def test_executed_notebooks_keep_no_progress_bars(tmp_path):
 def _planned_equals_run(scale: str, results: Path, data: Path) -> None:
     import pandas as pd
 
-    from expertlib.pipeline import plan as PL
-    from expertlib.pipeline.data import choose_experts, load_benchmark
+    from expertlib.pipeline import compute_plan as PL
+    from expertlib.pipeline.experts import choose_experts
+    from expertlib.pipeline.inputs import load_benchmark
     from expertlib.pipeline.workspace import Workspace
     from expertlib.presets import get_scale
 

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from expertlib.pipeline.analysis import plan
+from expertlib.pipeline.analysis import hypotheses
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "analysis_plan.md"
 
@@ -11,7 +11,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "analysis_plan.md"
 def test_the_written_plan_is_the_plan_in_code():
     rows = {m[1]: (m[2].strip(), m[3].strip(), float(m[4]))
             for m in re.finditer(r"^\| ([PE]\w+) \| (.+?) \| (.+?) \| (-?[\d.]+) \|$", DOC.read_text(), re.M)}  # fmt: skip
-    hs = {h.id: h for h in plan((5, 25)) if h.id[0] in "PE"}
+    hs = {h.id: h for h in hypotheses((5, 25)) if h.id[0] in "PE"}
     assert set(rows) == set(hs)
     for i, h in hs.items():
         assert rows[i] == (h.claim, f"{h.a} - {h.b}", h.margin), i
@@ -19,10 +19,10 @@ def test_the_written_plan_is_the_plan_in_code():
 
 
 def test_few_shot_hypotheses_follow_the_regimes_and_post_hoc_ones_are_exploratory():
-    ids = {h.id for h in plan((3,))}
+    ids = {h.id for h in hypotheses((3,))}
     assert {"F3a", "F3j"} <= ids and not any(i.startswith("F5") for i in ids)
-    assert all(h.family == "exploratory" for h in plan((5, 25)) if h.post_hoc)
-    assert len(ids) == len(plan((3,)))
+    assert all(h.family == "exploratory" for h in hypotheses((5, 25)) if h.post_hoc)
+    assert len(ids) == len(hypotheses((3,)))
 
 
 def test_verdict_gives_exactly_the_listed_vocabulary():

@@ -3,22 +3,25 @@ import pytest
 from expertlib.datasets.folders import DatasetNotFoundError
 from expertlib.pipeline import Workspace
 from expertlib.pipeline import data as D
+from expertlib.pipeline import experts as E
+from expertlib.pipeline import inputs as I
+from expertlib.pipeline import session as SE
 
 
 def test_paper_scale_raises_the_data_error_naming_the_layout(tmp_path):
     ws = Workspace.create("paper", tmp_path / "r", tmp_path / "nodata", progress=False)
     with pytest.raises(DatasetNotFoundError, match=f"{tmp_path}/nodata/imagenet21k not found.*<wnid>"):
-        D.load_benchmark(ws)
+        I.load_benchmark(ws)
 
 
 def test_experts_plan_and_figures(smoke, capsys):
     ws, bench = smoke
-    experts = D.choose_experts(ws, bench)
+    experts = E.choose_experts(ws, bench)
     assert len(experts) == ws.scale.expert.rule.max_experts and all(n == experts[n] for n in experts)
-    assert D.full_experts(ws, bench) == {"digit": "digit"}
-    p = D.print_plan(ws, bench)
+    assert E.full_experts(ws, bench) == {"digit": "digit"}
+    p = SE.print_plan(ws, bench)
     assert p["experts"] == len(experts) and f"{len(experts)} adapter experts" in capsys.readouterr().out
-    summary = D.write_data_summary(ws, bench)
+    summary = I.write_data_summary(ws, bench)
     assert (ws.results_dir / "data_summary.csv").is_file() and set(summary.kind) == {
         "upstream_domain",
         "task",
@@ -37,7 +40,7 @@ def test_expert_names_are_lemmas():
     class B:
         hierarchy = H()
 
-    assert D.expert_name(B(), "n00015388") == "animal" and D.expert_name(B(), "n1") == "living_thing"
+    assert E.expert_name(B(), "n00015388") == "animal" and E.expert_name(B(), "n1") == "living_thing"
 
 
 def test_released_scale_names_missing_downloads_before_any_compute(tmp_path):
@@ -45,7 +48,8 @@ def test_released_scale_names_missing_downloads_before_any_compute(tmp_path):
     import pytest
 
     from expertlib.datasets.fixtures import write_released_fixture
-    from expertlib.pipeline.data import MissingDownloadError, start
+    from expertlib.pipeline.inputs import MissingDownloadError
+    from expertlib.pipeline.session import start
 
     root = write_released_fixture(tmp_path / "d" / "released-smoke", "bit_m_fixture.npz", "released_experts")
     (root / "bit_m_fixture.npz").unlink()
@@ -64,15 +68,16 @@ def test_released_scale_names_missing_downloads_before_any_compute(tmp_path):
 def test_released_scale_trains_nothing_and_says_where_its_models_come_from(tmp_path):
     import pytest
 
+    from expertlib.pipeline import models as M
     from expertlib.pipeline import upstream as U
-    from expertlib.pipeline.data import start
+    from expertlib.pipeline.session import start
     from expertlib.reproduce import notebooks, run
 
     ws, bench = start("released-smoke", str(tmp_path / "r"), str(tmp_path / "d"), progress=False)
-    for step in (lambda: U.train_generic(ws, bench), lambda: U.load_generic(ws),
+    for step in (lambda: U.train_generic(ws, bench), lambda: M.load_generic(ws),
                  lambda: U.train_experts(ws, bench, None, "adapter")):  # fmt: skip
         with pytest.raises(
-            U.NothingToTrainError, match="trains nothing upstream.*python -m expertlib.convert"
+            M.NothingToTrainError, match="trains nothing upstream.*python -m expertlib.convert"
         ):
             step()
     with pytest.raises(Exception, match="reads no upstream images"):

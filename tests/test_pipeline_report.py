@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from expertlib.pipeline.report import hypothesis_table, method_rows, method_runs, proxy_picks, regime_gains
+from expertlib.pipeline.hypotheses import hypothesis_table
+from expertlib.pipeline.methods import method_rows, method_runs, proxy_picks, regime_gains
 
 
 def _runs():
@@ -168,7 +169,7 @@ def test_few_shot_hypotheses_are_paired_differences_of_differences():
 def test_summary_is_rewritten_only_when_results_change(tmp_path):
     import json
 
-    from expertlib.pipeline.report import write_summary
+    from expertlib.pipeline.summary import write_summary
 
     p = tmp_path / "summary.json"
     s = {"scale": "x", "value": np.float64(0.5), "missing": float("nan"), "provenance": {"time": "t1"}}
@@ -183,8 +184,8 @@ def test_the_oracle_is_chosen_on_one_half_of_the_test_images_and_judged_on_the_o
     """Expert b is right on half A at seed 0 only (so it is chosen there); on half B, where it is judged, a and b
     score what their runs say. The oracle's comparisons are judged on half B alone, paired with B there."""
     from expertlib.pipeline.analysis import test_halves
-    from expertlib.pipeline.report import halved_runs
-    from expertlib.pipeline.transfer import prediction_key
+    from expertlib.pipeline.methods import halved_runs
+    from expertlib.pipeline.tables import prediction_key
 
     runs = _runs()
     labels = {t: np.arange(10) % 2 for t in ("t1", "t2")}

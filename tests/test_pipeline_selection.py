@@ -3,13 +3,15 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from expertlib.pipeline import selection as S
-from expertlib.pipeline import upstream as U
+from expertlib.pipeline import dat as DAT
+from expertlib.pipeline import models as M
+from expertlib.pipeline import scoring as S
+from expertlib.pipeline.experts import RELEASED_BANK
 
 
 def test_selection_tables_picks_and_dat_cost(smoke):
     ws, bench = smoke
-    base, experts = S.selection_candidates(U.candidates(ws))
+    base, experts = S.selection_candidates(M.candidates(ws))
     rankings, picks = S.run_selection(ws, bench, base, experts)
     assert list(picks.task) == list(ws.tasks) and len(ws.tasks) == 2 * len(
         ws.scale.data.tasks
@@ -41,14 +43,14 @@ def test_selection_tables_picks_and_dat_cost(smoke):
 
 def test_dat_timing_extrapolates_from_the_measured_steps(smoke):
     ws, bench = smoke
-    base, _ = S.selection_candidates(U.candidates(ws))
+    base, _ = S.selection_candidates(M.candidates(ws))
     ws2 = replace(ws, scale=ws.scale.override(expert_steps=8, dat_timing_steps=2))
     logits = (
         base(bench.task(ws.scale.data.tasks[0], "train800val200").batch(np.arange(8), False, None))
         .detach()
         .numpy()
     )
-    secs, steps = S.time_dat(ws2, bench, base, logits)
+    secs, steps = DAT.time_dat(ws2, bench, base, logits)
     assert steps == 2 and secs > 0
     assert S.random_choice(["b", "a"], 0, "t") == S.random_choice(["a", "b"], 0, "t")
 
@@ -59,16 +61,16 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
     from pathlib import Path
 
     from expertlib.convert import main as convert
-    from expertlib.pipeline import transfer as T
+    from expertlib.pipeline import finetunes as T
 
     ws, bench = smoke
     fixture = Path(__file__).parent / "fixtures" / "tf_expert" / "animal"
     shutil.copytree(fixture, tmp_path / "entity" / "1")
     shutil.copytree(fixture, tmp_path / "digit" / "1")
-    released = ws.path("models", U.RELEASED)
+    released = ws.path("models", RELEASED_BANK)
     assert convert([str(tmp_path / "entity"), f"digit={tmp_path / 'digit'}", "--out", str(released)]) == 0
     try:
-        cands = U.candidates(ws)
+        cands = M.candidates(ws)
         assert {"released:entity", "released:digit"} <= set(cands) and cands[
             "released:digit"
         ].kind == "released"
@@ -101,10 +103,10 @@ def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_
     """At released-smoke (BiT-M's 21,843 classes, no upstream images) each converted expert's domain labels are
     its explicit subtree's classes, and selection scores them with every proxy the scale picks by."""
     from expertlib.hierarchy import released_experts
-    from expertlib.pipeline.data import start
+    from expertlib.pipeline.session import start
 
     ws, bench = start("released-smoke", str(tmp_path / "results"), str(tmp_path / "data"), progress=False)
-    base, experts = S.selection_candidates(U.candidates(ws))
+    base, experts = S.selection_candidates(M.candidates(ws))
     assert sorted(experts) == ["released:bird", "released:food", "released:nutrient"]
     labels = S.upstream_label_sets(ws, bench, experts)
     truth = released_experts()
@@ -132,10 +134,10 @@ def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_
 
 
 def test_a_kill_between_rankings_and_picks_does_not_count_a_task_twice(tmp_path):
-    from expertlib.pipeline.data import start
+    from expertlib.pipeline.session import start
 
     ws, bench = start("released-smoke", str(tmp_path / "results"), str(tmp_path / "data"), progress=False)
-    base, experts = S.selection_candidates(U.candidates(ws))
+    base, experts = S.selection_candidates(M.candidates(ws))
     rankings, picks = S.run_selection(ws, bench, base, experts)
     # as if killed after the last task's rankings were written and before its picks were
     pd.DataFrame(picks.iloc[:-1]).to_csv(ws.path("tables", "selection_picks.csv"), index=False)

@@ -5,25 +5,26 @@ import pandas as pd
 
 from expertlib.candidates import from_model
 from expertlib.datasets.fewshot import tasks_with_few_shot
+from expertlib.pipeline import finetunes as F
+from expertlib.pipeline import models as M
 from expertlib.pipeline import transfer as T
-from expertlib.pipeline import upstream as U
 
 
 def test_planned_runs_cover_every_candidate_at_every_seed(smoke):
     ws, _ = smoke
-    cands = U.candidates(ws)
+    cands = M.candidates(ws)
     b = cands["base"].bank.base
     cands = {
         **cands,
         **{f"dat:{t}": from_model(b, f"dat:{t}", "dat", t) for t in ("t1", "t2")},
     }  # one per task
-    runs = T.planned_runs(ws, cands, "t1", "digit")
+    runs = F.planned_runs(ws, cands, "t1", "digit")
     every = {n for n in cands if n != "dat:t2"}
     assert set(runs) == {(n, s) for n in every for s in range(ws.scale.study.seeds)} and len(runs) == len(
         set(runs)
     )
     assert ("full:digit", ws.scale.study.seeds - 1) in runs
-    elsewhere = T.planned_runs(ws, cands, "t2", None)  # full experts only run where their subtree is related
+    elsewhere = F.planned_runs(ws, cands, "t2", None)  # full experts only run where their subtree is related
     assert not any(cands[n].kind == "full" for n, _ in elsewhere) and ("base", 1) in elsewhere
     assert ("dat:t2", 0) in elsewhere and ("dat:t1", 0) not in elsewhere
 
@@ -33,7 +34,7 @@ def test_pool_gives_the_same_bits_as_one_process(smoke):
     from dataclasses import replace
 
     ws, bench = smoke
-    cands = U.candidates(ws)
+    cands = M.candidates(ws)
     task = ws.scale.data.tasks[0]
     splits, k = bench.task_splits(task), bench.task_info(task).num_classes
     specs = [
@@ -78,7 +79,7 @@ def test_transfer_tables_of_the_smoke_run(smoke_run):
 def test_every_fine_tune_stores_its_test_predictions(smoke_run, smoke):
     """Per-example predictions of every fine-tune, in one compressed archive: the accuracy they give is the
     table's, to the bit, so analyses on other subsets of the test images need no retraining."""
-    from expertlib.pipeline.transfer import load_predictions, prediction_key
+    from expertlib.pipeline.tables import load_predictions, prediction_key
 
     out, _, _ = smoke_run
     _, bench = smoke
@@ -96,12 +97,12 @@ def test_unpicked_experts_can_run_at_fewer_seeds(smoke):
     """The documented option: experts only in the random sample or the oracle pool run at fewer seeds; B and
     the proxies' picks (a tie whole) keep every seed."""
     ws, _ = smoke
-    cands = {n: c for n, c in U.candidates(ws).items() if c.kind != "full"}
+    cands = {n: c for n, c in M.candidates(ws).items() if c.kind != "full"}
     experts = sorted(n for n, c in cands.items() if c.kind == "adapter")
     pick = {"knn": experts[0], "domain": f"{experts[0]};{experts[1]}", "random_sample": experts[2],
             "oracle_pool": f"{experts[0]};{experts[2]}"}  # fmt: skip
-    every = T.planned_runs(ws, cands, "t", None, pick)
-    fewer = T.planned_runs(
+    every = F.planned_runs(ws, cands, "t", None, pick)
+    fewer = F.planned_runs(
         replace(ws, scale=ws.scale.override(seeds=3, unpicked_seeds=1)), cands, "t", None, pick
     )
     assert {n for n, _ in every} == {"base", "base+extra", *experts[:3]}

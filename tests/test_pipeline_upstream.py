@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from expertlib.pipeline import models as M
 from expertlib.pipeline import upstream as U
 from expertlib.resnet import pooled_features
 
@@ -21,7 +22,7 @@ def test_expert_training_resumes_from_per_expert_files(smoke):
 
 def test_candidates_and_specialisation(smoke):
     ws, bench = smoke
-    cands = U.candidates(ws)
+    cands = M.candidates(ws)
     assert list(cands)[:2] == ["base", "base+extra"] and "full:digit" in cands
     spec, figs = U.write_specialisation(ws, bench, cands)
     experts = [c for c in cands.values() if c.expert is not None]
@@ -32,7 +33,7 @@ def test_candidates_and_specialisation(smoke):
         "base",
         "base+extra",
     }
-    acc = U.generic_upstream_accuracy(ws, bench, *U.load_generic(ws))
+    acc = U.generic_upstream_accuracy(ws, bench, *M.load_generic(ws))
     assert set(acc.model) == {"base", "base+extra"} and acc.accuracy.between(0, 1).all()
 
 
@@ -50,12 +51,12 @@ def test_released_generic_weights_replace_training(tmp_path):
     (tmp_path / "d").mkdir(exist_ok=True)
     np.savez(tmp_path / "d" / "B.npz", **state_dict_to_bit(src))
     ws = replace(ws, scale=ws.scale.override(generic_weights="B.npz"))
-    model, record = U.load_released_generic(ws, ResNetV2("tiny", num_classes=7))
+    model, record = M.load_released_generic(ws, ResNetV2("tiny", num_classes=7))
     assert record["upstream_head_loaded"] and record["steps"] == 0 and record["weights"].endswith("B.npz")
     assert all(
         torch.equal(a, b) for a, b in zip(model.state_dict().values(), src.state_dict().values(), strict=True)
     )
-    _, other = U.load_released_generic(
+    _, other = M.load_released_generic(
         ws, ResNetV2("tiny", num_classes=3)
     )  # another label set: head not loaded
     assert not other["upstream_head_loaded"]
@@ -65,18 +66,18 @@ def test_released_generic_weights_replace_training(tmp_path):
 
     save_file(to_timm_state_dict(src), str(tmp_path / "d" / "B.safetensors"))  # a timm checkpoint, read once
     timm_ws = replace(ws, scale=ws.scale.override(generic_weights="B.safetensors"))
-    model, record = U.load_released_generic(timm_ws, ResNetV2("tiny", num_classes=7))
+    model, record = M.load_released_generic(timm_ws, ResNetV2("tiny", num_classes=7))
     assert record["upstream_head_loaded"] and model.cfg.std_eps == 1e-8
     assert torch.equal(model.head.fc.weight, src.head.fc.weight)
     with pytest.raises(FileNotFoundError, match="BiT-M-R50x1.npz"):
-        U.load_released_generic(replace(ws, scale=ws.scale.override(generic_weights="missing.npz")), src)
+        M.load_released_generic(replace(ws, scale=ws.scale.override(generic_weights="missing.npz")), src)
 
 
 def test_specialisation_on_a_sample_of_held_out_images(smoke):
     from dataclasses import replace
 
     ws, bench = smoke
-    cands = U.candidates(ws)
+    cands = M.candidates(ws)
     experts = [n for n, c in cands.items() if c.expert is not None][:1]
     small = replace(ws, scale=ws.scale.override(specialisation_images=40))
     spec = U.specialisation(small, bench, cands, experts)

@@ -112,12 +112,13 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
 
     import pytest
 
+    from expertlib.pipeline import models as M
     from expertlib.pipeline import upstream as U
     from expertlib.pipeline.workspace import RecipeMismatchError
 
     ws, bench = smoke
     changed = replace(ws, scale=ws.scale.override(expert_lr=ws.scale.expert.lr / 2))
-    base, _ = U.load_generic(ws)
+    base, _ = M.load_generic(ws)
     with pytest.raises(RecipeMismatchError, match="expert_lr"):
         U.train_experts(changed, bench, base, "adapter")
     with pytest.raises(RecipeMismatchError, match="expert_lr"):

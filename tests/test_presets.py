@@ -3,7 +3,8 @@ import json
 import nbformat
 import pytest
 
-from expertlib.presets import SCALES, ParameterError, get_scale, notebook_parameters, validate_parameters
+from expertlib.parameters import ParameterError, notebook_parameters, validate_parameters
+from expertlib.presets import SCALES, get_scale
 
 
 def _notebook(
@@ -113,7 +114,7 @@ def test_the_parts_say_which_settings_change_results():
     """Every setting outside Runtime enters some step's recipe, except those that only add work (more tasks,
     seeds, few-shot regimes); of Runtime's, only micro_batch does (it changes the order of float sums)."""
     from expertlib.pipeline.recipes import STEP_FIELDS
-    from expertlib.presets import SETTINGS
+    from expertlib.scale import SETTINGS
 
     in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
     runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}

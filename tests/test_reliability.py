@@ -79,7 +79,7 @@ CHILD = textwrap.dedent(
     torch.set_num_threads({threads})
     sys.path.insert(0, {root!r})
     from expertlib import training
-    from expertlib.pipeline import Workspace, data as D, transfer as TR, upstream as U
+    from expertlib.pipeline import Workspace, inputs as D, models as M, transfer as TR, upstream as U
 
     def die_on_call(module, name, n):
         real, calls = getattr(module, name), [0]
@@ -118,7 +118,7 @@ MODELS = ["models/generic.safetensors", "models/generic_extra.safetensors", "mod
           "models/full_experts.safetensors"]  # fmt: skip
 UPSTREAM = ("base, _ = U.train_generic(ws, bench); U.train_generic_extra(ws, bench, base); "
             "U.train_experts(ws, bench, base, 'adapter'); U.train_experts(ws, bench, base, 'full')")  # fmt: skip
-TRANSFER = "TR.run_transfer(ws, bench, U.candidates(ws))"
+TRANSFER = "TR.run_transfer(ws, bench, M.candidates(ws))"
 
 
 def test_killed_runs_resume_to_the_same_results(smoke, smoke_run, tmp_path):
@@ -479,7 +479,7 @@ WRONG = {"str": 7, "int": "seven", "bool": "yes", "list": "knn", "float": "x", "
 
 
 def test_every_notebook_parameter_mistyped_or_of_the_wrong_type_is_refused():
-    from expertlib.presets import ParameterError, notebook_parameters, validate_parameters
+    from expertlib.parameters import ParameterError, notebook_parameters, validate_parameters
     from expertlib.reproduce import notebooks
 
     for nb in notebooks():
@@ -809,7 +809,7 @@ def test_results_in_an_old_format_or_a_stale_page_are_refused(tmp_path):
     """Tables that name candidates the old way, a pick naming no candidate, a mistyped scale setting and a
     stated number that no longer matches its table: each stops with a message that names it and the way out."""
     from expertlib.pipeline import docs as D
-    from expertlib.pipeline.workspace import OutdatedTableError, read_candidate_table
+    from expertlib.pipeline.tables import OutdatedTableError, read_candidate_table
     from expertlib.presets import get_scale
 
     old = tmp_path / "selection_rankings.csv"

@@ -13,11 +13,11 @@ from expertlib.stats import (
     compare_per_task,
     holm,
     interval_coverage,
+    interval_side,
     noise_ceiling,
     paired_differences,
     sign_flip_p,
     t_interval,
-    verdict,
 )
 
 
@@ -34,8 +34,8 @@ def test_constant_gain_has_a_degenerate_interval_and_is_better():
     assert (
         c.mean == pytest.approx(0.02) and c.ci_low == pytest.approx(0.02) and c.ci_high == pytest.approx(0.02)
     )
-    assert (c.wins, c.losses, c.tasks, c.seeds, c.verdict) == (5, 0, 5, 3, "better")
-    assert compare(b, a).verdict == "worse"
+    assert (c.wins, c.losses, c.tasks, c.seeds, c.side) == (5, 0, 5, 3, "above")
+    assert compare(b, a).side == "below"
     assert c.p == pytest.approx(2 / 32)  # the two extreme sign patterns of 2^5
 
 
@@ -64,7 +64,7 @@ def test_intervals_are_seeded_and_t_matches_scipy():
     lo, hi = t_interval(d)
     want = sps.t.interval(0.95, len(d) - 1, loc=d.mean(), scale=sps.sem(d))
     assert (lo, hi) == pytest.approx(want)
-    assert verdict(float("nan"), 0.1) == "no data" and verdict(-0.01, 0.01, null=-0.02) == "better"
+    assert interval_side(float("nan"), 0.1) == "no data" and interval_side(-0.01, 0.01, null=-0.02) == "above"
 
 
 def test_noise_gives_an_interval_around_zero():
@@ -72,7 +72,7 @@ def test_noise_gives_an_interval_around_zero():
     b = _runs({f"t{i}": list(rng.uniform(0.5, 0.6, 5)) for i in range(12)})
     a = b.assign(accuracy=b.accuracy + rng.choice([-0.01, 0.01], len(b)))
     c = compare(a, b)
-    assert c.ci_low < 0 < c.ci_high and c.verdict == "no difference shown" and c.p > 0.05
+    assert c.ci_low < 0 < c.ci_high and c.side == "includes" and c.p > 0.05
     assert c.ci_high - c.ci_low < 0.02
 
 

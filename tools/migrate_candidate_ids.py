@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from expertlib.candidates import BASE, EXTRA
+from expertlib.pipeline.tables import PICK_COLUMNS
 from expertlib.runtime import atomic_write_csv, atomic_write_json
-from expertlib.selection import PICK_COLUMNS
 
 
 def old_id(name: str) -> str:

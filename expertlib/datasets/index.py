@@ -123,13 +123,11 @@ def cached_index(up: Path, classes: Sequence[str], is_test, is_image, cache_dir:
     saved there by rank 0 alone (``None``: built in memory, not saved). Under torchrun every rank must call it."""
     if cache_dir is None:
         return build_index(up, classes, is_test, is_image)
-    import torch.distributed as dist
+    from expertlib.distributed import barrier, is_primary
 
-    ranks = dist.is_available() and dist.is_initialized()
     path = Path(cache_dir) / f"index-{tree_key(up, classes, extra)}.npz"
-    if not path.is_file() and (not ranks or dist.get_rank() == 0):  # under torchrun rank 0 lists, once
+    if not path.is_file() and is_primary():  # under torchrun rank 0 lists, once
         path.parent.mkdir(parents=True, exist_ok=True)
         build_index(up, classes, is_test, is_image).save(path)
-    if ranks:
-        dist.barrier()  # the other ranks map what rank 0 wrote
+    barrier()  # the other ranks map what rank 0 wrote
     return FileIndex.load(up, path)

@@ -23,6 +23,10 @@ from typing import Literal
 
 import numpy as np
 
+from expertlib.candidates import BASE, EXTRA
+from expertlib.datasets.fewshot import FULL_REGIME
+from expertlib.proxies import ALL_PROXIES, PAPER_PROXY
+
 Family = Literal["confirmatory", "exploratory"]
 ALPHA = 0.05
 VERDICTS = ("supported", "different: A better", "different: B better", "contradicted",
@@ -50,9 +54,21 @@ def verdict(p: float, p_adjusted: float, ci_low: float, ci_high: float, null: fl
     return "not shown"
 
 
+# What a hypothesis measures: the report evaluates each by dispatching on its measure (and a regime
+# "<k>-shot vs 1k" compares the measure's gains across regimes), never on its id
+ACCURACY = "fine-tune accuracy"
+SPECIALISATION = "kNN accuracy on the expert's upstream subset, over experts"
+RELATED_TASKS = "fine-tune accuracy on the tasks each expert relates to"
+COST_RATIO = "log10 of the wall-time ratio per task"
+RANK_AGREEMENT = "Kendall tau of kNN scores with the experts' mean accuracy, per task"
+MEASURES = (ACCURACY, SPECIALISATION, RELATED_TASKS, COST_RATIO, RANK_AGREEMENT)
+OTHER_PROXIES = tuple(p for p in ALL_PROXIES if p not in (PAPER_PROXY, "domain"))
+"""The proxies beside the paper's two, compared with kNN in the exploratory family."""
+
+
 @dataclass(frozen=True)
 class Hypothesis:
-    """``a`` minus ``b`` (methods of :func:`expertlib.pipeline.report.method_runs`, or a study's own measure)
+    """``a`` minus ``b`` (methods of :func:`expertlib.pipeline.methods.method_runs`, or a study's own measure)
     in ``regime``, greater than ``margin`` (``alternative="greater"``) or different from it ("two-sided")."""
 
     id: str
@@ -60,8 +76,8 @@ class Hypothesis:
     claim: str
     a: str
     b: str
-    regime: str = "1k"  # "1k", "5-shot", "25-shot", or "<k>-shot vs 1k" (a difference of gains)
-    measure: str = "fine-tune accuracy"
+    regime: str = FULL_REGIME  # "1k", "5-shot", "25-shot", or "<k>-shot vs 1k" (a difference of gains)
+    measure: str = ACCURACY  # one of MEASURES
     margin: float = 0.0
     alternative: Literal["greater", "two-sided"] = "greater"
     post_hoc: bool = False  # added after the results it is tested on were seen
@@ -70,14 +86,12 @@ class Hypothesis:
 def _confirmatory() -> list[Hypothesis]:
     c = "confirmatory"
     return [
-        Hypothesis(
-            "P1", c, "The kNN-selected expert transfers better than the generic model B", "knn", "base"
-        ),
+        Hypothesis("P1", c, "The kNN-selected expert transfers better than the generic model B", "knn", BASE),
         Hypothesis(
             "P2", c, "kNN selection beats picking an expert at random (its expectation)", "knn", "random"
         ),
-        Hypothesis("P3", c, "The kNN pick beats the compute-matched control B+extra", "knn", "base+extra"),
-        Hypothesis("P4", c, "The domain-prediction pick transfers better than B", "domain", "base"),
+        Hypothesis("P3", c, "The kNN pick beats the compute-matched control B+extra", "knn", EXTRA),
+        Hypothesis("P4", c, "The domain-prediction pick transfers better than B", "domain", BASE),
         Hypothesis(
             "P5",
             c,
@@ -98,8 +112,8 @@ def _confirmatory() -> list[Hypothesis]:
             c,
             "Experts specialise: each beats B on held-out images of its own upstream subset",
             "expert",
-            "base",
-            measure="kNN accuracy on the expert's upstream subset, over experts",
+            BASE,
+            measure=SPECIALISATION,
         ),  # fmt: skip
         Hypothesis(
             "P8",
@@ -107,7 +121,7 @@ def _confirmatory() -> list[Hypothesis]:
             "Adapter experts transfer about as well as full experts (within 0.02)",
             "adapter",
             "full",
-            measure="fine-tune accuracy on the tasks each expert relates to",
+            measure=RELATED_TASKS,
             margin=-0.02,
         ),  # fmt: skip
         Hypothesis(
@@ -116,7 +130,7 @@ def _confirmatory() -> list[Hypothesis]:
             "Selection is at least 100x cheaper than fine-tuning every expert",
             "finetune-all",
             "knn-selection",
-            measure="log10 of the wall-time ratio per task",
+            measure=COST_RATIO,
             margin=2.0,
         ),  # fmt: skip
     ]
@@ -125,9 +139,9 @@ def _confirmatory() -> list[Hypothesis]:
 def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
     e = "exploratory"
     out = [
-        Hypothesis("E1", e, "Some expert (the oracle) transfers better than B", "oracle", "base"),
+        Hypothesis("E1", e, "Some expert (the oracle) transfers better than B", "oracle", BASE),
         Hypothesis("E2", e, "The oracle beats the kNN pick (room left for a better proxy)", "oracle", "knn"),
-        Hypothesis("E3", e, "DAT-style re-training transfers better than B", "dat", "base"),
+        Hypothesis("E3", e, "DAT-style re-training transfers better than B", "dat", BASE),
         *(
             Hypothesis(
                 f"E4{p[0]}{p[-1]}",
@@ -137,43 +151,41 @@ def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
                 p,
                 alternative="two-sided",
             )
-            for p in ("linear", "logme", "hscore", "leep", "nce")
+            for p in OTHER_PROXIES
         ),  # fmt: skip
-        Hypothesis(
-            "E5", e, "B+extra transfers better than B (extra upstream compute alone)", "base+extra", "base"
-        ),
+        Hypothesis("E5", e, "B+extra transfers better than B (extra upstream compute alone)", EXTRA, BASE),
     ]
     for k in few_shot:
         r = f"{k}-shot"
         out += [
-            Hypothesis(f"F{k}a", e, f"At {r}: the kNN pick transfers better than B", "knn", "base", r),
+            Hypothesis(f"F{k}a", e, f"At {r}: the kNN pick transfers better than B", "knn", BASE, r),
             Hypothesis(f"F{k}b", e, f"At {r}: kNN selection beats a random expert", "knn", "random", r),
-            Hypothesis(f"F{k}c", e, f"At {r}: the kNN pick beats B+extra", "knn", "base+extra", r),
+            Hypothesis(f"F{k}c", e, f"At {r}: the kNN pick beats B+extra", "knn", EXTRA, r),
             Hypothesis(
                 f"F{k}d",
                 e,
                 f"At {r}: the domain-prediction pick transfers better than B",
                 "domain",
-                "base",
+                BASE,
                 r,
             ),  # fmt: skip
-            Hypothesis(f"F{k}e", e, f"At {r}: the oracle transfers better than B", "oracle", "base", r),
+            Hypothesis(f"F{k}e", e, f"At {r}: the oracle transfers better than B", "oracle", BASE, r),
             Hypothesis(
                 f"F{k}f",
                 e,
                 f"At {r}: the oracle transfers better than B+extra (expert choice beyond extra compute)",
                 "oracle",
-                "base+extra",
+                EXTRA,
                 r,
             ),  # fmt: skip
-            Hypothesis(f"F{k}g", e, f"At {r}: B+extra transfers better than B", "base+extra", "base", r),
+            Hypothesis(f"F{k}g", e, f"At {r}: B+extra transfers better than B", EXTRA, BASE, r),
             Hypothesis(
                 f"F{k}h",
                 e,
                 f"Pre-training matters more with few images: the kNN pick's gain over B is "
                 f"larger at {r} than at 1k",
                 "knn",
-                "base",
+                BASE,
                 f"{r} vs 1k",
             ),  # fmt: skip
             Hypothesis(
@@ -181,7 +193,7 @@ def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
                 e,
                 f"The oracle's gain over B is larger at {r} than at 1k",
                 "oracle",
-                "base",
+                BASE,
                 f"{r} vs 1k",
                 post_hoc=True,
             ),  # fmt: skip
@@ -192,18 +204,21 @@ def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
                 "tau@1k",
                 f"tau@{r}",
                 f"{r} vs 1k",
-                measure="Kendall tau of kNN scores with the experts' mean accuracy, per task",
+                measure=RANK_AGREEMENT,
             ),  # fmt: skip
         ]
     return out
 
 
-def plan(few_shot: tuple[int, ...] = (5, 25)) -> list[Hypothesis]:
+def hypotheses(few_shot: tuple[int, ...] = (5, 25)) -> list[Hypothesis]:
     """Every hypothesis, confirmatory first, for a scale with these few-shot regimes."""
     hs = [*_confirmatory(), *_exploratory(tuple(few_shot))]
     ids = [h.id for h in hs]
     if len(set(ids)) != len(ids):
         raise ValueError("two hypotheses share an id")
+    unknown = [h.id for h in hs if h.measure not in MEASURES]
+    if unknown:
+        raise ValueError(f"hypotheses {unknown} name a measure the report cannot evaluate; known: {MEASURES}")
     return hs
 
 

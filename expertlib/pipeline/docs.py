@@ -60,7 +60,7 @@ def verdicts_markdown(claims: pd.DataFrame, family: str) -> str:
 
 def render(kind: str, arg: str, root: Path = ROOT) -> str:
     if kind == "plan":
-        from expertlib.pipeline.plan import plan_markdown
+        from expertlib.pipeline.compute_plan import plan_markdown
 
         folder = root / "results" / arg / "tables"
         return plan_markdown(pd.read_csv(folder / "plan.csv"), pd.read_csv(folder / "plan_options.csv"))

@@ -7,10 +7,7 @@ functions of the scale.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
-from expertlib.presets import Scale
+from expertlib.scale import Scale
 from expertlib.schedules import Schedule, scaled_hyperrule, upstream_schedule
 from expertlib.training import TrainConfig
 
@@ -77,8 +74,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 STEP_FIELDS["specialisation"] = (*STEP_FIELDS["adapter"], *STEP_FIELDS["full"], "knn_k", "knn_metric",
                                  "specialisation_images")  # fmt: skip
-STEP_FIELDS["selection"] = (*STEP_FIELDS["adapter"], "knn_k", "knn_metric", "random_experts", "oracle_pool",
-                            "dat_timing_steps", "released_experts")  # fmt: skip
+STEP_FIELDS["selection"] = (*STEP_FIELDS["adapter"], "knn_k", "knn_metric", "domain_activation", "random_experts",
+                            "oracle_pool", "dat_timing_steps", "released_experts")  # fmt: skip
 STEP_FIELDS["transfer"] = (*STEP_FIELDS["selection"], *STEP_FIELDS["full"], "transfer_batch", "transfer_steps",
                            "transfer_lrs", "dat_accuracy", "oracle_on", "linear_probes")  # fmt: skip
 STEP_FIELDS["schedule_sweep"] = (*STEP_FIELDS["transfer"], "schedule_sweep")
@@ -109,30 +106,3 @@ GENERIC_SEED, EXTRA_SEED, EXPERT_SEED, DAT_SEED = 0, 1, 7, 11
 def dat_steps(scale: Scale) -> int:
     """Steps the selection step runs to time the DAT-style baseline (the rest of its budget is extrapolated)."""
     return min(scale.expert.steps, scale.study.dat_timing_steps or scale.expert.steps)
-
-
-# -- GPU rates: what every plan and every job's cost is priced from --------------------------------------------
-GPU_CSV = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "gpu.csv"
-# R50x1 on one H100 at 224 px, images/s: what the GPU check measured (results/benchmarks/gpu.csv), used when
-# that file has no rows
-FALLBACK_RATES = {"train": 1882.2, "inference": 5195.5, "source": "assumed"}
-
-
-def gpu_rates(path: str | Path | None = None) -> dict:
-    """Training and inference images/s of R50x1 at 224 px from ``results/benchmarks/gpu.csv`` (the fp32 rows;
-    bf16 measured no faster), and which GPU measured them."""
-    path = Path(path) if path else GPU_CSV
-    rows = list(csv.DictReader(path.open())) if path.is_file() else []
-    pick = lambda mode: next((r for r in rows if r["mode"] == mode and r["precision"] == "fp32"  # noqa: E731
-                              and r["feed"] == "synthetic"), None)  # fmt: skip
-    train, infer = pick("train"), pick("inference")
-    if not (train and infer):
-        return FALLBACK_RATES
-    return {"train": float(train["images_per_s"]), "inference": float(infer["images_per_s"]),
-            "source": f"measured on {train['gpu']} ({path.name})"}  # fmt: skip
-
-
-def gpu_seconds(images: int, crop: int, rates: dict, kind: str = "train") -> float:
-    """Seconds of one GPU to train on (``kind="train"``) or evaluate ``images`` images at ``crop`` px: the rate
-    measured at 224 px, scaled by pixels."""
-    return images * (crop / 224) ** 2 / rates[kind]

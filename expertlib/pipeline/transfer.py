@@ -7,13 +7,10 @@ side (:mod:`expertlib.parallel`), with the same results for any number of worker
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -22,21 +19,23 @@ from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import split_name
+from expertlib.distributed import is_primary
 from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.selection import dat_models
-from expertlib.pipeline.workspace import (
-    Workspace,
-    cached,
-    check_recipe,
-    is_main_process,
+from expertlib.pipeline.dat import dat_models
+from expertlib.pipeline.finetunes import MODES, planned_runs, transfer_jobs
+from expertlib.pipeline.tables import (
+    RUN_COLUMNS,
+    decode_predictions,
+    encode_predictions,
+    prediction_key,
     read_candidate_table,
-    record_provenance,
+    save_predictions,
 )
+from expertlib.pipeline.workspace import Workspace, cached, check_recipe, record_provenance
 from expertlib.resnet import Pooled
-from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_json
-from expertlib.selection import PICKED_BY, split_ids
+from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.training import TrainConfig, TrainData, finetune, predict, predicted_classes
 
 
@@ -49,50 +48,6 @@ def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cf
     res = finetune(net, train_data, cfg, classes, progress=False)
     pred = predicted_classes(net, eval_data, eval_batch, cfg.device, cfg.compile)
     return float((pred == eval_data.labels).mean()), float(res.seconds), encode_predictions(pred)
-
-
-def encode_predictions(pred: np.ndarray) -> str:
-    """Predicted classes as base64 of little-endian uint16 (2 bytes an example: VTAB's largest task has 397
-    classes), small enough to travel in a job's JSON result."""
-    return base64.b64encode(np.asarray(pred, dtype="<u2").tobytes()).decode()
-
-
-def decode_predictions(text: str) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(text), dtype="<u2").astype(np.int64)
-
-
-def prediction_key(task: str, model: str, mode: str, seed: int) -> str:
-    return f"{task}|{model}|{mode}|{seed}"
-
-
-def save_predictions(path: Path, new: Mapping[str, np.ndarray]) -> None:
-    """Add ``new`` (key -> predicted classes) to the compressed archive at ``path``: an ``.npz`` that
-    ``np.load`` reads, written atomically with sorted members and fixed timestamps, so the same predictions
-    give the same bytes (numpy's own ``savez`` stamps the time)."""
-    import io
-    import zipfile
-
-    if not new:
-        return
-    arrays = {**load_predictions(path), **new}
-
-    def write(p: Path) -> None:
-        with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
-            for key in sorted(arrays):
-                buf = io.BytesIO()
-                np.lib.format.write_array(
-                    buf, np.ascontiguousarray(arrays[key], dtype=np.uint16), allow_pickle=False
-                )
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
-                z.writestr(info, buf.getvalue())
-
-    atomic_write(path, write)
-
-
-def load_predictions(path: Path) -> dict[str, np.ndarray]:
-    """Every fine-tune's predicted test classes, keyed by :func:`prediction_key` ({} when none were stored)."""
-    return {k: v.astype(np.int64) for k, v in np.load(path).items()} if path.exists() else {}
 
 
 def finetunes(ws: Workspace, specs: Sequence[tuple[Candidate, TrainData, TrainData, int, int, float, int]]
@@ -147,73 +102,6 @@ def frozen_linear(ws: Workspace, cand: Candidate, splits: Mapping[str, TrainData
     return P.linear_probe_accuracy(tr, splits["train800val200"].labels, te, splits["test"].labels)
 
 
-def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relates_to: str | None = None,
-                 pick: Mapping | None = None) -> list[tuple[str, int]]:  # fmt: skip
-    """(candidate, seed) fine-tunes of ``task``: every candidate at every seed, except full experts, which only
-    the adapter-vs-full comparison uses: they run on the tasks their subtree relates to (``relates_to``), and
-    DAT-style models, each made for one task. Where the selection step chose which experts to
-    fine-tune (``pick``, its row of ``selection_picks.csv``, has ``random_sample``), the experts are only the
-    proxies' picks, the random sample and the oracle pool. The picks of every proxy, the random expert's
-    expectation and the oracle are all read from these runs, so every method is compared at the same seeds."""
-    names = [n for n, c in cands.items()
-             if (c.kind != "full" or c.expert == relates_to) and (c.kind != "dat" or c.task == task)]  # fmt: skip
-    seeds = {n: ws.scale.study.seeds for n in names}
-    if pick is not None and "random_sample" in pick:
-        picked = {m for p in PICKED_BY if p in pick for m in split_ids(pick[p])}  # a tie: all of it
-        design = {*split_ids(pick["random_sample"]), *split_ids(pick["oracle_pool"])}
-        names = [n for n in names if cands[n].expert is None or n in picked | design]
-        fewer = ws.scale.study.unpicked_seeds
-        if fewer is not None:  # experts no proxy picked: fewer seeds (a documented, priced option)
-            seeds.update({n: min(fewer, seeds[n]) for n in names if n in design - picked})
-    return [(n, s) for s in range(ws.scale.study.seeds) for n in names if s < seeds[n]]
-
-
-def oracle_runs(ws: Workspace, pick: Mapping | None) -> list[tuple[str, int]]:
-    """The fine-tunes that choose the oracle without its judge's images (``oracle_on="val200"``): each expert of
-    the task's oracle pool trained on train800 and tested on val200, at seed 0."""
-    if ws.scale.study.oracle_on != "val200" or pick is None or "oracle_pool" not in pick:
-        return []
-    return [(n, 0) for n in split_ids(pick["oracle_pool"])]
-
-
-MODES = {"finetune": ("train800val200", "test"), "finetune_val": ("train800", "val200")}
-
-
-def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], hps: Mapping[str, dict],
-                  picks: pd.DataFrame | None) -> list[Job]:  # fmt: skip
-    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.jobs.Job`\s whose recipe says what sets
-    its result (task, candidate, mode, seed, steps, lr, batch, resolution; :func:`run_transfer` adds the
-    candidate's weights' fingerprint) and whose cost is its GPU seconds, evaluation included. The plan prices
-    exactly these."""
-    by_task = picks.set_index("task").to_dict("index") if picks is not None and len(picks) else {}
-    rates = R.gpu_rates()
-    jobs = []
-    for task in ws.tasks:
-        info, pick = bench.task_info(task), by_task.get(task)
-        resolution = task_resolution(bench, task, ws.scale)
-        runs = [(n, s, "finetune") for n, s in planned_runs(ws, cands, task, info.relates_to, pick)]
-        runs += [(n, s, "finetune_val") for n, s in oracle_runs(ws, pick)]
-        sizes = {m: len(bench.task(task, MODES[m][1])) for m in {m for _, _, m in runs}}
-        for who, seed, mode in runs:
-            recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
-                      "lr": hps[task]["lr"], "batch": ws.scale.transfer.batch, "resolution": list(resolution)}  # fmt: skip
-            train_images = hps[task]["steps"] * ws.scale.transfer.batch
-            cost = R.gpu_seconds(train_images, resolution[1], rates) + R.gpu_seconds(
-                sizes[mode], resolution[1], rates, "inference"
-            )  # GPU seconds, from the measured rates: what balances the ranks' shares
-            jobs.append(Job(recipe, cost))
-    return jobs
-
-
-def task_resolution(bench: Benchmark, task: str, scale) -> tuple[int, int]:
-    """(precrop, crop) a task trains at: BiT-HyperRule's per task on disk, else the scale's."""
-    return (
-        tuple(bench.resolution_of(task))
-        if hasattr(bench, "resolution_of")
-        else (scale.data.precrop, scale.data.crop)
-    )
-
-
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
     """All transfer runs on every task, few-shot versions included: hyper-parameters on val200 with B (few-shot
     tasks take their full task's; a one-point grid is taken as it is); the DAT-style models where the scale
@@ -238,7 +126,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             choose_hyperparameters(ws, cands[BASE], bench, [t for t in missing if t in ws.scale.data.tasks])
         )
         hps.update(few_shot_hyperparameters(hps, missing))
-        if is_main_process():
+        if is_primary():
             atomic_write_json(hp_path, hps)
     pick_path = ws.path("tables", "selection_picks.csv")
     picks = read_candidate_table(pick_path, ids=list(cands)) if pick_path.exists() else None
@@ -272,7 +160,7 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
             rows.append({"task": r["task"], "group": bench.task_info(r["task"]).group, "model": r["model"],
                          "mode": r["mode"], "seed": r["seed"], "accuracy": acc, "seconds": secs, "steps": r["steps"],
                          "lr": r["lr"]})  # fmt: skip
-        if is_main_process():
+        if is_primary():
             save_predictions(pred_path, predictions)
             atomic_write_csv(out, as_table(rows))
     if ws.scale.study.linear_probes:
@@ -288,26 +176,11 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
                 acc = frozen_linear(ws, cand, splits)
                 rows.append({"task": task, "group": group, "model": who, "mode": "linear", "seed": 0,
                              "accuracy": acc, "seconds": time.perf_counter() - t0, "steps": 0, "lr": 0.0})  # fmt: skip
-            if is_main_process():
+            if is_primary():
                 atomic_write_csv(out, as_table(rows))
-    if computed and is_main_process():
+    if computed and is_primary():
         record_provenance([p for p in (out, hp_path, pred_path) if p.exists()], recipe)
     return _ordered(as_table(rows))
-
-
-RUN_COLUMNS = [
-    "task",
-    "group",
-    "model",
-    "kind",
-    "expert",
-    "mode",
-    "seed",
-    "accuracy",
-    "seconds",
-    "steps",
-    "lr",
-]
 
 
 def _job_args(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], job: Job) -> tuple:
@@ -362,45 +235,3 @@ def run_schedule_sweep(ws: Workspace, bench: Benchmark, cands: Mapping[str, Cand
         return pd.DataFrame(rows, columns=["task", "steps", "model", "accuracy", "seconds"])
 
     return cached(ws.path("tables", "schedule_sweep.csv"), compute, recipe=ws.recipe("schedule_sweep"))
-
-
-# -- command line: the fine-tunes on one process or spread over GPUs and nodes with torchrun ----------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run notebook 05's fine-tunes; under ``torchrun`` every rank takes its cost-balanced share of the job list
-    (:mod:`expertlib.jobs`) and rank 0 writes the tables. Then notebook 05 (``make reproduce``) reads them::
-
-        torchrun --nproc_per_node 8 -m expertlib.pipeline.transfer --scale released --data-root data
-        torchrun --nnodes 4 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
-            -m expertlib.pipeline.transfer --scale released --data-root data
-    """
-    import argparse
-
-    from expertlib.jobs import finish_distributed, init_distributed, rank_and_world
-    from expertlib.pipeline import upstream as U
-    from expertlib.pipeline.data import load_benchmark
-
-    ap = argparse.ArgumentParser(
-        description="run a scale's fine-tunes (notebook 05) on one or more processes"
-    )
-    ap.add_argument("--scale", default="released")
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument("--results-dir", default="results")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(argv)
-    device = init_distributed(args.device, backend="gloo")  # barriers only: every fine-tune trains alone
-    rank, world = rank_and_world()
-    ws = Workspace.create(args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0)
-    bench = load_benchmark(ws)
-    ws.require("tables", "selection_picks.csv", "04_selection.ipynb")
-    runs = run_transfer(ws, bench, U.candidates(ws))
-    if rank == 0:
-        print(
-            f"{(runs['mode'] != 'linear').sum()} fine-tunes on {world} process(es): {ws.path('tables', 'transfer_runs.csv')}"
-        )
-    finish_distributed()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

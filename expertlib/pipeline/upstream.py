@@ -1,10 +1,6 @@
-"""Notebooks 02 and 03: the generic model B, its compute-matched control B+extra, and the experts.
-
-Also the command line that trains B on one process or under torchrun (DDP)::
-
-    python -m expertlib.pipeline.upstream --scale cpu --out B.safetensors
-    torchrun --nproc_per_node 2 -m expertlib.pipeline.upstream --scale cpu --out B.safetensors
-"""
+"""Notebooks 02 and 03: the generic model B, its compute-matched control B+extra, the experts, and the study of
+how the experts specialise. B is trained by :func:`fit_generic` alone, from the notebook and from the torchrun
+command line (:mod:`expertlib.pipeline.torchrun`) alike."""
 
 from __future__ import annotations
 
@@ -18,82 +14,51 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 
 from expertlib import proxies as P
 from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
-from expertlib.candidates import BASE, EXTRA, Candidate, features_of, from_bank, from_model
+from expertlib.candidates import BASE, EXTRA, Candidate, features_of
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.jobs import barrier, finish_distributed, init_distributed
+from expertlib.distributed import barrier, is_primary, rank_and_world
+from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline.data import RELEASED_BANK as RELEASED
-from expertlib.pipeline.data import choose_experts, full_experts, released_names
-from expertlib.pipeline.workspace import (
-    MissingStepError,
-    Workspace,
-    cached,
-    is_main_process,
-    record_provenance,
-)
+from expertlib.pipeline.experts import choose_experts, full_experts
+from expertlib.pipeline.models import load_released_generic, require_upstream
+from expertlib.pipeline.workspace import Workspace, cached
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import atomic_write_csv, seed_everything
 from expertlib.training import TrainConfig, TrainData, accuracy, predict, train, train_expert
-from expertlib.weights import load_bank, load_expert, load_model, load_released, save_expert
-
+from expertlib.weights import load_expert, save_expert
 
 # -- the generic model B ---------------------------------------------------------------------------------------
-class NothingToTrainError(RuntimeError):
-    """The scale trains nothing upstream (``released``): B and the experts are downloads, converted."""
 
 
-def require_upstream(ws: Workspace) -> None:
-    if not ws.scale.trains_upstream:
-        raise NothingToTrainError(
-            f"scale {ws.scale.name!r} trains nothing upstream and reads no upstream image: B is BiT-M R50x1's released "
-            "weights and the experts are the paper's 48 released experts, converted from their SavedModels "
-            "(notebook 04 converts them on first use; by hand: python -m expertlib.convert <folder of SavedModels> "
-            f"--out {ws.path('models', RELEASED)} --base <BiT-M-R50x1.npz>). Go on with notebook 04."
-        )
+def fit_generic(ws: Workspace, bench: Benchmark, checkpoint: str | Path | None = None,
+                metrics_csv: str | Path | None = None) -> tuple[ResNetV2, dict]:  # fmt: skip
+    """B with the scale's recipe: loaded from released weights, or trained on all upstream data from an init
+    seeded by the workspace's seed (resuming ``checkpoint``). The one trainer of B: the notebook caches what it
+    returns; the torchrun command line saves it. Returns the model and its training record."""
+    seed_everything(ws.seed)
+    model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bench.classes), zero_head=False)
+    if ws.scale.upstream.weights:
+        return load_released_generic(ws, model)
+    cfg = R.generic_config(ws.scale, ws.seed + R.GENERIC_SEED, ws.device)
+    res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
+                checkpoint=checkpoint, metrics_csv=metrics_csv, progress=ws.progress, desc="generic B")  # fmt: skip
+    record = {"steps": res.steps, "seconds": res.seconds, "images_per_second": res.images_per_second,
+              "final_loss": res.final_loss, "resumed_from": res.resumed_from}  # fmt: skip
+    return model, record
 
 
 def train_generic(ws: Workspace, bench: Benchmark) -> tuple[ResNetV2, dict]:
-    """Train B on all upstream data (or load it). Returns the model and its training record."""
+    """B for notebook 02, trained once (:func:`fit_generic`, checkpointed) and cached with its record."""
     require_upstream(ws)
-
-    def compute() -> tuple[ResNetV2, dict]:
-        seed_everything(ws.seed)
-        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bench.classes), zero_head=False)
-        if ws.scale.upstream.weights:
-            return load_released_generic(ws, model)
-        cfg = R.generic_config(ws.scale, ws.seed + R.GENERIC_SEED, ws.device)
-        res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
-                    checkpoint=ws.path("checkpoints", "generic.pt"), metrics_csv=ws.path("tables", "generic_metrics.csv"),
-                    progress=ws.progress, desc="generic B")  # fmt: skip
-        record = {"steps": res.steps, "seconds": res.seconds, "images_per_second": res.images_per_second,
-                  "final_loss": res.final_loss, "resumed_from": res.resumed_from}  # fmt: skip
-        return model, record
-
-    return cached((ws.path("models", "generic.safetensors"), ws.path("tables", "generic_training.json")), compute,
+    return cached((ws.path("models", "generic.safetensors"), ws.path("tables", "generic_training.json")),
+                  lambda: fit_generic(ws, bench, ws.path("checkpoints", "generic.pt"),
+                                      ws.path("tables", "generic_metrics.csv")),
                   ("model", "json"), ws.recipe("generic"))  # fmt: skip
-
-
-def load_released_generic(ws: Workspace, model: ResNetV2) -> tuple[ResNetV2, dict]:
-    """B from released weights (BiT-M's ``.npz`` or a timm checkpoint under ``data_root``). Its upstream head is
-    kept when it has exactly this benchmark's classes (BiT-M's 21,843 sorted wnids = a full ImageNet-21k tree);
-    otherwise B gets a fresh head over this benchmark's classes (B+extra and domain prediction then use it
-    after B+extra's training only)."""
-    path = Path(ws.scale.upstream.weights)
-    path = path if path.is_absolute() else ws.dataset_root / path
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"B's weights {path} not found: download BiT-M-R50x1.npz (the BiT repository's released weights) into "
-            f"{ws.data_root}, or set the scale's generic_weights to None to train B from scratch"
-        )
-    head = load_released(model, path)
-    return model, {"steps": 0, "seconds": 0.0, "images_per_second": 0.0, "final_loss": float("nan"),
-                   "resumed_from": None, "weights": str(path), "upstream_head_loaded": bool(head)}  # fmt: skip
 
 
 def train_generic_extra(ws: Workspace, bench: Benchmark, base: ResNetV2) -> ResNetV2:
@@ -134,13 +99,6 @@ def generic_upstream_accuracy(
     return frame
 
 
-def load_generic(ws: Workspace) -> tuple[ResNetV2, ResNetV2]:
-    require_upstream(ws)
-    b = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
-    x = load_model(ws.require("models", "generic_extra.safetensors", "02_generic.ipynb"))
-    return b.eval(), x.eval()
-
-
 # -- experts ----------------------------------------------------------------------------------------------------
 def recipe_job(bank: ExpertBank, name: str, data: TrainData, heldout: TrainData, cfg: TrainConfig,
                eval_batch: int) -> tuple[ExpertBank, float, float]:  # fmt: skip
@@ -179,15 +137,14 @@ def choose_full_recipe(ws: Workspace, bench: Benchmark, base: ResNetV2, name: st
                            for i, (s, lr) in enumerate(grid)])  # fmt: skip
     best = max(range(len(grid)), key=lambda i: (done[i][1], -grid[i][0], -grid[i][1]))
     trials["chosen"] = [i == best for i in range(len(grid))]
-    if is_main_process():
+    if is_primary():
         log = ws.path("tables", "full_expert_recipes.csv")
         old = pd.read_csv(log) if log.exists() else pd.DataFrame()
         atomic_write_csv(
             log, pd.concat([old[old.expert != name] if len(old) else old, trials], ignore_index=True)
         )
         save_expert(done[best][0], name, part)
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()  # every rank loads what rank 0 saved
+    barrier()  # every rank loads what rank 0 saved
     return trials
 
 
@@ -229,8 +186,6 @@ def _shard_experts(ws: Workspace, bench: Benchmark, base: ResNetV2, kind: str, e
                    ) -> dict[str, float]:  # fmt: skip
     """Every rank trains its share of the experts (whole, one process each; a full expert's recipe grid is
     left to the loop); after a barrier every part file exists. Seconds per expert trained here."""
-    from expertlib.jobs import Job, rank_and_world, run_sharded
-
     if rank_and_world()[1] == 1 or not ws.scale.runtime.expert_sharding:
         return {}
     grid = kind == "full" and ws.scale.expert.full_steps
@@ -269,82 +224,13 @@ def train_experts(
                 secs = sharded.get(name)
             else:
                 cfg = R.expert_config(ws.scale, ws.seed + R.EXPERT_SEED, ws.device)
-                secs = _train_fresh(
-                    ws, bank, kind, name, labels, data, cfg, ws.progress, save=is_main_process()
-                )
+                secs = _train_fresh(ws, bank, kind, name, labels, data, cfg, ws.progress, save=is_primary())
             rows.append({"expert": name, "kind": kind, "classes": len(labels), "images": len(data),
                          "trainable_parameters": bank.num_expert_parameters(name), "seconds": secs})  # fmt: skip
         return bank, pd.DataFrame(rows)
 
     return cached((ws.path("models", f"{kind}_experts.safetensors"), ws.path("tables", f"{kind}_expert_training.csv")),
                   compute, ("bank", "csv"), ws.recipe(kind))  # fmt: skip
-
-
-def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
-    a = load_bank(ws.require("models", "adapter_experts.safetensors", "03_experts.ipynb"))
-    f = load_bank(ws.require("models", "full_experts.safetensors", "03_experts.ipynb"))
-    return a.eval(), f.eval()
-
-
-def bit_m(ws: Workspace) -> ResNetV2:
-    """B for a scale that trains nothing: BiT-M's released weights with its 21,843-way head (for domain
-    prediction), stored once as ``models/generic.safetensors``."""
-    from expertlib.hierarchy import bit_m_classes
-
-    def compute() -> ResNetV2:
-        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bit_m_classes()), zero_head=False)
-        model, record = load_released_generic(ws, model)
-        if not record["upstream_head_loaded"]:
-            raise ValueError(
-                f"{record['weights']} has no 21,843-way head: the released scale needs BiT-M's (not BiT-S's)"
-            )
-        return model
-
-    return cached(ws.path("models", "generic.safetensors"), compute, "model", ws.recipe("generic")).eval()
-
-
-def released_bank(ws: Workspace) -> ExpertBank:
-    """The scale's released experts as one bank over B (its ``experts``, else all 48): converted once, by rank 0,
-    from the SavedModels under ``data_root/<released_experts>`` into ``models/released_experts.safetensors``
-    (every tensor's checksum verified; the file records each expert's source and the architecture)."""
-    path = ws.path("models", RELEASED)
-    if not path.exists():
-        if not ws.scale.data.released_experts:
-            raise MissingStepError(
-                f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder"
-            )
-        if is_main_process():
-            from expertlib.convert import convert_bank, sources
-
-            found = sources([ws.dataset_root / ws.scale.data.released_experts])
-            wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing
-            convert_bank(wanted, path, ws.dataset_root / ws.scale.upstream.weights,
-                         log=print if ws.progress else lambda *_: None)  # fmt: skip
-            record_provenance([path])
-        barrier()
-    return load_bank(path).eval()
-
-
-def candidates(ws: Workspace) -> dict[str, Candidate]:
-    """Every network of this scale as a candidate: B, B+extra, ``adapter:<name>``, ``full:<name>``, and the
-    paper's released experts as ``released:<name>`` when ``models/released_experts.safetensors`` exists (a bank
-    written by ``python -m expertlib.convert``). A scale that trains nothing: B (BiT-M) and the released experts,
-    converted on first use."""
-    if not ws.scale.trains_upstream:
-        return {BASE: from_model(bit_m(ws), BASE),
-                **from_bank(released_bank(ws), prefix="released", kind="released")}  # fmt: skip
-    base, extra = load_generic(ws)
-    adapters, full = load_experts(ws)
-    out = {
-        BASE: from_model(base, BASE),
-        EXTRA: from_model(extra, EXTRA),
-        **from_bank(adapters),
-        **from_bank(full),
-    }
-    released = ws.path("models", RELEASED)
-    if released.exists():
-        out.update(from_bank(load_bank(released).eval(), prefix="released", kind="released"))
-    return out
 
 
 def specialisation(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate],
@@ -398,76 +284,3 @@ def write_specialisation(
         plots.save_figure(fig, ws.path("figures", f"specialisation_{measure}"))
         figs.append(fig)
     return spec, figs
-
-
-# -- command line: train B on one machine or with torchrun ------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Train B (``--stage generic``) or the experts (``--stage experts``) with the scale's recipe; under
-    ``torchrun --nproc_per_node N`` the same training runs with DDP (NCCL on GPUs, gloo on CPU), every global
-    batch split over the processes."""
-    import argparse
-
-    from expertlib.weights import save_model
-
-    ap = argparse.ArgumentParser(
-        description="train B (or the experts) with a scale's recipe, on one or more processes"
-    )
-    ap.add_argument("--scale", default="cpu")
-    ap.add_argument("--stage", choices=("generic", "experts"), default="generic",
-                    help="generic: B to --out; experts: the scale's adapter and full experts into --results-dir")  # fmt: skip
-    ap.add_argument("--steps", type=int, default=None, help="override the scale's upstream steps (generic)")
-    ap.add_argument("--batch-size", type=int, default=None)
-    ap.add_argument(
-        "--lr", type=float, default=None, help="override the scale's upstream learning rate (generic)"
-    )
-    ap.add_argument("--data-root", default="data")
-    ap.add_argument(
-        "--results-dir", default="results", help="experts: reads B from and writes experts to <dir>/<scale>"
-    )
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--checkpoint", default=None, help="generic: resume from / write this checkpoint")
-    ap.add_argument("--out", help="generic: where rank 0 saves the trained model (.safetensors)")
-    ap.add_argument("--shard-experts", action="store_true",
-                    help="experts: each rank trains whole experts of the job list instead of DDP per expert")  # fmt: skip
-    args = ap.parse_args(argv)
-    if args.stage == "generic" and not args.out:
-        ap.error("--stage generic needs --out")
-    device = init_distributed(args.device)
-    from expertlib.pipeline.data import load_benchmark
-    from expertlib.presets import get_scale
-
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if args.stage == "experts":
-        ws = Workspace.create(
-            args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0
-        )
-        if args.shard_experts:
-            ws = replace(ws, scale=ws.scale.override(expert_sharding=True))
-        bench = load_benchmark(ws)
-        base = load_model(ws.require("models", "generic.safetensors", "02_generic.ipynb"))
-        for kind in ("adapter", "full"):  # every rank trains; only rank 0 writes (see workspace.cached)
-            _, log = train_experts(ws, bench, base, kind)
-            if rank == 0:
-                print(f"{kind} experts on {world} process(es):\n{log.to_string(index=False)}")
-    else:
-        ws = Workspace(
-            get_scale(args.scale), Path("."), Path(args.data_root), device, args.seed, progress=False
-        )
-        bench = load_benchmark(ws)
-        torch.manual_seed(args.seed)
-        model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bench.classes), zero_head=False)
-        cfg = R.generic_config(ws.scale, args.seed, device, args.steps, args.lr, args.batch_size)
-        res = train(model, list(model.parameters()), bench.upstream_subset("train"), cfg, len(bench.classes),
-                    checkpoint=args.checkpoint, progress=True, desc="generic B")  # fmt: skip
-        if rank == 0:
-            save_model(model.cpu(), args.out)
-            print(f"trained {res.steps} steps on {world} process(es) in {res.seconds:.1f} s "
-                  f"({res.images_per_second:.0f} images/s); saved {args.out}")  # fmt: skip
-    finish_distributed()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,7 +20,8 @@ import pandas as pd
 
 from expertlib import runlock
 from expertlib.datasets.fewshot import tasks_with_few_shot
-from expertlib.presets import Scale, get_scale
+from expertlib.distributed import is_distributed, is_primary
+from expertlib.presets import get_scale
 from expertlib.runtime import (
     atomic_write_csv,
     atomic_write_json,
@@ -28,7 +29,7 @@ from expertlib.runtime import (
     resolve_device,
     seed_everything,
 )
-from expertlib.selection import PICK_COLUMNS, split_ids
+from expertlib.scale import Scale
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ class Workspace:
             seed,
             progress,
         )
-        if is_main_process():  # one run per results folder (under torchrun, rank 0 writes and holds it)
+        if is_primary():  # one run per results folder (under torchrun, rank 0 writes and holds it)
             runlock.hold(ws.results_dir)
         for sub in ("models", "tables", "figures", "checkpoints"):
             (ws.results_dir / sub).mkdir(parents=True, exist_ok=True)
@@ -93,10 +94,7 @@ class Workspace:
     def pool_workers(self) -> int:
         """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
         ``transfer_workers`` on a CPU; none on a GPU or under torchrun, where the jobs run in turn."""
-        import torch.distributed as dist
-
-        distributed = dist.is_available() and dist.is_initialized()
-        return self.scale.runtime.transfer_workers if self.device == "cpu" and not distributed else 0
+        return self.scale.runtime.transfer_workers if self.device == "cpu" and not is_distributed() else 0
 
     def path(self, kind: str, name: str) -> Path:
         return self.results_dir / kind / name
@@ -108,13 +106,6 @@ class Workspace:
                 f"{p} is missing: run notebook {notebook} at scale={self.scale.name!r} first"
             )
         return p
-
-
-def is_main_process() -> bool:
-    """Rank 0 under torchrun (or the only process): the one that writes results."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 # -- cache or compute ------------------------------------------------------------------------------------------
@@ -150,29 +141,6 @@ FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
 }
 
 
-class OutdatedTableError(RuntimeError):
-    """A table written before every table named candidates by one id with ``kind`` and ``expert`` columns."""
-
-
-def read_candidate_table(path: Path, ids: Sequence[str] | None = None) -> pd.DataFrame:
-    """A table of candidates' results (``selection_rankings``, ``transfer_runs``; ``selection_picks`` with the
-    candidate ``ids`` its picks must name), refused with the way out when it names candidates the old way (bare
-    adapter names, no ``kind`` column)."""
-    table = pd.read_csv(path)
-    old = ("proxy" in table and "model" not in table) or ("seed" in table and "kind" not in table)
-    if ids is not None:
-        chosen = [c for c in PICK_COLUMNS if c in table]
-        named = {m for v in table[chosen].to_numpy().ravel() for m in split_ids(v)}  # a tie: several ids
-        old = old or not named <= set(ids)
-    if old:
-        raise OutdatedTableError(
-            f"{path} names candidates the old way (no 'model' id with 'kind' and 'expert' columns). Convert it "
-            f"once with `python tools/migrate_candidate_ids.py {path.parent}`, or rerun from scratch "
-            "(`make reproduce-fresh`)."
-        )
-    return table
-
-
 class RecipeMismatchError(RuntimeError):
     """A stored output was made under other settings than the scale asks for now."""
 
@@ -205,7 +173,7 @@ def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:
                     f"{p} was made under another recipe ({diff}). Keep both: give this run another results_dir; or "
                     "recompute: `make reproduce-fresh` (or delete the file and what was made from it)"
                 )
-        if adopt and is_main_process():
+        if adopt and is_primary():
             atomic_write_json(book, known)
 
 
@@ -231,7 +199,7 @@ def cached(paths: Path | Sequence[Path], compute: Callable[[], T], formats: str 
         return values[0] if single else values  # type: ignore[return-value]
     result = compute()
     values = (result,) if single else tuple(result)  # type: ignore[arg-type]
-    if is_main_process():  # under torchrun every rank computes, rank 0 writes
+    if is_primary():  # under torchrun every rank computes, rank 0 writes
         for p, f, v in zip(paths, formats, values, strict=True):
             FORMATS[f][1](p, v)
         record_provenance(paths, recipe)

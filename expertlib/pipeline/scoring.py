@@ -1,124 +1,36 @@
-"""Notebook 04: every proxy scores every candidate on every task; each proxy picks one; the costs.
+"""Notebook 04, the selection step: every proxy scores every candidate on every task; each proxy picks one;
+the costs. (The library's :mod:`expertlib.selection` is where candidates meet proxies; this is the notebook's
+step over a workspace.)
 
 Besides the proxies' own seconds, this step times the competing approach's per-task cost: a DAT-style
-re-training (Ngiam et al. 2018) of B on upstream data re-weighted by B's predictions on the task, for one
-expert's budget. The scale's ``dat_timing_steps`` sets how many of those steps are run; the rest are
-extrapolated from the measured time per step, and the table says which. Where the scale asks for DAT's
-accuracy too, :func:`dat_models` trains the whole budget per task (notebook 05 fine-tunes the results).
+re-training (:mod:`expertlib.pipeline.dat`) for one expert's budget. The scale's ``dat_timing_steps`` sets how
+many of those steps are run; the rest are extrapolated from the measured time per step, and the table says
+which.
 """
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from collections.abc import Mapping
 
-import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
-from expertlib.candidates import BASE, EXPERT_KINDS, Candidate, from_model, identify
-from expertlib.datasets.batches import subset
+from expertlib.candidates import BASE, EXPERT_KINDS, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.parallel import run_jobs
-from expertlib.pipeline import recipes as R
-from expertlib.pipeline.data import choose_experts
-from expertlib.pipeline.workspace import (
-    Workspace,
-    check_recipe,
-    is_main_process,
-    read_candidate_table,
-    record_provenance,
-)
+from expertlib.distributed import is_primary
+from expertlib.pipeline.dat import time_dat
+from expertlib.pipeline.experts import choose_experts
+from expertlib.pipeline.tables import join_ids, read_candidate_table, split_ids
+from expertlib.pipeline.workspace import Workspace, check_recipe, record_provenance
+from expertlib.proxies import ALL_PROXIES, PICKED_BY
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv
-from expertlib.selection import (
-    ALL_PROXIES,
-    PICKED_BY,
-    dat_sample,
-    dat_weights,
-    extract_features,
-    forward_flops,
-    head_logits,
-    join_ids,
-    rank_experts,
-    split_ids,
-    tied_best,
-)
-from expertlib.training import TrainConfig, TrainData, train
-from expertlib.weights import load_model, save_model
+from expertlib.selection import extract_features, forward_flops, head_logits, rank_experts, tied_best
 
 
 def random_choice(candidates: list[str], seed: int, task: str) -> str:
     return random.Random(f"{seed}/{task}").choice(sorted(candidates))
-
-
-def dat_data(ws: Workspace, bench: Benchmark, upstream_logits: np.ndarray, steps: int) -> TrainData:
-    """DAT's training set for ``steps`` batches: upstream images drawn with replacement in proportion to their
-    class's weight, B's predicted probability of the class on the task's images over its upstream prior."""
-    probs = torch.softmax(torch.from_numpy(upstream_logits), -1).numpy()
-    labels = bench.upstream_labels("train")
-    prior = np.bincount(labels, minlength=len(bench.classes)).astype(float)
-    idx = dat_sample(
-        labels, dat_weights(probs, prior), steps * ws.scale.expert.batch, seed=ws.seed + R.DAT_SEED
-    )
-    return subset(bench.upstream_subset("train"), idx, labels[idx])
-
-
-def time_dat(
-    ws: Workspace, bench: Benchmark, base: Candidate, upstream_logits: np.ndarray
-) -> tuple[float, int]:
-    """Seconds of DAT-style re-training for one expert's budget (measured for ``dat_steps`` steps and scaled
-    to ``expert_steps``), and the number of steps measured."""
-    steps = R.dat_steps(ws.scale)
-    t0 = time.perf_counter()
-    data = dat_data(ws, bench, upstream_logits, steps)
-    model = copy.deepcopy(base.bank.base)
-    cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
-    train(model, list(model.parameters()), data, cfg, len(bench.classes), progress=False, stop_after=steps)
-    return (time.perf_counter() - t0) * ws.scale.expert.steps / steps, steps
-
-
-def dat_job(model: nn.Module, data: TrainData, cfg: TrainConfig, classes: int) -> tuple[nn.Module, float]:
-    """One DAT-style re-training (every weight of B, B's loss): (the model, seconds). A module-level function
-    of its arguments alone, so a worker process can run it."""
-    res = train(model, list(model.parameters()), data, cfg, classes, progress=False)
-    return model, res.seconds
-
-
-def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Candidate]:
-    """Per task (few-shot versions included), the DAT-style baseline as candidate ``dat:<task>``: B re-trained for one expert's budget on
-    upstream images re-weighted by B's predictions on that task's training images (``dat_data``), to be
-    fine-tuned like every other candidate. Resumable per task (``models/dat_<task>.safetensors``); training
-    seconds in ``tables/dat_training.csv``. None unless the scale asks for DAT's accuracy (``dat_accuracy``):
-    at the paper's budget one such model costs as much as an expert, per task."""
-    if not ws.scale.study.dat_accuracy:
-        return {}
-    path = lambda t: ws.path("models", f"dat_{t}.safetensors")  # noqa: E731
-    log_path = ws.path("tables", "dat_training.csv")
-    log = pd.read_csv(log_path).to_dict("records") if log_path.exists() else []
-    todo = [t for t in ws.tasks if not path(t).exists()]
-
-    def jobs():  # built as the pool asks: each holds one task's re-weighted upstream sample
-        for task in todo:
-            data = bench.task(task, "train800val200")
-            logits = head_logits(
-                [base], extract_features([base], data, ws.scale.runtime.eval_batch, ws.device)
-            )[BASE]
-            steps = ws.scale.expert.steps
-            cfg = R.expert_config(ws.scale, ws.seed + R.DAT_SEED, ws.device)
-            yield copy.deepcopy(base.bank.base), dat_data(ws, bench, logits, steps), cfg, len(bench.classes)
-
-    for i, (model, seconds) in run_jobs(dat_job, jobs(), ws.pool_workers()):
-        if is_main_process():
-            save_model(model, path(todo[i]))
-            log.append({"task": todo[i], "steps": ws.scale.expert.steps, "seconds": seconds})
-            atomic_write_csv(log_path, pd.DataFrame(log))
-    if todo:
-        record_provenance([log_path, *(path(t) for t in todo)])
-    return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}", "dat", t) for t in ws.tasks}
 
 
 def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
@@ -155,6 +67,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         table = rank_experts(
             feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
             val_split=len(bench.task(task, "train800")), knn_k=ws.scale.selection.knn_k, knn_metric=ws.scale.selection.knn_metric,
+            domain_activation=ws.scale.domain_activation,
             extraction_seconds={e: per_candidate for e in feats},
             extraction_flops={e: per_image[e] * len(data) for e in feats},
         )  # fmt: skip
@@ -173,10 +86,10 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         if ws.scale.trains_upstream:
             row["dat_seconds"], row["dat_steps_timed"] = time_dat(ws, bench, base, logits[BASE])
         picks.append(row)
-        if is_main_process():  # under torchrun every rank computes, rank 0 writes
+        if is_primary():  # under torchrun every rank computes, rank 0 writes
             atomic_write_csv(rank_path, pd.concat(rankings, ignore_index=True))
             atomic_write_csv(pick_path, pd.DataFrame(picks))
-    if todo and is_main_process():
+    if todo and is_primary():
         record_provenance([rank_path, pick_path], recipe)
     return pd.concat(rankings, ignore_index=True), pd.DataFrame(picks)
 
