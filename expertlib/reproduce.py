@@ -181,7 +181,7 @@ def _parse_value(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m expertlib.reproduce", description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="cpu", help="smoke, cpu (default) or paper")
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--data-root", default="data")

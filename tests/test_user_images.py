@@ -192,10 +192,10 @@ def test_a_given_split_must_be_given_for_every_row_naming_the_lines(tmp_path):
 
 def test_repeated_rows_name_both_lines(tmp_path):
     path = _csv(tmp_path, ["{dog},dog"])
-    with pytest.raises(ImagesError, match=r"listed twice .*\(line 10 and line 26\)"):
+    with pytest.raises(ImagesError, match=r"listed twice \(as .*; line 10 and line 26\)"):
         load_images(path)
     path = _csv(tmp_path, ["{dog},cat"])
-    with pytest.raises(ImagesError, match=r"two labels \('dog' and 'cat'\) \(line 10 and line 26\)"):
+    with pytest.raises(ImagesError, match=r"two labels \('dog' and 'cat'; line 10 and line 26\)"):
         load_images(path)
 
 

@@ -329,7 +329,7 @@ def _check_duplicates(paths: list[Path], names: list[str], where: list[str], dup
     import hashlib
 
     def lines(j: int, i: int) -> str:
-        return f" ({where[j]} and {where[i]})" if where[i] else ""
+        return f"; {where[j]} and {where[i]}" if where[i] else ""
 
     by_file: dict[Path, int] = {}
     by_content: dict[bytes, int] = {}
@@ -340,16 +340,16 @@ def _check_duplicates(paths: list[Path], names: list[str], where: list[str], dup
             j = by_file[real]
             if names[j] != names[i]:
                 raise ImagesError(
-                    f"{p} is given two labels ({names[j]!r} and {names[i]!r}){lines(j, i)}: give each image one label"
+                    f"{p} is given two labels ({names[j]!r} and {names[i]!r}{lines(j, i)}): give each image one label"
                 )
             if duplicates != "keep":
-                raise ImagesError(f"{p} is listed twice (as {paths[j]} too){lines(j, i)}: remove the repeated entry, or "
+                raise ImagesError(f"{p} is listed twice (as {paths[j]} too{lines(j, i)}): remove the repeated entry, or "
                                   "pass duplicates='keep' (--keep-duplicates) to keep it")  # fmt: skip
         by_file.setdefault(real, i)
         digest = hashlib.sha256(p.read_bytes()).digest()
         if digest in by_content and duplicates != "keep" and paths[by_content[digest]].resolve() != real:
             j = by_content[digest]
-            raise ImagesError(f"{paths[j]} and {p} hold the same image (identical bytes){lines(j, i)}: one copy could be "
+            raise ImagesError(f"{paths[j]} and {p} hold the same image (identical bytes{lines(j, i)}): one copy could be "
                               "trained on and tested on; remove one, or pass duplicates='keep' (--keep-duplicates)")  # fmt: skip
         by_content.setdefault(digest, i)
         digests.append(digest)
