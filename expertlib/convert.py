@@ -28,8 +28,10 @@ import json
 import os
 import re
 import sys
+import tarfile
+import zlib
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -135,8 +137,64 @@ def expert_name(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _what_file(path: Path) -> str:
+    """What a file that is no tar archive looks like, from its first bytes (for the error that refuses it)."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "it is empty: 0 bytes"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed data with no tar archive inside"
+    if head.startswith(b"PK\x03\x04"):
+        return "it is a zip archive: unzip it and pass the folder that holds saved_model.pb"
+    if head.lstrip()[:1] == b"<":
+        return "it is a web page or XML text: an error page saved in place of the download?"
+    return "its content is no archive"
+
+
+def _unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """Why an archive member would land outside the folder it is unpacked into, or None when it would not."""
+    name = PurePosixPath(member.name.replace("\\", "/"))
+    if name.is_absolute() or re.match(r"^[A-Za-z]:", member.name):
+        return "has an absolute path"
+    if ".." in name.parts:
+        return "climbs out of the archive's folder with '..'"
+    if member.issym() or member.islnk():
+        target = PurePosixPath(member.linkname)
+        if target.is_absolute() or ".." in (name.parent / target if member.issym() else target).parts:
+            return f"is a link to {member.linkname}, outside the archive's folder"
+    if member.isdev():
+        return "is a device file"
+    return None
+
+
+def check_source(path: str | os.PathLike) -> None:
+    """Refuse, before anything is unpacked, a file that is not a tar archive (named for what it is), an archive
+    cut short, and an archive member that would land outside the folder it is unpacked into (an absolute path,
+    ``..``, a link out, a device), naming the archive and the member. Folders pass (read as SavedModels)."""
+    path = Path(path)
+    if not path.is_file():
+        return
+    if not tarfile.is_tarfile(path):
+        raise ConversionError(f"{path} is not a tar archive of a SavedModel ({_what_file(path)}): pass the folder that "
+                              "holds saved_model.pb and variables/, or its .tar.gz as downloaded (download it again if "
+                              "this file should be one)")  # fmt: skip
+    try:
+        with tarfile.open(path) as tar:
+            for member in tar:  # reads through the whole archive: a truncated download fails here
+                why = _unsafe_member(member)
+                if why:
+                    raise ConversionError(f"archive {path}: member {member.name!r} {why}; such an archive is not "
+                                          "unpacked. A TF Hub SavedModel archive holds only saved_model.pb and "
+                                          "variables/ under relative paths: download it again")  # fmt: skip
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+        raise ConversionError(f"archive {path} cannot be read to its end ({type(e).__name__}: {e}): the download is "
+                              "incomplete or damaged; download it again") from None  # fmt: skip
+
+
 def convert_saved_model(path: str | os.PathLike, norm_groups: int = 32, ignore: str = IGNORED) -> ResNetV2:
     """A released expert (SavedModel directory or archive) as a ResNetV2 (no head, as released)."""
+    check_source(path)
     arrays = bit_arrays(read_saved_model(path), ignore)
     cfg = infer_config(arrays, norm_groups)
     head = "resnet/head/conv2d/kernel" in arrays

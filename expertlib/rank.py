@@ -118,6 +118,10 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
     out_dir = Path(out_dir)
+    inside = next((p for p in images.paths if out_dir.resolve() in p.resolve().parents), None)
+    if inside is not None:  # a second run would rank its own figure as an image
+        raise ValueError(f"image {inside} lies inside the output folder {out_dir}: load the images with "
+                         f"load_images(..., leave_out=[{str(out_dir)!r}]), or write the ranking elsewhere")  # fmt: skip
     cache = out_dir / "features"
     cache.mkdir(parents=True, exist_ok=True)
     emb = {c.name: embed(c, images, cache, batch_size, device, workers, progress) for c in cands}
@@ -192,10 +196,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "images", help="a folder of class folders (optionally under train/val/test) or a CSV path,label"
     )
-    ap.add_argument(
-        "models", nargs="+", help="timm:<name>[=ckpt], torchvision:<name>[=ckpt] or a .safetensors file"
-    )
-    ap.add_argument("--out", default="ranking", help="output folder (default: ./ranking)")
+    ap.add_argument("models", nargs="+",
+                    help="timm:<name>[=ckpt], torchvision:<name>[=ckpt], or an expertlib model or bank file: "
+                    "PATH.safetensors, or expertlib:PATH for any name (a file that exists is always read as a "
+                    "file, even with a colon in its name, e.g. run_12:30.safetensors)")  # fmt: skip
+    ap.add_argument("--out", default="ranking",
+                    help="output folder (default: ./ranking); never read as images, even inside IMAGES")  # fmt: skip
     ap.add_argument("--proxy", action="append", choices=PROXIES, help="repeat for several (default: knn)")
     ap.add_argument("-k", type=positive_int, default=5, help="kNN's k (default 5)")
     ap.add_argument("--batch-size", type=positive_int, default=64)
@@ -230,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         images = load_images(args.images, args.test_fraction, args.seed, min_per_class=args.k + 1,
                              on_corrupt="skip" if args.skip_corrupt else "error",
-                             duplicates="keep" if args.keep_duplicates else "refuse")  # fmt: skip
+                             duplicates="keep" if args.keep_duplicates else "refuse", leave_out=[args.out])  # fmt: skip
         if images.ignored:
             reasons = pd.Series([r.split(":")[0] for _, r in images.ignored]).value_counts()
             print(f"left out {len(images.ignored)} files or folders ({'; '.join(f'{n} {r}' for r, n in reasons.items())}), "

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from expertlib import runlock
-from expertlib.parameters import validate_parameters
+from expertlib.parameters import ParameterError, validate_parameters, validate_values
 from expertlib.presets import get_scale
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -35,36 +36,58 @@ def run(
     data_root: str = "data",
     only: list[str] | None = None,
     extra: dict | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     record_times: bool = False,
 ) -> list[Path]:
     """Execute the notebooks (all, or those whose names start with an entry of ``only``) at ``scale``.
-    ``record_times``: write each notebook's wall time into ``summary.json`` (``make reproduce-fresh`` does, so
-    the recorded times are those of a run that computed everything)."""
+    ``extra``: more notebook parameters (``--param``); ``progress``: show progress bars (None: as
+    ``extra["progress"]`` says, else yes). ``record_times``: write each notebook's wall time into
+    ``summary.json`` (``make reproduce-fresh`` does, so the recorded times are those of a run that computed
+    everything).
+
+    Every value, the options' and ``extra``'s, is checked against the type its notebooks declare before anything
+    runs, and none is overwritten: a parameter given both ways must agree."""
     import papermill as pm
 
+    extra = dict(extra or {})
+    results_dir, data_root = (
+        os.fspath(v) if isinstance(v, os.PathLike) else v for v in (results_dir, data_root)
+    )
+    if only is not None and not (isinstance(only, list | tuple) and all(isinstance(o, str) for o in only)):
+        raise ParameterError(f"only must be a list of notebook name prefixes, got {only!r}")
+    for name, value in (("record_times", record_times), ("progress", progress)):
+        if not isinstance(value, bool) and not (name == "progress" and value is None):
+            raise ParameterError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     sc = get_scale(scale)
-    params = {
-        **(extra or {}),
-        "scale": scale,
-        "results_dir": results_dir,
-        "data_root": data_root,
-        "progress": progress,
-    }
     found = notebooks()
     unknown = [o for o in only or () if not any(nb.name.startswith(o) for nb in found)]
     if unknown or (only is not None and not only):
         raise ValueError(f"--only {' '.join(unknown) or '(nothing)'} names no notebook; the notebooks: "
                          f"{', '.join(nb.name for nb in found)}")  # fmt: skip
-    fixed = sorted(set(extra or {}) & {"scale", "results_dir", "data_root"})
+    fixed = sorted(set(extra) & {"scale", "results_dir", "data_root"})
     if fixed:
         raise ValueError(f"--param {', '.join(fixed)}: set these with --scale, --results-dir and --data-root, so that "
                          "the run's lock covers the folder its results go to")  # fmt: skip
     chosen = [nb for nb in found if not only or any(nb.name.startswith(o) for o in only)]
     if not sc.trains_upstream:  # 02 and 03 train B and the experts: this scale downloads them instead
         chosen = [nb for nb in chosen if not nb.name.startswith(UPSTREAM_NOTEBOOKS)]
+    for nb in chosen:  # the values as the user gave them, before anything is merged into them
+        validate_parameters(nb, extra)
+    if "progress" in extra and progress is not None and extra["progress"] != progress:
+        said = "--no-progress" if progress is False else f"progress={progress!r}"
+        raise ParameterError(f"--param progress={extra['progress']!r} disagrees with {said}: give it once")
+    progress = extra.pop("progress", True if progress is None else progress)
+    params = {
+        **extra,
+        "scale": scale,
+        "results_dir": results_dir,
+        "data_root": data_root,
+        "progress": progress,
+    }
     for nb in chosen:  # validate everything before any compute
         validate_parameters(nb, params)
+    validate_values(**{k: params[k] for k in ("scale", "results_dir", "data_root", "seed", "device", "progress")
+                       if k in params})  # fmt: skip
     out_dir = Path(results_dir) / scale / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     written, seconds = [], {}
@@ -159,26 +182,30 @@ def _parse_value(text: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m expertlib.reproduce", description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="cpu", help="smoke, cpu (default) or paper")
     ap.add_argument("--results-dir", default="results")
     ap.add_argument("--data-root", default="data")
     ap.add_argument(
         "--only", nargs="+", metavar="NN", help="notebook name prefixes, e.g. 01 02 (default: all)"
     )
-    ap.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="extra notebook parameter"
-    )
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a notebook parameter, as a Python literal (seed=3, device='cuda', progress=False); checked "
+                    "against the type the notebooks declare before anything runs")  # fmt: skip
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
         "--record-times", action="store_true", help="write each notebook's wall time to summary.json"
     )
     args = ap.parse_args(argv)
-    extra = {}
+    extra: dict = {}
     for item in args.param:
         name, sep, value = item.partition("=")
-        if not sep:
+        if not sep or not name.strip():
             ap.error(f"--param expects NAME=VALUE, got {item!r}")
+        if name in extra:  # never overwrite a value: a repeated name is a mistake to name, not to settle
+            ap.error(
+                f"--param {name} is given twice ({extra[name]!r} and {_parse_value(value)!r}): give it once"
+            )
         extra[name] = _parse_value(value)
     try:
         run(
@@ -187,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             args.data_root,
             args.only,
             extra,
-            not args.no_progress,
+            False if args.no_progress else None,
             args.record_times,
         )
     except Exception as e:  # report the cause in one line; papermill keeps the executed notebook

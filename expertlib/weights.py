@@ -274,7 +274,28 @@ def _open(path: str | os.PathLike, fmt: str) -> tuple[dict[str, Tensor], dict[st
         raise CheckpointError(f"cannot read {path} as safetensors: {e}") from e
     if meta.get("format") != fmt:
         raise CheckpointError(f"{path} is a {meta.get('format', 'foreign')!r} file, expected {fmt!r}")
+    missing = [k for k in _REQUIRED[fmt] if k not in meta]
+    if missing:
+        raise CheckpointError(
+            f"{path} says it is an {fmt!r} file but its metadata lacks {', '.join(map(repr, missing))} (it holds "
+            f"{', '.join(map(repr, sorted(meta)))}): it was not written by expertlib.weights, or was edited since. "
+            "Write it again with save_model/save_bank/save_expert (or python -m expertlib.convert)"
+        )
+    try:
+        for k in _JSON_FIELDS:
+            if k in meta:
+                json.loads(meta[k])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(
+            f"{path}: its metadata field {k!r} is not valid JSON ({e}); write the file again"
+        ) from e
     return tensors, meta
+
+
+# the metadata each kind of file needs to be rebuilt (written by save_model, save_bank and save_expert)
+_REQUIRED = {FORMAT_MODEL: ("config", "num_classes"), FORMAT_BANK: ("kind", "config", "base_classes", "experts"),
+             FORMAT_EXPERT: ("name", "kind", "config", "num_classes")}  # fmt: skip
+_JSON_FIELDS = ("config", "experts", "adapter")
 
 
 def save_model(model: ResNetV2, path: str | os.PathLike, extra: Mapping[str, str] | None = None) -> Path:

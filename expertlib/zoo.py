@@ -5,8 +5,10 @@ A spec names one model (or, for an expert bank, several):
 - ``timm:<name>`` or ``timm:<name>=<checkpoint>``: a timm architecture with its pretrained weights (downloaded
   by timm where the machine can), or with a local checkpoint (``.pth``/``.pt``/``.bin``/``.safetensors``);
 - ``torchvision:<name>`` or ``torchvision:<name>=<checkpoint>``: the same for torchvision's classification models;
-- ``<file>.safetensors`` (or ``expertlib:<file>``): an expertlib model (B, a converted released expert) or an
-  expert bank, whose base and every expert become candidates.
+- ``<file>.safetensors`` (or ``expertlib:<file>``, for any file name): an expertlib model (B, a converted
+  released expert) or an expert bank, whose base and every expert become candidates. A spec that names an
+  existing file is that file, even when its name holds a colon (``run_12:30.safetensors``): it is never read as
+  ``<type>:``.
 
 Every candidate answers the same calls: ``features(x)`` (pooled pre-logit features), ``head_logits(f)`` (its
 upstream classifier on those features, when it has one: LEEP and NCE use it), ``transfer_net(k)`` (an
@@ -285,6 +287,15 @@ def _zero(layer: nn.Module) -> None:
 # -- specs -----------------------------------------------------------------------------------------------------
 def from_spec(spec: str) -> list[ModelCandidate]:
     """The candidates a spec names (see the module docstring)."""
+    if Path(
+        spec
+    ).is_file():  # a file that exists is that file, whatever its name holds (``run_12:30.safetensors``)
+        if Path(spec).suffix != ".safetensors":
+            raise UnknownModelError(
+                f"{spec} is a checkpoint file without its architecture: name it as timm:<name>={spec} or "
+                f"torchvision:<name>={spec}; or, if it is an expertlib model or bank, as expertlib:{spec}"
+            )
+        return expertlib_candidates(spec)
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("timm", "torchvision"):
         name, _, ckpt = rest.partition("=")
@@ -295,8 +306,8 @@ def from_spec(spec: str) -> list[ModelCandidate]:
     if spec.endswith(".safetensors") and not sep:
         return expertlib_candidates(spec)
     raise UnknownModelError(
-        f"cannot read model spec {spec!r}: use timm:<name>[=<checkpoint>], torchvision:<name>[=<checkpoint>] or an "
-        "expertlib .safetensors file"
+        f"cannot read model spec {spec!r}: no such file, and not timm:<name>[=<checkpoint>], "
+        "torchvision:<name>[=<checkpoint>], an expertlib .safetensors file or expertlib:<file>"
     )
 
 

@@ -181,3 +181,74 @@ def test_infer_config_of_r50x1():
         64,
         "bottleneck",
     )
+
+
+def _tar(path: Path, members: list[tuple[str, str | None]]) -> Path:
+    """A .tar.gz of (name, link target or None: a one-byte file) members, written as given (no checks)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, link in members:
+            info = tarfile.TarInfo(name)
+            if link is None:
+                info.size = 1
+                tar.addfile(info, io.BytesIO(b"x"))
+            else:
+                info.type, info.linkname = tarfile.SYMTYPE, link
+                tar.addfile(info)
+    return path
+
+
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        (
+            [("saved_model.pb", None), ("/etc/escape.txt", None)],
+            "member '/etc/escape.txt' has an absolute path",
+        ),
+        ([("../../escape.txt", None)], r"member '../../escape.txt' climbs out .* with '\.\.'"),
+        ([("ok/../../x", None)], r"member 'ok/../../x' climbs out"),
+        ([("variables/link", "/etc/passwd")], "member 'variables/link' is a link to /etc/passwd"),
+    ],
+)
+def test_archive_members_that_would_land_outside_are_refused_naming_archive_and_member(
+    tmp_path, capsys, members, message
+):
+    archive = _tar(tmp_path / "animal.tar.gz", members)
+    with pytest.raises(ConversionError, match=f"archive {archive}: {message}"):
+        convert_saved_model(archive)
+    assert main([str(archive), "--out", str(tmp_path / "o.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "animal.tar.gz: member" in err and "tmp" not in err.replace(
+        str(tmp_path), ""
+    )  # no temporary folder
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"<!DOCTYPE html><html>Not Found</html>", "a web page"),
+        (b"", "empty: 0 bytes"),
+        (__import__("gzip").compress(b"not a tar"), "gzip-compressed data with no tar archive inside"),
+        (b"PK\x03\x04zip", "a zip archive: unzip it"),
+    ],
+)
+def test_a_file_named_tar_gz_that_is_no_tar_archive_says_so(tmp_path, capsys, content, message):
+    fake = tmp_path / "animal.tar.gz"
+    fake.write_bytes(content)
+    assert main([str(fake), "--out", str(tmp_path / "o.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"{fake} is not a tar archive of a SavedModel" in err
+        and message in err
+        and "saved_model.pb not found" not in err
+    )
+
+
+def test_an_archive_cut_short_is_refused_as_incomplete(tmp_path):
+    shutil.make_archive(str(tmp_path / "animal"), "gztar", FIXTURES / "animal")
+    raw = (tmp_path / "animal.tar.gz").read_bytes()
+    (tmp_path / "animal.tar.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ConversionError, match="cannot be read to its end.*download it again"):
+        convert_saved_model(tmp_path / "animal.tar.gz")

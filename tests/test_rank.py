@@ -66,3 +66,54 @@ def test_command_line_ranks_and_reports_bad_input(task, capsys):
     assert not (root / "bad" / "ranking.csv").exists()  # nothing half-written
     assert main([str(root / "images"), models[1], "-k", "12", "--out", str(out), "--no-progress"]) == 2
     assert "too few training images" in capsys.readouterr().err
+
+
+def test_its_own_output_folder_is_never_read_as_images_and_is_listed(task, capsys):
+    """--out inside the image folder (and the default ./ranking, run from inside it): the second run ranks
+    the same images, and ignored.csv lists the output folder."""
+    import os
+
+    root, models = task
+    images = root / "images"
+    out = images / "ranking"
+    for _ in range(2):
+        assert main([str(images), models[1], "--out", str(out), "-k", "3", "--no-progress"]) == 0
+    listed = pd.read_csv(out / "ignored.csv")
+    assert listed.path.tolist() == [str(out)] and "output folder" in listed.reason[0]
+    assert "left out 1 files or folders (1 an output folder" in capsys.readouterr().err
+    cwd = os.getcwd()
+    try:
+        os.chdir(images)
+        assert main([".", models[1], "-k", "3", "--no-progress"]) == 0  # writes ./ranking, inside "."
+        assert main([".", models[1], "-k", "3", "--no-progress"]) == 0
+    finally:
+        os.chdir(cwd)
+    assert pd.read_csv(images / "ranking" / "ignored.csv").path.tolist() == ["ranking"]
+
+
+def test_rank_models_refuses_images_inside_its_output_folder(task):
+    from expertlib.datasets.user_images import load_images
+
+    root, models = task
+    images = load_images(root / "images", min_per_class=4)
+    with pytest.raises(ValueError, match="lies inside the output folder.*leave_out"):
+        rank_models(images, models[1:], root / "images" / "cat", k=3, progress=False)
+
+
+def test_bad_images_arguments_are_named_for_what_they_are(task, capsys):
+    root, models = task
+    (root / "images.zip").write_bytes(b"PK\x03\x04 an archive")
+    assert main([str(root / "images.zip"), models[1], "--out", str(root / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is an archive: unpack it" in err and "CSV UTF-8" not in err
+    (root / "images" / "dog" / "zero.png").write_bytes(b"")
+    assert main([str(root / "images"), models[1], "--out", str(root / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "zero.png" in err and "--skip-corrupt" in err and "skip_corrupt=True" not in err
+
+
+def test_help_names_every_model_spec_form(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "expertlib:PATH" in text and "run_12:30.safetensors" in text and "--out" in text

@@ -782,7 +782,7 @@ def test_converter_inputs_fail_by_name(tmp_path, capsys):
         tar.addfile(info, io.BytesIO(data))
     cases = [
         ("7i archive with an unsafe member", "a .tar.gz whose member is ../../escape.txt", [str(unsafe)],
-         "cannot be unpacked safely"),
+         "member '../../escape.txt' climbs out"),
         ("7i output is a folder", "--out an existing folder", [str(fixture / "bird"), "--out", str(tmp_path)],
          "is a folder"),
         ("7i output under a file", "--out a path whose parent is a file",
@@ -803,6 +803,164 @@ def test_converter_inputs_fail_by_name(tmp_path, capsys):
         record(case, done, "exit 1 with a message naming the problem, no traceback",
                f"exit {code}: {_clean(err, tmp_path)}", code == 1 and want in err and "Traceback" not in err)  # fmt: skip
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+# -- bad input, second round (#35): a missing label is no class, rank never reads its own output, no value dropped --
+def test_csv_labels_are_checked_row_by_row_and_compared_as_written(tmp_path):
+    """9a: a missing or empty label, a case variant, a stray space, a row naming a folder: each refused with its
+    line (the 24 good rows are lines 2-25; the added row is line 26)."""
+    from PIL import Image
+
+    from expertlib.datasets.user_images import ImagesError, load_images
+
+    _image_folder(tmp_path)
+    good = [f"{p.relative_to(tmp_path)},{p.parent.name}" for p in sorted(tmp_path.rglob("*.png"))]
+    Image.new("RGB", (20, 20), (1, 2, 3)).save(tmp_path / "new.png")
+
+    def with_row(name: str, row: str):
+        path = tmp_path / f"{name}.csv"  # one list per case: list0.csv, list1.csv, ...
+        path.write_text("\n".join(["path,label", *good, row]) + "\n")
+        return lambda: load_images(path)
+
+    for i, (case, row, match) in enumerate((
+        ("9a CSV row with an empty label", "new.png,", r"line 26: .*new.png has an empty label"),
+        ("9a CSV row without a label field", "new.png", r"line 26: .*new.png has no label"),
+        ("9a CSV label in another case", "new.png,Cat", r"'cat' \(line 2\) vs 'Cat' \(line 26\)"),
+        ("9a CSV label with a stray space", "new.png,dog ", r"'dog' \(line 10\) vs 'dog ' \(line 26\)"),
+        ("9a CSV row naming a folder", "cat,cat", r"line 26: .*cat is a folder, not an image file"),
+    )):  # fmt: skip
+        refused(case, f"a CSV of 24 good rows, then the row {row!r}", ImagesError, match, with_row(f"list{i}", row),
+                tmp_path)  # fmt: skip
+
+
+def test_rank_leaves_its_own_output_out_and_reads_only_what_it_should(tmp_path, capsys):
+    """9b, 9e-9g: rank's --out inside the images (twice, and the default from inside the folder), a model file
+    with a colon in its name, a zero-byte image, an archive or a single image given as IMAGES."""
+    import os
+
+    from expertlib.rank import main as rank
+    from expertlib.resnet import create_model
+    from expertlib.weights import save_model
+    from expertlib.zoo import from_spec
+
+    images = tmp_path / "imgs"
+    _image_folder(images)
+    torch.manual_seed(0)
+    model = tmp_path / "run_12:30.safetensors"
+    save_model(create_model("tiny", num_classes=0), model)
+    out = images / "ranking"
+    codes = [rank([str(images), str(model), "--out", str(out), "-k", "3", "--no-progress"]) for _ in range(2)]
+    capsys.readouterr()
+    listed = pd.read_csv(out / "ignored.csv")
+    record("9b rank --out inside the images", "rank IMAGES --out IMAGES/ranking, twice", "both succeed on the same 3 "
+           "classes; ignored.csv lists the output folder", f"exits {codes}; listed: "
+           f"{[(_clean(p, tmp_path), r) for p, r in zip(listed.path, listed.reason, strict=True)]}",
+           codes == [0, 0] and listed.path.tolist() == [str(out)] and "output folder" in listed.reason[0])  # fmt: skip
+    cwd = os.getcwd()
+    try:
+        os.chdir(images)
+        codes = [rank([".", str(model), "-k", "3", "--no-progress"]) for _ in range(2)]
+    finally:
+        os.chdir(cwd)
+    table = capsys.readouterr().out
+    listed = pd.read_csv(images / "ranking" / "ignored.csv").path.tolist()
+    record("9b rank . with the default --out", "cd IMAGES; rank . MODEL (writes ./ranking), twice", "both succeed; "
+           "./ranking is listed, not ranked as a class", f"exits {codes}; listed: {listed}",
+           codes == [0, 0] and listed == ["ranking"] and "run_12:30" in table)  # fmt: skip
+    try:
+        names = [c.name for c in from_spec(str(model))]
+        observed, ok = f"read as the file: candidate {names}", names == ["run_12:30"]
+    except Exception as e:  # noqa: BLE001
+        observed, ok = f"{type(e).__name__}: {_clean(str(e), tmp_path)}", False
+    record("9e model file with a colon", "from_spec('.../run_12:30.safetensors'), an existing expertlib model",
+           "read as the file, not as a '<type>:' spec", observed, ok)  # fmt: skip
+    try:
+        rank(["--help"])
+    except SystemExit:
+        pass
+    helptext = " ".join(capsys.readouterr().out.split())
+    record("9e expertlib:PATH documented", "python -m expertlib.rank --help", "names expertlib:PATH and the colon rule",
+           "documented" if "expertlib:PATH" in helptext and "colon" in helptext else "missing",
+           "expertlib:PATH" in helptext and "colon" in helptext)  # fmt: skip
+    (images / "dog" / "zero.png").write_bytes(b"")
+    code = rank([str(images), str(model), "--out", str(tmp_path / "o"), "-k", "3", "--no-progress"])
+    err = capsys.readouterr().err
+    record("9f zero-byte image under rank", "rank on a folder holding a 0-byte dog/zero.png",
+           "exit 2 naming the file and rank's own --skip-corrupt (not another class's skip_corrupt=True)",
+           f"exit {code}: {_clean(err, tmp_path)}",
+           code == 2 and "zero.png" in err and "--skip-corrupt" in err and "skip_corrupt=True" not in err)  # fmt: skip
+    (images / "dog" / "zero.png").unlink()
+    archive = tmp_path / "imgs.zip"
+    archive.write_bytes(b"PK\x03\x04" + bytes(60))
+    single = next((images / "cat").iterdir())
+    for case, given, want in (("9g an archive as IMAGES", archive, "is an archive: unpack it"),
+                              ("9g a single image as IMAGES", single, "is a single image")):  # fmt: skip
+        code = rank([str(given), str(model), "--out", str(tmp_path / "o"), "--no-progress"])
+        err = capsys.readouterr().err
+        record(case, f"rank {given.name} MODEL", "exit 2 naming what the file is and what to pass instead (no CSV "
+               "advice)", f"exit {code}: {_clean(err, tmp_path)}",
+               code == 2 and want in err and "CSV UTF-8" not in err)  # fmt: skip
+
+
+def test_reproduce_checks_every_value_before_it_runs(tmp_path, capsys):
+    """9c: a --param of the wrong type, one that disagrees with a flag, one given twice: refused, nothing run."""
+    from expertlib.reproduce import main as reproduce_main
+
+    for case, args, want in (
+        ("9c reproduce --param progress=yes", ["--param", "progress=yes"], "'progress' of 01_data.ipynb must be bool"),
+        ("9c reproduce --param against its flag", ["--param", "progress=True", "--no-progress"], "disagrees with --no-progress"),
+    ):  # fmt: skip
+        code = reproduce_main(
+            ["--scale", "smoke", "--results-dir", str(tmp_path / "r"), "--only", "01", *args]
+        )
+        err = capsys.readouterr().err
+        record(case, f"python -m expertlib.reproduce --only 01 {' '.join(args)}", "exit 1 naming the parameter and its "
+               "type, nothing run", f"exit {code}: {_clean(err, tmp_path)}",
+               code == 1 and want in err and not (tmp_path / "r").exists())  # fmt: skip
+    try:
+        reproduce_main(["--results-dir", str(tmp_path / "r"), "--param", "seed=1", "--param", "seed=2"])
+        observed, ok = "no error", False
+    except SystemExit as e:
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        observed, ok = f"exit {e.code}: {err}", e.code == 2 and "given twice" in err
+    record("9c reproduce --param given twice", "python -m expertlib.reproduce --param seed=1 --param seed=2",
+           "refused (the second never silently replaces the first)", observed, ok)  # fmt: skip
+
+
+def test_model_files_and_archives_that_are_not_what_they_claim_are_named(tmp_path, capsys):
+    """9d, 9h: a bank file without its metadata; a .tar.gz that is no tar archive; an archive member with an
+    absolute path."""
+    import io
+    import tarfile
+
+    from safetensors.torch import save_file
+
+    from expertlib.convert import main as convert
+    from expertlib.weights import CheckpointError
+    from expertlib.zoo import from_spec
+
+    bank = tmp_path / "bank.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bank), metadata={"format": "expertlib.expert_bank"})
+    refused("9d bank file without its metadata", "rank a .safetensors whose format says expert bank, with no config",
+            CheckpointError, r"bank.safetensors says it is an 'expertlib.expert_bank' file but its metadata lacks "
+            r"'kind', 'config'", lambda: from_spec(str(bank)), tmp_path)  # fmt: skip
+    page = tmp_path / "animal.tar.gz"
+    page.write_bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>")
+    absolute = tmp_path / "bird.tar.gz"
+    with tarfile.open(absolute, "w:gz") as tar:
+        info = tarfile.TarInfo("/tmp/escape.txt")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    for case, done, given, want in (
+        ("9h a .tar.gz that is no tar archive", "an HTML error page saved as animal.tar.gz", page,
+         "animal.tar.gz is not a tar archive of a SavedModel (it is a web page"),
+        ("9h archive member with an absolute path", "bird.tar.gz holding /tmp/escape.txt", absolute,
+         "archive <tmp>/bird.tar.gz: member '/tmp/escape.txt' has an absolute path"),
+    ):  # fmt: skip
+        code = convert([str(given), "--out", str(tmp_path / "o.safetensors")])
+        err = _clean(capsys.readouterr().err, tmp_path)
+        record(case, done, "exit 1 naming the archive (and member) and what is wrong, no temporary folder",
+               f"exit {code}: {err}", code == 1 and want in err and "saved_model.pb not found" not in err)  # fmt: skip
 
 
 def test_results_in_an_old_format_or_a_stale_page_are_refused(tmp_path):

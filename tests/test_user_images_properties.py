@@ -1,8 +1,11 @@
 """Property-based tests (hypothesis) of reading a user's images: generated folder layouts, CSVs and option values.
 
 Invariants: every image is used at most once, in one split, with one label; every file or folder found and not
-used is reported; the same images given in another order or layout give the same data and the same scores."""
+used is reported; the same images given in another order or layout give the same data and the same scores; a CSV
+with an empty or missing field, or a label differing from its class's only in case or spaces, is refused at its
+line."""
 
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -115,6 +118,60 @@ def test_same_images_in_another_order_or_layout_give_the_same_scores(layout, ord
         assert ya == yb and np.array_equal(xa, xb)
         labels = np.unique(ya, return_inverse=True)[1]
         assert knn_accuracy(xa, labels, k=1) == knn_accuracy(xb, labels, k=1)
+    finally:
+        shutil.rmtree(root)
+
+
+MUTATIONS = {  # how one row is spoiled -> what the error must say (None: the row stays good)
+    "none": None,
+    "empty label": "has an empty label",
+    "label of spaces": "has an empty label",
+    "no label field": "has no label",
+    "case variant": "differ only in case, spaces or Unicode form",
+    "stray space": "differ only in case, spaces or Unicode form",
+}
+
+
+def _spoil(row: str, mutation: str) -> str:
+    path, label = row.rsplit(",", 1)
+    return {"none": row, "empty label": f"{path},", "label of spaces": f"{path},  ", "no label field": path,
+            "case variant": f"{path},{label.upper() if label != label.upper() else label.lower()}",
+            "stray space": f"{path},{label} "}[mutation]  # fmt: skip
+
+
+@SETTINGS
+@given(layout=layouts(), mutation=st.sampled_from(sorted(MUTATIONS)), target=st.integers(0, 10**6),
+       blanks=st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from(["", ",", ",,", " , "])), max_size=4))  # fmt: skip
+def test_csvs_with_empty_fields_and_case_variants_are_refused_at_their_line(layout, mutation, target, blanks):
+    """A CSV of a generated tree with one row spoiled (an empty or missing label, a case variant, a stray space)
+    and blank rows or rows of empty cells anywhere: refused, naming the spoiled row's line; unspoiled, the same
+    images as the tree."""
+    root = Path(tempfile.mkdtemp())
+    try:
+        _write(root, layout)
+        tree = load_images(root, min_per_class=2)
+        rows = [
+            f"{p.relative_to(root)},{tree.classes[y]}" for p, y in zip(tree.paths, tree.labels, strict=True)
+        ]
+        i = target % len(rows)
+        rows[i] = _spoil(rows[i], mutation)
+        lines, spoiled = ["path,label"], None
+        for j, row in enumerate(rows):
+            lines += [blank for at, blank in blanks if at % len(rows) == j]
+            spoiled = len(lines) + 1 if j == i else spoiled
+            lines.append(row)
+        (root / "list.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        want = MUTATIONS[mutation]
+        if want is None:
+            listed = load_images(root / "list.csv", min_per_class=2)
+            assert (
+                sorted(map(str, listed.paths)) == sorted(map(str, tree.paths))
+                and listed.classes == tree.classes
+            )
+            return
+        with pytest.raises(ImagesError) as e:
+            load_images(root / "list.csv", min_per_class=2)
+        assert want in str(e.value) and re.search(rf"line {spoiled}\b", str(e.value)), (lines, str(e.value))
     finally:
         shutil.rmtree(root)
 

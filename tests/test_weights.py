@@ -182,3 +182,25 @@ def test_the_same_model_saves_to_the_same_bytes(tmp_path):
         torch.equal(a, b)
         for a, b in zip(again.state_dict().values(), model.state_dict().values(), strict=True)
     )
+
+
+@pytest.mark.parametrize(
+    "fmt, meta, message",
+    [
+        ("expertlib.expert_bank", {}, "lacks 'kind', 'config', 'base_classes', 'experts'"),
+        ("expertlib.expert_bank", {"kind": "full", "base_classes": "3", "experts": "{}"}, "lacks 'config' "),
+        ("expertlib.resnetv2", {"num_classes": "3"}, "lacks 'config' "),
+        (
+            "expertlib.resnetv2",
+            {"num_classes": "3", "config": "{not json"},
+            "field 'config' is not valid JSON",
+        ),
+    ],
+)
+def test_a_file_claiming_a_format_without_its_metadata_is_named(tmp_path, fmt, meta, message):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "claims.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"format": fmt, **meta})
+    with pytest.raises(CheckpointError, match=f"{path}.*{message}"):
+        (load_bank if "bank" in fmt else load_model)(path)

@@ -75,3 +75,34 @@ def test_checkpoints_of_another_architecture_and_code_pickles_are_refused(tmp_pa
     (tmp_path / "evil.pth").write_bytes(pickle.dumps({"w": Payload()}))
     with pytest.raises(CheckpointError, match="refused"):
         from_spec(f"timm:test_resnet={tmp_path / 'evil.pth'}")
+
+
+def test_an_existing_file_is_that_file_even_with_a_colon_in_its_name(tmp_path, monkeypatch):
+    save_model(create_model("tiny", num_classes=3), tmp_path / "run_12:30.safetensors")
+    monkeypatch.chdir(tmp_path)
+    (c,) = from_spec("run_12:30.safetensors")  # "run_12" is no model type: the file is read
+    assert c.name == "run_12:30"
+    (c,) = from_spec(str(tmp_path / "run_12:30.safetensors"))
+    assert c.name == "run_12:30"
+    with pytest.raises(
+        UnknownModelError, match="cannot read model spec 'run_12:31.safetensors': no such file"
+    ):
+        from_spec("run_12:31.safetensors")
+    torch.save(create_model("tiny", num_classes=3).state_dict(), tmp_path / "w.pth")
+    with pytest.raises(
+        UnknownModelError, match=r"w.pth is a checkpoint file without its architecture: .*timm:<name>=w.pth"
+    ):
+        from_spec("w.pth")
+
+
+def test_a_bank_file_without_its_metadata_is_named(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file(
+        {"w": torch.zeros(2)}, str(tmp_path / "b.safetensors"), metadata={"format": "expertlib.expert_bank"}
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"b.safetensors says it is an 'expertlib.expert_bank' file but its metadata lacks 'kind', 'config'",
+    ):
+        from_spec(str(tmp_path / "b.safetensors"))

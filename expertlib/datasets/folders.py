@@ -27,7 +27,13 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 class CorruptImageError(OSError):
-    """An image file that cannot be decoded; names the file."""
+    """An image file that cannot be decoded; names the file. ``problem`` is what is wrong without the advice on
+    skipping such files, which each reader words for its own option (``ImageFolderTree(skip_corrupt=True)``,
+    ``load_images(on_corrupt="skip")``, ``rank --skip-corrupt``)."""
+
+    def __init__(self, message: str, problem: str | None = None) -> None:
+        super().__init__(message)
+        self.problem = problem or message
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
@@ -44,16 +50,16 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             im.load()
             return to_rgb(ImageOps.exif_transpose(im), path)
     except Image.DecompressionBombError as e:
-        raise CorruptImageError(
-            f"image {path} is larger than PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({e}): resize it, or raise "
-            "PIL.Image.MAX_IMAGE_PIXELS if you trust the file; skip such files with skip_corrupt=True"
-        ) from e
+        problem = (f"image {path} is larger than PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({e}): resize it, or "
+                   "raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")  # fmt: skip
+        raise CorruptImageError(f"{problem}; skip such files with skip_corrupt=True", problem) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CorruptImageError):
             raise
+        problem = f"cannot decode image {path}: {e}"
         raise CorruptImageError(
-            f"cannot decode image {path}: {e}. Delete or replace the file, or "
-            "construct the dataset with skip_corrupt=True to skip such files"
+            f"{problem}. Delete or replace the file, or construct the dataset with skip_corrupt=True to skip such files",
+            problem,
         ) from e
 
 

@@ -22,13 +22,23 @@ Stated rules, so that no image is silently added, merged or dropped:
 - repeated files (the same path, or the same bytes under two paths: by content hash) are refused unless
   ``duplicates="keep"``, since they would sit in training and test at once or weigh twice;
 - a CSV is read as UTF-8 (with or without a byte-order mark) or UTF-16 (with one); other encodings are refused
-  by name.
+  by name. Only a file named ``.csv`` is read as a list; an archive or a single image is refused for what it is;
+- every CSV row gives a path and a non-empty label (a missing or empty one is refused, with its line); class
+  names are taken exactly as written, and two that differ only in case, spacing or Unicode form (``Cat`` and
+  ``cat``, ``'dog '`` and ``dog``), which would split one class or merge two, are refused, naming the lines (or
+  folders) that disagree. Every CSV error names its line; blank rows are skipped; columns other than
+  path, label and split are ignored, unless they are a misspelling of one (``Split``);
+- folders the caller writes into (``leave_out``: ``rank``'s ``--out``) are never read, wherever they lie, and
+  are listed.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,16 +92,39 @@ class UserImages:
         return h.hexdigest()[:16]
 
 
+# why a found file or folder is not used (the first words of each are counted on rank's command line)
+HIDDEN = "hidden or tool file or folder"
+OUTPUT = "an output folder (rank's --out): never read as images"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".zst", ".7z", ".rar", ".tbz2", ".txz")
+_ARCHIVE_MAGIC = (
+    b"PK\x03\x04",
+    b"\x1f\x8b",
+    b"7z\xbc\xaf",
+    b"Rar!",
+    b"BZh",
+    b"\xfd7zXZ",
+    b"\x28\xb5\x2f\xfd",
+)
+_IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*")
+CSV_COLUMNS = ("path", "label", "split")
+
+
 def _hidden(p: Path) -> bool:
     return p.name.startswith((".", "__"))
 
 
-def _images_in(folder: Path, ignored: list[tuple[Path, str]]) -> list[Path]:
+def _is_left_out(p: Path, leave_out: frozenset[Path]) -> bool:
+    return bool(leave_out) and p.resolve() in leave_out
+
+
+def _images_in(folder: Path, ignored: list[tuple[Path, str]], leave_out: frozenset[Path]) -> list[Path]:
     """A class folder's own images; everything else in it is listed in ``ignored`` with the rule that left it."""
     out = []
     for p in sorted(folder.iterdir()):
-        if _hidden(p):
-            ignored.append((p, "hidden or tool file or folder"))
+        if _is_left_out(p, leave_out):
+            ignored.append((p, OUTPUT))
+        elif _hidden(p):
+            ignored.append((p, HIDDEN))
         elif p.is_dir():
             ignored.append(
                 (p, "a folder inside a class folder: a class is the images directly in its folder")
@@ -103,12 +136,15 @@ def _images_in(folder: Path, ignored: list[tuple[Path, str]]) -> list[Path]:
     return out
 
 
-def _folders(folder: Path, ignored: list[tuple[Path, str]]) -> list[Path]:
-    """The sub-folders of ``folder`` that count; hidden and tool entries and loose files are listed instead."""
+def _folders(folder: Path, ignored: list[tuple[Path, str]], leave_out: frozenset[Path]) -> list[Path]:
+    """The sub-folders of ``folder`` that count; hidden and tool entries, output folders and loose files are
+    listed instead."""
     out = []
     for d in sorted(folder.iterdir()):
-        if _hidden(d):
-            ignored.append((d, "hidden or tool file or folder"))
+        if _is_left_out(d, leave_out):
+            ignored.append((d, OUTPUT))
+        elif _hidden(d):
+            ignored.append((d, HIDDEN))
         elif d.is_dir():
             out.append(d)
         else:
@@ -116,15 +152,24 @@ def _folders(folder: Path, ignored: list[tuple[Path, str]]) -> list[Path]:
     return out
 
 
-def _from_tree(root: Path, ignored: list[tuple[Path, str]]) -> tuple[list[Path], list[str], list[str | None]]:
-    tops = _folders(root, ignored)
+# what each reader returns: image paths, class names as written, given splits (None: none given) and where each
+# entry comes from ("line 7" of a CSV; "" for a folder tree, whose paths say it)
+Found = tuple[list[Path], list[str], list[str | None], list[str]]
+
+
+def _from_tree(root: Path, ignored: list[tuple[Path, str]], leave_out: frozenset[Path]) -> Found:
+    tops = _folders(root, ignored, leave_out)
     split_dirs = [d for d in tops if d.name in SPLITS]
     if split_dirs and len(split_dirs) != len(tops):
         others = [d.name for d in tops if d.name not in SPLITS]
         raise ImagesError(f"{root} mixes split folders ({', '.join(d.name for d in split_dirs)}) with other "
                           f"folders ({', '.join(others[:5])}): put every class folder under train/, val/ or test/, "
                           "or use class folders only")  # fmt: skip
-    groups = [(d, d.name, _folders(d, ignored)) for d in split_dirs] if split_dirs else [(root, None, tops)]
+    groups = (
+        [(d, d.name, _folders(d, ignored, leave_out)) for d in split_dirs]
+        if split_dirs
+        else [(root, None, tops)]
+    )
     paths, names, splits = [], [], []
     seen: dict[Path, Path] = {}
     for folder, split, classes in groups:
@@ -136,14 +181,14 @@ def _from_tree(root: Path, ignored: list[tuple[Path, str]]) -> tuple[list[Path],
                 raise ImagesError(f"class folders {seen[real]} and {c} are the same folder ({real}, through a symbolic "
                                   "link): each class must be its own folder; remove the link")  # fmt: skip
             seen[real] = c
-            files = _images_in(c, ignored)
+            files = _images_in(c, ignored, leave_out)
             if not files:
                 raise ImagesError(f"class folder {c} holds no images ({', '.join(IMAGE_EXTENSIONS)}): add images or "
                                   "remove the folder")  # fmt: skip
             paths += files
             names += [c.name] * len(files)
             splits += [split] * len(files)
-    return paths, names, splits
+    return paths, names, splits, [""] * len(paths)
 
 
 def _read_csv_text(path: Path) -> str:
@@ -154,36 +199,137 @@ def _read_csv_text(path: Path) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ImagesError(f"{path} is not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}) nor UTF-16 with a byte-"
-                          "order mark: re-save it as UTF-8 (e.g. Excel: 'CSV UTF-8')") from None  # fmt: skip
+        line = raw[: e.start].count(b"\n") + 1
+        raise ImagesError(f"{path}, line {line}: not UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}) nor UTF-16 with a "
+                          "byte-order mark: re-save it as UTF-8 (e.g. Excel: 'CSV UTF-8')") from None  # fmt: skip
 
 
-def _from_csv(path: Path) -> tuple[list[Path], list[str], list[str | None]]:
-    import io
+def _check_header(path: Path, line: int, header: list[str]) -> None:
+    at = f"{path}, line {line}"
+    for h in header:
+        if h not in CSV_COLUMNS and h.lower() in CSV_COLUMNS:
+            raise ImagesError(f"{at}: column {h!r}: write it {h.lower()!r} (column names are read as written, and "
+                              "this one would otherwise be ignored)")  # fmt: skip
+    twice = sorted({h for h in header if h in CSV_COLUMNS and header.count(h) > 1})
+    if twice:
+        raise ImagesError(f"{at}: column {twice[0]!r} appears twice in the header: keep one")
+    if not {"path", "label"} <= set(header):
+        raise ImagesError(f"{at}: the header is {','.join(header)!r}, but a CSV of images needs a first line naming "
+                          "its columns path,label (and optionally split), then one row per image, e.g. "
+                          "cat/001.jpg,cat")  # fmt: skip
 
-    rows = list(csv.DictReader(io.StringIO(_read_csv_text(path), newline="")))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise ImagesError(f"{path} needs a header with columns path,label (and optionally split)")
-    paths, names, splits = [], [], []
-    for i, r in enumerate(rows, 2):
-        p = Path(r["path"])
+
+def _from_csv(path: Path, ignored: list[tuple[Path, str]], leave_out: frozenset[Path]) -> Found:
+    """Rows of path,label[,split] (paths relative to the CSV's folder), each checked with its line number."""
+    reader = csv.reader(io.StringIO(_read_csv_text(path), newline=""))
+    header: list[str] | None = None
+    paths, names, splits, where = [], [], [], []
+    last = 0  # the line the previous row ended on (a quoted field may span lines)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise ImagesError(f"{path}, line {reader.line_num}: not a readable CSV row ({e}): re-save the file as "
+                              "CSV (comma-separated, UTF-8)") from None  # fmt: skip
+        line, last = last + 1, reader.line_num
+        if not any(f.strip() for f in row):  # a blank line, or a row of empty cells as spreadsheets export
+            continue
+        at = f"{path}, line {line}"
+        if header is None:
+            header = [f.strip() for f in row]
+            _check_header(path, line, header)
+            continue
+        if len(row) > len(header) and any(f.strip() for f in row[len(header) :]):
+            raise ImagesError(f"{at}: {len(row)} fields where the header has {len(header)} ({','.join(header)}): a "
+                              'path or label holding a comma must be quoted, e.g. "cats, big"')  # fmt: skip
+        rec = dict(zip(header, row, strict=False))
+        if "path" not in rec or not rec["path"].strip():
+            raise ImagesError(f"{at}: no image path: give every row the image's path (relative to the CSV's "
+                              "folder) and its label")  # fmt: skip
+        if "label" not in rec or not rec["label"].strip():
+            raise ImagesError(f"{at}: {rec['path']} has {'an empty' if 'label' in rec else 'no'} label: give every "
+                              "image its class (an image of no class cannot be ranked on), or remove the row")  # fmt: skip
+        p = Path(rec["path"])
         p = p if p.is_absolute() else path.parent / p
+        if p.is_dir():
+            raise ImagesError(f"{at}: {p} is a folder, not an image file: list one image file per row, or pass a "
+                              "folder of class folders as IMAGES instead of the CSV")  # fmt: skip
         if not p.is_file():
-            raise ImagesError(f"{path}, line {i}: image {p} does not exist")
-        split = (r.get("split") or "").strip() or None
+            trimmed = Path(rec["path"].strip())
+            hint = (" (the path as written has a space at its start or end)"
+                    if rec["path"] != rec["path"].strip() and (trimmed if trimmed.is_absolute() else path.parent / trimmed).exists()
+                    else "")  # fmt: skip
+            raise ImagesError(f"{at}: image {p} does not exist{hint}: paths are relative to the CSV's folder "
+                              f"({path.parent})")  # fmt: skip
+        split = (rec.get("split") or "").strip() or None
         if split is not None and split not in SPLITS:
-            raise ImagesError(f"{path}, line {i}: split {split!r} is not one of {', '.join(SPLITS)}")
+            raise ImagesError(f"{at}: split {split!r} is not one of {', '.join(SPLITS)}")
+        if leave_out and any(q in leave_out for q in p.resolve().parents):
+            ignored.append((p, f"{OUTPUT} (line {line})"))
+            continue
         paths.append(p)
-        names.append(str(r["label"]).strip())
+        names.append(rec["label"])  # exactly as written: see _check_class_names
         splits.append(split)
-    return paths, names, splits
+        where.append(f"line {line}")
+    if header is None:
+        raise ImagesError(f"{path} is empty: it needs a first line path,label and then one row per image")
+    if not paths and not ignored:
+        raise ImagesError(f"{path} lists no images: add one row path,label per image after the header")
+    return paths, names, splits, where
 
 
-def _check_duplicates(paths: list[Path], names: list[str], duplicates: str) -> list[bytes]:
+def _not_a_list(src: Path) -> ImagesError:
+    """The error for IMAGES that is a file but not a .csv: named for what it is, with what to do instead."""
+    import tarfile
+
+    with open(src, "rb") as f:
+        head = f.read(16)
+    name = src.name.lower()
+    if name.endswith(ARCHIVE_SUFFIXES) or head.startswith(_ARCHIVE_MAGIC) or tarfile.is_tarfile(src):
+        return ImagesError(f"{src} is an archive: unpack it first (e.g. unzip, or tar -xf) and pass the folder it "
+                           "gives, which holds one folder per class (or a .csv list of path,label)")  # fmt: skip
+    if (
+        src.suffix.lower() in (*IMAGE_EXTENSIONS, ".tif", ".tiff", ".gif")
+        or head.startswith(_IMAGE_MAGIC)
+        or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    ):
+        return ImagesError(f"{src} is a single image: ranking needs labelled images of at least two classes. Put the "
+                           "images in a folder with one folder per class (root/<class>/<image>) and pass that folder, "
+                           "or list them in a .csv file of path,label")  # fmt: skip
+    return ImagesError(f"{src} is neither a folder nor a .csv file: pass a folder of class folders, or a list of "
+                       "path,label rows in a file named *.csv (only a .csv file is read as a list)")  # fmt: skip
+
+
+def _class_key(name: str) -> str:
+    """What a reader sees as the same class name: case, surrounding and repeated spaces, and Unicode form aside."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def _check_class_names(src: Path, paths: list[Path], names: list[str], where: list[str]) -> None:
+    """Refuse class names that differ only in case, spaces or Unicode form (``Cat``/``cat``, ``'dog '``/``dog``):
+    taken as written they would split one class in two; merged, they would hide a typo. Names the lines (or
+    folders) that disagree."""
+    first: dict[str, dict[str, str]] = {}
+    for p, n, w in zip(paths, names, where, strict=True):
+        first.setdefault(_class_key(n), {}).setdefault(n, w or f"folder {p.parent}")
+    clashes = [v for v in first.values() if len(v) > 1]
+    if clashes:
+        said = "; ".join(" vs ".join(f"{n!r} ({w})" for n, w in v.items()) for v in clashes[:5])
+        raise ImagesError(f"{src}: class names that differ only in case, spaces or Unicode form: {said}. Class names "
+                          "are taken exactly as written, so these would be separate classes: write each class's "
+                          "name the same way everywhere")  # fmt: skip
+
+
+def _check_duplicates(paths: list[Path], names: list[str], where: list[str], duplicates: str) -> list[bytes]:
     """Refuse a file given two labels; and, unless ``duplicates == "keep"``, the same file twice or the same
     bytes under two paths (they would be in training and test at once, or count twice). Returns each file's
     sha256, which the images' fingerprint reuses."""
     import hashlib
+
+    def lines(j: int, i: int) -> str:
+        return f"; {where[j]} and {where[i]}" if where[i] else ""
 
     by_file: dict[Path, int] = {}
     by_content: dict[bytes, int] = {}
@@ -194,28 +340,30 @@ def _check_duplicates(paths: list[Path], names: list[str], duplicates: str) -> l
             j = by_file[real]
             if names[j] != names[i]:
                 raise ImagesError(
-                    f"{p} is given two labels ({names[j]!r} and {names[i]!r}): give each image one label"
+                    f"{p} is given two labels ({names[j]!r} and {names[i]!r}{lines(j, i)}): give each image one label"
                 )
             if duplicates != "keep":
-                raise ImagesError(f"{p} is listed twice (as {paths[j]} too): remove the repeated entry, or pass "
-                                  "duplicates='keep' (--keep-duplicates) to keep it")  # fmt: skip
+                raise ImagesError(f"{p} is listed twice (as {paths[j]} too{lines(j, i)}): remove the repeated entry, or "
+                                  "pass duplicates='keep' (--keep-duplicates) to keep it")  # fmt: skip
         by_file.setdefault(real, i)
         digest = hashlib.sha256(p.read_bytes()).digest()
         if digest in by_content and duplicates != "keep" and paths[by_content[digest]].resolve() != real:
             j = by_content[digest]
-            raise ImagesError(f"{paths[j]} and {p} hold the same image (identical bytes): one copy could be trained on "
-                              "and tested on; remove one, or pass duplicates='keep' (--keep-duplicates)")  # fmt: skip
+            raise ImagesError(f"{paths[j]} and {p} hold the same image (identical bytes{lines(j, i)}): one copy could be "
+                              "trained on and tested on; remove one, or pass duplicates='keep' (--keep-duplicates)")  # fmt: skip
         by_content.setdefault(digest, i)
         digests.append(digest)
     return digests
 
 
 def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0, min_per_class: int = 2,
-                on_corrupt: str = "error", duplicates: str = "refuse") -> UserImages:  # fmt: skip
+                on_corrupt: str = "error", duplicates: str = "refuse",
+                leave_out: Sequence[str | os.PathLike] = ()) -> UserImages:  # fmt: skip
     """Read and check a folder tree or CSV of labelled images (see the module docstring for the rules).
 
     ``min_per_class``: training images every class needs (kNN's k + 1 for leave-one-out kNN);
-    ``duplicates``: "refuse" (default) or "keep" repeated files and identical images."""
+    ``duplicates``: "refuse" (default) or "keep" repeated files and identical images;
+    ``leave_out``: folders never read as images, wherever they lie (the caller's output folder), listed."""
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', not {on_corrupt!r}")
     if duplicates not in ("refuse", "keep"):
@@ -225,30 +373,45 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
     src = Path(source)
     if not src.exists():
         raise ImagesError(f"{src} does not exist: pass a folder of class folders or a CSV of path,label")
+    outs = frozenset(Path(o).resolve() for o in leave_out)
+    if src.resolve() in outs:
+        raise ImagesError(f"{src} is both the images and the output folder (--out): write the output elsewhere, e.g. "
+                          f"--out {src.resolve().parent / 'ranking'}")  # fmt: skip
     ignored: list[tuple[Path, str]] = []
-    paths, names, given = _from_csv(src) if src.is_file() else _from_tree(src, ignored)
-    digests = _check_duplicates(paths, names, duplicates)
+    if src.is_dir():
+        paths, names, given, where = _from_tree(src, ignored, outs)
+    elif src.is_file() and src.suffix.lower() == ".csv":
+        paths, names, given, where = _from_csv(src, ignored, outs)
+    else:
+        raise _not_a_list(src) if src.is_file() else ImagesError(f"{src} is neither a folder nor a file")
+    _check_class_names(src, paths, names, where)
+    digests = _check_duplicates(paths, names, where, duplicates)
     keep, skipped = [], []
     for i, p in enumerate(paths):  # decode every image once, up front: no model runs on a broken set
         try:
             read_image(p)
             keep.append(i)
         except CorruptImageError as e:
+            problem = f"{src}, {where[i]}: {e.problem}" if where[i] else e.problem
             if on_corrupt == "error":
-                raise
+                raise CorruptImageError(f"{problem}. Delete or replace the file, or pass on_corrupt='skip' (rank: "
+                                        "--skip-corrupt) to leave such files out, listed", problem) from e  # fmt: skip
             skipped.append(p)
-            ignored.append((p, f"undecodable: {str(e).split('. ')[0]}"))
+            ignored.append((p, f"undecodable: {problem}"))
     paths, names, given = [paths[i] for i in keep], [names[i] for i in keep], [given[i] for i in keep]
-    digests = [digests[i] for i in keep]
+    digests, where = [digests[i] for i in keep], [where[i] for i in keep]
     classes = sorted(set(names))
     if len(classes) < 2:
-        raise ImagesError(f"{src} has {len(classes)} class ({', '.join(classes) or 'none'}): ranking needs at least "
-                          "two classes of images")  # fmt: skip
+        raise ImagesError(f"{src} has {len(classes)} class ({', '.join(map(repr, classes)) or 'none'}): ranking needs "
+                          "at least two classes of images")  # fmt: skip
     labels = np.array([classes.index(n) for n in names], dtype=np.int64)
     splits = np.array([g or "" for g in given], dtype=object)
     if any(g is None for g in given):
         if not all(g is None for g in given):
-            raise ImagesError(f"{src}: give a split for every image or for none")
+            a = next(i for i, g in enumerate(given) if g is not None)
+            b = next(i for i, g in enumerate(given) if g is None)
+            raise ImagesError(f"{src}: give a split for every image or for none ({where[a] or paths[a]} gives "
+                              f"{given[a]!r}, {where[b] or paths[b]} gives none)")  # fmt: skip
         rng = np.random.default_rng(seed)
         for c in range(len(classes)):
             members = np.flatnonzero(labels == c)  # in file-name order
