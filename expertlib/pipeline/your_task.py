@@ -78,7 +78,7 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
             out / "ranking.csv"
         ), out  # the same request: the same table (reruns change nothing)
     source = Path(images) if images else demo_images(ws, bench)
-    found = load_images(source, seed=ws.seed, min_per_class=k + 1)
+    found = load_images(source, seed=ws.seed, min_per_class=k + 1, leave_out=[out])
     table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
                         batch_size=ws.scale.runtime.eval_batch, device=ws.device, finetune_top=finetune_top,
                         finetune_steps=ws.scale.transfer.steps[0], finetune_batch=ws.scale.transfer.batch,
