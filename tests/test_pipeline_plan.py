@@ -34,8 +34,12 @@ def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_indepe
     cheaper = by.loc["batch 128, lr 0.001"]
     assert cheaper.jobs == total.jobs and 3.5 < total.gpu_hours / cheaper.gpu_hours < 4  # fine-tuning: 4x
     assert "CIFAR-10/100 only" in cheaper.buys
-    assert by.loc["oracle over every expert", "jobs"] == 19 * (49 * 3 + 48)  # every expert at 3 seeds, and on val
-    assert by.loc["random: exact expectation", "jobs"] == 19 * (49 * 3 + 3)  # the pool of 3 still chooses on val
+    assert by.loc["oracle over every expert", "jobs"] == 19 * (
+        49 * 3 + 48
+    )  # every expert at 3 seeds, and on val
+    assert by.loc["random: exact expectation", "jobs"] == 19 * (
+        49 * 3 + 3
+    )  # the pool of 3 still chooses on val
     assert by.loc["every expert, every seed", "jobs"] == 19 * (49 * 3 + 48)
 
 

@@ -1,22 +1,6 @@
-import json
-
-import nbformat
 import pytest
 
-from expertlib.parameters import ParameterError, notebook_parameters, validate_parameters
 from expertlib.presets import SCALES, get_scale
-
-
-def _notebook(
-    path,
-    source='scale = "smoke"  # smoke, cpu or paper\nseed = 0  # random seed\nlr = 0.1  # learning rate\n',
-):
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(source)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell]
-    nbformat.write(nb, path)
-    return path
 
 
 def test_scales_exist_and_unknown_is_clear():
@@ -58,58 +42,6 @@ def test_scales_exist_and_unknown_is_clear():
         get_scale("smoek")
 
 
-def test_parameters_validated_before_compute(tmp_path):
-    nb = _notebook(tmp_path / "n.ipynb")
-    declared = notebook_parameters(nb)
-    assert declared["seed"]["type"] == "int" and "random seed" in declared["seed"]["help"]
-    assert validate_parameters(nb, {"scale": "cpu", "seed": 3, "lr": 1}) == {
-        "scale": "cpu",
-        "seed": 3,
-        "lr": 1,
-    }
-    with pytest.raises(ParameterError, match="unknown parameter 'sed'.*Did you mean 'seed'"):
-        validate_parameters(nb, {"sed": 1})
-    with pytest.raises(ParameterError, match="'seed'.*must be int.*got str"):
-        validate_parameters(nb, {"seed": "1"})
-    with pytest.raises(ValueError, match="unknown scale 'gpu'"):
-        validate_parameters(nb, {"scale": "gpu"})
-
-
-def test_scale_serialises():
-    assert json.loads(json.dumps(get_scale("smoke").to_dict(), default=str))["name"] == "smoke"
-
-
-def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):
-    """Papermill's own line patterns drop both; such a parameter could then never be set."""
-    nb = _notebook(
-        tmp_path / "n.ipynb",
-        "images: str | None = None  # a folder; None: ours\n"
-        "models: list | None = None  # timm:<name>[=ckpt]\n"
-        'proxies: list = [\n    "knn",\n]  # first sorts\n',
-    )
-    declared = notebook_parameters(nb)
-    assert declared["images"] == {"type": "str | None", "default": "None", "help": "a folder; None: ours"}
-    assert declared["models"]["help"] == "timm:<name>[=ckpt]" and declared["proxies"]["help"] == "first sorts"
-    assert validate_parameters(nb, {"images": "x", "models": None}) == {"images": "x", "models": None}
-    with pytest.raises(ParameterError, match="'images'.*must be str [|] None.*got int"):
-        validate_parameters(nb, {"images": 3})
-
-
-@pytest.mark.parametrize(
-    "field, value, accepted",
-    [("upstream_loss", "softmx", "did you mean 'softmax'"), ("upstream_schedule", "BiT", "'cosine', 'bit'"),
-     ("oracle_on", "val", "'test_seed0', 'val200'"), ("task_resolution", "hyper", "'fixed', 'hyperrule'"),
-     ("knn_metric", "cos", "'cosine', 'euclidean'"), ("data", "imagenet", "'embedded'")],
-)  # fmt: skip
-def test_a_mistyped_setting_is_refused_not_read_as_another(field, value, accepted):
-    with pytest.raises(ValueError, match=rf"{field}='{value}' is not one of .*{accepted}"):
-        get_scale("cpu", **{field: value})
-    with pytest.raises(ValueError, match="seeds=0 must be a whole number >= 1"):
-        get_scale("cpu", seeds=0)
-    with pytest.raises(ValueError, match="oracle_pool=-1"):
-        get_scale("released", oracle_pool=-1)
-
-
 def test_the_parts_say_which_settings_change_results():
     """Every setting outside Runtime enters some step's recipe, except those that only add work (more tasks,
     seeds, few-shot regimes); of Runtime's, only micro_batch does (it changes the order of float sums)."""
@@ -125,3 +57,13 @@ def test_the_parts_say_which_settings_change_results():
     assert sc.override(expert_lr=0.5).upstream == sc.upstream  # other parts untouched
     with pytest.raises(ValueError, match="unknown scale setting 'expert_lrs'.*did you mean 'expert_lr'"):
         sc.override(expert_lrs=(0.1,))
+
+
+def test_the_paper_scales_fine_tune_with_bit_hyperrule_as_published():
+    """Batch 512 at lr 0.003, 500 steps for VTAB-1k, resolution by image area; upstream trainings at 224 px."""
+    for name in ("paper", "released"):
+        sc = get_scale(name)
+        assert (sc.transfer.batch, sc.transfer.lrs, sc.transfer.steps) == (512, (0.003,), (500,))
+        assert sc.data.task_resolution == "hyperrule" and sc.runtime.micro_batch == 64  # 8 passes of 64
+    assert (get_scale("paper").data.precrop, get_scale("paper").data.crop) == (256, 224)
+    assert get_scale("cpu").transfer.batch == 32  # the embedded scales keep their own recipes

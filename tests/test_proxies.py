@@ -5,6 +5,7 @@ from sklearn.neighbors import KNeighborsClassifier
 
 from expertlib.proxies import (
     domain_prediction_scores,
+    domain_prediction_scores_sigmoid,
     h_score,
     knn_accuracy,
     knn_neighbours,
@@ -143,3 +144,28 @@ def test_logme_matches_the_published_algorithm_with_fewer_and_with_more_features
     yw = np.arange(40) % 4
     wide = rng.normal(size=(40, 100)) + yw[:, None] * 0.3  # d > n, as 2,048 features on 1,000 images
     assert logme(wide, yw) == pytest.approx(_published_logme(wide, yw), rel=1e-9, abs=1e-9)
+
+
+def test_domain_prediction_read_as_softmax_or_sigmoid_can_rank_experts_differently():
+    """One known head: classes 1 and 2 are each a little more likely than class 0, so a softmax (one class per
+    image) puts more mass on expert b = {1, 2}; read as independent sigmoids (how a multi-label head such as
+    BiT-M's was trained), class 0 alone is confidently present and expert a = {0} has the larger lift."""
+    logits = np.tile([2.0, 2.2, 2.2, -10.0], (6, 1))
+    experts = {"a": [0], "b": [1, 2], "root": [0, 1, 2, 3]}
+    soft = domain_prediction_scores(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), experts)
+    sig = domain_prediction_scores_sigmoid(logits, experts)
+    assert soft["b"] > soft["a"] and sig["a"] > sig["b"]
+    assert soft["root"] == pytest.approx(1.0) and sig["root"] <= 1.0
+    sigmoid = 1 / (1 + np.exp(-2.0))
+    assert sig["a"] == pytest.approx(sigmoid / 0.25)  # P(class 0 present) over its uniform prior mass
+    with pytest.raises(ValueError, match="no upstream labels"):
+        domain_prediction_scores_sigmoid(logits, {"empty": []})
+
+
+def test_the_registry_is_the_one_list_of_proxies():
+    from expertlib.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
+
+    assert ALL_PROXIES == ("knn", "linear", "logme", "hscore", "leep", "nce", "domain")
+    assert PICKED_BY == ("knn", "domain", "linear", "logme", "hscore")  # the picks table's columns, in order
+    assert "domain" not in LABELLED_PROXIES and set(LABELLED_PROXIES) | {"domain"} == set(PROXIES)
+    assert all(PROXIES[p].flops(100, 64, 10, 1000) > 0 for p in PROXIES)

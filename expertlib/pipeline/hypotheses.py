@@ -13,7 +13,7 @@ import pandas as pd
 from expertlib.candidates import BASE, EXTRA
 from expertlib.datasets.fewshot import FULL_REGIME, regime, split_name
 from expertlib.pipeline import analysis as A
-from expertlib.pipeline.methods import gain_over_base, in_pool, in_regime, method_runs
+from expertlib.pipeline.methods import design_sizes, gain_over_base, in_pool, in_regime, method_runs
 from expertlib.proxies import PAPER_PROXY, PROXIES
 from expertlib.stats import Comparison, bh_q, compare, compare_per_task, holm
 
@@ -159,9 +159,9 @@ def oracle_note(picks: Runs, halves: Runs | None, oracle_on_val: bool) -> str:
         note = " The oracle was chosen on the test images it is judged on (seed 0's), at other seeds."
     else:
         note = ""
-    if "oracle_pool" in picks and "experts_scored" in picks and len(picks):
-        pool = int(picks.oracle_pool.map(lambda v: len(str(v).split(";"))).max())
-        scored = int(picks.experts_scored.max())
+    sizes = design_sizes(picks)
+    if sizes is not None:
+        scored, _, pool = sizes
         if pool < scored:
             note += (f" The oracle's pool is kNN's top {pool} of {scored} experts: it cannot beat kNN's ranking "
                      "beyond that pool, so an oracle - kNN difference leans towards 0.")  # fmt: skip

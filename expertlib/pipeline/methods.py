@@ -12,7 +12,7 @@ from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.fewshot import regime, regime_order, split_name
 from expertlib.pipeline.analysis import test_halves
 from expertlib.pipeline.tables import join_ids, prediction_key, split_ids
-from expertlib.plots import METHOD_ORDER
+from expertlib.plots import METHOD_LABELS, METHOD_ORDER
 from expertlib.stats import compare
 
 METHODS = METHOD_ORDER
@@ -200,3 +200,35 @@ def gain_over_base(runs: pd.DataFrame, picks: pd.DataFrame, name: str, method: s
     m = method_runs(rr, pr, method).merge(method_runs(rr, pr, BASE), on=["task", "seed"])
     return pd.DataFrame({"task": m.task.map(lambda t: split_name(t)[0]), "seed": m.seed,
                          "accuracy": m.accuracy_x - m.accuracy_y})  # fmt: skip
+
+
+ORACLE_CHOSEN = {
+    "val": "oracle (best of kNN's top experts on val200, judged on test)",
+    "halves": "oracle (best on test half A at seed 0, judged on half B at the others)",
+    "test": METHOD_LABELS["oracle"],
+}
+
+
+def design_sizes(picks: pd.DataFrame) -> tuple[int, int, int] | None:
+    """Where the selection step chose which experts to fine-tune: (experts scored, the random sample's size, the
+    oracle pool's size); None where every expert was fine-tuned."""
+    if not {"random_sample", "oracle_pool", "experts_scored"} <= set(picks) or not len(picks):
+        return None
+    size = lambda col: int(picks[col].map(lambda v: len(split_ids(v))).max())  # noqa: E731
+    return int(picks.experts_scored.max()), size("random_sample"), size("oracle_pool")
+
+
+def method_labels(picks: pd.DataFrame, oracle_chosen: str) -> dict[str, str]:
+    """The labels of the methods whose definition depends on the run: where the oracle was chosen (a key of
+    :data:`ORACLE_CHOSEN`) and, where the selection step chose which experts to fine-tune, how many experts the
+    random expectation averages and how many the oracle chooses among (kNN's top ``oracle_pool``, or all)."""
+    labels = {"oracle": ORACLE_CHOSEN[oracle_chosen]}
+    sizes = design_sizes(picks)
+    if sizes is None:
+        return labels  # every expert fine-tuned: the exact expectation and an unrestricted oracle
+    scored, sample, pool = sizes
+    labels["random"] = (f"random expert (exact expectation over all {scored})" if sample >= scored else
+                        f"random expert (mean of {sample} of {scored} drawn per task: an estimate)")  # fmt: skip
+    among = f"all {scored}" if pool >= scored else f"kNN's top {pool} of {scored}"
+    labels["oracle"] = labels["oracle"].replace("kNN's top experts", among)
+    return labels

@@ -26,6 +26,7 @@ from expertlib.pipeline.methods import (
     in_pool,
     in_regime,
     judged_on,
+    method_labels,
     method_rows,
     method_runs,
     proxy_picks,
@@ -38,17 +39,11 @@ from expertlib.proxies import PICKED_BY
 from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
 from expertlib.stats import bootstrap_t_interval, noise_ceiling
 
-ORACLE_CHOSEN = {
-    "val": "oracle (best of kNN's top experts on val200, judged on test)",
-    "halves": "oracle (best on test half A at seed 0, judged on half B at the others)",
-    "test": plots.METHOD_LABELS["oracle"],
-}
 
-
-def vtab_table(methods: pd.DataFrame, oracle_chosen: str = "test") -> pd.DataFrame:
+def vtab_table(methods: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
     """The VTAB-style table: per method, mean fine-tuned accuracy per group and over all tasks, and its
     difference from B at the same tasks, seeds and images (``minus_base``; ``seeds``: how many it is judged at);
-    the oracle's label says where it was chosen (``oracle_chosen``: a key of :data:`ORACLE_CHOSEN`)."""
+    ``labels`` (:func:`~expertlib.pipeline.methods.method_labels`): the definitions this run's methods used."""
     ft = methods[methods.metric == "finetune"]
     vtab = ft.pivot_table(index="method", columns="group", values="mean", aggfunc="mean")
     vtab["mean"] = ft.groupby("method")["mean"].mean()
@@ -58,7 +53,7 @@ def vtab_table(methods: pd.DataFrame, oracle_chosen: str = "test") -> pd.DataFra
     vtab.insert(
         1,
         "label",
-        vtab.method.map({**plots.METHOD_LABELS, "oracle": ORACLE_CHOSEN[oracle_chosen]}),
+        vtab.method.map({**plots.METHOD_LABELS, **(labels or {})}),
     )
     return vtab
 
@@ -152,7 +147,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
     halves = halved_runs(all_runs, predictions, labels) if predictions else None
     oracle_chosen = "val" if on_val else "halves" if halves is not None else "test"
-    legend = {"oracle": ORACLE_CHOSEN[oracle_chosen]}  # the figures' legend says where the oracle was chosen
+    legend = method_labels(all_picks, oracle_chosen)  # the tables and figures name the definitions used
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
         rr, pr = in_regime(all_runs, name), in_regime(all_picks, name)
@@ -173,11 +168,11 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
                 ),
                 f"transfer_{metric}{suffix}",
             )
-        table(vtab_table(per_regime[name], oracle_chosen), f"vtab_table{suffix}")
+        table(vtab_table(per_regime[name], legend), f"vtab_table{suffix}")
     table(pd.concat(per_regime.values(), ignore_index=True), "methods_per_task")
     methods = per_regime[FULL_REGIME].drop(columns="regime")
     ft = methods[methods.metric == "finetune"]
-    vtab = vtab_table(methods, oracle_chosen)
+    vtab = vtab_table(methods, legend)
     if ws.scale.data.source in (
         "imagenet21k+vtab",
         "vtab",
@@ -247,7 +242,9 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     write_data_summary(ws, bench, base_acc)
     summary = summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains)
     # where every task's 'oracle' entry was chosen and judged
-    summary["oracle_chosen"] = ORACLE_CHOSEN[oracle_chosen]
+    summary["oracle_chosen"] = legend["oracle"]
+    if "random" in legend:  # the selection step sampled the experts to fine-tune: the baselines' definitions
+        summary["definitions"] = legend
     summary["hypotheses"] = {r.id: {"estimate": r.estimate, "ci": [r.ci_low, r.ci_high], "p": r.p,
                                     "p_adjusted": r.p_adjusted, "verdict": r.verdict} for r in claim_table.itertuples()}  # fmt: skip
     write_summary(ws.results_dir / "summary.json", summary)
