@@ -514,6 +514,18 @@ def task_names(spec: EmbeddedSpec) -> list[str]:
     return names
 
 
+def build_task(spec: EmbeddedSpec, task: str) -> TaskData:
+    """One task's train, val and test splits at ``spec``'s sizes, without upstream (each split from its own
+    seed, so a task's arrays do not depend on which other tasks are built)."""
+    if task not in TASKS:
+        raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(TASKS)}")
+    sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
+    splits = {
+        s: _render_task_split(TASKS[task], s, n, _rng(spec.seed, "task", task, s)) for s, n in sizes.items()
+    }
+    return TaskData(TASKS[task], splits["train"], splits["val"], splits["test"])
+
+
 def build(
     spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | None = None, progress: bool = False
 ) -> EmbeddedBenchmark:
@@ -549,13 +561,7 @@ def build(
             part.labels = part.labels + off
             parts.append(part)
         upstream[split] = ArraySplit.concat(parts)
-    tasks = {}
-    sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
-    for t in tqdm(names, desc="tasks", disable=not progress):
-        splits = {
-            s: _render_task_split(TASKS[t], s, n, _rng(spec.seed, "task", t, s)) for s, n in sizes.items()
-        }
-        tasks[t] = TaskData(TASKS[t], splits["train"], splits["val"], splits["test"])
+    tasks = {t: build_task(spec, t) for t in tqdm(names, desc="tasks", disable=not progress)}
     bench = EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
     if cache is not None:
         for s, a in upstream.items():
