@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "embedded_probe.csv")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # 500 iterations are part of the probe
     rows = []
     for task in args.tasks.split(","):
         td = build_task(EmbeddedSpec(seed=0), task)
