@@ -9,8 +9,10 @@ Upstream: 9 domains, 107 leaf classes, in a 4-level hierarchy with nested candid
         ├── object_scene ── sprite (dSprites: 3 shapes x 3 scale bands), scene (CLEVR-like: nearest object)
         └── pattern ─────── grating (4 orientations x 4 frequencies), lattice (8), palette (10)
 
-Downstream: 12 tasks in VTAB's three groups, each with 800 train + 200 val (VTAB-1k's train800val200) and
-a test split, built only from classes or factors that upstream never labels:
+Downstream: 19 tasks in VTAB's three groups (as VTAB-1k's 19: natural 7, specialized 4, structured 8), each
+with 800 train + 200 val (VTAB-1k's train800val200) and a test split, built only from classes or factors that
+upstream never labels. The 12 core tasks (:data:`CORE_TASKS`, what ``EmbeddedSpec(tasks=None)`` builds and the
+cpu scale runs):
 
 - natural: held-out animals x 3 rotations (12), digits 5-9 x mirrored (10), 10 new photographs (10),
   20 new glyphs (20);
@@ -18,10 +20,18 @@ a test split, built only from classes or factors that upstream never labels:
 - structured: dSprites x position (16 bins) and orientation (16 bins), CLEVR-like count 3-10 (8) and
   nearest-object distance (6 bins), held-out grating orientation x frequency (12).
 
+and 7 more, built only when a spec names them (:data:`VTAB_LIKE_TASKS` lists all 19 in VTAB's order):
+
+- natural: SVHN-like printed letters on clutter (10), DTD-like textures (12), pets-like held-out animals x
+  coat (12);
+- specialized: RESISC-like aerial scenes (12);
+- structured: smallNORB-like toys' azimuth (18) and elevation (9), KITTI-like nearest-vehicle distance (4).
+
 No leakage: real images are split into disjoint pools of source images (animals, digits) or disjoint
-horizontal bands of each photograph (train 0-55%, val 55-70%, test 70-100% of the width); procedural
-images are drawn from independent seeds per split. Each example carries a ``source`` id that the tests use
-to check this. The build is deterministic from the seed and cached on disk.
+horizontal bands of each photograph (train 0-55%, val 55-70%, test 70-100% of the width); the toys are split
+by instance (as smallNORB's train and test toys differ); procedural images are drawn from independent seeds per
+split. Each example carries a ``source`` id that the tests use to check this. The build is deterministic from
+the seed and cached on disk.
 """
 
 from __future__ import annotations
@@ -53,6 +63,8 @@ GRATING_UP = ([0, 45, 90, 135], [2.0, 3.5, 5.0, 7.0])
 GRATING_TASK = ([22.5, 67.5, 112.5, 157.5], [2.75, 4.25, 6.0])
 GLYPH_SEED_UP, GLYPH_SEED_TASK = 101, 202
 SCENE_DIST_BINS = np.array([0.0, 0.1, 0.2, 0.32, 0.45, 0.62, 1.01])
+TASK_LETTERS = "ABCDEFGHJK"  # printed capitals: upstream labels digits and stroke glyphs, never letters
+TOY_INSTANCES = {"train": (0, 5), "val": (5, 7), "test": (7, 10)}  # of each category's 10 toys
 
 SPLIT_BANDS = {"train": (0.0, 0.55), "val": (0.55, 0.70), "test": (0.70, 1.0)}  # downstream photo bands
 UPSTREAM_BANDS = {"train": (0.0, 0.75), "test": (0.75, 1.0)}
@@ -70,7 +82,7 @@ class EmbeddedSpec:
     task_train: int = 800
     task_val: int = 200
     task_test: int = 1000
-    tasks: tuple[str, ...] | None = None  # None: all tasks
+    tasks: tuple[str, ...] | None = None  # None: CORE_TASKS (the 12 the cpu scale runs)
 
     def key(self) -> str:
         blob = json.dumps({**asdict(self), "version": BUILD_VERSION}, sort_keys=True)
@@ -329,11 +341,39 @@ def _task_infos() -> dict[str, TaskInfo]:
             TaskInfo("grating_new", "structured",
                      tuple(f"o{o}_f{f}" for o in GRATING_TASK[0] for f in GRATING_TASK[1]), "grating", False,
                      "gratings at held-out orientations x frequencies"),
+            # the VTAB-like extension: built only when a spec names them
+            TaskInfo("street_letters", "natural", tuple(TASK_LETTERS), "symbol", False,
+                     "printed capitals A-K in 19 typefaces, flanked by neighbours, on clutter (VTAB svhn)"),
+            TaskInfo("texture", "natural", P.TEXTURES, "pattern", True,
+                     "12 describable textures upstream's patterns lack (VTAB dtd)"),
+            TaskInfo("animal_coat", "natural", tuple(f"{a}_{c}" for a in animals for c in P.COATS), "animal", True,
+                     "held-out animals x coat plain/spotted/striped, fine-grained (VTAB oxford_iiit_pet)"),
+            TaskInfo("aerial_scene", "specialized", P.AERIAL_SCENES, None, True,
+                     "RESISC-like aerial scenes the land-cover task lacks (VTAB resisc45)"),
+            TaskInfo("toy_azimuth", "structured", tuple(f"az{a}" for a in P.TOY_AZIMUTHS), None, False,
+                     "smallNORB-like toys, azimuth 18 x 20 degrees (VTAB smallnorb label_azimuth)"),
+            TaskInfo("toy_elevation", "structured", tuple(f"el{e}" for e in P.TOY_ELEVATIONS), None, True,
+                     "smallNORB-like toys, elevation 30-70 degrees (VTAB smallnorb label_elevation)"),
+            TaskInfo("road_dist", "structured", ("under8m", "8to20m", "over20m", "none"), "scene", True,
+                     "KITTI-like nearest vehicle's distance (VTAB kitti closest_vehicle_distance)"),
         ]
     }  # fmt: skip
 
 
 TASKS: dict[str, TaskInfo] = _task_infos()
+# What EmbeddedSpec(tasks=None) builds: the 12 tasks the cpu scale and its committed results use.
+CORE_TASKS = (
+    "animal_pose", "digit_mirror", "photo_new", "glyph_new",
+    "land_cover", "tissue", "retinopathy",
+    "sprite_xpos", "sprite_orient", "scene_count", "scene_dist", "grating_new",
+)  # fmt: skip
+# All 19 in VTAB-1k's group order and counts (natural 7, specialized 4, structured 8), for the gpu scale.
+VTAB_LIKE_TASKS = (
+    "animal_pose", "digit_mirror", "photo_new", "glyph_new", "street_letters", "texture", "animal_coat",
+    "land_cover", "tissue", "retinopathy", "aerial_scene",
+    "sprite_xpos", "sprite_orient", "scene_count", "scene_dist", "grating_new", "toy_azimuth", "toy_elevation",
+    "road_dist",
+)  # fmt: skip
 
 
 def _balanced(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -406,6 +446,30 @@ def _render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Genera
         o = np.array(GRATING_TASK[0])[labels // 3]
         f = np.array(GRATING_TASK[1])[labels % 3]
         imgs = P.gratings(rng, o, f)
+    elif name == "street_letters":
+        imgs = P.printed_characters(rng, S.printed_glyphs(TASK_LETTERS), labels)
+    elif name == "texture":
+        imgs = P.textures(rng, labels)
+    elif name == "animal_coat":
+        images, lab = S.animal_silhouettes()
+        animal, coat = labels // len(P.COATS), labels % len(P.COATS)
+        idx = np.empty(n, int)
+        for a, c in enumerate(TASK_ANIMALS):  # animal_pose's pools: an image keeps its split in every task
+            pool = np.flatnonzero(lab == c)[_pool(1000, POOL_FRACTIONS[split], 13)]
+            sel = animal == a
+            idx[sel] = rng.choice(pool, sel.sum(), replace=sel.sum() > len(pool))
+        imgs = P.coated_silhouettes(rng, images[idx], coat)
+        src = np.array([f"animal:{i}" for i in idx])
+    elif name == "aerial_scene":
+        imgs = P.aerial_scenes(rng, labels)
+    elif name in ("toy_azimuth", "toy_elevation"):
+        imgs, src = _toys(rng, labels, split, azimuth=name == "toy_azimuth")
+    elif name == "road_dist":
+        bins = np.array(P.ROAD_DISTANCE_BINS)
+        near = np.minimum(labels, len(bins) - 2)
+        imgs = P.road_scenes(
+            rng, np.where(labels < len(bins) - 1, rng.uniform(bins[near], bins[near + 1]), np.inf)
+        )
     else:
         raise KeyError(f"no renderer for task {name!r}")
     return ArraySplit(imgs, labels.astype(np.int64), src)
@@ -420,6 +484,22 @@ def _scenes_by_distance(rng: np.random.Generator, labels: np.ndarray) -> np.ndar
     return imgs
 
 
+def _toys(
+    rng: np.random.Generator, labels: np.ndarray, split: str, azimuth: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """smallNORB-like views labelled by azimuth (or elevation), of the toys of ``split``'s instance pool."""
+    n = len(labels)
+    toys = P.toy_instances()
+    cat = rng.integers(len(P.TOY_CATEGORIES), size=n)
+    inst = rng.integers(*TOY_INSTANCES[split], size=n)
+    if azimuth:
+        az, el = P.TOY_AZIMUTHS[labels], rng.choice(P.TOY_ELEVATIONS, n)
+    else:
+        az, el = rng.choice(P.TOY_AZIMUTHS, n), P.TOY_ELEVATIONS[labels]
+    src = np.array([f"toy:{P.TOY_CATEGORIES[c]}:{k}" for c, k in zip(cat, inst, strict=True)])
+    return P.toys(rng, toys[cat, inst], az, el), src
+
+
 # -- building and caching ----------------------------------------------------------------------------------------
 def _rng(seed: int, *keys: str) -> np.random.Generator:
     digest = hashlib.sha256("/".join((str(seed), *keys)).encode()).digest()
@@ -427,11 +507,23 @@ def _rng(seed: int, *keys: str) -> np.random.Generator:
 
 
 def task_names(spec: EmbeddedSpec) -> list[str]:
-    names = list(spec.tasks) if spec.tasks is not None else list(TASKS)
+    names = list(spec.tasks) if spec.tasks is not None else list(CORE_TASKS)
     unknown = [t for t in names if t not in TASKS]
     if unknown:
         raise KeyError(f"unknown embedded task(s) {unknown}; known tasks: {', '.join(TASKS)}")
     return names
+
+
+def build_task(spec: EmbeddedSpec, task: str) -> TaskData:
+    """One task's train, val and test splits at ``spec``'s sizes, without upstream (each split from its own
+    seed, so a task's arrays do not depend on which other tasks are built)."""
+    if task not in TASKS:
+        raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(TASKS)}")
+    sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
+    splits = {
+        s: _render_task_split(TASKS[task], s, n, _rng(spec.seed, "task", task, s)) for s, n in sizes.items()
+    }
+    return TaskData(TASKS[task], splits["train"], splits["val"], splits["test"])
 
 
 def build(
@@ -469,13 +561,7 @@ def build(
             part.labels = part.labels + off
             parts.append(part)
         upstream[split] = ArraySplit.concat(parts)
-    tasks = {}
-    sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
-    for t in tqdm(names, desc="tasks", disable=not progress):
-        splits = {
-            s: _render_task_split(TASKS[t], s, n, _rng(spec.seed, "task", t, s)) for s, n in sizes.items()
-        }
-        tasks[t] = TaskData(TASKS[t], splits["train"], splits["val"], splits["test"])
+    tasks = {t: build_task(spec, t) for t in tqdm(names, desc="tasks", disable=not progress)}
     bench = EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
     if cache is not None:
         for s, a in upstream.items():

@@ -6,10 +6,14 @@ Every function takes a ``numpy.random.Generator`` and per-image factors and retu
 Procedural families follow their real counterparts: dSprites (Matthey et al. 2017: square/ellipse/heart,
 6 scales, 40 orientations, 32x32 positions, white on black), CLEVR-like scenes (shaded spheres, cubes and
 cylinders in perspective on a grey floor), EuroSAT-like land cover, PCam-like tissue, retinopathy-like
-fundus crops, gratings, lattices, colour palettes and stroke glyphs (Omniglot-like).
+fundus crops, gratings, lattices, colour palettes and stroke glyphs (Omniglot-like); and, for the tasks that
+widen the benchmark to VTAB-1k's 19, SVHN-like printed characters, DTD-like textures, pets-like coated
+animals, RESISC-like aerial scenes, smallNORB-like toys (ray-cast ellipsoids) and KITTI-like road scenes.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import numpy as np
 import torch
@@ -517,3 +521,618 @@ def photo_tiles(
         )
     tiles = tiles * rng.uniform(0.85, 1.15, (n, 1, 1, 1))
     return to_uint8(tiles, rng, noise=0.02), np.stack([ys, xs, sides, sides], 1)
+
+
+# -- the VTAB-like extension: seven more families (the gpu scale's 19 tasks) -------------------------------------
+def _box_sd(yy: np.ndarray, xx: np.ndarray, cy: float, cx: float, hh: float, hw: float) -> np.ndarray:
+    """Signed distance (approximate outside the corners) to an axis-aligned box."""
+    return np.maximum(np.abs(yy - cy) - hh, np.abs(xx - cx) - hw)
+
+
+def _segments_sd(yy: np.ndarray, xx: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Distance from every pixel to the nearest of the segments ``p0[k] -> p1[k]`` ([k, 2] as (y, x))."""
+    pix = np.stack([yy.ravel(), xx.ravel()], 1)[:, None]  # [P, 1, 2]
+    d = (p1 - p0)[None]
+    t = np.clip(((pix - p0[None]) * d).sum(-1) / np.maximum((d * d).sum(-1), 1e-9), 0, 1)
+    return np.sqrt(((pix - (p0[None] + t[..., None] * d)) ** 2).sum(-1)).min(1).reshape(yy.shape)
+
+
+def _cells(yy: np.ndarray, xx: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distances to the nearest and second-nearest of ``pts`` ([k, 2] as (y, x)): Voronoi cells and edges."""
+    d = np.sqrt((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2)
+    d.sort(axis=-1)
+    return d[..., 0], d[..., 1]
+
+
+# SVHN-like printed characters --------------------------------------------------------------------------------
+def printed_characters(
+    rng: np.random.Generator, glyphs: np.ndarray, label: np.ndarray, size: int = SIZE
+) -> np.ndarray:
+    """House-number-like crops (SVHN's cropped digits): the character ``label[i]`` (an index into the
+    typeface masks ``glyphs`` [fonts, chars, h, w]) centred, flanked by partly visible neighbours in the same
+    typeface, coloured on a cluttered wall; random typeface, size, slant and position."""
+    n = len(label)
+    fonts, chars = glyphs.shape[:2]
+    font = rng.integers(fonts, size=n)
+    zoom = rng.uniform(0.8, 1.25, n)
+    angle = rng.uniform(-0.15, 0.15, n)
+    centre = rng.uniform(-0.1, 0.1, (n, 2))
+    advance = zoom * rng.uniform(0.85, 1.1, n)  # glyph widths are about 0.8 of the canvas at zoom 1
+    cover = np.zeros((n, size, size))
+    for offset, char, present in (
+        (0.0, label, np.ones(n, bool)),
+        (-1.0, rng.integers(chars, size=n), rng.uniform(size=n) < 0.75),
+        (1.0, rng.integers(chars, size=n), rng.uniform(size=n) < 0.75),
+    ):
+        shift = centre + np.stack([offset * advance, np.zeros(n)], 1)
+        drawn = _affine(glyphs[font, char], _rotation_theta(angle, zoom, shift), size)
+        cover = np.maximum(cover, np.clip(drawn, 0, 1) * present[:, None, None])
+    fg, bg = contrasting_pair(rng, n, 0.3)
+    yy, xx = grid(size)
+    wall = bg[:, None, None] * (0.75 + 0.5 * smooth_noise(rng, n, 1.6, size)[..., None])
+    for i in range(n):  # clutter: a plate's edge or a frame behind the characters
+        for _ in range(int(rng.integers(0, 3))):
+            cy, cx = rng.uniform(-1, 1, 2)
+            box = _box_sd(yy, xx, cy, cx, rng.uniform(0.2, 0.9), rng.uniform(0.2, 0.9))
+            edge = soft(np.abs(box) - rng.uniform(0.02, 0.06), size)
+            _paint(wall[i], 0.7 * edge, random_colors(rng, 1)[0])
+    img = wall * (1 - cover[..., None]) + fg[:, None, None] * cover[..., None]
+    return to_uint8(img, rng, noise=0.04)
+
+
+# DTD-like textures -----------------------------------------------------------------------------------------------
+TEXTURES = (
+    "zigzagged", "honeycombed", "woven", "marbled", "cracked", "bubbly",
+    "spiralled", "blotchy", "scaly", "fibrous", "sprinkled", "stratified",
+)  # fmt: skip
+
+
+def textures(rng: np.random.Generator, kind: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """Describable textures (DTD's kinds that upstream's gratings, lattices and palettes do not show), each
+    at a random scale, orientation and colouring; drawn at 2x and averaged down."""
+    n = len(kind)
+    big = 2 * size
+    yy, xx = grid(big)
+    out = np.empty((n, big, big, 3))
+    fgs, bgs = contrasting_pair(rng, n, 0.3)
+    for i, k in enumerate(kind):
+        fg, bg = fgs[i], bgs[i]
+        th = rng.uniform(0, np.pi)
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        f = rng.uniform(0.8, 1.25)  # scale
+        if k == 0:  # zigzagged: chevron stripes
+            period = 0.45 / f
+            tri = 2 * np.abs(u / period - np.floor(u / period + 0.5))
+            w = (v + rng.uniform(0.15, 0.3) / f * tri) / (0.3 / f)
+            pat = soft((np.abs(w - np.floor(w) - 0.5) - 0.25) * 0.3 / f, big)
+        elif k == 1:  # honeycombed: regular hexagonal cell walls
+            a = 0.32 / f  # distance between neighbouring cell centres
+            spacing = np.array([a, a * np.sqrt(3)])
+            pu, pv = u + rng.uniform(0, a), v + rng.uniform(0, a)
+            local = []
+            for off in (np.zeros(2), spacing / 2):  # a triangular lattice as two rectangular ones
+                du = pu - off[0] - np.round((pu - off[0]) / spacing[0]) * spacing[0]
+                dv = pv - off[1] - np.round((pv - off[1]) / spacing[1]) * spacing[1]
+                local.append((du, dv))
+            near = local[0][0] ** 2 + local[0][1] ** 2 < local[1][0] ** 2 + local[1][1] ** 2
+            du, dv = np.where(near, local[0][0], local[1][0]), np.where(near, local[0][1], local[1][1])
+            hexr = np.max([np.abs(du * np.cos(t) + dv * np.sin(t)) for t in (0, np.pi / 3, 2 * np.pi / 3)], 0)
+            pat = soft(a / 2 - hexr - 0.025 / f, big)
+        elif k == 2:  # woven: basket weave, threads alternating direction in a checkerboard of cells
+            p = 0.3 / f
+            parity = (np.floor(u / p) + np.floor(v / p)) % 2
+            thread = np.where(parity == 0, np.sin(np.pi * 3 * v / p), np.sin(np.pi * 3 * u / p))
+            pat = 0.5 + 0.5 * thread
+        elif k == 3:  # marbled: veins bent by turbulence
+            turb = smooth_noise(rng, 1, 2.2, big)[0]
+            pat = np.abs(np.sin(np.pi * (u * 2.5 * f + rng.uniform(3, 6) * turb))) ** 0.35
+        elif k == 4:  # cracked: irregular cells with thin dark cracks
+            pts = rng.uniform(-1.1, 1.1, (int(rng.integers(14, 30) * f**2), 2))
+            d1, d2 = _cells(yy, xx, pts)
+            pat = 1 - soft((d2 - d1) / 2 - 0.015, big)
+        elif k == 5:  # bubbly: overlapping circle outlines of many sizes
+            pat = np.zeros_like(xx)
+            for _ in range(int(rng.integers(8, 16))):
+                cy, cx = rng.uniform(-1.1, 1.1, 2)
+                r = rng.uniform(0.08, 0.35) / f
+                ring = soft(np.abs(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - r) - 0.03, big)
+                pat = np.maximum(pat, ring)
+        elif k == 6:  # spiralled: an Archimedean spiral around a point in view
+            cy, cx = rng.uniform(-0.5, 0.5, 2)
+            r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+            ang = np.arctan2(yy - cy, xx - cx) * rng.choice([-1, 1])
+            pat = 0.5 + 0.5 * np.sin(ang * int(rng.integers(1, 3)) + r * 14 * f)
+        elif k == 7:  # blotchy: irregular blobs
+            field = smooth_noise(rng, 1, 2.8, big)[0]
+            pat = soft((field - rng.uniform(0.45, 0.6)) * -0.3, big)
+        elif k == 8:  # scaly: rows of overlapping round scales
+            p = 0.3 / f
+            row = np.floor(v / p)
+            cu = (u / p + 0.5 * (row % 2)) % 1 - 0.5
+            cv = v / p - row
+            pat = np.clip(np.sqrt(cu**2 + cv**2) / 0.6, 0, 1) ** 2  # each scale darkens to its rim
+        elif k == 9:  # fibrous: long thin strands along one direction (noise smoothed along it only)
+            fy, fx = np.meshgrid(np.fft.fftfreq(big), np.fft.fftfreq(big), indexing="ij")
+            along = fx * np.cos(th) + fy * np.sin(th)
+            spectrum = np.fft.fft2(rng.normal(size=(big, big))) * np.exp(-((along / 0.012) ** 2))
+            field = np.fft.ifft2(spectrum * (np.sqrt(fx**2 + fy**2) < 0.25 * f)).real
+            field = field / max(field.std(), 1e-8)
+            pat = np.clip(0.5 + 0.6 * field, 0, 1) ** 2
+        elif k == 10:  # sprinkled: small specks of many colours on a plain ground
+            img = np.repeat(np.repeat(bg[None, None], big, 0), big, 1)
+            m = int(rng.integers(25, 50))
+            mid = rng.uniform(-1, 1, (m, 2))
+            a = rng.uniform(0, np.pi, m)
+            half = rng.uniform(0.02, 0.06, m)[:, None] * np.stack([np.sin(a), np.cos(a)], 1)
+            colors = random_colors(rng, m)
+            for j in range(m):  # each speck only touches a few pixels: paint it in its own window
+                lo = np.clip(((mid[j] - 0.13 + 1) * big / 2).astype(int), 0, big)
+                hi = np.clip(((mid[j] + 0.13 + 1) * big / 2).astype(int) + 1, 0, big)
+                win = (slice(lo[0], hi[0]), slice(lo[1], hi[1]))
+                dist = _segments_sd(yy[win], xx[win], (mid[j] - half[j])[None], (mid[j] + half[j])[None])
+                _paint(img[win], soft(dist - 0.025, big), colors[j])
+            out[i] = img
+            continue
+        else:  # stratified: layers of uneven thickness with wavy boundaries, three colours
+            warp = 0.15 * (smooth_noise(rng, 1, 3.0, big)[0] - 0.5)
+            edges = np.cumsum(rng.uniform(0.08, 0.35, 16) / f) - 1.6
+            layer = np.searchsorted(edges, v + warp)
+            cols = np.stack([fg, bg, random_colors(rng, 1)[0]])[rng.integers(3, size=17)]
+            out[i] = cols[layer] * (0.9 + 0.2 * smooth_noise(rng, 1, 1.5, big)[0][..., None])
+            continue
+        out[i] = bg[None, None] + pat[..., None] * (fg - bg)[None, None]
+    out = out.reshape(n, size, 2, size, 2, 3).mean(axis=(2, 4))
+    return to_uint8(out, rng, noise=0.04)
+
+
+# Pets-like coated animals ----------------------------------------------------------------------------------------
+COATS = ("plain", "spotted", "striped")
+
+
+def coated_silhouettes(
+    rng: np.random.Generator, masks: np.ndarray, coat: np.ndarray, size: int = SIZE
+) -> np.ndarray:
+    """Animal silhouettes ([n, 28, 28] uint8), upright and randomly mirrored, their coat plain, spotted or
+    striped (a second colour), on textured backgrounds."""
+    n = len(masks)
+    theta = _rotation_theta(
+        rng.uniform(-0.2, 0.2, n), rng.uniform(0.85, 1.15, n), rng.uniform(-0.1, 0.1, (n, 2)),
+        rng.uniform(size=n) < 0.5,
+    )  # fmt: skip
+    cover = np.clip(_affine(masks / 255.0, theta, size), 0, 1)
+    fg, bg = contrasting_pair(rng, n, 0.4, light_on_dark=True)
+    mark = np.clip(fg * rng.uniform(0.2, 0.5, (n, 1)) + rng.uniform(-0.1, 0.1, (n, 3)), 0, 1)
+    yy, xx = grid(size)
+    pattern = np.zeros((n, size, size))
+    for i, c in enumerate(coat):
+        th = rng.uniform(-0.5, 0.5) + np.pi / 2  # spots and stripes: across the body, like a zebra's
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        if c == 1:
+            p = rng.uniform(0.26, 0.34)
+            jitter = rng.uniform(0, 1, 2)
+            fu, fv = (u / p + jitter[0]) % 1 - 0.5, (v / p + jitter[1] + 0.5 * np.floor(u / p)) % 1 - 0.5
+            pattern[i] = soft(np.sqrt(fu**2 + fv**2) * p - rng.uniform(0.07, 0.1), size)
+        elif c == 2:
+            p = rng.uniform(0.22, 0.3)
+            w = u / p + 0.15 * np.sin(v * 5 + rng.uniform(0, 6)) + rng.uniform(0, 1)
+            pattern[i] = soft((np.abs(w - np.floor(w) - 0.5) - 0.25) * p, size)
+    coat_img = fg[:, None, None] + pattern[..., None] * (mark - fg)[:, None, None]
+    tex = smooth_noise(rng, n, 1.8, size)[..., None]
+    back = bg[:, None, None] * (0.7 + 0.6 * tex)
+    img = back * (1 - cover[..., None]) + coat_img * cover[..., None]
+    return to_uint8(img, rng, noise=0.04)
+
+
+# RESISC-like aerial scenes ---------------------------------------------------------------------------------------
+AERIAL_SCENES = (
+    "airport", "baseball_diamond", "beach", "bridge", "circular_farmland", "cloud",
+    "desert", "parking_lot", "roundabout", "ship", "storage_tanks", "tennis_court",
+)  # fmt: skip
+
+
+def aerial_scenes(rng: np.random.Generator, cls: np.ndarray, size: int = SIZE) -> np.ndarray:
+    """Aerial scene classes of RESISC-45 that the EuroSAT-like land cover task does not have, seen from
+    above at a random orientation over varied terrain."""
+    n = len(cls)
+    yy, xx = grid(size)
+    out = np.empty((n, size, size, 3))
+    green, brown = np.array([0.28, 0.45, 0.22]), np.array([0.52, 0.45, 0.33])
+    grey, white = np.array([0.5, 0.5, 0.5]), np.array([0.92, 0.92, 0.9])
+    water = np.array([0.12, 0.26, 0.42])
+    sand = np.array([0.82, 0.72, 0.5])
+    for i, c in enumerate(cls):
+        jitter = rng.normal(0, 0.04, 3)
+        tex = smooth_noise(rng, 1, 2.0, size)[0][..., None]
+        land = (green + (brown - green) * rng.uniform(0, 1) + jitter)[None, None] * (0.8 + 0.4 * tex)
+        img = land.copy()
+        th = rng.uniform(0, np.pi)
+        u = xx * np.cos(th) + yy * np.sin(th)
+        v = -xx * np.sin(th) + yy * np.cos(th)
+        _aerial_clutter(rng, img, yy, xx, size)  # what many scenes share: roads, houses, trees, ponds
+        if c == 0:  # airport: a runway with centre-line dashes beside an apron
+            off = rng.uniform(-0.4, 0.4)
+            _paint(img, soft(np.abs(v - off - 0.45) - rng.uniform(0.15, 0.3), size), grey * 1.1 + jitter)
+            _paint(img, soft(np.abs(v - off) - 0.1, size), np.full(3, 0.35) + jitter)
+            dash = soft(np.maximum(np.abs(v - off) - 0.015, np.abs((u * 4) % 1 - 0.5) * 0.25 - 0.06), size)
+            _paint(img, dash, white)
+        elif c == 1:  # baseball diamond: a sand infield and a grass outfield fanning out from home plate
+            du, dv = u - rng.uniform(-0.2, 0.2), v - rng.uniform(-0.75, -0.35)
+            r = rng.uniform(0.3, 0.42)
+            fan = np.maximum(np.sqrt(du**2 + dv**2) - 2.6 * r, (np.abs(du) - dv) / np.sqrt(2))
+            _paint(img, soft(fan, size), green * 1.25 + jitter)
+            _paint(img, soft((np.abs(du) + np.abs(dv - r)) / np.sqrt(2) - 0.78 * r, size), sand + jitter)
+            _paint(
+                img, soft((np.abs(du) + np.abs(dv - r)) / np.sqrt(2) - 0.45 * r, size), green * 1.25 + jitter
+            )
+        elif c == 2:  # beach: land, a sand strip, surf and sea
+            shore = v + 0.12 * np.sin(u * rng.uniform(2, 5) + rng.uniform(0, 6)) - rng.uniform(-0.3, 0.3)
+            width = rng.uniform(0.15, 0.35)
+            _paint(img, soft(-shore, size), sand + jitter)
+            _paint(img, soft(-(shore + width), size), water + jitter)
+            _paint(img, 0.8 * soft(np.abs(shore + width) - 0.03, size), white)
+        elif c == 3:  # bridge: a road across a river
+            img = land.copy()
+            bend = v - 0.15 * np.sin(u * rng.uniform(1, 3) + rng.uniform(0, 6))
+            _paint(img, soft(np.abs(bend) - rng.uniform(0.2, 0.35), size), water + jitter)
+            _paint(
+                img, soft(np.abs(u - rng.uniform(-0.4, 0.4)) - rng.uniform(0.05, 0.09), size), grey + jitter
+            )
+        elif c == 4:  # circular farmland: centre-pivot circles of different crops
+            img = (brown + jitter)[None, None] * (0.85 + 0.3 * tex)
+            r = rng.uniform(0.35, 0.55)
+            off = rng.uniform(-1, 1, 2)
+            for gy in np.arange(-3, 4) * 2 * r:
+                for gx in np.arange(-3, 4) * 2 * r:
+                    cy, cx = gy + off[0] * r, gx + off[1] * r
+                    if abs(cy) > 1 + r or abs(cx) > 1 + r or rng.uniform() < 0.2:
+                        continue
+                    crop = green + (brown - green) * rng.uniform(0, 0.7) + rng.normal(0, 0.05, 3)
+                    _paint(img, soft(np.sqrt((u - cx) ** 2 + (v - cy) ** 2) - 0.92 * r, size), crop)
+        elif c == 5:  # cloud: white cover over most of the scene
+            field = smooth_noise(rng, 1, 2.4, size)[0]
+            cover = np.clip((field - rng.uniform(0.15, 0.4)) * 3, 0, 1)
+            img = (
+                img * (1 - cover[..., None]) + (white * rng.uniform(0.85, 1.0))[None, None] * cover[..., None]
+            )
+        elif c == 6:  # desert: dune ripples in sand
+            warp = smooth_noise(rng, 1, 2.5, size)[0]
+            ripple = 0.5 + 0.5 * np.sin(u * rng.uniform(8, 14) + 4 * warp)
+            img = (sand * rng.uniform(0.8, 1.05) + jitter)[None, None] * (0.8 + 0.25 * ripple[..., None])
+        elif c == 7:  # parking lot: rows of cars on asphalt
+            img = (grey * rng.uniform(0.7, 1.0) + jitter)[None, None] * (0.95 + 0.1 * tex)
+            pu, pv = rng.uniform(0.14, 0.2), rng.uniform(0.3, 0.4)
+            cu, cv = (u / pu) % 1 - 0.5, (v / pv) % 1 - 0.5
+            cars = soft(np.maximum(np.abs(cu) * pu - 0.3 * pu, np.abs(cv) * pv - 0.3 * pv), size)
+            full = rng.uniform(size=(64, 64)) < rng.uniform(0.5, 0.9)
+            slot = full[(np.floor(u / pu) % 64).astype(int), (np.floor(v / pv) % 64).astype(int)]
+            colors = rng.uniform(0.1, 0.9, (64, 3))[
+                (np.floor(u / pu) * 7 + np.floor(v / pv)).astype(int) % 64
+            ]
+            img = img * (1 - (cars * slot)[..., None]) + colors * (cars * slot)[..., None]
+        elif c == 8:  # roundabout: roads meeting at a ring with a green island
+            cy, cx = rng.uniform(-0.3, 0.3, 2)
+            r = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+            for a in rng.uniform(0, 2 * np.pi) + np.arange(int(rng.integers(3, 5))) * np.pi / 2:
+                along = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a)
+                across = -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
+                _paint(img, soft(np.maximum(np.abs(across) - 0.07, -along), size), grey + jitter)
+            ring = rng.uniform(0.25, 0.4)
+            _paint(img, soft(np.abs(r - ring) - 0.08, size), grey + jitter)
+            _paint(img, soft(r - (ring - 0.08), size), green * 1.2 + jitter)
+        elif c == 9:  # ship: a hull and its wake on open water, sometimes off a shore
+            coast = soft(v - rng.uniform(0.5, 1.6), size)[..., None]  # water up to a shore, if in view
+            img = img * (1 - coast) + (water + jitter)[None, None] * (0.85 + 0.3 * tex) * coast
+            cv = rng.uniform(-0.4, 0.4)
+            cu = rng.uniform(-0.3, 0.3)
+            length, beam = rng.uniform(0.25, 0.45), rng.uniform(0.06, 0.1)
+            hull = np.sqrt(((u - cu) / length) ** 2 + ((v - cv) / beam) ** 2) - 1
+            behind = np.clip(cu - u, 0, None)
+            wake = (u < cu) * soft(np.abs(v - cv) - 0.12 * behind - 0.02, size) * np.exp(-behind / 0.6)
+            _paint(img, 0.6 * wake, white)
+            _paint(img, soft(hull * beam, size), white * rng.uniform(0.7, 1.0))
+        elif c == 10:  # storage tanks: white discs with shadows on industrial ground
+            img = (grey * rng.uniform(0.8, 1.1) + brown * 0.2 + jitter)[None, None] * (0.9 + 0.2 * tex)
+            sy, sx = rng.normal(0, 0.04, 2) + 0.05
+            for _ in range(int(rng.integers(2, 7))):
+                cy, cx = rng.uniform(-0.75, 0.75, 2)
+                r = rng.uniform(0.12, 0.25)
+                _paint(img, 0.6 * soft(np.sqrt((yy - cy - sy) ** 2 + (xx - cx - sx) ** 2) - r, size),
+                       np.zeros(3))  # fmt: skip
+                _paint(
+                    img, soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - r, size), white * rng.uniform(0.8, 1)
+                )
+        else:  # tennis courts: coloured rectangles with white lines
+            surface = np.array([[0.2, 0.5, 0.3], [0.2, 0.35, 0.6], [0.7, 0.35, 0.2]])[rng.integers(3)]
+            k = int(rng.integers(1, 4))
+            hw, hh = rng.uniform(0.22, 0.3), rng.uniform(0.45, 0.6)
+            start = -(k - 1) * hw
+            for j in range(k):
+                cx = start + 2 * j * hw + rng.uniform(-0.03, 0.03)
+                court = _box_sd(v, u, 0.0, cx, hh, hw * 0.95)
+                _paint(img, soft(court, size), surface + jitter)
+                inner = _box_sd(v, u, 0.0, cx, hh * 0.8, hw * 0.7)
+                lines = np.minimum(np.abs(inner), np.maximum(np.abs(v), np.abs(u - cx) - hw * 0.7))
+                _paint(img, 0.9 * soft(lines - 0.012, size) * (court < 0), white)
+        gain = rng.uniform(0.85, 1.15, 3) * rng.uniform(0.8, 1.15)  # sensor, season and haze
+        grey_level = img.mean(-1, keepdims=True)
+        out[i] = (grey_level + (img - grey_level) * rng.uniform(0.6, 1.2)) * gain
+    return to_uint8(out, rng, noise=0.03)
+
+
+def _aerial_clutter(
+    rng: np.random.Generator, img: np.ndarray, yy: np.ndarray, xx: np.ndarray, size: int
+) -> None:
+    """Paint what many aerial scenes share, in place: a road, houses, tree clumps, a pond."""
+    if rng.uniform() < 0.5:
+        a = rng.uniform(0, np.pi)
+        across = -xx * np.sin(a) + yy * np.cos(a) - rng.uniform(-0.9, 0.9)
+        _paint(img, soft(np.abs(across) - rng.uniform(0.03, 0.06), size), np.full(3, rng.uniform(0.4, 0.6)))
+    for _ in range(int(rng.integers(0, 5))):
+        cy, cx = rng.uniform(-1, 1, 2)
+        roof = np.array([0.6, 0.3, 0.25]) * rng.uniform(0.7, 1.3) if rng.uniform() < 0.6 else np.full(3, 0.7)
+        _paint(
+            img, soft(_box_sd(yy, xx, cy, cx, rng.uniform(0.04, 0.09), rng.uniform(0.04, 0.09)), size), roof
+        )
+    for _ in range(int(rng.integers(0, 6))):
+        cy, cx = rng.uniform(-1, 1, 2)
+        tree = soft(np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - rng.uniform(0.04, 0.1), size)
+        _paint(img, tree, np.array([0.12, 0.28, 0.1]) * rng.uniform(0.7, 1.3))
+    if rng.uniform() < 0.25:
+        cy, cx = rng.uniform(-0.9, 0.9, 2)
+        pond = (
+            np.sqrt(((yy - cy) / rng.uniform(0.1, 0.25)) ** 2 + ((xx - cx) / rng.uniform(0.1, 0.25)) ** 2) - 1
+        )
+        _paint(img, soft(pond * 0.15, size), np.array([0.12, 0.26, 0.42]))
+
+
+# smallNORB-like toys ----------------------------------------------------------------------------------------------
+TOY_CATEGORIES = ("animal", "human", "airplane", "truck", "car")
+TOY_AZIMUTHS = np.arange(0, 360, 20)  # degrees, smallNORB's 18
+TOY_ELEVATIONS = np.arange(30, 71, 5)  # degrees, smallNORB's 9
+# smallNORB's categories as unions of ellipsoids, in an object frame with x forward, y up and z to the side:
+# rows of (centre x, y, z, radii x, y, z).
+_TOY_PARTS: dict[str, list[tuple[float, ...]]] = {
+    "animal": [(0, .55, 0, .6, .25, .22), (.72, .85, 0, .22, .14, .13), (.5, .72, 0, .15, .1, .09),
+               (.42, .25, .14, .07, .27, .07), (.42, .25, -.14, .07, .27, .07), (-.42, .25, .14, .07, .27, .07),
+               (-.42, .25, -.14, .07, .27, .07), (-.72, .6, 0, .22, .04, .04)],
+    "human": [(0, 1.0, 0, .14, .33, .24), (.02, 1.5, 0, .13, .15, .12), (.14, 1.5, 0, .05, .04, .04),
+              (0, .38, .1, .08, .38, .08), (0, .38, -.1, .08, .38, .08), (.3, 1.15, .3, .3, .06, .06),
+              (0, 1.0, -.33, .06, .3, .06)],
+    "airplane": [(0, .5, 0, 1.0, .14, .14), (.12, .48, 0, .28, .04, .95), (-.85, .78, 0, .17, .26, .03),
+                 (-.85, .52, 0, .12, .03, .35), (.9, .52, 0, .16, .09, .09)],
+    "truck": [(.62, .58, 0, .26, .42, .38), (-.28, .66, 0, .66, .48, .42), (.6, .2, .36, .17, .17, .07),
+              (.6, .2, -.36, .17, .17, .07), (-.55, .2, .38, .17, .17, .07), (-.55, .2, -.38, .17, .17, .07),
+              (-.1, .2, .38, .17, .17, .07), (-.1, .2, -.38, .17, .17, .07)],
+    "car": [(0, .36, 0, .92, .24, .4), (-.18, .62, 0, .45, .2, .34), (.55, .18, .36, .17, .17, .07),
+            (.55, .18, -.36, .17, .17, .07), (-.55, .18, .36, .17, .17, .07), (-.55, .18, -.36, .17, .17, .07)],
+}  # fmt: skip
+
+
+def toy_instances(per_category: int = 10, seed: int = 4321) -> np.ndarray:
+    """The toys ``[categories, per_category, parts, 7]`` (centre, radii, yaw; unused parts have radius 0):
+    each category's parts with jittered positions, sizes and yaws, scaled to fit the unit sphere. Fixed for
+    every benchmark seed, as smallNORB's 50 toys are."""
+    rng = np.random.default_rng(seed)
+    parts = max(len(p) for p in _TOY_PARTS.values())
+    out = np.zeros((len(TOY_CATEGORIES), per_category, parts, 7))
+    for c, name in enumerate(TOY_CATEGORIES):
+        base = np.array(_TOY_PARTS[name])
+        for k in range(per_category):
+            centre = base[:, :3] + rng.normal(0, 0.05, (len(base), 3)) * base[:, 3:].max(1, keepdims=True)
+            radii = base[:, 3:] * rng.uniform(0.75, 1.25, (len(base), 3))
+            lo, hi = (centre - radii).min(0), (centre + radii).max(0)
+            centre = centre - (lo + hi) / 2
+            scale = 1.0 / np.sqrt((((hi - lo) / 2) ** 2).sum())
+            out[c, k, : len(base), :3] = centre * scale
+            out[c, k, : len(base), 3:6] = radii * scale
+            out[c, k, : len(base), 6] = rng.normal(0, 0.15, len(base))
+    return out
+
+
+# six lamp directions in the camera frame (right, up, towards the camera), as smallNORB's lightings
+TOY_LIGHTS = np.array([[-.5, .6, .6], [.5, .6, .6], [0, .9, .4], [0, .2, 1], [-.8, .3, .5], [.8, .3, .5]])  # fmt: skip
+
+
+def _part_frame(vec: np.ndarray, yaw_c: np.ndarray, yaw_s: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """World vectors ``vec`` ([m, 3] or [m, K, 3]) in each part's frame, scaled to its unit sphere: [m, K, 3]."""
+    x, y, z = vec[..., 0], vec[..., 1], vec[..., 2]
+    return np.stack([yaw_c * x + yaw_s * z, y + 0 * yaw_c, -yaw_s * x + yaw_c * z], -1) / radii
+
+
+def _take_part(k: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per pixel, part ``k`` [m, P] of the per-part vectors ``v`` [m, K, 3]: [m, P, 3]."""
+    return np.take_along_axis(v, k[..., None], 1)
+
+
+def toys(
+    rng: np.random.Generator, parts: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: np.ndarray,
+    size: int = SIZE, chunk: int = 32,
+) -> np.ndarray:  # fmt: skip
+    """Grey toys (``parts`` [n, parts, 7], from :func:`toy_instances`) ray-cast in orthographic view from
+    ``azimuth_deg`` around and ``elevation_deg`` above, under one of six lamps, at 2x and averaged down, on
+    a plain background (smallNORB's images, in colour channels)."""
+    n = len(parts)
+    big = 2 * size
+    py, px = grid(big)
+    px, py = px.ravel(), -py.ravel()  # screen right, screen up
+    floor = (parts[..., 1] - parts[..., 4]).min(1, initial=0.0, where=parts[..., 3] > 0)
+    table = np.zeros((n, 1, 7))
+    table[:, 0, 1], table[:, 0, 3:6] = (
+        floor - 0.03,
+        (0.9, 0.03, 0.9),
+    )  # a turntable: a flat disc below the toy
+    parts = np.concatenate([parts, table], 1)
+    az, el = (
+        np.deg2rad(azimuth_deg + rng.uniform(-2, 2, n)),
+        np.deg2rad(elevation_deg + rng.uniform(-1, 1, n)),
+    )
+    back = np.stack([np.cos(el) * np.cos(az), np.sin(el), np.cos(el) * np.sin(az)], 1)  # towards the camera
+    right = np.stack([np.sin(az), np.zeros(n), -np.cos(az)], 1)
+    up = np.cross(back, right)
+    view = rng.uniform(1.05, 1.25, n)  # half-width of the view: the toy's apparent size
+    lamp = TOY_LIGHTS[rng.integers(len(TOY_LIGHTS), size=n)]
+    light = lamp[:, :1] * right + lamp[:, 1:2] * up + lamp[:, 2:] * back
+    light /= np.linalg.norm(light, axis=1, keepdims=True)
+    albedo = rng.uniform(0.55, 0.9, n)
+    backdrop = rng.uniform(0.15, 0.35, n)
+    shift = rng.uniform(-0.06, 0.06, (n, 2))
+    out = np.empty((n, big * big))
+    for s in range(0, n, chunk):
+        i = slice(s, min(n, s + chunk))
+        p = parts[i]
+        valid = p[..., 3] > 0
+        radii = np.where(valid[..., None], p[..., 3:6], 1.0)
+        yaw_c, yaw_s = np.cos(p[..., 6]), np.sin(p[..., 6])
+
+        # the ray through screen point (sx, sy) starts at sx*a1 + sy*a2 + a0 and runs along d, part frame
+        a1, a2 = (
+            _part_frame(right[i, None], yaw_c, yaw_s, radii),
+            _part_frame(up[i, None], yaw_c, yaw_s, radii),
+        )
+        d = _part_frame(-back[i, None], yaw_c, yaw_s, radii)
+        a0 = _part_frame(3 * back[i, None] - p[..., :3], yaw_c, yaw_s, radii)
+        sx = ((px[None] - shift[i, :1]) * view[i, None])[:, None]  # [m, 1, P]
+        sy = ((py[None] - shift[i, 1:]) * view[i, None])[:, None]
+
+        def dot(u: np.ndarray, w: np.ndarray) -> np.ndarray:
+            return (u * w).sum(-1)[..., None]
+
+        a = dot(d, d)
+        b = 2 * (sx * dot(a1, d) + sy * dot(a2, d) + dot(a0, d))
+        c = (sx * sx * dot(a1, a1) + sy * sy * dot(a2, a2) + 2 * sx * sy * dot(a1, a2)
+             + 2 * sx * dot(a1, a0) + 2 * sy * dot(a2, a0) + dot(a0, a0) - 1)  # fmt: skip
+        disc = b * b - 4 * a * c
+        t = np.where((disc > 0) & valid[..., None], (-b - np.sqrt(np.maximum(disc, 0))) / (2 * a), np.inf)
+        k = t.argmin(1)  # the nearest part along each pixel's ray, [m, P]
+        tk = np.take_along_axis(t, k[:, None], 1)[:, 0]
+        hit = np.isfinite(tk)
+
+        pick = partial(_take_part, k)  # [m, K, 3] -> the hit part's, [m, P, 3]
+        pos = sx[:, 0, :, None] * pick(a1) + sy[:, 0, :, None] * pick(a2) + pick(a0)
+        pos = pos + np.where(hit, tk, 0)[..., None] * pick(d)  # on the unit sphere, in the part's frame
+        nl = pos / pick(radii)  # the ellipsoid's normal, in the part's rotated frame
+        kc, ks = np.take_along_axis(yaw_c, k, 1), np.take_along_axis(yaw_s, k, 1)
+        normal = np.stack(
+            [kc * nl[..., 0] - ks * nl[..., 2], nl[..., 1], ks * nl[..., 0] + kc * nl[..., 2]], -1
+        )
+        normal /= np.maximum(np.linalg.norm(normal, axis=-1, keepdims=True), 1e-9)
+        shade = 0.2 + 0.8 * np.clip((normal * light[i, None]).sum(-1), 0, 1)
+        out[i] = np.where(hit, albedo[i, None] * shade, backdrop[i, None])
+    img = out.reshape(n, size, 2, size, 2).mean(axis=(2, 4))
+    return to_uint8(np.repeat(img[..., None], 3, axis=3), rng, noise=0.02)
+
+
+# KITTI-like road scenes ---------------------------------------------------------------------------------------
+def _draw_thing(
+    img: np.ndarray, sy: np.ndarray, sx: np.ndarray, kind: str, bottom: float, top: float, cx: float,
+    hw: float, tall: float, colour: np.ndarray, big: int,
+) -> None:  # fmt: skip
+    """Paint one roadside thing or vehicle, standing on the ground at screen height ``bottom``."""
+    mid, span = (bottom + top) / 2, top - bottom
+    if kind == "tree":
+        _paint(
+            img,
+            soft(_box_sd(sy, sx, (bottom + mid) / 2, cx, span / 4, hw * 0.12), big),
+            np.array([0.3, 0.22, 0.15]),
+        )
+        crown = np.sqrt(((sy - (mid + top) / 2) / span * 4) ** 2 + ((sx - cx) / hw) ** 2) - 1
+        _paint(img, soft(crown * hw, big), colour)
+        return
+    _paint(img, soft(_box_sd(sy, sx, mid, cx, span / 2, hw), big), colour)
+    if kind == "building":  # rows of windows
+        win = (np.abs(((sy - bottom) / span * 4) % 1 - 0.5) < 0.2) & (np.abs(sx - cx) < hw * 0.85)
+        _paint(img, 0.5 * win * (sy < top) * (sy > bottom), np.zeros(3))
+    elif kind == "vehicle":  # rear window (not on trucks), lights and wheels
+        glass = _box_sd(sy, sx, bottom + 0.75 * span, cx, 0.12 * span, 0.75 * hw)
+        _paint(img, soft(glass, big) * (tall < 3), np.full(3, 0.12))
+        for side in (-1, 1):
+            lamp = _box_sd(sy, sx, bottom + 0.45 * span, cx + side * 0.8 * hw, 0.06 * span, 0.12 * hw)
+            _paint(img, soft(lamp, big), np.array([0.8, 0.1, 0.1]))
+            wheel = _box_sd(sy, sx, bottom + 0.08 * span, cx + side * 0.7 * hw, 0.1 * span, 0.15 * hw)
+            _paint(img, soft(wheel, big), np.full(3, 0.05))
+
+
+ROAD_DISTANCE_BINS = (4.0, 8.0, 20.0, 45.0)  # metres: VTAB's kitti thresholds 8 and 20, then "no vehicle"
+_VEHICLES = np.array([[1.8, 1.5], [2.0, 2.1], [2.5, 3.2]])  # width, height (m): car, van, truck
+
+
+def road_scenes(
+    rng: np.random.Generator, nearest_m: np.ndarray, size: int = SIZE, focal: float = 2.75
+) -> np.ndarray:
+    """Driving scenes seen from a car's roof camera (1.65 m up, about 40 degrees wide, pitch jittered): a road
+    that may bend, lane marks, buildings, trees and pedestrians by the road, and vehicles (cars, vans, trucks)
+    of which the nearest stands ``nearest_m[i]`` metres ahead (``inf``: none); drawn at 2x and averaged."""
+    n = len(nearest_m)
+    big = 2 * size
+    yy, xx = grid(big)
+    sy, sx = -yy, xx  # screen up, screen right
+    height = 1.65
+    out = np.empty((n, big, big, 3))
+    for i in range(n):
+        horizon = rng.uniform(-0.05, 0.2)
+        bend = rng.uniform(-0.004, 0.004)
+        lanes = int(rng.integers(2, 4))
+        half_road = lanes * 3.5 / 2
+        cam_x = rng.uniform(-half_road + 1.5, half_road - 1.5)  # the camera car's place across the road
+
+        sky = np.array([0.55, 0.65, 0.8]) * rng.uniform(0.7, 1.1) + rng.normal(0, 0.04, 3)
+        img = np.where(
+            (sy > horizon)[..., None], sky * (1 - 0.25 * np.clip(sy - horizon, 0, 1))[..., None], 0.0
+        )
+        below = sy < horizon - 1e-3
+        z = np.where(below, focal * height / np.maximum(horizon - sy, 1e-3), 1e3)
+        across = np.where(below, sx * z / focal + cam_x - bend * z**2, 0)  # metres from the road's centre
+        verge = np.array([0.35, 0.45, 0.25]) + rng.normal(0, 0.05, 3)
+        img = np.where(
+            below[..., None], verge * (0.85 + 0.15 * smooth_noise(rng, 1, 2, big)[0][..., None]), img
+        )
+        asphalt = np.full(3, rng.uniform(0.28, 0.42))
+        _paint(img, below * soft((np.abs(across) - half_road) * focal / z, big), asphalt)
+        phase = rng.uniform(0, 9)
+        for k in range(1, lanes):
+            mark = np.abs(across + half_road - 3.5 * k) - 0.08
+            dashed = ((z + phase) % 9 < 3) & below & (z < 60)
+            _paint(img, dashed * 0.8 * soft(mark * focal / z, big), np.full(3, 0.9))
+        things = []  # (depth, kind, lateral, width, height, colour)
+        for _ in range(int(rng.integers(4, 10))):  # buildings and trees beside the road
+            side = rng.choice([-1, 1])
+            zz = rng.uniform(8, 70)
+            if rng.uniform() < 0.5:
+                things.append((zz, "building", side * (half_road + rng.uniform(3, 8)), rng.uniform(4, 12),
+                               rng.uniform(3, 12), rng.uniform(0.3, 0.8, 3)))  # fmt: skip
+            else:
+                things.append((zz, "tree", side * (half_road + rng.uniform(1.5, 5)), rng.uniform(2, 4),
+                               rng.uniform(4, 8), np.array([0.15, 0.35, 0.12]) * rng.uniform(0.7, 1.3)))  # fmt: skip
+        for _ in range(int(rng.integers(0, 4))):  # pedestrians: near things that are not vehicles
+            things.append((rng.uniform(4, 30), "person", rng.choice([-1, 1]) * (half_road + rng.uniform(0.3, 2)),
+                           0.55, rng.uniform(1.5, 1.9), rng.uniform(0.1, 0.8, 3)))  # fmt: skip
+        if np.isfinite(nearest_m[i]):
+            zn = nearest_m[i]
+            reach = 0.8 * zn / focal  # stay in view
+            lane_x = np.clip(cam_x + rng.uniform(-reach, reach), -half_road + 1, half_road - 1)
+            kind = int(rng.choice(3, p=[0.7, 0.2, 0.1]))
+            things.append((zn, "vehicle", lane_x - bend * zn**2, *_VEHICLES[kind], rng.uniform(0.05, 0.9, 3)))
+            for _ in range(int(rng.integers(0, 4))):  # others, farther away
+                zz = rng.uniform(zn + 2, zn + 40)
+                kind = int(rng.choice(3, p=[0.7, 0.2, 0.1]))
+                lateral = rng.choice([-1, 1]) * rng.uniform(0, half_road + 1)
+                things.append(
+                    (zz, "vehicle", lateral - bend * zz**2, *_VEHICLES[kind], rng.uniform(0.05, 0.9, 3))
+                )
+        for zz, kind, lateral, width, tall, colour in sorted(things, key=lambda t: -t[0]):  # far first
+            bottom, cx = (
+                horizon - focal * height / zz,
+                focal * (lateral + bend * zz**2 - cam_x) / zz,
+            )  # on the ground
+            hw, top = focal * width / (2 * zz), bottom + focal * tall / zz
+            r0, r1 = ((1 - np.array([top, bottom])) * big / 2).astype(int) + np.array([-2, 3])
+            c0, c1 = ((1 + np.array([cx - hw, cx + hw])) * big / 2).astype(int) + np.array([-2, 3])
+            if r1 <= 0 or c1 <= 0 or r0 >= big or c0 >= big:
+                continue
+            win = (slice(max(r0, 0), r1), slice(max(c0, 0), c1))  # paint only where the thing is
+            _draw_thing(img[win], sy[win], sx[win], kind, bottom, top, cx, hw, tall, colour, big)
+        out[i] = img
+    out = out.reshape(n, size, 2, size, 2, 3).mean(axis=(2, 4))
+    return to_uint8(out, rng, noise=0.03)

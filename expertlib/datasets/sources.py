@@ -5,6 +5,8 @@
 - handwritten digits: scikit-learn ``load_digits`` (BSD-3; UCI ML hand-written digits): 1,797 8x8 images.
 - photographs and textures: scikit-image's sample data (CC0 or public domain, per each function's notes)
   and scikit-learn's two sample photos (china: public domain; flower: CC BY 2.0).
+- typefaces: the TrueType fonts matplotlib ships (DejaVu: Bitstream Vera licence; STIX: SIL OFL 1.1;
+  Computer Modern: BaKoMa licence), read as glyph outlines and filled by Pillow, for printed characters.
 """
 
 from __future__ import annotations
@@ -111,3 +113,52 @@ def photo(name: str) -> np.ndarray:
         size = (round(img.shape[1] * f), round(img.shape[0] * f))
         img = np.asarray(Image.fromarray(img).resize(size, Image.Resampling.BOX))
     return img
+
+
+# matplotlib's bundled typefaces: sans, serif, mono, bold and slanted cuts of three families.
+FONT_FILES = (
+    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf", "cmss10.ttf", "cmtt10.ttf",
+    "cmti10.ttf",
+)  # fmt: skip
+
+
+@cache
+def printed_glyphs(chars: str, size: int = 48, supersample: int = 4) -> np.ndarray:
+    """Coverage masks float32 [len(FONT_FILES), len(chars), size, size] in [0, 1] of ``chars`` in every
+    typeface of :data:`FONT_FILES`: each glyph centred horizontally, its font's capital height filling 60% of
+    the canvas, on a common baseline. Outlines come from the font files (matplotlib's ``TextPath``); Pillow
+    fills them at ``supersample`` x the size (even-odd, so counters stay open) before averaging down."""
+    import matplotlib
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextPath
+    from matplotlib.transforms import Affine2D
+    from PIL import Image, ImageDraw
+
+    root = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    big = size * supersample
+    out = np.zeros((len(FONT_FILES), len(chars), size, size), np.float32)
+    for f, name in enumerate(FONT_FILES):
+        if not (root / name).is_file():
+            raise SourceUnavailableError(f"{root / name} is missing: reinstall matplotlib")
+        prop = FontProperties(fname=root / name)
+        cap = TextPath((0, 0), "H", size=1, prop=prop).get_extents()
+        for c, ch in enumerate(chars):
+            path = TextPath((0, 0), ch, size=1, prop=prop)
+            ext = path.get_extents()
+            scale = 0.6 * big / cap.height
+            to_canvas = (
+                Affine2D()
+                .translate(-(ext.x0 + ext.x1) / 2, -(cap.y0 + cap.y1) / 2)
+                .scale(scale, -scale)
+                .translate(big / 2, big / 2)
+            )
+            filled = np.zeros((big, big), bool)
+            for poly in path.to_polygons(transform=to_canvas, closed_only=True):
+                canvas = Image.new("1", (big, big), 0)
+                ImageDraw.Draw(canvas).polygon([tuple(q) for q in poly], fill=1)
+                filled ^= np.asarray(canvas, bool)
+            out[f, c] = filled.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+    return out
