@@ -11,7 +11,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one core, before numpy and torc
 import torch  # noqa: E402
 from _common import write  # noqa: E402
 
-from expertlib.datasets.embedded import CORE_TASKS, VTAB_LIKE_TASKS, EmbeddedSpec, build_task  # noqa: E402
+from expertlib.datasets.embedded import EmbeddedSpec, build_task  # noqa: E402
+from expertlib.datasets.embedded_tasks import CORE_TASKS, VTAB_LIKE_TASKS  # noqa: E402
 
 SPEC = EmbeddedSpec()  # full size: 800 + 200 + 1,000 images a task
 IMAGES = SPEC.task_train + SPEC.task_val + SPEC.task_test

@@ -6,18 +6,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from expertlib.datasets import procedural as P
+from expertlib.datasets import procedural_structured as PT
 from expertlib.datasets import sources as S
 from expertlib.datasets.embedded import (
-    CORE_TASKS,
-    TASKS,
-    VTAB_LIKE_TASKS,
     EmbeddedSpec,
     build,
     build_task,
     data_summary,
     task_names,
 )
+from expertlib.datasets.embedded_tasks import CORE_TASKS, TASKS, VTAB_LIKE_TASKS
 from expertlib.datasets.vtab import VTAB_TASKS
 from expertlib.hierarchy import ExpertRule
 
@@ -206,16 +204,16 @@ def test_printed_glyphs_keep_their_counters():
 
 
 def test_toys_show_their_elevation_and_azimuth():
-    toy = np.repeat(P.toy_instances()[4, :1], 2, 0)  # one car, twice
-    low, high = (P.toys(np.random.default_rng(0), toy, np.array([0, 0]), np.array([e, e])) for e in (30, 70))
+    toy = np.repeat(PT.toy_instances()[4, :1], 2, 0)  # one car, twice
+    low, high = (PT.toys(np.random.default_rng(0), toy, np.array([0, 0]), np.array([e, e])) for e in (30, 70))
     rows = lambda im: (np.abs(im[..., 0].astype(int) - np.median(im[..., 0])) > 20).any(1).sum()  # noqa: E731
     assert rows(high[0]) > rows(low[0]) + 3  # the turntable and the car look taller from higher up
-    front, back = P.toys(np.random.default_rng(0), toy, np.array([0, 180]), np.array([50, 50]))
+    front, back = PT.toys(np.random.default_rng(0), toy, np.array([0, 180]), np.array([50, 50]))
     assert np.abs(front.astype(int) - back[:, ::-1].astype(int)).mean() > 3  # the car's front is not its back
 
 
 def test_road_scenes_place_the_nearest_vehicle():
-    near, none, far = (P.road_scenes(np.random.default_rng(0), np.array([d])) for d in (5.0, np.inf, 40.0))
+    near, none, far = (PT.road_scenes(np.random.default_rng(0), np.array([d])) for d in (5.0, np.inf, 40.0))
     changed = lambda a, b: np.abs(a.astype(int) - b.astype(int)).max(-1)[0] > 60  # noqa: E731  (noise: 0.03)
     assert changed(near, none).mean() > 0.04  # a vehicle 5 m ahead fills a good part of the view...
     assert changed(far, none).mean() < 0.01  # ...one 40 m ahead a few pixels

@@ -34,9 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from expertlib.datasets.batches import ArrayData  # noqa: E402
-from expertlib.datasets.embedded import VTAB_LIKE_TASKS, EmbeddedSpec, build_task  # noqa: E402
+from expertlib.datasets.embedded import EmbeddedSpec, build_task  # noqa: E402
+from expertlib.datasets.embedded_tasks import VTAB_LIKE_TASKS  # noqa: E402
 from expertlib.pipeline.recipes import transfer_config  # noqa: E402
-from expertlib.pipeline.transfer import finetune_job  # noqa: E402
+from expertlib.pipeline.transfer import finetune_job  # noqa: E402 (the pipeline's own fine-tune)
 from expertlib.presets import SCALES  # noqa: E402
 from expertlib.runtime import atomic_write_csv  # noqa: E402
 from expertlib.weights import load_model  # noqa: E402
