@@ -106,7 +106,7 @@ def _pil(blob: Tensor, name: str) -> Tensor:
         image = read_image(io.BytesIO(blob.numpy().tobytes()))
     except CorruptImageError as e:
         raise CorruptImageError(f"{name}: {e}") from e
-    return torch.from_numpy(to_uint8(image)).permute(2, 0, 1)
+    return torch.from_numpy(np.array(to_uint8(image))).permute(2, 0, 1)
 
 
 def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: str,
@@ -118,7 +118,7 @@ def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: 
     out: list[Tensor | None] = [None] * len(blobs)
     jpegs = [i for i, b in enumerate(blobs) if bytes(b[:3].tolist()) == JPEG_MAGIC]
     with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's; same nvJPEG
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         try:
             decoded = (
                 decode_jpeg([blobs[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
