@@ -61,7 +61,8 @@ def test_workers_read_bytes_and_the_device_decode_matches_pil_within_jpeg_tolera
     staged = batches(StepBatches(data, 8, seed=3, start=0, end=4, staged=True), workers=1, pin=False)
     plain = StepBatches(data, 8, seed=3, start=0, end=4)
     for i, (step, x, y, state) in enumerate(staged):
-        assert isinstance(x, EncodedBatch) and all(b.dtype == torch.uint8 and b.ndim == 1 for b in x.blobs)
+        assert isinstance(x, EncodedBatch) and x.data.dtype == torch.uint8  # bytes, not pixels
+        assert [bytes(b.numpy()) for b in x.blobs()] == [open(n, "rb").read() for n in x.names]
         want = plain[i]
         assert step == want[0] and torch.equal(y, want[2])
         assert torch.equal(state, want[3])  # the generator ends where batch() leaves it: mixup draws alike

@@ -39,15 +39,21 @@ EXIF_ORIENTATION = 0x0112
 
 
 class EncodedBatch(NamedTuple):
-    """A staged batch: each image's file bytes and EXIF orientation, and how to finish it."""
+    """A staged batch: its images' file bytes (one tensor, so a worker hands over one shared-memory block, not
+    one per image) and EXIF orientations, and how to finish it."""
 
-    blobs: list[Tensor]  # 1-D uint8 CPU tensors, the files' bytes
+    data: Tensor  # the files' bytes, one after another (1-D uint8)
+    lengths: list[int]  # each file's length in ``data``
     orientations: list[int]  # EXIF orientation (1: as stored)
     names: list[str]  # the files, for errors
     train: bool
     generator_state: Tensor  # the batch generator's state before its crop draws
     total: int  # examples in the global batch (the draws are made for all of them)
     part: slice | None
+
+    def blobs(self) -> list[Tensor]:
+        """Each file's bytes (views of ``data``)."""
+        return list(torch.split(self.data, self.lengths))
 
 
 class _View(Sequence):
@@ -179,12 +185,15 @@ class EncodedImageData(ImageData):
         blobs = [read_bytes(self.paths[int(i)]) for i in chosen]
         orientations = [exif_orientation(b) if bytes(b[:3].tolist()) == JPEG_MAGIC else 1 for b in blobs]
         names = [str(self.paths[int(i)]) for i in chosen]
-        return EncodedBatch(blobs, orientations, names, train, state, len(indices), part)
+        data = torch.cat(blobs) if blobs else torch.zeros(0, dtype=torch.uint8)
+        return EncodedBatch(
+            data, [len(b) for b in blobs], orientations, names, train, state, len(indices), part
+        )
 
     def finish(self, staged: EncodedBatch, device: str) -> Tensor:
         """In the training process: decode on ``device``, bring to one size, crop and flip with the draws."""
         size = self.precrop if staged.train else self.crop
-        images = uniform_batch(decode_images(staged.blobs, staged.orientations, device, staged.names), size)
+        images = uniform_batch(decode_images(staged.blobs(), staged.orientations, device, staged.names), size)
         if not staged.train:
             return eval_batch(images, self.crop)
         gen = torch.Generator()
