@@ -23,7 +23,7 @@ from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
 from expertlib.resnet import Pooled
 from expertlib.runtime import Compile, compiled, resolve_compile
-from expertlib.training import TrainData, owner_module, predict
+from expertlib.training import TrainData, compiles_once, owner_module, predict
 
 
 # -- features -------------------------------------------------------------------------------------------------
@@ -34,18 +34,18 @@ def extract_features(
     """Pooled features of every candidate for every example of ``data``, in one pass over the data.
 
     Compiled (``compile``; "auto": on CUDA), each candidate runs through the network that computes it, so every
-    candidate of one architecture (B, each full or released expert) shares one graph; an adapter expert's
-    forward looks its expert up by name, which would compile once per expert, so adapter experts stay eager."""
+    candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
+    eager (:func:`~expertlib.training.compiles_once`)."""
     for c in candidates:
         c.eval()
-    if not resolve_compile(compile, device):
+    use = resolve_compile(compile, device)
+    if not use:
         fn = lambda x: features_of(candidates, x)  # noqa: E731
     else:
-        nets = {c.name: compiled(Pooled(c if c.kind == "adapter" else c.training_module()), c.kind != "adapter")
-                for c in candidates}  # fmt: skip
+        nets = {c.name: Pooled(c.training_module()) for c in candidates}
+        nets = {name: compiled(net, compile is True or compiles_once(net)) for name, net in nets.items()}
         fn = lambda x: {name: net(x) for name, net in nets.items()}  # noqa: E731
-    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False,
-                    fixed_shape=resolve_compile(compile, device))  # fmt: skip
+    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=use)
     return {k: v.numpy() for k, v in feats.items()}
 
 

@@ -414,7 +414,7 @@ def train(
     start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
     run_model: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    run_model = compiled(run_model, cfg.compile, device)
+    run_model = compiled(run_model, _compile_here(model, cfg.compile, device))
     on_gpu = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     model.train()
@@ -464,6 +464,22 @@ def train(
     return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed, warmup)
 
 
+# -- what compiles -------------------------------------------------------------------------------------------
+def compiles_once(fn: Callable) -> bool:
+    """Whether "auto" compiles ``fn``: a network (a module) compiles to one graph per resolution that every model
+    of its architecture reuses. Not a plain function over several networks (compiled, it would unroll them all
+    into one graph), and not an adapter expert (:class:`~expertlib.candidates.Candidate` of kind "adapter"),
+    whose forward looks its expert up by name: a graph per expert, and after torch's recompile limit (8), eager
+    anyway. ``compile=True`` compiles either."""
+    if not isinstance(fn, nn.Module):
+        return False
+    return not any(isinstance(m, Candidate) and m.kind == "adapter" for m in fn.modules())
+
+
+def _compile_here(fn: Callable, compile: Compile, device: str) -> bool:
+    return resolve_compile(compile, device) and (compile is True or compiles_once(fn))
+
+
 # -- evaluation ------------------------------------------------------------------------------------------------
 def owner_module(fn: Callable) -> nn.Module | None:
     """The module ``fn`` is (a model) or belongs to (a model's method such as ``features``), else None."""
@@ -498,15 +514,15 @@ def predict(
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
     over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
     ``modules`` (the modules a plain function uses) are moved to ``device`` first: a model loaded from the
-    cache sits on the CPU. ``compile`` (:func:`~expertlib.runtime.resolve_compile`; "auto": on CUDA) runs
-    ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller whose ``fn`` compiles its own parts
+    cache sits on the CPU. ``compile`` (:func:`~expertlib.runtime.resolve_compile`; "auto": on CUDA, for a
+    ``fn`` that :func:`compiles_once`) runs ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller whose ``fn`` compiles its own parts
     says so) pads the last batch to ``batch_size`` and trims its results, so every batch, every evaluation set
     and every job at one resolution runs one graph. Eager evaluation standardises each weight once
     (:func:`~expertlib.resnet.reuse_standardized_weights`); compiled code standardises inside its graph."""
     for m in [owner_module(fn), *modules]:
         if m is not None:
             m.to(device)
-    use = resolve_compile(compile, device)
+    use = _compile_here(fn, compile, device)
     run = compiled(fn, use)
     fixed = use if fixed_shape is None else fixed_shape
     outs: list = []

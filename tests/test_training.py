@@ -386,3 +386,23 @@ def test_compiled_selection_features_share_one_graph_across_full_experts(graphs)
     assert graphs() == 1
     for name in eager:
         assert np.allclose(eager[name], fused[name], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_expert():
+    """What "auto" compiles on CUDA: a network, whose graph every model of its architecture reuses; not a plain
+    function over many networks (one giant graph) nor an adapter expert (a graph per expert name)."""
+    from expertlib.adapters import FullExperts
+    from expertlib.candidates import from_bank, from_model
+    from expertlib.resnet import Pooled
+    from expertlib.training import compiles_once
+
+    net = create_model("tiny", num_classes=4)
+    adapters, full = AdapterExperts(create_model("tiny", num_classes=4)), FullExperts(net)
+    adapters.add_expert("a", 2)
+    full.add_expert("f", 2)
+    assert compiles_once(net) and compiles_once(Pooled(from_model(net)))
+    assert compiles_once(from_bank(full)["full:f"]) and compiles_once(adapters.transfer_model("a", 3))
+    assert not compiles_once(from_bank(adapters)["adapter:a"]) and not compiles_once(
+        Pooled(from_bank(adapters)["adapter:a"])
+    )
+    assert not compiles_once(lambda x: net(x))
