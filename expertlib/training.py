@@ -157,9 +157,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in ("softmax", "sigmoid"):
             raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}")
-        resolve_compile(
-            self.compile, self.device
-        )  # a mistyped setting fails here, not after the data is read
+        # a mistyped compile setting fails here, not after the data is read
+        resolve_compile(self.compile, self.device)
 
     @property
     def steps(self) -> int:
@@ -515,9 +514,9 @@ def predict(
     over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
     ``modules`` (the modules a plain function uses) are moved to ``device`` first: a model loaded from the
     cache sits on the CPU. ``compile`` (:func:`~expertlib.runtime.resolve_compile`; "auto": on CUDA, for a
-    ``fn`` that :func:`compiles_once`) runs ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller whose ``fn`` compiles its own parts
-    says so) pads the last batch to ``batch_size`` and trims its results, so every batch, every evaluation set
-    and every job at one resolution runs one graph. Eager evaluation standardises each weight once
+    ``fn`` that :func:`compiles_once`) runs ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller
+    whose ``fn`` compiles its own parts says so) pads the last batch to ``batch_size`` and trims the results,
+    so every batch, every evaluation set and every job at one resolution runs one graph. Eager evaluation standardises each weight once
     (:func:`~expertlib.resnet.reuse_standardized_weights`); compiled code standardises inside its graph."""
     for m in [owner_module(fn), *modules]:
         if m is not None:
@@ -528,6 +527,7 @@ def predict(
     outs: list = []
     staged = staged_on(data, device)
     items = EvalBatches(data, batch_size, staged)
+    workers = 0 if isinstance(data, DeviceData) else workers  # held on the device: built in this process
     # the weights are fixed here: standardise each once, not once per batch (not under compiled code, where the
     # bookkeeping would be a guard that fails at every call)
     with nullcontext() if fixed else reuse_standardized_weights():
