@@ -16,9 +16,12 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -121,6 +124,38 @@ def batches(items: Dataset, workers: int, pin: bool, prefetch: int = 4) -> Itera
         return (items[i] for i in range(len(items)))
     return DataLoader(items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin,
                       prefetch_factor=prefetch, worker_init_fn=_one_thread)  # fmt: skip
+
+
+def finished_ahead(items: Iterable, finish: Callable, device: str, depth: int = 2) -> Iterator:
+    """``finish(item)`` for every item, in order, computed ``depth`` items ahead in a background thread: the
+    decode of a staged batch on the device (:class:`~expertlib.datasets.batches.StagedData`) overlaps the step
+    before it. On CUDA the thread works on a stream of its own, and each result is handed over through an event
+    (and recorded on the consuming stream, so its memory is not reused while a step still reads it)."""
+    side = torch.cuda.Stream(device) if device.startswith("cuda") else None
+
+    def work(item):
+        if side is None:
+            return finish(item), None
+        with torch.cuda.stream(side):
+            out = finish(item)
+            done = torch.cuda.Event()
+            done.record(side)
+        return out, done
+
+    source = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="finish") as pool:
+        pending = deque(pool.submit(work, item) for item in islice(source, depth))
+        while pending:
+            out, done = pending.popleft().result()
+            for item in islice(source, 1):
+                pending.append(pool.submit(work, item))
+            if done is not None:
+                here = torch.cuda.current_stream(device)
+                here.wait_event(done)
+                for t in out if isinstance(out, tuple) else (out,):
+                    if isinstance(t, Tensor) and t.is_cuda:
+                        t.record_stream(here)
+            yield out
 
 
 # -- config and results ------------------------------------------------------------------------------------
@@ -425,6 +460,8 @@ def train(
     workers = 0 if isinstance(data, DeviceData) else cfg.workers  # held on the device: built in this process
     feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world, staged), workers,
                    on_gpu and workers > 0 and not staged, cfg.prefetch)  # fmt: skip
+    if staged:  # decoded on the device one batch ahead of the step
+        feed = finished_ahead(feed, lambda item: (item[0], data.finish(item[1], device), *item[2:]), device)
     first_step = 0.0
     for step, x, y, gen_state in feed:
         t_step = time.perf_counter()
@@ -530,9 +567,11 @@ def predict(
     workers = 0 if isinstance(data, DeviceData) else workers  # held on the device: built in this process
     # the weights are fixed here: standardise each once, not once per batch (not under compiled code, where the
     # bookkeeping would be a guard that fails at every call)
+    feed = batches(items, workers, device.startswith("cuda") and not staged)
+    if staged:
+        feed = finished_ahead(feed, lambda x: data.finish(x, device), device)
     with nullcontext() if fixed else reuse_standardized_weights():
-        for x in tqdm(batches(items, workers, device.startswith("cuda") and not staged), desc="eval",
-                      disable=not progress, leave=False, total=len(items)):  # fmt: skip
+        for x in tqdm(feed, desc="eval", disable=not progress, leave=False, total=len(items)):
             x = ready(data, x, device)
             n = len(x)
             y = run(pad_batch(x, batch_size) if fixed else x)

@@ -113,3 +113,27 @@ def test_a_subset_stays_encoded_and_batches_as_the_images_it_holds(files):
     for train in (True, False):
         got = sub.batch(np.arange(3), train, torch.Generator().manual_seed(0))
         assert torch.equal(got, reference.batch(np.arange(3), train, torch.Generator().manual_seed(0)))
+
+
+def test_training_and_evaluation_on_the_staged_path_decode_ahead_and_agree_with_pil(files, monkeypatch):
+    """train() and predict() as they run on a GPU (staged batches, bytes from a worker, decoded one batch ahead
+    in a background thread), here on a CPU: they agree with the PIL path within the decoders' rounding."""
+    import expertlib.training as T
+    from expertlib.resnet import create_model
+    from expertlib.schedules import scaled_hyperrule
+
+    data, finished = _data(files), []
+    finish = data.finish
+    data.finish = lambda x, device: finished.append(x.train) or finish(x, device)
+    weights, logits = [], []
+    for staged in (False, True):
+        monkeypatch.setattr(T, "staged_on", lambda d, device, s=staged: s and isinstance(d, StagedData))
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=3)
+        cfg = T.TrainConfig(scaled_hyperrule(3, 0.05), batch_size=4, seed=1, workers=1, mixup_alpha=0.2)
+        T.train(m, list(m.parameters()), data, cfg, 3, progress=False)
+        weights.append([p.detach().clone() for p in m.parameters()])
+        logits.append(T.predict(m.eval(), data, 4, "cpu", workers=1))
+    assert finished.count(True) == 3 and finished.count(False) == 4  # 3 steps, 4 evaluation batches, staged
+    assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(*weights, strict=True))
+    assert torch.allclose(*logits, atol=2e-2) and logits[0].shape == (len(files), 3)

@@ -406,3 +406,20 @@ def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_exper
         Pooled(from_bank(adapters)["adapter:a"])
     )
     assert not compiles_once(lambda x: net(x))
+
+
+def test_finished_ahead_keeps_the_order_and_runs_in_a_background_thread():
+    import threading
+
+    from expertlib.training import finished_ahead
+
+    threads = set()
+
+    def finish(i):
+        threads.add(threading.get_ident())
+        return torch.full((2,), float(i))
+
+    got = [int(t[0]) for t in finished_ahead(range(7), finish, "cpu", depth=3)]
+    assert got == list(range(7)) and threading.get_ident() not in threads
+    with pytest.raises(ValueError, match="bad batch"):
+        list(finished_ahead(range(3), lambda i: (_ for _ in ()).throw(ValueError("bad batch")), "cpu"))
