@@ -1,160 +1,394 @@
-"""For a machine with a GPU, side by side in one run, BiT R50x1 at 224 px:
-- training and inference images/s, bf16 autocast vs fp32, fed by synthetic tensors already on the GPU vs by the
-  data pipeline (JPEG files decoded and augmented by worker processes into pinned memory, as the paper scale
-  trains);
-- feature extraction, ours (standardised weights reused, as ``training.predict`` runs) vs timm's ResNetV2 with
-  the same weights and eps, channels_last, fp32 and bf16: the parity goal of >= 1.0x;
-- the selection-cost table at the paper's budget (``bench_paper_cost.cost_rows``) from the per-image costs
-  measured here: bf16 features for kNN, a bf16 training step for fine-tuning and DAT.
-Writes results/benchmarks/gpu.csv and selection_cost_paper_gpu.csv, each with the card's name; `print_plan` turns
-the bf16 training rate into GPU-hour estimates.
-Run: python benchmarks/gpu_throughput.py [--steps 60] [--batch 128] [--workers 8]"""
+"""R50x1 on a GPU, side by side in one run with timm's ``resnetv2_50x1_bit``, eager and compiled:
+
+- every combination of train / inference, eager / compiled (``torch.compile``, what "auto" turns on on CUDA),
+  bf16 autocast / fp32, each measured twice: on synthetic tensors already on the GPU, and fed by the real data
+  pipeline (``training.train`` / ``training.predict``):
+    - upstream streaming at 224 px: JPEG files read as bytes by DataLoader workers and decoded on the GPU
+      (``expertlib.datasets.encoded``), as upstream and expert trainings read ImageNet-21k;
+    - a VTAB-style fine-tune at 128 px and at 480 px (BiT-HyperRule's two resolutions): 1,000 JPEGs decoded once
+      into GPU memory and augmented there (``expertlib.datasets.device``);
+- timm's model (same architecture, its own weights) on synthetic tensors at 224 px, eager and compiled;
+- the selection-cost table at the paper's budget (``bench_paper_cost.cost_rows``) from the compiled bf16 rates.
+
+Columns: ``images_per_s`` after warm-up; ``warmup_s``, the first call's extra seconds (compilation, autotuning:
+what each process pays once per graph); ``setup_s``, a fine-tune's one decode of its task; ``vs_timm`` (ours over
+timm's synthetic row of the same kind) and ``vs_synthetic`` (a pipeline row over its synthetic twin); the goals
+of issue #32 as ``goal`` and ``goal_met``. Rows are measured in order of the goals (the goals' rows first, then
+the cheap eager rows, then the rest) and written as each finishes; with ``--budget-s`` the rows left when the
+time is spent are written as "unmeasured".
+
+Run on a GPU: ``python benchmarks/gpu_throughput.py [--out results/benchmarks] [--budget-s 240]`` writes
+``gpu_throughput.csv`` and ``gpu_throughput_selection_cost.csv`` there (``results/benchmarks/gpu.csv`` is the
+earlier, committed measurement, which this never rewrites). ``--smoke``: a tiny BiT-shaped model at tiny sizes,
+2 steps, on whatever device there is, compiled with dynamo's cheap "eager" backend, into a temporary folder: a
+check that every path runs, not a measurement."""
+
+from __future__ import annotations
 
 import argparse
-import io
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from _common import write
-from bench_models import timm_twin
-from bench_paper_cost import cost_rows
+from _common import ROOT
 from PIL import Image
 
+from expertlib import runtime
 from expertlib.datasets.batches import ImageData
+from expertlib.datasets.device import DeviceData
+from expertlib.datasets.encoded import EncodedImageData
 from expertlib.datasets.folders import read_image
-from expertlib.proxies import knn_accuracy
-from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
+from expertlib.resnet import ResNetV2Config, create_model
+from expertlib.runtime import atomic_write_csv, machine_description
 from expertlib.schedules import Schedule
-from expertlib.training import StepBatches, TrainConfig, batches
+from expertlib.training import TrainConfig, predict, train
+
+GOAL_UPSTREAM_IPS, GOAL_VS_TIMM, GOAL_INFERENCE_IPS, GOAL_FINETUNE_VS_SYNTHETIC = 4000, 0.97, 12000, 0.90
 
 
-def _jpegs(folder: Path, n: int) -> list[Path]:
+@dataclass(frozen=True)
+class Sizes:
+    """What one run measures at: the full GPU run or the smoke run."""
+
+    ours: str | ResNetV2Config
+    timm: Callable[[], torch.nn.Module]
+    classes: int
+    upstream: tuple[int, int]  # (precrop, crop) of upstream streaming: 224 px
+    finetunes: dict[str, tuple[int, int]]  # BiT-HyperRule's two resolutions, 128 and 480 px
+    batch: int
+    batch_480: int  # a batch at 480 px (4.6x the pixels of 224)
+    steps: int
+    images: int  # JPEG files written for the pipelines
+    image_size: tuple[int, int]  # (height, width) of those files, ImageNet-like
+
+
+def full_sizes(batch: int, steps: int) -> Sizes:
+    import timm
+
+    return Sizes("R50x1", lambda: timm.create_model("resnetv2_50x1_bit", num_classes=1000), 1000, (256, 224),
+                 {"128": (160, 128), "480": (512, 480)}, batch, max(8, batch // 2), steps, 1000, (375, 500))  # fmt: skip
+
+
+def smoke_sizes() -> Sizes:
+    from timm.layers import GroupNormAct, StdConv2d
+    from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
+
+    tiny = ResNetV2Config(layers=(1, 1), widths=(64, 128), stem_width=32, norm_groups=8)
+    timm_tiny = partial(TimmResNetV2, layers=[1, 1], channels=(64, 128), stem_chs=32, stem_type="fixed",
+                        conv_layer=partial(StdConv2d, eps=1e-8), norm_layer=partial(GroupNormAct, num_groups=8),
+                        num_classes=10)  # fmt: skip
+    return Sizes(tiny, timm_tiny, 10, (40, 32), {"128": (20, 16), "480": (56, 48)}, 4, 2, 2, 12, (30, 40))
+
+
+# -- the rows ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Row:
+    model: str  # "ours" or "timm"
+    mode: str  # "train" or "inference"
+    compiled: bool
+    bf16: bool
+    feed: str  # "synthetic", "upstream pipeline" or "fine-tune pipeline"
+    resolution: str  # "224", "128", "480"
+
+    def key(self) -> tuple:
+        return (self.model, self.mode, self.compiled, self.bf16, self.feed, self.resolution)
+
+
+def all_rows() -> list[Row]:
+    """Every row, in the order they are measured: the goals' rows, the cheap eager rows, then the rest."""
+    rows = []
+    for mode in ("train", "inference"):
+        for compiled in (False, True):
+            for bf16 in (True, False):
+                rows.append(Row("timm", mode, compiled, bf16, "synthetic", "224"))
+                for feed, res in (("synthetic", "224"), ("upstream pipeline", "224"), ("synthetic", "128"),
+                                  ("fine-tune pipeline", "128"), ("synthetic", "480"), ("fine-tune pipeline", "480")):  # fmt: skip
+                    rows.append(Row("ours", mode, compiled, bf16, feed, res))
+    first = [
+        ("ours", "train", True, True, "synthetic", "224"),
+        ("timm", "train", True, True, "synthetic", "224"),
+        ("ours", "train", True, True, "upstream pipeline", "224"),
+        ("ours", "inference", True, True, "synthetic", "224"),
+        ("timm", "inference", True, True, "synthetic", "224"),
+        ("ours", "train", True, True, "synthetic", "480"),
+        ("ours", "train", True, True, "fine-tune pipeline", "480"),
+        ("ours", "train", True, True, "synthetic", "128"),
+        ("ours", "train", True, True, "fine-tune pipeline", "128"),
+    ]
+    rank = {k: i for i, k in enumerate(first)}
+    # then eager before compiled (no compilation to wait for), 224 before the others, bf16 before fp32
+    return sorted(
+        rows, key=lambda r: (rank.get(r.key(), len(first)), r.compiled, r.resolution != "224", not r.bf16)
+    )
+
+
+# -- measuring ----------------------------------------------------------------------------------------------------
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _autocast(device: str, bf16: bool):
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def synthetic(model: torch.nn.Module, row: Row, crop: int, batch: int, steps: int, device: str) -> dict:
+    """Images/s on random tensors already on ``device``; the first call's extra time as the warm-up."""
+    model = model.to(device, memory_format=torch.channels_last).train(row.mode == "train")
+    run = runtime.compiled(model, row.compiled, device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    x = torch.randn(batch, 3, crop, crop, device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,), device=device)
+
+    def step() -> None:
+        if row.mode == "train":
+            with _autocast(device, row.bf16):
+                loss = torch.nn.functional.cross_entropy(run(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        else:
+            with torch.inference_mode(), _autocast(device, row.bf16):
+                run(x)
+
+    t0 = time.perf_counter()
+    step()
+    _sync(device)
+    first = time.perf_counter() - t0
+    step()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    per = (time.perf_counter() - t0) / steps
+    return {"images_per_s": batch / per, "warmup_s": max(0.0, first - per)}
+
+
+def pipeline_train(
+    model: torch.nn.Module, data, row: Row, batch: int, steps: int, workers: int, device: str
+) -> dict:
+    """Images/s of ``training.train`` fed by ``data`` (staged JPEGs, or a task held on the device), after the
+    first step; ``TrainResult.warmup_seconds`` as the warm-up."""
+    cfg = TrainConfig(Schedule(steps + 1, 0, 1e-4), batch_size=batch, device=device, amp=row.bf16,
+                      compile=row.compiled, workers=workers, log_every=10**9)  # fmt: skip
+    res = train(model, list(model.parameters()), data, cfg, num_classes=10, progress=False)
+    steady = (res.seconds - res.warmup_seconds) / res.steps  # seconds of a step after the first
+    return {"images_per_s": batch / steady, "warmup_s": res.warmup_seconds}
+
+
+def pipeline_inference(model: torch.nn.Module, data, row: Row, batch: int, workers: int, device: str) -> dict:
+    """Images/s of ``training.predict`` over ``data`` (the second pass; the first one's extra time is the
+    warm-up)."""
+    model.eval()
+    seconds = []
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with _autocast(device, row.bf16):
+            predict(model, data, batch, device, workers=workers, compile=row.compiled)
+        _sync(device)
+        seconds.append(time.perf_counter() - t0)
+    return {"images_per_s": len(data) / seconds[1], "warmup_s": max(0.0, seconds[0] - seconds[1])}
+
+
+def write_jpegs(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    """ImageNet-like JPEGs: smooth content with some texture, landscape and portrait (about 60-90 KB each at
+    500 x 375), so that decoders work as on photographs."""
     rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    yy, xx = np.meshgrid(np.linspace(0, 4, h), np.linspace(0, 4, w), indexing="ij")
     paths = []
-    for i in range(n):  # ImageNet-like sizes: about 400 x 350 JPEGs
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (350 + i % 50, 400, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    for i in range(n):
+        base = (
+            110
+            + 90
+            * np.sin(yy * rng.uniform(0.5, 2) + rng.uniform(0, 6))[..., None]
+            * np.cos(xx * rng.uniform(0.5, 2))[..., None]
+        )
+        a = np.clip(base * rng.uniform(0.4, 1, 3) + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
         p = folder / f"{i:05d}.jpg"
-        p.write_bytes(buf.getvalue())
+        Image.fromarray(a if i % 4 else a.transpose(1, 0, 2)).save(p, quality=90)
         paths.append(p)
     return paths
 
 
-def measure(train: bool, amp: bool, steps: int, batch: int, feed=None, compiled: bool = False) -> float:
-    torch.manual_seed(0)
-    model = create_model("R50x1", num_classes=1000).cuda().to(memory_format=torch.channels_last)
-    model.train(train)
-    if compiled:  # the compile option (TrainConfig.compile); compilation happens in the warm-up steps
-        model = torch.compile(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.003, momentum=0.9)
-    x = torch.randn(batch, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch,), device="cuda")
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cuda", enabled=False)
-    source = iter(feed) if feed is not None else None
-    warm = 10
-    for i in range(steps + warm):
-        if i == warm:
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-        if source is not None:
-            _, xb, yb, _ = next(source)
-            x, y = xb.cuda(non_blocking=True), yb.cuda(non_blocking=True) % 1000
-        with ctx, torch.set_grad_enabled(train):
-            out = model(x)
-            if train:
-                loss = torch.nn.functional.cross_entropy(out.float(), y)
-        if train:
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-    torch.cuda.synchronize()
-    return steps * batch / (time.perf_counter() - t0)
+# -- the run ------------------------------------------------------------------------------------------------------
+def goal_of(row: Row) -> str:
+    if row.key() == ("ours", "train", True, True, "upstream pipeline", "224"):
+        return f">= {GOAL_UPSTREAM_IPS:,} images/s and >= {GOAL_VS_TIMM}x timm compiled"
+    if row.key() == ("ours", "inference", True, True, "synthetic", "224"):
+        return f">= {GOAL_INFERENCE_IPS:,} images/s"
+    if row.key() == ("ours", "train", True, True, "fine-tune pipeline", "480"):
+        return f">= {GOAL_FINETUNE_VS_SYNTHETIC}x synthetic compiled"
+    return ""
 
 
-def cuda_seconds(fn, steps: int, warm: int = 5) -> float:
-    """Mean seconds per call of ``fn`` on the GPU after ``warm`` calls."""
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / steps
+def judge(frame: pd.DataFrame, smoke: bool) -> pd.DataFrame:
+    """Fill ``vs_timm``, ``vs_synthetic`` and ``goal_met`` from the measured rows."""
+    ips = {tuple(getattr(r, k) for k in ("model", "mode", "compile", "precision", "feed", "resolution")): r.images_per_s
+           for r in frame.itertuples() if isinstance(r.images_per_s, float)}  # fmt: skip
+    vs_timm, vs_syn, met = [], [], []
+    for r in frame.itertuples():
+        here = r.images_per_s if isinstance(r.images_per_s, float) else None
+        timm = ips.get(("timm", r.mode, r.compile, r.precision, "synthetic", "224"))
+        syn = ips.get(("ours", r.mode, r.compile, r.precision, "synthetic", r.resolution))
+        t = round(here / timm, 3) if (here and timm and r.model == "ours" and r.resolution == "224") else None
+        s = round(here / syn, 3) if (here and syn and r.feed != "synthetic") else None
+        vs_timm.append(t)
+        vs_syn.append(s)
+        if not r.goal:
+            met.append("")
+        elif smoke:
+            met.append("smoke: not judged")
+        elif here is None:
+            met.append("unmeasured")
+        elif r.goal.startswith(">= 4"):
+            met.append("yes" if here >= GOAL_UPSTREAM_IPS and t is not None and t >= GOAL_VS_TIMM else "no")
+        elif "synthetic" in r.goal:
+            met.append("yes" if s is not None and s >= GOAL_FINETUNE_VS_SYNTHETIC else "no")
+        else:
+            met.append("yes" if here >= GOAL_INFERENCE_IPS else "no")
+    return frame.assign(vs_timm=vs_timm, vs_synthetic=vs_syn, goal_met=met)
 
 
-def feature_rows(name: str, steps: int, batch: int) -> list[dict]:
-    """Features of R50x1 at 224 px, ours vs timm's twin, fp32 and bf16, interleaved per precision."""
-    torch.manual_seed(0)
-    ours = create_model("R50x1", num_classes=0).eval().cuda().to(memory_format=torch.channels_last)
-    theirs = timm_twin(ours).cuda().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
-
-    def run_ours() -> None:
-        with reuse_standardized_weights():
-            pooled_features(ours, x)
-
-    def run_timm() -> None:
-        theirs.forward_head(theirs.forward_features(x), pre_logits=True)
-
-    rows = []
-    for amp in (False, True):
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            speed = {}
-            for _ in range(2):  # ours, timm, ours, timm: the best of two rounds each
-                for who, fn in (("ours", run_ours), ("timm", run_timm)):
-                    speed[who] = max(speed.get(who, 0.0), batch / cuda_seconds(fn, steps))
-        rows.append({"gpu": name, "mode": "features ours vs timm", "precision": "bf16" if amp else "fp32",
-                     "feed": "synthetic", "batch": batch, "images_per_s": round(speed["ours"], 1),
-                     "timm_images_per_s": round(speed["timm"], 1),
-                     "ours_over_timm": round(speed["ours"] / speed["timm"], 3)})  # fmt: skip
-    return rows
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--workers", type=int, default=8)
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: this benchmark needs a GPU")
-    torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name(0)
-    rows = []
-    for train in (True, False):
-        for amp in (False, True):
-            ips = measure(train, amp, args.steps, args.batch)
-            rows.append({"gpu": name, "mode": "train" if train else "inference", "precision": "bf16" if amp else "fp32",
-                         "feed": "synthetic", "batch": args.batch, "images_per_s": round(ips, 1)})  # fmt: skip
-    for amp in (False, True):  # the compile option against the eager rows above (goal: 1.5x eager training)
-        ips = measure(True, amp, args.steps, args.batch, compiled=True)
-        rows.append({"gpu": name, "mode": "train", "precision": "bf16" if amp else "fp32",
-                     "feed": "synthetic, torch.compile", "batch": args.batch, "images_per_s": round(ips, 1)})  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = _jpegs(Path(tmp), 512)
-        data = ImageData(paths, np.arange(len(paths)), 256, 224, True, read=lambda i: read_image(paths[i]))
-        cfg = TrainConfig(Schedule(args.steps + 10, 1, 0.003), batch_size=args.batch)
-        feed = batches(StepBatches(data, cfg.batch_size, 0, 0, args.steps + 10), args.workers, True, 4)
-        ips = measure(True, True, args.steps, args.batch, feed)
-        rows.append({"gpu": name, "mode": "train", "precision": "bf16", "feed": f"data pipeline, {args.workers} workers",
-                     "batch": args.batch, "images_per_s": round(ips, 1)})  # fmt: skip
-    rows += feature_rows(name, args.steps, 2 * args.batch)
-    bf16 = next(r["images_per_s"] for r in rows if r["mode"] == "train" and r["precision"] == "bf16")
-    for r in rows:  # the columns gpu_hours reads, on every row
-        r["bf16_images_per_s"] = bf16
-    write("gpu", rows)
-    features = next(
-        r["images_per_s"] for r in rows if r["mode"].startswith("features") and r["precision"] == "bf16"
+def main(argv: list[str] | None = None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny model, tiny sizes, 2 steps, into a temporary folder"
     )
+    ap.add_argument(
+        "--out", type=Path, default=None, help="folder for the CSVs (default: results/benchmarks)"
+    )
+    ap.add_argument("--steps", type=runtime.positive_int, default=30, help="timed steps per row")
+    ap.add_argument("--batch", type=runtime.positive_int, default=128, help="batch at 224 and 128 px")
+    ap.add_argument(
+        "--workers", type=runtime.non_negative_int, default=12, help="DataLoader workers reading files"
+    )
+    ap.add_argument(
+        "--budget-s", type=float, default=0.0, help="stop measuring after this many seconds (0: none)"
+    )
+    args = ap.parse_args(argv)
+    device = runtime.resolve_device("auto")
+    if args.smoke:
+        sizes, workers = smoke_sizes(), 0  # the worker path has its own tests (tests/test_encoded.py)
+        runtime.COMPILE_BACKEND = (
+            "eager"  # dynamo's tracing and guards without code generation: seconds, not minutes
+        )
+        out = args.out or Path(tempfile.mkdtemp(prefix="gpu_throughput_smoke_"))
+    else:
+        if not device.startswith("cuda"):
+            raise SystemExit(
+                "no CUDA device: this benchmark measures a GPU (use --smoke to check it runs here)"
+            )
+        torch.backends.cudnn.benchmark = True
+        sizes, workers, out = (
+            full_sizes(args.batch, args.steps),
+            args.workers,
+            args.out or ROOT / "results" / "benchmarks",
+        )
+    gpu = torch.cuda.get_device_name(0) if device.startswith("cuda") else f"{device} (smoke)"
+    m = machine_description()
+    machine = f"{m['cpu_count']} CPUs, torch {m['torch']}, {m['cuda'] or 'no GPU'}"
+    start = time.monotonic()
+    records: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_jpegs(Path(tmp) / "jpegs", sizes.images, sizes.image_size)
+        labels = np.arange(len(paths)) % 10
+        upstream = EncodedImageData(paths, labels, *sizes.upstream, flip=True)
+        held: dict[str, tuple[DeviceData, float]] = {}
+        for row in all_rows():
+            crop = sizes.upstream[1] if row.resolution == "224" else sizes.finetunes[row.resolution][1]
+            batch = sizes.batch_480 if row.resolution == "480" else sizes.batch
+            record = {"gpu": gpu, "model": row.model,
+                      "mode": row.mode, "compile": "compiled" if row.compiled else "eager",
+                      "precision": "bf16" if row.bf16 else "fp32", "feed": row.feed, "resolution": row.resolution,
+                      "crop": crop, "batch": batch, "images_per_s": "unmeasured", "warmup_s": None, "setup_s": None,
+                      "goal": goal_of(row), "note": ""}  # fmt: skip
+            if args.budget_s and time.monotonic() - start > args.budget_s:
+                record["note"] = f"time budget of {args.budget_s:.0f} s spent"
+            else:
+                torch.manual_seed(0)
+                model = (
+                    sizes.timm()
+                    if row.model == "timm"
+                    else create_model(sizes.ours, num_classes=sizes.classes)
+                )
+                if row.feed == "synthetic":
+                    got = synthetic(model, row, crop, batch, sizes.steps, device)
+                elif row.feed == "upstream pipeline":
+                    if row.mode == "train":
+                        got = pipeline_train(model, upstream, row, batch, sizes.steps, workers, device)
+                    else:
+                        got = pipeline_inference(model, upstream, row, batch, workers, device)
+                else:
+                    if (
+                        row.resolution not in held
+                    ):  # a fine-tune's task, decoded once (per job in the pipeline)
+                        precrop, c = sizes.finetunes[row.resolution]
+                        source = ImageData(
+                            paths, labels, precrop, c, True, read=lambda i: read_image(paths[i])
+                        )
+                        t0 = time.perf_counter()
+                        data = DeviceData(source, device)
+                        data.held(precrop), data.held(c)
+                        _sync(device)
+                        held[row.resolution] = data, time.perf_counter() - t0
+                    data, setup = held[row.resolution]
+                    if row.mode == "train":
+                        got = pipeline_train(model, data, row, batch, sizes.steps, 0, device)
+                    else:
+                        got = pipeline_inference(model, data, row, batch, 0, device)
+                    got["setup_s"] = round(setup, 2)
+                record.update(images_per_s=round(got["images_per_s"], 1), warmup_s=round(got["warmup_s"], 2),
+                              setup_s=got.get("setup_s"))  # fmt: skip
+                del model
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+            records.append(record)
+            frame = judge(pd.DataFrame(records), args.smoke).assign(machine=machine)
+            atomic_write_csv(
+                out / "gpu_throughput.csv", frame
+            )  # after every row: a time-boxed run keeps them
+            print({k: record[k] for k in ("model", "mode", "compile", "precision", "feed", "resolution",
+                                          "images_per_s", "warmup_s")}, flush=True)  # fmt: skip
+    write_selection_cost(frame, out, gpu)
+    with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_rows", 100):
+        print(frame.drop(columns=["machine", "gpu"]).to_string(index=False))
+    print(f"-> {out / 'gpu_throughput.csv'}")
+    return out / "gpu_throughput.csv"
+
+
+def write_selection_cost(frame: pd.DataFrame, out: Path, gpu: str) -> None:
+    """The paper-budget selection costs from the compiled bf16 rates at 224 px (forward: inference; training: a
+    training step), when both were measured."""
+    from bench_paper_cost import cost_rows
+
+    from expertlib.proxies import knn_accuracy
+
+    def rate(mode: str) -> float | None:
+        hit = frame[(frame["model"] == "ours") & (frame["mode"] == mode) & (frame["compile"] == "compiled")
+                    & (frame["precision"] == "bf16") & (frame["feed"] == "synthetic") & (frame["resolution"] == "224")]  # fmt: skip
+        value = hit["images_per_s"].iloc[0] if len(hit) else None
+        return value if isinstance(value, float) else None
+
+    forward, step = rate("inference"), rate("train")
+    if forward is None or step is None:
+        return
     feats = torch.nn.functional.normalize(torch.randn(1000, 2048), dim=1)  # kNN runs on the host's CPU
     labels = torch.randint(0, 10, (1000,)).numpy()
-    knn = min(cuda_seconds(lambda: knn_accuracy(feats, labels, k=5), 5) for _ in range(3))
-    costs = {"forward": 1 / features, "train": 1 / bf16, "knn": knn}
-    write("selection_cost_paper_gpu", cost_rows(costs, f"on one {name} at 224 px, bf16, batch {args.batch}"))
+    t0 = time.perf_counter()
+    for _ in range(3):
+        knn_accuracy(feats, labels, k=5)
+    costs = {"forward": 1 / forward, "train": 1 / step, "knn": (time.perf_counter() - t0) / 3}
+    rows = pd.DataFrame(cost_rows(costs, f"on one {gpu} at 224 px, compiled, bf16"))
+    atomic_write_csv(out / "gpu_throughput_selection_cost.csv", rows)
 
 
 if __name__ == "__main__":

@@ -22,23 +22,33 @@ from scipy import stats
 
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
-from expertlib.training import TrainData, owner_module, predict
+from expertlib.resnet import Pooled
+from expertlib.runtime import Compile, compiled, resolve_compile
+from expertlib.training import TrainData, compiles_once, owner_module, predict
 
 
 # -- features -------------------------------------------------------------------------------------------------
 def extract_features(
-    candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu"
-) -> dict[str, np.ndarray]:
+    candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu",
+    compile: Compile = "auto",
+) -> dict[str, np.ndarray]:  # fmt: skip
     """Pooled features of every candidate for every example of ``data``, in one pass over the data (each batch
-    read and augmented once for all of them)."""
+    read and augmented once for all of them).
+
+    Compiled (``compile``; "auto": on CUDA), each candidate runs through the network that computes it, so every
+    candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
+    eager (:func:`~expertlib.training.compiles_once`)."""
     for c in candidates:
         c.eval()
-    return {
-        k: v.numpy()
-        for k, v in predict(
-            lambda x: features_of(candidates, x), data, batch_size, device, modules=candidates
-        ).items()
-    }
+    use = resolve_compile(compile, device)
+    if not use:
+        fn = lambda x: features_of(candidates, x)  # noqa: E731
+    else:
+        nets = {c.name: Pooled(c.training_module()) for c in candidates}
+        nets = {name: compiled(net, compile is True or compiles_once(net)) for name, net in nets.items()}
+        fn = lambda x: {name: net(x) for name, net in nets.items()}  # noqa: E731
+    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=use)
+    return {k: v.numpy() for k, v in feats.items()}
 
 
 def head_logits(candidates: Sequence[Candidate], features: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

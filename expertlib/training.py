@@ -16,9 +16,12 @@ import hashlib
 import io
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -32,10 +35,11 @@ from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidge
 
 from expertlib.adapters import ExpertBank
 from expertlib.candidates import Candidate
-from expertlib.datasets.batches import ArrayData, ImageData, TrainData
+from expertlib.datasets.batches import ArrayData, ImageData, StagedData, TrainData, ready
+from expertlib.datasets.device import DeviceData, on_device
 from expertlib.distributed import rank_and_world
 from expertlib.resnet import reuse_standardized_weights
-from expertlib.runtime import atomic_write, resolve_device
+from expertlib.runtime import Compile, atomic_write, compiled, resolve_compile, resolve_device
 from expertlib.schedules import Schedule, learning_rate
 
 __all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "TrainResult", "train", "train_expert",
@@ -66,12 +70,15 @@ class StepBatches(Dataset):
     """Global training batch ``start + i`` (this process's share of it) as item ``i``: its examples from
     :func:`batch_indices` and its augmentation from a generator seeded by ``(seed, step)``. A pure function of
     the step, so any number of worker processes, and a resume at any step (mid-epoch included), give exactly
-    the same batches. Items: (step, images, labels, the generator's state after the draws)."""
+    the same batches. Items: (step, images, labels, the generator's state after the draws); with ``staged``
+    (:class:`~expertlib.datasets.batches.StagedData`), the images are the staged batch that
+    :func:`~expertlib.datasets.batches.ready` finishes on the device."""
 
     def __init__(self, data: TrainData, batch_size: int, seed: int, start: int, end: int, rank: int = 0,
-                 world: int = 1) -> None:  # fmt: skip
+                 world: int = 1, staged: bool = False) -> None:  # fmt: skip
         self.data, self.batch_size, self.seed = data, batch_size, seed
         self.start, self.end, self.rank, self.world = start, end, rank, world
+        self.build = data.stage if staged else data.batch
 
     def __len__(self) -> int:
         return max(0, self.end - self.start)
@@ -81,22 +88,30 @@ class StepBatches(Dataset):
         gen = torch.Generator().manual_seed(_mix(self.seed, "batch", step))
         idx = batch_indices(step, len(self.data), self.batch_size, self.seed)
         part = slice(self.rank * len(idx) // self.world, (self.rank + 1) * len(idx) // self.world)
-        x = self.data.batch(idx, train=True, generator=gen, part=part)
+        x = self.build(idx, train=True, generator=gen, part=part)
         return step, x, torch.from_numpy(self.data.labels[idx[part]]), gen.get_state()
 
 
 class EvalBatches(Dataset):
-    """Consecutive evaluation batches of ``data`` (no augmentation), as items for :func:`batches`."""
+    """Consecutive evaluation batches of ``data`` (no augmentation), as items for :func:`batches` (staged: see
+    :class:`StepBatches`)."""
 
-    def __init__(self, data: TrainData, batch_size: int) -> None:
+    def __init__(self, data: TrainData, batch_size: int, staged: bool = False) -> None:
         self.data, self.batch_size = data, batch_size
+        self.build = data.stage if staged else data.batch
 
     def __len__(self) -> int:
         return -(-len(self.data) // self.batch_size)
 
-    def __getitem__(self, i: int) -> Tensor:
+    def __getitem__(self, i: int):
         idx = np.arange(i * self.batch_size, min(len(self.data), (i + 1) * self.batch_size))
-        return self.data.batch(idx, train=False, generator=torch.Generator())
+        return self.build(idx, train=False, generator=torch.Generator())
+
+
+def staged_on(data: TrainData, device: str) -> bool:
+    """Whether ``data``'s batches are staged (bytes in workers, decoded on the device): on a GPU, for data that
+    can (:class:`~expertlib.datasets.batches.StagedData`); on a CPU the workers decode, as before."""
+    return device.startswith("cuda") and isinstance(data, StagedData)
 
 
 def _one_thread(_: int) -> None:
@@ -110,6 +125,38 @@ def batches(items: Dataset, workers: int, pin: bool, prefetch: int = 4) -> Itera
         return (items[i] for i in range(len(items)))
     return DataLoader(items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin,
                       prefetch_factor=prefetch, worker_init_fn=_one_thread)  # fmt: skip
+
+
+def finished_ahead(items: Iterable, finish: Callable, device: str, depth: int = 2) -> Iterator:
+    """``finish(item)`` for every item, in order, computed ``depth`` items ahead in a background thread: the
+    decode of a staged batch on the device (:class:`~expertlib.datasets.batches.StagedData`) overlaps the step
+    before it. On CUDA the thread works on a stream of its own, and each result is handed over through an event
+    (and recorded on the consuming stream, so its memory is not reused while a step still reads it)."""
+    side = torch.cuda.Stream(device) if device.startswith("cuda") else None
+
+    def work(item):
+        if side is None:
+            return finish(item), None
+        with torch.cuda.stream(side):
+            out = finish(item)
+            done = torch.cuda.Event()
+            done.record(side)
+        return out, done
+
+    source = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="finish") as pool:
+        pending = deque(pool.submit(work, item) for item in islice(source, depth))
+        while pending:
+            out, done = pending.popleft().result()
+            for item in islice(source, 1):
+                pending.append(pool.submit(work, item))
+            if done is not None:
+                here = torch.cuda.current_stream(device)
+                here.wait_event(done)
+                for t in out if isinstance(out, tuple) else (out,):
+                    if isinstance(t, Tensor) and t.is_cuda:
+                        t.record_stream(here)
+            yield out
 
 
 # -- config and results ------------------------------------------------------------------------------------
@@ -138,13 +185,16 @@ class TrainConfig:
     # under torchrun: split every batch over the ranks (DDP); False: this process trains alone, as each job of
     # a sharded job list does (expertlib.jobs)
     data_parallel: bool = True
-    # torch.compile the model for training (and the evaluation that follows through ``accuracy``): agrees with
-    # eager within float32 tolerance (tested on CPU), not to the bit; its speed on GPUs is measured by the GPU check
-    compile: bool = False
+    # torch.compile the model for training (and the evaluation that follows through ``accuracy``): True, False,
+    # or "auto" (on CUDA only: expertlib.runtime.resolve_compile). Agrees with eager within float32 tolerance
+    # (tested on CPU), not to the bit; its speed on GPUs is measured by benchmarks/gpu_throughput.py
+    compile: Compile = False
 
     def __post_init__(self) -> None:
         if self.loss not in ("softmax", "sigmoid"):
             raise ValueError(f"loss must be 'softmax' or 'sigmoid', got {self.loss!r}")
+        # a mistyped compile setting fails here, not after the data is read
+        resolve_compile(self.compile, self.device)
 
     @property
     def steps(self) -> int:
@@ -159,6 +209,9 @@ class TrainResult:
     images_per_second: float
     metrics: list[dict] = field(default_factory=list)
     resumed_from: int | None = None
+    # the first step's seconds beyond a later step's (the mean of the others): compilation when compiled, plus
+    # first-call set-up (cuDNN autotuning, allocator growth) either way; 0 for a run of one step
+    warmup_seconds: float = 0.0
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -187,6 +240,7 @@ RUNTIME_FIELDS = (
     "checkpoint_every",
     "checkpoint_minutes",
     "data_parallel",
+    "compile",  # eager and compiled agree within float32 tolerance, as devices do
 )
 
 
@@ -389,7 +443,7 @@ def train(
     start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
     run_model: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    run_model = torch.compile(run_model) if cfg.compile else run_model
+    run_model = compiled(run_model, _compile_here(model, cfg.compile, device))
     on_gpu = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     model.train()
@@ -397,15 +451,21 @@ def train(
     end = cfg.steps if stop_after is None else min(cfg.steps, start + stop_after)
     bar = tqdm(desc=desc, disable=not progress or rank != 0, leave=False, initial=start, total=cfg.steps)
     last_save = time.monotonic()
-    feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world), cfg.workers, on_gpu,
-                   cfg.prefetch)  # fmt: skip
+    staged = staged_on(data, device)
+    workers = 0 if isinstance(data, DeviceData) else cfg.workers  # held on the device: built in this process
+    feed = batches(StepBatches(data, cfg.batch_size, cfg.seed, start, end, rank, world, staged), workers,
+                   on_gpu and workers > 0 and not staged, cfg.prefetch)  # fmt: skip
+    if staged:  # decoded on the device one batch ahead of the step
+        feed = finished_ahead(feed, lambda item: (item[0], data.finish(item[1], device), *item[2:]), device)
+    first_step = 0.0
     for step, x, y, gen_state in feed:
+        t_step = time.perf_counter()
         lr = learning_rate(cfg.schedule, step)
         for group in opt.param_groups:
             group["lr"] = lr
         gen = torch.Generator()
         gen.set_state(gen_state)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = ready(data, x, device), y.to(device, non_blocking=True)
         if cfg.mixup_alpha > 0:
             x, y = _mixup(x, y, cfg, step, gen, num_classes, lm)
         opt.zero_grad(set_to_none=True)
@@ -415,7 +475,9 @@ def train(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         seen += cfg.batch_size
-        loss_val = loss.item()
+        loss_val = loss.item()  # waits for the step (a GPU's too): the step's time is its own
+        if step == start:
+            first_step = time.perf_counter() - t_step
         bar.update(1)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             metrics.append({"step": step + 1, "loss": loss_val, "lr": lr})
@@ -428,7 +490,25 @@ def train(
     if metrics_csv is not None and rank == 0:
         _write_metrics(Path(metrics_csv), metrics)
     model.train(was_training)
-    return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed)
+    done = end - start
+    warmup = max(0.0, first_step - (seconds - first_step) / (done - 1)) if done > 1 else 0.0
+    return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed, warmup)
+
+
+# -- what compiles -------------------------------------------------------------------------------------------
+def compiles_once(fn: Callable) -> bool:
+    """Whether "auto" compiles ``fn``: a network (a module) compiles to one graph per resolution that every model
+    of its architecture reuses. Not a plain function over several networks (compiled, it would unroll them all
+    into one graph), and not an adapter expert (:class:`~expertlib.candidates.Candidate` of kind "adapter"),
+    whose forward looks its expert up by name: a graph per expert, and after torch's recompile limit (8), eager
+    anyway. ``compile=True`` compiles either."""
+    if not isinstance(fn, nn.Module):
+        return False
+    return not any(isinstance(m, Candidate) and m.kind == "adapter" for m in fn.modules())
+
+
+def _compile_here(fn: Callable, compile: Compile, device: str) -> bool:
+    return resolve_compile(compile, device) and (compile is True or compiles_once(fn))
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------
@@ -436,6 +516,16 @@ def owner_module(fn: Callable) -> nn.Module | None:
     """The module ``fn`` is (a model) or belongs to (a model's method such as ``features``), else None."""
     owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
     return owner if isinstance(owner, nn.Module) else None
+
+
+def pad_batch(x: Tensor, size: int) -> Tensor:
+    """``x`` with zero examples appended up to ``size`` (channels_last kept): an evaluation's last batch in the
+    shape of the others, so compiled code runs it on the same graph."""
+    if len(x) >= size:
+        return x
+    pad = x.new_zeros((size - len(x), *x.shape[1:]))
+    out = torch.cat([x, pad])
+    return out.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else out
 
 
 @torch.inference_mode()
@@ -447,26 +537,43 @@ def predict(
     progress: bool = False,
     workers: int = 0,
     modules: Iterable[nn.Module] = (),
+    compile: Compile = "auto",
+    fixed_shape: bool | None = None,
 ) -> Tensor | dict[str, Tensor]:
     """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
 
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
     over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
     ``modules`` (the modules a plain function uses) are moved to ``device`` first: a model loaded from the
-    cache sits on the CPU."""
+    cache sits on the CPU. ``compile`` (:func:`~expertlib.runtime.resolve_compile`; "auto": on CUDA, for a
+    ``fn`` that :func:`compiles_once`) runs ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller
+    whose ``fn`` compiles its own parts says so) pads the last batch to ``batch_size`` and trims the results,
+    so every batch, every evaluation set and every job at one resolution runs one graph. Eager evaluation standardises each weight once
+    (:func:`~expertlib.resnet.reuse_standardized_weights`); compiled code standardises inside its graph."""
     for m in [owner_module(fn), *modules]:
         if m is not None:
             m.to(device)
+    use = _compile_here(fn, compile, device)
+    run = compiled(fn, use)
+    fixed = use if fixed_shape is None else fixed_shape
     outs: list = []
-    items = EvalBatches(data, batch_size)
-    with (
-        reuse_standardized_weights()
-    ):  # the weights are fixed here: standardise each once, not once per batch
-        for x in tqdm(batches(items, workers, device.startswith("cuda")), desc="eval", disable=not progress,
-                      leave=False, total=len(items)):  # fmt: skip
-            y = fn(x.to(device, non_blocking=True))
+    staged = staged_on(data, device)
+    items = EvalBatches(data, batch_size, staged)
+    workers = 0 if isinstance(data, DeviceData) else workers  # held on the device: built in this process
+    # the weights are fixed here: standardise each once, not once per batch (not under compiled code, where the
+    # bookkeeping would be a guard that fails at every call)
+    feed = batches(items, workers, device.startswith("cuda") and not staged)
+    if staged:
+        feed = finished_ahead(feed, lambda x: data.finish(x, device), device)
+    with nullcontext() if fixed else reuse_standardized_weights():
+        for x in tqdm(feed, desc="eval", disable=not progress, leave=False, total=len(items)):
+            x = ready(data, x, device)
+            n = len(x)
+            y = run(pad_batch(x, batch_size) if fixed else x)
             outs.append(
-                {k: v.float().cpu() for k, v in y.items()} if isinstance(y, Mapping) else y.float().cpu()
+                {k: v[:n].float().cpu() for k, v in y.items()}
+                if isinstance(y, Mapping)
+                else y[:n].float().cpu()
             )
     if outs and isinstance(outs[0], dict):
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
@@ -474,16 +581,16 @@ def predict(
 
 
 def predicted_classes(
-    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: bool = False
+    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: Compile = "auto"
 ) -> np.ndarray:
     """The class ``model`` (put in eval mode) predicts for every example of ``data``."""
     model.eval()
-    logits = predict(torch.compile(model) if compile else model, data, batch_size, device, modules=[model])
+    logits = predict(model, data, batch_size, device, modules=[model], compile=compile)
     return logits.argmax(-1).numpy()
 
 
 def accuracy(
-    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: bool = False
+    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: Compile = "auto"
 ) -> float:
     return float((predicted_classes(model, data, batch_size, device, compile) == data.labels).mean())
 
@@ -516,6 +623,9 @@ def train_expert(
 def finetune(
     model: nn.Module, train_data: TrainData, cfg: TrainConfig, num_classes: int, **kwargs
 ) -> TrainResult:
-    """Transfer: every parameter of ``model`` (a fresh zero-initialised head on B or an expert) trains."""
+    """Transfer: every parameter of ``model`` (a fresh zero-initialised head on B or an expert) trains. On a
+    GPU the task's images are decoded once onto it and augmented there
+    (:func:`~expertlib.datasets.device.on_device`); on a CPU the batches are built as for any training."""
     model.requires_grad_(True)
-    return train(model, list(model.parameters()), train_data, cfg, num_classes=num_classes, **kwargs)
+    data = on_device(train_data, resolve_device(cfg.device))
+    return train(model, list(model.parameters()), data, cfg, num_classes=num_classes, **kwargs)

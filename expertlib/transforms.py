@@ -75,10 +75,11 @@ def train_batch(
     x = _nchw(images)
     if x.shape[-1] != precrop or x.shape[-2] != precrop:
         x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
-    n = x.shape[0]
-    rows = (oy[:, None] + torch.arange(crop)[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
+    n, dev = x.shape[0], x.device  # drawn on the CPU generator, applied where the images are (a GPU's too)
+    oy, ox, flips, span = oy.to(dev), ox.to(dev), flips.to(dev), torch.arange(crop, device=dev)
+    rows = (oy[:, None] + span[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
     x = x.gather(2, rows)
-    cols = (ox[:, None] + torch.arange(crop)[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)
+    cols = (ox[:, None] + span[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)
     x = x.gather(3, cols)
     if flip:
         x = torch.where(flips.view(n, 1, 1, 1), x.flip(-1), x)

@@ -18,6 +18,8 @@ from expertlib.training import (
     accuracy,
     batch_indices,
     finetune,
+    predict,
+    predicted_classes,
     train,
     train_expert,
 )
@@ -312,3 +314,112 @@ def test_compiled_training_and_evaluation_agree_with_eager_on_cpu():
         eager, compiled = nets[0].eval()(x), torch.compile(nets[0])(x)
     assert torch.allclose(eager, compiled, rtol=1e-4, atol=1e-5)
     assert abs(accs[0] - accs[1]) <= 1 / 64
+
+
+# -- compiled by default on CUDA: one graph per resolution --------------------------------------------------------
+@pytest.fixture
+def graphs(monkeypatch):
+    """Count torch.compile's graphs (dynamo's counters) under its cheapest backend: "eager" traces and guards
+    exactly as inductor would, without generating code."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    yield lambda: counters["stats"]["unique_graphs"]
+    torch._dynamo.reset()
+
+
+def test_compiled_evaluation_runs_one_graph_over_sets_of_any_length_and_over_jobs(graphs):
+    """Evaluation pads its last batch to the batch size (and trims the result): eval sets of several lengths at
+    one resolution, and a fresh model per job (each fine-tune's), run on the one graph compiled first."""
+    eager, padded = [], []
+    for job in range(2):
+        torch.manual_seed(job)
+        model = create_model("tiny", num_classes=4).eval()
+        for n in (5, 16, 23, 40):
+            data = _data(n, seed=n)
+            eager.append(predict(model, data, 16, "cpu", compile=False))
+            padded.append(predict(model, data, 16, "cpu", compile=True))
+            assert padded[-1].shape == (n, 4)
+    assert graphs() == 1
+    for a, b in zip(eager, padded, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert predicted_classes(model, _data(7), 16, "cpu", compile=True).shape == (7,) and graphs() == 1
+
+
+def test_compile_auto_is_eager_on_cpu_and_compiled_training_traces_one_graph_over_jobs(graphs):
+    data = _data(32)
+    for _job in range(2):
+        torch.manual_seed(0)
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(3, 0.05), batch_size=16, seed=1, compile="auto")
+        train(m, list(m.parameters()), data, cfg, 4, progress=False)
+        accuracy(m, data, 16, "cpu")  # default: "auto"
+    assert graphs() == 0  # "auto" on a CPU: eager, the committed results' bytes
+    results = []
+    for job in range(2):
+        torch.manual_seed(job)
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(3, 0.05), batch_size=16, seed=1, compile=True)
+        results.append(train(m, list(m.parameters()), data, cfg, 4, progress=False))
+    assert graphs() == 1  # the training forward, traced once for both jobs' models
+    assert all(r.warmup_seconds > 0 for r in results[:1])  # the first step traced the model
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto'"):
+        TrainConfig(scaled_hyperrule(3, 0.05), compile="yes")
+
+
+def test_compiled_selection_features_share_one_graph_across_full_experts(graphs):
+    from expertlib.adapters import FullExperts
+    from expertlib.candidates import from_bank
+    from expertlib.selection import extract_features
+
+    torch.manual_seed(0)
+    bank = FullExperts(create_model("tiny", num_classes=4))
+    for name in ("a", "b", "c"):
+        bank.add_expert(name, 2)
+    cands = list(from_bank(bank).values())
+    data = _data(21)
+    eager = extract_features(cands, data, 8, "cpu", compile=False)
+    assert graphs() == 0
+    fused = extract_features(cands, data, 8, "cpu", compile=True)
+    assert graphs() == 1
+    for name in eager:
+        assert np.allclose(eager[name], fused[name], rtol=1e-4, atol=1e-5)
+
+
+def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_expert():
+    """What "auto" compiles on CUDA: a network, whose graph every model of its architecture reuses; not a plain
+    function over many networks (one giant graph) nor an adapter expert (a graph per expert name)."""
+    from expertlib.adapters import FullExperts
+    from expertlib.candidates import from_bank, from_model
+    from expertlib.resnet import Pooled
+    from expertlib.training import compiles_once
+
+    net = create_model("tiny", num_classes=4)
+    adapters, full = AdapterExperts(create_model("tiny", num_classes=4)), FullExperts(net)
+    adapters.add_expert("a", 2)
+    full.add_expert("f", 2)
+    assert compiles_once(net) and compiles_once(Pooled(from_model(net)))
+    assert compiles_once(from_bank(full)["full:f"]) and compiles_once(adapters.transfer_model("a", 3))
+    assert not compiles_once(from_bank(adapters)["adapter:a"]) and not compiles_once(
+        Pooled(from_bank(adapters)["adapter:a"])
+    )
+    assert not compiles_once(lambda x: net(x))
+
+
+def test_finished_ahead_keeps_the_order_and_runs_in_a_background_thread():
+    import threading
+
+    from expertlib.training import finished_ahead
+
+    threads = set()
+
+    def finish(i):
+        threads.add(threading.get_ident())
+        return torch.full((2,), float(i))
+
+    got = [int(t[0]) for t in finished_ahead(range(7), finish, "cpu", depth=3)]
+    assert got == list(range(7)) and threading.get_ident() not in threads
+    with pytest.raises(ValueError, match="bad batch"):
+        list(finished_ahead(range(3), lambda i: (_ for _ in ()).throw(ValueError("bad batch")), "cpu"))

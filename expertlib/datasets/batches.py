@@ -7,6 +7,10 @@ and images on disk are augmented identically for the same ``(seed, step)``:
 - :class:`ImageData`: images read one at a time from any map-style dataset (files on disk, torchvision
   datasets), decoded to uint8 and then batched exactly like :class:`ArrayData`.
 
+On a GPU two more share those transforms: :class:`~expertlib.datasets.device.DeviceData` (a task decoded once
+into device memory) and :class:`~expertlib.datasets.encoded.EncodedImageData` (a :class:`StagedData`: worker
+processes read bytes, the training process decodes on the device).
+
 :func:`relabel_subset` is the one definition of "the examples of some classes, relabelled 0..K-1", which
 expert subsets of every benchmark use.
 """
@@ -14,7 +18,7 @@ expert subsets of every benchmark use.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -36,6 +40,26 @@ class TrainData(Protocol):
     ) -> Tensor:
         """The (augmented) examples ``indices[part]``; random draws depend on the whole ``indices``."""
         ...
+
+
+@runtime_checkable
+class StagedData(TrainData, Protocol):
+    """Data whose batches are built in two stages: :meth:`stage` where the batches are prepared (a DataLoader
+    worker: read bytes, make the batch's random draws from its generator, exactly as :meth:`batch` would), and
+    :meth:`finish` in the training process, on the device the batch goes to (decode, resize, crop, flip)."""
+
+    def stage(
+        self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
+    ) -> Any: ...
+
+    def finish(self, staged: Any, device: str) -> Tensor: ...
+
+
+def ready(data: TrainData, x: Any, device: str) -> Tensor:
+    """A batch of ``data`` (as :meth:`TrainData.batch` or :meth:`StagedData.stage` gave it) ready on ``device``."""
+    if isinstance(x, Tensor):
+        return x.to(device, non_blocking=True)
+    return data.finish(x, device)
 
 
 class ArrayData:
@@ -76,6 +100,12 @@ def to_uint8(image: Image.Image | np.ndarray | Tensor) -> np.ndarray:
     return a
 
 
+def resize_uint8(image: np.ndarray, size: int) -> np.ndarray:
+    """A uint8 HWC image resized to ``size`` x ``size`` (bilinear, PIL): how images of a batch with mixed sizes
+    come to one size."""
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+
+
 class ImageData:
     """Images read one at a time from a map-style dataset whose items are ``(image, label)`` with a PIL image
     or a uint8 array (a folder of files, a torchvision dataset without transform).
@@ -108,10 +138,7 @@ class ImageData:
         """Decoded uint8 NHWC images of ``indices`` (resized to ``size`` when their sizes differ)."""
         arrays = [to_uint8(self.read(int(i))) for i in indices]
         if len({a.shape for a in arrays}) > 1:
-            arrays = [
-                np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR), dtype=np.uint8)
-                for a in arrays
-            ]
+            arrays = [resize_uint8(a, size) for a in arrays]
         return torch.from_numpy(np.stack(arrays))
 
     def batch(
@@ -135,7 +162,10 @@ def relabel_subset(labels: np.ndarray, keep: Sequence[int]) -> tuple[np.ndarray,
 
 
 def subset(data: TrainData, idx: np.ndarray, labels: np.ndarray) -> TrainData:
-    """``data`` restricted to positions ``idx`` with new ``labels``."""
+    """``data`` restricted to positions ``idx`` with new ``labels`` (a class with a ``subset`` method of its own,
+    such as :class:`~expertlib.datasets.encoded.EncodedImageData`, keeps its kind)."""
+    if hasattr(data, "subset"):
+        return data.subset(idx, labels)
     if isinstance(data, ArrayData):
         return ArrayData(data.images.numpy()[idx], labels, data.precrop, data.crop, data.flip)
     if isinstance(data, ImageData):

@@ -36,7 +36,8 @@ from torch.utils.data import Dataset
 
 from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
-from expertlib.datasets.folders import DatasetNotFoundError, is_image, read_image
+from expertlib.datasets.encoded import EncodedImageData
+from expertlib.datasets.folders import DatasetNotFoundError, is_image
 from expertlib.datasets.index import cached_index
 from expertlib.datasets.vtab import VTAB_TASKS, VtabTask, load_vtab, targets
 from expertlib.hierarchy import LabelHierarchy
@@ -282,11 +283,10 @@ class FolderBenchmark(VtabTasks):
             self._paths[k], self._labels[k] = index.split(k)
 
     # -- upstream -------------------------------------------------------------------------------------------
-    def upstream_data(self, split: str) -> ImageData:
-        paths = self._paths[split]
-        return ImageData(
-            paths, self._labels[split], *self.resolution, flip=True, read=lambda i: read_image(paths[i])
-        )
+    def upstream_data(self, split: str) -> EncodedImageData:
+        """Upstream images as files: decoded by PIL in the data workers on a CPU; on a GPU the workers read
+        bytes and the training process decodes them there (:mod:`expertlib.datasets.encoded`)."""
+        return EncodedImageData(self._paths[split], self._labels[split], *self.resolution, flip=True)
 
     def upstream_labels(self, split: str) -> np.ndarray:
         return self._labels[split]

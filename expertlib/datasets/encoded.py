@@ -1,0 +1,203 @@
+"""Image files streamed as bytes and decoded where the model runs: the upstream (ImageNet-21k) data path.
+
+On a GPU, decoding JPEGs with PIL in worker processes is the bottleneck of upstream training (16 processes
+decode and augment about 4,300 ImageNet-sized images/s; nvJPEG decodes several times that). So the work is
+split (:class:`~expertlib.datasets.batches.StagedData`): DataLoader workers only read each file's bytes (and
+its EXIF orientation) and make the batch's random draws; the training process decodes the whole batch with
+``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes each image on the device and crops
+and flips the batch there with the same draws (:func:`expertlib.transforms.train_batch`).
+
+On a CPU nothing changes: :class:`EncodedImageData` is an :class:`~expertlib.datasets.batches.ImageData` whose
+``batch`` decodes with PIL (:func:`~expertlib.datasets.folders.read_image`) in the workers, as before. The
+staged path runs on a CPU too (torchvision's CPU decoder, same code), which is how the tests check it against
+PIL: the two decoders differ by JPEG rounding (IDCT, chroma upsampling), a few levels of 255.
+
+Files that are not JPEGs, and JPEGs the device's decoder refuses (CMYK on nvJPEG, corrupt streams), fall back
+to PIL for that image alone, so the result never depends on which decoder could read a file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from expertlib.datasets.batches import ImageData, to_uint8
+from expertlib.datasets.folders import CorruptImageError, read_image
+from expertlib.transforms import crop_draws, eval_batch, train_batch
+
+JPEG_MAGIC = b"\xff\xd8\xff"
+EXIF_ORIENTATION = 0x0112
+
+
+class EncodedBatch(NamedTuple):
+    """A staged batch: its images' file bytes (one tensor, so a worker hands over one shared-memory block, not
+    one per image) and EXIF orientations, and how to finish it."""
+
+    data: Tensor  # the files' bytes, one after another (1-D uint8)
+    lengths: list[int]  # each file's length in ``data``
+    orientations: list[int]  # EXIF orientation (1: as stored)
+    names: list[str]  # the files, for errors
+    train: bool
+    generator_state: Tensor  # the batch generator's state before its crop draws
+    total: int  # examples in the global batch (the draws are made for all of them)
+    part: slice | None
+
+    def blobs(self) -> list[Tensor]:
+        """Each file's bytes (views of ``data``)."""
+        return list(torch.split(self.data, self.lengths))
+
+
+class _View(Sequence):
+    """``items[idx[i]]``: a subset's paths without a copy of the parent's (14 M paths upstream)."""
+
+    def __init__(self, items: Sequence, idx: np.ndarray) -> None:
+        self.items, self.idx = items, np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.items[int(self.idx[i])]
+
+
+def read_bytes(path: str | os.PathLike) -> Tensor:
+    """A file's bytes as a 1-D uint8 tensor (what ``decode_jpeg`` takes)."""
+    with open(path, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        f.readinto(buf)
+    return torch.frombuffer(buf, dtype=torch.uint8) if buf else torch.zeros(0, dtype=torch.uint8)
+
+
+def exif_orientation(blob: Tensor) -> int:
+    """The EXIF orientation tag of a JPEG's bytes (1 when absent): read from the header, nothing decoded."""
+    try:
+        with Image.open(io.BytesIO(blob.numpy().tobytes())) as im:
+            return int(im.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # an unreadable header is the decoder's to report, with the file's name
+        return 1
+
+
+def orient(image: Tensor, orientation: int) -> Tensor:
+    """A CHW image turned upright from its EXIF ``orientation``, as PIL's ``ImageOps.exif_transpose`` does."""
+    h, w = -2, -1
+    if orientation == 2:
+        return image.flip(w)
+    if orientation == 3:
+        return image.flip(h, w)
+    if orientation == 4:
+        return image.flip(h)
+    if orientation == 5:
+        return image.transpose(h, w)
+    if orientation == 6:
+        return torch.rot90(image, -1, (h, w))
+    if orientation == 7:
+        return image.transpose(h, w).flip(h, w)
+    if orientation == 8:
+        return torch.rot90(image, 1, (h, w))
+    return image
+
+
+def _pil(blob: Tensor, name: str) -> Tensor:
+    """One image decoded by PIL (every format, modes converted, EXIF applied), as a CHW uint8 tensor."""
+    try:
+        image = read_image(io.BytesIO(blob.numpy().tobytes()))
+    except CorruptImageError as e:
+        raise CorruptImageError(f"{name}: {e}") from e
+    return torch.from_numpy(np.array(to_uint8(image))).permute(2, 0, 1)
+
+
+def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: str,
+                  names: Sequence[str] | None = None) -> list[Tensor]:  # fmt: skip
+    """Decode a batch of encoded images to RGB CHW uint8 tensors on ``device``, upright: the JPEGs in one call
+    of ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), the rest, and any JPEG that decoder refuses, by PIL."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    out: list[Tensor | None] = [None] * len(blobs)
+    jpegs = [i for i, b in enumerate(blobs) if bytes(b[:3].tolist()) == JPEG_MAGIC]
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's; same nvJPEG
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            decoded = (
+                decode_jpeg([blobs[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
+            )
+        except RuntimeError:  # one image the decoder refuses fails the call: decode them one by one
+            decoded = []
+            for i in jpegs:
+                try:
+                    decoded.append(decode_jpeg(blobs[i], mode=ImageReadMode.RGB, device=device))
+                except RuntimeError:
+                    decoded.append(None)
+    for i, img in zip(jpegs, decoded, strict=True):
+        out[i] = None if img is None else orient(img, orientations[i])
+    for i, img in enumerate(out):
+        if img is None:
+            out[i] = _pil(blobs[i], names[i] if names else f"image {i} of the batch").to(device)
+    return out  # type: ignore[return-value]
+
+
+def resize_on_device(image: Tensor, size: int) -> Tensor:
+    """A CHW uint8 image resized to ``size`` x ``size`` where it is: bilinear with antialiasing (PIL's filter
+    when shrinking), rounded back to uint8."""
+    x = F.interpolate(
+        image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )
+    return x.round_().clamp_(0, 255).to(torch.uint8)[0]
+
+
+def uniform_batch(images: Sequence[Tensor], size: int) -> Tensor:
+    """Decoded CHW images as one uint8 NHWC batch, the way :meth:`ImageData.images` batches them: stacked as
+    they are when all share a size, else each resized to ``size`` first."""
+    if len({tuple(i.shape) for i in images}) > 1:
+        images = [resize_on_device(i, size) for i in images]
+    return torch.stack(list(images)).permute(0, 2, 3, 1)
+
+
+class EncodedImageData(ImageData):
+    """Image files by path: :meth:`batch` decodes with PIL (the CPU path, in workers); :meth:`stage` and
+    :meth:`finish` split the same batch into bytes read in a worker and a decode on the training device."""
+
+    def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int] | np.ndarray, precrop: int,
+                 crop: int, flip: bool) -> None:  # fmt: skip
+        super().__init__(paths, labels, precrop, crop, flip, read=lambda i: read_image(paths[i]))
+        self.paths = paths
+
+    def subset(self, idx: np.ndarray, labels: np.ndarray) -> EncodedImageData:
+        """The examples at positions ``idx`` relabelled ``labels`` (an expert's share of upstream data)."""
+        return EncodedImageData(_View(self.paths, idx), labels, self.precrop, self.crop, self.flip)
+
+    def stage(self, indices: np.ndarray, train: bool, generator: torch.Generator,
+              part: slice | None = None) -> EncodedBatch:  # fmt: skip
+        """In a worker: the files' bytes and orientations, and the generator advanced past the batch's crop
+        draws (so what follows, mixup, draws what it draws after :meth:`batch`)."""
+        chosen = indices if part is None else indices[part]
+        state = generator.get_state()
+        if train:
+            crop_draws(len(indices), self.precrop, self.crop, generator)
+        blobs = [read_bytes(self.paths[int(i)]) for i in chosen]
+        orientations = [exif_orientation(b) if bytes(b[:3].tolist()) == JPEG_MAGIC else 1 for b in blobs]
+        names = [str(self.paths[int(i)]) for i in chosen]
+        data = torch.cat(blobs) if blobs else torch.zeros(0, dtype=torch.uint8)
+        return EncodedBatch(
+            data, [len(b) for b in blobs], orientations, names, train, state, len(indices), part
+        )
+
+    def finish(self, staged: EncodedBatch, device: str) -> Tensor:
+        """In the training process: decode on ``device``, bring to one size, crop and flip with the draws."""
+        size = self.precrop if staged.train else self.crop
+        images = uniform_batch(decode_images(staged.blobs(), staged.orientations, device, staged.names), size)
+        if not staged.train:
+            return eval_batch(images, self.crop)
+        gen = torch.Generator()
+        gen.set_state(staged.generator_state)
+        keep = staged.part
+        return train_batch(images, self.precrop, self.crop, self.flip, gen, keep,
+                           total=staged.total if keep is not None else None)  # fmt: skip
