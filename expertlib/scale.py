@@ -132,9 +132,10 @@ class Runtime:
     data_workers: int = 0  # worker processes decoding and augmenting training batches
     checkpoint_minutes: float = 0.0  # long trainings also checkpoint this often (0: by steps only)
     micro_batch: int = 0  # examples per forward/backward pass in every training (0: a whole batch at once)
-    # torch.compile every training and the evaluation after a fine-tune (results agree with eager within float32
-    # tolerance, tested on CPU; its GPU speed-up is measured by `make gpu-check`)
-    compile: bool = False
+    # torch.compile every training, feature extraction and evaluation: "auto" compiles on CUDA only (where it fuses
+    # GroupNorm and weight standardisation; eager elsewhere), True or False to force it. Compiled agrees with eager
+    # within float32 tolerance (tested on CPU); its GPU speed is measured by `make gpu-check`
+    compile: bool | str = "auto"
     # under torchrun, each rank trains whole experts of the job list (one process each, no gradient traffic; the
     # same bits as one process) instead of every expert in turn with DDP over all ranks
     expert_sharding: bool = False
@@ -163,6 +164,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "upstream_schedule": ("cosine", "bit"),
     "knn_metric": ("cosine", "euclidean"),
     "domain_activation": ("auto", "softmax", "sigmoid"),
+    "compile": ("auto", True, False),
     "task_resolution": ("fixed", "hyperrule"),
     "oracle_on": ("test_seed0", "val200"),
 }

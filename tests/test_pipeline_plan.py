@@ -43,12 +43,6 @@ def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_indepe
     assert by.loc["every expert, every seed", "jobs"] == 19 * (49 * 3 + 48)
 
 
-def test_gpu_rates_from_the_measured_csv_or_the_fallback(tmp_path):
-    measured = gpu_rates()
-    assert measured["train"] == pytest.approx(1867.6) and "H100" in measured["source"]
-    assert gpu_rates(tmp_path / "none.csv")["source"] == "assumed"
-
-
 def test_upper_bound_picks_make_every_method_a_different_expert():
     from pathlib import Path
 

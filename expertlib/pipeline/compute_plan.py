@@ -22,7 +22,7 @@ from expertlib.distributed import is_primary
 from expertlib.jobs import Job, share
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.finetunes import MODES, task_resolution, transfer_jobs
-from expertlib.pipeline.pricing import gpu_rates, gpu_seconds
+from expertlib.pipeline.pricing import gpu_rates, gpu_seconds, warmup_seconds
 from expertlib.pipeline.recipes import dat_steps
 from expertlib.pipeline.tables import join_ids
 from expertlib.pipeline.workspace import Workspace
@@ -68,6 +68,9 @@ class PublishedVtab:
         from expertlib.transforms import bit_resolution
 
         return bit_resolution(*self._sizes[task][1]) if self.hyperrule else self.resolution
+
+
+WARMUP = "compile warm-up (each process)"
 
 
 def plan_frame(ws: Workspace, bench: Benchmark, write: bool = True) -> pd.DataFrame:
@@ -215,19 +218,23 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
         add(stage, res, 1, train_images, train_s)
         add("evaluation" if r["mode"] == "finetune" else "evaluation (val200)", res, 0, eval_images, eval_s)
         job_secs.append(train_s + eval_s)
+    warm = warmup_seconds(rates)  # compiled graphs: once per process and resolution, not per job
+    for res in sorted({j.recipe["resolution"][1] for j in jobs}) if warm else ():
+        add(WARMUP, res, 0, 0, warm)
     table = rows_frame(rows)
     total_h = table.gpu_hours.sum()
     timed = [Job(j.recipe, s) for j, s in zip(jobs, job_secs, strict=True)]
     makespan = max(sum(timed[i].cost for i in share(timed, r, gpus)) for r in range(gpus)) / 3600
     # every stage but the job list's fine-tunes spreads over all GPUs ideally (DDP, or batched features)
     spread_h = table[~table.stage.isin(["fine-tunes (test)", "evaluation", "oracle choice (train800 -> val200)",
-                                        "evaluation (val200)"])].gpu_hours.sum()  # fmt: skip
+                                        "evaluation (val200)", WARMUP])].gpu_hours.sum()  # fmt: skip
+    warm_h = table[table.stage == WARMUP].gpu_hours.sum()  # every process compiles: not shared
     table["hours_1gpu"] = table.gpu_hours
-    table[f"hours_{gpus}gpu"] = table.gpu_hours / gpus
+    table[f"hours_{gpus}gpu"] = table.gpu_hours.where(table.stage == WARMUP, table.gpu_hours / gpus)
     fine_tunes = int(table[table.stage.str.startswith(("fine-tunes", "oracle", "hyper"))].jobs.sum())
     total = {"stage": "total", "resolution": 0, "jobs": fine_tunes, "images": int(table.images.sum()),
              "gpu_hours": total_h, "hours_1gpu": total_h,
-             f"hours_{gpus}gpu": makespan + spread_h / gpus}  # fmt: skip
+             f"hours_{gpus}gpu": makespan + spread_h / gpus + warm_h}  # fmt: skip
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     table["rates"] = rates["source"]
     sampled = ws.scale.study.random_experts or ws.scale.study.oracle_pool
@@ -306,7 +313,7 @@ def plan_options(ws: Workspace, bench: Benchmark, candidates: Mapping, rates: di
 
 
 def published_plan(
-    scale: str = "released", out: str | Path | None = None, gpus: int = 8
+    scale: str = "released", out: str | Path | None = None, gpus: int = 8, rates: dict | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The plan and its options for ``scale`` on VTAB-1k's published sizes (no data needed); written to
     ``out/plan.csv`` and ``out/plan_options.csv`` when ``out`` is given."""
@@ -319,8 +326,8 @@ def published_plan(
         sc.data.tasks, sc.data.task_resolution == "hyperrule", (sc.data.precrop, sc.data.crop)
     )
     cands = scale_candidates(ws, list(sc.expert.names or PAPER_EXPERTS))
-    table = plan_table(ws, bench, cands, None, gpus=gpus)
-    options = plan_options(ws, bench, cands, gpus=gpus)
+    table = plan_table(ws, bench, cands, None, rates, gpus=gpus)
+    options = plan_options(ws, bench, cands, rates, gpus=gpus)
     if out is not None:
         from expertlib.pipeline.workspace import record_provenance
 
