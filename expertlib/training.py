@@ -162,13 +162,16 @@ class TrainResult:
 
 # -- the loop ------------------------------------------------------------------------------------------------
 def _loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> Tensor:
+    # in float32 (bf16 logits under autocast included), or float64 for a float64 model (the exactness tests)
+    logits = logits if logits.dtype == torch.float64 else logits.float()
     if kind == "softmax":
         if y.dtype.is_floating_point:  # mixed soft targets
-            return torch.sum(-y * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits.float(), y)
+            return torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, y)
     target = y if y.dtype.is_floating_point else _targets(y, logits.shape[-1], kind, label_matrix)
+    target = target.to(torch.promote_types(target.dtype, logits.dtype))  # float32 targets of a float64 model
     # BiT's upstream loss: sigmoid cross-entropy summed over labels, averaged over examples.
-    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / logits.shape[0]
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
 
 
 def _targets(y: Tensor, num_classes: int, kind: str, label_matrix: Tensor | None) -> Tensor:
