@@ -174,7 +174,7 @@ def _sgd_step(params: list[Tensor], bufs: list[Tensor] | None, lrs: Tensor, mome
     return bufs
 
 
-class _StackedSteps(Dataset):
+class StackedSteps(Dataset):
     """Step ``i`` of every model's own :class:`~expertlib.training.StepBatches` stream, stacked: (step, images
     ``(batch, K, ...)``, labels ``(K, batch)``, each model's generator state after its draws)."""
 
@@ -191,6 +191,21 @@ class _StackedSteps(Dataset):
 
 
 # -- training ------------------------------------------------------------------------------------------------
+def _trained_names(models: Sequence[nn.Module], params: Sequence[Sequence[nn.Parameter]]) -> set[str]:
+    """The names of the parameters each model trains (those of its ``params`` that require grad): the same in
+    every model of a stack."""
+    names = []
+    for i, (m, ps) in enumerate(zip(models, params, strict=True)):
+        wanted = {id(p) for p in ps if p.requires_grad}
+        names.append({n for n, p in m.named_parameters() if id(p) in wanted})
+        if not names[i]:
+            raise StackError(f"nothing to train in model {i}: no parameter in its params requires grad")
+        if names[i] != names[0]:
+            raise StackError(f"model {i} trains other parameters than model 0 "
+                             f"({sorted(names[i] ^ names[0])[:4]} differ): a stack trains the same ones in each")  # fmt: skip
+    return names[0]
+
+
 def train_stacked(
     models: Sequence[nn.Module],
     params: Sequence[Sequence[nn.Parameter]],
@@ -230,19 +245,11 @@ def train_stacked(
         raise StackError("under torchrun a stack trains in one process: use data_parallel=False (as "
                          "expertlib.pipeline.recipes.transfer_config does) and share the job list instead")  # fmt: skip
     _check_batching(cfg, device, 1)
-    trained = []
-    for i, (m, ps) in enumerate(zip(models, params, strict=True)):
-        wanted = {id(p) for p in ps if p.requires_grad}
-        trained.append({n for n, p in m.named_parameters() if id(p) in wanted})
-        if not trained[i]:
-            raise StackError(f"nothing to train in model {i}: no parameter in its params requires grad")
-        if trained[i] != trained[0]:
-            raise StackError(f"model {i} trains other parameters than model 0 "
-                             f"({sorted(trained[i] ^ trained[0])[:4]} differ): a stack trains the same ones in each")  # fmt: skip
+    trained = _trained_names(models, params)
     was_training = [m.training for m in models]
     for m in models:
         m.to(device=device, memory_format=torch.channels_last)
-    stacked, buffers = _stack(models, trained[0])
+    stacked, buffers = _stack(models, trained)
     leaves = [p for p in stacked.values() if p.requires_grad]
     template = models[0]
     template.train()
@@ -251,7 +258,7 @@ def train_stacked(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     loss_of = vmap(partial(_loss, kind=cfg.loss, label_matrix=lm))
     streams = [StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)]
-    feed = batches(_StackedSteps(streams), cfg.workers, on_gpu, cfg.prefetch)
+    feed = batches(StackedSteps(streams), cfg.workers, on_gpu, cfg.prefetch)
     metrics: list[list[dict]] = [[] for _ in range(k)]
     losses = [float("nan")] * k
     momentum_bufs = None
@@ -261,10 +268,8 @@ def train_stacked(
         for step, x, y, gen_states in feed:
             lrs = [learning_rate(c.schedule, step) for c in cfgs]
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if (
-                cfg.mixup_alpha > 0
-            ):  # each model's own mixup: its weight and pairs from its seed and generator
-                mixed = []
+            if cfg.mixup_alpha > 0:
+                mixed = []  # each model's own mixup: its weight and pairs from its seed and generator
                 for i, c in enumerate(cfgs):
                     gen = torch.Generator()
                     gen.set_state(gen_states[i])
@@ -298,7 +303,7 @@ def train_stacked(
     with torch.no_grad():  # the trained weights back into each model, so every evaluation applies as it is
         for i, m in enumerate(models):
             for n, p in m.named_parameters():
-                if n in trained[0]:
+                if n in trained:
                     p.copy_(stacked[n][i])
     seen = cfg.batch_size * cfg.steps
     return [TrainResult(cfg.steps, share, losses[i], seen / max(share, 1e-9), metrics[i]) for i in range(k)]

@@ -15,8 +15,9 @@ from expertlib.stacked import (
     finetune_stacked,
     predicted_classes_stacked,
     stack_key,
+    train_stacked,
 )
-from expertlib.training import ArrayData, TrainConfig, finetune, predicted_classes
+from expertlib.training import ArrayData, TrainConfig, finetune, predicted_classes, train
 
 TOL = 1e-10
 
@@ -175,3 +176,20 @@ def test_what_cannot_stack_is_refused_naming_the_problem():
         copy.deepcopy(b), _cfgs((0.3,), (5,))[0], data
     )
     assert stack_key(b, _cfgs((0.1,), (0,))[0], data) != stack_key(adapted, _cfgs((0.1,), (0,))[0], data)
+
+
+def test_training_only_some_parameters_equals_separate_train_calls():
+    nets = [_base(0), _base(1)]
+    heads = [list(n.head.parameters()) for n in nets]  # the backbone frozen: a linear-probe-like training
+    for n in nets:
+        n.requires_grad_(False)
+        n.head.requires_grad_(True)
+    apart = [copy.deepcopy(n) for n in nets]
+    cfgs = _cfgs((0.1, 0.2), (0, 1))
+    ones = [train(m, list(m.head.parameters()), _data(), c, 4, progress=False)
+            for m, c in zip(apart, cfgs, strict=True)]  # fmt: skip
+    stacked = train_stacked(nets, heads, _data(), cfgs, 4, progress=False)
+    for a, b, ra, rb in zip(apart, nets, ones, stacked, strict=True):
+        assert _distance(a, b) <= TOL and abs(ra.final_loss - rb.final_loss) <= TOL
+        assert torch.equal(a.stem.conv.weight, b.stem.conv.weight)  # frozen: untouched
+    assert nets[0].head.fc.weight.abs().max() > 0
