@@ -4,28 +4,32 @@ results/benchmarks/many_models.csv (rows of other devices kept).
 At the ``cpu`` scale's sizes (its architecture, ``tiny``; 32 px from a 36 px precrop; its transfer batch, 32;
 its transfer schedule and learning rates; its evaluation batch), K fine-tunes of the transfer network of B
 (a fresh zero head each, seeds 0..K-1, the scale's two learning rates in turn), each then predicting the
-classes of an evaluation set, two ways side by side in one run:
+classes of an evaluation set, side by side in one run:
 
-- ``one at a time``: what the pipeline does today, :func:`expertlib.pipeline.transfer.finetune_job` through
-  :func:`expertlib.parallel.run_jobs`: on a CPU the scale's pool of single-threaded processes, on a GPU in
-  turn in this process. Its throughput does not depend on K, so at large K only the first ``--timed`` models
-  are run (``models_timed``);
-- ``stacked``: :func:`expertlib.stacked.finetune_stacked` then :func:`expertlib.stacked.predicted_classes_stacked`,
-  all K in one pass per step (torch's default threads on a CPU).
+- ``one at a time``: :func:`expertlib.pipeline.transfer.finetune_job` (fine-tune, then predict) per model
+  through :func:`expertlib.parallel.run_jobs`, each job single-threaded: on a CPU by the scale's pool of
+  processes (the current path there) and in turn in this process, on a GPU in turn (the current path there).
+  Its throughput does not depend on K, so only the first ``--timed`` models run (``models_timed``);
+- ``stacked, one pass``: :func:`expertlib.stacked.finetune_stacked` then
+  :func:`expertlib.stacked.predicted_classes_stacked`, all K in one pass per step (single-threaded on a CPU:
+  on our shared 2 cores a two-thread process measures the other processes' load more than itself;
+  ``train_s`` and ``eval_s`` split its time).
 
-``finetunes_per_s`` is models over wall seconds, evaluation included; ``speedup`` stacked over one at a time.
-``data_s`` is the time building the K models' augmented batches alone takes on the CPU (single-threaded, as a
-data worker would), which bounds what a GPU can gain without data workers. Synthetic images (speed only). On a
-CPU, K = 64 and 256 run a fraction of a cpu-scale fine-tune (``--fractions``: that share of its 50 steps and of
-its 1,000 evaluation images, so training and evaluation keep their proportions) to keep the run near five
-minutes; every row says its ``steps`` and ``eval_images``. ``load_1min`` is the machine's load average when the
-row started (other processes share our 2 cores).
+``finetunes_per_s`` is models over wall seconds, evaluation included; ``speedup`` is over the current path,
+``speedup_vs_in_turn`` over one at a time in turn (the same single core on a CPU). ``data_s`` is the time that
+building the K models' augmented batches alone takes on the CPU (single-threaded, as a data worker would): it
+bounds what a GPU can gain without data workers. Synthetic images (speed only). On a CPU, K = 16, 64 and 256
+run a fraction of a cpu-scale fine-tune (``--fractions``, default 0.4, 0.04 and 0.02: that share of its 50
+steps and of its 1,000 evaluation images, so training and evaluation keep their proportions) to keep the run
+near five minutes; every row says its ``steps`` and ``eval_images``. ``load_1min`` is the machine's load
+average when the row started (other processes share our 2 cores).
 
 Rows ``what=step`` time one training step (forward and backward, no data) of K stacked ``tiny`` models three
 ways: ``vmap`` over model-major inputs ``(K, batch, ...)``, ``vmap`` over batch-major inputs ``(batch, K,
 ...)`` (what :mod:`expertlib.stacked` does: each grouped convolution's input is then a view), and a
 hand-written grouped-convolution ``tiny`` (one ``groups=K`` convolution and one ``K x groups`` GroupNorm per
-layer; here only, to measure it). ``max_abs_diff`` is its logits' largest difference from vmap's.
+layer; here only, to measure it), best of three after a warm-up (of one on a CPU for K > 16). ``max_abs_diff``
+is each way's logits' largest difference from the batch-major vmap's.
 
     python benchmarks/bench_many_models.py                  # CPU rows
     python benchmarks/bench_many_models.py --device cuda    # GPU rows
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from contextlib import nullcontext
 
 import numpy as np
 import pandas as pd
@@ -75,9 +80,9 @@ def _cfgs(sc, k: int, steps: int, device: str) -> list:
     return [R.transfer_config(sc, steps, lrs[i % len(lrs)], seed=i, device=device) for i in range(k)]
 
 
-def one_at_a_time(sc, cand, train, test, cfgs, device: str) -> float:
-    """Wall seconds of the pipeline's path: each fine-tune a job of ``finetune_job``."""
-    workers = sc.runtime.transfer_workers if device == "cpu" else 0
+def one_at_a_time(sc, cand, train, test, cfgs, device: str, workers: int) -> float:
+    """Wall seconds of the pipeline's path: each fine-tune a job of ``finetune_job``, run by ``workers``
+    single-threaded processes (0: in turn in this process, single-threaded too, as the pipeline runs them)."""
     jobs = ((cand.transfer_net(CLASSES), train, test, c, CLASSES, sc.runtime.eval_batch) for c in cfgs)
     t0 = time.perf_counter()
     done = list(run_jobs(finetune_job, jobs, workers))
@@ -86,14 +91,20 @@ def one_at_a_time(sc, cand, train, test, cfgs, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def stacked(sc, cand, train, test, cfgs, device: str) -> float:
+def stacked(sc, cand, train, test, cfgs, device: str) -> tuple[float, float]:
+    """Wall seconds of the K fine-tunes in one stack, and of their stacked evaluation (single-threaded on a
+    CPU: on our shared 2 cores a two-thread process measures the other processes' load more than itself)."""
     nets = [cand.transfer_net(CLASSES) for _ in cfgs]
-    t0 = time.perf_counter()
-    finetune_stacked(nets, train, cfgs, CLASSES, progress=False)
-    pred = predicted_classes_stacked(nets, test, sc.runtime.eval_batch, device)
-    _sync(device)
+    with single_thread() if device == "cpu" else nullcontext():
+        t0 = time.perf_counter()
+        finetune_stacked(nets, train, cfgs, CLASSES, progress=False)
+        _sync(device)
+        t1 = time.perf_counter()
+        pred = predicted_classes_stacked(nets, test, sc.runtime.eval_batch, device)
+        _sync(device)
+        t2 = time.perf_counter()
     assert pred.shape == (len(cfgs), len(test))
-    return time.perf_counter() - t0
+    return t1 - t0, t2 - t1
 
 
 def data_seconds(train, cfgs) -> float:
@@ -198,20 +209,21 @@ def main() -> None:
     ap.add_argument("--ks", default="1,16,64,256", help="models per stack")
     ap.add_argument("--fractions", default="",
                     help="per K, the fraction of a cpu-scale fine-tune to run (its steps and evaluation images); "
-                         "default 1,1,0.2,0.1 on a CPU, 1 on a GPU")  # fmt: skip
+                         "default 1,0.4,0.04,0.02 on a CPU, 1 on a GPU")  # fmt: skip
     ap.add_argument("--timed", type=int, default=16, help="models the one-at-a-time path runs (0: all K)")
     ap.add_argument("--step-ks", default="16,64", help="K for the formulation rows (empty: none)")
     args = ap.parse_args()
     device = resolve_device(args.device)
     sc = get_scale("cpu")
     ks = [int(v) for v in args.ks.split(",")]
-    default = "1,1,0.2,0.1" if device == "cpu" and args.ks == "1,16,64,256" else ",".join(["1"] * len(ks))
+    default = "1,0.4,0.04,0.02" if device == "cpu" and args.ks == "1,16,64,256" else ",".join(["1"] * len(ks))
     fractions = [float(v) for v in (args.fractions or default).split(",")]
     train = _task(sc, 1000, 0)  # train800val200's size
     torch.manual_seed(0)
     cand = from_model(ResNetV2(sc.upstream.arch, num_classes=0).to(device))
     warm = _cfgs(sc, 2, 2, device)
-    one_at_a_time(sc, cand, train, _task(sc, 64, 1), warm, device)
+    pool = sc.runtime.transfer_workers if device == "cpu" else 0  # the pipeline's current path on this device
+    one_at_a_time(sc, cand, train, _task(sc, 64, 1), warm, device, pool)
     stacked(sc, cand, train, _task(sc, 64, 1), warm, device)
     rows = []
     for k, f in zip(ks, fractions, strict=True):
@@ -220,25 +232,38 @@ def main() -> None:
         cfgs = _cfgs(sc, k, n_steps, device)
         timed = min(k, args.timed) if args.timed else k
         load = os.getloadavg()[0]
-        t_one = one_at_a_time(sc, cand, train, test, cfgs[:timed], device)
-        t_stack = stacked(sc, cand, train, test, cfgs, device)
+        ways = {}
+        if pool:
+            ways[f"one at a time, pool of {pool} single-threaded processes (current)"] = (
+                timed,
+                one_at_a_time(sc, cand, train, test, cfgs[:timed], device, pool),
+                "",
+                "",
+            )
+        name = "one at a time, in turn" + ("" if pool else " (current)")
+        ways[name] = (timed, one_at_a_time(sc, cand, train, test, cfgs[:timed], device, 0), "", "")
+        t_train, t_eval = stacked(sc, cand, train, test, cfgs, device)
+        ways["stacked, one pass"] = (k, t_train + t_eval, round(t_train, 2), round(t_eval, 2))
         d = data_seconds(train, cfgs)
-        base_rate = timed / t_one
-        for way, secs, n in (("one at a time", t_one, timed), ("stacked", t_stack, k)):
-            rate = n / secs
+        rates = {w: n / secs for w, (n, secs, _, _) in ways.items()}
+        current = next(w for w in ways if w.endswith("(current)"))
+        for way, (n, secs, t_train, t_eval) in ways.items():
             rows.append({"what": "finetunes", "kind": "generic", "models": k, "way": way, "models_timed": n,
                          "steps": n_steps, "batch": sc.transfer.batch, "eval_images": len(test),
-                         "seconds": round(secs, 2), "finetunes_per_s": round(rate, 3),
-                         "speedup": round(rate / base_rate, 2), "data_s": round(d, 2) if way == "stacked" else "",
+                         "seconds": round(secs, 2), "finetunes_per_s": round(rates[way], 3),
+                         "speedup": round(rates[way] / rates[current], 2),
+                         "speedup_vs_in_turn": round(rates[way] / rates[name], 2), "train_s": t_train,
+                         "eval_s": t_eval, "data_s": round(d, 2) if way.startswith("stacked") else "",
                          "load_1min": round(load, 1)})  # fmt: skip
             print(rows[-1], flush=True)
     if args.step_ks:
-        for k in (int(v) for v in args.step_ks.split(",")):
-            rows += step_rows(sc, k, device)
+        with single_thread() if device == "cpu" else nullcontext():
+            for k in (int(v) for v in args.step_ks.split(",")):
+                rows += step_rows(sc, k, device, repeats=3 if k <= 16 or device != "cpu" else 1)
     frame = pd.DataFrame(rows)
     m = machine_description()
     frame.insert(0, "device", "cpu" if device == "cpu" else torch.cuda.get_device_name())
-    frame["threads"] = torch.get_num_threads() if device == "cpu" else ""
+    frame["threads"] = 1 if device == "cpu" else ""  # per process
     frame["machine"] = f"{m['cpu_count']} CPUs, torch {m['torch']}, {m['cuda'] or 'no GPU'}"
     if OUT.exists():  # other devices' rows stay
         old = pd.read_csv(OUT, keep_default_na=False)

@@ -74,9 +74,9 @@ SHARED_FIELDS = (
 
 def _plain_attrs(module: nn.Module) -> tuple:
     """A module's plain settings (strides, eps, placement, ...): what its forward reads besides tensors."""
-    skip = {"training"}
+    plain = (bool, int, float, str, tuple)
     return tuple(sorted((k, v) for k, v in vars(module).items()
-                        if not k.startswith("_") and k not in skip and isinstance(v, (bool, int, float, str, tuple))))  # fmt: skip
+                        if not k.startswith("_") and k != "training" and isinstance(v, plain)))  # fmt: skip
 
 
 def structure(model: nn.Module) -> tuple:
@@ -201,8 +201,8 @@ def _trained_names(models: Sequence[nn.Module], params: Sequence[Sequence[nn.Par
         if not names[i]:
             raise StackError(f"nothing to train in model {i}: no parameter in its params requires grad")
         if names[i] != names[0]:
-            raise StackError(f"model {i} trains other parameters than model 0 "
-                             f"({sorted(names[i] ^ names[0])[:4]} differ): a stack trains the same ones in each")  # fmt: skip
+            raise StackError(f"model {i} trains other parameters than model 0 ({sorted(names[i] ^ names[0])[:4]} "
+                             "differ): a stack trains the same ones in each")  # fmt: skip
     return names[0]
 
 
