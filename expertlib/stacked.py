@@ -50,7 +50,15 @@ from expertlib.training import (
     predict,
 )
 
-__all__ = ["StackError", "stack_key", "train_stacked", "finetune_stacked", "predicted_classes_stacked"]
+__all__ = [
+    "StackError",
+    "StackedSteps",
+    "structure",
+    "stack_key",
+    "train_stacked",
+    "finetune_stacked",
+    "predicted_classes_stacked",
+]
 
 
 class StackError(ValueError):
