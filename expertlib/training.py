@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -216,13 +216,16 @@ class TrainResult:
 
 # -- the loop ------------------------------------------------------------------------------------------------
 def _loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> Tensor:
+    # in float32 (bf16 logits under autocast included), or float64 for a float64 model (the exactness tests)
+    logits = logits if logits.dtype == torch.float64 else logits.float()
     if kind == "softmax":
         if y.dtype.is_floating_point:  # mixed soft targets
-            return torch.sum(-y * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
-        return F.cross_entropy(logits.float(), y)
+            return torch.sum(-y * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, y)
     target = y if y.dtype.is_floating_point else _targets(y, logits.shape[-1], kind, label_matrix)
+    target = target.to(torch.promote_types(target.dtype, logits.dtype))  # float32 targets of a float64 model
     # BiT's upstream loss: sigmoid cross-entropy summed over labels, averaged over examples.
-    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="sum") / logits.shape[0]
+    return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / logits.shape[0]
 
 
 def _targets(y: Tensor, num_classes: int, kind: str, label_matrix: Tensor | None) -> Tensor:
@@ -366,19 +369,19 @@ def _mixup(x: Tensor, y: Tensor, cfg: TrainConfig, step: int, gen: torch.Generat
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
 
-def _accumulate(run_model: nn.Module, x: Tensor, y: Tensor, cfg: TrainConfig, lm: Tensor | None, world: int,
-                autocast) -> Tensor:  # fmt: skip
-    """Forward and backward of one batch in passes of ``cfg.micro_batch`` (exact gradient accumulation: GroupNorm
-    has no batch statistics; under DDP gradients are all-reduced on the last pass only); the batch's loss."""
-    chunk = cfg.micro_batch or len(x)
-    loss = torch.zeros((), device=x.device)
-    for a in range(0, len(x), chunk):
-        last = a + chunk >= len(x)
-        with nullcontext() if (last or world == 1) else run_model.no_sync():
-            with autocast:
-                logits = run_model(x[a : a + chunk])
-            part = _loss(logits, y[a : a + chunk], cfg.loss, lm) * (min(chunk, len(x) - a) / len(x))
-            part.backward()
+def _accumulate(chunk_loss: Callable[[slice], Tensor], n: int, micro_batch: int, device: torch.device | str,
+                no_sync: Callable[[], AbstractContextManager] | None = None) -> Tensor:  # fmt: skip
+    """Forward and backward of one batch of ``n`` examples in passes of ``micro_batch`` (exact gradient
+    accumulation: GroupNorm has no batch statistics; under DDP, ``no_sync`` holds the all-reduce back until the
+    last pass); the batch's loss. ``chunk_loss(part)`` is the mean loss of examples ``part``: a scalar, or one
+    loss per model for a stacked batch (:mod:`expertlib.stacked`), back-propagated as their sum."""
+    chunk = micro_batch or n
+    loss = torch.zeros((), device=device)
+    for a in range(0, n, chunk):
+        last = a + chunk >= n
+        with nullcontext() if (last or no_sync is None) else no_sync():
+            part = chunk_loss(slice(a, a + chunk)) * (min(chunk, n - a) / n)
+            part.backward(torch.ones_like(part))
         loss = loss + part.detach()
     return loss
 
@@ -469,7 +472,15 @@ def train(
         if cfg.mixup_alpha > 0:
             x, y = _mixup(x, y, cfg, step, gen, num_classes, lm)
         opt.zero_grad(set_to_none=True)
-        loss = _accumulate(run_model, x, y, cfg, lm, world, autocast)
+
+        def chunk_loss(part: slice, x: Tensor = x, y: Tensor = y) -> Tensor:
+            with autocast:
+                logits = run_model(x[part])
+            return _loss(logits, y[part], cfg.loss, lm)
+
+        loss = _accumulate(
+            chunk_loss, len(x), cfg.micro_batch, x.device, run_model.no_sync if world > 1 else None
+        )
         _require_finite(loss, world, desc, step, lr, ckpt)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
