@@ -50,6 +50,7 @@ from _common import ROOT
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from expertlib.batching import StepBatches
 from expertlib.candidates import from_model
 from expertlib.parallel import run_jobs, single_thread
 from expertlib.pipeline import recipes as R
@@ -58,7 +59,7 @@ from expertlib.presets import get_scale
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import atomic_write_csv, machine_description, resolve_device
 from expertlib.stacked import StackedSteps, finetune_stacked, predicted_classes_stacked
-from expertlib.training import ArrayData, StepBatches
+from expertlib.training import ArrayData
 
 CLASSES = 10
 OUT = ROOT / "results" / "benchmarks" / "many_models.csv"

@@ -17,6 +17,7 @@ import torch
 from _common import ROOT, write
 
 from expertlib.candidates import Candidate
+from expertlib.evaluation import accuracy
 from expertlib.pipeline import Workspace
 from expertlib.pipeline import data as D
 from expertlib.pipeline import recipes as R
@@ -24,7 +25,7 @@ from expertlib.pipeline import selection as S
 from expertlib.pipeline import upstream as U
 from expertlib.proxies import knn_accuracy
 from expertlib.selection import extract_features, head_logits
-from expertlib.training import accuracy, finetune
+from expertlib.training import finetune
 from expertlib.weights import load_bank
 
 TASKS = ("digit_mirror", "land_cover")

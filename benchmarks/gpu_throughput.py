@@ -44,10 +44,11 @@ from expertlib.datasets.batches import ImageData
 from expertlib.datasets.device import DeviceData
 from expertlib.datasets.encoded import EncodedImageData
 from expertlib.datasets.folders import read_image
+from expertlib.evaluation import predict
 from expertlib.resnet import ResNetV2Config, create_model
 from expertlib.runtime import atomic_write_csv, machine_description
 from expertlib.schedules import Schedule
-from expertlib.training import TrainConfig, predict, train
+from expertlib.training import TrainConfig, train
 
 GOAL_UPSTREAM_IPS, GOAL_VS_TIMM, GOAL_INFERENCE_IPS, GOAL_FINETUNE_VS_SYNTHETIC = 4000, 0.97, 12000, 0.90
 

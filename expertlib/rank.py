@@ -57,7 +57,7 @@ def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int
           progress: bool) -> dict:  # fmt: skip
     """The candidate's features (and upstream logits) of the training images, from the cache or one pass. A
     cache entry that cannot be read (cut short, damaged) is recomputed, with a warning."""
-    from expertlib.training import predict
+    from expertlib.evaluation import predict
 
     path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(cand, images)}.npz"
     if path.exists():
@@ -169,8 +169,9 @@ def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCand
 def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserImages, top: int, steps: int,
               batch: int, lr: float, device: str, seed: int, progress: bool) -> pd.DataFrame:  # fmt: skip
     """Fine-tune the first ``top`` rows (BiT-HyperRule's shape at ``steps``) and test them."""
+    from expertlib.evaluation import accuracy
     from expertlib.schedules import scaled_hyperrule
-    from expertlib.training import TrainConfig, accuracy, finetune
+    from expertlib.training import TrainConfig, finetune
 
     by = {c.name: c for c in cands}
     classes = len(images.classes)

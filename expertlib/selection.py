@@ -22,9 +22,10 @@ from scipy import stats
 
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
+from expertlib.evaluation import compiles_once, owner_module, predict
 from expertlib.resnet import Pooled
 from expertlib.runtime import Compile, compiled, resolve_compile
-from expertlib.training import TrainData, compiles_once, owner_module, predict
+from expertlib.training import TrainData
 
 
 # -- features -------------------------------------------------------------------------------------------------

@@ -33,21 +33,20 @@ from torch.func import functional_call, vmap
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from expertlib.batching import StepBatches, batches
 from expertlib.datasets.batches import TrainData
+from expertlib.distributed import rank_and_world
+from expertlib.evaluation import predict
 from expertlib.runtime import resolve_device
 from expertlib.schedules import learning_rate
 from expertlib.training import (
-    StepBatches,
     TrainConfig,
     TrainResult,
-    _accumulate,
-    _check_batching,
-    _loss,
-    _mixup,
-    _rank_world,
-    _require_finite,
-    batches,
-    predict,
+    accumulate,
+    batch_loss,
+    check_batching,
+    mixup,
+    require_finite,
 )
 
 __all__ = [
@@ -249,10 +248,10 @@ def train_stacked(
     _refuse_unstackable(models, cfgs, datas)
     cfg = cfgs[0]
     device = resolve_device(cfg.device)
-    if cfg.data_parallel and _rank_world()[1] > 1:
+    if cfg.data_parallel and rank_and_world()[1] > 1:
         raise StackError("under torchrun a stack trains in one process: use data_parallel=False (as "
                          "expertlib.pipeline.recipes.transfer_config does) and share the job list instead")  # fmt: skip
-    _check_batching(cfg, device, 1)
+    check_batching(cfg, device, 1)
     trained = _trained_names(models, params)
     was_training = [m.training for m in models]
     for m in models:
@@ -264,7 +263,7 @@ def train_stacked(
     lm = label_matrix.to(device) if label_matrix is not None else None
     on_gpu = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
-    loss_of = vmap(partial(_loss, kind=cfg.loss, label_matrix=lm))
+    loss_of = vmap(partial(batch_loss, kind=cfg.loss, label_matrix=lm))
     streams = [StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)]
     feed = batches(StackedSteps(streams), cfg.workers, on_gpu, cfg.prefetch)
     metrics: list[list[dict]] = [[] for _ in range(k)]
@@ -281,7 +280,7 @@ def train_stacked(
                 for i, c in enumerate(cfgs):
                     gen = torch.Generator()
                     gen.set_state(gen_states[i])
-                    mixed.append(_mixup(x[:, i], y[i], c, step, gen, num_classes, lm))
+                    mixed.append(mixup(x[:, i], y[i], c, step, gen, num_classes, lm))
                 x, y = torch.stack([a for a, _ in mixed], dim=1), torch.stack([b for _, b in mixed])
             for p in leaves:
                 p.grad = None
@@ -291,11 +290,11 @@ def train_stacked(
                     logits = _stacked_forward(template, stacked, buffers, x[part], 1)
                 return loss_of(logits, y[:, part])
 
-            loss = _accumulate(chunk_loss, x.shape[0], cfg.micro_batch, device)
+            loss = accumulate(chunk_loss, x.shape[0], cfg.micro_batch, device)
             values = loss.tolist()  # one transfer for the K losses (what train() reads once per step)
             for i, v in enumerate(values):
                 if not np.isfinite(v):
-                    _require_finite(loss[i], 1, f"{desc}, model {i}", step, lrs[i], None)
+                    require_finite(loss[i], 1, f"{desc}, model {i}", step, lrs[i], None)
             momentum_bufs = _sgd_step(leaves, momentum_bufs, torch.tensor(lrs, dtype=leaves[0].dtype, device=device),
                                       cfg.momentum, cfg.weight_decay)  # fmt: skip
             losses = values

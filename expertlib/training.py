@@ -12,16 +12,12 @@ statistics).
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Literal
 
@@ -30,133 +26,24 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain bars: tqdm.auto warns in kernels without ipywidgets, in racy output order
 
 from expertlib.adapters import ExpertBank
+from expertlib.batching import StepBatches, batches, finished_ahead, mix_seed, staged_on
 from expertlib.candidates import Candidate
-from expertlib.datasets.batches import ArrayData, ImageData, StagedData, TrainData, ready
+from expertlib.datasets.batches import ArrayData, ImageData, TrainData, ready
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.distributed import rank_and_world
-from expertlib.resnet import reuse_standardized_weights
+from expertlib.evaluation import compile_here
 from expertlib.runtime import Compile, atomic_write, compiled, resolve_compile, resolve_device
 from expertlib.schedules import Schedule, learning_rate
 
 __all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "TrainResult", "train", "train_expert",
-           "finetune", "predict", "accuracy", "NonFiniteLossError", "batch_indices"]  # fmt: skip
+           "finetune", "NonFiniteLossError"]  # fmt: skip
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last good checkpoint is kept."""
-
-
-def _mix(seed: int, *keys: int | str) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, (seed, *keys))).encode()).digest()[:7], "little")
-
-
-def batch_indices(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
-    """The examples of global batch ``step``: consecutive slices of per-epoch permutations."""
-    pos = np.arange(step * batch_size, (step + 1) * batch_size)
-    epochs = pos // n
-    out = np.empty(batch_size, dtype=np.int64)
-    for e in np.unique(epochs):
-        perm = np.random.default_rng(_mix(seed, "epoch", int(e))).permutation(n)
-        sel = epochs == e
-        out[sel] = perm[pos[sel] % n]
-    return out
-
-
-class StepBatches(Dataset):
-    """Global training batch ``start + i`` (this process's share of it) as item ``i``: its examples from
-    :func:`batch_indices` and its augmentation from a generator seeded by ``(seed, step)``. A pure function of
-    the step, so any number of worker processes, and a resume at any step (mid-epoch included), give exactly
-    the same batches. Items: (step, images, labels, the generator's state after the draws); with ``staged``
-    (:class:`~expertlib.datasets.batches.StagedData`), the images are the staged batch that
-    :func:`~expertlib.datasets.batches.ready` finishes on the device."""
-
-    def __init__(self, data: TrainData, batch_size: int, seed: int, start: int, end: int, rank: int = 0,
-                 world: int = 1, staged: bool = False) -> None:  # fmt: skip
-        self.data, self.batch_size, self.seed = data, batch_size, seed
-        self.start, self.end, self.rank, self.world = start, end, rank, world
-        self.build = data.stage if staged else data.batch
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.start)
-
-    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor, Tensor]:
-        step = self.start + i
-        gen = torch.Generator().manual_seed(_mix(self.seed, "batch", step))
-        idx = batch_indices(step, len(self.data), self.batch_size, self.seed)
-        part = slice(self.rank * len(idx) // self.world, (self.rank + 1) * len(idx) // self.world)
-        x = self.build(idx, train=True, generator=gen, part=part)
-        return step, x, torch.from_numpy(self.data.labels[idx[part]]), gen.get_state()
-
-
-class EvalBatches(Dataset):
-    """Consecutive evaluation batches of ``data`` (no augmentation), as items for :func:`batches` (staged: see
-    :class:`StepBatches`)."""
-
-    def __init__(self, data: TrainData, batch_size: int, staged: bool = False) -> None:
-        self.data, self.batch_size = data, batch_size
-        self.build = data.stage if staged else data.batch
-
-    def __len__(self) -> int:
-        return -(-len(self.data) // self.batch_size)
-
-    def __getitem__(self, i: int):
-        idx = np.arange(i * self.batch_size, min(len(self.data), (i + 1) * self.batch_size))
-        return self.build(idx, train=False, generator=torch.Generator())
-
-
-def staged_on(data: TrainData, device: str) -> bool:
-    """Whether ``data``'s batches are staged (bytes in workers, decoded on the device): on a GPU, for data that
-    can (:class:`~expertlib.datasets.batches.StagedData`); on a CPU the workers decode, as before."""
-    return device.startswith("cuda") and isinstance(data, StagedData)
-
-
-def _one_thread(_: int) -> None:
-    torch.set_num_threads(1)  # workers decode and augment; the training process keeps the cores for compute
-
-
-def batches(items: Dataset, workers: int, pin: bool, prefetch: int = 4) -> Iterable:
-    """Iterate a dataset of ready-made batches in order: in this process, or through torch's DataLoader with
-    ``workers`` processes (pinned memory for a GPU)."""
-    if workers <= 0:
-        return (items[i] for i in range(len(items)))
-    return DataLoader(items, batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin,
-                      prefetch_factor=prefetch, worker_init_fn=_one_thread)  # fmt: skip
-
-
-def finished_ahead(items: Iterable, finish: Callable, device: str, depth: int = 2) -> Iterator:
-    """``finish(item)`` for every item, in order, computed ``depth`` items ahead in a background thread: the
-    decode of a staged batch on the device (:class:`~expertlib.datasets.batches.StagedData`) overlaps the step
-    before it. On CUDA the thread works on a stream of its own, and each result is handed over through an event
-    (and recorded on the consuming stream, so its memory is not reused while a step still reads it)."""
-    side = torch.cuda.Stream(device) if device.startswith("cuda") else None
-
-    def work(item):
-        if side is None:
-            return finish(item), None
-        with torch.cuda.stream(side):
-            out = finish(item)
-            done = torch.cuda.Event()
-            done.record(side)
-        return out, done
-
-    source = iter(items)
-    with ThreadPoolExecutor(1, thread_name_prefix="finish") as pool:
-        pending = deque(pool.submit(work, item) for item in islice(source, depth))
-        while pending:
-            out, done = pending.popleft().result()
-            for item in islice(source, 1):
-                pending.append(pool.submit(work, item))
-            if done is not None:
-                here = torch.cuda.current_stream(device)
-                here.wait_event(done)
-                for t in out if isinstance(out, tuple) else (out,):
-                    if isinstance(t, Tensor) and t.is_cuda:
-                        t.record_stream(here)
-            yield out
 
 
 # -- config and results ------------------------------------------------------------------------------------
@@ -215,7 +102,7 @@ class TrainResult:
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
-def _loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> Tensor:
+def batch_loss(logits: Tensor, y: Tensor, kind: str, label_matrix: Tensor | None) -> Tensor:
     # in float32 (bf16 logits under autocast included), or float64 for a float64 model (the exactness tests)
     logits = logits if logits.dtype == torch.float64 else logits.float()
     if kind == "softmax":
@@ -345,7 +232,7 @@ def _write_metrics(path: Path, metrics: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def _check_batching(cfg: TrainConfig, device: str, world: int) -> None:
+def check_batching(cfg: TrainConfig, device: str, world: int) -> None:
     """Refuse a batch that does not split evenly over the ranks, or (on CPU) an odd pass."""
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {world} processes")
@@ -359,17 +246,19 @@ def _check_batching(cfg: TrainConfig, device: str, world: int) -> None:
         )
 
 
-def _mixup(x: Tensor, y: Tensor, cfg: TrainConfig, step: int, gen: torch.Generator, num_classes: int,
+def mixup(x: Tensor, y: Tensor, cfg: TrainConfig, step: int, gen: torch.Generator, num_classes: int,
            lm: Tensor | None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Mixup of one batch (a Beta(alpha, alpha) weight fixed by seed and step; under DDP, pairs are formed
     within each process's share); soft targets come back."""
-    lam = float(np.random.default_rng(_mix(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha))
+    lam = float(
+        np.random.default_rng(mix_seed(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha)
+    )
     perm = torch.randperm(len(y), generator=gen).to(x.device)
     t = _targets(y, num_classes, cfg.loss, lm)
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
 
-def _accumulate(chunk_loss: Callable[[slice], Tensor], n: int, micro_batch: int, device: torch.device | str,
+def accumulate(chunk_loss: Callable[[slice], Tensor], n: int, micro_batch: int, device: torch.device | str,
                 no_sync: Callable[[], AbstractContextManager] | None = None) -> Tensor:  # fmt: skip
     """Forward and backward of one batch of ``n`` examples in passes of ``micro_batch`` (exact gradient
     accumulation: GroupNorm has no batch statistics; under DDP, ``no_sync`` holds the all-reduce back until the
@@ -386,7 +275,7 @@ def _accumulate(chunk_loss: Callable[[slice], Tensor], n: int, micro_batch: int,
     return loss
 
 
-def _require_finite(loss: Tensor, world: int, desc: str, step: int, lr: float, ckpt: Path | None) -> None:
+def require_finite(loss: Tensor, world: int, desc: str, step: int, lr: float, ckpt: Path | None) -> None:
     """Stop every rank together on a non-finite loss (:func:`_finite_everywhere`), naming what is kept."""
     if _finite_everywhere(loss, world):
         return
@@ -433,7 +322,7 @@ def train(
     """
     device = resolve_device(cfg.device)
     rank, world = rank_and_world() if cfg.data_parallel else (0, 1)
-    _check_batching(cfg, device, world)
+    check_batching(cfg, device, world)
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter in params requires grad")
@@ -446,7 +335,7 @@ def train(
     start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
     run_model: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    run_model = compiled(run_model, _compile_here(model, cfg.compile, device))
+    run_model = compiled(run_model, compile_here(model, cfg.compile, device))
     on_gpu = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     model.train()
@@ -470,18 +359,18 @@ def train(
         gen.set_state(gen_state)
         x, y = ready(data, x, device), y.to(device, non_blocking=True)
         if cfg.mixup_alpha > 0:
-            x, y = _mixup(x, y, cfg, step, gen, num_classes, lm)
+            x, y = mixup(x, y, cfg, step, gen, num_classes, lm)
         opt.zero_grad(set_to_none=True)
 
         def chunk_loss(part: slice, x: Tensor = x, y: Tensor = y) -> Tensor:
             with autocast:
                 logits = run_model(x[part])
-            return _loss(logits, y[part], cfg.loss, lm)
+            return batch_loss(logits, y[part], cfg.loss, lm)
 
-        loss = _accumulate(
+        loss = accumulate(
             chunk_loss, len(x), cfg.micro_batch, x.device, run_model.no_sync if world > 1 else None
         )
-        _require_finite(loss, world, desc, step, lr, ckpt)
+        require_finite(loss, world, desc, step, lr, ckpt)
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
@@ -504,106 +393,6 @@ def train(
     done = end - start
     warmup = max(0.0, first_step - (seconds - first_step) / (done - 1)) if done > 1 else 0.0
     return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed, warmup)
-
-
-# -- what compiles -------------------------------------------------------------------------------------------
-def compiles_once(fn: Callable) -> bool:
-    """Whether "auto" compiles ``fn``: a network (a module) compiles to one graph per resolution that every model
-    of its architecture reuses. Not a plain function over several networks (compiled, it would unroll them all
-    into one graph), and not an adapter expert (:class:`~expertlib.candidates.Candidate` of kind "adapter"),
-    whose forward looks its expert up by name: a graph per expert, and after torch's recompile limit (8), eager
-    anyway. ``compile=True`` compiles either."""
-    if not isinstance(fn, nn.Module):
-        return False
-    return not any(isinstance(m, Candidate) and m.kind == "adapter" for m in fn.modules())
-
-
-def _compile_here(fn: Callable, compile: Compile, device: str) -> bool:
-    return resolve_compile(compile, device) and (compile is True or compiles_once(fn))
-
-
-# -- evaluation ------------------------------------------------------------------------------------------------
-def owner_module(fn: Callable) -> nn.Module | None:
-    """The module ``fn`` is (a model) or belongs to (a model's method such as ``features``), else None."""
-    owner = fn if isinstance(fn, nn.Module) else getattr(fn, "__self__", None)
-    return owner if isinstance(owner, nn.Module) else None
-
-
-def pad_batch(x: Tensor, size: int) -> Tensor:
-    """``x`` with zero examples appended up to ``size`` (channels_last kept): an evaluation's last batch in the
-    shape of the others, so compiled code runs it on the same graph."""
-    if len(x) >= size:
-        return x
-    pad = x.new_zeros((size - len(x), *x.shape[1:]))
-    out = torch.cat([x, pad])
-    return out.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else out
-
-
-@torch.inference_mode()
-def predict(
-    fn: Callable[[Tensor], Tensor | Mapping[str, Tensor]],
-    data: TrainData,
-    batch_size: int = 512,
-    device: str = "cpu",
-    progress: bool = False,
-    workers: int = 0,
-    modules: Iterable[nn.Module] = (),
-    compile: Compile = "auto",
-    fixed_shape: bool | None = None,
-) -> Tensor | dict[str, Tensor]:
-    """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
-
-    ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
-    over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
-    ``modules`` (the modules a plain function uses) are moved to ``device`` first: a model loaded from the
-    cache sits on the CPU. ``compile`` (:func:`~expertlib.runtime.resolve_compile`; "auto": on CUDA, for a
-    ``fn`` that :func:`compiles_once`) runs ``fn`` compiled; ``fixed_shape`` (default: when compiled; a caller
-    whose ``fn`` compiles its own parts says so) pads the last batch to ``batch_size`` and trims the results,
-    so every batch, every evaluation set and every job at one resolution runs one graph. Eager evaluation standardises each weight once
-    (:func:`~expertlib.resnet.reuse_standardized_weights`); compiled code standardises inside its graph."""
-    for m in [owner_module(fn), *modules]:
-        if m is not None:
-            m.to(device)
-    use = _compile_here(fn, compile, device)
-    run = compiled(fn, use)
-    fixed = use if fixed_shape is None else fixed_shape
-    outs: list = []
-    staged = staged_on(data, device)
-    items = EvalBatches(data, batch_size, staged)
-    workers = 0 if isinstance(data, DeviceData) else workers  # held on the device: built in this process
-    # the weights are fixed here: standardise each once, not once per batch (not under compiled code, where the
-    # bookkeeping would be a guard that fails at every call)
-    feed = batches(items, workers, device.startswith("cuda") and not staged)
-    if staged:
-        feed = finished_ahead(feed, lambda x: data.finish(x, device), device)
-    with nullcontext() if fixed else reuse_standardized_weights():
-        for x in tqdm(feed, desc="eval", disable=not progress, leave=False, total=len(items)):
-            x = ready(data, x, device)
-            n = len(x)
-            y = run(pad_batch(x, batch_size) if fixed else x)
-            outs.append(
-                {k: v[:n].float().cpu() for k, v in y.items()}
-                if isinstance(y, Mapping)
-                else y[:n].float().cpu()
-            )
-    if outs and isinstance(outs[0], dict):
-        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-    return torch.cat(outs) if outs else torch.empty(0)
-
-
-def predicted_classes(
-    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: Compile = "auto"
-) -> np.ndarray:
-    """The class ``model`` (put in eval mode) predicts for every example of ``data``."""
-    model.eval()
-    logits = predict(model, data, batch_size, device, modules=[model], compile=compile)
-    return logits.argmax(-1).numpy()
-
-
-def accuracy(
-    model: nn.Module, data: TrainData, batch_size: int = 512, device: str = "cpu", compile: Compile = "auto"
-) -> float:
-    return float((predicted_classes(model, data, batch_size, device, compile) == data.labels).mean())
 
 
 # -- recipes ---------------------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from expertlib.candidates import from_model
 from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.datasets.encoded import EncodedImageData
+from expertlib.evaluation import predict
 from expertlib.resnet import Pooled, create_model
 from expertlib.schedules import scaled_hyperrule
-from expertlib.training import TrainConfig, finetune, predict, train
+from expertlib.training import TrainConfig, finetune, train
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from expertlib.batching import EvalBatches, StepBatches, batches, staged_on
 from expertlib.datasets.batches import ImageData, StagedData, ready, subset
 from expertlib.datasets.encoded import (
     EncodedBatch,
@@ -17,7 +18,6 @@ from expertlib.datasets.encoded import (
     read_bytes,
 )
 from expertlib.datasets.folders import CorruptImageError, read_image
-from expertlib.training import EvalBatches, StepBatches, batches, staged_on
 
 
 def _photo(h, w, seed):
@@ -118,6 +118,7 @@ def test_a_subset_stays_encoded_and_batches_as_the_images_it_holds(files):
 def test_training_and_evaluation_on_the_staged_path_decode_ahead_and_agree_with_pil(files, monkeypatch):
     """train() and predict() as they run on a GPU (staged batches, bytes from a worker, decoded one batch ahead
     in a background thread), here on a CPU: they agree with the PIL path within the decoders' rounding."""
+    import expertlib.evaluation as E
     import expertlib.training as T
     from expertlib.resnet import create_model
     from expertlib.schedules import scaled_hyperrule
@@ -127,13 +128,16 @@ def test_training_and_evaluation_on_the_staged_path_decode_ahead_and_agree_with_
     data.finish = lambda x, device: finished.append(x.train) or finish(x, device)
     weights, logits = [], []
     for staged in (False, True):
-        monkeypatch.setattr(T, "staged_on", lambda d, device, s=staged: s and isinstance(d, StagedData))
+        for module in (T, E):  # the training loop and the evaluation loop each ask
+            monkeypatch.setattr(
+                module, "staged_on", lambda d, device, s=staged: s and isinstance(d, StagedData)
+            )
         torch.manual_seed(0)
         m = create_model("tiny", num_classes=3)
         cfg = T.TrainConfig(scaled_hyperrule(3, 0.05), batch_size=4, seed=1, workers=1, mixup_alpha=0.2)
         T.train(m, list(m.parameters()), data, cfg, 3, progress=False)
         weights.append([p.detach().clone() for p in m.parameters()])
-        logits.append(T.predict(m.eval(), data, 4, "cpu", workers=1))
+        logits.append(E.predict(m.eval(), data, 4, "cpu", workers=1))
     assert finished.count(True) == 3 and finished.count(False) == 4  # 3 steps, 4 evaluation batches, staged
     assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(*weights, strict=True))
     assert torch.allclose(*logits, atol=2e-2) and logits[0].shape == (len(files), 3)

@@ -50,7 +50,9 @@ def test_end_to_end_rates_are_ours_compiled_in_bf16_fed_by_the_pipeline(tmp_path
     assert gpu_seconds(12000, 480, rates, "inference") == pytest.approx((480 / 224) ** 2)
     # no measured 224 px training rate: not an end-to-end measurement, the synthetic rates serve
     unmeasured = write_throughput(tmp_path / "u.csv", train_224="unmeasured")
-    assert end_to_end_rates(unmeasured) is None and gpu_rates(throughput=unmeasured)["train"] == pytest.approx(1867.6)
+    assert end_to_end_rates(unmeasured) is None and gpu_rates(throughput=unmeasured)[
+        "train"
+    ] == pytest.approx(1867.6)
 
 
 def test_the_plan_prices_the_compile_warm_up_once_per_process_and_resolution(tmp_path):

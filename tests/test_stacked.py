@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from expertlib.adapters import AdapterConfig, AdapterExperts
+from expertlib.evaluation import predicted_classes
 from expertlib.parallel import single_thread
 from expertlib.resnet import create_model
 from expertlib.schedules import scaled_hyperrule
@@ -17,7 +18,7 @@ from expertlib.stacked import (
     stack_key,
     train_stacked,
 )
-from expertlib.training import ArrayData, TrainConfig, finetune, predicted_classes, train
+from expertlib.training import ArrayData, TrainConfig, finetune, train
 
 TOL = 1e-10
 

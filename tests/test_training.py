@@ -9,20 +9,11 @@ import pytest
 import torch
 
 from expertlib.adapters import AdapterConfig, AdapterExperts
+from expertlib.batching import batch_indices
+from expertlib.evaluation import accuracy, predict, predicted_classes
 from expertlib.resnet import create_model
 from expertlib.schedules import Schedule, scaled_hyperrule
-from expertlib.training import (
-    ArrayData,
-    NonFiniteLossError,
-    TrainConfig,
-    accuracy,
-    batch_indices,
-    finetune,
-    predict,
-    predicted_classes,
-    train,
-    train_expert,
-)
+from expertlib.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train, train_expert
 
 
 def _data(n=96, classes=4, seed=0):
@@ -85,16 +76,17 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, numpy as np, torch
     sys.path.insert(0, {tests!r})
+    import expertlib.batching as B
     import expertlib.training as T
     from test_training import _data
     from expertlib.resnet import create_model
     from expertlib.schedules import scaled_hyperrule
-    real = T.batch_indices
+    real = B.batch_indices
     def dying(step, *a, **k):
         if step == {kill_at}:
             os.kill(os.getpid(), signal.SIGKILL)
         return real(step, *a, **k)
-    T.batch_indices = dying
+    B.batch_indices = dying
     torch.manual_seed(0)
     m = create_model("tiny", num_classes=4)
     cfg = T.TrainConfig(scaled_hyperrule(24, 0.05), batch_size=16, seed=7, checkpoint_every=5, mixup_alpha=0.2)
@@ -157,7 +149,7 @@ def test_worker_processes_give_the_same_batches_and_weights():
             ref = state
         else:
             assert all(torch.equal(ref[k], state[k]) for k in ref)
-    from expertlib.training import predict
+    from expertlib.evaluation import predict
 
     a = predict(m, data, batch_size=7)
     b = predict(m, data, batch_size=7, workers=2)
@@ -165,7 +157,7 @@ def test_worker_processes_give_the_same_batches_and_weights():
 
 
 def test_step_batches_resume_mid_epoch_and_shard():
-    from expertlib.training import StepBatches
+    from expertlib.batching import StepBatches
 
     data = _data()
     whole = StepBatches(data, 16, seed=1, start=0, end=10)
@@ -393,8 +385,8 @@ def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_exper
     function over many networks (one giant graph) nor an adapter expert (a graph per expert name)."""
     from expertlib.adapters import FullExperts
     from expertlib.candidates import from_bank, from_model
+    from expertlib.evaluation import compiles_once
     from expertlib.resnet import Pooled
-    from expertlib.training import compiles_once
 
     net = create_model("tiny", num_classes=4)
     adapters, full = AdapterExperts(create_model("tiny", num_classes=4)), FullExperts(net)
@@ -411,7 +403,7 @@ def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_exper
 def test_finished_ahead_keeps_the_order_and_runs_in_a_background_thread():
     import threading
 
-    from expertlib.training import finished_ahead
+    from expertlib.batching import finished_ahead
 
     threads = set()
 

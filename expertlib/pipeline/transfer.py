@@ -20,6 +20,7 @@ from expertlib.candidates import BASE, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import split_name
 from expertlib.distributed import is_primary
+from expertlib.evaluation import predict, predicted_classes
 from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
@@ -36,7 +37,7 @@ from expertlib.pipeline.tables import (
 from expertlib.pipeline.workspace import Workspace, cached, check_recipe, record_provenance
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv, atomic_write_json
-from expertlib.training import TrainConfig, TrainData, finetune, predict, predicted_classes
+from expertlib.training import TrainConfig, TrainData, finetune
 
 
 def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cfg: TrainConfig, classes: int,

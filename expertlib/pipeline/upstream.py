@@ -21,6 +21,7 @@ from expertlib.candidates import BASE, EXTRA, Candidate, features_of
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.distributed import barrier, is_primary, rank_and_world
+from expertlib.evaluation import accuracy, predict
 from expertlib.jobs import Job, run_sharded
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
@@ -29,7 +30,7 @@ from expertlib.pipeline.models import load_released_generic, require_upstream
 from expertlib.pipeline.workspace import Workspace, cached
 from expertlib.resnet import ResNetV2
 from expertlib.runtime import atomic_write_csv, seed_everything
-from expertlib.training import TrainConfig, TrainData, accuracy, predict, train, train_expert
+from expertlib.training import TrainConfig, TrainData, train, train_expert
 from expertlib.weights import load_expert, save_expert
 
 # -- the generic model B ---------------------------------------------------------------------------------------
