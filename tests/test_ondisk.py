@@ -98,8 +98,20 @@ def test_paper_fixture_reads_as_imagenet21k_and_vtab(tmp_path):
         bench.task_info("resisc45").num_classes == 45
         and bench.task_info("dsprites_location").group == "structured"
     )
+    # dSprites as TFDS writes it (a train split alone, in 4 shards): VTAB's own splits, train[:800],
+    # train[1600:1800] and train[1800:] at the fixture's 2,000 examples; resisc45's folders are not VTAB's
     y = bench.task("dsprites_location", "train800val200").labels
-    assert len(y) == 32 and y.min() >= 0 and y.max() <= 15
+    assert (
+        len(y) == 1000
+        and y.min() >= 0
+        and y.max() <= 15
+        and len(bench.task("dsprites_location", "test")) == 200
+    )
+    dsprites, resisc = bench.task_info("dsprites_location"), bench.task_info("resisc45")
+    assert (dsprites.vtab_splits, dsprites.tfds_counts_match) == (True, False)
+    assert (resisc.vtab_splits, resisc.tfds_counts_match) == (False, None)
+    rows = bench.summary().set_index("name")
+    assert rows.loc["dsprites_location", "vtab_splits"] and not rows.loc["resisc45", "vtab_splits"]
     x = bench.upstream_subset("train").batch(np.arange(8), True, torch.Generator().manual_seed(0))
     assert x.shape == (8, 3, 32, 32)  # JPEGs of mixed sizes, resized to the precrop then cropped
 

@@ -3,9 +3,12 @@
 It exercises exactly the paper-scale readers: an ImageNet-21k-style tree of JPEG folders named by real
 WordNet ids (a few subtrees: birds and carnivores under animal, plants, vehicles and containers under
 artifact) with ``wordnet.is_a.txt`` and ``words.txt`` (the real ids and lemmas, the intermediate WordNet
-nodes between them left out), a VTAB task in folders (``resisc45``) and a VTAB task as a TFDS TFRecord
-shard (``dsprites_location``, label feature ``label_x_position``). Images are procedural (a coloured shape
-per class on a noisy background, of varying sizes); the numbers mean nothing.
+nodes between them left out), a VTAB task in folders (``resisc45``: not VTAB's splits) and a VTAB task as
+TFDS names and writes it (``dsprites_location``: dSprites has only a TFDS ``train`` split, in shards
+``dsprites-train.tfrecord-NNNNN-of-MMMMM``, 64 x 64 single-channel PNGs of 0/1 values, label features
+``label_*``), read through task_adaptation's split expressions at the fixture's count. Images are
+procedural (a coloured shape per class on a noisy background, of varying sizes; a white sprite for
+dSprites); the numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -97,7 +100,7 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
 
 
 def _write_vtab_tasks(root: Path, rng: np.random.Generator) -> None:
-    """Two VTAB tasks: ``resisc45`` in class folders and ``dsprites_location`` in TFDS's TFRecord shards."""
+    """Two VTAB tasks: ``resisc45`` in class folders and ``dsprites_location`` as TFDS's ``train`` shards."""
     # a VTAB task in folders: resisc45, five of its 45 classes
     for split, n in TASK_SIZES.items():
         for i in range(n):
@@ -106,25 +109,46 @@ def _write_vtab_tasks(root: Path, rng: np.random.Generator) -> None:
                 root / "vtab" / "resisc45" / split / str(label) / f"{i:06d}.jpg",
                 _jpeg(_image(rng, 20 + label, (40, 40))),
             )
-    # a VTAB task as TFDS shards: dsprites x position (32 positions, VTAB bins them into 16)
+    write_dsprites_shards(root / "vtab" / "dsprites_location", rng)
+
+
+# dSprites' VTAB splits are train[:800], train[80%:80%+200] and train[90%:] (task_adaptation's dsprites.py): 2,000
+# examples is the smallest count at which the three are disjoint, as they are at TFDS's 737,280
+DSPRITES_TRAIN, DSPRITES_SHARDS = 2000, 4
+
+
+def write_dsprites_shards(folder: Path, rng: np.random.Generator, n: int = DSPRITES_TRAIN,
+                          shards: int = DSPRITES_SHARDS) -> list[Path]:  # fmt: skip
+    """TFDS dSprites in miniature: ``n`` examples in ``shards`` TFRecord files named as TFDS names them, each a
+    64 x 64 PNG of 0/1 values (a square sprite at its x and y position) with dSprites' ``label_*`` features."""
     from tfrecord.writer import TFRecordWriter
 
-    for split, tfds_split in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = root / "vtab" / "dsprites_location" / f"dsprites-{tfds_split}.tfrecord-00000-of-00001"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    for k in range(shards):
+        path = folder / f"dsprites-train.tfrecord-{k:05d}-of-{shards:05d}"
+        rows = [(int(rng.integers(0, 32)), int(rng.integers(0, 32)), int(rng.integers(0, 40)), int(rng.integers(0, 6)),
+                 int(rng.integers(0, 3))) for _ in range(bounds[k], bounds[k + 1])]  # fmt: skip
 
-        def write(p: Path, split: str = split) -> None:
+        def write(p: Path, rows: list = rows) -> None:
             writer = TFRecordWriter(str(p))
-            for _ in range(TASK_SIZES[split]):
-                x = int(rng.integers(0, 32))
-                img = Image.new("RGB", (32, 32))
-                ImageDraw.Draw(img).rectangle((x, 12, min(31, x + 4), 18), fill=(255, 255, 255))
+            for x, y, orientation, scale, shape in rows:
+                img = np.zeros((64, 64), np.uint8)
+                side = 6 + scale
+                img[
+                    2 + y * 56 // 32 : 2 + y * 56 // 32 + side, 2 + x * 56 // 32 : 2 + x * 56 // 32 + side
+                ] = 1
                 buf = io.BytesIO()
-                img.save(buf, format="PNG")
-                writer.write({"image": (buf.getvalue(), "byte"), "label_x_position": (x, "int")})
+                Image.fromarray(img).save(buf, format="PNG")
+                writer.write({"image": (buf.getvalue(), "byte"), "label_x_position": (x, "int"),
+                              "label_y_position": (y, "int"), "label_orientation": (orientation, "int"),
+                              "label_scale": (scale, "int"), "label_shape": (shape, "int")})  # fmt: skip
             writer.close()
 
         atomic_write(path, write)
+        paths.append(path)
+    return paths
 
 
 RELEASED_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "released_experts"
