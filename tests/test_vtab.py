@@ -126,6 +126,14 @@ def test_every_row_is_task_adaptations(name):
     )  # fmt: skip
 
 
+def test_the_splits_vtab_reads():
+    """Which TFDS splits a task's counts are checked on: those its expressions read (svhn's extra is not)."""
+    reads = {t.name: t.tfds_splits for t in VTAB_TASKS.values()}
+    assert reads["svhn"] == reads["cifar100"] == reads["smallnorb_azimuth"] == ("test", "train")
+    assert reads["clevr_count"] == ("train", "validation") and reads["dtd"] == ("test", "train", "validation")
+    assert reads["dsprites_location"] == reads["eurosat"] == reads["resisc45"] == ("train",)
+
+
 def test_published_sizes_come_from_the_registry():
     """The plan's published test sizes (results/*/tables/plan.csv price them) are the test expressions'."""
     assert {t: n for t, (n, _) in PUBLISHED_TEST_SIZES.items()} == {

@@ -68,6 +68,12 @@ class VtabTask:
         """The TFDS dataset's name, which starts its shards' file names (``sun397`` of ``sun397/tfds:4.*.*``)."""
         return self.tfds.split(":")[0].split("/")[0]
 
+    @property
+    def tfds_splits(self) -> tuple[str, ...]:
+        """The TFDS splits VTAB-1k reads for this task (svhn: train and test, not extra)."""
+        parts = (p for t in self.splits.values() for p in re.sub(r"\{[^{}]*\}", "0", t).split("+"))
+        return tuple(sorted({p.split("[")[0].strip() for p in parts}))
+
     def split_expressions(self, counts: Mapping[str, int]) -> dict[str, str]:
         """The four splits' TFDS expressions at these TFDS split sizes (:func:`expand` of :attr:`splits`)."""
         if not self.splits:
@@ -146,7 +152,7 @@ class VtabSplits:
     """A task's splits, and where they come from. ``vtab_splits``: True when they are VTAB-1k's own,
     task_adaptation's expressions read from TFDS shards; False for folders and torchvision layouts.
     ``expressions`` and ``counts``: the resolved TFDS expressions and the shards' split sizes (shards only).
-    ``counts_match``: whether those sizes are the registry's published ones (None: not read from shards);
+    ``counts_match``: whether the splits VTAB reads hold the registry's published sizes (None: not from shards).
     False means another TFDS version, or an incomplete copy: VTAB's rules, another version's examples."""
 
     task: VtabTask
@@ -313,7 +319,7 @@ def _from_shards(task: VtabTask, folder: Path, transform: Callable | None) -> Vt
             f"where {task.tfds} ({task.published_version}, read by {task.source}) holds {dict(task.published_counts)}: "
             f"{e}"
         ) from e
-    match = all(counts.get(s) == n for s, n in task.published_counts.items())
+    match = all(counts.get(s) == task.published_counts[s] for s in task.tfds_splits)
     return VtabSplits(task, parts["train800"], parts["val200"], parts["test"], True, exprs, counts, match)
 
 
