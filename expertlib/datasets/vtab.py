@@ -107,25 +107,7 @@ def expand(template: str, counts: Mapping[str, int]) -> str:
 
 def _load_registry(path: Path = REGISTRY_FILE) -> dict[str, VtabTask]:
     rows = json.loads(path.read_text())["tasks"]
-    return {
-        r["name"]: VtabTask(
-            r["name"],
-            r["group"],
-            r["num_classes"],
-            r["torchvision"],
-            r["note"],
-            r["tfds"],
-            r["source"],
-            r["config"],
-            r["label"],
-            r.get("image_scale", 1),
-            r["splits"],
-            r["published_version"],
-            r["published_counts"],
-            tuple(r["image_size"]),
-        )  # fmt: skip
-        for r in rows
-    }
+    return {r["name"]: VtabTask(**{**r, "image_size": tuple(r["image_size"])}) for r in rows}
 
 
 VTAB_TASKS: dict[str, VtabTask] = _load_registry()
