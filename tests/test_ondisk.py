@@ -100,8 +100,36 @@ def test_paper_fixture_reads_as_imagenet21k_and_vtab(tmp_path):
     )
     y = bench.task("dsprites_location", "train800val200").labels
     assert len(y) == 32 and y.min() >= 0 and y.max() <= 15
+    assert (
+        not bench.task_info("dsprites_location").vtab_splits and not bench.task_info("resisc45").vtab_splits
+    )
     x = bench.upstream_subset("train").batch(np.arange(8), True, torch.Generator().manual_seed(0))
     assert x.shape == (8, 3, 32, 32)  # JPEGs of mixed sizes, resized to the precrop then cropped
+
+
+def test_released_fixture_reads_dsprites_from_tfds_train_shards(tmp_path):
+    """released-smoke's data: dSprites as TFDS writes it (a train split alone, in 4 shards) read through
+    VTAB-1k's expressions at the fixture's 2,000 examples (VTAB's splits, counts not the published 737,280);
+    resisc45 in folders (not VTAB's splits). Both marked on the task and in the data summary."""
+    from expertlib.datasets.fixtures import write_released_fixture
+    from expertlib.datasets.ondisk import VtabBenchmark
+
+    root = write_released_fixture(tmp_path / "released")
+    assert sorted(p.name for p in (root / "vtab" / "dsprites_location").iterdir()) == [
+        f"dsprites-train.tfrecord-0000{k}-of-00004" for k in range(4)
+    ]
+    bench = VtabBenchmark(root, ["resisc45", "dsprites_location"], resolution=(36, 32))
+    dsprites, resisc = bench.task_info("dsprites_location"), bench.task_info("resisc45")
+    assert (dsprites.vtab_splits, dsprites.tfds_counts_match) == (True, False)
+    assert (resisc.vtab_splits, resisc.tfds_counts_match) == (False, None)
+    sizes = [
+        len(bench.task("dsprites_location", s)) for s in ("train800", "val200", "train800val200", "test")
+    ]
+    assert sizes == [800, 200, 1000, 200]  # train[:800], train[1600:1800], train[1800:]
+    y = bench.task("dsprites_location", "test").labels
+    assert y.min() >= 0 and y.max() <= 15 and len(set(y.tolist())) > 8
+    rows = bench.summary().set_index("name")
+    assert rows.loc["dsprites_location", "vtab_splits"] and not rows.loc["resisc45", "vtab_splits"]
 
 
 def test_hyperrule_resolution_per_task(tmp_path):

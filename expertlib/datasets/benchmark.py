@@ -33,7 +33,10 @@ UPSTREAM_SPLITS = ("train", "test")
 @dataclass(frozen=True)
 class TaskInfo:
     """A downstream task: its VTAB group, classes, the upstream subtree it draws on (if known), and whether a
-    horizontal flip keeps its labels."""
+    horizontal flip keeps its labels. ``vtab_splits``: its train800 / val200 / test are VTAB-1k's own
+    (task_adaptation's TFDS split expressions read from TFDS shards; False for every other source, whose
+    results stand beside published VTAB numbers only as "splits not VTAB's"). ``tfds_counts_match``: for
+    shards, whether their split sizes are those of the TFDS version VTAB-1k read (None: not from shards)."""
 
     name: str
     group: str  # natural / specialized / structured
@@ -41,6 +44,8 @@ class TaskInfo:
     relates_to: str | None = None
     flip: bool = True
     description: str = ""
+    vtab_splits: bool = False
+    tfds_counts_match: bool | None = None
 
     @property
     def num_classes(self) -> int:

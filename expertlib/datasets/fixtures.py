@@ -3,9 +3,12 @@
 It exercises exactly the paper-scale readers: an ImageNet-21k-style tree of JPEG folders named by real
 WordNet ids (a few subtrees: birds and carnivores under animal, plants, vehicles and containers under
 artifact) with ``wordnet.is_a.txt`` and ``words.txt`` (the real ids and lemmas, the intermediate WordNet
-nodes between them left out), a VTAB task in folders (``resisc45``) and a VTAB task as a TFDS TFRecord
-shard (``dsprites_location``, label feature ``label_x_position``). Images are procedural (a coloured shape
-per class on a noisy background, of varying sizes); the numbers mean nothing.
+nodes between them left out), and two VTAB tasks in class folders (``resisc45`` and ``dsprites_location``;
+not VTAB's splits). The ``released-smoke`` fixture (:func:`write_released_fixture`) has ``dsprites_location``
+as TFDS writes dSprites instead: a ``train`` split alone, in shards ``dsprites-train.tfrecord-NNNNN-of-MMMMM``
+of 64 x 64 single-channel PNGs of 0/1 values with the ``label_*`` features, read through task_adaptation's
+split expressions at the fixture's count (VTAB's splits). Images are procedural (a coloured shape per class
+on a noisy background, of varying sizes; a white square for dSprites); the numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -91,13 +94,17 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
         for i in range(TRAIN_PER_CLASS, TRAIN_PER_CLASS + HELDOUT_PER_CLASS)
     ]
     atomic_write_text(up / "heldout.txt", "\n".join(held) + "\n")
-    _write_vtab_tasks(root, rng)
+    _write_vtab_tasks(root, rng, dsprites_shards=False)
     atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
     return root
 
 
-def _write_vtab_tasks(root: Path, rng: np.random.Generator) -> None:
-    """Two VTAB tasks: ``resisc45`` in class folders and ``dsprites_location`` in TFDS's TFRecord shards."""
+def _write_vtab_tasks(root: Path, rng: np.random.Generator, dsprites_shards: bool) -> None:
+    """``resisc45`` in class folders, and ``dsprites_location`` as TFDS's ``train`` shards or in class folders.
+
+    Shards hold :data:`DSPRITES_TRAIN` examples (VTAB's train800 and val200 are 1,000 of them), folders
+    :data:`TASK_SIZES`: the paper-smoke scale fine-tunes and scores real R50x1 models on its tasks, and
+    1,200 dSprites examples there took 66% more CPU time than its 48 (measured on 2 cores)."""
     # a VTAB task in folders: resisc45, five of its 45 classes
     for split, n in TASK_SIZES.items():
         for i in range(n):
@@ -106,25 +113,64 @@ def _write_vtab_tasks(root: Path, rng: np.random.Generator) -> None:
                 root / "vtab" / "resisc45" / split / str(label) / f"{i:06d}.jpg",
                 _jpeg(_image(rng, 20 + label, (40, 40))),
             )
-    # a VTAB task as TFDS shards: dsprites x position (32 positions, VTAB bins them into 16)
+    folder = root / "vtab" / "dsprites_location"
+    if dsprites_shards:
+        write_dsprites_shards(folder, rng)
+        return
+    for split, n in TASK_SIZES.items():  # folders named by VTAB's label: x position // 2
+        for i, (x, y, *_) in enumerate(_sprite_factors(rng, n)):
+            _write(folder / split / str(x // 2) / f"{i:06d}.png", _png(_sprite(x, y, 6) * 255))
+
+
+def _sprite_factors(rng: np.random.Generator, n: int) -> list[tuple[int, int, int, int, int]]:
+    """(x position, y position, orientation, scale, shape) of ``n`` dSprites, as dSprites' label indices."""
+    return [(int(rng.integers(0, 32)), int(rng.integers(0, 32)), int(rng.integers(0, 40)), int(rng.integers(0, 6)),
+             int(rng.integers(0, 3))) for _ in range(n)]  # fmt: skip
+
+
+def _sprite(x: int, y: int, side: int) -> np.ndarray:
+    """A 64 x 64 dSprites-like image of 0/1 values: a square at position (x, y) of 32 x 32."""
+    img = np.zeros((64, 64), np.uint8)
+    top, left = 2 + y * 56 // 32, 2 + x * 56 // 32
+    img[top : top + side, left : left + side] = 1
+    return img
+
+
+def _png(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# dSprites' VTAB splits are train[:800], train[80%:80%+200] and train[90%:] (task_adaptation's dsprites.py): 2,000
+# examples is the smallest count at which the three are disjoint, as they are at TFDS's 737,280
+DSPRITES_TRAIN, DSPRITES_SHARDS = 2000, 4
+
+
+def write_dsprites_shards(folder: Path, rng: np.random.Generator, n: int = DSPRITES_TRAIN,
+                          shards: int = DSPRITES_SHARDS) -> list[Path]:  # fmt: skip
+    """TFDS dSprites in miniature: ``n`` examples in ``shards`` TFRecord files named as TFDS names them, each a
+    64 x 64 PNG of 0/1 values (a square sprite at its x and y position) with dSprites' ``label_*`` features."""
     from tfrecord.writer import TFRecordWriter
 
-    for split, tfds_split in (("train", "train"), ("val", "validation"), ("test", "test")):
-        path = root / "vtab" / "dsprites_location" / f"dsprites-{tfds_split}.tfrecord-00000-of-00001"
-        path.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    for k in range(shards):
+        path = folder / f"dsprites-train.tfrecord-{k:05d}-of-{shards:05d}"
+        rows = _sprite_factors(rng, int(bounds[k + 1] - bounds[k]))
 
-        def write(p: Path, split: str = split) -> None:
+        def write(p: Path, rows: list = rows) -> None:
             writer = TFRecordWriter(str(p))
-            for _ in range(TASK_SIZES[split]):
-                x = int(rng.integers(0, 32))
-                img = Image.new("RGB", (32, 32))
-                ImageDraw.Draw(img).rectangle((x, 12, min(31, x + 4), 18), fill=(255, 255, 255))
-                buf = io.BytesIO()
-                img.save(buf, format="PNG")
-                writer.write({"image": (buf.getvalue(), "byte"), "label_x_position": (x, "int")})
+            for x, y, orientation, scale, shape in rows:
+                writer.write({"image": (_png(_sprite(x, y, 6 + scale)), "byte"), "label_x_position": (x, "int"),
+                              "label_y_position": (y, "int"), "label_orientation": (orientation, "int"),
+                              "label_scale": (scale, "int"), "label_shape": (shape, "int")})  # fmt: skip
             writer.close()
 
         atomic_write(path, write)
+        paths.append(path)
+    return paths
 
 
 RELEASED_FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "released_experts"
@@ -134,7 +180,8 @@ BIT_M_CLASSES = 21843
 def write_released_fixture(root: str | os.PathLike, weights: str = "bit_m_fixture.npz", experts: str = "released_experts",
                            seed: int = 0) -> Path:  # fmt: skip
     """The ``released-smoke`` data root: what a user downloads, in miniature and in the real formats. The two
-    VTAB tasks above; B as a BiT ``.npz`` (``weights``: the fixture's small B from ``base.npz`` with a seeded
+    VTAB tasks above (``dsprites_location`` as TFDS's ``train`` shards: VTAB's splits of a task without a TFDS
+    test split); B as a BiT ``.npz`` (``weights``: the fixture's small B from ``base.npz`` with a seeded
     21,843-way head, as BiT-M's has); and three released-expert SavedModels that TensorFlow wrote
     (tests/fixtures/released_experts/, by tools/make_tf_expert_fixture.py), copied to ``experts/``. No
     ``imagenet21k/`` folder: this scale reads no upstream image."""
@@ -142,7 +189,7 @@ def write_released_fixture(root: str | os.PathLike, weights: str = "bit_m_fixtur
 
     root = Path(root)
     rng = np.random.default_rng(seed)
-    _write_vtab_tasks(root, rng)
+    _write_vtab_tasks(root, rng, dsprites_shards=True)
     arrays = dict(np.load(RELEASED_FIXTURES / "base.npz"))
     width = arrays["resnet/group_norm/gamma"].shape[0]
     arrays["resnet/head/conv2d/kernel"] = (0.05 * rng.standard_normal((1, 1, width, BIT_M_CLASSES))).astype(

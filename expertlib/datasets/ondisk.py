@@ -8,7 +8,8 @@ what belongs there)::
     imagenet21k/wordnet.is_a.txt        "parent_wnid child_wnid" per line (also accepted in data_root)
     imagenet21k/words.txt               "wnid<TAB>lemma, lemma" per line (also accepted in data_root)
     imagenet21k/heldout.txt             optional: "wnid/file" per line, the upstream test images
-    vtab/<task>/{train,val,test}/<label>/<image>   a task in folders (see expertlib.datasets.vtab)
+    vtab/<task>/<dataset>-<split>.tfrecord-*        a VTAB-1k task as TFDS shards: VTAB's own splits
+    vtab/<task>/{train,val,test}/<label>/<image>   a task in folders (not VTAB's splits; expertlib.datasets.vtab)
     vtab/<task>/task.json               optional: group, classes, relates_to, flip (tasks outside VTAB)
     ... or torchvision's own layout under data_root for the VTAB tasks torchvision ships.
 
@@ -26,6 +27,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 
@@ -46,8 +48,8 @@ from expertlib.runtime import atomic_write, atomic_write_text
 UPSTREAM_DIR = "imagenet21k"
 LAYOUT_HELP = (
     "expected <data_root>/imagenet21k/<wnid>/<image> with wordnet.is_a.txt and words.txt (ImageNet-21k fall "
-    "2011, from image-net.org after registration), and VTAB-1k tasks under <data_root>/vtab/<task>/"
-    "{train,val,test}/<label>/ or in torchvision's layout under <data_root>"
+    "2011, from image-net.org after registration), and VTAB-1k tasks under <data_root>/vtab/<task>/ as TFDS "
+    "shards or {train,val,test}/<label>/ folders, or in torchvision's layout under <data_root>"
 )
 
 
@@ -110,6 +112,7 @@ class VtabTasks(Benchmark):
                 f"task {task!r} is not a VTAB-1k task and {meta_file} does not describe it; known: {', '.join(VTAB_TASKS)}"
             )
         s = load_vtab(vt, self.root)
+        info = replace(info, vtab_splits=s.vtab_splits, tfds_counts_match=s.counts_match)
         parts = {
             "train800": s.train800,
             "val200": s.val200,
@@ -163,7 +166,7 @@ class VtabTasks(Benchmark):
             rows.append({"kind": "task", "name": t, "group": info.group, "classes": info.num_classes,
                          "train": len(self.task(t, "train800")), "val": len(self.task(t, "val200")), "test": len(y),
                          "chance": float(counts.max() / max(1, counts.sum())), "relates_to": info.relates_to or "none",
-                         "source": info.description})  # fmt: skip
+                         "source": info.description, "vtab_splits": info.vtab_splits})  # fmt: skip
         return rows
 
     @staticmethod
@@ -338,7 +341,8 @@ class FolderBenchmark(VtabTasks):
         for i, d in enumerate(self.domain_names):
             rows.append({"kind": "upstream_domain", "name": d, "group": "", "classes": int((dom == i).sum()),
                          "train": int((dom[train] == i).sum()), "val": 0, "test": int((dom[test] == i).sum()),
-                         "chance": 1 / max(1, int((dom == i).sum())), "relates_to": "", "source": str(self.root / UPSTREAM_DIR)})  # fmt: skip
+                         "chance": 1 / max(1, int((dom == i).sum())), "relates_to": "", "source": str(self.root / UPSTREAM_DIR),
+                         "vtab_splits": False})  # fmt: skip
         return self._frame(rows + self._task_rows(), accuracy)
 
 

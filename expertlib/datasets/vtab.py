@@ -1,104 +1,154 @@
-"""VTAB-1k: the 19-task registry, torchvision loaders, a folder fallback, and the 800/200/test convention.
+"""VTAB-1k: the 19-task registry, its splits from TFDS shards, torchvision loaders and a folder fallback.
 
-VTAB-1k trains on 1,000 examples per task: ``train800`` (the first 800 of the dataset's training part) and
-``val200`` (the first 200 of its validation part); hyper-parameters are picked on train800 -> val200, then
-the model is retrained on both and tested on ``test``. TFDS example order cannot be reproduced through
-torchvision, so our convention (deterministic, documented):
+VTAB-1k trains on 1,000 examples per task: ``train800`` and ``val200``; hyper-parameters are picked on
+train800 -> val200, then the model is retrained on both (``train800val200``) and tested on ``test``.
+google-research/task_adaptation defines each of the four as a TFDS split expression over a pinned TFDS
+dataset (cifar100: ``train[:800]``, ``train[45000:45200]``, ...). :data:`VTAB_TASKS` holds those definitions
+as data (``expertlib/data/vtab1k.json``: dataset and version, label rule, split expressions, the TFDS split
+sizes they were written for, and the task_adaptation file each row comes from).
 
-- training part: the dataset's train split (OxfordIIITPet: trainval); validation part: its val split when it
-  has one, else the last 10% of a fixed permutation of the training part (as VTAB carves CIFAR-100's);
-  test: its test split. Datasets without any split (Caltech101, SUN397, EuroSAT) are split by a fixed
-  permutation: 60% training part, 10% validation part, 30% test.
-- train800 / val200: the first 800 / 200 of a fixed permutation (seed 0) of each part (torchvision
-  datasets list their examples by class, so a prefix would hold few classes).
+Where a task's data comes from decides whether its splits are VTAB's own (:attr:`VtabSplits.vtab_splits`):
 
-Tasks torchvision does not ship (or ships without the VTAB label) use the folder fallback:
-``<data_root>/vtab/<task>/{train,val,test}/<label>/<image>``, where ``<label>`` is the integer VTAB label
-(0..K-1) or a class name (class names are sorted alphabetically to give labels); or TFDS's TFRecord shards in
-that folder (:mod:`expertlib.datasets.tfrecords`). Within a split, examples are
-ordered by file name across label folders, and train800 / val200 are the first 800 / 200 of that order: name
-files by their TFDS example index and the folders give VTAB's own train800 / val200. A missing ``val``
-folder is carved from ``train`` as above. Label rules for deriving those folders are given per task in
-``VTAB_TASKS[...].note``.
+- TFDS shards in ``<data_root>/vtab/<task>/`` (``<dataset>-<split>.tfrecord-NNNNN-of-MMMMM``): the registry's
+  expressions resolve against the shards' example counts and are read in TFDS order
+  (:mod:`expertlib.datasets.tfrecords`): VTAB's splits. Where the counts differ from those of the TFDS version
+  task_adaptation read, the rules are VTAB's but the data another version's: ``counts_match`` is False.
+- folders ``<data_root>/vtab/<task>/{train,val,test}/<label>/<image>`` (``<label>``: the integer VTAB label,
+  or a class name, sorted to give labels): within a split, examples are ordered by file name across label
+  folders and train800 / val200 are the first 800 / 200; a missing ``val`` folder is carved from ``train`` by
+  a fixed permutation (last 10%). Not VTAB's splits (unless the files are named by TFDS index and split as
+  VTAB splits them, which the loader cannot check). Label rules are in ``VTAB_TASKS[...].note``.
+- torchvision's own layouts (the tasks torchvision ships): their order is not TFDS's, so never VTAB's splits.
+  Convention (deterministic): training part the dataset's train split (OxfordIIITPet: trainval), validation
+  part its val split or else the last 10% of a fixed permutation of the training part, test its test split
+  (CLEVR: val); datasets without splits (Caltech101, SUN397, EuroSAT) are split 60/10/30 by a fixed
+  permutation; train800 / val200 are the first 800 / 200 of a fixed permutation (seed 0) of each part.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
 from expertlib.datasets.folders import DatasetNotFoundError, is_image, load_sample
+from expertlib.datasets.tfrecords import IDENTITY, SplitExpressionError, TFDSShards, resolve
+
+REGISTRY_FILE = Path(__file__).resolve().parents[1] / "data" / "vtab1k.json"
 
 
 @dataclass(frozen=True)
 class VtabTask:
+    """A VTAB-1k task. ``torchvision``: its loader in torchvision.datasets (None: folders or shards only). The
+    rest as ``expertlib/data/vtab1k.json`` describes it; left empty for a task outside VTAB-1k (folders only)."""
+
     name: str
     group: str
     num_classes: int
-    torchvision: str | None  # loader name in torchvision.datasets, or None for the folder fallback
+    torchvision: str | None
     note: str = ""
+    tfds: str = ""  # TFDS dataset and version as task_adaptation pins it, e.g. "sun397/tfds:4.*.*"
+    source: str = ""  # the task_adaptation file that defines the task
+    config: str = ""  # its entry in task_adaptation's scripts/run_all_tasks.sh
+    label: Mapping = field(default_factory=lambda: dict(IDENTITY))
+    image_scale: int = 1
+    splits: Mapping[str, str] = field(default_factory=dict)  # train800 / val200 / train800val200 / test
+    published_version: str = ""
+    published_counts: Mapping[str, int] = field(default_factory=dict)
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def tfds_name(self) -> str:
+        """The TFDS dataset's name, which starts its shards' file names (``sun397`` of ``sun397/tfds:4.*.*``)."""
+        return self.tfds.split(":")[0].split("/")[0]
+
+    @property
+    def tfds_splits(self) -> tuple[str, ...]:
+        """The TFDS splits VTAB-1k reads for this task (svhn: train and test, not extra)."""
+        parts = (p for t in self.splits.values() for p in re.sub(r"\{[^{}]*\}", "0", t).split("+"))
+        return tuple(sorted({p.split("[")[0].strip() for p in parts}))
+
+    def split_expressions(self, counts: Mapping[str, int]) -> dict[str, str]:
+        """The four splits' TFDS expressions at these TFDS split sizes (:func:`expand` of :attr:`splits`)."""
+        if not self.splits:
+            raise KeyError(f"task {self.name!r} has no VTAB-1k split expressions (it is not in the registry)")
+        return {s: expand(t, counts) for s, t in self.splits.items()}
 
 
-VTAB_TASKS: dict[str, VtabTask] = {
-    t.name: t
-    for t in [
-        VtabTask("caltech101", "natural", 102, "Caltech101",
-                 "torchvision drops BACKGROUND_Google (101 classes); TFDS keeps it (102)"),
-        VtabTask("cifar100", "natural", 100, "CIFAR100"),
-        VtabTask("dtd", "natural", 47, "DTD"),
-        VtabTask("oxford_flowers102", "natural", 102, "Flowers102"),
-        VtabTask("oxford_iiit_pet", "natural", 37, "OxfordIIITPet"),
-        VtabTask("svhn", "natural", 10, "SVHN"),
-        VtabTask("sun397", "natural", 397, "SUN397"),
-        VtabTask("patch_camelyon", "specialized", 2, "PCAM", "needs h5py"),
-        VtabTask("eurosat", "specialized", 10, "EuroSAT"),
-        VtabTask("resisc45", "specialized", 45, None, "folders per class name from NWPU-RESISC45"),
-        VtabTask("diabetic_retinopathy", "specialized", 5, None,
-                 "Kaggle retinopathy, btgraham-300 preprocessing; label = grade 0-4"),
-        VtabTask("clevr_count", "structured", 8, "CLEVRClassification", "label = number of objects - 3"),
-        VtabTask("clevr_distance", "structured", 6, None,
-                 "CLEVR scenes; label = bin of the nearest object's pixel_coords z, "
-                 "thresholds [0, 8, 8.5, 9, 9.5, 10, inf]"),
-        VtabTask("dmlab", "structured", 6, None, "DMLab frames; label as in TFDS dmlab"),
-        VtabTask("kitti_distance", "structured", 4, None,
-                 "KITTI object; label from the closest vehicle's z distance (VTAB closest_vehicle_distance)"),
-        VtabTask("dsprites_location", "structured", 16, None, "label = value_x_position // 2 (32 -> 16 bins)"),
-        VtabTask("dsprites_orientation", "structured", 16, None, "label = value_orientation * 16 // 40"),
-        VtabTask("smallnorb_azimuth", "structured", 18, None, "label = azimuth index (0-17)"),
-        VtabTask("smallnorb_elevation", "structured", 9, None, "label = elevation index (0-8)"),
-    ]
-}  # fmt: skip
+_TERM = re.compile(r"^(?P<split>[\w-]+)\*(?P<pct>\d+)//100$")
 
-# VTAB-1k's test-split sizes and each dataset's (height, width) of a typical image, as published (the VTAB
-# paper's task table and TFDS's dataset cards): enough to price a plan before anything is downloaded. The
+
+def expand(template: str, counts: Mapping[str, int]) -> str:
+    """A registry expression with its ``{...}`` boundaries computed at the TFDS split sizes ``counts``: each is
+    a sum of integers and terms ``<split>*<P>//100``, task_adaptation's ``P * count // 100``."""
+
+    def boundary(m: re.Match) -> str:
+        total = 0
+        for term in (t.strip() for t in m[1].split("+")):
+            t = _TERM.match(term)
+            if term.isdigit():
+                total += int(term)
+            elif t and t["split"] in counts:
+                total += counts[t["split"]] * int(t["pct"]) // 100
+            else:
+                raise SplitExpressionError(
+                    f"expression {template!r}: cannot compute {term!r} from the split sizes {dict(counts)}"
+                )
+        return str(total)
+
+    return re.sub(r"\{([^{}]*)\}", boundary, template)
+
+
+def _load_registry(path: Path = REGISTRY_FILE) -> dict[str, VtabTask]:
+    rows = json.loads(path.read_text())["tasks"]
+    return {r["name"]: VtabTask(**{**r, "image_size": tuple(r["image_size"])}) for r in rows}
+
+
+VTAB_TASKS: dict[str, VtabTask] = _load_registry()
+
+
+def split_size(task: VtabTask, split: str, counts: Mapping[str, int] | None = None) -> int:
+    """How many examples ``split`` of ``task`` holds at the TFDS split sizes ``counts`` (default: published)."""
+    counts = task.published_counts if counts is None else counts
+    return sum(len(s) for s in resolve(task.split_expressions(counts)[split], counts))
+
+
+# VTAB-1k's test-split sizes (the registry's test expression at the published TFDS split sizes) and each
+# dataset's (height, width) of a typical image: enough to price a plan before anything is downloaded. The
 # HyperRule resolution follows from the image size: 5 tasks (32 and 64 px images) train at 128 px, 14 at 480.
 PUBLISHED_TEST_SIZES: dict[str, tuple[int, tuple[int, int]]] = {
-    "caltech101": (6084, (200, 300)), "cifar100": (10000, (32, 32)), "dtd": (1880, (300, 300)),
-    "oxford_flowers102": (6149, (500, 500)), "oxford_iiit_pet": (3669, (500, 500)), "svhn": (26032, (32, 32)),
-    "sun397": (21750, (500, 500)), "patch_camelyon": (32768, (96, 96)), "eurosat": (5400, (64, 64)),
-    "resisc45": (6300, (256, 256)), "diabetic_retinopathy": (42670, (300, 300)), "clevr_count": (15000, (320, 480)),
-    "clevr_distance": (15000, (320, 480)), "dmlab": (22735, (360, 480)), "kitti_distance": (711, (375, 1242)),
-    "dsprites_location": (73728, (64, 64)), "dsprites_orientation": (73728, (64, 64)),
-    "smallnorb_azimuth": (12150, (96, 96)), "smallnorb_elevation": (12150, (96, 96)),
-}  # fmt: skip
+    t.name: (split_size(t, "test"), t.image_size) for t in VTAB_TASKS.values()
+}
 
 PERMUTATION_SEED = 0
 
 
 @dataclass
 class VtabSplits:
+    """A task's splits, and where they come from. ``vtab_splits``: True when they are VTAB-1k's own,
+    task_adaptation's expressions read from TFDS shards; False for folders and torchvision layouts.
+    ``expressions`` and ``counts``: the resolved TFDS expressions and the shards' split sizes (shards only).
+    ``counts_match``: whether the splits VTAB reads hold the registry's published sizes (None: not from shards).
+    False means another TFDS version, or an incomplete copy: VTAB's rules, another version's examples."""
+
     task: VtabTask
     train800: Dataset
     val200: Dataset
     test: Dataset
+    vtab_splits: bool = False
+    expressions: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    counts_match: bool | None = None
 
     @property
     def train800val200(self) -> Dataset:
+        """train800 then val200: the registry's train800val200 expression for every VTAB-1k task (tested)."""
         from torch.utils.data import ConcatDataset
 
         return ConcatDataset([self.train800, self.val200])
@@ -165,16 +215,21 @@ def _carve(ds: Dataset, fractions: tuple[float, ...]) -> list[Subset]:
 
 
 def _missing(task: VtabTask, root: Path, where: Path) -> DatasetNotFoundError:
+    shards = (
+        f", or its TFDS shards ({task.tfds}: {task.tfds_name}-<split>.tfrecord-NNNNN-of-MMMMM) in "
+        f"{root / 'vtab' / task.name}/"
+        if task.tfds
+        else ""
+    )
     if task.torchvision:
         how = (
             f"torchvision.datasets.{task.torchvision} expects its files under {where}; pass download=True to "
-            "fetch them where the dataset's licence allows it, or copy them there"
+            f"fetch them where the dataset's licence allows it, or copy them there{shards}"
         )
     else:
         how = (
             f"torchvision has no loader with VTAB's label for {task.name}: put images in "
-            f"{root / 'vtab' / task.name}/{{train,val,test}}/<label>/ ({task.note}), or its TFDS shards "
-            f"(<dataset>-{{train,validation,test}}.tfrecord-*) in {root / 'vtab' / task.name}/"
+            f"{root / 'vtab' / task.name}/{{train,val,test}}/<label>/ ({task.note}){shards}"
         )
     return DatasetNotFoundError(f"VTAB task {task.name!r}: data not found under {where}. {how}")
 
@@ -213,14 +268,6 @@ def _torchvision_parts(task: VtabTask, root: Path, download: bool, transform: Ca
 
 def _folder_parts(task: VtabTask, root: Path, transform: Callable | None):
     base = root / "vtab" / task.name
-    from expertlib.datasets.tfrecords import TFRecordSplit, shards
-
-    if shards(base, "train") and shards(base, "test"):  # TFDS shards, read without TensorFlow
-        train, test = (TFRecordSplit(shards(base, s), task.name, transform) for s in ("train", "test"))
-        if shards(base, "val"):
-            return train, TFRecordSplit(shards(base, "val"), task.name, transform), test
-        tr, va = _carve(train, (0.9, 0.1))
-        return tr, va, test
     absent = [s for s in ("train", "test") if not (base / s).is_dir()]
     if absent and any((base / s).is_dir() for s in ("train", "val", "test")):  # a task folder missing a split
         raise DatasetNotFoundError(
@@ -237,6 +284,27 @@ def _folder_parts(task: VtabTask, root: Path, transform: Callable | None):
     return tr, va, test
 
 
+def _has_shards(task: VtabTask, folder: Path) -> bool:
+    return bool(task.splits) and folder.is_dir() and any(folder.glob(f"{task.tfds_name}-*.tfrecord*"))
+
+
+def _from_shards(task: VtabTask, folder: Path, transform: Callable | None) -> VtabSplits:
+    """VTAB-1k's own splits: the registry's expressions at the shards' split sizes, read in TFDS order."""
+    shards = TFDSShards(folder, task.tfds_name)
+    counts = shards.counts()
+    try:
+        exprs = task.split_expressions(counts)
+        parts = {s: shards.read(exprs[s], task.label, task.image_scale, transform) for s in ("train800", "val200", "test")}  # fmt: skip
+    except SplitExpressionError as e:
+        raise DatasetNotFoundError(
+            f"VTAB task {task.name!r}: the shards in {folder} hold {counts} examples of {task.tfds_name}, "
+            f"where {task.tfds} ({task.published_version}, read by {task.source}) holds {dict(task.published_counts)}: "
+            f"{e}"
+        ) from e
+    match = all(counts.get(s) == task.published_counts[s] for s in task.tfds_splits)
+    return VtabSplits(task, parts["train800"], parts["val200"], parts["test"], True, exprs, counts, match)
+
+
 def load_vtab(
     task: str | VtabTask,
     data_root: str | os.PathLike,
@@ -244,7 +312,8 @@ def load_vtab(
     download: bool = False,
     use_torchvision: bool = True,
 ) -> VtabSplits:
-    """The VTAB-1k splits of ``task`` from ``data_root`` (torchvision layout, or the folder fallback)."""
+    """The VTAB-1k splits of ``task`` from ``data_root``: its TFDS shards (VTAB's own splits), else its folders,
+    else torchvision's layout (neither VTAB's splits); :attr:`VtabSplits.vtab_splits` says which."""
     if isinstance(task, VtabTask):  # a task outside the registry, described by its folder's task.json
         info = task
     elif task in VTAB_TASKS:
@@ -253,6 +322,8 @@ def load_vtab(
         raise KeyError(f"unknown VTAB task {task!r}; known: {', '.join(VTAB_TASKS)}")
     root = Path(data_root)
     folder = root / "vtab" / info.name
+    if _has_shards(info, folder):
+        return _from_shards(info, folder, transform)
     if info.torchvision and use_torchvision and not folder.is_dir():
         train, val, test = _torchvision_parts(info, root, download, transform)
         return VtabSplits(info, _first(train, 800), _first(val, 200), test)
