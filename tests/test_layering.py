@@ -30,7 +30,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "convert",
         ),
     ),  # fmt: skip
-    ("training and proxies", ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs")),
+    (
+        "training and proxies",
+        ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs"),
+    ),
     ("selection", ("selection", "zoo", "rank")),
     ("scales", ("scale", "presets", "parameters", "reproduce")),
     (
