@@ -78,7 +78,7 @@ CHILD = textwrap.dedent(
     import torch
     torch.set_num_threads({threads})
     sys.path.insert(0, {root!r})
-    from expertlib import training
+    from expertlib import batching
     from expertlib.pipeline import Workspace, inputs as D, models as M, transfer as TR, upstream as U
 
     def die_on_call(module, name, n):
@@ -129,9 +129,9 @@ def test_killed_runs_resume_to_the_same_results(smoke, smoke_run, tmp_path):
     ws, _ = smoke
     notebook_out, _, _ = smoke_run
     res, data, out = tmp_path / "r", tmp_path / "d", tmp_path / "r" / "smoke"
-    kill_b = _child(res, data, UPSTREAM, "die_on_call(training, 'batch_indices', 7)")
+    kill_b = _child(res, data, UPSTREAM, "die_on_call(batching, 'batch_indices', 7)")
     # the rerun: B (12 steps), B+extra (4), the first adapter expert (4), then the 2nd step of the second
-    kill_expert = _child(res, data, UPSTREAM, "die_on_call(training, 'batch_indices', 12 + 4 + 4 + 2)")
+    kill_expert = _child(res, data, UPSTREAM, "die_on_call(batching, 'batch_indices', 12 + 4 + 4 + 2)")
     kept = sorted(p.name for p in (out / "checkpoints").glob("adapter_*.safetensors"))
     # transfer: the same call finishes the experts, then the first 12 fine-tunes choose the hyper-parameters
     # (3 tasks x 2 steps x 2 lrs); it dies in the 15th, the 3rd of the runs proper
