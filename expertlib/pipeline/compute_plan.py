@@ -277,7 +277,7 @@ def options_for(scale) -> list[tuple[str, dict, str]]:
                         "published one on CIFAR-10/100 only (not VTAB-1k's 19 tasks)"))  # fmt: skip
         else:
             out.append(("batch 512, lr 0.003", PUBLISHED_RECIPE, "BiT-HyperRule exactly as published"))
-    if scale.trains_upstream and scale.data.crop != 128:
+    if scale.trains_upstream and scale.data.crop > 128:
         out.append(("upstream at 128 px", {"crop": 128, "precrop": 160},
                     "cheaper upstream trainings (B+extra, experts) at 128 px instead of BiT-M's 224 px pre-training "
                     "resolution: about a third of their compute"))  # fmt: skip
