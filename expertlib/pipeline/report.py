@@ -177,9 +177,11 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         "imagenet21k+vtab",
         "vtab",
     ):  # VTAB-1k itself: our table beside the published numbers
-        from expertlib.published import beside_published
+        from expertlib.published import beside_published, split_caveat
 
-        both = beside_published(vtab, ws.scale.name)
+        infos = {task: bench.task_info(task) for task in ws.scale.data.tasks}
+        caveat = split_caveat({task: (i.vtab_splits, i.tfds_counts_match) for task, i in infos.items()})
+        both = beside_published(vtab, ws.scale.name, caveat)
         table(both, "vtab_vs_published", floatfmt=".1f")
         keep(plots.published_comparison(both, f"VTAB-1k: ours ({ws.scale.name} scale) beside published models"),
              "vtab_vs_published")  # fmt: skip
