@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,17 @@ def share(jobs: Sequence[Job], rank: int, world: int) -> list[int]:
     return sorted(mine)
 
 
+def chunks(jobs: Sequence[Job], group: Callable[[Job], Hashable], size: int) -> list[list[Job]]:
+    """``jobs`` by ``group(job)`` (groups in order of first appearance, jobs in their order), each group cut
+    into chunks of at most ``size``."""
+    if size < 1:
+        raise ValueError(f"group_size must be at least 1, got {size}")
+    by: dict[Hashable, list[Job]] = {}
+    for job in jobs:
+        by.setdefault(group(job), []).append(job)
+    return [g[i : i + size] for g in by.values() for i in range(0, len(g), size)]
+
+
 def result_path(folder: Path, job: Job) -> Path:
     return Path(folder) / f"{job.key}.json"
 
@@ -91,24 +102,39 @@ def run_sharded(
     folder: str | os.PathLike,
     workers: int = 0,
     on_result: Callable[[Job, Any], None] | None = None,
+    together: Callable[[list[Job]], list[Any]] | None = None,
+    group: Callable[[Job], Hashable] | None = None,
+    group_size: int = 64,
 ) -> list[Any]:
     """Run this rank's share of ``jobs`` that has no result file yet (``fn(*build(job))``, in a CPU pool of
     ``workers`` processes when > 0), write each result to its own file as it finishes, wait for every rank, and
-    return every job's result in the order of ``jobs``. ``fn``'s result must be JSON-able."""
+    return every job's result in the order of ``jobs``. ``fn``'s result must be JSON-able.
+
+    ``together`` (with ``group``): the jobs of one group (equal ``group(job)``), in chunks of at most
+    ``group_size``, run as one call that returns one result per job (many small models trained in one pass);
+    each job's result still gets its own file, so a resume redoes exactly the jobs without one."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rank, world = rank_and_world()
     todo = [jobs[i] for i in share(jobs, rank, world) if read_result(folder, jobs[i]) is None]
+
+    def save(job: Job, result: Any) -> None:
+        atomic_write_json(result_path(folder, job), {"recipe": job.recipe, "result": result})  # sorted keys
+        if on_result is not None:
+            on_result(job, result)
+
+    if together is not None and group is not None:
+        for chunk in chunks(todo, group, group_size):
+            for job, result in zip(chunk, together(chunk), strict=True):
+                save(job, result)
+        todo = []
 
     def args() -> Iterable[tuple]:  # built as the pool asks: a job's model is made only when it runs
         for job in todo:
             yield build(job)
 
     for i, result in run_jobs(fn, args(), workers):
-        job = todo[i]
-        atomic_write_json(result_path(folder, job), {"recipe": job.recipe, "result": result})  # sorted keys
-        if on_result is not None:
-            on_result(job, result)
+        save(todo[i], result)
     barrier()
     results = [read_result(folder, job) for job in jobs]
     missing = [job.recipe for job, r in zip(jobs, results, strict=True) if r is None]

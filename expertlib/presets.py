@@ -21,17 +21,14 @@ from typing import Any
 
 from expertlib.adapters import AdapterConfig
 from expertlib.datasets.embedded import EmbeddedSpec
+from expertlib.datasets.embedded_tasks import CORE_TASKS, VTAB_LIKE_TASKS
 from expertlib.hierarchy import PAPER_EXPERTS, ExpertRule
 from expertlib.scale import Scale
 
-__all__ = ["SCALES", "Scale", "get_scale", "CPU_TASKS", "SMOKE_TASKS"]
+__all__ = ["SCALES", "Scale", "get_scale", "CPU_TASKS", "SMOKE_TASKS", "GPU_SMOKE_TASKS"]
 
 # The cpu scale runs all 12 embedded tasks (4 natural, 3 specialized, 5 structured), as VTAB runs all 19.
-CPU_TASKS = (
-    "animal_pose", "digit_mirror", "photo_new", "glyph_new",
-    "land_cover", "tissue", "retinopathy",
-    "sprite_xpos", "sprite_orient", "scene_count", "scene_dist", "grating_new",
-)  # fmt: skip
+CPU_TASKS = CORE_TASKS
 SMOKE_TASKS = ("digit_mirror", "land_cover", "sprite_xpos")
 
 SCALES: dict[str, Scale] = {
@@ -164,6 +161,38 @@ SCALES: dict[str, Scale] = {
     ),
 }
 
+
+# The gpu scale: the cpu scale's experiment (the same recipes for B, the experts and the fine-tunes) widened to
+# VTAB-1k's 19 tasks (the 12 core tasks and 7 more built from the same sources, expertlib.datasets.embedded_tasks)
+# at 20 seeds, every regime and every baseline; tasks are the unit of inference, seeds narrow the noise within
+# each. On one GPU the many tiny fine-tunes train stacked, 64 in one pass, fed by data worker processes.
+SCALES["gpu"] = SCALES["cpu"].override(
+    name="gpu",
+    description="the embedded experiment on 19 VTAB-like tasks at 20 seeds, every regime: one GPU, about 10 minutes",
+    embedded=EmbeddedSpec(tasks=VTAB_LIKE_TASKS),
+    tasks=VTAB_LIKE_TASKS,
+    seeds=20,
+    transfer_workers=0,
+    data_workers=8,
+    stack_finetunes=64,
+    eval_batch=1000,
+)
+# the gpu scale's code paths at the smoke scale's sizes, in CI: two of the new tasks, fine-tunes stacked
+GPU_SMOKE_TASKS = ("digit_mirror", "texture", "toy_azimuth")
+SCALES["gpu-smoke"] = SCALES["smoke"].override(
+    name="gpu-smoke",
+    description="the gpu scale's code paths (new VTAB-like tasks, stacked fine-tunes) at smoke sizes, in CI; numbers mean nothing",
+    embedded=EmbeddedSpec(
+        upstream_train_per_class=8,
+        upstream_test_per_class=4,
+        task_train=64,
+        task_val=32,
+        task_test=64,
+        tasks=GPU_SMOKE_TASKS,
+    ),  # fmt: skip
+    tasks=GPU_SMOKE_TASKS,
+    stack_finetunes=8,
+)
 
 # what the two on-disk smoke scales (paper-smoke, released-smoke) share: tiny fine-tunes on their own fixture
 ON_DISK_SMOKE: dict[str, Any] = dict(

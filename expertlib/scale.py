@@ -136,6 +136,10 @@ class Runtime:
     # GroupNorm and weight standardisation; eager elsewhere), True or False to force it. Compiled agrees with eager
     # within float32 tolerance (tested on CPU); its GPU speed is measured by `make gpu-check`
     compile: bool | str = "auto"
+    # fine-tunes of one structure, task and schedule trained together as one stacked model, this many at most
+    # (expertlib.stacked; 0 or 1: each alone). On a GPU small models are launch-bound and K of them step in about
+    # the time of one; on a CPU stacking measured slower than the pool (results/benchmarks/many_models.csv)
+    stack_finetunes: int = 0
     # under torchrun, each rank trains whole experts of the job list (one process each, no gradient traffic; the
     # same bits as one process) instead of every expert in turn with DDP over all ranks
     expert_sharding: bool = False
@@ -171,7 +175,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 # the counts and their smallest sensible values
 MINIMA: dict[str, int] = {"seeds": 1, "knn_k": 1, "transfer_batch": 1, "eval_batch": 1, "crop": 1, "precrop": 1,
                           "random_experts": 0, "oracle_pool": 0, "data_workers": 0, "transfer_workers": 0,
-                          "micro_batch": 0}  # fmt: skip
+                          "micro_batch": 0, "stack_finetunes": 0}  # fmt: skip
 
 
 @dataclass(frozen=True)

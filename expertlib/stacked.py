@@ -110,9 +110,9 @@ def stack_key(model: nn.Module, cfg: TrainConfig, data: TrainData) -> tuple:
 def _refuse_unstackable(models: Sequence[nn.Module], cfgs: Sequence[TrainConfig], datas: Sequence[TrainData]
                         ) -> None:  # fmt: skip
     """Name the first model that differs from model 0 in what a stack must share, and the fix."""
-    if cfgs[0].compile:
+    if cfgs[0].compile is True:  # "auto" runs the stack eager: stacking is this path's way of saving launches
         raise StackError("compile=True: the stacked path does not torch.compile (stacking already removes the "
-                         "per-model launch cost compile would save); train the stack with compile=False")  # fmt: skip
+                         "per-model launch cost compile would save); train the stack with compile=False or 'auto'")  # fmt: skip
     if cfgs[0].grad_clip is not None:
         raise StackError(f"grad_clip={cfgs[0].grad_clip}: clipping by the norm over all parameters would mix the "
                          "stacked models; train these models one at a time (expertlib.training.train)")  # fmt: skip

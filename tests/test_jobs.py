@@ -9,7 +9,16 @@ import textwrap
 
 import pytest
 
-from expertlib.jobs import Job, JobsMissingError, StaleJobError, read_result, result_path, run_sharded, share
+from expertlib.jobs import (
+    Job,
+    JobsMissingError,
+    StaleJobError,
+    chunks,
+    read_result,
+    result_path,
+    run_sharded,
+    share,
+)
 
 
 def square(x: int) -> dict:
@@ -104,3 +113,31 @@ def test_two_gloo_ranks_write_each_job_once(tmp_path):
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert sorted(r0["ran"] + r1["ran"]) == list(range(7)) and r0["ran"] and r1["ran"]  # each job once
     assert r0["out"] == r1["out"] == [square(i) for i in range(7)]
+
+
+def test_jobs_of_one_group_run_together_in_chunks_each_with_its_own_file(tmp_path):
+    """Many small models in one pass: the jobs of a group, at most ``group_size`` at a time, run as one call;
+    each job's result still has its own file, so a resume redoes only the jobs without one."""
+    jobs = _jobs(7)
+    parity = lambda j: j.recipe["x"] % 2  # noqa: E731
+    assert [[j.recipe["x"] for j in c] for c in chunks(jobs, parity, 3)] == [[0, 2, 4], [6], [1, 3, 5]]
+    calls = []
+
+    def together(js):
+        calls.append([j.recipe["x"] for j in js])
+        return [square(j.recipe["x"]) for j in js]
+
+    got = run_sharded(
+        jobs, square, lambda j: (j.recipe["x"],), tmp_path, together=together, group=parity, group_size=3
+    )
+    assert got == [square(i) for i in range(7)] and sorted(map(len, calls)) == [1, 3, 3]
+    assert all(result_path(tmp_path, j).is_file() for j in jobs)
+    result_path(tmp_path, jobs[3]).unlink()
+    calls.clear()
+    assert (
+        run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path, together=together, group=parity)
+        == got
+    )
+    assert calls == [[3]]
+    with pytest.raises(ValueError, match="group_size must be at least 1"):
+        chunks(jobs, parity, 0)

@@ -136,14 +136,35 @@ def _scale_run(tmp_path_factory, scale: str):
     return root, written
 
 
+def test_gpu_scale_runs_at_smoke_sizes_with_stacked_fine_tunes(tmp_path_factory):
+    """The gpu scale's code paths (#34) through every notebook at smoke sizes: VTAB-like tasks beyond the cpu
+    scale's 12, and the fine-tunes of one task, mode and structure trained together as one stacked model."""
+    import pandas as pd
+
+    from expertlib.presets import GPU_SMOKE_TASKS, get_scale
+
+    root, written = _scale_run(tmp_path_factory, "gpu-smoke")
+    assert [p.name for p in written] == [p.name for p in notebooks()]
+    out = root / "r" / "gpu-smoke"
+    runs = pd.read_csv(out / "tables" / "transfer_runs.csv")
+    ft = runs[runs["mode"] == "finetune"]
+    assert set(ft.task.str.split("@").str[0]) == set(GPU_SMOKE_TASKS) and ft.accuracy.between(0, 1).all()
+    # a stack's models share its wall time equally: one value per (task, kind) where they stacked
+    stacked = ft.groupby(["task", "kind"]).seconds.nunique()
+    assert (stacked == 1).all() and len(ft) == ft.groupby(["task", "model", "seed"]).ngroups
+    assert get_scale("gpu").data.tasks[4:7] == ("street_letters", "texture", "animal_coat")
+    s = json.loads((out / "summary.json").read_text())
+    assert set(s["tasks"]) == set(GPU_SMOKE_TASKS)
+
+
 @pytest.fixture(scope="session")
 def paper_smoke_run(tmp_path_factory):
     return _scale_run(tmp_path_factory, "paper-smoke")
 
 
 def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
-    """Every notebook at the paper scale's code paths: on-disk ImageNet-21k tree with real WordNet ids, a VTAB
-    task in folders and one in TFRecord shards, the real R50x1, worker processes; report beside published."""
+    """Every notebook at the paper scale's code paths: on-disk ImageNet-21k tree with real WordNet ids, two VTAB
+    tasks in folders, the real R50x1, worker processes; the report beside published numbers."""
     import pandas as pd
 
     root, written = paper_smoke_run

@@ -5,7 +5,9 @@
 #   1. cuda-tests       tests/test_cuda.py's cuda parameters (their bodies also run on CPU in `make test`)
 #   2. released-smoke   its notebooks on CUDA in one process, then its fine-tunes on 2 torchrun ranks sharing the
 #                       GPU, and the comparison of the two (-> released_smoke_2ranks.txt)
-#   3. gpu-scale        the hook for the `gpu` scale (#34): fill gpu_scale_section below
+#   3. gpu-scale        the `gpu` scale (#34) on CUDA for GPU_SCALE_SECONDS (default 120): its wall time when it
+#                       finishes, else how far it got and the time extrapolated from its fine-tunes' pace
+#                       (-> gpu_scale.json, gpu_scale_summary.json)
 #   4. paper-smoke      every notebook of paper-smoke on CUDA; long (166 s measured), so only with PAPER_SMOKE=1
 #   5. throughput       benchmarks/gpu_throughput.py, last, with the time left (-> gpu_throughput.csv row by row)
 # sections.csv records each section's status and seconds. It runs on the machine's own Python (torch preinstalled
@@ -80,14 +82,22 @@ export WORK OUT
 section released-smoke "${RELEASED_SMOKE_SECONDS:-130}" bash -c released_smoke
 
 # -- 3. the `gpu` scale (#34) --------------------------------------------------------------------------------------
-# The hook for #34: put the gpu scale's commands here (figures into $OUT as they come) and give it a time box with
-# GPU_SCALE_SECONDS (0, the default, skips it: nothing to run yet).
+# Every notebook of the gpu scale on CUDA within GPU_SCALE_SECONDS (default 120; 0 skips it); then
+# tools/gpu_scale_progress.py writes its wall time, or, cut short, how far it got and the extrapolated total.
 gpu_scale_section() {
-  echo "no gpu scale section yet (#34)"
+  local t0 status
+  t0=$(date +%s)
+  timeout --kill-after=10 "$(( GPU_SCALE_LIMIT - 15 ))" "$PY" -m expertlib.reproduce --scale gpu \
+    --results-dir "$WORK/results" --data-root "$WORK/data" --param 'device="cuda"' --no-progress --record-times
+  status=$?
+  "$PY" tools/gpu_scale_progress.py "$WORK/results" "$(( $(date +%s) - t0 ))" --out "$OUT/gpu_scale.json"
+  cp "$WORK/results/gpu/summary.json" "$OUT/gpu_scale_summary.json" 2>/dev/null || true
+  return $status
 }
 export -f gpu_scale_section
-if (( ${GPU_SCALE_SECONDS:-0} > 0 )); then
-  section gpu-scale "$GPU_SCALE_SECONDS" bash -c gpu_scale_section
+export GPU_SCALE_LIMIT=${GPU_SCALE_SECONDS:-120}
+if (( GPU_SCALE_LIMIT > 0 )); then
+  section gpu-scale "$GPU_SCALE_LIMIT" bash -c gpu_scale_section
 fi
 
 # -- 4. paper-smoke on CUDA (opt-in: it alone takes about half the check's time) ----------------------------------

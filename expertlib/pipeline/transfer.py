@@ -37,6 +37,7 @@ from expertlib.pipeline.tables import (
 from expertlib.pipeline.workspace import Workspace, cached, check_recipe, record_provenance
 from expertlib.resnet import Pooled
 from expertlib.runtime import atomic_write_csv, atomic_write_json
+from expertlib.stacked import finetune_stacked, predicted_classes_stacked, structure
 from expertlib.training import TrainConfig, TrainData, finetune
 
 
@@ -147,9 +148,12 @@ def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
         from tqdm import tqdm
 
         bar = tqdm(desc="fine-tunes (this process)", disable=not ws.progress)
+        stack = ws.scale.runtime.stack_finetunes
         results = run_sharded(jobs, finetune_job, lambda j: _job_args(ws, bench, cands, j),
                               ws.results_dir / "jobs" / "transfer", ws.pool_workers(),
-                              on_result=lambda j, r: bar.update())  # fmt: skip
+                              on_result=lambda j, r: bar.update(),
+                              together=(lambda js: finetune_together(ws, bench, cands, js)) if stack > 1 else None,
+                              group=stack_group(bench, cands), group_size=max(1, stack))  # fmt: skip
         bar.close()
         predictions = {}
         for job, (acc, secs, *pred) in zip(jobs, results, strict=True):
@@ -192,6 +196,37 @@ def _job_args(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], j
     cfg = R.transfer_config(ws.scale, r["steps"], r["lr"], ws.seed + r["seed"], ws.device)
     return (cands[r["model"]].transfer_net(k), bench.task(r["task"], train), bench.task(r["task"], evaluate), cfg, k,
             ws.scale.runtime.eval_batch)  # fmt: skip
+
+
+def stack_group(bench: Benchmark, cands: Mapping[str, Candidate]):
+    """Which fine-tunes can train together as one stacked model: the same task, mode, steps and batch (so the same
+    data and schedule length), and networks of one structure (B, B+extra, full experts and DAT models share one;
+    adapter experts another), each candidate's structure read once."""
+    known: dict[tuple[str, int], tuple] = {}
+
+    def key(job: Job) -> tuple:
+        r = job.recipe
+        k = bench.task_info(r["task"]).num_classes
+        if (r["model"], k) not in known:
+            known[(r["model"], k)] = structure(cands[r["model"]].transfer_net(k))
+        return (r["task"], r["mode"], r["steps"], r["batch"], tuple(r["resolution"]), known[(r["model"], k)])
+
+    return key
+
+
+def finetune_together(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], jobs: Sequence[Job]
+                      ) -> list[tuple[float, float, str]]:  # fmt: skip
+    """The fine-tunes of one :func:`stack_group` as one stacked model (:mod:`expertlib.stacked`; each keeps its
+    own seed, data order, head, learning rate and results): what :func:`finetune_job` gives for each, from one
+    pass per step and one evaluation pass. Where launches, not arithmetic, bound a step (small models on a GPU)."""
+    args = [_job_args(ws, bench, cands, job) for job in jobs]
+    nets, cfgs = [a[0] for a in args], [a[3] for a in args]
+    _, train_data, eval_data, _, k, eval_batch = args[0]
+    torch.manual_seed(cfgs[0].seed)
+    res = finetune_stacked(nets, train_data, cfgs, k, progress=False)
+    preds = predicted_classes_stacked(nets, eval_data, eval_batch, cfgs[0].device)
+    return [(float((pred == eval_data.labels).mean()), float(r.seconds), encode_predictions(pred))
+            for pred, r in zip(preds, res, strict=True)]  # fmt: skip
 
 
 def candidate_fingerprint(cand: Candidate) -> str:
