@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from typing import Any
 
 from expertlib.adapters import AdapterConfig
@@ -182,14 +183,7 @@ GPU_SMOKE_TASKS = ("digit_mirror", "texture", "toy_azimuth")
 SCALES["gpu-smoke"] = SCALES["smoke"].override(
     name="gpu-smoke",
     description="the gpu scale's code paths (new VTAB-like tasks, stacked fine-tunes) at smoke sizes, in CI; numbers mean nothing",
-    embedded=EmbeddedSpec(
-        upstream_train_per_class=8,
-        upstream_test_per_class=4,
-        task_train=64,
-        task_val=32,
-        task_test=64,
-        tasks=GPU_SMOKE_TASKS,
-    ),  # fmt: skip
+    embedded=replace(SCALES["smoke"].data.embedded, tasks=GPU_SMOKE_TASKS),  # the smoke scale's sizes
     tasks=GPU_SMOKE_TASKS,
     stack_finetunes=8,
 )

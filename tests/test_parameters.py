@@ -29,8 +29,8 @@ def test_parameters_validated_before_compute(tmp_path):
         validate_parameters(nb, {"sed": 1})
     with pytest.raises(ParameterError, match="'seed'.*must be int.*got str"):
         validate_parameters(nb, {"seed": "1"})
-    with pytest.raises(ValueError, match="unknown scale 'gpu'"):
-        validate_parameters(nb, {"scale": "gpu"})
+    with pytest.raises(ValueError, match="unknown scale 'tpu'"):
+        validate_parameters(nb, {"scale": "tpu"})
 
 
 def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):

@@ -4,7 +4,16 @@ from expertlib.presets import SCALES, get_scale
 
 
 def test_scales_exist_and_unknown_is_clear():
-    assert set(SCALES) == {"smoke", "cpu", "paper", "paper-smoke", "released", "released-smoke"}
+    assert set(SCALES) == {
+        "smoke",
+        "cpu",
+        "gpu",
+        "gpu-smoke",
+        "paper",
+        "paper-smoke",
+        "released",
+        "released-smoke",
+    }
     assert get_scale("cpu").data.embedded is not None and get_scale("paper").upstream.arch == "R50x1"
     ps, paper = get_scale("paper-smoke"), get_scale("paper")
     # paper-smoke runs the paper's code paths: same data kind, architecture, loss, schedule and expert rule
@@ -42,23 +51,6 @@ def test_scales_exist_and_unknown_is_clear():
         get_scale("smoek")
 
 
-def test_the_parts_say_which_settings_change_results():
-    """Every setting outside Runtime enters some step's recipe, except those that only add work (more tasks,
-    seeds, few-shot regimes); of Runtime's, only micro_batch does (it changes the order of float sums)."""
-    from expertlib.pipeline.recipes import STEP_FIELDS
-    from expertlib.scale import SETTINGS
-
-    in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
-    runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}
-    assert runtime & in_recipes == {"micro_batch"}
-    assert set(SETTINGS) - runtime - in_recipes == {"tasks", "seeds", "few_shot", "unpicked_seeds"}
-    sc = get_scale("cpu")
-    assert sc.setting("expert_lr") == sc.expert.lr and sc.override(expert_lr=0.5).expert.lr == 0.5
-    assert sc.override(expert_lr=0.5).upstream == sc.upstream  # other parts untouched
-    with pytest.raises(ValueError, match="unknown scale setting 'expert_lrs'.*did you mean 'expert_lr'"):
-        sc.override(expert_lrs=(0.1,))
-
-
 def test_the_paper_scales_fine_tune_with_bit_hyperrule_as_published():
     """Batch 512 at lr 0.003, 500 steps for VTAB-1k, resolution by image area; upstream trainings at 224 px."""
     for name in ("paper", "released"):
@@ -67,3 +59,24 @@ def test_the_paper_scales_fine_tune_with_bit_hyperrule_as_published():
         assert sc.data.task_resolution == "hyperrule" and sc.runtime.micro_batch == 64  # 8 passes of 64
     assert (get_scale("paper").data.precrop, get_scale("paper").data.crop) == (256, 224)
     assert get_scale("cpu").transfer.batch == 32  # the embedded scales keep their own recipes
+
+
+def test_the_gpu_scale_is_the_cpu_experiment_on_19_tasks_at_20_seeds_with_stacked_fine_tunes():
+    from expertlib.datasets.embedded_tasks import CORE_TASKS, VTAB_LIKE_TASKS
+
+    cpu, gpu = get_scale("cpu"), get_scale("gpu")
+    assert (
+        gpu.data.tasks == VTAB_LIKE_TASKS
+        and len(gpu.data.tasks) == 19
+        and set(CORE_TASKS) < set(gpu.data.tasks)
+    )
+    assert gpu.study.seeds == 20 and gpu.study.few_shot == cpu.study.few_shot and gpu.study.dat_accuracy
+    assert (gpu.upstream, gpu.expert, gpu.transfer) == (
+        cpu.upstream,
+        cpu.expert,
+        cpu.transfer,
+    )  # the same recipes
+    assert gpu.runtime.stack_finetunes == 64 and cpu.runtime.stack_finetunes == 0
+    assert (
+        get_scale("cpu").data.embedded.key() == "223dc624dd50"
+    )  # the cpu scale's data unchanged by the widening
