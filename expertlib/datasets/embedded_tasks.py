@@ -99,11 +99,7 @@ def render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Generat
     if name == "animal_pose":
         images, lab = S.animal_silhouettes()
         animal, rot = labels // 3, np.array([0, 1, 3])[labels % 3]
-        idx = np.empty(n, int)
-        for a, c in enumerate(TASK_ANIMALS):
-            pool = np.flatnonzero(lab == c)[source_pool(1000, POOL_FRACTIONS[split], 13)]
-            sel = animal == a
-            idx[sel] = rng.choice(pool, sel.sum(), replace=sel.sum() > len(pool))
+        idx = held_out_animals(rng, lab, animal, split)
         imgs = P.silhouettes(rng, images[idx], rot)
         src = np.array([f"animal:{i}" for i in idx])
     elif name == "digit_mirror":
@@ -164,11 +160,7 @@ def render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Generat
     elif name == "animal_coat":
         images, lab = S.animal_silhouettes()
         animal, coat = labels // len(PN.COATS), labels % len(PN.COATS)
-        idx = np.empty(n, int)
-        for a, c in enumerate(TASK_ANIMALS):  # animal_pose's pools: an image keeps its split in every task
-            pool = np.flatnonzero(lab == c)[source_pool(1000, POOL_FRACTIONS[split], 13)]
-            sel = animal == a
-            idx[sel] = rng.choice(pool, sel.sum(), replace=sel.sum() > len(pool))
+        idx = held_out_animals(rng, lab, animal, split)  # animal_pose's pools: an image keeps its split
         imgs = PN.coated_silhouettes(rng, images[idx], coat)
         src = np.array([f"animal:{i}" for i in idx])
     elif name == "aerial_scene":
@@ -184,6 +176,18 @@ def render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Generat
     else:
         raise KeyError(f"no renderer for task {name!r}")
     return ArraySplit(imgs, labels.astype(np.int64), src)
+
+
+def held_out_animals(rng: np.random.Generator, source_labels: np.ndarray, animal: np.ndarray, split: str
+                     ) -> np.ndarray:  # fmt: skip
+    """For each example's held-out animal (an index into TASK_ANIMALS), a silhouette drawn from that animal's pool
+    of source images for ``split``: disjoint pools per split, the same pools in every task that uses them."""
+    idx = np.empty(len(animal), int)
+    for a, c in enumerate(TASK_ANIMALS):
+        pool = np.flatnonzero(source_labels == c)[source_pool(1000, POOL_FRACTIONS[split], 13)]
+        sel = animal == a
+        idx[sel] = rng.choice(pool, sel.sum(), replace=sel.sum() > len(pool))
+    return idx
 
 
 def _scenes_by_distance(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
