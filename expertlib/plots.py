@@ -16,13 +16,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from expertlib.candidates import BASE, EXTRA  # noqa: E402
 from expertlib.runtime import atomic_write, atomic_write_csv, atomic_write_text  # noqa: E402
 
 GROUP_ORDER = ("natural", "specialized", "structured")
-METHOD_ORDER = ("base", "base+extra", "random", "domain", "knn", "oracle", "dat")
+METHOD_ORDER = (BASE, EXTRA, "random", "domain", "knn", "oracle", "dat")
+"""Every method the report compares, in the one order its tables and figures share."""
 METHOD_LABELS = {
-    "base": "B (generic)",
-    "base+extra": "B+extra (compute-matched)",
+    BASE: "B (generic)",
+    EXTRA: "B+extra (compute-matched)",
     "random": "random expert (expectation)",
     "domain": "domain-prediction pick",
     "knn": "kNN pick (paper)",
