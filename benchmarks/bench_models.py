@@ -28,7 +28,7 @@ def timm_twin(ours: torch.nn.Module) -> torch.nn.Module:
 
 def throughput_rows() -> list[dict]:
     """R50x1 features at 128 px, batch 16: ours and timm's (same weights, same eps) in both memory layouts, ours
-    also with the standardised weights reused (what ``training.predict`` does). Interleaved, best of 5."""
+    also with the standardised weights reused (what ``evaluation.predict`` does). Interleaved, best of 5."""
     rows = []
     cfg_name, size, batch = "R50x1", 128, 16
     ours = create_model(cfg_name).eval()

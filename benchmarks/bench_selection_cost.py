@@ -19,10 +19,11 @@ from _common import ROOT, write
 from expertlib.candidates import Candidate
 from expertlib.evaluation import accuracy
 from expertlib.pipeline import Workspace
-from expertlib.pipeline import data as D
 from expertlib.pipeline import recipes as R
-from expertlib.pipeline import selection as S
-from expertlib.pipeline import upstream as U
+from expertlib.pipeline.dat import time_dat
+from expertlib.pipeline.inputs import load_benchmark
+from expertlib.pipeline.models import candidates
+from expertlib.pipeline.scoring import selection_candidates
 from expertlib.proxies import knn_accuracy
 from expertlib.selection import extract_features, head_logits
 from expertlib.training import finetune
@@ -37,8 +38,8 @@ def main() -> None:
     bank_path = ws.path("models", "adapter_experts.safetensors")
     if not bank_path.exists():
         sys.exit(f"{bank_path} is missing: run `make reproduce` (the cpu scale) first")
-    bench = D.load_benchmark(ws)
-    base, _ = S.selection_candidates(U.candidates(ws))
+    bench = load_benchmark(ws)
+    base, _ = selection_candidates(candidates(ws))
     rows = []
     for task in TASKS:
         splits = bench.task_splits(task)
@@ -68,7 +69,7 @@ def main() -> None:
         oracle_s = time.perf_counter() - t0
         # (c) DAT-style: the pipeline's own timing (weights from B's predictions, re-train B for one expert's budget)
         logits = head_logits([base], extract_features([base], data, ws.scale.runtime.eval_batch))[base.name]
-        dat_s, _ = S.time_dat(ws, bench, base, logits)
+        dat_s, _ = time_dat(ws, bench, base, logits)
         rows.append({"task": task, "experts": len(names), "knn_seconds": round(knn_s, 2),
                      "knn_without_shared_pass_seconds": round(separate_s, 2), "finetune_all_seconds": round(oracle_s, 1),
                      "dat_seconds": round(dat_s, 1), "finetune_all_over_knn": round(oracle_s / knn_s, 1),

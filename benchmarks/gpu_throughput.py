@@ -2,7 +2,7 @@
 
 - every combination of train / inference, eager / compiled (``torch.compile``, what "auto" turns on on CUDA),
   bf16 autocast / fp32, each measured twice: on synthetic tensors already on the GPU, and fed by the real data
-  pipeline (``training.train`` / ``training.predict``):
+  pipeline (``training.train`` / ``evaluation.predict``):
     - upstream streaming at 224 px: JPEG files read as bytes by DataLoader workers and decoded on the GPU
       (``expertlib.datasets.encoded``), as upstream and expert trainings read ImageNet-21k;
     - a VTAB-style fine-tune at 128 px and at 480 px (BiT-HyperRule's two resolutions): 1,000 JPEGs decoded once
@@ -185,7 +185,7 @@ def pipeline_train(
 
 
 def pipeline_inference(model: torch.nn.Module, data, row: Row, batch: int, workers: int, device: str) -> dict:
-    """Images/s of ``training.predict`` over ``data`` (the second pass; the first one's extra time is the
+    """Images/s of ``evaluation.predict`` over ``data`` (the second pass; the first one's extra time is the
     warm-up)."""
     model.eval()
     seconds = []

@@ -133,12 +133,3 @@ def features_of(candidates: Sequence[Candidate], x: Tensor) -> dict[str, Tensor]
     measured to save nothing on the cpu scale: results/benchmarks/selection_cost.csv, 3.7 s shared against
     3.6 s apart, so each candidate runs its own forward.)"""
     return {c.name: pooled_features(c, x) for c in candidates}
-
-
-def by_name(candidates: Iterable[Candidate]) -> dict[str, Candidate]:
-    found: dict[str, Candidate] = {}
-    for c in candidates:
-        if c.name in found:
-            raise ValueError(f"two candidates are named {c.name!r}: give each a distinct name")
-        found[c.name] = c
-    return found

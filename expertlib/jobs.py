@@ -116,7 +116,6 @@ def run_sharded(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rank, world = rank_and_world()
-    todo = [jobs[i] for i in share(jobs, rank, world) if read_result(folder, jobs[i]) is None]
 
     def save(job: Job, result: Any) -> None:
         atomic_write_json(result_path(folder, job), {"recipe": job.recipe, "result": result})  # sorted keys
@@ -124,10 +123,19 @@ def run_sharded(
             on_result(job, result)
 
     if together is not None and group is not None:
-        for chunk in chunks(todo, group, group_size):
-            for job, result in zip(chunk, together(chunk), strict=True):
-                save(job, result)
-        todo = []
+        # the chunks are cut from the whole list, then shared whole: the same stacks for any number of ranks and
+        # after any kill (a chunk with a job left runs whole again; its other results come out the same)
+        stacks = chunks(jobs, group, group_size)
+        units = [Job({"stack": [j.key for j in g]}, sum(j.cost for j in g)) for g in stacks]
+        for i in share(units, rank, world):
+            missing = {j.key for j in stacks[i] if read_result(folder, j) is None}
+            if missing:
+                for job, result in zip(stacks[i], together(stacks[i]), strict=True):
+                    if job.key in missing:
+                        save(job, result)
+        todo: list[Job] = []
+    else:
+        todo = [jobs[i] for i in share(jobs, rank, world) if read_result(folder, jobs[i]) is None]
 
     def args() -> Iterable[tuple]:  # built as the pool asks: a job's model is made only when it runs
         for job in todo:

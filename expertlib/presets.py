@@ -11,6 +11,8 @@
   BiT-HyperRule's resolutions. No upstream image is read; nothing is trained upstream (notebooks 02 and 03
   say so). Each proxy's pick, a fixed random sample of experts and kNN's top ``oracle_pool`` are fine-tuned at
   every seed; the oracle is chosen on val200 (train800 -> val200 at seed 0), never on the judged test images.
+- ``gpu``: the cpu scale's experiment and recipes on 19 VTAB-like embedded tasks at 20 seeds, every regime, the
+  fine-tunes stacked on one GPU; ``gpu-smoke`` runs its code paths at smoke sizes in CI.
 - ``released-smoke`` and ``paper-smoke``: those scales' code paths on tiny on-disk fixtures, in CI.
 """
 
@@ -169,7 +171,7 @@ SCALES: dict[str, Scale] = {
 # each. On one GPU the many tiny fine-tunes train stacked, 64 in one pass, fed by data worker processes.
 SCALES["gpu"] = SCALES["cpu"].override(
     name="gpu",
-    description="the embedded experiment on 19 VTAB-like tasks at 20 seeds, every regime: one GPU, about 10 minutes",
+    description="the embedded experiment on 19 VTAB-like tasks at 20 seeds, every regime: one GPU (goal: ~10 minutes, unmeasured)",
     embedded=EmbeddedSpec(tasks=VTAB_LIKE_TASKS),
     tasks=VTAB_LIKE_TASKS,
     seeds=20,

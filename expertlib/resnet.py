@@ -38,7 +38,7 @@ _reuse: dict = {"depth": 0, "generation": 0, "holders": weakref.WeakSet()}
 @contextmanager
 def reuse_standardized_weights() -> Iterator[None]:
     """Within this block, weight-standardised convs without autograd standardise each weight once and reuse it
-    (evaluation and feature extraction: :func:`expertlib.training.predict` enters it). The weights must not
+    (evaluation and feature extraction: :func:`expertlib.evaluation.predict` enters it). The weights must not
     change inside the block; outside it every call standardises afresh, as timm does. Measured in
     ``results/benchmarks/models.csv``. The kept weights are released when the outermost block ends: nothing
     outlives it (48 R50x1 experts' would be about 4.5 GB of GPU memory)."""

@@ -3,7 +3,8 @@
 A scale is six recipes (what is read; how B, the experts, the selection and the fine-tunes are made; which
 comparisons the study runs) and its runtime (how fast it runs). Every setting but those of :class:`Runtime`
 can change results and enters the recipe of the steps that use it (:mod:`expertlib.pipeline.recipes`);
-``micro_batch`` is the one runtime setting that does, by changing the order of float sums. The scales
+``micro_batch`` and ``stack_finetunes`` are the runtime settings that do, by changing the order of float sums
+(compiled code agrees with eager within float32 tolerance; like the device, it is not part of a recipe). The scales
 themselves are data in :mod:`expertlib.presets`.
 """
 
@@ -125,7 +126,8 @@ class Study:
 
 @dataclass(frozen=True)
 class Runtime:
-    """How fast it runs; the tests show these change no result (``micro_batch``: the order of float sums)."""
+    """How fast it runs; the tests show these change no result (``micro_batch`` and ``stack_finetunes``: the order
+    of float sums, so they enter the recipes)."""
 
     transfer_workers: int = 0  # CPU: single-threaded processes fine-tuning side by side (0: in this process)
     eval_batch: int = 500

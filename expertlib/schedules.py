@@ -9,7 +9,7 @@ base lr 0.003, mixup alpha 0.1 only when n >= 20k.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,3 @@ def upstream_schedule(total_steps: int, base_lr: float, warmup_fraction: float =
         base_lr,
         tuple(round(f * total_steps) for f in (30 / 90, 60 / 90, 80 / 90)),
     )
-
-
-def with_lr(schedule: Schedule, base_lr: float) -> Schedule:
-    return replace(schedule, base_lr=base_lr)

@@ -38,7 +38,7 @@ def extract_features(
 
     Compiled (``compile``; "auto": on CUDA), each candidate runs through the network that computes it, so every
     candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
-    eager (:func:`~expertlib.training.compiles_once`)."""
+    eager (:func:`~expertlib.evaluation.compiles_once`)."""
     for c in candidates:
         c.eval()
     use = resolve_compile(compile, device)

@@ -7,7 +7,7 @@ first dimension and one module, called through ``torch.func.functional_call`` un
 all K per step (torch turns each convolution into one grouped convolution over the K models).
 
 Each model keeps everything that makes its result its own: its seed and so its data order and augmentation
-(its own :class:`~expertlib.training.StepBatches` stream), its mixup draws, its head, its learning-rate
+(its own :class:`~expertlib.batching.StepBatches` stream), its mixup draws, its head, its learning-rate
 schedule (base lr and shape), its loss, metrics and :class:`~expertlib.training.TrainResult`. The step's loss
 is the sum of the models' mean losses, so each model's gradient is its own loss's; SGD with momentum (and
 weight decay) acts element by element, so the stacked update is each model's own. On CPU in float64 the
@@ -182,7 +182,7 @@ def _sgd_step(params: list[Tensor], bufs: list[Tensor] | None, lrs: Tensor, mome
 
 
 class StackedSteps(Dataset):
-    """Step ``i`` of every model's own :class:`~expertlib.training.StepBatches` stream, stacked: (step, images
+    """Step ``i`` of every model's own :class:`~expertlib.batching.StepBatches` stream, stacked: (step, images
     ``(batch, K, ...)``, labels ``(K, batch)``, each model's generator state after its draws)."""
 
     def __init__(self, streams: Sequence[StepBatches]) -> None:
@@ -228,7 +228,7 @@ def train_stacked(
     a stack is a short job; the pipeline's job files resume between jobs).
 
     Every model ends on the device in channels_last with its trained weights written back in place, in the
-    train/eval mode it came in, so the usual evaluation (:func:`~expertlib.training.predicted_classes`, or
+    train/eval mode it came in, so the usual evaluation (:func:`~expertlib.evaluation.predicted_classes`, or
     :func:`predicted_classes_stacked` for all at once) applies. Returns one
     :class:`~expertlib.training.TrainResult` per model; its ``seconds`` is the stack's wall time divided by K
     (each model's share), its ``images_per_second`` that model's images over its share. Refuses
@@ -332,7 +332,7 @@ def predicted_classes_stacked(models: Sequence[nn.Module], data: TrainData, batc
                               device: str = "cpu") -> np.ndarray:  # fmt: skip
     """The class each of ``models`` (same structure; put in eval mode) predicts for every example of ``data``,
     from one stacked pass over it: ``(K, len(data))``, row ``i`` what
-    :func:`~expertlib.training.predicted_classes` gives for ``models[i]``."""
+    :func:`~expertlib.evaluation.predicted_classes` gives for ``models[i]``."""
     models = list(models)
     if not models:
         raise StackError("no models to evaluate")

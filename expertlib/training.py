@@ -75,7 +75,7 @@ class TrainConfig:
     # torch.compile the model for training (and the evaluation that follows through ``accuracy``): True, False,
     # or "auto" (on CUDA only: expertlib.runtime.resolve_compile). Agrees with eager within float32 tolerance
     # (tested on CPU), not to the bit; its speed on GPUs is measured by benchmarks/gpu_throughput.py
-    compile: Compile = False
+    compile: Compile = "auto"
 
     def __post_init__(self) -> None:
         if self.loss not in ("softmax", "sigmoid"):

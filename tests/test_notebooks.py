@@ -190,7 +190,7 @@ def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
 
 @pytest.mark.slow
 def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_path):
-    """The README's `torchrun ... --stage experts` at the paper-smoke scale (R50x1, on-disk fixture): 2 gloo
+    """The docs' `torchrun ... -m expertlib.pipeline.torchrun experts` at the paper-smoke scale (R50x1, on-disk fixture): 2 gloo
     processes train the same experts as the same command in one process, and only rank 0 writes."""
     from expertlib.weights import load_bank
 

@@ -183,3 +183,15 @@ def test_the_upstream_file_index_is_listed_once_cached_by_tree_and_read_alike(tm
     grown = FolderBenchmark(root, ["resisc45"], index_dir=tmp_path / "cache")
     assert len(sorted((tmp_path / "cache").glob("index-*.npz"))) == 2
     assert len(grown.upstream_data("train")) == len(again.upstream_data("train")) + 1
+
+
+def test_a_fixture_written_by_an_older_version_is_not_taken_as_current(tmp_path):
+    """The smoke scales rewrite their fixture when it predates the current layout (dSprites as TFDS shards), rather
+    than misread it."""
+    from expertlib.datasets.fixtures import STAMP, fixture_current
+
+    assert not fixture_current(tmp_path)
+    (tmp_path / "COMPLETE").write_text("written by expertlib.datasets.fixtures.write_released_fixture\n")
+    assert not fixture_current(tmp_path)
+    (tmp_path / "COMPLETE").write_text(f"written by expertlib.datasets.fixtures.write_released_fixture\n{STAMP}\n")
+    assert fixture_current(tmp_path)

@@ -128,3 +128,27 @@ def test_a_changed_expert_setting_is_refused_at_every_step_built_on_it(smoke):
     U.train_experts(
         runtime, bench, base, "adapter"
     )  # reused: workers and eval batch are not part of a recipe
+
+
+def test_outputs_scored_before_domain_prediction_had_a_setting_are_refused_where_it_now_differs(tmp_path):
+    """Domain prediction read B's head as a softmax before ``domain_activation`` existed: an output recorded
+    without the setting counts as softmax, so a scale whose head is now read as sigmoid (the released scales)
+    refuses it, while the cpu scale (softmax) keeps its committed outputs."""
+    import json
+
+    from expertlib.pipeline.workspace import RecipeMismatchError, check_recipe
+    from expertlib.presets import get_scale
+
+    table = tmp_path / "selection_picks.csv"
+    table.write_text("task\n")
+    for name in ("cpu", "released"):
+        recipe = Workspace(get_scale(name), tmp_path, tmp_path).recipe("selection")
+        old = {k: v for k, v in recipe.items() if k != "domain_activation"}
+        (tmp_path / "provenance.json").write_text(json.dumps({"selection_picks.csv": {"recipe": old}}))
+        if name == "cpu":
+            assert recipe["domain_activation"] == "softmax"
+            check_recipe([table], recipe)  # the committed cpu outputs stay valid
+        else:
+            assert recipe["domain_activation"] == "sigmoid"
+            with pytest.raises(RecipeMismatchError, match="domain_activation: 'softmax' -> 'sigmoid'"):
+                check_recipe([table], recipe)

@@ -26,13 +26,14 @@ def test_a_mistyped_setting_is_refused_not_read_as_another(field, value, accepte
 
 def test_the_parts_say_which_settings_change_results():
     """Every setting outside Runtime enters some step's recipe, except those that only add work (more tasks,
-    seeds, few-shot regimes); of Runtime's, only micro_batch does (it changes the order of float sums)."""
+    seeds, few-shot regimes); of Runtime's, micro_batch and stack_finetunes do (they change the order of float
+    sums: passes accumulated, models stacked)."""
     from expertlib.pipeline.recipes import STEP_FIELDS
     from expertlib.scale import SETTINGS
 
     in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
     runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}
-    assert runtime & in_recipes == {"micro_batch"}
+    assert runtime & in_recipes == {"micro_batch", "stack_finetunes"}
     assert set(SETTINGS) - runtime - in_recipes == {"tasks", "seeds", "few_shot", "unpicked_seeds"}
     sc = get_scale("cpu")
     assert sc.setting("expert_lr") == sc.expert.lr and sc.override(expert_lr=0.5).expert.lr == 0.5

@@ -65,7 +65,7 @@ released_smoke() {
   cp "$WORK/results/released-smoke/tables/claims.csv" "$OUT/released_smoke_claims.csv"
   rm -rf "$WORK/two" && cp -r "$WORK/results" "$WORK/two" && rm -rf "$WORK/two/released-smoke/jobs" \
     "$WORK/two/released-smoke/tables/transfer_runs.csv" "$WORK/two/released-smoke/tables/transfer_hyperparameters.json"
-  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m expertlib.pipeline.transfer \
+  "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m expertlib.pipeline.torchrun transfer \
     --scale released-smoke --device cuda --data-root "$WORK/data" --results-dir "$WORK/two"
   "$PY" - "$WORK" "$OUT/released_smoke_2ranks.txt" <<'PYEOF'
 import sys, pandas as pd

@@ -7,7 +7,7 @@ CPU. :class:`DeviceData` decodes the images (PIL, in the training process, as
 every batch there with the CPU path's own functions (:func:`expertlib.transforms.train_batch`,
 ``eval_batch``) and the CPU path's random draws: the draws are made on the batch's CPU generator and moved,
 so one seed gives one run on any device, and on a CPU the batches equal the CPU path's bit for bit. (Mixup,
-:func:`expertlib.training._mixup`, already works on whatever device the batch is on.)
+:func:`expertlib.training.mixup`, already works on whatever device the batch is on.)
 
 What is held is what the CPU path batches: the images as they are when all share one size (a resize to
 precrop, if any, then runs per batch on the device, as it runs per batch on the CPU), else each resized by

@@ -105,6 +105,3 @@ def cells(yy: np.ndarray, xx: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, 
     d = np.sqrt((yy[..., None] - pts[:, 0]) ** 2 + (xx[..., None] - pts[:, 1]) ** 2)
     d.sort(axis=-1)
     return d[..., 0], d[..., 1]
-
-
-# SVHN-like printed characters --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Image files streamed as bytes and decoded where the model runs: the upstream (ImageNet-21k) data path.
 
-On a GPU, decoding JPEGs with PIL in worker processes is the bottleneck of upstream training (16 processes
-decode and augment about 4,300 ImageNet-sized images/s; nvJPEG decodes several times that). So the work is
+On a GPU, decoding JPEGs with PIL in worker processes is the bottleneck of upstream training (issue #32 reported
+16 processes decoding and augmenting about 4,300 ImageNet-sized images/s on an H200 machine, and nvJPEG several
+times that; this repository has not measured it yet: benchmarks/gpu_throughput.py will). So the work is
 split (:class:`~expertlib.datasets.batches.StagedData`): DataLoader workers only read each file's bytes (and
 its EXIF orientation) and make the batch's random draws; the training process decodes the whole batch with
 ``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes each image on the device and crops

@@ -76,6 +76,16 @@ def _write(path: Path, data: bytes) -> None:
     atomic_write(path, lambda p: p.write_bytes(data))
 
 
+FIXTURE_VERSION = 2  # 2: VTAB tasks laid out as the registry reads them (dSprites as TFDS train-only shards)
+STAMP = f"fixture version {FIXTURE_VERSION}"
+
+
+def fixture_current(root: str | os.PathLike) -> bool:
+    """Whether ``root`` holds a complete fixture of this version (an older one is rewritten, not misread)."""
+    done = Path(root) / "COMPLETE"
+    return done.is_file() and STAMP in done.read_text().splitlines()
+
+
 def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
     """Write the fixture under ``root`` (deterministic from ``seed``); returns ``root``."""
     root = Path(root)
@@ -95,7 +105,9 @@ def write_paper_fixture(root: str | os.PathLike, seed: int = 0) -> Path:
     ]
     atomic_write_text(up / "heldout.txt", "\n".join(held) + "\n")
     _write_vtab_tasks(root, rng, dsprites_shards=False)
-    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_paper_fixture\n")
+    atomic_write_text(
+        root / "COMPLETE", f"written by expertlib.datasets.fixtures.write_paper_fixture\n{STAMP}\n"
+    )
     return root
 
 
@@ -206,7 +218,9 @@ def write_released_fixture(root: str | os.PathLike, weights: str = "bit_m_fixtur
         dst = root / experts / src.name
         if not dst.exists():
             shutil.copytree(src, dst)
-    atomic_write_text(root / "COMPLETE", "written by expertlib.datasets.fixtures.write_released_fixture\n")
+    atomic_write_text(
+        root / "COMPLETE", f"written by expertlib.datasets.fixtures.write_released_fixture\n{STAMP}\n"
+    )
     return root
 
 

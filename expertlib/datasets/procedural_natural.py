@@ -22,6 +22,7 @@ from expertlib.datasets.drawing import (
 )
 
 
+# SVHN-like printed characters --------------------------------------------------------------------------------
 def printed_characters(
     rng: np.random.Generator, glyphs: np.ndarray, label: np.ndarray, size: int = SIZE
 ) -> np.ndarray:

@@ -64,7 +64,7 @@ def land_cover(rng: np.random.Generator, cls: np.ndarray, size: int = SIZE) -> n
                     rng.uniform(0.15, 0.4),
                     rng.uniform(0.15, 0.4),
                 )
-                box = np.maximum(np.abs(yy - cy) - h, np.abs(xx - cx) - w)
+                box = box_sd(yy, xx, cy, cx, h, w)
                 paint(img, soft(box, size), np.full(3, rng.uniform(0.6, 0.9)))
         elif c == 5:  # pasture: smooth, light green
             tex = smooth_noise(rng, 1, 3.0, size)[0]

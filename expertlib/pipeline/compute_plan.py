@@ -1,5 +1,6 @@
-"""The compute plan of a scale that fine-tunes downloaded models (``released``): the very job list notebooks 04
-and 05 run, priced job by job at each task's resolution from the GPU rates that ``make gpu-check`` measured.
+"""The compute plan of a scale: the upstream trainings it makes and the very job list notebooks 04 and 05 run,
+priced job by job at each task's resolution from the GPU rates that ``make gpu-check`` measured
+(:mod:`expertlib.pipeline.pricing`).
 
 Before selection has run, each task's proxies' picks are unknown: the plan then takes the most expensive case
 (every proxy picks a different expert, and none of them is in the random sample or the oracle pool), an upper
@@ -74,13 +75,13 @@ WARMUP = "compile warm-up (each process)"
 
 
 def plan_frame(ws: Workspace, bench: Benchmark, write: bool = True) -> pd.DataFrame:
-    """The plan : the very job lists the notebooks run, each priced at its
-    resolution and step count from the GPU rates of ``results/benchmarks/gpu.csv``, per stage, with wall-clock
+    """The plan: the very job lists the notebooks run, each priced at its resolution and step count from the GPU
+    rates (:func:`~expertlib.pipeline.pricing.gpu_rates`), per stage, with wall-clock
     hours on 1 and 8 GPUs (for a scale that samples experts, an upper bound). With ``write`` (notebook 01),
     rank 0 writes it to ``tables/plan.csv`` and prices its documented alternatives into
     ``tables/plan_options.csv``; every notebook's start only prints it."""
     # the same plan whatever has run already (a rerun's notebooks print what the first run's did): for a scale
-    # that samples experts, the upper bound before selection; `plan.plan_jobs` gives the exact list after it
+    # that samples experts, the upper bound before selection; `plan_jobs` gives the exact list after it
     names = list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None
     cands = scale_candidates(ws, names)
     table = plan_table(ws, bench, cands)

@@ -16,7 +16,7 @@ from torch import nn
 from expertlib.candidates import BASE, Candidate, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.distributed import is_primary
+from expertlib.distributed import barrier, is_primary
 from expertlib.parallel import run_jobs
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.workspace import Workspace, record_provenance
@@ -87,6 +87,7 @@ def dat_models(ws: Workspace, bench: Benchmark, base: Candidate) -> dict[str, Ca
             save_model(model, path(todo[i]))
             log.append({"task": todo[i], "steps": ws.scale.expert.steps, "seconds": seconds})
             atomic_write_csv(log_path, pd.DataFrame(log))
-    if todo:
+    barrier()  # under torchrun every rank trains, rank 0 saves: the others load what it saved
+    if todo and is_primary():
         record_provenance([log_path, *(path(t) for t in todo)])
     return {f"dat:{t}": from_model(load_model(path(t)), f"dat:{t}", "dat", t) for t in ws.tasks}

@@ -1,4 +1,5 @@
-"""Notebook 01: the benchmark a scale runs on, the expert subtrees carved from it, and the data figures."""
+"""Notebook 01: what the data looks like (a sample of every domain and task), the candidate expert subtrees, and
+what the notebook says about them. The benchmark itself is read by :mod:`expertlib.pipeline.inputs`."""
 
 from __future__ import annotations
 

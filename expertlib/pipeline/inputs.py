@@ -23,8 +23,15 @@ def load_benchmark(ws: Workspace) -> Benchmark:
         from expertlib.datasets.ondisk import FolderBenchmark, VtabBenchmark
 
         root = ws.dataset_root
-        if sc.data.writes_fixture and not (root / "COMPLETE").is_file():
+        from expertlib.datasets.fixtures import fixture_current
+
+        if sc.data.writes_fixture and not fixture_current(root):
+            import shutil
+
             from expertlib.datasets.fixtures import write_paper_fixture, write_released_fixture
+
+            if (root / "COMPLETE").is_file():  # a fixture an older version wrote: ours to replace
+                shutil.rmtree(root)
 
             if sc.trains_upstream:
                 write_paper_fixture(root)

@@ -81,20 +81,17 @@ def released_bank(ws: Workspace) -> ExpertBank:
     from the SavedModels under ``data_root/<released_experts>`` into ``models/released_experts.safetensors``
     (every tensor's checksum verified; the file records each expert's source and the architecture)."""
     path = ws.path("models", RELEASED_BANK)
-    if not path.exists():
-        if not ws.scale.data.released_experts:
-            raise MissingStepError(
-                f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder"
-            )
-        if is_primary():
-            from expertlib.convert import convert_bank, sources
+    if not path.exists() and not ws.scale.data.released_experts:
+        raise MissingStepError(f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder")
+    if not path.exists() and is_primary():
+        from expertlib.convert import convert_bank, sources
 
-            found = sources([ws.dataset_root / ws.scale.data.released_experts])
-            wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing
-            convert_bank(wanted, path, ws.dataset_root / ws.scale.upstream.weights,
-                         log=print if ws.progress else lambda *_: None)  # fmt: skip
-            record_provenance([path])
-        barrier()
+        found = sources([ws.dataset_root / ws.scale.data.released_experts])
+        wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing
+        convert_bank(wanted, path, ws.dataset_root / ws.scale.upstream.weights,
+                     log=print if ws.progress else lambda *_: None)  # fmt: skip
+        record_provenance([path])
+    barrier()  # every rank, whether or not the bank was there when it looked: the others read what rank 0 wrote
     return load_bank(path).eval()
 
 

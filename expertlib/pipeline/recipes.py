@@ -31,7 +31,7 @@ def upstream_config(
 
 def generic_config(scale: Scale, seed: int = 0, device: str = "cpu", steps: int | None = None,
                    lr: float | None = None, batch: int | None = None) -> TrainConfig:  # fmt: skip
-    """B on all upstream data (overrides for the command line)."""
+    """B on all upstream data (``steps``, ``lr``, ``batch``: overrides of the scale's upstream recipe)."""
     return upstream_config(scale, steps or scale.upstream.steps, lr or scale.upstream.lr,
                            batch or scale.upstream.batch, seed, device)  # fmt: skip
 
@@ -77,7 +77,8 @@ STEP_FIELDS["specialisation"] = (*STEP_FIELDS["adapter"], *STEP_FIELDS["full"], 
 STEP_FIELDS["selection"] = (*STEP_FIELDS["adapter"], "knn_k", "knn_metric", "domain_activation", "random_experts",
                             "oracle_pool", "dat_timing_steps", "released_experts")  # fmt: skip
 STEP_FIELDS["transfer"] = (*STEP_FIELDS["selection"], *STEP_FIELDS["full"], "transfer_batch", "transfer_steps",
-                           "transfer_lrs", "dat_accuracy", "oracle_on", "linear_probes")  # fmt: skip
+                           "transfer_lrs", "dat_accuracy", "oracle_on", "linear_probes",
+                           "stack_finetunes")  # fmt: skip
 STEP_FIELDS["schedule_sweep"] = (*STEP_FIELDS["transfer"], "schedule_sweep")
 
 
@@ -96,7 +97,15 @@ def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
 
     if step not in STEP_FIELDS:
         raise KeyError(f"no recipe for step {step!r}; steps: {', '.join(STEP_FIELDS)}")
-    return {**{f: plain(scale.setting(f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
+    value = lambda f: RESOLVED[f](scale) if f in RESOLVED else scale.setting(f)  # noqa: E731
+    return {**{f: plain(value(f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
+
+
+# settings recorded as what they resolve to, so that "auto" never hides a change of behaviour
+RESOLVED = {"domain_activation": lambda scale: scale.domain_activation}
+# settings added after outputs were recorded without them, with the behaviour the code had then: an output that
+# lacks one was made under this value, and is refused where the recipe now asks for another
+RECORDED_BEFORE = {"domain_activation": "softmax"}
 
 
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)

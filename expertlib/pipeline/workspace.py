@@ -164,11 +164,17 @@ def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:
             if stored is None:
                 entry["recipe"], adopt = recipe, True
                 continue
-            # a setting added after the output was made is not in its recipe: it has the value that keeps the
-            # behaviour of then (every new setting's default does), so only recorded settings are compared
-            changed = sorted(k for k in stored if stored.get(k) != recipe.get(k))
+            # a setting added after the output was made is not in its recipe: it had the behaviour the code had then
+            # (every new setting's default keeps it, or RECORDED_BEFORE names it), so compare recorded settings and
+            # those whose old behaviour is known
+            from expertlib.pipeline.recipes import RECORDED_BEFORE
+
+            keys = set(stored) | {k for k in RECORDED_BEFORE if k in recipe}
+            changed = sorted(k for k in keys if stored.get(k, RECORDED_BEFORE.get(k)) != recipe.get(k))
             if changed:
-                diff = "; ".join(f"{k}: {stored.get(k)!r} -> {recipe.get(k)!r}" for k in changed)
+                diff = "; ".join(
+                    f"{k}: {stored.get(k, RECORDED_BEFORE.get(k))!r} -> {recipe.get(k)!r}" for k in changed
+                )
                 raise RecipeMismatchError(
                     f"{p} was made under another recipe ({diff}). Keep both: give this run another results_dir; or "
                     "recompute: `make reproduce-fresh` (or delete the file and what was made from it)"
