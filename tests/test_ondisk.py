@@ -193,5 +193,7 @@ def test_a_fixture_written_by_an_older_version_is_not_taken_as_current(tmp_path)
     assert not fixture_current(tmp_path)
     (tmp_path / "COMPLETE").write_text("written by expertlib.datasets.fixtures.write_released_fixture\n")
     assert not fixture_current(tmp_path)
-    (tmp_path / "COMPLETE").write_text(f"written by expertlib.datasets.fixtures.write_released_fixture\n{STAMP}\n")
+    (tmp_path / "COMPLETE").write_text(
+        f"written by expertlib.datasets.fixtures.write_released_fixture\n{STAMP}\n"
+    )
     assert fixture_current(tmp_path)

@@ -31,7 +31,9 @@ def progress(results: Path, seconds: float) -> dict:
     # the fine-tunes the job list holds (the test fine-tunes and the oracle's choice), not the hyper-parameter
     # trials the total also counts, which run before it and leave no file in jobs/transfer
     stages = pd.read_csv(plan) if plan.is_file() else pd.DataFrame(columns=["stage", "jobs"])
-    planned = int(stages[stages.stage.isin(["fine-tunes (test)", "oracle choice (train800 -> val200)"])].jobs.sum())
+    planned = int(
+        stages[stages.stage.isin(["fine-tunes (test)", "oracle choice (train800 -> val200)"])].jobs.sum()
+    )
     finished = (
         len(list((run / "jobs" / "transfer").glob("*.json"))) if (run / "jobs" / "transfer").is_dir() else 0
     )
