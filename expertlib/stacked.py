@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from expertlib.batching import StepBatches, batches
 from expertlib.datasets.batches import TrainData
+from expertlib.datasets.device import DeviceData, on_device
 from expertlib.distributed import rank_and_world
 from expertlib.evaluation import predict
 from expertlib.runtime import resolve_device
@@ -265,7 +266,10 @@ def train_stacked(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     loss_of = vmap(partial(batch_loss, kind=cfg.loss, label_matrix=lm))
     streams = [StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)]
-    feed = batches(StackedSteps(streams), cfg.workers, on_gpu, cfg.prefetch)
+    held = any(
+        isinstance(d, DeviceData) for d in datas
+    )  # held on the device: built in this process, as train() does
+    feed = batches(StackedSteps(streams), 0 if held else cfg.workers, on_gpu and not held, cfg.prefetch)
     metrics: list[list[dict]] = [[] for _ in range(k)]
     losses = [float("nan")] * k
     momentum_bufs = None
@@ -319,12 +323,17 @@ def train_stacked(
 def finetune_stacked(models: Sequence[nn.Module], train_data: TrainData | Sequence[TrainData],
                      cfgs: Sequence[TrainConfig], num_classes: int, **kwargs) -> list[TrainResult]:  # fmt: skip
     """Transfer of K models at once: every parameter of each (a fresh zero head on B or an expert) trains, as
-    :func:`expertlib.training.finetune` does for one."""
+    :func:`expertlib.training.finetune` does for one; on a GPU the task's images are held there once for all K
+    (:func:`~expertlib.datasets.device.on_device`), as ``finetune`` holds them for one."""
     for m in models:
         m.requires_grad_(True)
-    return train_stacked(
-        models, [list(m.parameters()) for m in models], train_data, cfgs, num_classes, **kwargs
-    )
+    device = resolve_device(cfgs[0].device)
+    data = (
+        [on_device(d, device) for d in train_data]
+        if isinstance(train_data, (list, tuple))
+        else on_device(train_data, device)
+    )  # one set for all K (held once), or one per model, as train_stacked takes them
+    return train_stacked(models, [list(m.parameters()) for m in models], data, cfgs, num_classes, **kwargs)
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------

@@ -194,3 +194,29 @@ def test_training_only_some_parameters_equals_separate_train_calls():
         assert _distance(a, b) <= TOL and abs(ra.final_loss - rb.final_loss) <= TOL
         assert torch.equal(a.stem.conv.weight, b.stem.conv.weight)  # frozen: untouched
     assert nets[0].head.fc.weight.abs().max() > 0
+
+
+def test_a_task_held_on_the_device_trains_the_stack_in_process_with_the_same_batches(monkeypatch):
+    """On a GPU ``finetune_stacked`` holds the task there (``DeviceData``) and builds every batch in the training
+    process, whatever ``workers`` says (a worker cannot touch device memory); on CPU the same path gives the
+    weights of the ordinary one."""
+    import expertlib.stacked as S
+    from expertlib.datasets.device import DeviceData
+
+    asked, real = [], S.batches
+    monkeypatch.setattr(
+        S, "batches", lambda items, workers, *a: asked.append(workers) or real(items, workers, *a)
+    )
+    data = ArrayData(np.random.default_rng(0).integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
+                     np.arange(32) % 4, 36, 32, True)  # fmt: skip
+    weights = []
+    for held, workers in ((data, 0), (DeviceData(data, "cpu"), 2)):
+        torch.manual_seed(0)
+        ms = [create_model("tiny", num_classes=4) for _ in range(2)]
+        cfgs = [
+            TrainConfig(scaled_hyperrule(2, 0.1), batch_size=8, seed=s, workers=workers) for s in range(2)
+        ]
+        finetune_stacked(ms, held, cfgs, 4, progress=False)
+        weights.append([p.detach().clone() for m in ms for p in m.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
+    assert asked == [0, 0]  # the device-held task: no worker processes despite workers=2

@@ -18,7 +18,6 @@ from torch import nn
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.datasets.device import on_device
 from expertlib.datasets.fewshot import split_name
 from expertlib.distributed import is_primary
 from expertlib.evaluation import predict, predicted_classes
@@ -37,7 +36,7 @@ from expertlib.pipeline.tables import (
 )
 from expertlib.pipeline.workspace import Workspace, cached, check_recipe, record_provenance
 from expertlib.resnet import Pooled
-from expertlib.runtime import atomic_write_csv, atomic_write_json, resolve_device
+from expertlib.runtime import atomic_write_csv, atomic_write_json
 from expertlib.stacked import finetune_stacked, predicted_classes_stacked, structure
 from expertlib.training import TrainConfig, TrainData, finetune
 
@@ -224,10 +223,7 @@ def finetune_together(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candi
     nets, cfgs = [a[0] for a in args], [a[3] for a in args]
     _, train_data, eval_data, _, k, eval_batch = args[0]
     torch.manual_seed(cfgs[0].seed)
-    # on a GPU the task's images are held there once for the whole stack, as finetune() holds them for one model
-    res = finetune_stacked(
-        nets, on_device(train_data, resolve_device(cfgs[0].device)), cfgs, k, progress=False
-    )
+    res = finetune_stacked(nets, train_data, cfgs, k, progress=False)  # on a GPU it holds the task there once
     preds = predicted_classes_stacked(nets, eval_data, eval_batch, cfgs[0].device)
     return [(float((pred == eval_data.labels).mean()), float(r.seconds), encode_predictions(pred))
             for pred, r in zip(preds, res, strict=True)]  # fmt: skip
