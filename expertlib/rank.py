@@ -181,8 +181,8 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
             wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device,
                              seed, progress)  # fmt: skip
         except NonFiniteLossError as e:
-            raise FineTuneError(f"{e}. The learning rate {finetune_lr:g} is too high for this model: lower --lr "
-                                f"(default 0.003). The proxies' ranking is written: {out_dir / 'ranking.csv'}") from e  # fmt: skip
+            raise FineTuneError(str(e).replace("Lower the learning rate", f"Lower the learning rate (--lr, now {finetune_lr:g}; "
+                                f"the default is 0.003)") + f". The proxies' ranking is written: {out_dir / 'ranking.csv'}") from e  # fmt: skip
         write_ranking(wide, proxies, out_dir, merged)
     wide.attrs["merged"] = merged
     return wide
