@@ -66,6 +66,15 @@ def _caption(fig: plt.Figure, text: str) -> None:
     fig.text(0.01, 0.0, text, ha="left", va="top", fontsize=7, wrap=True, color="#333333")
 
 
+def _spread(texts: list, ax: plt.Axes) -> None:
+    """Move point labels apart until none overlaps another (adjustText; a fixed iteration count, so the same
+    figure comes out byte for byte), each tied to its point by a thin line."""
+    from adjustText import adjust_text
+
+    adjust_text(texts, ax=ax, iter_lim=1000, expand=(1.15, 1.4), force_text=(0.3, 0.5),
+                arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})  # fmt: skip
+
+
 def _done(fig: plt.Figure) -> plt.Figure:
     """Lay the figure out and release it from pyplot: a notebook then shows it once, as the cell's value or by
     ``display``, and not a second time when the inline backend shows every figure pyplot still holds."""
@@ -282,7 +291,6 @@ def proxy_scatter(points: pd.DataFrame, proxy: str, tasks: list[str] | None = No
     expert labelled, with Kendall's tau.
 
     ``points`` columns: task, model (or expert), proxy, score, accuracy."""
-    from adjustText import adjust_text
     from scipy import stats
 
     sub = points[points.proxy == proxy]
@@ -314,7 +322,7 @@ def proxy_scatter(points: pd.DataFrame, proxy: str, tasks: list[str] | None = No
              "tables/selection_quality.")  # fmt: skip
     fig.tight_layout()
     for ax, tx in zip(axes.flat, texts, strict=False):
-        adjust_text(tx, ax=ax, iter_lim=300, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})
+        _spread(tx, ax)
     plt.close(fig)
     return fig
 
@@ -324,7 +332,6 @@ def cost_plot(cost: pd.DataFrame, note: str = "") -> plt.Figure:
     accuracy minus B's in points, with the claims' 95% interval; B (no selection) is the line at 0.
 
     ``cost`` columns: method, seconds, minus_base, ci_low, ci_high; ``note``: why the oracle sits where it does."""
-    from adjustText import adjust_text
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     ax.axhline(0, color="black", lw=0.8)
@@ -343,7 +350,7 @@ def cost_plot(cost: pd.DataFrame, note: str = "") -> plt.Figure:
              "Accuracy: what it yields minus B at the same seeds, the mean over tasks with the 95% bootstrap-t "
              "interval over tasks that the claims use. " + note)  # fmt: skip
     fig.tight_layout()
-    adjust_text(texts, ax=ax, iter_lim=300, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})
+    _spread(texts, ax)
     plt.close(fig)
     return fig
 
@@ -352,7 +359,6 @@ def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
     """Adapter vs full experts: mean fine-tuned accuracy against parameters stored per expert.
 
     ``frame`` columns: expert, kind, parameters, accuracy."""
-    from adjustText import adjust_text
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
     frame = frame.assign(kind=frame.kind.map({"adapter": "adapter expert", "full": "full expert"}).fillna(frame.kind),
@@ -367,7 +373,7 @@ def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
     _caption(fig, "Each mark: one expert, its mean fine-tuned test accuracy over its related tasks and seeds (no "
              "error bar); an adapter expert stores only its adapters, a full expert every weight.")  # fmt: skip
     fig.tight_layout()
-    adjust_text(texts, ax=ax, iter_lim=300, arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})
+    _spread(texts, ax)
     plt.close(fig)
     return fig
 
