@@ -423,7 +423,8 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
         raise ImagesError(
             f"{p} is an {r}{more}: fetch the file (dvc pull, git annex get) or remove the link, or pass "
             "on_corrupt='skip' (rank: --skip-corrupt) to leave such links out, listed"
-        )  # fmt: skip    _check_class_names(src, paths, names, where)
+        )  # fmt: skip
+    _check_class_names(src, paths, names, where)
     digests = _check_duplicates(paths, names, where, duplicates)
     keep, skipped = [], []
     for i, p in enumerate(paths):  # decode every image once, up front: no model runs on a broken set
