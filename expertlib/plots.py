@@ -38,7 +38,6 @@ LABELS = {
     **METHOD_LABELS,
     "adapter_expert": "adapter expert",
     "full_expert": "full expert",
-    "matching adapter expert": "matching adapter expert",
     **{f"{p} selection": f"select by {name}" for p, name in PROXY_LABELS.items()},
     "knn selection": "select by kNN accuracy (paper)",
     "fine-tune all (oracle)": "fine-tune every expert, keep the best (oracle)",
@@ -81,30 +80,6 @@ def _done(fig: plt.Figure) -> plt.Figure:
     fig.tight_layout()
     plt.close(fig)
     return fig
-
-
-def legend_overlaps(fig: plt.Figure) -> list[str]:
-    """Every legend that covers plotted data: its box (drawn with the figure's renderer) against the window
-    extent of each bar, line, collection and text of the axes it belongs to (a figure legend: of every axes).
-    An empty list: every legend sits clear of the data."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)  # a figure released from pyplot has no renderer of its own
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    found = []
-    for ax in fig.axes:
-        legends = [lg for lg in (ax.get_legend(), *fig.legends) if lg is not None and lg.get_visible()]
-        artists = [a for a in (*ax.patches, *ax.lines, *ax.collections, *ax.texts) if a.get_visible()]
-        for lg in legends:
-            box = lg.get_window_extent(renderer)
-            for a in artists:
-                ext = a.get_window_extent(renderer)
-                if ext.width > 0 and ext.height > 0 and box.overlaps(ext):
-                    found.append(
-                        f"{ax.get_title() or 'axes'}: legend covers {type(a).__name__} {a.get_label()!r}"
-                    )
-    return found
 
 
 # Same figure, same bytes: SVG element ids from a fixed salt, and no creation date in SVG or PNG metadata, so a
@@ -416,6 +391,9 @@ def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
     sns.lineplot(data=frame.assign(accuracy=100 * frame.accuracy), x="steps", y="accuracy", hue="model", style="task",
                  markers=True, ax=ax, errorbar=None)  # fmt: skip
     ax.set_xscale("log")
+    steps = sorted(set(frame.steps))
+    ax.set_xticks(steps, [str(v) for v in steps], minor=False)
+    ax.minorticks_off()
     ax.set_xlabel("fine-tuning steps (log scale)")
     ax.set_ylabel("test accuracy (%)")
     _legend_outside(ax, fontsize=6)

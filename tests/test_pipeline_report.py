@@ -248,7 +248,9 @@ def test_the_headline_differences_are_the_claims_pairs_per_task_group_and_overal
 
 
 @pytest.mark.notebook
-def test_every_report_figure_keeps_its_legend_off_the_data_and_names_things_readably(smoke_run):
+def test_every_report_figure_keeps_its_legend_off_the_data_and_names_things_readably(
+    smoke_run, legend_overlaps
+):
     """Every figure the report builds (from the notebooks' smoke run), drawn with Agg: no legend box overlaps
     the bars, lines, marks or labels of its axes; no raw table id is shown; the headline difference is there."""
     from expertlib import plots
@@ -262,7 +264,7 @@ def test_every_report_figure_keeps_its_legend_off_the_data_and_names_things_read
     assert {"minus_base", "transfer_finetune", "selection_cost", "proxy_knn_vs_accuracy"} <= set(figures)
     raw = {"adapter_expert", "full_expert", "base", "base+extra", "knn selection", "domain selection"}
     for name, fig in figures.items():
-        assert plots.legend_overlaps(fig) == [], name
+        assert legend_overlaps(fig) == [], name
         shown = {t.get_text() for t in fig.findobj(plots.plt.Text)}
         assert not raw & shown, (name, raw & shown)
     assert (ws.path("figures", "minus_base.png")).is_file() and (

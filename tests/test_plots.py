@@ -51,15 +51,15 @@ def _texts(fig) -> list[str]:
     return [t for t in out if t]
 
 
-def test_a_legend_over_the_data_is_caught():
+def test_a_legend_over_the_data_is_caught(legend_overlaps):
     fig, ax = plots.plt.subplots()
     ax.bar([0, 1, 2], [1, 1, 1], label="bars")
     ax.legend(loc="center")  # on top of the middle bar
-    assert plots.legend_overlaps(fig)
+    assert legend_overlaps(fig)
     fig, ax = plots.plt.subplots()
     ax.bar([0, 1, 2], [1, 1, 1], label="bars")
     plots._legend_outside(ax)
-    assert plots.legend_overlaps(fig) == []
+    assert legend_overlaps(fig) == []
 
 
 def _methods_frame():
@@ -84,7 +84,7 @@ def _methods_frame():
     return pd.DataFrame(rows), pd.DataFrame(diffs)
 
 
-def test_comparison_figures_keep_legends_off_the_data_and_say_what_error_bars_are():
+def test_comparison_figures_keep_legends_off_the_data_and_say_what_error_bars_are(legend_overlaps):
     summary, diffs = _methods_frame()
     figs = {
         "bars": plots.transfer_bars(summary, "finetune", "t"),
@@ -94,7 +94,7 @@ def test_comparison_figures_keep_legends_off_the_data_and_say_what_error_bars_ar
                          "region": ["own"] * 4 + ["rest"] * 4, "knn": np.linspace(0.3, 0.9, 8)})  # fmt: skip
     figs["specialisation"] = plots.specialisation_plot(spec)
     for name, fig in figs.items():
-        assert plots.legend_overlaps(fig) == [], name
+        assert legend_overlaps(fig) == [], name
         assert not {"adapter_expert", "base", "base+extra", "knn"} & set(_texts(fig)), (
             name
         )  # readable names only
