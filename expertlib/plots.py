@@ -252,8 +252,9 @@ def specialisation_plot(spec: pd.DataFrame, measure: str = "knn") -> plt.Figure:
 
 
 def _grid(n: int) -> tuple[int, int]:
-    """Rows and columns for ``n`` panels with as few empty cells as can be (at most 5 columns)."""
-    cols = min(range(min(5, n), 0, -1), key=lambda c: (-(n % c == 0), (-n) % c, -c)) if n else 1
+    """Rows and columns for ``n`` panels: 3 to 5 columns (fewer only for fewer panels), as few empty cells as
+    can be (those are removed, not left blank), more columns on a tie."""
+    cols = min(range(min(5, n), min(3, n) - 1, -1), key=lambda c: ((-n) % c, -c)) if n else 1
     return int(np.ceil(n / cols)), cols
 
 

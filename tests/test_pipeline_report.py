@@ -245,28 +245,3 @@ def test_the_headline_differences_are_the_claims_pairs_per_task_group_and_overal
     assert d.loc[("task", "t2", "oracle"), "minus_base"] == pytest.approx(-0.2)
     assert d.loc[("task", "t2", "oracle"), "seeds"] == 2
     assert "base" not in set(d.index.get_level_values("method"))
-
-
-@pytest.mark.notebook
-def test_every_report_figure_keeps_its_legend_off_the_data_and_names_things_readably(
-    smoke_run, legend_overlaps
-):
-    """Every figure the report builds (from the notebooks' smoke run), drawn with Agg: no legend box overlaps
-    the bars, lines, marks or labels of its axes; no raw table id is shown; the headline difference is there."""
-    from expertlib import plots
-    from expertlib.pipeline import Workspace
-    from expertlib.pipeline.inputs import load_benchmark
-    from expertlib.pipeline.report import build_report
-
-    out, _, _ = smoke_run
-    ws = Workspace.create("smoke", out.parent, out.parent.parent / "data", progress=False)
-    figures = build_report(ws, load_benchmark(ws))["figures"]
-    assert {"minus_base", "transfer_finetune", "selection_cost", "proxy_knn_vs_accuracy"} <= set(figures)
-    raw = {"adapter_expert", "full_expert", "base", "base+extra", "knn selection", "domain selection"}
-    for name, fig in figures.items():
-        assert legend_overlaps(fig) == [], name
-        shown = {t.get_text() for t in fig.findobj(plots.plt.Text)}
-        assert not raw & shown, (name, raw & shown)
-    assert (ws.path("figures", "minus_base.png")).is_file() and (
-        ws.path("tables", "minus_base.csv")
-    ).is_file()

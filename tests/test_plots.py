@@ -84,7 +84,8 @@ def _methods_frame():
     return pd.DataFrame(rows), pd.DataFrame(diffs)
 
 
-def test_comparison_figures_keep_legends_off_the_data_and_say_what_error_bars_are(legend_overlaps):
+def test_every_report_figure_keeps_legends_off_the_data_and_says_what_error_bars_are(legend_overlaps):
+    """Every figure the report (and notebooks 02-03) builds, from tables shaped as the pipeline writes them."""
     summary, diffs = _methods_frame()
     figs = {
         "bars": plots.transfer_bars(summary, "finetune", "t"),
@@ -93,6 +94,21 @@ def test_comparison_figures_keep_legends_off_the_data_and_say_what_error_bars_ar
     spec = pd.DataFrame({"expert": ["a", "a", "b", "b"] * 2, "model": ["adapter_expert", "base"] * 4,
                          "region": ["own"] * 4 + ["rest"] * 4, "knn": np.linspace(0.3, 0.9, 8)})  # fmt: skip
     figs["specialisation"] = plots.specialisation_plot(spec)
+    cost = pd.DataFrame({"method": ["knn selection", "domain selection", "fine-tune all (oracle)"],
+                         "seconds": [4.7, 0.3, 30.0], "minus_base": [0.01, 0.008, -0.001],
+                         "ci_low": [0.003, -0.001, -0.012], "ci_high": [0.037, 0.026, 0.009]})  # fmt: skip
+    figs["cost"] = plots.cost_plot(cost, "why the oracle sits there")
+    figs["adapter_vs_full"] = plots.adapter_vs_full(pd.DataFrame({"expert": ["glyph", "glyph", "photo"], "kind": [
+        "adapter", "full", "adapter"], "parameters": [7000, 45000, 6500], "accuracy": [0.88, 0.9, 0.6]}))  # fmt: skip
+    gains = pd.DataFrame([{"regime": r, "metric": m, "method": k, "minus_base": 0.01, "ci_low": 0.0, "ci_high": 0.02}
+                          for r in ("5-shot", "1k") for m in ("finetune", "linear") for k in ("knn", "random")])  # fmt: skip
+    figs["regimes"] = plots.regime_gains(gains, full="1k\n(1,000 images)")
+    figs["sweep"] = plots.schedule_plot(pd.DataFrame({"task": ["t"] * 4, "steps": [25, 50, 25, 50], "accuracy": [
+        0.3, 0.5, 0.35, 0.5], "model": ["B", "B", "matching adapter expert", "matching adapter expert"]}))  # fmt: skip
+    figs["domains"] = plots.domain_accuracy(pd.DataFrame({"domain": ["a", "b"] * 2, "accuracy": [0.5, 0.6, 0.7, 0.8],
+                                                          "model": ["base", "base", "base+extra", "base+extra"]}))  # fmt: skip
+    assert "1k\n(1,000 images)" in [t.get_text() for t in figs["regimes"].axes[0].get_xticklabels()]
+    assert any("why the oracle" in t for t in _texts(figs["cost"]))
     for name, fig in figs.items():
         assert legend_overlaps(fig) == [], name
         assert not {"adapter_expert", "base", "base+extra", "knn"} & set(_texts(fig)), (
@@ -123,9 +139,13 @@ def test_proxy_scatter_has_no_empty_panel_and_no_overlapping_labels():
     rng = np.random.default_rng(0)
     tasks = [f"task{i}" for i in range(7)]
     points = pd.DataFrame([{"task": t, "model": f"adapter:expert_{j}", "proxy": "knn", "score": rng.random(),
-                            "accuracy": rng.random()} for t in tasks for j in range(10)])  # fmt: skip
+                            "accuracy": rng.random()} for t in tasks for j in range(5)])  # fmt: skip
     fig = plots.proxy_scatter(points, "knn", tasks[::-1])
-    assert len(fig.axes) == 7 and [a.get_title().split(":")[0] for a in fig.axes] == tasks[::-1]
+    assert (
+        len(fig.axes) == 7
+        and fig.axes[0].get_subplotspec().get_gridspec().ncols == 4
+        and [a.get_title().split(":")[0] for a in fig.axes] == tasks[::-1]
+    )
     assert any("Kendall's tau:" in t for t in _texts(fig))  # tau explained where it is shown
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
