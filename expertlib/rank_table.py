@@ -190,7 +190,7 @@ def ranking_plot(wide: pd.DataFrame, proxies: Sequence[str]):
             if not np.isnan(v):
                 ax.text(v, yi, f" {v:.3g}", va="center", fontsize=7)
         top = float(finite.max()) if len(finite) else 1.0
-        ax.set_xlim(start, top + 0.3 * (span or abs(top) or 1.0))
+        ax.set_xlim(start, 1.12 if accuracy else top + 0.3 * (span or abs(top) or 1.0))
         ax.set_title("fine-tuned test accuracy" if accuracy else PROXY_LABELS.get(col, col), fontsize=9)
         ax.set_xlabel("better ->", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
