@@ -64,8 +64,10 @@ def predict(
     modules: Iterable[nn.Module] = (),
     compile: Compile = "auto",
     fixed_shape: bool | None = None,
+    desc: str = "eval",
 ) -> Tensor | dict[str, Tensor]:
-    """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop.
+    """Apply ``fn`` to every example, in order, in large evaluation batches: the one evaluation loop (its
+    progress bar, with ``progress``, labelled ``desc``: say which model it runs).
 
     ``fn`` returns a tensor (logits, features) or a dict of them (many candidates' features from one pass
     over the data); the result is concatenated the same way. ``fn`` (a module, or a module's method) and
@@ -91,7 +93,7 @@ def predict(
     if staged:
         feed = finished_ahead(feed, lambda x: data.finish(x, device), device)
     with nullcontext() if fixed else reuse_standardized_weights():
-        for x in tqdm(feed, desc="eval", disable=not progress, leave=False, total=len(items)):
+        for x in tqdm(feed, desc=desc, disable=not progress, leave=False, total=len(items)):
             x = ready(data, x, device)
             n = len(x)
             y = run(pad_batch(x, batch_size) if fixed else x)

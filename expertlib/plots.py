@@ -31,7 +31,55 @@ METHOD_LABELS = {
     "oracle": "oracle (best at seed 0, judged at the others)",
     "dat": "DAT-style re-training (per task)",
 }
+PROXY_LABELS = {"knn": "kNN accuracy", "domain": "domain prediction", "linear": "linear probe", "logme": "LogME",
+                "hscore": "H-score", "leep": "LEEP", "nce": "NCE"}  # fmt: skip
+"""Each proxy's name in a figure (a score axis, a panel title)."""
+LABELS = {
+    **METHOD_LABELS,
+    "adapter_expert": "adapter expert",
+    "full_expert": "full expert",
+    **{f"{p} selection": f"select by {name}" for p, name in PROXY_LABELS.items()},
+    "knn selection": "select by kNN accuracy (paper)",
+    "fine-tune all (oracle)": "fine-tune every expert, keep the best (oracle)",
+    "DAT-style re-training": "DAT-style re-training (per task)",
+}
+"""The one map from the ids the tables use (methods, models, selection costs) to the names every figure shows."""
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
+
+
+def label(name: str, labels: dict[str, str] | None = None) -> str:
+    """The readable name of a table id (:data:`LABELS`, with ``labels`` for a run's own definitions)."""
+    return {**LABELS, **(labels or {})}.get(name, name)
+
+
+def _legend_outside(ax: plt.Axes, **kw) -> None:
+    """The axes' legend to its right, outside the data (saved figures grow to hold it)."""
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, names, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+                  fontsize=kw.pop("fontsize", 7), frameon=False, **kw)  # fmt: skip
+
+
+def _caption(fig: plt.Figure, text: str) -> None:
+    """A caption under the figure: what every mark and error bar is."""
+    fig.text(0.01, 0.0, text, ha="left", va="top", fontsize=7, wrap=True, color="#333333")
+
+
+def _spread(texts: list, ax: plt.Axes) -> None:
+    """Move point labels apart until none overlaps another (adjustText; a fixed iteration count, so the same
+    figure comes out byte for byte), each tied to its point by a thin line."""
+    from adjustText import adjust_text
+
+    adjust_text(texts, ax=ax, iter_lim=1000, expand=(1.15, 1.4), force_text=(0.3, 0.5),
+                arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.4})  # fmt: skip
+
+
+def _done(fig: plt.Figure) -> plt.Figure:
+    """Lay the figure out and release it from pyplot: a notebook then shows it once, as the cell's value or by
+    ``display``, and not a second time when the inline backend shows every figure pyplot still holds."""
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
 
 
 # Same figure, same bytes: SVG element ids from a fixed salt, and no creation date in SVG or PNG metadata, so a
@@ -88,93 +136,198 @@ def sample_grid(rows: dict[str, np.ndarray], per_row: int = 12) -> plt.Figure:
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _done(fig)
+
+
+def task_order(frame: pd.DataFrame) -> list[str]:
+    """Tasks grouped natural, specialized, structured (each group in its order of appearance): the order of
+    every per-task figure. ``frame`` columns: task, group."""
+    first = frame.drop_duplicates("task")
+    return [t for g in GROUP_ORDER for t in first[first.group == g].task] + [
+        t for t in first.task if t not in set(first[first.group.isin(GROUP_ORDER)].task)
+    ]
+
+
+def _task_ticks(ax: plt.Axes, tasks: list[str], groups: pd.Series) -> None:
+    ax.set_xticks(np.arange(len(tasks)))
+    ax.set_xticklabels([f"{t}\n({groups[t][:4]}.)" for t in tasks], rotation=30, ha="right", fontsize=8)
 
 
 def transfer_bars(summary: pd.DataFrame, metric: str, title: str, labels: dict[str, str] | None = None
                   ) -> plt.Figure:  # fmt: skip
-    """Per-task accuracy (mean and seed sd) for each method, tasks grouped natural / specialized / structured.
+    """Per-task accuracy (mean and seed sd, in points) for each method, tasks grouped natural / specialized /
+    structured; the paper's comparisons are the differences of :func:`minus_base_plot`.
 
-    ``summary`` columns: task, group, method, mean, sd (one row per task x method); ``labels``: the legend's
+    ``summary`` columns: task, group, method, mean, sd, n (one row per task x method); ``labels``: the legend's
     names where they differ from :data:`METHOD_LABELS` (where the oracle was chosen)."""
     sub = summary[summary.metric == metric]
-    tasks = [t for g in GROUP_ORDER for t in sub[sub.group == g].task.unique()]
+    tasks = task_order(sub)
     methods = [m for m in METHOD_ORDER if m in set(sub.method)]
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
     width = 0.8 / len(methods)
     for i, m in enumerate(methods):
         rows = sub[sub.method == m].set_index("task").reindex(tasks)
-        ax.bar(np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width, rows["mean"], width,
-               yerr=rows["sd"].fillna(0), label={**METHOD_LABELS, **(labels or {})}[m], color=PALETTE[m],
-               capsize=2)  # fmt: skip
-    ax.set_xticks(np.arange(len(tasks)))
-    groups = sub.drop_duplicates("task").set_index("task").group
-    ax.set_xticklabels([f"{t}\n({groups[t][:4]}.)" for t in tasks], rotation=30, ha="right", fontsize=8)
+        ax.bar(np.arange(len(tasks)) + (i - (len(methods) - 1) / 2) * width, 100 * rows["mean"], width,
+               yerr=100 * rows["sd"].fillna(0), label=label(m, labels), color=PALETTE[m], capsize=2)  # fmt: skip
+    _task_ticks(ax, tasks, sub.drop_duplicates("task").set_index("task").group)
     lo = np.nanmin(sub["mean"]) if len(sub) else 0
-    ax.set_ylim(max(0, lo - 0.1), 1.0)
-    ax.set_ylabel("test accuracy")
+    ax.set_ylim(max(0, 100 * lo - 10), 100)
+    ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=3, loc="lower left")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    _legend_outside(ax)
+    seeds = sorted(set(sub.n.dropna().astype(int))) if "n" in sub else []
+    _caption(fig, "Bars: mean test accuracy over seeds" + (f" ({' or '.join(map(str, seeds))} per bar)" if seeds else "")
+             + "; error bars: one standard deviation over those seeds (seed-to-seed spread, not an interval). "
+             "Differences from B with 95% intervals: the figure 'minus_base'.")  # fmt: skip
+    return _done(fig)
+
+
+def minus_base_plot(frame: pd.DataFrame, title: str, labels: dict[str, str] | None = None) -> plt.Figure:
+    """The paper's comparisons: each method minus B in accuracy points with its 95% interval, per task (left,
+    grouped natural / specialized / structured) and as the mean over each group's tasks and over all (right).
+
+    ``frame`` columns (:func:`expertlib.pipeline.methods.base_differences`): level ("task", "group", "all"),
+    name, group, method, minus_base, ci_low, ci_high, tasks, seeds."""
+    per_task, means = frame[frame.level == "task"], frame[frame.level != "task"]
+    tasks = task_order(per_task.rename(columns={"name": "task"}))
+    summaries = [g for g in GROUP_ORDER if g in set(means.name)] + (
+        ["all"] if "all" in set(means.level) else []
+    )
+    methods = [m for m in METHOD_ORDER if m in set(frame.method)]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(0.75 * len(tasks) + 0.75 * len(summaries) + 3, 4.2), sharey=True,
+                                      gridspec_kw={"width_ratios": [max(1, len(tasks)), max(1, len(summaries)) + 0.5]})  # fmt: skip
+    step = 0.8 / max(1, len(methods))
+    for ax, sub, names in ((left, per_task, tasks), (right, means, summaries)):
+        for i, m in enumerate(methods):
+            rows = sub[sub.method == m].set_index("name").reindex(names)
+            x = np.arange(len(names)) + (i - (len(methods) - 1) / 2) * step
+            err = np.vstack([rows.minus_base - rows.ci_low, rows.ci_high - rows.minus_base]) * 100
+            ax.errorbar(x, 100 * rows.minus_base, yerr=np.nan_to_num(err), fmt="o", ms=4, capsize=2, lw=1,
+                        color=PALETTE[m], label=label(m, labels))  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8, label="B (the line at 0)" if ax is right else None)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_xlim(-0.6, len(names) - 0.4)
+    groups = per_task.drop_duplicates("name").set_index("name").group
+    _task_ticks(left, tasks, groups)
+    for j in range(1, len(tasks)):  # a rule between the groups
+        if groups[tasks[j]] != groups[tasks[j - 1]]:
+            left.axvline(j - 0.5, color="grey", lw=0.6, ls=":")
+    n_tasks = means.drop_duplicates("name").set_index("name").tasks
+    right.set_xticks(np.arange(len(summaries)))
+    right.set_xticklabels([f"{'all tasks' if g == 'all' else g}\n({int(n_tasks[g])} tasks)" for g in summaries],
+                          rotation=30, ha="right", fontsize=8)  # fmt: skip
+    left.set_ylabel("test accuracy minus B (points)")
+    left.set_title("per task", fontsize=9)
+    right.set_title("mean over tasks", fontsize=9)
+    fig.suptitle(title)
+    _legend_outside(right)
+    seeds = sorted(set(per_task.seeds.dropna().astype(int)))
+    _caption(fig, "Each mark: a method's test accuracy minus B's at the same seeds and test images (0: as good as B), "
+             f"in accuracy points. Per task: the mean over its {' or '.join(map(str, seeds)) or 'paired'} seeds. Mean "
+             "over tasks: the mean of the per-task differences. Error bars, 95% intervals: over all tasks, the "
+             "bootstrap-t interval over tasks of the claims table (docs/analysis_plan.md); per group and per task, "
+             "Student's t over its tasks or seeds (the bootstrap-t degenerates on 3-5 units).")  # fmt: skip
+    return _done(fig)
 
 
 def specialisation_plot(spec: pd.DataFrame, measure: str = "knn") -> plt.Figure:
     """Each expert vs B (and B+extra) on held-out upstream images of its own subset and of the rest."""
     regions = ("own", "rest")
+    spec = spec.assign(model=spec.model.map(label))
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, region in zip(axes, regions, strict=True):
         sub = spec[spec.region == region]
-        sns.barplot(data=sub, x="expert", y=measure, hue="model", ax=ax, palette="colorblind", errorbar=None)
+        sns.barplot(data=sub, x="expert", y=measure, hue="model", ax=ax, palette="colorblind", errorbar=None,
+                    hue_order=list(dict.fromkeys(spec.model)))  # fmt: skip
         ax.set_title(f"held-out upstream images: {'its own subset' if region == 'own' else 'the rest'}")
-        ax.set_ylabel(f"{measure} accuracy")
+        ax.set_ylabel(f"{'kNN' if measure == 'knn' else measure} accuracy")
         ax.tick_params(axis="x", rotation=45, labelsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+        ax.get_legend().remove()
+    _legend_outside(axes[-1])
+    _caption(
+        fig, "One bar per expert and model: a single measurement on held-out upstream images, no error bar."
+    )
+    return _done(fig)
 
 
-def proxy_scatter(points: pd.DataFrame, proxy: str) -> plt.Figure:
-    """Proxy score vs fine-tuned accuracy, one panel per task, with Kendall's tau in the title.
+def _grid(n: int) -> tuple[int, int]:
+    """Rows and columns for ``n`` panels: 3 to 5 columns (fewer only for fewer panels), as few empty cells as
+    can be (those are removed, not left blank), more columns on a tie."""
+    cols = min(range(min(5, n), min(3, n) - 1, -1), key=lambda c: ((-n) % c, -c)) if n else 1
+    return int(np.ceil(n / cols)), cols
 
-    ``points`` columns: task, expert, proxy, score, accuracy."""
+
+def _expert_name(model: str) -> str:
+    return str(model).split(":", 1)[-1]
+
+
+def proxy_scatter(points: pd.DataFrame, proxy: str, tasks: list[str] | None = None) -> plt.Figure:
+    """Proxy score vs fine-tuned accuracy, one panel per task (in ``tasks``' order, the bar chart's), each
+    expert labelled, with Kendall's tau.
+
+    ``points`` columns: task, model (or expert), proxy, score, accuracy."""
     from scipy import stats
 
     sub = points[points.proxy == proxy]
-    tasks = list(sub.task.unique())
-    cols = min(5, max(1, len(tasks)))
-    rows = int(np.ceil(len(tasks) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.6 * rows), squeeze=False)
+    tasks = [t for t in (tasks or list(sub.task.unique())) if t in set(sub.task)]
+    rows, cols = _grid(len(tasks))
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows + 0.6), squeeze=False)
+    for ax in list(axes.flat)[len(tasks) :]:
+        fig.delaxes(ax)  # no empty panel
+    texts = []
     for ax, t in zip(axes.flat, tasks, strict=False):
         s = sub[sub.task == t]
-        ax.scatter(s.score, s.accuracy, s=18)
-        for r in s.itertuples():
-            ax.annotate(str(getattr(r, "expert", "") or r.model)[:8], (r.score, r.accuracy), fontsize=6)
+        ax.scatter(s.score, 100 * s.accuracy, s=14)
+        names = s.expert if "expert" in s else s.model.map(_expert_name)
+        texts.append(
+            [
+                ax.text(x, 100 * y, str(n), fontsize=6)
+                for x, y, n in zip(s.score, s.accuracy, names, strict=True)
+            ]
+        )
         tau = stats.kendalltau(s.score, s.accuracy).statistic if len(s) > 2 else np.nan
-        ax.set_title(f"{t}: tau={tau:.2f}", fontsize=9)
-        ax.set_xlabel(f"{proxy} score", fontsize=8)
-        ax.set_ylabel("fine-tuned acc.", fontsize=8)
-    for ax in list(axes.flat)[len(tasks) :]:
-        ax.axis("off")
+        ax.set_title(f"{t}: Kendall's tau = {tau:.2f}", fontsize=9)
+        ax.set_xlabel(f"{PROXY_LABELS.get(proxy, proxy)} (proxy score)", fontsize=8)
+        ax.set_ylabel("fine-tuned acc. (%)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle(f"Does the {PROXY_LABELS.get(proxy, proxy)} proxy order the experts as fine-tuning does?")
+    _caption(fig, "Each point: one expert on one task, its proxy score against its fine-tuned test accuracy (mean "
+             "over seeds). Kendall's tau: how often two experts are ordered the same way by both (1: the same "
+             "order, 0: unrelated, -1: reversed). Seed noise alone keeps tau below 1: the noise ceiling is in "
+             "tables/selection_quality.")  # fmt: skip
     fig.tight_layout()
+    for ax, tx in zip(axes.flat, texts, strict=False):
+        _spread(tx, ax)
+    plt.close(fig)
     return fig
 
 
-def cost_plot(cost: pd.DataFrame) -> plt.Figure:
-    """Selection cost (seconds per task, log axis) vs mean test accuracy of the model each method yields.
+def cost_plot(cost: pd.DataFrame, note: str = "") -> plt.Figure:
+    """What each way of choosing a model costs per task (seconds, log axis) against what it yields: its test
+    accuracy minus B's in points, with the claims' 95% interval; B (no selection) is the line at 0.
 
-    ``cost`` columns: method, seconds, accuracy."""
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for r in cost.itertuples():
-        ax.scatter(r.seconds, r.accuracy, s=40)
-        ax.annotate(r.method, (r.seconds, r.accuracy), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    ``cost`` columns: method, seconds, minus_base, ci_low, ci_high; ``note``: why the oracle sits where it does."""
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.axhline(0, color="black", lw=0.8)
+    ax.text(1.0, 0, " B (no selection)", transform=ax.get_yaxis_transform(), va="center", fontsize=7)
+    colors = sns.color_palette("colorblind", len(cost))
+    texts = []
+    for c, r in zip(colors, cost.itertuples(), strict=True):
+        err = np.array([[r.minus_base - r.ci_low], [r.ci_high - r.minus_base]]) * 100
+        ax.errorbar(r.seconds, 100 * r.minus_base, yerr=np.nan_to_num(err), fmt="o", ms=5, capsize=3, color=c)
+        texts.append(ax.text(r.seconds, 100 * r.minus_base, label(r.method), fontsize=7))
     ax.set_xscale("log")
-    ax.set_xlabel("selection cost per task (seconds, log scale)")
-    ax.set_ylabel("mean fine-tuned test accuracy")
+    ax.set_xlabel("selection cost per task (seconds on this machine, log scale)")
+    ax.set_ylabel("test accuracy minus B (points)")
     ax.grid(alpha=0.3)
+    _caption(fig, "Each mark: a way of choosing a task's model. Cost: its wall time per task (mean over tasks). "
+             "Accuracy: what it yields minus B at the same seeds, the mean over tasks with the 95% bootstrap-t "
+             "interval over tasks that the claims use. " + note)  # fmt: skip
     fig.tight_layout()
+    _spread(texts, ax)
+    plt.close(fig)
     return fig
 
 
@@ -182,23 +335,31 @@ def adapter_vs_full(frame: pd.DataFrame) -> plt.Figure:
     """Adapter vs full experts: mean fine-tuned accuracy against parameters stored per expert.
 
     ``frame`` columns: expert, kind, parameters, accuracy."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    frame = frame.assign(kind=frame.kind.map({"adapter": "adapter expert", "full": "full expert"}).fillna(frame.kind),
+                         accuracy=100 * frame.accuracy)  # fmt: skip
     sns.scatterplot(data=frame, x="parameters", y="accuracy", hue="kind", style="kind", ax=ax, s=60)
-    for r in frame.itertuples():
-        ax.annotate(r.expert, (r.parameters, r.accuracy), fontsize=7)
+    texts = [ax.text(r.parameters, r.accuracy, r.expert, fontsize=7) for r in frame.itertuples()]
     ax.set_xscale("log")
     ax.set_xlabel("parameters stored per expert (log scale)")
-    ax.set_ylabel("mean fine-tuned accuracy on related tasks")
+    ax.set_ylabel("fine-tuned accuracy on its related tasks (%)")
+    ax.get_legend().set_title(None)
+    _legend_outside(ax)
+    _caption(fig, "Each mark: one expert, its mean fine-tuned test accuracy over its related tasks and seeds (no "
+             "error bar); an adapter expert stores only its adapters, a full expert every weight.")  # fmt: skip
     fig.tight_layout()
+    _spread(texts, ax)
+    plt.close(fig)
     return fig
 
 
-def regime_gains(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> plt.Figure:
-    """Each method minus B with its 95% CI, regime by regime (fewest training images first), one panel per
-    transfer metric: where the choice of pre-training matters most.
+def regime_gains(frame: pd.DataFrame, labels: dict[str, str] | None = None, full: str = "1k") -> plt.Figure:
+    """Each method minus B with its 95% CI in accuracy points, regime by regime (fewest training images first),
+    one panel per transfer metric: where the choice of pre-training matters most.
 
     ``frame`` columns: regime, metric, method, minus_base, ci_low, ci_high (regimes in the order to plot);
-    ``labels`` as :func:`transfer_bars`'."""
+    ``labels`` as :func:`transfer_bars`'; ``full``: the tick of the full regime (its benchmark's name)."""
     regimes = list(dict.fromkeys(frame.regime))
     metrics = [m for m in ("finetune", "linear") if m in set(frame.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
@@ -208,18 +369,19 @@ def regime_gains(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> p
         for i, m in enumerate(methods):
             rows = sub[sub.method == m].set_index("regime").reindex(regimes)
             x = np.arange(len(regimes)) + (i - (len(methods) - 1) / 2) * 0.08
-            err = np.vstack([rows.minus_base - rows.ci_low, rows.ci_high - rows.minus_base])
-            ax.errorbar(x, rows.minus_base, yerr=err, marker="o", capsize=3, color=PALETTE[m],
-                        label={**METHOD_LABELS, **(labels or {})}[m])  # fmt: skip
-        ax.axhline(0, color="grey", lw=0.8)
+            err = np.vstack([rows.minus_base - rows.ci_low, rows.ci_high - rows.minus_base]) * 100
+            ax.errorbar(x, 100 * rows.minus_base, yerr=err, marker="o", capsize=3, color=PALETTE[m],
+                        label=label(m, labels))  # fmt: skip
+        ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks(np.arange(len(regimes)))
-        ax.set_xticklabels([f"{r}\n(per class)" if r.endswith("shot") else "1k\n(VTAB-1k)" for r in regimes])
+        ax.set_xticklabels([f"{r}\n(per class)" if r.endswith("shot") else full for r in regimes])
         ax.set_title({"finetune": "full fine-tuning", "linear": "frozen features + linear"}[metric])
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("accuracy minus B (95% CI)")
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return fig
+    axes[0][0].set_ylabel("test accuracy minus B (points)")
+    _legend_outside(axes[0][-1])
+    _caption(fig, "Each mark: a method's test accuracy minus B's at the same tasks, seeds and images, the mean over "
+             "tasks in points; error bars: the 95% bootstrap-t interval over tasks that the claims use.")  # fmt: skip
+    return _done(fig)
 
 
 def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
@@ -227,13 +389,17 @@ def schedule_plot(frame: pd.DataFrame) -> plt.Figure:
 
     ``frame`` columns: task, steps, model, accuracy."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=frame, x="steps", y="accuracy", hue="model", style="task", markers=True, ax=ax)
+    sns.lineplot(data=frame.assign(accuracy=100 * frame.accuracy), x="steps", y="accuracy", hue="model", style="task",
+                 markers=True, ax=ax, errorbar=None)  # fmt: skip
     ax.set_xscale("log")
+    steps = sorted(set(frame.steps))
+    ax.set_xticks(steps, [str(v) for v in steps], minor=False)
+    ax.minorticks_off()
     ax.set_xlabel("fine-tuning steps (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    return fig
+    ax.set_ylabel("test accuracy (%)")
+    _legend_outside(ax, fontsize=6)
+    _caption(fig, "Each mark: one fine-tune (one seed), no error bar.")
+    return _done(fig)
 
 
 def training_curve(metrics: pd.DataFrame, title: str) -> plt.Figure:
@@ -247,36 +413,44 @@ def training_curve(metrics: pd.DataFrame, title: str) -> plt.Figure:
     lr.plot(metrics["step"], metrics["lr"], color="grey", alpha=0.5, label="learning rate")
     lr.set_ylabel("learning rate", color="grey")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _done(fig)
 
 
 def domain_accuracy(frame: pd.DataFrame) -> plt.Figure:
     """Held-out upstream top-1 per domain for each model. ``frame`` columns: domain, accuracy, model."""
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * frame.domain.nunique()), 3.4))
-    sns.barplot(data=frame, x="domain", y="accuracy", hue="model", ax=ax, palette="colorblind", errorbar=None)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("held-out upstream accuracy")
+    sns.barplot(data=frame.assign(model=frame.model.map(label), accuracy=100 * frame.accuracy), x="domain",
+                y="accuracy", hue="model", ax=ax, palette="colorblind", errorbar=None)  # fmt: skip
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("held-out upstream accuracy (%)")
     ax.tick_params(axis="x", rotation=30, labelsize=8)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
+    ax.get_legend().set_title(None)
+    _legend_outside(ax)
+    return _done(fig)
 
 
 def score_heatmap(rankings: pd.DataFrame, proxy: str) -> plt.Figure:
-    """One proxy's score for every candidate (rows) on every task (columns), each task's best boxed.
+    """One proxy's score for every candidate (rows) on every task (columns), each task's best boxed; sized to
+    be read inline (at most about 12 inches wide).
 
     ``rankings`` columns: task, model, proxy, score."""
     table = rankings[rankings.proxy == proxy].pivot(index="model", columns="task", values="score")
-    fig, ax = plt.subplots(figsize=(1.0 * table.shape[1] + 3, 0.32 * table.shape[0] + 1.5))
-    sns.heatmap(table, annot=True, fmt=".2f", cmap="viridis", ax=ax, cbar_kws={"label": f"{proxy} score"},
-                annot_kws={"fontsize": 7})  # fmt: skip
+    table.index = [_expert_name(m) if m != BASE else label(m) for m in table.index]
+    width = min(12.0, 0.6 * table.shape[1] + 2.5)
+    fig, ax = plt.subplots(figsize=(width, 0.26 * table.shape[0] + 1.8))
+    sns.heatmap(table, annot=table.shape[1] <= 16, fmt=".2f", cmap="viridis", ax=ax, annot_kws={"fontsize": 6},
+                cbar_kws={"label": f"{PROXY_LABELS.get(proxy, proxy)} score"})  # fmt: skip
     for j, task in enumerate(table.columns):
         i = int(np.nanargmax(table[task].to_numpy()))
-        ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="red", lw=2))
-    ax.set_title(f"{proxy} score per candidate and task (best boxed)")
-    fig.tight_layout()
-    return fig
+        ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, edgecolor="red", lw=1.5))
+    ax.set_xlabel("task")
+    ax.set_ylabel("candidate")
+    ax.tick_params(labelsize=7)
+    ax.set_title(
+        f"{PROXY_LABELS.get(proxy, proxy)} per candidate and task (each task's best boxed)", fontsize=10
+    )
+    return _done(fig)
 
 
 def published_comparison(frame: pd.DataFrame, title: str) -> plt.Figure:
@@ -296,35 +470,8 @@ def published_comparison(frame: pd.DataFrame, title: str) -> plt.Figure:
     ax.set_xticklabels(groups)
     ax.set_ylabel("VTAB-1k accuracy (%)")
     ax.set_title(title)
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def ranking_plot(wide: pd.DataFrame, proxies) -> plt.Figure:
-    """Each proxy's score per model (best of the first proxy on top), and fine-tuned test accuracy when the top
-    models were fine-tuned: does the proxy's order hold up?"""
-    panels = [p for p in proxies if p in wide] + (
-        ["finetune_accuracy"] if "finetune_accuracy" in wide else []
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels) + 1.5, 0.45 * len(wide) + 1.5), sharey=True,
-                             squeeze=False)  # fmt: skip
-    y = np.arange(len(wide))
-    for ax, col in zip(axes[0], panels, strict=True):
-        vals = wide[col].to_numpy(float)
-        ax.barh(
-            y,
-            np.nan_to_num(vals),
-            color=sns.color_palette("colorblind")[0 if col != "finetune_accuracy" else 2],
-        )
-        for yi, v in zip(y, vals, strict=True):
-            if not np.isnan(v):
-                ax.text(v, yi, f" {v:.3g}", va="center", fontsize=7)
-        ax.set_title("fine-tuned test accuracy" if col == "finetune_accuracy" else f"{col} score", fontsize=9)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(y)
-    axes[0][0].set_yticklabels(wide.model, fontsize=8)
-    axes[0][0].invert_yaxis()
-    fig.tight_layout()
-    return fig
+    _legend_outside(ax, fontsize=6)
+    _caption(fig, "Bars: mean accuracy over each group's tasks, no error bar; published numbers as their papers "
+             "give them (hatched).")  # fmt: skip
+    return _done(fig)

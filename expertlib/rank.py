@@ -14,13 +14,27 @@ per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by 
 (BiT-HyperRule's shape) and their test accuracy joins the table beside the proxy's order.
 """
 
+# ruff: noqa: E402 - the Ctrl-C handler is set before the heavy imports
 from __future__ import annotations
+
+import signal
+import sys
+import textwrap
+
+
+def _interrupted_early(signum, frame) -> None:
+    """Ctrl-C while the command is still starting (loading torch takes a second): one line, no traceback."""
+    print("rank: interrupted while starting; nothing was written", file=sys.stderr)
+    raise SystemExit(130)
+
+
+if __name__ == "__main__":  # the command line: set before the heavy imports below
+    signal.signal(signal.SIGINT, _interrupted_early)
 
 import argparse
 import hashlib
 import io
 import json
-import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,8 +44,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from expertlib.datasets.folders import DEFAULT_MAX_PIXELS
 from expertlib.datasets.user_images import UserImages, load_images
 from expertlib.proxies import LABELLED_PROXIES
+from expertlib.rank_table import (
+    WIDTH,
+    binomial_columns,
+    describe_images,
+    merge_same_weights,
+    order,
+    summary_text,
+    write_ranking,
+)
 from expertlib.runtime import (
     atomic_write,
     atomic_write_csv,
@@ -40,8 +64,14 @@ from expertlib.runtime import (
     positive_float,
     positive_int,
     resolve_device,
+    seed_int,
 )
 from expertlib.zoo import ModelCandidate, features_flops, from_spec
+
+
+class FineTuneError(RuntimeError):
+    """A fine-tune of ``--finetune-top`` failed (its loss became NaN or inf); the proxy ranking is written."""
+
 
 PROXIES = LABELLED_PROXIES  # every proxy that needs only the models and the labelled images
 
@@ -73,7 +103,9 @@ def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int
     data = images.data("train", cand.precrop, cand.crop, flip=False)
     cand.features_net.to(device).eval()
     t0 = time.perf_counter()
-    feats = predict(cand.features, data, batch_size, device, progress=progress, workers=workers)
+    feats = predict(
+        cand.features, data, batch_size, device, progress=progress, workers=workers, desc=f"embed {cand.name}"
+    )
     seconds = time.perf_counter() - t0
     out = {"features": feats.numpy(), "seconds": np.array(seconds)}
     cand.features_net.to("cpu")
@@ -93,15 +125,15 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
                 finetune_lr: float = 0.003, seed: int = 0, progress: bool = True) -> pd.DataFrame:  # fmt: skip
     """Score every model on ``images`` with every proxy; write the ranking table and figure under ``out_dir``;
     return the table (one row per model, best first by the first proxy)."""
-    from expertlib import plots
     from expertlib.selection import rank_experts
+    from expertlib.training import NonFiniteLossError
 
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown or not proxies:
         raise ValueError(f"unknown proxies {unknown}; choose from {', '.join(PROXIES)}")
     for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
                              ("finetune_top", finetune_top, 0), ("finetune_steps", finetune_steps, 1),
-                             ("finetune_batch", finetune_batch, 1)):  # fmt: skip
+                             ("finetune_batch", finetune_batch, 1), ("seed", seed, 0)):  # fmt: skip
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not finetune_lr > 0:
@@ -111,12 +143,13 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
             "--finetune-top needs test (or val) images: add a test/ folder or let the split be made"
         )
     device = resolve_device(device)
-    cands: list[ModelCandidate] = []
+    found: list[ModelCandidate] = []
     for s in specs:  # every model is resolved (names, checkpoints) before any compute
-        cands += [s] if isinstance(s, ModelCandidate) else from_spec(s)
-    names = [c.name for c in cands]
+        found += [s] if isinstance(s, ModelCandidate) else from_spec(s)
+    names = [c.name for c in found]
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
+    cands, merged = merge_same_weights(found, [c.fingerprint() for c in found])  # B once, however many banks
     out_dir = Path(out_dir)
     inside = next((p for p in images.paths if out_dir.resolve() in p.resolve().parents), None)
     if inside is not None:  # a second run would rank its own figure as an image
@@ -126,33 +159,41 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     cache.mkdir(parents=True, exist_ok=True)
     emb = {c.name: embed(c, images, cache, batch_size, device, workers, progress) for c in cands}
     train = images.split("train")
-    order = np.random.default_rng(seed).permutation(
+    order_ = np.random.default_rng(seed).permutation(
         len(train)
     )  # the linear probe's 80/20 split mixes classes
-    labels = images.labels[train][order]
-    feats = {n: e["features"][order] for n, e in emb.items()}
-    logits = {n: e["logits"][order] for n, e in emb.items() if "logits" in e}
+    labels = images.labels[train][order_]
+    feats = {n: e["features"][order_] for n, e in emb.items()}
+    logits = {n: e["logits"][order_] for n, e in emb.items() if "logits" in e}
     flops = {c.name: features_flops(c) * len(train) for c in cands}
     table = rank_experts(feats, labels, proxies, head_logits=logits, knn_k=k,
                          extraction_seconds={n: float(e["seconds"]) for n, e in emb.items()},
                          extraction_flops=flops)  # fmt: skip
-    wide = _wide(table, proxies, cands)
-    if finetune_top:
-        wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device, seed,
-                         progress)  # fmt: skip
-    plots.save_table(wide, out_dir / "ranking")
+    wide = order(_wide(table, proxies, cands, merged), proxies)
     # everything found but not used, with the rule that left it out: never silently
     atomic_write_csv(
         out_dir / "ignored.csv",
         pd.DataFrame([(str(p), r) for p, r in images.ignored], columns=["path", "reason"]),
     )
-    plots.save_figure(plots.ranking_plot(wide, proxies), out_dir / "ranking")
+    write_ranking(wide, proxies, out_dir, merged)  # the proxies' ranking, whatever the fine-tunes do
+    if finetune_top:
+        try:
+            wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device,
+                             seed, progress)  # fmt: skip
+        except NonFiniteLossError as e:
+            raise FineTuneError(str(e).replace("Lower the learning rate", f"Lower the learning rate (--lr, now {finetune_lr:g}; "
+                                f"the default is 0.003)") + f". The proxies' ranking is written: {out_dir / 'ranking.csv'}") from e  # fmt: skip
+        write_ranking(wide, proxies, out_dir, merged)
+    wide.attrs["merged"] = merged
     return wide
 
 
-def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCandidate]) -> pd.DataFrame:
-    """One row per model: each proxy's score and rank (1 = best; models a proxy cannot score have none)."""
-    rows = {c.name: {"model": c.name, "source": c.source, "resolution": c.crop} for c in cands}
+def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCandidate],
+          merged: dict[str, list[str]]) -> pd.DataFrame:  # fmt: skip
+    """One row per model: each proxy's score and rank (1 = best, ties share it; models a proxy cannot score have
+    none); ``same_as``: the other names of the same weights."""
+    rows = {c.name: {"model": c.name, "source": c.source, "resolution": c.crop,
+                     "same_as": " = ".join(n for n in merged.get(c.name, []) if n != c.name)} for c in cands}  # fmt: skip
     for p in proxies:
         sub = table[table.proxy == p].set_index("model")
         ranks = sub.score.rank(ascending=False, method="min")
@@ -161,21 +202,21 @@ def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCand
             rows[name][f"{p}_rank"] = int(ranks[name])
             rows[name][f"{p}_seconds"] = r.seconds
             rows[name][f"{p}_gflops"] = r.flops / 1e9
-    wide = pd.DataFrame(list(rows.values()))
-    first = proxies[0]
-    return wide.sort_values([f"{first}_rank", "model"], na_position="last").reset_index(drop=True)
+    return pd.DataFrame(list(rows.values()))
 
 
 def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserImages, top: int, steps: int,
               batch: int, lr: float, device: str, seed: int, progress: bool) -> pd.DataFrame:  # fmt: skip
-    """Fine-tune the first ``top`` rows (BiT-HyperRule's shape at ``steps``) and test them."""
-    from expertlib.evaluation import accuracy
+    """Fine-tune the first ``top`` rows (BiT-HyperRule's shape at ``steps``) and test them: accuracy with its
+    95% binomial interval and the chance level (:func:`~expertlib.rank_table.binomial_columns`)."""
+    from expertlib.evaluation import predicted_classes
     from expertlib.schedules import scaled_hyperrule
     from expertlib.training import TrainConfig, finetune
 
     by = {c.name: c for c in cands}
     classes = len(images.classes)
-    acc, secs = {}, {}
+    test = images.labels[images.split("test")]
+    correct, secs = {}, {}
     for name in wide.model.head(top):
         c = by[name]
         net = c.transfer_net(classes)
@@ -183,10 +224,13 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
         cfg = TrainConfig(scaled_hyperrule(steps, lr), batch_size=batch, seed=seed, device=device)
         res = finetune(net, images.data("train", c.precrop, c.crop), cfg, classes, progress=progress,
                        desc=f"fine-tune {name}")  # fmt: skip
-        acc[name] = accuracy(net, images.data("test", c.precrop, c.crop, flip=False), batch, device)
+        net.eval()
+        pred = predicted_classes(net, images.data("test", c.precrop, c.crop, flip=False), batch, device)
+        correct[name] = int((pred == test).sum())
         secs[name] = res.seconds
-    wide = wide.copy()
-    wide["finetune_accuracy"] = wide.model.map(acc)
+    chance = float(np.bincount(test).max() / len(test))
+    wide = wide.drop(columns=[c for c in wide if c.startswith("finetune_") or c == "chance"])
+    wide = wide.merge(binomial_columns(correct, len(test), chance), on="model", how="left")
     wide["finetune_seconds"] = wide.model.map(secs)
     return wide
 
@@ -208,9 +252,12 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--batch-size", type=positive_int, default=64)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", type=non_negative_int, default=0, help="image-decoding worker processes")
-    ap.add_argument(
-        "--skip-corrupt", action="store_true", help="skip undecodable files (counted) instead of failing"
-    )
+    ap.add_argument("--skip-corrupt", action="store_true",
+                    help="leave out undecodable or too large files, broken symbolic links and link loops (listed "
+                    "in ignored.csv) instead of stopping at the first")  # fmt: skip
+    ap.add_argument("--max-image-pixels", type=positive_int, default=None, metavar="N",
+                    help=f"the largest image accepted, in pixels (default {DEFAULT_MAX_PIXELS:,}): a guard against "
+                    "decompression bombs; raise it for large images you trust")  # fmt: skip
     ap.add_argument("--test-fraction", type=open_fraction, default=0.2,
                     help="per class, when no split is given (between 0 and 1)")  # fmt: skip
     ap.add_argument(
@@ -227,21 +274,24 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=positive_float, default=0.003)
     ap.add_argument("--keep-duplicates", action="store_true",
                     help="keep repeated files and identical images (refused by default: they can leak into test)")  # fmt: skip
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=seed_int, default=0, help="the split, the probe's order and the fine-tunes "
+                    "(0 to 2**32-1; default 0)")  # fmt: skip
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    out = Path(args.out)
+    if signal.getsignal(signal.SIGINT) is _interrupted_early:  # started: Ctrl-C from here on is caught below
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         images = load_images(args.images, args.test_fraction, args.seed, min_per_class=args.k + 1,
                              on_corrupt="skip" if args.skip_corrupt else "error",
-                             duplicates="keep" if args.keep_duplicates else "refuse", leave_out=[args.out])  # fmt: skip
-        if images.ignored:
-            reasons = pd.Series([r.split(":")[0] for _, r in images.ignored]).value_counts()
-            print(f"left out {len(images.ignored)} files or folders ({'; '.join(f'{n} {r}' for r, n in reasons.items())}), "
-                  f"listed in {Path(args.out) / 'ignored.csv'}", file=sys.stderr)  # fmt: skip
+                             duplicates="keep" if args.keep_duplicates else "refuse", leave_out=[args.out],
+                             max_image_pixels=args.max_image_pixels)  # fmt: skip
+        opening = describe_images(images, args.images, args.test_fraction, args.seed, out / "ignored.csv")
+        print(textwrap.fill(opening, WIDTH, subsequent_indent="  ", break_on_hyphens=False), flush=True)
         table = rank_models(images, args.models, args.out, args.proxy or ["knn"], args.k, args.batch_size,
                             args.device, args.workers, args.finetune_top, args.finetune_steps, args.finetune_batch,
                             args.lr, args.seed, not args.no_progress)  # fmt: skip
@@ -253,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
             "rank: interrupted; finished features are cached under --out, a rerun continues", file=sys.stderr
         )
         return 130
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(table.to_string(index=False))
-    print(f"-> {Path(args.out) / 'ranking.csv'}, ranking.md, ranking.png")
+    print(summary_text(table, args.proxy or ["knn"], table.attrs.get("merged")))
+    print(textwrap.fill(f"-> the full table: {out / 'ranking.csv'} and ranking.md; the figure: ranking.png", WIDTH,
+                        subsequent_indent="  ", break_on_hyphens=False))  # fmt: skip
     return 0
 
 

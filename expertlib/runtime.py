@@ -172,3 +172,4 @@ positive_int = _number(int, 1, None)
 non_negative_int = _number(int, 0, None)
 positive_float = _number(float, 0, None, low_open=True)
 open_fraction = _number(float, 0, 1, low_open=True, high_open=True)
+seed_int = _number(int, 0, 2**32 - 1)  # what numpy's and torch's generators take

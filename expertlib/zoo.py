@@ -82,11 +82,14 @@ class ModelCandidate:
 
     def fingerprint(self) -> str:
         """A hash of everything that sets this model's features and upstream logits: every parameter and buffer
-        (input normalisation included), each layer's eps, the architecture, and the input resolution. Two
+        (input normalisation included), each layer's eps, the architecture, and the input resolution; not the
+        names a model is known by, so the same weights under two names (B as two banks' base) share it. Two
         files with the same name, or a file replaced in place, never share it."""
         import hashlib
 
-        h = hashlib.sha256(f"{self.precrop}|{self.crop}|{self.features_net!r}|{self.head!r}".encode())
+        h = hashlib.sha256(
+            f"{self.precrop}|{self.crop}|{_unnamed(self.features_net)}|{_unnamed(self.head)}".encode()
+        )
         for part in (self.features_net, self.head):
             if part is None:
                 continue
@@ -99,14 +102,34 @@ class ModelCandidate:
         return h.hexdigest()[:20]
 
 
+def _unnamed(module: nn.Module | None) -> str:
+    """A module's architecture as text, each expert-bank candidate in it by its kind and expert, not its name."""
+    text = repr(module)
+    for m in module.modules() if module is not None else ():
+        if hasattr(m, "bank") and hasattr(m, "expert"):
+            text = text.replace(repr(m), f"Candidate(kind={m.kind!r}, expert={m.expert!r})")
+    return text
+
+
+def _folder_given(path: Path, what: str) -> str:
+    """The error for a folder given where a model file goes, naming the model files inside it."""
+    inside = sorted(p.name for p in path.iterdir() if p.suffix in (".safetensors", ".pth", ".pt", ".bin"))[:5]
+    found = f"; model files in it: {', '.join(inside)}" if inside else "; it holds no model file"
+    return f"{path} is a folder, not a {what} file: give one file inside it{found}"
+
+
 # -- checkpoints ------------------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Weights from a checkpoint file without executing code: safetensors, or a torch file read with
     ``weights_only=True`` (a pickle that needs code is refused). Training wrappers and ``module.`` prefixes
     are removed."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_folder_given(path, "checkpoint"))
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        raise FileNotFoundError(f"checkpoint {path} not found (looked for it at {path.absolute()}): give the path of "
+                                "a file you have; without one, name the model alone (timm:<name>) to download its "
+                                "published weights, which needs the internet")  # fmt: skip
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -248,8 +271,10 @@ def expertlib_candidates(path: str | Path, resolution: tuple[int, int] | None = 
     from expertlib.weights import load_bank, load_model, read_metadata
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_folder_given(path, "model"))
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
+        raise FileNotFoundError(f"{path} not found (looked for it at {path.absolute()})")
     fmt = read_metadata(path).get("format", "")
     stem = path.stem
     if "bank" in fmt:
@@ -287,6 +312,8 @@ def _zero(layer: nn.Module) -> None:
 # -- specs -----------------------------------------------------------------------------------------------------
 def from_spec(spec: str) -> list[ModelCandidate]:
     """The candidates a spec names (see the module docstring)."""
+    if Path(spec).is_dir():
+        raise UnknownModelError(_folder_given(Path(spec), "model"))
     if Path(
         spec
     ).is_file():  # a file that exists is that file, whatever its name holds (``run_12:30.safetensors``)

@@ -52,5 +52,11 @@ rankings, picks = S.run_selection(ws, bench, base, experts)
 display(Markdown(S.selection_sentence(ws, picks, experts)))
 picks
 
+# %% [markdown]
+# The kNN score of every candidate on every task at the full 1k regime (the few-shot regimes' scores are in
+# `tables/selection_rankings.csv`); each task's best candidate, kNN's pick, is boxed:
+
 # %%
-plots.score_heatmap(rankings, "knn")
+from expertlib.datasets.fewshot import FULL_REGIME, regime
+
+plots.score_heatmap(rankings[rankings.task.map(regime) == FULL_REGIME], "knn")

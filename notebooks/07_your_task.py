@@ -41,7 +41,6 @@ finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them;
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib import plots
 from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
@@ -63,4 +62,6 @@ display(
 table
 
 # %%
-plots.ranking_plot(table, proxies)
+from expertlib.rank_table import ranking_plot
+
+ranking_plot(table, proxies)

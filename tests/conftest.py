@@ -64,3 +64,33 @@ def smoke_run(tmp_path_factory):
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     return out, [out / "notebooks" / nb.name for nb in notebooks()], kill
+
+
+def _legend_overlaps(fig) -> list[str]:
+    """Every legend that covers plotted data: its box (drawn with the figure's renderer) against the window
+    extent of each bar, line, collection and text of the axes it belongs to (a figure legend: of every axes).
+    An empty list: every legend sits clear of the data."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)  # a figure released from pyplot has no renderer of its own
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        legends = [lg for lg in (ax.get_legend(), *fig.legends) if lg is not None and lg.get_visible()]
+        artists = [a for a in (*ax.patches, *ax.lines, *ax.collections, *ax.texts) if a.get_visible()]
+        for lg in legends:
+            box = lg.get_window_extent(renderer)
+            for a in artists:
+                ext = a.get_window_extent(renderer)
+                if ext.width > 0 and ext.height > 0 and box.overlaps(ext):
+                    found.append(
+                        f"{ax.get_title() or 'axes'}: legend covers {type(a).__name__} {a.get_label()!r}"
+                    )
+    return found
+
+
+@pytest.fixture()
+def legend_overlaps():
+    """The check that no legend covers plotted data (:func:`_legend_overlaps`), for the figure tests."""
+    return _legend_overlaps

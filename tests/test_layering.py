@@ -34,7 +34,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "training and proxies",
         ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs"),
     ),
-    ("selection", ("selection", "zoo", "rank")),
+    ("selection", ("selection", "zoo", "rank", "rank_table")),
     ("scales", ("scale", "presets", "parameters", "reproduce")),
     (
         "pipeline base",

@@ -77,7 +77,7 @@ def test_all_notebooks_execute_and_write_results(smoke_run):
                  "figures/specialisation_knn.png", "figures/selection_cost.png", "figures/proxy_knn_vs_accuracy.png",
                  "your_task/ranking.csv", "your_task/ranking.png", "tables/vtab_table_3shot.md",
                  "tables/proxy_agreement.csv", "tables/selection_ties.csv", "tables/regimes.csv", "figures/regimes.png",
-                 "figures/transfer_finetune_3shot.png"):  # fmt: skip
+                 "figures/transfer_finetune_3shot.png", "figures/minus_base.png", "tables/minus_base.csv"):  # fmt: skip
         assert (out / name).is_file(), name
 
 
@@ -475,3 +475,30 @@ def test_the_plan_counts_the_jobs_the_smoke_scales_ran(smoke_run, paper_smoke_ru
     _planned_equals_run("smoke", out, out.parent.parent / "data")
     root, _ = paper_smoke_run
     _planned_equals_run("paper-smoke", root / "r" / "paper-smoke", root / "d")
+
+
+def _repeated_images(path: Path) -> list[str]:
+    """Each image an executed notebook shows more than once (the same PNG bytes), by cell."""
+    nb = nbformat.read(path, as_version=4)
+    first, repeated = {}, []
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            png = o.get("data", {}).get("image/png")
+            if png:
+                key = "".join(png) if isinstance(png, list) else png
+                if key in first:
+                    repeated.append(
+                        f"{path.parent.parent.name}/{path.name}: cell {i} repeats an image of cell {first[key]}"
+                    )
+                first.setdefault(key, i)
+    return repeated
+
+
+def test_no_executed_notebook_shows_an_image_twice(smoke_run):
+    """The committed runs' executed notebooks and the smoke run's: a figure both returned by a cell and left
+    open for the inline backend would be shown twice."""
+    _, written, _ = smoke_run
+    committed = sorted((Path(__file__).resolve().parents[1] / "results").glob("*/notebooks/*.ipynb"))
+    assert committed and written
+    repeated = [r for p in [*committed, *written] for r in _repeated_images(p)]
+    assert not repeated, repeated

@@ -20,7 +20,9 @@ def test_experts_plan_and_figures(smoke, capsys):
     assert len(experts) == ws.scale.expert.rule.max_experts and all(n == experts[n] for n in experts)
     assert E.full_experts(ws, bench) == {"digit": "digit"}
     p = SE.print_plan(ws, bench)
-    assert p["experts"] == len(experts) and f"{len(experts)} adapter experts" in capsys.readouterr().out
+    banner = capsys.readouterr().out
+    assert p["experts"] == len(experts) and f"{len(experts)} adapter experts" in banner
+    assert "CPU time: seconds" in banner and "GPU-hours (" not in banner  # a CPU scale on a CPU: no GPU price
     summary = I.write_data_summary(ws, bench)
     assert (ws.results_dir / "data_summary.csv").is_file() and set(summary.kind) == {
         "upstream_domain",
@@ -84,3 +86,14 @@ def test_released_scale_trains_nothing_and_says_where_its_models_come_from(tmp_p
         bench.upstream_data("train")
     assert run("released-smoke", results_dir=str(tmp_path / "r"), only=["02", "03"]) == []
     assert len(notebooks()) == 7
+
+
+def test_the_banner_prices_cpu_scales_in_cpu_time_and_gpu_scales_in_gpu_hours():
+    from types import SimpleNamespace
+
+    from expertlib.presets import get_scale
+
+    on = lambda name, device: SimpleNamespace(device=device, scale=get_scale(name))  # noqa: E731
+    assert SE.runs_on_cpu(on("cpu", "cpu")) and SE.runs_on_cpu(on("smoke", "cpu"))
+    assert not SE.runs_on_cpu(on("cpu", "cuda")) and not SE.runs_on_cpu(on("paper", "cpu"))
+    assert not SE.runs_on_cpu(on("released", "cpu")) and not SE.runs_on_cpu(on("gpu", "cpu"))

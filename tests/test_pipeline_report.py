@@ -221,3 +221,27 @@ def test_the_oracle_is_chosen_on_one_half_of_the_test_images_and_judged_on_the_o
     assert g.loc[("finetune", "oracle"), "minus_base"] == pytest.approx(
         paired.groupby(level="task").mean().mean()
     )
+
+
+def test_the_headline_differences_are_the_claims_pairs_per_task_group_and_overall():
+    """knn (adapter:a) minus B: t1 [0.3, 0.2, 0.1] -> 0.2; t2 the same. The row over all tasks is the claims'
+    comparison itself (same mean and bootstrap-t interval); a group of one task has no interval."""
+    from expertlib.pipeline.methods import base_differences
+    from expertlib.stats import compare, t_interval
+
+    runs = _runs()
+    d = base_differences(runs, PICKS).set_index(["level", "name", "method"])
+    assert d.loc[("task", "t1", "knn"), "minus_base"] == pytest.approx(0.2)
+    assert (d.loc[("task", "t1", "knn"), ["ci_low", "ci_high"]].tolist()
+            == pytest.approx(list(t_interval(np.array([0.3, 0.2, 0.1])))))  # fmt: skip
+    claim = compare(method_runs(runs, PICKS, "knn"), method_runs(runs, PICKS, "base"))
+    assert d.loc[("all", "all", "knn"), ["minus_base", "ci_low", "ci_high"]].tolist() == pytest.approx(
+        [claim.mean, claim.ci_low, claim.ci_high]
+    )
+    assert d.loc[("group", "natural", "knn"), "tasks"] == 1 and np.isnan(
+        d.loc[("group", "natural", "knn"), "ci_low"]
+    )
+    # the oracle is judged at seeds 1 and 2 only, with B at those seeds: t2 b [0.4, 0.5] - B [0.7, 0.6]
+    assert d.loc[("task", "t2", "oracle"), "minus_base"] == pytest.approx(-0.2)
+    assert d.loc[("task", "t2", "oracle"), "seeds"] == 2
+    assert "base" not in set(d.index.get_level_values("method"))

@@ -42,7 +42,7 @@ def test_ranking_table_figure_and_cached_features(task):
     more = rank_models(images, models, out, proxies=("knn", "logme", "hscore"), k=3, progress=False)
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # a new proxy recomputes no features
     assert more.knn.tolist() == table.set_index("model").loc[more.model].knn.tolist()
-    assert pd.read_csv(out / "ranking.csv").columns.tolist()[:3] == ["model", "source", "resolution"]
+    assert pd.read_csv(out / "ranking.csv").columns.tolist()[:4] == ["rank", "model", "source", "resolution"]
 
 
 def test_finetune_top_adds_test_accuracy(task):
@@ -52,7 +52,9 @@ def test_finetune_top_adds_test_accuracy(task):
     images = load_images(root / "images", min_per_class=4)
     table = rank_models(images, models[1:], root / "out", k=3, finetune_top=1, finetune_steps=4, finetune_batch=8,
                         finetune_lr=0.01, progress=False)  # fmt: skip
-    assert table.finetune_accuracy.between(0, 1).all() and (table.finetune_seconds > 0).all()
+    r = table.iloc[0]
+    assert 0 <= r.finetune_ci_low <= r.finetune_accuracy <= r.finetune_ci_high <= 1 and r.finetune_seconds > 0
+    assert r.finetune_test_images == len(images.split("test")) and r.chance == pytest.approx(1 / 3)
 
 
 def test_command_line_ranks_and_reports_bad_input(task, capsys):
@@ -80,7 +82,7 @@ def test_its_own_output_folder_is_never_read_as_images_and_is_listed(task, capsy
         assert main([str(images), models[1], "--out", str(out), "-k", "3", "--no-progress"]) == 0
     listed = pd.read_csv(out / "ignored.csv")
     assert listed.path.tolist() == [str(out)] and "output folder" in listed.reason[0]
-    assert "left out 1 files or folders (1 an output folder" in capsys.readouterr().err
+    assert "left out 1 files or folders (1 an output folder" in " ".join(capsys.readouterr().out.split())
     cwd = os.getcwd()
     try:
         os.chdir(images)
@@ -117,3 +119,105 @@ def test_help_names_every_model_spec_form(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "expertlib:PATH" in text and "run_12:30.safetensors" in text and "--out" in text
+
+
+# -- what the ranking says (expertlib.rank_table) ---------------------------------------------------------------
+def test_the_same_weights_under_several_names_are_ranked_once_and_b_is_named_b():
+    from dataclasses import dataclass
+
+    from expertlib.rank_table import merge_same_weights
+
+    @dataclass
+    class C:
+        name: str
+
+    cands = [C("generic"), C("adapter_experts:base"), C("adapter_experts:digit"), C("full_experts:base")]
+    kept, names = merge_same_weights(cands, ["b", "b", "d", "b"])
+    assert [c.name for c in kept] == ["B", "adapter_experts:digit"]
+    assert names["B"] == ["generic", "adapter_experts:base", "full_experts:base"]
+    kept, _ = merge_same_weights([C("a:base"), C("r:base"), C("copy")], ["x", "y", "y"])
+    assert [c.name for c in kept] == ["B (a)", "B (r)"]  # two different bases keep their banks' names
+
+
+def test_ties_are_broken_by_the_stated_rule():
+    from expertlib.rank_table import TIE_RULE, order, ties
+
+    wide = pd.DataFrame({"model": ["d", "c", "b", "a"], "knn": [0.5, 0.9, 0.9, 0.9], "logme": [0.0, -1.0, -2.0, -1.0],
+                         "knn_gflops": [1.0, 2.0, 1.0, 1.0]})  # fmt: skip
+    ranked = order(wide, ["knn", "logme"])
+    # knn ties among a, b, c: logme puts b last; a and c tie on logme too: fewer GFLOPs puts a first
+    assert ranked.model.tolist() == ["a", "c", "b", "d"] and ranked["rank"].tolist() == [1, 2, 3, 4]
+    assert ties(ranked, ["knn", "logme"]) == ["ranks 1-3 tie on knn (0.9): a, c, b"]
+    assert "next proxy" in TIE_RULE and "cheaper" in TIE_RULE
+
+
+def test_fine_tuned_accuracy_comes_with_its_clopper_pearson_interval_and_chance():
+    from expertlib.rank_table import binomial_columns
+
+    row = binomial_columns({"m": 18}, 24, 1 / 3).iloc[0]
+    assert row.finetune_accuracy == 0.75 and row.chance == pytest.approx(1 / 3)
+    assert (round(row.finetune_ci_low, 3), round(row.finetune_ci_high, 3)) == (0.533, 0.902)  # exact binomial
+
+
+def test_the_terminal_summary_fits_100_columns_and_explains_itself():
+    from expertlib.rank_table import order, summary_text
+
+    proxies = ["knn", "linear", "logme", "hscore", "leep", "nce"]
+    rng = np.random.default_rng(0)
+    wide = pd.DataFrame({"model": [f"a_very_long_bank_name_of_experts:expert_number_{i}" for i in range(20)],
+                         **{p: rng.normal(size=20) for p in proxies}, "knn_gflops": 1.0})  # fmt: skip
+    wide.loc[3, "knn"] = wide.loc[4, "knn"]
+    wide = order(wide, proxies)
+    wide = wide.assign(finetune_accuracy=[0.75] + [np.nan] * 19, finetune_ci_low=0.53, finetune_ci_high=0.9,
+                       finetune_test_images=24, chance=1 / 3)  # fmt: skip
+    text = summary_text(wide, proxies, {"B": ["B", "adapter_experts:base", "full_experts:base"]})
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for said in ("tie on knn", "B = B = adapter_experts:base", "chance", "Clopper-Pearson", "5 more models",
+                 "not shown: ", "0.750 [0.53, 0.90]"):  # fmt: skip
+        assert said in text, said
+
+
+def test_the_opening_line_says_what_was_found(task):
+    from expertlib.datasets.user_images import load_images
+    from expertlib.rank_table import describe_images
+
+    root, _ = task
+    (root / "images" / "notes.txt").write_text("x")
+    line = describe_images(
+        load_images(root / "images", min_per_class=4), "images/", 0.2, 0, root / "ignored.csv"
+    )
+    assert line.startswith("found 3 classes (cat, dog, fox) in images/: 24 train, 6 test images (test: 20% of each "
+                           "class, seed 0; 8 training images per class); left out 1 files or folders")  # fmt: skip
+
+
+def test_a_longer_bar_is_a_better_score_for_every_proxy():
+    from expertlib.rank_table import ranking_plot
+
+    wide = pd.DataFrame({"model": ["a", "b", "c"], "knn": [0.9, 0.5, 0.1], "leep": [-0.5, -1.0, -3.0]})
+    fig = ranking_plot(wide, ["knn", "leep"])
+    for ax in fig.axes:
+        bars = ax.patches
+        assert len({round(b.get_x(), 9) for b in bars}) == 1  # every bar starts at the panel's worst end
+        assert [b.get_width() for b in bars] == sorted((b.get_width() for b in bars), reverse=True)
+        assert all(b.get_width() > 0 for b in bars)
+
+
+def test_the_readme_example_runs_offline_on_a_committed_model(task, capsys, monkeypatch):
+    """The command line in the README, as written, on a small generated image folder."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = re.search(r"^\.venv/bin/python -m expertlib\.rank (.+)$", readme, re.M)[1]
+    args = shlex.split(line)
+    root, _ = task
+    assert args[0] == "my_images/" and all(Path(a).is_file() for a in args[1:] if a.endswith(".safetensors"))
+    args = [str(root / "images"), *args[1:]]
+    args[args.index("--out") + 1] = str(root / "ranking")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the README's paths are from the repository root
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("found 3 classes") and "\n   1  " in out and max(map(len, out.splitlines())) <= 100
+    table = pd.read_csv(root / "ranking" / "ranking.csv")
+    assert (table.model == "B").sum() == 1 and not table.model.str.endswith(":base").any()

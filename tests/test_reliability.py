@@ -603,7 +603,7 @@ def test_every_image_mode_reads_correctly_or_is_refused_by_name(tmp_path):
     try:
         Image.MAX_IMAGE_PIXELS = 100  # 20x20 images are then 4x over PIL's bomb limit
         refused("7c oversized image", "an image above PIL's decompression-bomb limit", CorruptImageError,
-                "larger than PIL's limit", lambda: read_image(next((tmp_path / "big" / "cat").iterdir())), tmp_path)  # fmt: skip
+                "more than the limit of 200", lambda: read_image(next((tmp_path / "big" / "cat").iterdir())), tmp_path)  # fmt: skip
         from expertlib.datasets.user_images import load_images
 
         try:
@@ -998,6 +998,98 @@ def test_results_in_an_old_format_or_a_stale_page_are_refused(tmp_path):
     record("8c a stated number older than its table", "a page whose claims block says +1.0 where claims.csv says +2.0",
            "the docs test names the page and block", "; ".join(found) or "nothing found",
            found == ["page.md: claims:cpu/confirmatory"])  # fmt: skip
+
+
+# -- rank's unusual inputs (#38): each a one-line error naming the problem and the fix ---------------------------
+def _one_line(err: str) -> bool:
+    lines = [x for x in err.splitlines() if x.strip()]
+    return len(lines) == 1 and "Traceback" not in err
+
+
+def test_rank_unusual_inputs_name_the_problem_and_the_fix(tmp_path, capsys):
+    """10a-10f: a fine-tune that blows up, broken links and loops, a folder as a model, a negative seed, Ctrl-C
+    while starting, an image above the pixel limit."""
+    import os
+    import time
+
+    from expertlib.rank import main as rank
+    from expertlib.resnet import create_model
+    from expertlib.weights import save_model
+
+    images, model = tmp_path / "imgs", tmp_path / "m.safetensors"
+    _image_folder(images)
+    save_model(create_model("tiny", num_classes=0), model)
+    base = [str(images), str(model), "-k", "3", "--no-progress"]
+
+    out = tmp_path / "lr"
+    code = rank([*base, "--out", str(out), "--finetune-top", "1", "--lr", "1e6", "--finetune-steps", "8"])
+    err = capsys.readouterr().err
+    written = (out / "ranking.csv").is_file() and len(pd.read_csv(out / "ranking.csv")) == 1
+    record("10a rank: a fine-tune that diverges", "rank --finetune-top 1 --lr 1e6", "exit 2, one line naming the step "
+           "and the fix (lower --lr); the proxies' ranking already written", f"exit {code}: {_clean(err, tmp_path)}; "
+           f"ranking.csv written: {written}", code == 2 and _one_line(err) and "Lower the learning rate (--lr" in err and written)  # fmt: skip
+
+    links = tmp_path / "linked"
+    _image_folder(links)
+    os.symlink(
+        links / "cat" / "gone.png", links / "cat" / "unfetched.png"
+    )  # a DVC or git-annex file not fetched
+    os.symlink(links / "dog" / "b.png", links / "dog" / "a.png")
+    os.symlink(links / "dog" / "a.png", links / "dog" / "b.png")  # a loop
+    code = rank([str(links), *base[1:], "--out", str(tmp_path / "l1")])
+    err = capsys.readouterr().err
+    record("10b rank: a broken symbolic link", "rank on a folder holding a link to a missing file and a link loop",
+           "exit 2, one line naming the link and the fixes (fetch, remove, --skip-corrupt)",
+           f"exit {code}: {_clean(err, tmp_path)}", code == 2 and _one_line(err) and "unfetched.png" in err
+           and "--skip-corrupt" in err)  # fmt: skip
+    code = rank([str(links), *base[1:], "--out", str(tmp_path / "l2"), "--skip-corrupt"])
+    capsys.readouterr()
+    listed = (
+        pd.read_csv(tmp_path / "l2" / "ignored.csv")
+        if code == 0
+        else pd.DataFrame(columns=["path", "reason"])
+    )
+    said = sorted(f"{Path(p).name}: {'loop' if 'loop' in r else 'missing target' if 'does not exist' in r else r}"
+                  for p, r in zip(listed.path, listed.reason, strict=True))  # fmt: skip
+    record("10b rank --skip-corrupt: broken links and loops", "the same with --skip-corrupt", "ranked; the missing "
+           "target and both links of the loop listed in ignored.csv", f"exit {code}; listed: {said}",
+           code == 0 and said == ["a.png: loop", "b.png: loop", "unfetched.png: missing target"])  # fmt: skip
+
+    code = rank([str(images), str(tmp_path / "imgs" / "cat"), "--out", str(tmp_path / "f"), "--no-progress"])
+    err = capsys.readouterr().err
+    record("10c rank: a folder as a model", "rank IMAGES imgs/cat (a folder)", "exit 2, one line: a folder, not a "
+           "model file (not 'not found')", f"exit {code}: {_clean(err, tmp_path)}", code == 2 and _one_line(err)
+           and "is a folder, not a model file" in err and "not found" not in err)  # fmt: skip
+
+    try:
+        rank([*base, "--seed", "-1"])
+        observed, ok = "no error", False
+    except SystemExit as e:
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        observed, ok = f"exit {e.code}: {err}", e.code == 2 and "argument --seed" in err and ">= 0" in err
+    record("10d rank --seed -1", "rank --seed -1", "refused as parsed, naming --seed and its range (not numpy's "
+           "message)", observed, ok)  # fmt: skip
+
+    seen = []
+    for delay in (0.3, 0.6, 1.2):
+        proc = subprocess.Popen([sys.executable, "-m", "expertlib.rank", *base, "--out", str(tmp_path / "c")], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        seen.append((delay, proc.returncode, _clean(err, tmp_path)))
+    record("10e rank: Ctrl-C while starting", "SIGINT to `python -m expertlib.rank ...` 0.3, 0.6 and 1.2 s after it "
+           "starts", "exit 130 with one line each, no traceback", "; ".join(f"{d} s: exit {c}: {e}" for d, c, e in seen),
+           all(c == 130 and _one_line(e) for _, c, e in seen))  # fmt: skip
+
+    code = rank([*base, "--out", str(tmp_path / "p1"), "--max-image-pixels", "100"])
+    err = capsys.readouterr().err
+    again = rank([*base, "--out", str(tmp_path / "p2"), "--max-image-pixels", "400"])
+    capsys.readouterr()
+    record("10f rank: an image above the pixel limit", "rank --max-image-pixels 100 on 20x20 images, then 400",
+           "exit 2, one line naming the image and rank's own --max-image-pixels 400 (not PIL.Image.MAX_IMAGE_PIXELS); "
+           "then ranked", f"exit {code}: {_clean(err, tmp_path)}; then exit {again}", code == 2 and _one_line(err)
+           and "--max-image-pixels 400" in err and "PIL.Image" not in err and again == 0)  # fmt: skip
 
 
 def test_the_readme_states_the_matrix_as_it_is():

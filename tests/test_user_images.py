@@ -263,3 +263,16 @@ def test_output_folders_are_left_out_wherever_they_lie_and_listed(tmp_path):
     assert imgs.classes == ["cat", "dog", "fox"] and [p.name for p, _ in imgs.ignored] == ["ranking"]
     with pytest.raises(ImagesError, match="both the images and the output folder"):
         load_images(tmp_path / "flat", leave_out=[tmp_path / "flat"])
+
+
+def test_a_csv_row_naming_a_dead_link_is_named_or_skipped_and_the_split_source_is_kept(tmp_path):
+    import os
+
+    path = _csv(tmp_path, ["gone.png,cat"])
+    os.symlink(tmp_path / "nowhere.png", tmp_path / "gone.png")  # a DVC or git-annex file not fetched yet
+    with pytest.raises(ImagesError, match=r"gone.png is an unreadable symbolic link: its target .*nowhere.png does "
+                       r"not exist.*dvc pull.*--skip-corrupt"):  # fmt: skip
+        load_images(path)
+    imgs = load_images(path, on_corrupt="skip")
+    assert len(imgs.paths) == 24 and [p.name for p, _ in imgs.ignored] == ["gone.png"]
+    assert "(line 26)" in imgs.ignored[0][1] and not imgs.split_given

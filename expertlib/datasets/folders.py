@@ -36,7 +36,20 @@ class CorruptImageError(OSError):
         self.problem = problem or message
 
 
-def read_image(path: str | os.PathLike) -> Image.Image:
+DEFAULT_MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
+"""The largest image read by default, in pixels: where PIL itself stops (twice its warning limit), as a guard
+against decompression bombs (a small file that unpacks to gigabytes)."""
+
+
+class ImageTooLargeError(CorruptImageError):
+    """An image above the pixel limit; ``pixels``: its size. Each reader names its own way to raise the limit."""
+
+    def __init__(self, message: str, problem: str, pixels: int) -> None:
+        super().__init__(message, problem)
+        self.pixels = pixels
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
     """Open an image as 8-bit RGB, correctly for every mode PIL opens, or raise :class:`CorruptImageError`
     naming the file and why:
 
@@ -44,15 +57,22 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     - 16-bit images (``I;16``, and ``I`` with values within 0-65535) are scaled by 255/65535, not clipped to
       white; float images (``F``) with values in [0, 1] are scaled by 255, others refused;
     - palette, bilevel, grey, CMYK and YCbCr images are converted; alpha is dropped (colours kept as stored);
-    - an image above PIL's decompression-bomb limit is refused (skippable), not a traceback."""
+    - an image above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, or twice ``PIL.Image.MAX_IMAGE_PIXELS``
+      where a program set that) is refused (:class:`ImageTooLargeError`, skippable) before it is decoded."""
+    limit = max_pixels or (2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else None)
+    saved = Image.MAX_IMAGE_PIXELS
     try:
+        Image.MAX_IMAGE_PIXELS = (
+            None  # PIL's own check replaced by the limit below (opening reads the header only)
+        )
         with Image.open(path) as im:
+            pixels = im.width * im.height
+            if limit and pixels > limit:
+                problem = (f"image {path} has {pixels:,} pixels, more than the limit of {limit:,} (a guard against "
+                           "decompression bombs): resize it, or raise the limit if you trust the file")  # fmt: skip
+                raise ImageTooLargeError(f"{problem} (read_image(..., max_pixels=N))", problem, pixels)
             im.load()
             return to_rgb(ImageOps.exif_transpose(im), path)
-    except Image.DecompressionBombError as e:
-        problem = (f"image {path} is larger than PIL's limit of {Image.MAX_IMAGE_PIXELS:,} pixels ({e}): resize it, or "
-                   "raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file")  # fmt: skip
-        raise CorruptImageError(f"{problem}; skip such files with skip_corrupt=True", problem) from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         if isinstance(e, CorruptImageError):
             raise
@@ -61,6 +81,8 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             f"{problem}. Delete or replace the file, or construct the dataset with skip_corrupt=True to skip such files",
             problem,
         ) from e
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def to_rgb(im: Image.Image, path: str | os.PathLike = "image") -> Image.Image:

@@ -29,7 +29,9 @@ Stated rules, so that no image is silently added, merged or dropped:
   folders) that disagree. Every CSV error names its line; blank rows are skipped; columns other than
   path, label and split are ignored, unless they are a misspelling of one (``Split``);
 - folders the caller writes into (``leave_out``: ``rank``'s ``--out``) are never read, wherever they lie, and
-  are listed.
+  are listed;
+- a symbolic link that leads nowhere (a DVC or git-annex file not fetched yet) or round in a loop is an error
+  naming it, or, with ``on_corrupt="skip"``, left out and listed, as an undecodable file is.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from expertlib.datasets.batches import ImageData
-from expertlib.datasets.folders import IMAGE_EXTENSIONS, CorruptImageError, read_image
+from expertlib.datasets.folders import IMAGE_EXTENSIONS, CorruptImageError, ImageTooLargeError, read_image
 
 SPLITS = ("train", "val", "test")
 
@@ -67,6 +69,8 @@ class UserImages:
     # class, files that are not images, undecodable files
     ignored: list[tuple[Path, str]] = field(default_factory=list)
     digests: list[bytes] = field(default_factory=list)  # each image's sha256, read once by load_images
+    split_given: bool = False  # the splits came with the images (folders or a split column), not drawn here
+    max_pixels: int | None = None  # the largest image read (None: read_image's default)
 
     def split(self, name: str) -> np.ndarray:
         """Positions of the images in split ``name`` ('train'; 'test' is 'test', or 'val' when no test)."""
@@ -78,7 +82,8 @@ class UserImages:
         """Split ``name`` as training data at a model's resolution (BiT's [-1, 1] pixels)."""
         idx = self.split(name)
         paths = [self.paths[i] for i in idx]
-        return ImageData(paths, self.labels[idx], precrop, crop, flip, read=lambda i: read_image(paths[i]))
+        return ImageData(paths, self.labels[idx], precrop, crop, flip,
+                         read=lambda i: read_image(paths[i], self.max_pixels))  # fmt: skip
 
     def fingerprint(self) -> str:
         """Changes when any image's content, label or split changes; not when the folder moves (the same images
@@ -109,6 +114,22 @@ _IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"II*\x00", b"MM\x00*")
 CSV_COLUMNS = ("path", "label", "split")
 
 
+LINK = "unreadable symbolic link"
+
+
+def _dead_link(p: Path) -> str | None:
+    """Why ``p`` is a symbolic link that cannot be read (it leads nowhere, or round in a loop), or None."""
+    if not p.is_symlink() or p.exists():
+        return None
+    try:
+        target = p.resolve(strict=False)
+    except RuntimeError:  # Python 3.11 says "Symlink loop"
+        return f"{LINK}: a link loop"
+    if os.path.islink(target) or target == p.absolute():
+        return f"{LINK}: a link loop"
+    return f"{LINK}: its target {os.readlink(p)} does not exist (a DVC or git-annex file not fetched yet?)"
+
+
 def _hidden(p: Path) -> bool:
     return p.name.startswith((".", "__"))
 
@@ -121,7 +142,10 @@ def _images_in(folder: Path, ignored: list[tuple[Path, str]], leave_out: frozens
     """A class folder's own images; everything else in it is listed in ``ignored`` with the rule that left it."""
     out = []
     for p in sorted(folder.iterdir()):
-        if _is_left_out(p, leave_out):
+        dead = _dead_link(p)
+        if dead:
+            ignored.append((p, dead))
+        elif _is_left_out(p, leave_out):
             ignored.append((p, OUTPUT))
         elif _hidden(p):
             ignored.append((p, HIDDEN))
@@ -141,7 +165,10 @@ def _folders(folder: Path, ignored: list[tuple[Path, str]], leave_out: frozenset
     listed instead."""
     out = []
     for d in sorted(folder.iterdir()):
-        if _is_left_out(d, leave_out):
+        dead = _dead_link(d)
+        if dead:
+            ignored.append((d, dead))
+        elif _is_left_out(d, leave_out):
             ignored.append((d, OUTPUT))
         elif _hidden(d):
             ignored.append((d, HIDDEN))
@@ -253,6 +280,10 @@ def _from_csv(path: Path, ignored: list[tuple[Path, str]], leave_out: frozenset[
                               "image its class (an image of no class cannot be ranked on), or remove the row")  # fmt: skip
         p = Path(rec["path"])
         p = p if p.is_absolute() else path.parent / p
+        dead = _dead_link(p)
+        if dead:
+            ignored.append((p, f"{dead} (line {line})"))
+            continue
         if p.is_dir():
             raise ImagesError(f"{at}: {p} is a folder, not an image file: list one image file per row, or pass a "
                               "folder of class folders as IMAGES instead of the CSV")  # fmt: skip
@@ -357,13 +388,14 @@ def _check_duplicates(paths: list[Path], names: list[str], where: list[str], dup
 
 
 def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int = 0, min_per_class: int = 2,
-                on_corrupt: str = "error", duplicates: str = "refuse",
-                leave_out: Sequence[str | os.PathLike] = ()) -> UserImages:  # fmt: skip
+                on_corrupt: str = "error", duplicates: str = "refuse", leave_out: Sequence[str | os.PathLike] = (),
+                max_image_pixels: int | None = None) -> UserImages:  # fmt: skip
     """Read and check a folder tree or CSV of labelled images (see the module docstring for the rules).
 
     ``min_per_class``: training images every class needs (kNN's k + 1 for leave-one-out kNN);
     ``duplicates``: "refuse" (default) or "keep" repeated files and identical images;
-    ``leave_out``: folders never read as images, wherever they lie (the caller's output folder), listed."""
+    ``leave_out``: folders never read as images, wherever they lie (the caller's output folder), listed;
+    ``max_image_pixels``: the largest image accepted (default: :data:`~expertlib.datasets.folders.DEFAULT_MAX_PIXELS`)."""
     if on_corrupt not in ("error", "skip"):
         raise ValueError(f"on_corrupt must be 'error' or 'skip', not {on_corrupt!r}")
     if duplicates not in ("refuse", "keep"):
@@ -384,15 +416,27 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
         paths, names, given, where = _from_csv(src, ignored, outs)
     else:
         raise _not_a_list(src) if src.is_file() else ImagesError(f"{src} is neither a folder nor a file")
+    dead = [(p, r) for p, r in ignored if r.startswith(LINK)]
+    if dead and on_corrupt == "error":
+        p, r = dead[0]
+        more = f" (and {len(dead) - 1} more)" if len(dead) > 1 else ""
+        raise ImagesError(
+            f"{p} is an {r}{more}: fetch the file (dvc pull, git annex get) or remove the link, or pass "
+            "on_corrupt='skip' (rank: --skip-corrupt) to leave such links out, listed"
+        )  # fmt: skip
     _check_class_names(src, paths, names, where)
     digests = _check_duplicates(paths, names, where, duplicates)
     keep, skipped = [], []
     for i, p in enumerate(paths):  # decode every image once, up front: no model runs on a broken set
         try:
-            read_image(p)
+            read_image(p, max_image_pixels)
             keep.append(i)
         except CorruptImageError as e:
             problem = f"{src}, {where[i]}: {e.problem}" if where[i] else e.problem
+            if on_corrupt == "error" and isinstance(e, ImageTooLargeError):
+                raise CorruptImageError(f"{problem}: max_image_pixels={e.pixels} (rank: --max-image-pixels {e.pixels}); "
+                                        "or pass on_corrupt='skip' (rank: --skip-corrupt) to leave such files out, "
+                                        "listed", problem) from e  # fmt: skip
             if on_corrupt == "error":
                 raise CorruptImageError(f"{problem}. Delete or replace the file, or pass on_corrupt='skip' (rank: "
                                         "--skip-corrupt) to leave such files out, listed", problem) from e  # fmt: skip
@@ -425,4 +469,5 @@ def load_images(source: str | os.PathLike, test_fraction: float = 0.2, seed: int
     if short:
         raise ImagesError(f"too few training images in {', '.join(short[:10])}: each class needs at least "
                           f"{min_per_class} (kNN's k + 1); add images or lower k")  # fmt: skip
-    return UserImages(paths, labels, splits, classes, skipped, ignored, digests)
+    return UserImages(paths, labels, splits, classes, skipped, ignored, digests, split_given=all(g is not None for g in given),
+                      max_pixels=max_image_pixels)  # fmt: skip

@@ -13,7 +13,7 @@ from expertlib.datasets.fewshot import regime, regime_order, split_name
 from expertlib.pipeline.analysis import test_halves
 from expertlib.pipeline.tables import join_ids, prediction_key, split_ids
 from expertlib.plots import METHOD_LABELS, METHOD_ORDER
-from expertlib.stats import compare
+from expertlib.stats import compare, paired_differences, t_interval
 
 METHODS = METHOD_ORDER
 """Every method the report compares, in the one order the tables and the figures share."""
@@ -191,6 +191,39 @@ def regime_gains(runs: pd.DataFrame, picks: pd.DataFrame, halves: pd.DataFrame |
                              "seeds": c.seeds, "interval": INTERVAL_SIDE[c.side]})  # fmt: skip
     return pd.DataFrame(rows, columns=["regime", "metric", "method", "accuracy", "base_accuracy", "minus_base",
                                        "ci_low", "ci_high", "tasks", "seeds", "interval"])  # fmt: skip
+
+
+def base_differences(runs: pd.DataFrame, picks: pd.DataFrame, halves: pd.DataFrame | None = None,
+                     mode: str = "finetune") -> pd.DataFrame:  # fmt: skip
+    """Each method (:data:`GAIN_METHODS`) minus B, paired at the same seeds and test images (the oracle on test
+    half B, given ``halves``), as the claims pair them. Over every task (``level`` "all"): the mean of the per-task
+    differences with the claims' bootstrap-t interval over tasks (:func:`expertlib.stats.compare`, the numbers of
+    the claims table). Per group ("group", 3-5 tasks) and per task ("task", the mean over its seeds): Student's t
+    interval (:func:`expertlib.stats.t_interval`), since the bootstrap-t degenerates on so few units (a resample
+    of one repeated value has no spread, and at 3 units one in nine resamples is one)."""
+    groups = runs.drop_duplicates("task").set_index("task").group
+    rows = []
+    for method in GAIN_METHODS:
+        if method not in picks and method in ("knn", "domain"):
+            continue
+        judged = judged_on(runs, halves, method, mode)
+        own, base = method_runs(judged, picks, method, mode), method_runs(judged, picks, BASE, mode)
+        diffs = paired_differences(own, base)
+        for task, d in diffs.items():
+            lo, hi = t_interval(d)
+            rows.append({"level": "task", "name": task, "group": groups[task], "method": method,
+                         "minus_base": float(d.mean()), "ci_low": lo, "ci_high": hi, "tasks": 1, "seeds": len(d)})  # fmt: skip
+        for name in [*dict.fromkeys(groups), "all"]:
+            tasks = set(groups.index) if name == "all" else set(groups[groups == name].index)
+            c = compare(own[own.task.isin(tasks)], base[base.task.isin(tasks)])
+            if c.tasks:
+                per_task = np.array([d.mean() for t, d in diffs.items() if t in tasks])
+                lo, hi = (c.ci_low, c.ci_high) if name == "all" else t_interval(per_task)
+                rows.append({"level": "all" if name == "all" else "group", "name": name, "group": name,
+                             "method": method, "minus_base": c.mean, "ci_low": lo, "ci_high": hi,
+                             "tasks": c.tasks, "seeds": c.seeds})  # fmt: skip
+    return pd.DataFrame(rows, columns=["level", "name", "group", "method", "minus_base", "ci_low", "ci_high", "tasks",
+                                       "seeds"])  # fmt: skip
 
 
 def gain_over_base(runs: pd.DataFrame, picks: pd.DataFrame, name: str, method: str) -> pd.DataFrame:

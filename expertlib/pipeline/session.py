@@ -27,8 +27,15 @@ def start(
     return ws, bench
 
 
+def runs_on_cpu(ws: Workspace) -> bool:
+    """Whether this run's cost is CPU time: on a CPU, a scale made for one (its description names no GPU: the
+    laptop and test scales). The GPU scales print their GPU-hours wherever they run."""
+    return ws.device == "cpu" and "GPU" not in ws.scale.description
+
+
 def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
-    """Print what the scale trains and fine-tunes and its GPU-hours per stage (:func:`plan_frame`)."""
+    """Print what the scale trains and fine-tunes and what it costs: the CPU time its description states, for a
+    CPU scale run on a CPU (:func:`runs_on_cpu`), else its GPU-hours per stage (:func:`plan_frame`)."""
     if bench is None:
         return {}
     table = plan_frame(ws, bench, write=False)
@@ -37,10 +44,15 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
     kind = "adapter experts" if ws.scale.trains_upstream else "released experts"
     per_stage = ", ".join(f"{r.stage} at {r.resolution} px {r.gpu_hours:,.1f}" for r in table.iloc[:-1].itertuples()
                           if r.gpu_hours >= 0.05)  # fmt: skip
-    print(f"scale {ws.scale.name}: {ws.scale.upstream.arch} on {ws.scale.data.source}; {experts} {kind}, {len(ws.scale.expert.full)} full; "
-          f"{len(ws.scale.data.tasks)} tasks, {total.jobs:,} fine-tunes ({total.picks}); GPU-hours ({total.rates}): "
-          f"{per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, {total.hours_1gpu:,.2f} h on 1 GPU, "
-          f"{total.hours_8gpu:,.2f} h on 8")  # fmt: skip
+    what = (f"scale {ws.scale.name}: {ws.scale.upstream.arch} on {ws.scale.data.source}; {experts} {kind}, "
+            f"{len(ws.scale.expert.full)} full; {len(ws.scale.data.tasks)} tasks, {total.jobs:,} fine-tunes ({total.picks})")  # fmt: skip
+    if runs_on_cpu(ws):
+        print(
+            f"{what}; CPU time: {ws.scale.description.split(': ', 1)[-1].split(';')[0]} (GPU-hours: tables/plan.csv)"
+        )
+    else:
+        print(f"{what}; GPU-hours ({total.rates}): {per_stage or 'under 0.05 each'}; total {total.gpu_hours:,.2f}, "
+              f"{total.hours_1gpu:,.2f} h on 1 GPU, {total.hours_8gpu:,.2f} h on 8")  # fmt: skip
     if ws.scale.data.task_resolution == "hyperrule" and ws.scale.transfer.batch == 512:
         alt = replace(
             ws, scale=ws.scale.override(**CHEAPER_RECIPE)
