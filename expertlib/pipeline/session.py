@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.parameters import validate_values
-from expertlib.pipeline.compute_plan import CHEAPER_RECIPE, plan_frame
+from expertlib.pipeline.compute_plan import CHEAPER_RECIPE, OTHER_HYPERRULE, plan_frame
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.inputs import load_benchmark
 from expertlib.pipeline.workspace import Workspace
@@ -49,4 +49,10 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
         print(f"fine-tuning at BiT-HyperRule as published (batch 512, lr 0.003); BiT's cheaper recipe (batch 128, "
               f"lr 0.001, reported equivalent on CIFAR-10/100 only) would cost {cheaper.gpu_hours:,.2f} GPU-hours "
               f"in all (tables/plan_options.csv prices every option)")  # fmt: skip
+    if ws.scale.data.task_resolution == "hyperrule":  # the two BiT-HyperRules, priced side by side
+        name, change, _ = OTHER_HYPERRULE[ws.scale.transfer.hyperrule]
+        other = plan_frame(replace(ws, scale=ws.scale.override(**change)), bench, write=False).iloc[-1]
+        source = {"bit-paper": "the BiT paper's text", "bit-code": "BiT's released code"}
+        print(f"fine-tuning with BiT-HyperRule {ws.scale.transfer.hyperrule!r} ({source[ws.scale.transfer.hyperrule]}); "
+              f"{name!r} ({source[name]}) would cost {other.gpu_hours:,.2f} GPU-hours in all (docs/choices.md)")  # fmt: skip
     return {"plan": table, "experts": experts, "fine_tunes": int(total.jobs)}
