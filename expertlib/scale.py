@@ -122,7 +122,8 @@ class Study:
     # many seeds instead of ``seeds`` (None: all of them): the random expectation and the oracle are then
     # compared at those seeds only
     unpicked_seeds: int | None = None
-    # where the oracle is chosen: "test_seed0" (best test accuracy at seed 0, judged at the other seeds) or
+    # where the oracle is chosen: "test_seed0" (best accuracy on one fixed half of the test images at seed 0, from
+    # every fine-tune's stored predictions, judged on the other half at the other seeds; refused without them) or
     # "val200" (best val200 accuracy after training on train800 at seed 0, judged on test at every seed)
     oracle_on: Literal["test_seed0", "val200"] = "test_seed0"
     linear_probes: bool = True  # a frozen-feature linear classifier beside every candidate's fine-tunes
