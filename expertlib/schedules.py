@@ -55,6 +55,12 @@ def learning_rate(schedule: Schedule, step: int) -> float:
 
 HYPERRULES = ("bit-paper", "bit-code")
 """BiT-HyperRule's two forms: the BiT paper's text and BiT's released code."""
+HYPERRULE_SOURCES = {
+    "bit-paper": "the BiT paper's text (section 3.3): 448/384 for images of 96x96 px or more, x0.1 at 30/60/90% of "
+    "the steps, no warm-up stated",
+    "bit-code": "BiT's released bit_hyperrule.py: 512/480 for images of 96x96 px or more, warm-up over 100 of 500 "
+    "steps, x0.1 past 200/300/400",
+}
 PAPER_DECAYS = (0.3, 0.6, 0.9)  # the BiT paper, section 3.3: x0.1 at 30%, 60% and 90% of the steps
 CODE_SMALL = (
     0.2,

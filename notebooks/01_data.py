@@ -79,6 +79,6 @@ plan_frame(ws, bench)
 # decays past 200/300/400 of 500). Both, priced for this scale (the default and why: `docs/choices.md`):
 
 # %%
-from expertlib.pipeline.compute_plan import hyperrule_recipes
+from expertlib.pipeline.session import hyperrule_recipes
 
 hyperrule_recipes(ws, bench)

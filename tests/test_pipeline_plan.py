@@ -138,15 +138,14 @@ def test_both_hyperrules_are_priced_side_by_side():
     from pathlib import Path
 
     from expertlib.hierarchy import PAPER_EXPERTS
+    from expertlib.pipeline.session import hyperrule_recipes
     from expertlib.pipeline.workspace import Workspace
     from expertlib.presets import get_scale
 
     sc = get_scale("released")
     ws = Workspace(sc, Path("."), Path("."))
     bench = PL.PublishedVtab(sc.data.tasks, True, (sc.data.precrop, sc.data.crop), sc.transfer.hyperrule)
-    both = PL.hyperrule_recipes(ws, bench, PL.scale_candidates(ws, list(PAPER_EXPERTS))).set_index(
-        "hyperrule"
-    )
+    both = hyperrule_recipes(ws, bench, PL.scale_candidates(ws, list(PAPER_EXPERTS))).set_index("hyperrule")
     assert both["this scale's"].to_dict() == {"bit-paper": True, "bit-code": False}
     assert both["resolution (96x96 px or more)"].to_dict() == {"bit-paper": "448/384", "bit-code": "512/480"}
     assert both.schedule.to_dict() == {"bit-paper": "500 steps, warm-up 0, x0.1 past 150/300/450",

@@ -62,9 +62,7 @@ class PublishedVtab:
 
     def task_info(self, task: str) -> TaskInfo:
         vt = self._tasks[task]
-        return TaskInfo(
-            task, vt.group, tuple(str(i) for i in range(vt.num_classes)), flip=vt.flip, crop=vt.crop
-        )
+        return TaskInfo(task, vt.group, tuple(map(str, range(vt.num_classes))), flip=vt.flip, crop=vt.crop)
 
     def resolution_of(self, task: str, recipe: str | None = None) -> tuple[int, int]:
         """BiT-HyperRule's (precrop, crop) of the task's typical image, in ``recipe``'s form (default: the plan's)."""
@@ -263,54 +261,16 @@ CHEAPER_RECIPE = {"transfer_batch": 128, "transfer_lrs": (0.001,)}
 """BiT's cheaper fine-tuning recipe: batch 128 at lr 0.001, which BiT reports as nearly equivalent to the published
 batch 512 at lr 0.003 on CIFAR-10/100 only."""
 PUBLISHED_RECIPE = {"transfer_batch": 512, "transfer_lrs": (0.003,)}
-HYPERRULE_SOURCES = {
-    "bit-paper": "the BiT paper's text (section 3.3): 448/384 for images of 96x96 px or more, x0.1 at 30/60/90% of "
-    "the steps, no warm-up stated",
-    "bit-code": "BiT's released bit_hyperrule.py: 512/480 for images of 96x96 px or more, warm-up over 100 of 500 "
-    "steps, x0.1 past 200/300/400",
-}
-OTHER_HYPERRULE = {
-    "bit-paper": ("bit-code", {"hyperrule": "bit-code"}, f"{HYPERRULE_SOURCES['bit-code']}: 480 px costs 1.56x the "
-                  "pixels of 384"),
-    "bit-code": ("bit-paper", {"hyperrule": "bit-paper"}, f"{HYPERRULE_SOURCES['bit-paper']}: 384 px costs 0.64x "
-                 "the pixels of 480"),
-}  # fmt: skip
-"""The other BiT-HyperRule than the scale's, as a priced option (where the tasks take BiT-HyperRule's
-resolutions)."""
 
 
-def hyperrule_recipes(ws: Workspace, bench: Benchmark, candidates: Mapping | None = None,
-                      rates: dict | None = None) -> pd.DataFrame:  # fmt: skip
-    """Both BiT-HyperRules side by side for this scale (notebook 01 prints it): where each comes from, the
-    resolution of a task with images of 96x96 px or more, the schedule at the scale's fine-tuning length, and
-    the plan's fine-tuning and total GPU-hours under each (an upper bound before selection, as the plan is;
-    ``candidates``: the plan's, by default the scale's)."""
-    from expertlib.schedules import HYPERRULES, scaled_hyperrule
-    from expertlib.transforms import bit_resolution
+def other_hyperrule(recipe: str) -> tuple[str, dict, str]:
+    """The other BiT-HyperRule than ``recipe``, as a priced option: (name, settings, what it is)."""
+    from expertlib.schedules import HYPERRULE_SOURCES
+    from expertlib.transforms import HYPERRULE_RESOLUTIONS as RES
 
-    rates = rates or gpu_rates()
-    if candidates is None:
-        candidates = scale_candidates(
-            ws, list(choose_experts(ws, bench)) if ws.scale.trains_upstream else None
-        )
-    cands = candidates
-    steps, lr = max(ws.scale.transfer.steps), ws.scale.transfer.lrs[0]
-    rows = []
-    for recipe in HYPERRULES:
-        alt = replace(ws, scale=ws.scale.override(hyperrule=recipe))
-        table = plan_table(alt, bench, cands, None, rates)
-        fine = table.stage.isin(["fine-tunes (test)", "evaluation", "oracle choice (train800 -> val200)",
-                                 "evaluation (val200)", "hyper-parameter choice (B, train800 -> val200)"])  # fmt: skip
-        s = scaled_hyperrule(steps, lr, recipe)
-        hyper = ws.scale.data.task_resolution == "hyperrule"
-        rows.append({"hyperrule": recipe, "this scale's": recipe == ws.scale.transfer.hyperrule,
-                     "source": HYPERRULE_SOURCES[recipe],
-                     "resolution (96x96 px or more)": "{}/{}".format(*bit_resolution(96, 96, recipe)) if hyper else
-                     f"{ws.scale.data.precrop}/{ws.scale.data.crop} (fixed at this scale)",
-                     "schedule": f"{steps} steps, warm-up {s.warmup_steps}, x0.1 past {'/'.join(map(str, s.boundaries))}",
-                     "fine-tuning GPU-hours": float(table[fine].gpu_hours.sum()),
-                     "total GPU-hours": float(table.iloc[-1].gpu_hours)})  # fmt: skip
-    return pd.DataFrame(rows)
+    other = next(r for r in RES if r != recipe)
+    px, own = RES[other][1], RES[recipe][1]
+    return other, {"hyperrule": other}, f"{HYPERRULE_SOURCES[other]}: {px} px costs {(px / own) ** 2:.2f}x the pixels of {own}"  # fmt: skip
 
 
 def options_for(scale) -> list[tuple[str, dict, str]]:
@@ -326,7 +286,7 @@ def options_for(scale) -> list[tuple[str, dict, str]]:
              "the random expectation and the oracle are compared with the picks at seed 0 alone"),
         ]  # fmt: skip
     if scale.data.task_resolution == "hyperrule":
-        out.append(OTHER_HYPERRULE[scale.transfer.hyperrule])
+        out.append(other_hyperrule(scale.transfer.hyperrule))
         if scale.transfer.batch == 512:
             out.append(("batch 128, lr 0.001", CHEAPER_RECIPE,
                         "a quarter of the fine-tuning compute: BiT's cheaper recipe, reported as equivalent to the "
@@ -378,12 +338,8 @@ def published_plan(
 
     sc = get_scale(scale)
     ws = Workspace(sc, Path(out or "."), Path("."))
-    bench = PublishedVtab(
-        sc.data.tasks,
-        sc.data.task_resolution == "hyperrule",
-        (sc.data.precrop, sc.data.crop),
-        sc.transfer.hyperrule,
-    )
+    hyper = sc.data.task_resolution == "hyperrule"
+    bench = PublishedVtab(sc.data.tasks, hyper, (sc.data.precrop, sc.data.crop), sc.transfer.hyperrule)
     cands = scale_candidates(ws, list(sc.expert.names or PAPER_EXPERTS))
     table = plan_table(ws, bench, cands, None, rates, gpus=gpus)
     options = plan_options(ws, bench, cands, rates, gpus=gpus)
