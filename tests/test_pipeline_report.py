@@ -145,7 +145,8 @@ def test_regime_gains_pair_each_method_with_b_per_regime():
         g.loc[("5-shot", "finetune", "knn"), "interval"] == "above 0"
         and g.loc[("5-shot", "finetune", "knn"), "seeds"] == 3
     )
-    assert ("1k", "finetune", "oracle") not in g.index  # refused: no images but the judged ones could choose it
+    # the oracle is refused: no images but the judged ones could choose it
+    assert ("1k", "finetune", "oracle") not in g.index
     # B+extra was not lowered: its difference from B grows by exactly the 0.2
     assert g.loc[("5-shot", "finetune", "base+extra"), "minus_base"] == pytest.approx(
         g.loc[("1k", "finetune", "base+extra"), "minus_base"] + 0.2
@@ -160,7 +161,8 @@ def test_few_shot_hypotheses_are_paired_differences_of_differences():
     assert h.loc["F5h", "estimate"] == pytest.approx(0.2) and h.loc["F5h", "ci_low"] == pytest.approx(
         0.2, abs=1e-3
     )
-    assert h.loc["F5i", "post_hoc"] and h.loc["F5i", "seeds"] == 0  # the oracle: refused without val or halves
+    # the oracle's hypotheses: refused without val200 runs or halves
+    assert h.loc["F5i", "post_hoc"] and h.loc["F5i", "seeds"] == 0
     assert h.loc["F5a", "estimate"] == pytest.approx(0.4) and h.loc["F5a", "family"] == "exploratory"
     assert h.loc["F5j", "verdict"] == "not testable at this scale"  # no rank agreement given
 

@@ -158,7 +158,9 @@ def test_domain_prediction_read_as_softmax_or_sigmoid_can_rank_experts_different
     assert soft["a"] > soft["b"] and sig["b"] > sig["a"]
     sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
     assert soft["root"] == pytest.approx(1.0)
-    assert sig["root"] == pytest.approx(np.mean([sigmoid(2.0) + 3 * sigmoid(-10.0), 2 * sigmoid(8.0) + 2 * sigmoid(-10.0)]))
+    assert sig["root"] == pytest.approx(
+        np.mean([sigmoid(2.0) + 3 * sigmoid(-10.0), 2 * sigmoid(8.0) + 2 * sigmoid(-10.0)])
+    )
     # the expected count of a's classes present (class 0's mean presence) over its uniform prior mass, 1/4
     assert sig["a"] == pytest.approx((sigmoid(2.0) + sigmoid(-10.0)) / 2 / 0.25)
     with pytest.raises(ValueError, match="no upstream labels"):
@@ -184,7 +186,10 @@ def test_the_sigmoid_reading_ranks_the_expert_holding_every_present_class_first(
     assert max(sig, key=sig.get) == "big" and sig["big"] > 1.5 * sig["small"]
     assert sig["small"] == pytest.approx(sig["absent_8000"]) == pytest.approx(1.63e-4 * classes, rel=1e-6)
     # the old statistic, for contrast: P(at least one of the expert's classes present) over the prior mass
-    anyone = {k: (1 - np.exp(-np.logaddexp(0, logits[:, v]).sum(1))).mean() * classes / len(v) for k, v in experts.items()}
+    anyone = {
+        k: (1 - np.exp(-np.logaddexp(0, logits[:, v]).sum(1))).mean() * classes / len(v)
+        for k, v in experts.items()
+    }
     assert anyone["small"] == pytest.approx(3.56, abs=0.01) and anyone["big"] == pytest.approx(2.73, abs=0.01)
 
 

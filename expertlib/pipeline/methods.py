@@ -12,7 +12,7 @@ from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.fewshot import regime, regime_order, split_name
 from expertlib.pipeline.analysis import test_halves
 from expertlib.pipeline.tables import join_ids, prediction_key, split_ids
-from expertlib.plots import METHOD_LABELS, METHOD_ORDER
+from expertlib.plots import METHOD_ORDER
 from expertlib.stats import compare
 
 METHODS = METHOD_ORDER

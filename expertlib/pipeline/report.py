@@ -146,7 +146,8 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     predictions = {} if on_val else load_predictions(ws.path("tables", "transfer_predictions.npz"))
     labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
     halves = halved_runs(all_runs, predictions, labels) if predictions else None
-    oracle_chosen = "val" if on_val else "halves" if halves is not None else "refused"  # never on the judged images
+    # the oracle is never chosen on the test images it is judged on: without val200 runs or halves, it is refused
+    oracle_chosen = "val" if on_val else "halves" if halves is not None else "refused"
     legend = method_labels(all_picks, oracle_chosen)  # the tables and figures name the definitions used
     per_regime = {}  # regime -> its methods table (per task and method)
     for name in regimes:
