@@ -5,6 +5,8 @@
 - :func:`domain_prediction_scores`: B's upstream head on the task's images; each expert scores the
   probability mass on its labels divided by that mass under the upstream prior (a lift), so the root expert,
   which holds all the mass, scores exactly 1 and large experts do not win by size. Needs no target labels.
+  A multi-label head (BiT-M's) is read as sigmoids by :func:`domain_prediction_scores_sigmoid`: the expected
+  number of the expert's classes present against that number under the prior, one statistic on both sides.
 - the transferability metrics the field compares against: :func:`linear_probe_accuracy`, :func:`logme`,
   :func:`leep`, :func:`nce`, :func:`h_score`.
 
@@ -216,20 +218,30 @@ def domain_prediction_scores_sigmoid(
     upstream_logits: np.ndarray, expert_labels: Mapping[str, Sequence[int]], prior: np.ndarray | None = None
 ) -> dict[str, float]:
     """Score experts from B's upstream logits read as independent sigmoids, as a multi-label head (BiT-M's,
-    trained with sigmoid cross-entropy) was trained: per image, the probability that at least one of the
-    expert's classes is present, ``1 - prod(1 - sigmoid(z_c))``, averaged over the task's images, over the
-    expert's prior mass (the share of upstream images labelled with one of its classes).
+    trained with sigmoid cross-entropy) was trained: the expected number of the expert's classes present on a
+    task image, the sum of ``sigmoid(z_c)`` over its classes averaged over the task's images, over the same
+    statistic on upstream images under the prior: the expected number of its classes an upstream image carries,
+    the prior's mass on them (``prior``: the share of upstream labels per class; one label per upstream image,
+    so it sums to 1; uniform when None).
 
-    A softmax renormalises the head's outputs into one class per image, which the head never learnt; the
-    sigmoid reading keeps each class's own evidence, so a subtree whose classes are each confidently present
-    is not diluted by the rest of the 21,843 outputs.
+    Score and normaliser are one statistic in one unit (classes present per image), so the lift has no ceiling
+    set by the expert's size: an expert none of whose classes is present scores what the head's background
+    presence gives every class, and one holding the present classes scores above it however many classes it
+    has. (The probability that at least one class is present, over the prior mass, compared two statistics: a
+    3-class expert of absent classes outranked an 8,000-class one holding every present class.) The root's score
+    is B's expected number of labels per task image (about 1 on upstream-like images). Each class's presence is
+    computed in log space, ``1 - P(absent)`` as ``-expm1(-softplus(z))``: exact down to the smallest floats.
     """
     z = np.asarray(upstream_logits, dtype=np.float64)
-    # log(1 - sigmoid(z)) = -softplus(z): the probability that none of the expert's classes is present, stably
-    absent = -np.logaddexp(0.0, z)
-    return _lifts(
-        lambda idx: (1.0 - np.exp(absent[:, idx].sum(1))).mean(), expert_labels, _prior(prior, z.shape[1])
-    )
+    presence = class_presence(z).mean(0)  # each class's expected presence on the task's images
+    return _lifts(lambda idx: presence[idx].sum(), expert_labels, _prior(prior, z.shape[1]))
+
+
+def class_presence(logits: np.ndarray) -> np.ndarray:
+    """``sigmoid(z)`` of a multi-label head, as ``1 - P(absent)`` in log space: ``log P(absent) = -softplus(z)``
+    and ``-expm1`` of it, which keeps full precision where a presence is tiny (``1 - exp(.)`` errs by float64's
+    spacing near 1, about 1e-16: most digits of a presence below 1e-13, all below 1e-16) as where it is near 1."""
+    return -np.expm1(-np.logaddexp(0.0, np.asarray(logits, dtype=np.float64)))
 
 
 def _prior(prior: np.ndarray | None, classes: int) -> np.ndarray:

@@ -11,7 +11,8 @@ nothing else. Every proxy then scores every model: kNN accuracy (the paper's cho
 probe, LogME, H-score, and LEEP and NCE through each model's own upstream classifier. Output, written
 atomically under ``OUT``: ``ranking.csv`` and ``ranking.md`` (each proxy's score and rank, seconds and FLOPs
 per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by the first proxy are fine-tuned
-(BiT-HyperRule's shape) and their test accuracy joins the table beside the proxy's order.
+(BiT-HyperRule by the training set's size: 500 steps under 20k images, 10k under 500k, else 20k, mixup 0.1 from
+20k) and their test accuracy joins the table beside the proxy's order.
 """
 
 # ruff: noqa: E402 - the Ctrl-C handler is set before the heavy imports
@@ -122,9 +123,12 @@ def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int
 def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_dir: str | Path,
                 proxies: Sequence[str] = ("knn",), k: int = 5, batch_size: int = 64, device: str = "auto",
                 workers: int = 0, finetune_top: int = 0, finetune_steps: int = 500, finetune_batch: int = 64,
-                finetune_lr: float = 0.003, seed: int = 0, progress: bool = True) -> pd.DataFrame:  # fmt: skip
+                finetune_lr: float = 0.003, seed: int = 0, progress: bool = True,
+                finetune_recipe: str = "bit-paper") -> pd.DataFrame:  # fmt: skip
     """Score every model on ``images`` with every proxy; write the ranking table and figure under ``out_dir``;
-    return the table (one row per model, best first by the first proxy)."""
+    return the table (one row per model, best first by the first proxy). With ``finetune_top``, the top models
+    are fine-tuned with BiT-HyperRule (``finetune_recipe``: "bit-paper" or "bit-code") by the training set's
+    size: ``finetune_steps`` (BiT: 500) under 20k images, 20x that under 500k, 40x above, mixup 0.1 from 20k."""
     from expertlib.selection import rank_experts
     from expertlib.training import NonFiniteLossError
 
@@ -138,6 +142,10 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not finetune_lr > 0:
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr!r}")
+    from expertlib.schedules import HYPERRULES
+
+    if finetune_recipe not in HYPERRULES:
+        raise ValueError(f"finetune_recipe must be one of {', '.join(HYPERRULES)}, got {finetune_recipe!r}")
     if finetune_top and not len(images.split("test")):
         raise ValueError(
             "--finetune-top needs test (or val) images: add a test/ folder or let the split be made"
@@ -179,7 +187,7 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     if finetune_top:
         try:
             wide = _finetune(wide, cands, images, finetune_top, finetune_steps, finetune_batch, finetune_lr, device,
-                             seed, progress)  # fmt: skip
+                             seed, progress, finetune_recipe)  # fmt: skip
         except NonFiniteLossError as e:
             raise FineTuneError(str(e).replace("Lower the learning rate", f"Lower the learning rate (--lr, now {finetune_lr:g}; "
                                 f"the default is 0.003)") + f". The proxies' ranking is written: {out_dir / 'ranking.csv'}") from e  # fmt: skip
@@ -206,22 +214,25 @@ def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCand
 
 
 def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserImages, top: int, steps: int,
-              batch: int, lr: float, device: str, seed: int, progress: bool) -> pd.DataFrame:  # fmt: skip
-    """Fine-tune the first ``top`` rows (BiT-HyperRule's shape at ``steps``) and test them: accuracy with its
-    95% binomial interval and the chance level (:func:`~expertlib.rank_table.binomial_columns`)."""
+              batch: int, lr: float, device: str, seed: int, progress: bool, recipe: str) -> pd.DataFrame:  # fmt: skip
+    """Fine-tune the first ``top`` rows (BiT-HyperRule by the training set's size, ``steps`` for its 500) and test
+    them: accuracy with its 95% binomial interval and the chance level
+    (:func:`~expertlib.rank_table.binomial_columns`)."""
     from expertlib.evaluation import predicted_classes
-    from expertlib.schedules import scaled_hyperrule
+    from expertlib.schedules import bit_hyperrule, bit_mixup_alpha
     from expertlib.training import TrainConfig, finetune
 
     by = {c.name: c for c in cands}
     classes = len(images.classes)
     test = images.labels[images.split("test")]
+    n = len(images.split("train"))
     correct, secs = {}, {}
     for name in wide.model.head(top):
         c = by[name]
         net = c.transfer_net(classes)
         torch.manual_seed(seed)
-        cfg = TrainConfig(scaled_hyperrule(steps, lr), batch_size=batch, seed=seed, device=device)
+        cfg = TrainConfig(bit_hyperrule(n, lr, recipe, small_steps=steps), batch_size=batch, seed=seed, device=device,
+                          mixup_alpha=bit_mixup_alpha(n))  # fmt: skip
         res = finetune(net, images.data("train", c.precrop, c.crop), cfg, classes, progress=progress,
                        desc=f"fine-tune {name}")  # fmt: skip
         net.eval()
@@ -267,9 +278,9 @@ def parser() -> argparse.ArgumentParser:
         metavar="K",
         help="fine-tune the top K and test them",
     )
-    ap.add_argument(
-        "--finetune-steps", type=positive_int, default=500, help="BiT-HyperRule: 500 for small tasks"
-    )
+    ap.add_argument("--finetune-steps", type=positive_int, default=500,
+                    help="BiT-HyperRule's length under 20k training images (default 500); 20x that under 500k, 40x "
+                    "above (BiT's 10k and 20k), with mixup 0.1 from 20k")  # fmt: skip
     ap.add_argument("--finetune-batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=positive_float, default=0.003)
     ap.add_argument("--keep-duplicates", action="store_true",

@@ -92,6 +92,10 @@ class TransferRecipe:
     batch: int = 64
     steps: tuple[int, ...] = (100,)  # grid
     lrs: tuple[float, ...] = (0.03,)  # grid
+    # which BiT-HyperRule (docs/choices.md): "bit-paper", the BiT paper's text (images of 96x96 px or more at
+    # 448/384; no warm-up, x0.1 at 30/60/90% of the steps) or "bit-code", BiT's released bit_hyperrule.py
+    # (512/480; warm-up 100 of 500 steps, x0.1 past 200/300/400); both (160, 128) below 96x96
+    hyperrule: Literal["bit-paper", "bit-code"] = "bit-code"
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,8 @@ class Study:
     # many seeds instead of ``seeds`` (None: all of them): the random expectation and the oracle are then
     # compared at those seeds only
     unpicked_seeds: int | None = None
-    # where the oracle is chosen: "test_seed0" (best test accuracy at seed 0, judged at the other seeds) or
+    # where the oracle is chosen: "test_seed0" (best accuracy on one fixed half of the test images at seed 0, from
+    # every fine-tune's stored predictions, judged on the other half at the other seeds; refused without them) or
     # "val200" (best val200 accuracy after training on train800 at seed 0, judged on test at every seed)
     oracle_on: Literal["test_seed0", "val200"] = "test_seed0"
     linear_probes: bool = True  # a frozen-feature linear classifier beside every candidate's fine-tunes
@@ -172,6 +177,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "domain_activation": ("auto", "softmax", "sigmoid"),
     "compile": ("auto", True, False),
     "task_resolution": ("fixed", "hyperrule"),
+    "hyperrule": ("bit-paper", "bit-code"),
     "oracle_on": ("test_seed0", "val200"),
 }
 # the counts and their smallest sensible values

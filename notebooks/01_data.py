@@ -72,3 +72,13 @@ candidates.assign(chosen=candidates.node.isin(list(experts.values())))
 from expertlib.pipeline.compute_plan import plan_frame
 
 plan_frame(ws, bench)
+
+# %% [markdown]
+# BiT-HyperRule exists in two forms that disagree: the BiT paper's text (`bit-paper`: 448/384 px for images of
+# 96x96 px or more, x0.1 at 30/60/90% of the steps) and BiT's released code (`bit-code`: 512/480 px, a warm-up,
+# decays past 200/300/400 of 500). Both, priced for this scale (the default and why: `docs/choices.md`):
+
+# %%
+from expertlib.pipeline.session import hyperrule_recipes
+
+hyperrule_recipes(ws, bench)

@@ -34,22 +34,23 @@ class Counting:
         return Image.fromarray(self.arrays[i]), 0
 
 
-def _sources():
+def _sources(flip=True, random_crop=True):
     """The CPU path's kinds of task: in-memory arrays (resized per batch, 32 -> 36), files of one size (stacked
     as they are) and files of mixed sizes (each resized to the precrop by PIL)."""
     uniform = _images(12, 32)
     mixed = [_images(1, 20 + 3 * (i % 3), seed=i)[0] for i in range(12)]
     labels = np.arange(12) % 3
     return {
-        "arrays": ArrayData(uniform, labels, 36, 32, True),
-        "files, one size": ImageData(Counting(list(uniform)), labels, 36, 32, True),
-        "files, mixed sizes": ImageData(Counting(mixed), labels, 36, 32, True),
+        "arrays": ArrayData(uniform, labels, 36, 32, flip, random_crop),
+        "files, one size": ImageData(Counting(list(uniform)), labels, 36, 32, flip, random_crop=random_crop),
+        "files, mixed sizes": ImageData(Counting(mixed), labels, 36, 32, flip, random_crop=random_crop),
     }
 
 
+@pytest.mark.parametrize("random_crop", [True, False])
 @pytest.mark.parametrize("kind", list(_sources()))
-def test_held_batches_equal_the_cpu_paths_for_the_same_draws(kind):
-    source = _sources()[kind]
+def test_held_batches_equal_the_cpu_paths_for_the_same_draws(kind, random_crop):
+    source = _sources(random_crop=random_crop)[kind]
     held = DeviceData(source, "cpu")
     for step in range(5):
         idx = np.random.default_rng(step).permutation(12)[
@@ -62,6 +63,20 @@ def test_held_batches_equal_the_cpu_paths_for_the_same_draws(kind):
         assert torch.equal(
             source.batch(idx, False, torch.Generator()), held.batch(idx, False, torch.Generator())
         )
+
+
+@pytest.mark.parametrize("kind", list(_sources()))
+def test_without_the_random_crop_every_path_trains_on_the_evaluation_image(kind):
+    """A crop-disabled task (flips off too) trains on exactly its evaluation images, on the CPU path and held on
+    the device, a share of a global batch included; a subset keeps the switch."""
+    from expertlib.datasets.batches import subset
+
+    source = _sources(flip=False, random_crop=False)[kind]
+    idx = np.array([5, 0, 7, 3, 11, 2, 9, 4])
+    want = source.batch(idx, False, torch.Generator())
+    for data in (source, DeviceData(source, "cpu"), subset(source, np.arange(12), source.labels)):
+        assert torch.equal(data.batch(idx, True, torch.Generator().manual_seed(1)), want)
+        assert torch.equal(data.batch(idx, True, torch.Generator().manual_seed(1), slice(2, 6)), want[2:6])
 
 
 def test_images_are_decoded_once_per_size_used():

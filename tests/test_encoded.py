@@ -83,6 +83,19 @@ def test_a_share_of_a_staged_global_batch_is_that_share_of_the_whole(files):
     assert torch.equal(part, whole[4:])
 
 
+def test_without_the_random_crop_the_staged_path_trains_on_the_evaluation_image(files):
+    """A crop-disabled task (flips off) staged and finished on the device trains on exactly the images its
+    evaluation finishes (mixed sizes brought to the crop, not the precrop); a subset keeps the switch."""
+    data = EncodedImageData(files, np.arange(len(files)) % 3, 28, 24, False, random_crop=False)
+    idx = np.arange(8)
+    want = data.finish(data.stage(idx, False, torch.Generator()), "cpu")
+    assert torch.equal(data.finish(data.stage(idx, True, torch.Generator().manual_seed(2)), "cpu"), want)
+    sub = subset(data, idx, np.zeros(8))
+    assert not sub.random_crop and torch.equal(
+        sub.finish(sub.stage(idx, True, torch.Generator()), "cpu"), want
+    )
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_is_applied_as_pil_applies_it(tmp_path, orientation):
     path = _save(tmp_path / "o.jpg", _photo(20, 32, orientation), orientation=orientation)

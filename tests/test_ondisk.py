@@ -130,6 +130,16 @@ def test_released_fixture_reads_dsprites_from_tfds_train_shards(tmp_path):
     assert y.min() >= 0 and y.max() <= 15 and len(set(y.tolist())) > 8
     rows = bench.summary().set_index("name")
     assert rows.loc["dsprites_location", "vtab_splits"] and not rows.loc["resisc45", "vtab_splits"]
+    # BiT's Supplementary F, from the registry: dSprites-location neither flips nor crops, RESISC45 does both
+    assert (dsprites.flip, dsprites.crop, resisc.flip, resisc.crop) == (False, False, True, True)
+    train = bench.task("dsprites_location", "train800")
+    assert (train.flip, train.random_crop) == (False, False) and bench.task(
+        "resisc45", "train800"
+    ).random_crop
+    idx = np.arange(8)
+    assert torch.equal(
+        train.batch(idx, True, torch.Generator().manual_seed(0)), train.batch(idx, False, None)
+    )
 
 
 def test_hyperrule_resolution_per_task(tmp_path):
@@ -153,6 +163,13 @@ def test_hyperrule_resolution_per_task(tmp_path):
         128,
     )
     assert bench.task("resisc45", "test").batch(np.arange(1), False, torch.Generator()).shape[-1] == 480
+    paper = FolderBenchmark(tmp_path, ["resisc45", "dsprites_location"], task_resolution="hyperrule",
+                            heldout_per_class=0, hyperrule="bit-paper")  # fmt: skip
+    assert paper.resolution_of("resisc45") == (448, 384) and paper.resolution_of("dsprites_location") == (
+        160,
+        128,
+    )
+    assert paper.resolution_of("resisc45", "bit-code") == (512, 480)  # what a plan prices beside it
     with pytest.raises(ValueError, match="task_resolution"):
         FolderBenchmark(tmp_path, [], task_resolution="native")
 

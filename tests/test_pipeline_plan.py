@@ -7,14 +7,15 @@ from expertlib.pipeline.pricing import gpu_rates
 
 
 def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_independent_count():
-    """BiT-HyperRule as published (batch 512, lr 0.003) by default, counted independently; BiT's cheaper recipe
-    (batch 128, lr 0.001) is an option at a quarter of the fine-tuning compute."""
+    """BiT-HyperRule as published (batch 512, lr 0.003) by default, in the BiT paper's form (448/384), counted
+    independently; BiT's cheaper recipe (batch 128, lr 0.001) is an option at a quarter of the fine-tuning compute,
+    and BiT's released code's form (512/480) one at 1.56x the pixels of the large tasks."""
     table, options = PL.published_plan("released")
     total = table.iloc[-1]
     assert total.stage == "total" and total.picks == "upper bound (before selection)"
     assert total.hours_8gpu <= total.gpu_hours / 8 * 1.2  # the job list spreads over 8 GPUs
-    assert set(table[table.stage == "fine-tunes (test)"].resolution) == {128, 480}
-    # independently: 14 tasks at 480 px and 5 at 128 px; per task 10 distinct candidates (B, 5 picks, 2 random,
+    assert set(table[table.stage == "fine-tunes (test)"].resolution) == {128, 384}
+    # independently: 14 tasks at 384 px and 5 at 128 px; per task 10 distinct candidates (B, 5 picks, 2 random,
     # 2 more in the oracle pool) at 3 seeds and the 3-expert pool on train800 -> val200; 500 steps of 512
     # images; each test set evaluated per test fine-tune; 49 candidates embed 1,000 images per task
     from expertlib.datasets.vtab import PUBLISHED_TEST_SIZES
@@ -23,10 +24,10 @@ def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_indepe
     rates = gpu_rates()
     hours = 0.0
     for size, hw in PUBLISHED_TEST_SIZES.values():
-        px = (bit_resolution(*hw)[1] / 224) ** 2
+        px = (bit_resolution(*hw, "bit-paper")[1] / 224) ** 2
         hours += (30 + 3) * 500 * 512 * px / rates["train"]
         hours += (30 * size + 3 * 200 + 49 * 1000) * px / rates["inference"]
-    assert sum(bit_resolution(*hw)[1] == 480 for _, hw in PUBLISHED_TEST_SIZES.values()) == 14
+    assert sum(bit_resolution(*hw, "bit-paper")[1] == 384 for _, hw in PUBLISHED_TEST_SIZES.values()) == 14
     assert abs(total.gpu_hours - hours / 3600) / (hours / 3600) < 0.15
     assert total.jobs == 19 * 33
     by = options.set_index("variant")
@@ -34,6 +35,15 @@ def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_indepe
     cheaper = by.loc["batch 128, lr 0.001"]
     assert cheaper.jobs == total.jobs and 3.5 < total.gpu_hours / cheaper.gpu_hours < 4  # fine-tuning: 4x
     assert "CIFAR-10/100 only" in cheaper.buys
+    code = by.loc[
+        "bit-code"
+    ]  # the large tasks' fine-tunes and evaluations at 1.56x the pixels, the rest as they are
+    fine = table[table.stage.isin(["fine-tunes (test)", "evaluation", "oracle choice (train800 -> val200)",
+                                   "evaluation (val200)", "selection features"]) & (table.resolution == 384)]  # fmt: skip
+    assert code.jobs == total.jobs and "1.56x" in code.buys
+    assert code.gpu_hours == pytest.approx(
+        total.gpu_hours + fine.gpu_hours.sum() * ((480 / 384) ** 2 - 1), rel=1e-6
+    )
     assert by.loc["oracle over every expert", "jobs"] == 19 * (
         49 * 3 + 48
     )  # every expert at 3 seeds, and on val
@@ -91,14 +101,16 @@ def test_the_paper_scale_plan_counts_its_stages_and_fine_tunes():
     )
     assert table.iloc[-1].jobs == 19 * 50 * 3
     fine = table[table.stage == "fine-tunes (test)"]
-    assert set(fine.resolution) == {128, 480} and fine.set_index("resolution").jobs.to_dict() == {
+    assert set(fine.resolution) == {128, 384} and fine.set_index("resolution").jobs.to_dict() == {
         128: 5 * 150,
-        480: 14 * 150,
+        384: 14 * 150,
     }
     assert table.iloc[-1].hours_8gpu < table.iloc[-1].gpu_hours / 7
     by = options.set_index("variant")
     cheaper, low_res = by.loc["batch 128, lr 0.001"], by.loc["upstream at 128 px"]
-    assert cheaper.gpu_hours < table.iloc[-1].gpu_hours / 2 and "seeds 5" in options.variant.tolist()
+    trains = table[table.stage == "fine-tunes (test)"].gpu_hours.sum()  # batch 128: a quarter of their images
+    assert cheaper.gpu_hours == pytest.approx(table.iloc[-1].gpu_hours - 0.75 * trains, rel=1e-6)
+    assert "seeds 5" in options.variant.tolist()
     # upstream at BiT's 224 px by default: the 128 px option saves about two thirds of the upstream stages
     upstream = table[table.stage.isin(["B+extra", "adapter experts", "full experts (recipe grid)"])]
     assert set(upstream.resolution) == {224}
@@ -118,3 +130,33 @@ def test_plan_candidates_are_the_pipelines_kinds(smoke):
         assert (refs[name].kind, refs[name].expert) == (c.kind, c.expert), name
     dat = {n: r for n, r in refs.items() if r.kind == "dat"}
     assert dat and all(r.task == n.partition(":")[2] for n, r in dat.items())
+
+
+def test_both_hyperrules_are_priced_side_by_side():
+    """Notebook 01's table: each BiT-HyperRule's source, resolution and schedule, and its plan's GPU-hours (the
+    released scale's default first, at 384 px; BiT's code at 480 px costs 1.56x its large tasks' pixels)."""
+    from pathlib import Path
+
+    from expertlib.hierarchy import PAPER_EXPERTS
+    from expertlib.pipeline.session import hyperrule_recipes
+    from expertlib.pipeline.workspace import Workspace
+    from expertlib.presets import get_scale
+
+    sc = get_scale("released")
+    ws = Workspace(sc, Path("."), Path("."))
+    bench = PL.PublishedVtab(sc.data.tasks, True, (sc.data.precrop, sc.data.crop), sc.transfer.hyperrule)
+    both = hyperrule_recipes(ws, bench, PL.scale_candidates(ws, list(PAPER_EXPERTS))).set_index("hyperrule")
+    assert both["this scale's"].to_dict() == {"bit-paper": True, "bit-code": False}
+    assert both["resolution (96x96 px or more)"].to_dict() == {"bit-paper": "448/384", "bit-code": "512/480"}
+    assert both.schedule.to_dict() == {"bit-paper": "500 steps, warm-up 0, x0.1 past 150/300/450",
+                                       "bit-code": "500 steps, warm-up 100, x0.1 past 200/300/400"}  # fmt: skip
+    table, options = PL.published_plan("released")
+    assert both.loc["bit-paper", "total GPU-hours"] == pytest.approx(table.iloc[-1].gpu_hours)
+    assert both.loc["bit-code", "total GPU-hours"] == pytest.approx(
+        options.set_index("variant").loc["bit-code", "gpu_hours"]
+    )
+    assert (
+        1.4
+        < both.loc["bit-code", "fine-tuning GPU-hours"] / both.loc["bit-paper", "fine-tuning GPU-hours"]
+        < 1.56
+    )

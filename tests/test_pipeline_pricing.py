@@ -59,7 +59,7 @@ def test_the_plan_prices_the_compile_warm_up_once_per_process_and_resolution(tmp
     rates = gpu_rates(throughput=write_throughput(tmp_path / "t.csv"))
     table, _ = PL.published_plan("released", rates=rates)
     warm = table[table.stage == PL.WARMUP]
-    assert set(warm.resolution) == {128, 480} and warm.gpu_hours.tolist() == pytest.approx([60 / 3600] * 2)
+    assert set(warm.resolution) == {128, 384} and warm.gpu_hours.tolist() == pytest.approx([60 / 3600] * 2)
     assert (warm.hours_8gpu == warm.gpu_hours).all()  # each process compiles its own graphs
 
 

@@ -36,6 +36,53 @@ def test_transfer_config():
     assert cfg.steps == 100 and cfg.batch_size == 32 and cfg.schedule.base_lr == 0.03 and cfg.seed == 2
 
 
+def test_transfer_follows_the_scales_hyperrule_and_the_tasks_size():
+    """The paper and released scales fine-tune with the BiT paper's text (no warm-up, decays at 30/60/90%), the
+    embedded ones with BiT's released code's shape (their committed results' recipe); a task of 20k images or
+    more trains 20x as long with mixup 0.1."""
+    paper, released, cpu = get_scale("paper"), get_scale("released"), get_scale("cpu")
+    assert paper.transfer.hyperrule == released.transfer.hyperrule == "bit-paper"
+    assert (
+        cpu.transfer.hyperrule
+        == get_scale("gpu").transfer.hyperrule
+        == get_scale("smoke").transfer.hyperrule
+        == "bit-code"
+    )
+    s = R.transfer_config(paper, 500, 0.003).schedule
+    assert (s.total_steps, s.warmup_steps, s.boundaries) == (500, 0, (150, 300, 450))
+    s = R.transfer_config(cpu, 50, 0.03).schedule
+    assert (s.total_steps, s.warmup_steps, s.boundaries) == (50, 10, (20, 30, 40))
+    big = R.transfer_config(paper, 500, 0.003, dataset_size=20_000)
+    assert (big.steps, big.mixup_alpha) == (10_000, 0.1)
+
+
+def test_outputs_of_the_old_recipes_are_refused_where_they_changed(tmp_path):
+    """Outputs recorded before ``hyperrule``, per-task crops and the expected-count sigmoid reading existed were made
+    with BiT's released code's shape, every task cropped, and (for sigmoid) another statistic: refused where the
+    recipe now differs; the cpu scale's selection outputs (bit-code, softmax) are not."""
+    import json
+
+    import pytest
+
+    from expertlib.pipeline.workspace import RecipeMismatchError, check_recipe
+
+    for scale, step, refused in (("cpu", "selection", None), ("cpu", "transfer", "task_augmentation"),
+                                 ("released", "selection", "domain_activation"), ("paper", "transfer", "hyperrule")):  # fmt: skip
+        recipe = R.step_recipe(get_scale(scale), step)
+        old = {k: v for k, v in recipe.items() if k not in ("hyperrule", "task_augmentation")}
+        if old.get("domain_activation", "").startswith("sigmoid"):
+            old["domain_activation"] = "sigmoid"
+        out = tmp_path / scale / step / "out.csv"
+        out.parent.mkdir(parents=True)
+        out.write_text("x\n")
+        (out.parent / "provenance.json").write_text(json.dumps({"out.csv": {"recipe": old}}))
+        if refused is None:
+            check_recipe([out], recipe)
+        else:
+            with pytest.raises(RecipeMismatchError, match=refused):
+                check_recipe([out], recipe)
+
+
 def test_weight_decay_follows_bits_upstream_recipe_at_the_paper_scale():
     from expertlib.pipeline.recipes import expert_config, generic_config, transfer_config
     from expertlib.presets import get_scale

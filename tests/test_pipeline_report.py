@@ -35,9 +35,9 @@ def test_method_rows_known_means_and_spreads():
     assert m.loc[("t1", "base"), "mean"] == pytest.approx(0.6)
     assert m.loc[("t1", "base"), "sd"] == pytest.approx(np.std([0.5, 0.7, 0.6], ddof=1))
     assert m.loc[("t1", "knn"), "model"] == "adapter:a" and m.loc[("t1", "knn"), "mean"] == pytest.approx(0.8)
-    # the oracle is chosen at seed 0 (b, by luck) and judged at seeds 1 and 2 only: no selection bias
-    assert m.loc[("t2", "oracle"), "model"] == "adapter:b" and m.loc[("t2", "oracle"), "n"] == 2
-    assert m.loc[("t2", "oracle"), "mean"] == pytest.approx(0.55)
+    # no val200 runs and no stored predictions: the oracle could only be chosen on the images it is judged on,
+    # so it is refused (b, best at seed 0 by luck, would have been judged on those same test images)
+    assert "oracle" not in set(m.reset_index().method)
     # random: the mean over the expert pool (adapters; not the full expert) at each seed, then over seeds
     assert m.loc[("t1", "random"), "mean"] == pytest.approx(0.7) and m.loc[("t1", "random"), "n"] == 3
     assert set(m.reset_index().group) == {"natural", "structured"}
@@ -51,8 +51,7 @@ def test_method_runs_pair_picks_and_random_expectation():
     )
     rnd = method_runs(runs, PICKS, "random")
     assert rnd[rnd.task == "t1"].accuracy.tolist() == pytest.approx([0.85, 0.65, 0.6])
-    oracle = method_runs(runs, PICKS, "oracle")
-    assert sorted(set(oracle.seed)) == [1, 2] and set(oracle.model) == {"adapter:b"}
+    assert method_runs(runs, PICKS, "oracle").empty  # refused: only the judged test images could choose it
     incomplete = runs[
         ~((runs.model == "adapter:b") & (runs.seed == 2))
     ]  # random needs every expert at a seed
@@ -84,10 +83,11 @@ def test_hypotheses_from_constructed_tables():
     assert h.loc["P9", "estimate"] == pytest.approx(np.log10([200, 400]).mean())
     assert h.loc["P3", "verdict"] == "not testable at this scale" or h.loc["P3", "tasks"] == 2
     assert h.loc["P6", "verdict"] == "not testable at this scale" and np.isnan(h.loc["P6", "p_adjusted"])
-    # the oracle is chosen at seed 0 (b, by luck) and judged at seeds 1, 2: -0.2 against B, said so
+    # no val200 runs and no halves of the test images: the oracle is refused, and the claims table says why
     e1 = h.loc["E1"]
-    assert e1.family == "exploratory" and e1.adjustment == "BH q-value" and e1.estimate == pytest.approx(-0.2)
-    assert "chosen on the test images it is judged on" in e1.evidence and e1.seeds == 2
+    assert e1.family == "exploratory" and e1.adjustment == "BH q-value" and np.isnan(e1.estimate)
+    assert e1.evidence.startswith("The oracle refused") and "biased upwards" in e1.evidence and e1.seeds == 0
+    assert e1.verdict == "not testable at this scale"
     assert h.loc["E4le", "alternative"] == "two-sided" and h.loc["E4le", "estimate"] == pytest.approx(0.2)
     assert not any(i.startswith("F") for i in h.index), "no few-shot regime, no few-shot hypothesis"
 
@@ -145,8 +145,8 @@ def test_regime_gains_pair_each_method_with_b_per_regime():
         g.loc[("5-shot", "finetune", "knn"), "interval"] == "above 0"
         and g.loc[("5-shot", "finetune", "knn"), "seeds"] == 3
     )
-    # the oracle is judged at seeds 1 and 2: B beside it is B at those seeds (0.65 and 0.75), not at all three
-    assert g.loc[("1k", "finetune", "oracle"), "base_accuracy"] == pytest.approx(0.70)
+    # the oracle is refused: no images but the judged ones could choose it
+    assert ("1k", "finetune", "oracle") not in g.index
     # B+extra was not lowered: its difference from B grows by exactly the 0.2
     assert g.loc[("5-shot", "finetune", "base+extra"), "minus_base"] == pytest.approx(
         g.loc[("1k", "finetune", "base+extra"), "minus_base"] + 0.2
@@ -161,7 +161,8 @@ def test_few_shot_hypotheses_are_paired_differences_of_differences():
     assert h.loc["F5h", "estimate"] == pytest.approx(0.2) and h.loc["F5h", "ci_low"] == pytest.approx(
         0.2, abs=1e-3
     )
-    assert h.loc["F5i", "post_hoc"] and h.loc["F5i", "seeds"] == 2  # the oracle, at the seeds it is judged on
+    # the oracle's hypotheses: refused without val200 runs or halves
+    assert h.loc["F5i", "post_hoc"] and h.loc["F5i", "seeds"] == 0
     assert h.loc["F5a", "estimate"] == pytest.approx(0.4) and h.loc["F5a", "family"] == "exploratory"
     assert h.loc["F5j", "verdict"] == "not testable at this scale"  # no rank agreement given
 
@@ -241,7 +242,30 @@ def test_the_headline_differences_are_the_claims_pairs_per_task_group_and_overal
     assert d.loc[("group", "natural", "knn"), "tasks"] == 1 and np.isnan(
         d.loc[("group", "natural", "knn"), "ci_low"]
     )
-    # the oracle is judged at seeds 1 and 2 only, with B at those seeds: t2 b [0.4, 0.5] - B [0.7, 0.6]
-    assert d.loc[("task", "t2", "oracle"), "minus_base"] == pytest.approx(-0.2)
-    assert d.loc[("task", "t2", "oracle"), "seeds"] == 2
+    # without test halves or val200 runs the oracle is refused (never judged where it was chosen): no row
+    assert "oracle" not in set(d.index.get_level_values("method"))
     assert "base" not in set(d.index.get_level_values("method"))
+
+
+def test_the_report_refuses_the_oracle_where_only_the_judged_images_could_choose_it(smoke_run, tmp_path):
+    """The smoke run's report again without its stored predictions (an older run) and without val200 runs: the
+    oracle is neither chosen on the test images nor shown; the tables, claims and summary.json say why."""
+    import json
+    import shutil
+
+    from expertlib.pipeline import Workspace
+    from expertlib.pipeline.inputs import load_benchmark
+    from expertlib.pipeline.methods import ORACLE_REFUSED
+    from expertlib.pipeline.report import build_report
+
+    out, _, _ = smoke_run
+    results = tmp_path / "results"
+    shutil.copytree(out, results / "smoke")
+    (results / "smoke" / "tables" / "transfer_predictions.npz").unlink()
+    ws = Workspace.create("smoke", results, out.parent.parent / "data", progress=False)
+    report = build_report(ws, load_benchmark(ws))
+    assert "oracle" not in set(report["methods"].method) and "oracle" not in set(report["vtab_table"].method)
+    assert json.loads((results / "smoke" / "summary.json").read_text())["oracle_chosen"] == ORACLE_REFUSED
+    claims = report["claims"].set_index("id")
+    assert claims.loc["E1", "evidence"].startswith("The oracle refused") and claims.loc["E1", "tasks"] == 0
+    assert np.isnan(report["cost"].set_index("method").loc["fine-tune all (oracle)", "accuracy"])

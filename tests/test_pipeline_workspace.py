@@ -149,6 +149,6 @@ def test_outputs_scored_before_domain_prediction_had_a_setting_are_refused_where
             assert recipe["domain_activation"] == "softmax"
             check_recipe([table], recipe)  # the committed cpu outputs stay valid
         else:
-            assert recipe["domain_activation"] == "sigmoid"
-            with pytest.raises(RecipeMismatchError, match="domain_activation: 'softmax' -> 'sigmoid'"):
+            assert recipe["domain_activation"] == "sigmoid: expected count of classes present"
+            with pytest.raises(RecipeMismatchError, match="domain_activation: 'softmax' -> 'sigmoid"):
                 check_recipe([table], recipe)

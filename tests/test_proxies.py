@@ -147,19 +147,65 @@ def test_logme_matches_the_published_algorithm_with_fewer_and_with_more_features
 
 
 def test_domain_prediction_read_as_softmax_or_sigmoid_can_rank_experts_differently():
-    """One known head: classes 1 and 2 are each a little more likely than class 0, so a softmax (one class per
-    image) puts more mass on expert b = {1, 2}; read as independent sigmoids (how a multi-label head such as
-    BiT-M's was trained), class 0 alone is confidently present and expert a = {0} has the larger lift."""
-    logits = np.tile([2.0, 2.2, 2.2, -10.0], (6, 1))
+    """One known head on two kinds of image: half show class 0 alone, half show classes 1 and 2 together. A
+    softmax (one class per image) splits the second kind's mass between b = {1, 2}'s two classes, so a = {0} has
+    the larger lift; read as independent sigmoids (how a multi-label head such as BiT-M's was trained), both of
+    b's classes are present on those images and b's expected count of present classes gives it the larger lift."""
+    logits = np.array([[2.0, -10.0, -10.0, -10.0], [-10.0, 8.0, 8.0, -10.0]] * 3)
     experts = {"a": [0], "b": [1, 2], "root": [0, 1, 2, 3]}
     soft = domain_prediction_scores(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), experts)
     sig = domain_prediction_scores_sigmoid(logits, experts)
-    assert soft["b"] > soft["a"] and sig["a"] > sig["b"]
-    assert soft["root"] == pytest.approx(1.0) and sig["root"] <= 1.0
-    sigmoid = 1 / (1 + np.exp(-2.0))
-    assert sig["a"] == pytest.approx(sigmoid / 0.25)  # P(class 0 present) over its uniform prior mass
+    assert soft["a"] > soft["b"] and sig["b"] > sig["a"]
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    assert soft["root"] == pytest.approx(1.0)
+    assert sig["root"] == pytest.approx(
+        np.mean([sigmoid(2.0) + 3 * sigmoid(-10.0), 2 * sigmoid(8.0) + 2 * sigmoid(-10.0)])
+    )
+    # the expected count of a's classes present (class 0's mean presence) over its uniform prior mass, 1/4
+    assert sig["a"] == pytest.approx((sigmoid(2.0) + sigmoid(-10.0)) / 2 / 0.25)
     with pytest.raises(ValueError, match="no upstream labels"):
         domain_prediction_scores_sigmoid(logits, {"empty": []})
+
+
+def test_the_sigmoid_reading_ranks_the_expert_holding_every_present_class_first():
+    """Issue #39's synthetic BiT-like head (21,843 classes): every image shows one class of an 8,000-class expert
+    confidently, and every other class sits at the same faint background presence (1.63e-4). Comparing the
+    probability that some class is present with the prior mass (two statistics) put a 3-class expert none of
+    whose classes is present first (3.56 against 2.73); the expected count of classes present against its prior
+    expectation ranks the 8,000-class expert first, and the 3-class expert level with any other absent set."""
+    rng = np.random.default_rng(0)
+    classes, n = 21_843, 40
+    background = np.log(1.63e-4 / (1 - 1.63e-4))
+    logits = np.full((n, classes), background)
+    big = rng.choice(classes, 8_000, replace=False)
+    absent = np.setdiff1d(np.arange(classes), big)
+    small, other = absent[:3], absent[3:8_003]
+    logits[np.arange(n), big[rng.integers(0, 8_000, n)]] = 6.0  # one present class per image, all in ``big``
+    experts = {"small": small, "big": big, "absent_8000": other, "root": np.arange(classes)}
+    sig = domain_prediction_scores_sigmoid(logits, experts)
+    assert max(sig, key=sig.get) == "big" and sig["big"] > 1.5 * sig["small"]
+    assert sig["small"] == pytest.approx(sig["absent_8000"]) == pytest.approx(1.63e-4 * classes, rel=1e-6)
+    # the old statistic, for contrast: P(at least one of the expert's classes present) over the prior mass
+    anyone = {
+        k: (1 - np.exp(-np.logaddexp(0, logits[:, v]).sum(1))).mean() * classes / len(v)
+        for k, v in experts.items()
+    }
+    assert anyone["small"] == pytest.approx(3.56, abs=0.01) and anyone["big"] == pytest.approx(2.73, abs=0.01)
+
+
+def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
+    """Each class's presence comes from log space (-expm1 of the log-probability of absence): a class present with
+    probability 1e-15 counts as 1e-15 to 10 digits, where 1 - exp(.) of the same log-probability keeps 3 (its
+    error is float64's spacing near 1, about 1e-16, whatever the presence)."""
+    from expertlib.proxies import class_presence
+
+    p = 1e-15
+    z = np.array([[np.log(p) - np.log1p(-p)]])
+    assert class_presence(z)[0, 0] == pytest.approx(p, rel=1e-10)
+    assert abs((1 - np.exp(-np.logaddexp(0.0, z[0, 0]))) - p) / p > 1e-4  # what the naive form gives
+    score = domain_prediction_scores_sigmoid(np.concatenate([z, np.full((1, 3), 30.0)], 1), {"tiny": [0]})
+    assert score["tiny"] == pytest.approx(p * 4, rel=1e-10)  # over a uniform prior of 1/4
+    assert class_presence(np.array([40.0, -800.0])).tolist() == [1.0, 0.0]
 
 
 def test_the_registry_is_the_one_list_of_proxies():

@@ -57,6 +57,41 @@ def test_finetune_top_adds_test_accuracy(task):
     assert r.finetune_test_images == len(images.split("test")) and r.chance == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("n, steps, mixup", [(19_999, 500, 0.0), (20_000, 10_000, 0.1), (499_999, 10_000, 0.1),
+                                              (500_000, 20_000, 0.1)])  # fmt: skip
+def test_finetune_top_follows_bits_size_regimes(monkeypatch, n, steps, mixup):
+    """--finetune-top fine-tunes a user's task by its size, as BiT-HyperRule does: 500 steps under 20k training
+    images, 10k under 500k, else 20k, mixup 0.1 from 20k, in the recipe asked for (read from the config the
+    loop is given; nothing trains here)."""
+    import types
+
+    import expertlib.evaluation as E
+    import expertlib.rank as R
+    import expertlib.training as T
+
+    seen = []
+    monkeypatch.setattr(
+        T, "finetune", lambda net, data, cfg, *a, **k: seen.append(cfg) or types.SimpleNamespace(seconds=1.0)
+    )
+    labels = np.arange(n) % 2
+    monkeypatch.setattr(E, "predicted_classes", lambda *a, **k: np.zeros(n, dtype=int))
+    images = types.SimpleNamespace(
+        classes=["a", "b"], labels=labels, split=lambda name: np.arange(n), data=lambda *a, **k: None
+    )
+    cand = types.SimpleNamespace(name="m", precrop=36, crop=32, transfer_net=lambda k: torch.nn.Linear(2, k))
+    for recipe, warmup in (("bit-code", 100 if n < 20_000 else 500), ("bit-paper", 0)):
+        out = R._finetune(
+            pd.DataFrame({"model": ["m"]}), [cand], images, 1, 500, 64, 0.003, "cpu", 0, False, recipe
+        )
+        cfg = seen[-1]
+        assert (cfg.schedule.total_steps, cfg.schedule.warmup_steps, cfg.mixup_alpha) == (
+            steps,
+            warmup,
+            mixup,
+        )
+        assert out.finetune_accuracy.tolist() == [pytest.approx((labels == 0).mean())]
+
+
 def test_command_line_ranks_and_reports_bad_input(task, capsys):
     root, models = task
     out = root / "cli"

@@ -126,6 +126,30 @@ def test_every_row_is_task_adaptations(name):
     )  # fmt: skip
 
 
+# The BiT paper (Kolesnikov et al., ECCV 2020, arXiv 1912.11370), Supplementary F, on VTAB-1k: random horizontal
+# flips are disabled for dSprites-orientation, sNORB-azimuth and dSprites-location; random crops for Clevr-count,
+# Clevr-distance, DMLab, KITTI-distance and dSprites-location.
+NO_FLIP = {"dsprites_orientation", "smallnorb_azimuth", "dsprites_location"}
+NO_CROP = {"clevr_count", "clevr_distance", "dmlab", "kitti_distance", "dsprites_location"}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_every_row_augments_as_bits_supplement_says(name):
+    """Each row's flip and crop switches are the supplement's list (the on-disk reader's use of them:
+    tests/test_ondisk.py)."""
+    task = VTAB_TASKS[name]
+    assert (task.flip, task.crop) == (name not in NO_FLIP, name not in NO_CROP)
+
+
+def test_the_registry_names_its_augmentation_source():
+    import json
+
+    from expertlib.datasets.vtab import REGISTRY_FILE
+
+    source = json.loads(REGISTRY_FILE.read_text())["augmentation_source"]
+    assert "Supplementary F" in source and "1912.11370" in source
+
+
 def test_the_splits_vtab_reads():
     """Which TFDS splits a task's counts are checked on: those its expressions read (svhn's extra is not)."""
     reads = {t.name: t.tfds_splits for t in VTAB_TASKS.values()}

@@ -47,13 +47,15 @@ def pixels(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float32) / 255.0
 
 
-def finetuned(model: Path, train, test, num_classes: int, flip: bool, steps: int, lr: float) -> float:
+def finetuned(
+    model: Path, train, test, num_classes: int, flip: bool, steps: int, lr: float, crop: bool = True
+) -> float:
     scale = SCALES["cpu"]
     net = load_model(model)
     net.reset_head(num_classes)
-    precrop, crop = scale.data.precrop, scale.data.crop
-    acc, _, _ = finetune_job(net, ArrayData(train.images, train.labels, precrop, crop, flip),
-                             ArrayData(test.images, test.labels, precrop, crop, flip),
+    precrop, size = scale.data.precrop, scale.data.crop
+    acc, _, _ = finetune_job(net, ArrayData(train.images, train.labels, precrop, size, flip, crop),
+                             ArrayData(test.images, test.labels, precrop, size, flip, crop),
                              transfer_config(scale, steps, lr, seed=0), num_classes, scale.runtime.eval_batch)  # fmt: skip
     return acc
 
@@ -76,7 +78,7 @@ def main() -> None:
             scaler.transform(pixels(trv.images)), trv.labels
         )
         knn = KNeighborsClassifier(5).fit(pixels(trv.images), trv.labels)
-        val = {lr: finetuned(args.model, td.train, td.val, td.info.num_classes, td.info.flip, args.steps, lr)
+        val = {lr: finetuned(args.model, td.train, td.val, td.info.num_classes, td.info.flip, args.steps, lr, td.info.crop)
                for lr in SCALES["cpu"].transfer.lrs}  # fmt: skip
         lr = max(val, key=val.get)
         counts = np.bincount(test.labels, minlength=td.info.num_classes)
@@ -85,7 +87,7 @@ def main() -> None:
                      "raw_linear": round(linear.score(scaler.transform(pixels(test.images)), test.labels), 3),
                      "raw_knn5": round(knn.score(pixels(test.images), test.labels), 3),
                      "b_finetuned": round(finetuned(args.model, trv, test, td.info.num_classes, td.info.flip,
-                                                    args.steps, lr), 3),
+                                                    args.steps, lr, td.info.crop), 3),
                      "steps": args.steps, "lr": lr})  # fmt: skip
         print(rows[-1], flush=True)
     atomic_write_csv(args.out, pd.DataFrame(rows))

@@ -65,10 +65,11 @@ def ready(data: TrainData, x: Any, device: str) -> Tensor:
 class ArrayData:
     """In-memory uint8 NHWC images (the embedded benchmark): batched tensor transforms, no worker processes."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, precrop: int, crop: int, flip: bool) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, precrop: int, crop: int, flip: bool,
+                 random_crop: bool = True) -> None:  # fmt: skip
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.precrop, self.crop, self.flip = precrop, crop, flip
+        self.precrop, self.crop, self.flip, self.random_crop = precrop, crop, flip, random_crop
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -77,9 +78,8 @@ class ArrayData:
         self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
     ) -> Tensor:
         if train:
-            return train_batch(
-                self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator, part
-            )
+            return train_batch(self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator,
+                               part, random_crop=self.random_crop)  # fmt: skip
         chosen = indices if part is None else indices[part]
         return eval_batch(self.images[torch.from_numpy(chosen)], self.crop)
 
@@ -123,16 +123,23 @@ class ImageData:
         crop: int,
         flip: bool,
         read: Callable[[int], Image.Image | np.ndarray] | None = None,
+        random_crop: bool = True,
     ) -> None:
         self.dataset = dataset
         self.read = read or (lambda i: dataset[i][0])
         self.labels = np.asarray(
             labels if labels is not None else [dataset[i][1] for i in range(len(dataset))], dtype=np.int64
         )
-        self.precrop, self.crop, self.flip = precrop, crop, flip
+        self.precrop, self.crop, self.flip, self.random_crop = precrop, crop, flip, random_crop
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def train_size(self) -> int:
+        """The size training images of mixed sizes are brought to: precrop, or crop without the random crop
+        (then a training image is exactly its evaluation image)."""
+        return self.precrop if self.random_crop else self.crop
 
     def images(self, indices: Sequence[int], size: int) -> Tensor:
         """Decoded uint8 NHWC images of ``indices`` (resized to ``size`` when their sizes differ)."""
@@ -146,8 +153,9 @@ class ImageData:
     ) -> Tensor:
         chosen = indices if part is None else indices[part]
         if train:
-            imgs = self.images(chosen, self.precrop)
-            return train_batch(imgs, self.precrop, self.crop, self.flip, generator, part, total=len(indices))
+            imgs = self.images(chosen, self.train_size)
+            return train_batch(imgs, self.precrop, self.crop, self.flip, generator, part, total=len(indices),
+                               random_crop=self.random_crop)  # fmt: skip
         return eval_batch(self.images(chosen, self.crop), self.crop)
 
 
@@ -167,7 +175,9 @@ def subset(data: TrainData, idx: np.ndarray, labels: np.ndarray) -> TrainData:
     if hasattr(data, "subset"):
         return data.subset(idx, labels)
     if isinstance(data, ArrayData):
-        return ArrayData(data.images.numpy()[idx], labels, data.precrop, data.crop, data.flip)
+        return ArrayData(
+            data.images.numpy()[idx], labels, data.precrop, data.crop, data.flip, data.random_crop
+        )
     if isinstance(data, ImageData):
         read = data.read
         return ImageData(
@@ -177,5 +187,6 @@ def subset(data: TrainData, idx: np.ndarray, labels: np.ndarray) -> TrainData:
             data.crop,
             data.flip,
             read=lambda i: read(int(idx[i])),
+            random_crop=data.random_crop,
         )
     raise TypeError(f"cannot take a subset of {type(data).__name__}")

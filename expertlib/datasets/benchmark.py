@@ -32,8 +32,11 @@ UPSTREAM_SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """A downstream task: its VTAB group, classes, the upstream subtree it draws on (if known), and whether a
-    horizontal flip keeps its labels. ``vtab_splits``: its train800 / val200 / test are VTAB-1k's own
+    """A downstream task: its VTAB group, classes, the upstream subtree it draws on (if known), and which of
+    BiT's training augmentations keep its labels: ``flip`` (a random horizontal flip; off where a mirror changes
+    the label: an x position, an azimuth, an orientation) and ``crop`` (the random crop; off where the label is a
+    count, a distance or a position, which a crop can cut or move; then a training image is its evaluation
+    image, flipped where ``flip`` allows). ``vtab_splits``: its train800 / val200 / test are VTAB-1k's own
     (task_adaptation's TFDS split expressions read from TFDS shards; False for every other source, whose
     results stand beside published VTAB numbers only as "splits not VTAB's"). ``tfds_counts_match``: for
     shards, whether their split sizes are those of the TFDS version VTAB-1k read (None: not from shards)."""
@@ -44,6 +47,7 @@ class TaskInfo:
     relates_to: str | None = None
     flip: bool = True
     description: str = ""
+    crop: bool = True
     vtab_splits: bool = False
     tfds_counts_match: bool | None = None
 

@@ -39,6 +39,7 @@ class DeviceData:
         self.source, self.device, self.chunk = source, str(device), chunk
         self.labels = source.labels
         self.precrop, self.crop, self.flip = source.precrop, source.crop, source.flip
+        self.random_crop = source.random_crop
         self._held: dict[int, Tensor] = {}
 
     def __len__(self) -> int:
@@ -55,9 +56,11 @@ class DeviceData:
 
     def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator,
               part: slice | None = None) -> Tensor:  # fmt: skip
-        if train:
-            images = self.held(self.precrop)[torch.as_tensor(indices, device=self.device)]
-            return train_batch(images, self.precrop, self.crop, self.flip, generator, part)
+        if train:  # without the random crop, a training image is its evaluation image (held at crop)
+            size = self.precrop if self.random_crop else self.crop
+            images = self.held(size)[torch.as_tensor(indices, device=self.device)]
+            return train_batch(images, self.precrop, self.crop, self.flip, generator, part,
+                               random_crop=self.random_crop)  # fmt: skip
         chosen = indices if part is None else indices[part]
         return eval_batch(self.held(self.crop)[torch.as_tensor(chosen, device=self.device)], self.crop)
 

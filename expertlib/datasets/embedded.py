@@ -132,7 +132,7 @@ class EmbeddedBenchmark(Benchmark):
         check_task_split(split)
         td = self.tasks[task]
         s = {"train800": td.train, "val200": td.val, "train800val200": td.train_val, "test": td.test}[split]
-        return ArrayData(s.images, s.labels, *self.resolution, td.info.flip)
+        return ArrayData(s.images, s.labels, *self.resolution, td.info.flip, td.info.crop)
 
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
         rows = {}

@@ -167,13 +167,16 @@ class EncodedImageData(ImageData):
     :meth:`finish` split the same batch into bytes read in a worker and a decode on the training device."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int] | np.ndarray, precrop: int,
-                 crop: int, flip: bool) -> None:  # fmt: skip
-        super().__init__(paths, labels, precrop, crop, flip, read=lambda i: read_image(paths[i]))
+                 crop: int, flip: bool, random_crop: bool = True) -> None:  # fmt: skip
+        super().__init__(paths, labels, precrop, crop, flip, read=lambda i: read_image(paths[i]),
+                         random_crop=random_crop)  # fmt: skip
         self.paths = paths
 
     def subset(self, idx: np.ndarray, labels: np.ndarray) -> EncodedImageData:
         """The examples at positions ``idx`` relabelled ``labels`` (an expert's share of upstream data)."""
-        return EncodedImageData(_View(self.paths, idx), labels, self.precrop, self.crop, self.flip)
+        return EncodedImageData(
+            _View(self.paths, idx), labels, self.precrop, self.crop, self.flip, self.random_crop
+        )
 
     def stage(self, indices: np.ndarray, train: bool, generator: torch.Generator,
               part: slice | None = None) -> EncodedBatch:  # fmt: skip
@@ -193,7 +196,7 @@ class EncodedImageData(ImageData):
 
     def finish(self, staged: EncodedBatch, device: str) -> Tensor:
         """In the training process: decode on ``device``, bring to one size, crop and flip with the draws."""
-        size = self.precrop if staged.train else self.crop
+        size = self.train_size if staged.train else self.crop
         images = uniform_batch(decode_images(staged.blobs(), staged.orientations, device, staged.names), size)
         if not staged.train:
             return eval_batch(images, self.crop)
@@ -201,4 +204,4 @@ class EncodedImageData(ImageData):
         gen.set_state(staged.generator_state)
         keep = staged.part
         return train_batch(images, self.precrop, self.crop, self.flip, gen, keep,
-                           total=staged.total if keep is not None else None)  # fmt: skip
+                           total=staged.total if keep is not None else None, random_crop=self.random_crop)  # fmt: skip

@@ -10,7 +10,7 @@ what belongs there)::
     imagenet21k/heldout.txt             optional: "wnid/file" per line, the upstream test images
     vtab/<task>/<dataset>-<split>.tfrecord-*        a VTAB-1k task as TFDS shards: VTAB's own splits
     vtab/<task>/{train,val,test}/<label>/<image>   a task in folders (not VTAB's splits; expertlib.datasets.vtab)
-    vtab/<task>/task.json               optional: group, classes, relates_to, flip (tasks outside VTAB)
+    vtab/<task>/task.json               optional: group, classes, relates_to, flip, crop (tasks outside VTAB)
     ... or torchvision's own layout under data_root for the VTAB tasks torchvision ships.
 
 Upstream images are ordered by file name (ImageNet's ``<wnid>_<n>.JPEG`` names make that class-major).
@@ -80,13 +80,17 @@ class VtabTasks(Benchmark):
         tasks: Sequence[str],
         resolution: tuple[int, int] = (160, 128),
         task_resolution: str = "fixed",
+        hyperrule: str = "bit-code",
     ) -> None:
         if task_resolution not in ("fixed", "hyperrule"):
             raise ValueError(f"task_resolution must be 'fixed' or 'hyperrule', got {task_resolution!r}")
         self.root = Path(data_root)
         self.resolution = resolution
         self.task_resolution = task_resolution
-        self._resolutions: dict[str, tuple[int, int]] = {}
+        self.hyperrule = (
+            hyperrule  # which BiT-HyperRule's resolutions (bit-paper: 448/384, bit-code: 512/480)
+        )
+        self._resolutions: dict[str, tuple[int, int]] = {}  # a task's first training image's (height, width)
         self._init_upstream()
         self._tasks: dict[str, tuple[TaskInfo, dict[str, Dataset]]] = {}
         for t in tasks:
@@ -103,10 +107,14 @@ class VtabTasks(Benchmark):
             meta = json.loads(meta_file.read_text())
             vt = VtabTask(task, meta["group"], len(meta["classes"]), None)
             info = TaskInfo(task, meta["group"], tuple(meta["classes"]), meta.get("relates_to"), meta.get("flip", True),
-                            meta.get("description", ""))  # fmt: skip
-        elif task in VTAB_TASKS:
+                            meta.get("description", ""), meta.get("crop", True))  # fmt: skip
+        elif (
+            task in VTAB_TASKS
+        ):  # flip and crop as BiT's Supplementary F has them (expertlib/data/vtab1k.json)
             vt = VTAB_TASKS[task]
-            info = TaskInfo(task, vt.group, tuple(str(i) for i in range(vt.num_classes)), None, True, vt.note)
+            info = TaskInfo(
+                task, vt.group, tuple(str(i) for i in range(vt.num_classes)), None, vt.flip, vt.note, vt.crop
+            )
         else:
             raise DatasetNotFoundError(
                 f"task {task!r} is not a VTAB-1k task and {meta_file} does not describe it; known: {', '.join(VTAB_TASKS)}"
@@ -128,22 +136,23 @@ class VtabTasks(Benchmark):
     def task_info(self, task: str) -> TaskInfo:
         return self._tasks[task][0]
 
-    def resolution_of(self, task: str) -> tuple[int, int]:
-        """(precrop, crop) of a task: the benchmark's, or BiT-HyperRule's from its first training image."""
+    def resolution_of(self, task: str, hyperrule: str | None = None) -> tuple[int, int]:
+        """(precrop, crop) of a task: the benchmark's, or BiT-HyperRule's (``hyperrule``'s recipe, default the
+        benchmark's) from its first training image."""
         if self.task_resolution == "fixed":
             return self.resolution
         if task not in self._resolutions:  # decoded once per task
-            from expertlib.transforms import bit_resolution
-
             width, height = self._tasks[task][1]["train800"][0][0].size
-            self._resolutions[task] = bit_resolution(height, width)
-        return self._resolutions[task]
+            self._resolutions[task] = (height, width)
+        from expertlib.transforms import bit_resolution
+
+        return bit_resolution(*self._resolutions[task], hyperrule or self.hyperrule)
 
     def task(self, task: str, split: str) -> ImageData:
         check_task_split(split)
         info, parts = self._tasks[task]
         ds = parts[split]
-        return ImageData(ds, targets(ds), *self.resolution_of(task), info.flip)
+        return ImageData(ds, targets(ds), *self.resolution_of(task), info.flip, random_crop=info.crop)
 
     # -- figures and tables ---------------------------------------------------------------------------------
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
@@ -240,13 +249,14 @@ class FolderBenchmark(VtabTasks):
         domain_depth: int = 1,
         task_resolution: str = "fixed",
         index_dir: str | os.PathLike | None = None,
+        hyperrule: str = "bit-code",
     ) -> None:
         self._heldout_per_class, self._domain_depth, self._index_dir = (
             heldout_per_class,
             domain_depth,
             index_dir,
         )
-        super().__init__(data_root, tasks, resolution, task_resolution)
+        super().__init__(data_root, tasks, resolution, task_resolution, hyperrule)
 
     def _init_upstream(self) -> None:
         heldout_per_class = self._heldout_per_class
@@ -382,7 +392,7 @@ def export_benchmark(bench: Benchmark, data_root: str | os.PathLike) -> Path:
             for i, y in enumerate(data.labels):
                 _write_png(base / folder / str(int(y)) / f"{i:06d}.png", _raw(data, i))
         meta = {"group": info.group, "classes": list(info.classes), "relates_to": info.relates_to, "flip": info.flip,
-                "description": info.description}  # fmt: skip
+                "crop": info.crop, "description": info.description}  # fmt: skip
         atomic_write_text(base / "task.json", json.dumps(meta, indent=1))
     return root
 

@@ -62,6 +62,8 @@ class VtabTask:
     published_version: str = ""
     published_counts: Mapping[str, int] = field(default_factory=dict)
     image_size: tuple[int, int] | None = None
+    flip: bool = True  # BiT's random horizontal flip keeps the labels (BiT paper, Supplementary F)
+    crop: bool = True  # BiT's random crop keeps the labels (off: counts, distances, positions)
 
     @property
     def tfds_name(self) -> str:

@@ -46,16 +46,15 @@ class PublishedVtab:
 
     name = "vtab (published sizes)"
 
-    def __init__(
-        self, tasks: Sequence[str], hyperrule: bool = True, resolution: tuple[int, int] = (160, 128)
-    ):
+    def __init__(self, tasks: Sequence[str], hyperrule: bool = True, resolution: tuple[int, int] = (160, 128),
+                 recipe: str = "bit-code"):  # fmt: skip
         from expertlib.datasets.vtab import PUBLISHED_TEST_SIZES, VTAB_TASKS
 
         unknown = [t for t in tasks if t not in PUBLISHED_TEST_SIZES]
         if unknown:
             raise KeyError(f"no published sizes for {unknown}; known: {', '.join(PUBLISHED_TEST_SIZES)}")
         self._sizes, self._tasks = PUBLISHED_TEST_SIZES, VTAB_TASKS
-        self.hyperrule, self.resolution = hyperrule, resolution
+        self.hyperrule, self.resolution, self.recipe = hyperrule, resolution, recipe
 
     def task(self, task: str, split: str) -> range:
         n = {"train800": 800, "val200": 200, "train800val200": 1000, "test": self._sizes[task][0]}[split]
@@ -63,12 +62,17 @@ class PublishedVtab:
 
     def task_info(self, task: str) -> TaskInfo:
         vt = self._tasks[task]
-        return TaskInfo(task, vt.group, tuple(str(i) for i in range(vt.num_classes)))
+        return TaskInfo(task, vt.group, tuple(map(str, range(vt.num_classes))), flip=vt.flip, crop=vt.crop)
 
-    def resolution_of(self, task: str) -> tuple[int, int]:
+    def resolution_of(self, task: str, recipe: str | None = None) -> tuple[int, int]:
+        """BiT-HyperRule's (precrop, crop) of the task's typical image, in ``recipe``'s form (default: the plan's)."""
         from expertlib.transforms import bit_resolution
 
-        return bit_resolution(*self._sizes[task][1]) if self.hyperrule else self.resolution
+        return (
+            bit_resolution(*self._sizes[task][1], recipe or self.recipe)
+            if self.hyperrule
+            else self.resolution
+        )
 
 
 WARMUP = "compile warm-up (each process)"
@@ -259,6 +263,16 @@ batch 512 at lr 0.003 on CIFAR-10/100 only."""
 PUBLISHED_RECIPE = {"transfer_batch": 512, "transfer_lrs": (0.003,)}
 
 
+def other_hyperrule(recipe: str) -> tuple[str, dict, str]:
+    """The other BiT-HyperRule than ``recipe``, as a priced option: (name, settings, what it is)."""
+    from expertlib.schedules import HYPERRULE_SOURCES
+    from expertlib.transforms import HYPERRULE_RESOLUTIONS as RES
+
+    other = next(r for r in RES if r != recipe)
+    px, own = RES[other][1], RES[recipe][1]
+    return other, {"hyperrule": other}, f"{HYPERRULE_SOURCES[other]}: {px} px costs {(px / own) ** 2:.2f}x the pixels of {own}"  # fmt: skip
+
+
 def options_for(scale) -> list[tuple[str, dict, str]]:
     """The documented alternatives to a scale's design that apply to it: (name, settings, what it buys)."""
     out = [("default", {}, "the scale as it is"),
@@ -272,6 +286,7 @@ def options_for(scale) -> list[tuple[str, dict, str]]:
              "the random expectation and the oracle are compared with the picks at seed 0 alone"),
         ]  # fmt: skip
     if scale.data.task_resolution == "hyperrule":
+        out.append(other_hyperrule(scale.transfer.hyperrule))
         if scale.transfer.batch == 512:
             out.append(("batch 128, lr 0.001", CHEAPER_RECIPE,
                         "a quarter of the fine-tuning compute: BiT's cheaper recipe, reported as equivalent to the "
@@ -323,9 +338,8 @@ def published_plan(
 
     sc = get_scale(scale)
     ws = Workspace(sc, Path(out or "."), Path("."))
-    bench = PublishedVtab(
-        sc.data.tasks, sc.data.task_resolution == "hyperrule", (sc.data.precrop, sc.data.crop)
-    )
+    hyper = sc.data.task_resolution == "hyperrule"
+    bench = PublishedVtab(sc.data.tasks, hyper, (sc.data.precrop, sc.data.crop), sc.transfer.hyperrule)
     cands = scale_candidates(ws, list(sc.expert.names or PAPER_EXPERTS))
     table = plan_table(ws, bench, cands, None, rates, gpus=gpus)
     options = plan_options(ws, bench, cands, rates, gpus=gpus)

@@ -77,9 +77,10 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
 
 
 def task_resolution(bench: Benchmark, task: str, scale) -> tuple[int, int]:
-    """(precrop, crop) a task trains at: BiT-HyperRule's per task on disk, else the scale's."""
+    """(precrop, crop) a task trains at: BiT-HyperRule's per task on disk (the scale's recipe of it), else the
+    scale's."""
     return (
-        tuple(bench.resolution_of(task))
+        tuple(bench.resolution_of(task, scale.transfer.hyperrule))
         if hasattr(bench, "resolution_of")
         else (scale.data.precrop, scale.data.crop)
     )

@@ -13,7 +13,14 @@ import pandas as pd
 from expertlib.candidates import BASE, EXTRA
 from expertlib.datasets.fewshot import FULL_REGIME, regime, split_name
 from expertlib.pipeline import analysis as A
-from expertlib.pipeline.methods import design_sizes, gain_over_base, in_pool, in_regime, method_runs
+from expertlib.pipeline.methods import (
+    ORACLE_REFUSED,
+    design_sizes,
+    gain_over_base,
+    in_pool,
+    in_regime,
+    method_runs,
+)
 from expertlib.proxies import PAPER_PROXY, PROXIES
 from expertlib.stats import Comparison, bh_q, compare, compare_per_task, holm
 
@@ -156,7 +163,7 @@ def oracle_note(picks: Runs, halves: Runs | None, oracle_on_val: bool) -> str:
     if halves is not None:
         note = " Judged on test half B at seeds 1+, the oracle chosen on half A at seed 0."
     elif not oracle_on_val:
-        note = " The oracle was chosen on the test images it is judged on (seed 0's), at other seeds."
+        return f" The {ORACLE_REFUSED}."
     else:
         note = ""
     sizes = design_sizes(picks)
@@ -181,6 +188,7 @@ def hypothesis_table(runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, 
         oracle = "oracle" in (h.a, h.b)
         c = evaluate(h, halves if oracle and halves is not None else runs, picks, quality, spec, avf)
         note = NOTES.get(h.measure, oracle_note(picks, halves, oracle_on_val) if oracle else "")
+        refused = oracle and halves is None and not oracle_on_val
         rows.append({"id": h.id, "family": h.family, "claim": h.claim, "regime": h.regime,
                      "comparison": f"{h.a} - {h.b}", "measure": h.measure, "null": h.margin,
                      "alternative": h.alternative, "post_hoc": h.post_hoc,
@@ -188,7 +196,7 @@ def hypothesis_table(runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, 
                      "ci_high": c.ci_high if c else np.nan, "tasks": c.tasks if c else 0,
                      "seeds": c.seeds if c else 0, "p": c.p if c else np.nan,
                      "evidence": (c.evidence(EVALUATE[h.measure][1]) + ("." + note if note else "")) if c else
-                     "not testable at this scale (no runs of these methods)"})  # fmt: skip
+                     note.strip() if refused else "not testable at this scale (no runs of these methods)"})  # fmt: skip
     table = pd.DataFrame(rows)
     conf = (table.family == "confirmatory").to_numpy()
     table["p_adjusted"] = np.where(

@@ -39,10 +39,12 @@ def load_benchmark(ws: Workspace) -> Benchmark:
                 write_released_fixture(root, sc.upstream.weights or "", sc.data.released_experts or "")
         if sc.trains_upstream:
             bench = FolderBenchmark(root, sc.data.tasks, heldout_per_class=sc.data.heldout_per_class,
-                                    task_resolution=sc.data.task_resolution, index_dir=ws.results_dir / "cache")  # fmt: skip
+                                    task_resolution=sc.data.task_resolution, index_dir=ws.results_dir / "cache",
+                                    hyperrule=sc.transfer.hyperrule)  # fmt: skip
         else:
             check_downloads(ws)  # B and the experts, named with where to get them, before any compute
-            bench = VtabBenchmark(root, sc.data.tasks, task_resolution=sc.data.task_resolution)
+            bench = VtabBenchmark(root, sc.data.tasks, task_resolution=sc.data.task_resolution,
+                                  hyperrule=sc.transfer.hyperrule)  # fmt: skip
     bench.resolution = (sc.data.precrop, sc.data.crop)
     missing = [t for t in sc.data.tasks if t not in bench.task_names]
     if missing:

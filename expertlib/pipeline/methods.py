@@ -12,7 +12,7 @@ from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.datasets.fewshot import regime, regime_order, split_name
 from expertlib.pipeline.analysis import test_halves
 from expertlib.pipeline.tables import join_ids, prediction_key, split_ids
-from expertlib.plots import METHOD_LABELS, METHOD_ORDER
+from expertlib.plots import METHOD_ORDER
 from expertlib.stats import compare, paired_differences, t_interval
 
 METHODS = METHOD_ORDER
@@ -35,11 +35,12 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
     - ``dat``: each task's own DAT-style model;
     - ``random``: the expectation over the expert pool (or over the task's ``random_sample`` of ``picks``, where
       the selection step drew one), its mean at each seed where every such expert ran;
-    - ``oracle``: the expert with the best test accuracy at seed 0, judged at the other seeds only (the maximum
-      of noisy accuracies is biased upwards on the seed that chose it, not on independent seeds); where
-      ``picks`` has an ``oracle_pool`` and the runs hold its ``finetune_val`` runs, the pool's expert with the
-      best val200 accuracy (train800 -> val200, seed 0; ties: kNN's order), judged on test at every seed, on
-      images that never chose it."""
+    - ``oracle``: chosen on other images than it is judged on, or refused: where the runs hold test half A
+      (``finetune_halfA``, :func:`halved_runs`), the expert with the best half-A accuracy at seed 0, judged on
+      half B at the other seeds; where ``picks`` has an ``oracle_pool`` and the runs hold its ``finetune_val``
+      runs, the pool's expert with the best val200 accuracy (train800 -> val200, seed 0; ties: kNN's order),
+      judged on test at every seed. With neither, no runs (:data:`ORACLE_REFUSED` says why): the best of noisy
+      accuracies on the very images that chose it is biased upwards, at any seed (the test images are the same)."""
     sub = runs[runs["mode"] == mode]
     cols = ["task", "seed", "model", "accuracy"]
     if method in (BASE, EXTRA):
@@ -67,8 +68,8 @@ def method_runs(runs: pd.DataFrame, picks: pd.DataFrame, method: str, mode: str 
         return sub[sub.model == sub.task.map(best)][cols]
     if method == "random":
         return _expectation(pool, {t: sorted(set(g.model)) for t, g in pool.groupby("task")}, "random")
-    if method == "oracle":
-        return pool[(pool.seed > 0) & (pool.model == pool.task.map(_best_at_seed0(pool)))][cols]
+    if method == "oracle":  # refused: it could only be chosen on the test images it would be judged on
+        return pool.iloc[:0][cols]
     sets = {t: split_ids(v) for t, v in picks.set_index("task")[method].dropna().items()}
     return _expectation(sub, sets)
 
@@ -235,10 +236,15 @@ def gain_over_base(runs: pd.DataFrame, picks: pd.DataFrame, name: str, method: s
                          "accuracy": m.accuracy_x - m.accuracy_y})  # fmt: skip
 
 
+ORACLE_REFUSED = (
+    "oracle refused: neither val200 runs (oracle_on='val200') nor every fine-tune's stored test predictions (to "
+    "choose on one half of the test images and judge on the other) exist, and the best expert chosen on the test "
+    "images it is judged on is biased upwards"
+)
 ORACLE_CHOSEN = {
     "val": "oracle (best of kNN's top experts on val200, judged on test)",
     "halves": "oracle (best on test half A at seed 0, judged on half B at the others)",
-    "test": METHOD_LABELS["oracle"],
+    "refused": ORACLE_REFUSED,
 }
 
 

@@ -8,7 +8,7 @@ functions of the scale.
 from __future__ import annotations
 
 from expertlib.scale import Scale
-from expertlib.schedules import Schedule, scaled_hyperrule, upstream_schedule
+from expertlib.schedules import Schedule, bit_hyperrule, bit_mixup_alpha, upstream_schedule
 from expertlib.training import TrainConfig
 
 
@@ -41,12 +41,17 @@ def expert_config(scale: Scale, seed: int = 0, device: str = "cpu") -> TrainConf
     return upstream_config(scale, scale.expert.steps, scale.expert.lr, scale.expert.batch, seed, device)
 
 
-def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu") -> TrainConfig:
-    """Fine-tuning on a task: BiT-HyperRule's shape scaled to ``steps``. Each fine-tune trains on one process
-    (under torchrun the ranks share the job list instead, :mod:`expertlib.jobs`)."""
-    return TrainConfig(scaled_hyperrule(steps, lr), batch_size=scale.transfer.batch, seed=seed, device=device,
-                       workers=scale.runtime.data_workers, micro_batch=scale.runtime.micro_batch, data_parallel=False,
-                       compile=scale.runtime.compile)  # fmt: skip
+def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: str = "cpu",
+                    dataset_size: int = 1_000) -> TrainConfig:  # fmt: skip
+    """Fine-tuning on a task of ``dataset_size`` training images: BiT-HyperRule in the scale's form
+    (``hyperrule``), ``steps`` standing for its 500-step regime (VTAB-1k's 1,000 images, the pipeline's tasks);
+    a task of 20k images or more trains 20x or 40x as long, with mixup (BiT's size regimes,
+    :func:`~expertlib.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun the ranks
+    share the job list instead, :mod:`expertlib.jobs`)."""
+    sched = bit_hyperrule(dataset_size, lr, scale.transfer.hyperrule, small_steps=steps)
+    return TrainConfig(sched, batch_size=scale.transfer.batch, seed=seed, device=device,
+                       mixup_alpha=bit_mixup_alpha(dataset_size), workers=scale.runtime.data_workers,
+                       micro_batch=scale.runtime.micro_batch, data_parallel=False, compile=scale.runtime.compile)  # fmt: skip
 
 
 # -- which settings make each step's results ------------------------------------------------------------------
@@ -74,11 +79,12 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 STEP_FIELDS["specialisation"] = (*STEP_FIELDS["adapter"], *STEP_FIELDS["full"], "knn_k", "knn_metric",
                                  "specialisation_images")  # fmt: skip
+# ``hyperrule`` sets the tasks' resolutions (what selection embeds at) and the fine-tunes' schedule
 STEP_FIELDS["selection"] = (*STEP_FIELDS["adapter"], "knn_k", "knn_metric", "domain_activation", "random_experts",
-                            "oracle_pool", "dat_timing_steps", "released_experts")  # fmt: skip
+                            "oracle_pool", "dat_timing_steps", "released_experts", "hyperrule")  # fmt: skip
 STEP_FIELDS["transfer"] = (*STEP_FIELDS["selection"], *STEP_FIELDS["full"], "transfer_batch", "transfer_steps",
                            "transfer_lrs", "dat_accuracy", "oracle_on", "linear_probes",
-                           "stack_finetunes")  # fmt: skip
+                           "stack_finetunes", "task_augmentation")  # fmt: skip
 STEP_FIELDS["schedule_sweep"] = (*STEP_FIELDS["transfer"], "schedule_sweep")
 
 
@@ -101,11 +107,23 @@ def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
     return {**{f: plain(value(f)) for f in sorted(set(STEP_FIELDS[step]))}, "seed": seed}
 
 
-# settings recorded as what they resolve to, so that "auto" never hides a change of behaviour
-RESOLVED = {"domain_activation": lambda scale: scale.domain_activation}
+# how the tasks are augmented when fine-tuned: flip and crop per task (BiT's Supplementary F; TaskInfo.flip, .crop)
+TASK_AUGMENTATION = "flip and crop per task"
+# what domain prediction's sigmoid reading scores (expertlib.proxies.domain_prediction_scores_sigmoid)
+SIGMOID_READING = "sigmoid: expected count of classes present"
+# settings recorded as what they resolve to, so that "auto" never hides a change of behaviour; the sigmoid reading
+# is recorded with its statistic (it scored another one before: those outputs are refused)
+RESOLVED = {
+    "domain_activation": lambda scale: SIGMOID_READING if scale.domain_activation == "sigmoid" else "softmax",
+    "task_augmentation": lambda scale: TASK_AUGMENTATION,
+}
 # settings added after outputs were recorded without them, with the behaviour the code had then: an output that
 # lacks one was made under this value, and is refused where the recipe now asks for another
-RECORDED_BEFORE = {"domain_activation": "softmax"}
+RECORDED_BEFORE = {
+    "domain_activation": "softmax",
+    "hyperrule": "bit-code",
+    "task_augmentation": "flip per task, crop always",
+}
 
 
 # seeds of the pipeline's trainings, offset from the workspace seed (kept from the first cpu run)

@@ -3,11 +3,20 @@ compute plan, so a run says what it will cost before it starts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
+
+import pandas as pd
 
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.parameters import validate_values
-from expertlib.pipeline.compute_plan import CHEAPER_RECIPE, plan_frame
+from expertlib.pipeline.compute_plan import (
+    CHEAPER_RECIPE,
+    other_hyperrule,
+    plan_frame,
+    plan_table,
+    scale_candidates,
+)
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.inputs import load_benchmark
 from expertlib.pipeline.workspace import Workspace
@@ -61,4 +70,34 @@ def print_plan(ws: Workspace, bench: Benchmark | None = None) -> dict:
         print(f"fine-tuning at BiT-HyperRule as published (batch 512, lr 0.003); BiT's cheaper recipe (batch 128, "
               f"lr 0.001, reported equivalent on CIFAR-10/100 only) would cost {cheaper.gpu_hours:,.2f} GPU-hours "
               f"in all (tables/plan_options.csv prices every option)")  # fmt: skip
+    if ws.scale.data.task_resolution == "hyperrule":  # the two BiT-HyperRules, priced side by side
+        name, change, _ = other_hyperrule(ws.scale.transfer.hyperrule)
+        other = plan_frame(replace(ws, scale=ws.scale.override(**change)), bench, write=False).iloc[-1]
+        source = {"bit-paper": "the BiT paper's text", "bit-code": "BiT's released code"}
+        print(f"fine-tuning with BiT-HyperRule {ws.scale.transfer.hyperrule!r} ({source[ws.scale.transfer.hyperrule]}); "
+              f"{name!r} ({source[name]}) would cost {other.gpu_hours:,.2f} GPU-hours in all (docs/choices.md)")  # fmt: skip
     return {"plan": table, "experts": experts, "fine_tunes": int(total.jobs)}
+
+
+def hyperrule_recipes(ws: Workspace, bench: Benchmark, candidates: Mapping | None = None,
+                      rates: dict | None = None) -> pd.DataFrame:  # fmt: skip
+    """Both BiT-HyperRules side by side for this scale (notebook 01 prints it): where each comes from, the
+    resolution of a task with images of 96x96 px or more, the schedule at the scale's fine-tuning length, and
+    the plan's fine-tuning and total GPU-hours under each (an upper bound before selection, as the plan is;
+    ``candidates``: the plan's, by default the scale's)."""
+    from expertlib.schedules import HYPERRULE_SOURCES, HYPERRULES, scaled_hyperrule
+    from expertlib.transforms import bit_resolution
+
+    sc, rows = ws.scale, []
+    cands = candidates or scale_candidates(ws, list(choose_experts(ws, bench)) if sc.trains_upstream else None)  # fmt: skip
+    steps, fixed = max(sc.transfer.steps), f"{sc.data.precrop}/{sc.data.crop} (fixed at this scale)"
+    for recipe in HYPERRULES:
+        table = plan_table(replace(ws, scale=sc.override(hyperrule=recipe)), bench, cands, None, rates)
+        fine = table.stage.str.startswith(("fine-tunes", "evaluation", "oracle choice", "hyper-parameter"))
+        s = scaled_hyperrule(steps, sc.transfer.lrs[0], recipe)
+        rows.append({"hyperrule": recipe, "this scale's": recipe == sc.transfer.hyperrule, "source": HYPERRULE_SOURCES[recipe],
+                     "resolution (96x96 px or more)": "{}/{}".format(*bit_resolution(96, 96, recipe))
+                     if sc.data.task_resolution == "hyperrule" else fixed,
+                     "schedule": f"{steps} steps, warm-up {s.warmup_steps}, x0.1 past {'/'.join(map(str, s.boundaries))}",
+                     "fine-tuning GPU-hours": float(table[fine].gpu_hours.sum()), "total GPU-hours": float(table.iloc[-1].gpu_hours)})  # fmt: skip
+    return pd.DataFrame(rows)

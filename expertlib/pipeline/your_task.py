@@ -66,14 +66,20 @@ def default_models(ws: Workspace) -> list[ModelCandidate]:
 def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[str] | None, proxies: Sequence[str],
         k: int | None, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
     """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task) with kNN's ``k`` (default:
-    the scale's); fine-tune the top ``finetune_top`` with the scale's transfer recipe. Returns the ranking and
-    its folder."""
+    the scale's); fine-tune the top ``finetune_top`` with the scale's transfer recipe, BiT-HyperRule by the
+    images' number (the scale's steps for its 500-step regime: 20x from 20k images, 40x from 500k, with mixup).
+    Returns the ranking and its folder."""
     k = k or ws.scale.selection.knn_k
     out = ws.results_dir / "your_task"
     request = {"images": str(images or "demo"), "models": list(models or ["this scale's"]), "proxies": list(proxies),
-               "k": k, "finetune_top": finetune_top, "seed": ws.seed}  # fmt: skip
+               "k": k, "finetune_top": finetune_top, "seed": ws.seed, "hyperrule": ws.scale.transfer.hyperrule}  # fmt: skip
     asked = out / "request.json"
-    if (out / "ranking.csv").exists() and asked.exists() and json.loads(asked.read_text()) == request:
+    # a request recorded before "hyperrule" existed was fine-tuned with BiT's released code's shape
+    if (
+        (out / "ranking.csv").exists()
+        and asked.exists()
+        and {"hyperrule": "bit-code", **json.loads(asked.read_text())} == request
+    ):
         return pd.read_csv(
             out / "ranking.csv"
         ), out  # the same request: the same table (reruns change nothing)
@@ -82,6 +88,7 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
     table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
                         batch_size=ws.scale.runtime.eval_batch, device=ws.device, finetune_top=finetune_top,
                         finetune_steps=ws.scale.transfer.steps[0], finetune_batch=ws.scale.transfer.batch,
-                        finetune_lr=ws.scale.transfer.lrs[0], seed=ws.seed, progress=ws.progress)  # fmt: skip
+                        finetune_lr=ws.scale.transfer.lrs[0], seed=ws.seed, progress=ws.progress,
+                        finetune_recipe=ws.scale.transfer.hyperrule)  # fmt: skip
     atomic_write_json(asked, request)
     return table, out
