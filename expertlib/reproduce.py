@@ -112,7 +112,7 @@ def run(
     out_dir = scale_dir / "notebooks" / variant if variant else scale_dir / "notebooks"
     if variant:
         print(
-            f"parameters other than the defaults ({variant}): executed notebooks go to {out_dir}", flush=True
+            f"other parameters than the defaults ({variant}): executed notebooks go to {_shown(out_dir, base)}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     written, seconds = [], {}
@@ -123,18 +123,23 @@ def run(
             # papermill saves as it goes: outside results/, so no half-run notebook ever sits there
             partial = Path(running) / nb.name
             print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ... (in progress: {partial})", flush=True)
-            shown = out.relative_to(base) if out.is_relative_to(base) else out  # as the checkout names it
+            shown = _shown(out, base)
             try:
                 execute(nb, partial, params, progress, base)
             finally:  # a failed notebook is kept too (complete, with its error), for reading
                 if partial.exists():
-                    finish(partial, out, str(shown))
+                    finish(partial, out, shown)
             seconds[nb.stem] = round(time.perf_counter() - t0, 1)
             print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {shown}", flush=True)
             written.append(out)
     if record_times:
         write_run_seconds(scale_dir / "summary.json", seconds)
     return written
+
+
+def _shown(path: Path, base: Path) -> str:
+    """``path`` as the checkout names it (from its root; the same in every clone), else in full."""
+    return str(path.relative_to(base) if path.is_relative_to(base) else path)
 
 
 def execute(notebook: Path, out: Path, parameters: dict, progress: bool, cwd: Path) -> None:
