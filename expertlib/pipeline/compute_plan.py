@@ -57,7 +57,7 @@ class PublishedVtab:
         self._sizes, self._tasks = PUBLISHED_TEST_SIZES, VTAB_TASKS
         self.hyperrule, self.resolution = hyperrule, resolution
 
-    def task(self, task: str, split: str) -> range:
+    def task_labels(self, task: str, split: str) -> range:
         n = {"train800": 800, "val200": 200, "train800val200": 1000, "test": self._sizes[task][0]}[split]
         return range(n)  # only its length is read
 
