@@ -24,12 +24,11 @@ from pathlib import Path
 from expertlib.runtime import kernel_transport_encryption, repository_root
 
 DEFAULT_PORT = 8888
-DEFAULT_IP = (
-    "127.0.0.1"  # this machine only; LAB_IP=0.0.0.0 serves every interface (a remote or container host)
-)
+# this machine only; LAB_IP=0.0.0.0 serves every interface (a remote or container host)
+DEFAULT_IP = "127.0.0.1"
 
 
-def lab_command(root: str | os.PathLike, port: int = DEFAULT_PORT, token: str = "", ip: str = DEFAULT_IP,
+def lab_command(root: str | os.PathLike, port: int, token: str, ip: str = DEFAULT_IP,
                 python: str = sys.executable) -> list[str]:  # fmt: skip
     """The JupyterLab command line: serving ``root`` on ``ip:port`` with ``token``, allowed as root (Jupyter
     refuses root without ``--allow-root``), no browser, no call home (news, update checks), and kernels on
@@ -94,7 +93,8 @@ def _port(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m expertlib.lab", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m expertlib.lab",
+                                 description="JupyterLab at the repository root (make lab): prints the URL, then runs Lab")  # fmt: skip
     ap.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT} (make: LAB_PORT)"
     )
