@@ -34,6 +34,7 @@ def lab_command(root: str | os.PathLike, port: int, token: str, ip: str = DEFAUL
     refuses root without ``--allow-root``), no browser, no call home (news, update checks), and kernels on
     an encrypted channel where pyzmq can (which also spares every kernel's "running over TCP without
     encryption" warning)."""
+    encryption = kernel_transport_encryption()
     return [
         python, "-m", "jupyterlab", "--no-browser", "--allow-root",
         f"--ServerApp.root_dir={Path(root).resolve()}",
@@ -43,8 +44,8 @@ def lab_command(root: str | os.PathLike, port: int, token: str, ip: str = DEFAUL
         f"--IdentityProvider.token={token}",
         "--LabApp.news_url=None",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        f"--KernelManager.transport_encryption={kernel_transport_encryption()}",
         "--AsyncContentsManager.checkpoints_class=expertlib.lab.RootCheckpoints",
+        *([f"--KernelManager.transport_encryption={encryption}"] if encryption else []),
     ]  # fmt: skip
 
 

@@ -148,7 +148,8 @@ def execute(notebook: Path, out: Path, parameters: dict, progress: bool, cwd: Pa
     import papermill as pm
     from traitlets.config import Config
 
-    config = Config({"KernelManager": {"transport_encryption": kernel_transport_encryption()}})
+    encryption = kernel_transport_encryption()
+    config = Config({"KernelManager": {"transport_encryption": encryption}} if encryption else {})
     pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name="python3",
                         progress_bar=progress, cwd=str(cwd), config=config)  # fmt: skip
 

@@ -171,13 +171,16 @@ def work_at_repository_root() -> Path:
     return Path.cwd()
 
 
-def kernel_transport_encryption() -> str:
+def kernel_transport_encryption() -> str | None:
     """How the Jupyter kernels we start (papermill's, JupyterLab's) talk to us: ``"auto"`` (CurveZMQ keys from
     the kernel manager, for kernels whose spec declares support, as ipykernel's does) where pyzmq has CurveZMQ,
-    else ``"disabled"``. jupyter_client's default is ``"disabled"``: plain TCP, about which every ipykernel
-    kernel warns once on start."""
+    else ``"disabled"``; None with a jupyter_client too old to have the setting (its kernels do not warn).
+    jupyter_client's default is ``"disabled"``: plain TCP, about which every ipykernel 7 kernel warns on start."""
     import zmq
+    from jupyter_client.manager import KernelManager
 
+    if "transport_encryption" not in KernelManager.class_trait_names():
+        return None
     return "auto" if zmq.has("curve") else "disabled"
 
 
