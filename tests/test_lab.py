@@ -153,11 +153,15 @@ def test_the_report_runs_in_jupyterlab_and_leaves_notebooks_and_results_as_they_
                                    "?.textContent ?? '')")  # fmt: skip
             page.click(".lm-MenuBar-itemLabel:text-is('Run')")
             page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+            # the run is over when no cell waits ([*]) and one has run; a failing cell stops it, leaving "[ ]" after it
+            prompts = "[...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')].map(e => e.textContent.trim()).filter(t => t)"  # fmt: skip
             page.wait_for_function(
-                "(() => { const p = [...document.querySelectorAll('.jp-NotebookPanel .jp-InputPrompt')]"
-                ".map(e => e.textContent).filter(t => t.trim()); return p.length > 0 && p.every(t => /\\[\\d+\\]/.test(t))"
-                " && document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output img').length >= 3; })()"
-            )  # fmt: skip
+                f"(p => p.some(t => /\\[\\d+\\]/.test(t)) && !p.some(t => t.includes('*')))({prompts})"
+            )
+            unrun = [t for t in page.evaluate(prompts) if not re.fullmatch(r"\[\d+\]:", t)]
+            if not unrun:  # every cell ran: its figures are on their way into the page
+                page.wait_for_function("document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output img')"
+                                       ".length >= 3", timeout=30_000)  # fmt: skip
             figures = page.locator(".jp-NotebookPanel .jp-OutputArea-output img").count()
             printed = " ".join(page.locator(".jp-NotebookPanel .jp-OutputArea-output").all_text_contents())
             shot = tmp_path / "report.png"
@@ -169,7 +173,9 @@ def test_the_report_runs_in_jupyterlab_and_leaves_notebooks_and_results_as_they_
         server.wait(timeout=60)
         log.close()
     try:
-        assert "Traceback" not in printed, printed[-3000:]
+        assert not unrun and "Traceback" not in printed, (
+            f"cells not run: {unrun}; the page says {printed[-3000:]}"
+        )
         assert figures >= 3 and shot.stat().st_size > 10_000, "the report's figures are not on the page"
         assert (
             "working in the repository root" in printed
