@@ -30,7 +30,8 @@ reproduce-fresh: $(STAMP)
 	$(BIN)/python -m expertlib.reproduce --scale $(SCALE) --record-times
 	$(BIN)/python -m expertlib.pipeline.docs
 
-# The browser test renders the executed report in headless Chromium: Debian's package, installed when missing.
+# The browser test runs the report in JupyterLab in headless Chromium: Debian's package, installed when missing,
+# driven by Playwright (the dev extra, from PyPI), which is pointed at it and never downloads a browser of its own.
 browser-deps:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
 	  echo "installing Debian's chromium for the browser test (needs root and apt-get)"; \
@@ -47,8 +48,13 @@ test-fast: $(STAMP)  ## unit tests only
 gpu-check:
 	bash tools/gpu_check.sh
 
-lab: $(STAMP)  ## JupyterLab on the project's venv
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+# JupyterLab at the repository root (notebooks/ and results/ both browsable), also as root; prints the URL to open.
+# LAB_TOKEN empty: a new random token, in the printed URL. LAB_IP=0.0.0.0 serves other machines too.
+LAB_PORT ?= 8888
+LAB_IP ?= 127.0.0.1
+LAB_TOKEN ?=
+lab: $(STAMP)  ## JupyterLab on the project's venv, at the repository root
+	$(BIN)/python -m expertlib.lab --port '$(LAB_PORT)' --ip '$(LAB_IP)' $(if $(LAB_TOKEN),--token '$(LAB_TOKEN)')
 
 bench: $(STAMP)  ## every benchmark; CSVs under results/benchmarks/
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done

@@ -1,5 +1,7 @@
-"""Notebook parameters: what a notebook's ``parameters`` cell declares, and the one type check of every value
-set from outside (``expertlib.reproduce``) or inside (each notebook's first step), before any compute."""
+"""Notebook parameters: what a notebook's ``parameters`` cell declares, the one type check of every value
+set from outside (``expertlib.reproduce``) or inside (each notebook's first step), before any compute, and the
+folder name of a run whose values differ from the defaults (:func:`variant_name`), so that such a run never
+overwrites the outputs of the run with the defaults (the committed one)."""
 
 from __future__ import annotations
 
@@ -63,6 +65,49 @@ def notebook_parameters(notebook: str | Path) -> dict[str, dict[str, Any]]:
         out[name] = {"type": _declared_type(annotation, default), "default": default,
                      "help": comments.get(node.end_lineno, "")}  # fmt: skip
     return out
+
+
+def declared_defaults(notebook: str | Path) -> dict[str, Any]:
+    """Each declared parameter's default value (those whose default is a Python literal)."""
+    import ast
+
+    out = {}
+    for name, spec in notebook_parameters(notebook).items():
+        try:
+            out[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            continue
+    return out
+
+
+def changed_values(values: dict[str, Any], defaults: dict[str, Any],
+                   ignore: tuple[str, ...] = ("progress",)) -> dict[str, Any]:  # fmt: skip
+    """The entries of ``values`` that differ from ``defaults`` (a name without a default counts as changed),
+    leaving out those that change no output (``ignore``: progress bars)."""
+    return {k: v for k, v in values.items() if k not in ignore and (k not in defaults or defaults[k] != v)}
+
+
+def variant_name(changed: dict[str, Any]) -> str:
+    """The folder name of a run whose parameters ``changed`` (name -> value) differ from the defaults: sorted
+    ``name=value`` pairs joined by commas (``k=1``, ``finetune_top=0,seed=3``), plus a short hash of the exact
+    values wherever the readable part had to drop characters or shorten, so that different values never share
+    a folder. Empty when nothing changed (the defaults' own folder)."""
+    import hashlib
+    import json
+    import re
+
+    if not changed:
+        return ""
+
+    def text(v: Any) -> str:
+        return "+".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
+
+    raw = ",".join(f"{k}={text(v)}" for k, v in sorted(changed.items()))
+    name = re.sub(r"[^A-Za-z0-9._+=,-]+", "_", raw)[:48]
+    if name != raw:
+        blob = json.dumps(sorted(changed.items()), default=str).encode()
+        name = f"{name}-{hashlib.sha1(blob).hexdigest()[:8]}"
+    return name
 
 
 def _declared_type(annotation: str | None, default: str) -> str:

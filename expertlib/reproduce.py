@@ -3,6 +3,13 @@
 Parameters are validated against each notebook's ``parameters`` cell before anything runs (papermill itself
 only warns about unknown names). Executed notebooks are saved under ``results/<scale>/notebooks/``; a failing
 notebook stops the run with its path, and the executed copy (with the error) is kept for reading.
+
+Inside a checkout, relative ``--results-dir`` and ``--data-root`` start at the repository root, wherever the
+command runs from, and the notebooks' kernels work there (as notebooks opened in JupyterLab do, through
+``session.start``); outside every checkout they start at the working directory. A run whose ``--param`` values
+differ from the notebooks' defaults keeps its executed notebooks in a folder of its own,
+``results/<scale>/notebooks/<variant>/`` (:func:`expertlib.parameters.variant_name`, e.g. ``k=1``), so it
+never overwrites those of the run with the defaults (the committed run at the cpu scale).
 """
 
 from __future__ import annotations
@@ -16,8 +23,16 @@ import time
 from pathlib import Path
 
 from expertlib import runlock
-from expertlib.parameters import ParameterError, validate_parameters, validate_values
-from expertlib.presets import get_scale
+from expertlib.parameters import (
+    ParameterError,
+    changed_values,
+    declared_defaults,
+    validate_parameters,
+    validate_values,
+    variant_name,
+)
+from expertlib.presets import SCALES, get_scale
+from expertlib.runtime import kernel_transport_encryption, repository_root
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 UPSTREAM_NOTEBOOKS = ("02_", "03_")  # skipped at scales that train nothing upstream (``released``)
@@ -47,8 +62,6 @@ def run(
 
     Every value, the options' and ``extra``'s, is checked against the type its notebooks declare before anything
     runs, and none is overwritten: a parameter given both ways must agree."""
-    import papermill as pm
-
     extra = dict(extra or {})
     results_dir, data_root = (
         os.fspath(v) if isinstance(v, os.PathLike) else v for v in (results_dir, data_root)
@@ -88,28 +101,57 @@ def run(
         validate_parameters(nb, params)
     validate_values(**{k: params[k] for k in ("scale", "results_dir", "data_root", "seed", "device", "progress")
                        if k in params})  # fmt: skip
-    out_dir = Path(results_dir) / scale / "notebooks"
+    # relative paths start at the repository root (the working directory outside a checkout), for this process and
+    # the kernels alike, so a run started anywhere in the checkout reads and writes the same results/ and data/
+    base = repository_root() or Path.cwd()
+    scale_dir = base / results_dir / scale
+    defaults: dict = {}
+    for nb in chosen:
+        defaults.update(declared_defaults(nb))
+    variant = variant_name(changed_values(extra, defaults))
+    out_dir = scale_dir / "notebooks" / variant if variant else scale_dir / "notebooks"
+    if variant:
+        print(
+            f"other parameters than the defaults ({variant}): executed notebooks go to {_shown(out_dir, base)}"
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     written, seconds = [], {}
-    with runlock.locked(out_dir.parent), tempfile.TemporaryDirectory(prefix="expertlib-run-") as running:
+    with runlock.locked(scale_dir), tempfile.TemporaryDirectory(prefix="expertlib-run-") as running:
         for i, nb in enumerate(chosen, 1):
             out = out_dir / nb.name
             t0 = time.perf_counter()
             # papermill saves as it goes: outside results/, so no half-run notebook ever sits there
             partial = Path(running) / nb.name
             print(f"[{i}/{len(chosen)}] {nb.name} (scale={scale}) ... (in progress: {partial})", flush=True)
+            shown = _shown(out, base)
             try:
-                pm.execute_notebook(str(nb), str(partial), parameters=params, kernel_name="python3",
-                                    progress_bar=progress, cwd=str(Path.cwd()))  # fmt: skip
+                execute(nb, partial, params, progress, base)
             finally:  # a failed notebook is kept too (complete, with its error), for reading
                 if partial.exists():
-                    finish(partial, out)
+                    finish(partial, out, shown)
             seconds[nb.stem] = round(time.perf_counter() - t0, 1)
-            print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {out}", flush=True)
+            print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {shown}", flush=True)
             written.append(out)
     if record_times:
-        write_run_seconds(Path(results_dir) / scale / "summary.json", seconds)
+        write_run_seconds(scale_dir / "summary.json", seconds)
     return written
+
+
+def _shown(path: Path, base: Path) -> str:
+    """``path`` as the checkout names it (from its root; the same in every clone), else in full."""
+    return str(path.relative_to(base) if path.is_relative_to(base) else path)
+
+
+def execute(notebook: Path, out: Path, parameters: dict, progress: bool, cwd: Path) -> None:
+    """Run ``notebook`` through papermill into ``out``, its kernel working in ``cwd``, on an encrypted channel
+    where pyzmq can (:func:`expertlib.runtime.kernel_transport_encryption`)."""
+    import papermill as pm
+    from traitlets.config import Config
+
+    encryption = kernel_transport_encryption()
+    config = Config({"KernelManager": {"transport_encryption": encryption}} if encryption else {})
+    pm.execute_notebook(str(notebook), str(out), parameters=parameters, kernel_name="python3",
+                        progress_bar=progress, cwd=str(cwd), config=config)  # fmt: skip
 
 
 def write_run_seconds(summary_path: Path, seconds: dict[str, float]) -> None:
@@ -143,10 +185,11 @@ def is_progress_bar(output: dict) -> bool:
     )
 
 
-def finish(partial: Path, out: Path) -> Path:
+def finish(partial: Path, out: Path, output_path: str | None = None) -> Path:
     """Move an executed notebook to ``out`` atomically, without the timestamps papermill and the kernel record
     and without progress bars, so that a rerun that reproduces every output leaves the file byte-identical (also
-    when a fresh clone rebuilds its data first)."""
+    when a fresh clone rebuilds its data first). ``output_path``: where the notebook says it was written
+    (default ``out``; a run in a checkout records it from the repository root, the same in every clone)."""
     import nbformat
 
     from expertlib.runtime import atomic_write
@@ -166,7 +209,7 @@ def finish(partial: Path, out: Path) -> Path:
     # where it came from and where it lands, the same in any clone; not the temporary folder it ran in
     if "papermill" in nb.metadata:
         pm_meta = nb.metadata["papermill"]
-        pm_meta["output_path"] = str(out)
+        pm_meta["output_path"] = output_path or str(out)
         if pm_meta.get("input_path"):
             pm_meta["input_path"] = f"notebooks/{Path(pm_meta['input_path']).name}"
     atomic_write(out, lambda p: nbformat.write(nb, str(p)))
@@ -183,15 +226,19 @@ def _parse_value(text: str):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m expertlib.reproduce", description=__doc__.splitlines()[0])
-    ap.add_argument("--scale", default="cpu", help="smoke, cpu (default) or paper")
-    ap.add_argument("--results-dir", default="results")
-    ap.add_argument("--data-root", default="data")
+    ap.add_argument("--scale", default="cpu", metavar="SCALE",
+                    help=f"one of {', '.join(SCALES)} (default: cpu; README's table says what each runs)")  # fmt: skip
+    ap.add_argument("--results-dir", default="results",
+                    help="outputs go to RESULTS_DIR/SCALE/ (relative: from the repository root; default: results)")  # fmt: skip
+    ap.add_argument("--data-root", default="data",
+                    help="datasets and data caches (relative: from the repository root; default: data)")  # fmt: skip
     ap.add_argument(
         "--only", nargs="+", metavar="NN", help="notebook name prefixes, e.g. 01 02 (default: all)"
     )
     ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                     help="a notebook parameter, as a Python literal (seed=3, device='cuda', progress=False); checked "
-                    "against the type the notebooks declare before anything runs")  # fmt: skip
+                    "against the type the notebooks declare before anything runs. Values other than the defaults "
+                    "keep their executed notebooks in RESULTS_DIR/SCALE/notebooks/<name=value,...>/")  # fmt: skip
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument(
         "--record-times", action="store_true", help="write each notebook's wall time to summary.json"

@@ -1,4 +1,5 @@
-"""Process-level runtime settings: devices, compilation, seeding, atomic writes, a description of the machine.
+"""Process-level runtime settings: devices, compilation, seeding, atomic writes, a description of the machine,
+and where a checkout's relative paths start (:func:`repository_root`).
 
 (A glibc malloc tuning applied on import was removed: in expertlib's own training loop it measured 0.93x and
 1.01x, results/benchmarks/allocator.csv, so no code stays on the earlier probe's unreproduced gain.)
@@ -138,6 +139,49 @@ def machine_description() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+# -- where relative paths start ---------------------------------------------------------------------------------
+def repository_root(start: str | os.PathLike | None = None) -> Path | None:
+    """The expertlib checkout that holds ``start`` (default: the working directory): the nearest folder at or
+    above it with a ``notebooks/`` folder and the ``pyproject.toml`` of the project named expertlib. None outside
+    every checkout (an installed expertlib run elsewhere), where relative paths keep meaning the working
+    directory's."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        project = folder / "pyproject.toml"
+        if (folder / "notebooks").is_dir() and project.is_file():
+            try:
+                text = project.read_text(encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            if any(line.replace(" ", "") == 'name="expertlib"' for line in text.splitlines()):
+                return folder
+    return None
+
+
+def work_at_repository_root() -> Path:
+    """Move this process to the repository root when it runs inside a checkout but elsewhere in it (a Jupyter
+    kernel starts beside its notebook, in ``notebooks/``), so every relative path a notebook is given means
+    what it means to ``python -m expertlib.reproduce`` run from the root. Returns the working directory."""
+    root = repository_root()
+    if root is not None and root != Path.cwd().resolve():
+        os.chdir(root)
+        print(f"working in the repository root {root}: relative paths (results_dir, data_root) start there")
+    return Path.cwd()
+
+
+def kernel_transport_encryption() -> str | None:
+    """How the Jupyter kernels we start (papermill's, JupyterLab's) talk to us: ``"auto"`` (CurveZMQ keys from
+    the kernel manager, for kernels whose spec declares support, as ipykernel's does) where pyzmq has CurveZMQ,
+    else ``"disabled"``; None with a jupyter_client too old to have the setting (its kernels do not warn).
+    jupyter_client's default is ``"disabled"``: plain TCP, about which every ipykernel 7 kernel warns on start."""
+    import zmq
+    from jupyter_client.manager import KernelManager
+
+    if "transport_encryption" not in KernelManager.class_trait_names():
+        return None
+    return "auto" if zmq.has("curve") else "disabled"
 
 
 # -- command-line numbers, checked before any model runs ---------------------------------------------------------

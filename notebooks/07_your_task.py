@@ -20,8 +20,10 @@
 # at a CSV of `path,label[,split]`, and `models` at a list of specs: `timm:<name>` or
 # `torchvision:<name>` (pretrained, or `=<checkpoint>` for a local file), or expertlib `.safetensors` models
 # and expert banks. Every model embeds the training images once, with its own resolution and normalisation;
-# each proxy scores it; the top `finetune_top` are fine-tuned to check the ranking. Left at `None`, the
-# notebook ranks this scale's own models on its first task, exported as such a folder. The same from a shell:
+# each proxy scores it; the top `finetune_top` are fine-tuned to check the ranking. Left empty, the
+# notebook ranks this scale's own models on its first task, exported as such a folder. With the default
+# parameters the ranking goes to `results/<scale>/your_task/`; with any other, to a sub-folder named by what
+# differs (`your_task/k=1/`, ...), so the default run's outputs are never overwritten. The same from a shell:
 # `python -m expertlib.rank IMAGES MODEL [MODEL ...] --proxy knn --proxy leep --finetune-top 2`.
 
 # %% tags=["parameters"]
@@ -31,10 +33,10 @@ data_root = "data"  # datasets: the embedded benchmark is cached under <data_roo
 seed = 0  # seed for every random choice in this notebook
 device = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
 progress = True  # tqdm progress bars
-images: str | None = None  # your images (class folders or a CSV); None: this scale's first task, exported
-models: list | None = None  # specs: timm:<name>[=ckpt], torchvision:<name>[=ckpt], .safetensors; None: ours
+images: str = ""  # your images (class folders or a CSV); "": this scale's first task, exported
+models: list = []  # model specs as above (timm:NAME, torchvision:NAME, .safetensors files); []: ours
 proxies: list = ["knn", "linear", "logme", "leep"]  # of knn linear logme hscore leep nce; 1st sorts
-k: int | None = None  # kNN's k; None: the scale's (knn_k)
+k: int = 0  # kNN's k; 0: the scale's (knn_k)
 finetune_top: int = 2  # fine-tune the top K (by the first proxy) and test them; 0: ranking only
 
 # %%

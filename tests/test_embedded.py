@@ -219,3 +219,24 @@ def test_road_scenes_place_the_nearest_vehicle():
     assert changed(far, none).mean() < 0.01  # ...one 40 m ahead a few pixels
     rows = np.flatnonzero(changed(near, none).any(1))
     assert rows.min() >= 8  # it stands on the road, at or below the horizon
+
+
+def test_what_a_report_reads_comes_without_rendering_and_equals_the_rendered(bench, tmp_path):
+    """Labels, sizes, the summary and the description come from the spec: a fresh benchmark renders nothing and
+    writes no cache until a step asks for images, and then the rendered labels are the same."""
+    spec = replace(SMALL, tasks=VTAB_LIKE_TASKS)
+    fresh = build(spec, cache_dir=tmp_path)
+    assert fresh.task_names == list(VTAB_LIKE_TASKS) and fresh.task_info("tissue") == TASKS["tissue"]
+    frame, described = data_summary(fresh, accuracy={"tissue": 0.7}), fresh.describe()
+    labels = {(t, s): fresh.task_labels(t, s) for t in VTAB_LIKE_TASKS for s in ("train800", "val200", "train800val200", "test")}  # fmt: skip
+    upstream = {s: fresh.upstream_labels(s) for s in ("train", "test")}
+    assert not fresh.built and not any(tmp_path.iterdir())  # nothing rendered, nothing written
+    assert frame.equals(data_summary(bench, accuracy={"tissue": 0.7})) and described == bench.describe()
+    for (t, s), y in labels.items():
+        assert np.array_equal(y, bench.task(t, s).labels), (t, s)
+    for s, y in upstream.items():
+        assert np.array_equal(y, bench.upstream[s].labels), s
+    fresh.task("tissue", "test")  # images asked for: rendered (or read) once, then cached
+    assert fresh.built and any(tmp_path.iterdir())
+    with pytest.raises(KeyError, match="unknown split"):
+        fresh.task_labels("tissue", "holdout")

@@ -153,3 +153,14 @@ def test_resolution_and_upstream_pass_through():
 def test_scales_declare_their_regimes():
     assert get_scale("cpu").study.few_shot == (5, 25) and get_scale("paper").study.few_shot == ()
     assert get_scale("smoke").study.few_shot == (3,)
+
+
+def test_few_shot_labels_alone_are_the_labels_of_the_subsets():
+    """What sizes and test scoring read: the same labels as the subsets, from the inner benchmark's labels."""
+    fs = FewShotBenchmark(Tiny(), [2, 5])
+    for task in fs.task_names:
+        for split in ("train800", "val200", "train800val200", "test"):
+            assert np.array_equal(fs.task_labels(task, split), fs.task(task, split).labels), (task, split)
+    assert len(fs.task_labels("t@5shot", "train800val200")) == 15
+    with pytest.raises(UnknownSplitError):
+        fs.task_labels("t@5shot", "holdout")

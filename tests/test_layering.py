@@ -35,7 +35,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs"),
     ),
     ("selection", ("selection", "zoo", "rank", "rank_table")),
-    ("scales", ("scale", "presets", "parameters", "reproduce")),
+    ("scales", ("scale", "presets", "parameters", "reproduce", "lab")),
     (
         "pipeline base",
         (

@@ -47,3 +47,22 @@ def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):
     assert validate_parameters(nb, {"images": "x", "models": None}) == {"images": "x", "models": None}
     with pytest.raises(ParameterError, match="'images'.*must be str [|] None.*got int"):
         validate_parameters(nb, {"images": 3})
+
+
+def test_a_run_with_other_values_is_named_by_them_and_the_defaults_by_nothing(tmp_path):
+    from expertlib.parameters import changed_values, declared_defaults, variant_name
+
+    defaults = declared_defaults(_notebook(tmp_path / "n.ipynb"))
+    assert defaults == {"scale": "smoke", "seed": 0, "lr": 0.1}
+    assert changed_values({"seed": 0, "lr": 0.1, "progress": False}, defaults) == {}  # bars change no output
+    assert variant_name({}) == ""
+    assert variant_name(changed_values({"seed": 3, "lr": 0.1}, defaults)) == "seed=3"
+    assert variant_name({"seed": 3, "k": 1}) == "k=1,seed=3"  # sorted: the same folder whatever the order
+    assert variant_name({"proxies": ["knn", "leep"]}) == "proxies=knn+leep"
+    # a value that cannot stand in a folder name as it is gets a hash of the exact values: never a shared folder
+    a, b = variant_name({"images": "/home/a/pics"}), variant_name({"images": "/home/b/pics"})
+    assert a != b and "/" not in a + b and a.startswith("images=_home_a_pics-")
+    long = variant_name({"models": [f"timm:model_number_{i}" for i in range(20)]})
+    assert len(long) <= 48 + 9 and long != variant_name(
+        {"models": [f"timm:model_number_{i}" for i in range(21)]}
+    )

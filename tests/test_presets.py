@@ -80,3 +80,18 @@ def test_the_gpu_scale_is_the_cpu_experiment_on_19_tasks_at_20_seeds_with_stacke
     assert (
         get_scale("cpu").data.embedded.key() == "223dc624dd50"
     )  # the cpu scale's data unchanged by the widening
+
+
+def test_every_smoke_scales_results_are_git_ignored_and_the_cpu_runs_are_not():
+    """A smoke run (`SCALE=gpu-smoke make reproduce`, the tests) leaves git clean; the committed cpu run stays
+    tracked."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    smoke = [name for name in SCALES if name.endswith("smoke")]
+    assert {"smoke", "gpu-smoke", "paper-smoke", "released-smoke"} <= set(smoke)
+    paths = [f"results/{name}/notebooks/01_data.ipynb" for name in smoke]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths, "results/cpu/summary.json"], cwd=repo,
+                             capture_output=True, text=True).stdout.split()  # fmt: skip
+    assert ignored == paths

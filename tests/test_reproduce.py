@@ -1,5 +1,7 @@
 """reproduce's options and --param values: every one checked against its declared type before anything runs, and
-none overwritten (#35). Papermill is replaced by a recorder, so nothing executes."""
+none overwritten (#35); relative folders start at the repository root wherever the command runs, and a run with
+other values never overwrites the default run's executed notebooks (#38). Papermill is replaced by a recorder,
+so nothing executes (but for one kernel that checks it starts without the plain-TCP warning)."""
 
 import pytest
 
@@ -9,12 +11,22 @@ from expertlib.reproduce import main, run
 
 @pytest.fixture()
 def executed(monkeypatch):
-    """The (notebook, parameters, progress bar) papermill was asked to run, instead of running it."""
+    """The (notebook, parameters, progress bar) papermill was asked to run, instead of running it; each "run"
+    writes the input notebook as its output, and the kernel's working directory is kept in ``calls.cwd``."""
+    import nbformat
     import papermill
 
     calls = []
-    monkeypatch.setattr(papermill, "execute_notebook",
-                        lambda nb, out, parameters, progress_bar, **kw: calls.append((nb, parameters, progress_bar)))  # fmt: skip
+
+    def record(nb, out, parameters, progress_bar, cwd=None, **kw):
+        calls.append((nb, parameters, progress_bar))
+        calls.cwd = cwd
+        book = nbformat.read(nb, 4)
+        book.metadata["papermill"] = {"input_path": nb, "output_path": out}  # as papermill records them
+        nbformat.write(book, out)
+
+    calls = type("Calls", (list,), {})()
+    monkeypatch.setattr(papermill, "execute_notebook", record)
     return calls
 
 
@@ -81,3 +93,53 @@ def test_every_option_of_run_is_checked(tmp_path, executed, kwargs, message):
     with pytest.raises(ParameterError, match=message):
         run("smoke", **kwargs)
     assert not executed
+
+
+def test_help_lists_every_scale_of_the_registry(capsys):
+    from expertlib.presets import SCALES
+
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert e.value.code == 0 and all(name in text for name in SCALES) and len(SCALES) >= 7
+
+
+def test_relative_folders_start_at_the_repository_root_from_anywhere_in_it(tmp_path, monkeypatch, executed):
+    root = tmp_path / "clone"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "expertlib"\n')
+    monkeypatch.chdir(root / "notebooks")  # e.g. a terminal opened beside the notebooks
+    (out,) = run("smoke", "results", "data", only=["01"])
+    assert out == root.resolve() / "results" / "smoke" / "notebooks" / "01_data.ipynb" and out.is_file()
+    assert executed.cwd == str(root.resolve())  # the kernel works at the root too
+    assert [p.name for p in (root / "notebooks").iterdir()] == []  # nothing written beside the notebooks
+    import nbformat
+
+    # the executed notebook names its place as the checkout does, the same in every clone
+    assert nbformat.read(out, 4).metadata.papermill.output_path == "results/smoke/notebooks/01_data.ipynb"
+
+
+def test_a_run_with_other_values_keeps_its_notebooks_apart_from_the_default_run(tmp_path, executed, capsys):
+    (default,) = run("smoke", str(tmp_path), only=["07"])
+    kept = default.read_bytes()
+    (other,) = run("smoke", str(tmp_path), only=["07"], extra={"k": 1, "progress": False})
+    assert other == tmp_path / "smoke" / "notebooks" / "k=1" / "07_your_task.ipynb" and other.is_file()
+    assert default.read_bytes() == kept and "executed notebooks go to" in capsys.readouterr().out
+    (same,) = run(
+        "smoke", str(tmp_path), only=["07"], extra={"k": 0, "progress": False}
+    )  # the defaults, given
+    assert same == default
+
+
+def test_a_kernel_starts_without_the_plain_tcp_warning(tmp_path, capfd):
+    import nbformat
+
+    from expertlib.reproduce import execute
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {}, False, tmp_path)
+    assert nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"] == "42\n"
+    assert "without encryption" not in capfd.readouterr().err

@@ -1,8 +1,10 @@
-"""Atomic writes (the whole new file or the old one, with the permissions a plain open() would give), and the
-compile setting."""
+"""Atomic writes (the whole new file or the old one, with the permissions a plain open() would give), the
+compile setting, and where relative paths start (the repository root, wherever in the checkout a process
+runs)."""
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +44,50 @@ def test_compile_auto_means_cuda_only_and_a_bad_setting_is_named():
 
     assert compiled(fn, "auto", "cpu") is fn and compiled(fn, False, "cuda") is fn
     assert compiled(fn, True, "cpu") is not fn
+
+
+def _checkout(root, name="expertlib"):
+    (root / "notebooks").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{name}"\nversion = "0"\n')
+    return root
+
+
+def test_relative_paths_start_at_the_checkout_that_holds_the_working_directory(tmp_path):
+    from expertlib.runtime import repository_root
+
+    repo = Path(__file__).resolve().parents[1]
+    assert (
+        repository_root(repo / "notebooks") == repo
+        and repository_root(repo / "expertlib" / "pipeline") == repo
+    )
+    ours = _checkout(tmp_path / "clone")
+    (ours / "results" / "cpu").mkdir(parents=True)
+    assert repository_root(ours / "results" / "cpu") == ours.resolve()
+    other = _checkout(tmp_path / "another", name="someone-else")  # a project that is not expertlib
+    assert repository_root(other / "notebooks") is None
+    assert (
+        repository_root(tmp_path) is None
+    )  # outside every checkout (an installed expertlib): the cwd's rules
+
+
+def test_a_kernel_started_in_notebooks_moves_to_the_root_and_one_elsewhere_stays(
+    tmp_path, monkeypatch, capsys
+):
+    from expertlib.runtime import work_at_repository_root
+
+    root = _checkout(tmp_path / "clone").resolve()
+    monkeypatch.chdir(root / "notebooks")  # where JupyterLab starts a notebook's kernel
+    assert work_at_repository_root() == root and Path.cwd() == root
+    assert f"working in the repository root {root}" in capsys.readouterr().out
+    assert work_at_repository_root() == root and not capsys.readouterr().out  # already there: silent
+    monkeypatch.chdir(tmp_path)
+    assert work_at_repository_root() == tmp_path.resolve() and not capsys.readouterr().out
+
+
+def test_kernels_are_asked_for_an_encrypted_channel_where_pyzmq_can():
+    import zmq
+
+    from expertlib.runtime import kernel_transport_encryption
+
+    # jupyter_client 8.10 has the setting; pyzmq's wheels have CurveZMQ
+    assert kernel_transport_encryption() == ("auto" if zmq.has("curve") else "disabled")

@@ -121,6 +121,11 @@ class Benchmark(ABC):
     def task(self, task: str, split: str) -> TrainData:
         """A split of a task: one of ``train800``, ``val200``, ``train800val200``, ``test``."""
 
+    def task_labels(self, task: str, split: str) -> np.ndarray:
+        """The labels of a task's split: what sizes, chance levels and test-set scoring need (a benchmark that
+        renders its images answers without them)."""
+        return self.task(task, split).labels
+
     def task_splits(self, task: str) -> dict[str, TrainData]:
         return {s: self.task(task, s) for s in TASK_SPLITS}
 
@@ -137,8 +142,8 @@ class Benchmark(ABC):
         return {
             "benchmark": self.name,
             "upstream_classes": len(self.classes),
-            "upstream_train": len(self.upstream_data("train")),
-            "upstream_test": len(self.upstream_data("test")),
+            "upstream_train": len(self.upstream_labels("train")),
+            "upstream_test": len(self.upstream_labels("test")),
             "domains": len(self.domain_names),
             "tasks": len(self.task_names),
         }
@@ -151,3 +156,7 @@ def _check(split: str, known: Sequence[str]) -> None:
 
 def check_task_split(split: str) -> None:
     _check(split, TASK_SPLITS)
+
+
+def check_upstream_split(split: str) -> None:
+    _check(split, UPSTREAM_SPLITS)

@@ -46,12 +46,13 @@ import numpy as np
 import pandas as pd
 
 from expertlib.datasets.batches import ArrayData
-from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
-from expertlib.datasets.embedded_tasks import CORE_TASKS, TASKS, render_task_split
+from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split, check_upstream_split
+from expertlib.datasets.embedded_tasks import CORE_TASKS, TASKS, render_task_split, task_split_labels
 from expertlib.datasets.embedded_world import (
     ArraySplit,
     Domain,
     build_hierarchy,
+    domain_labels,
     domains,
     render_upstream_domain,
 )
@@ -93,24 +94,53 @@ class TaskData:
 
 @dataclass
 class EmbeddedBenchmark(Benchmark):
-    """The embedded benchmark in memory; implements :class:`~expertlib.datasets.benchmark.Benchmark`."""
+    """The embedded benchmark; implements :class:`~expertlib.datasets.benchmark.Benchmark`. Its images are
+    rendered, or read from ``cache``, on first use and kept in memory: what a step that reads only tables needs
+    (labels, sizes, task descriptions, the hierarchy) comes from ``spec`` without them, so the report (notebook
+    06) on a fresh clone builds nothing."""
 
     spec: EmbeddedSpec
     hierarchy: LabelHierarchy
     classes: list[str]  # upstream label ids ("animal/bear"), index = label
     domains: list[Domain]
-    upstream_splits: dict[str, ArraySplit]  # "train", "test"
-    tasks: dict[str, TaskData] = field(default_factory=dict)
+    cache: Path | None = None  # the arrays on disk (read, or written by the first build); None: memory only
+    progress: bool = False
     resolution: tuple[int, int] = (36, 32)
     name: str = "embedded"
+    _arrays: tuple[dict[str, ArraySplit], dict[str, TaskData]] | None = field(
+        default=None, init=False, repr=False
+    )
+
+    def arrays(self) -> tuple[dict[str, ArraySplit], dict[str, TaskData]]:
+        """(upstream splits, tasks), read from the cache or rendered (and cached) the first time they are asked
+        for."""
+        if self._arrays is None:
+            self._arrays = _read_or_render(self.spec, self.domains, self.cache, self.progress)
+        return self._arrays
+
+    @property
+    def built(self) -> bool:
+        """Whether the images are in memory (a step asked for them)."""
+        return self._arrays is not None
 
     @property
     def upstream(self) -> dict[str, ArraySplit]:  # the raw arrays, by split
-        return self.upstream_splits
+        return self.arrays()[0]
+
+    @property
+    def tasks(self) -> dict[str, TaskData]:  # the raw arrays, by task
+        return self.arrays()[1]
 
     def upstream_data(self, split: str) -> ArrayData:
-        s = self.upstream_splits[split]
+        s = self.upstream[split]
         return ArrayData(s.images, s.labels, *self.resolution, flip=True)
+
+    def upstream_labels(self, split: str) -> np.ndarray:
+        if self.built:
+            return self.upstream[split].labels
+        check_upstream_split(split)
+        per_class = {"train": self.spec.upstream_train_per_class, "test": self.spec.upstream_test_per_class}
+        return _upstream_labels(self.domains, per_class[split])
 
     @property
     def domain_names(self) -> list[str]:
@@ -123,10 +153,12 @@ class EmbeddedBenchmark(Benchmark):
 
     @property
     def task_names(self) -> list[str]:
-        return list(self.tasks)
+        return task_names(self.spec)
 
     def task_info(self, task: str) -> TaskInfo:
-        return self.tasks[task].info
+        if task not in self.task_names:
+            raise KeyError(f"task {task!r} is not in this benchmark; its tasks: {', '.join(self.task_names)}")
+        return TASKS[task]
 
     def task(self, task: str, split: str) -> ArrayData:
         check_task_split(split)
@@ -134,9 +166,16 @@ class EmbeddedBenchmark(Benchmark):
         s = {"train800": td.train, "val200": td.val, "train800val200": td.train_val, "test": td.test}[split]
         return ArrayData(s.images, s.labels, *self.resolution, td.info.flip, td.info.crop)
 
+    def task_labels(self, task: str, split: str) -> np.ndarray:
+        if self.built:
+            return self.task(task, split).labels
+        check_task_split(split)
+        info, parts = self.task_info(task), TASK_SPLIT_PARTS[split]
+        return np.concatenate([split_labels(self.spec, info, s) for s in parts]).astype(np.int64)
+
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
         rows = {}
-        train = self.upstream_splits["train"]
+        train = self.upstream["train"]
         dom = self.domain_of_label[train.labels]
         for i, d in enumerate(self.domains):
             idx = np.flatnonzero(dom == i)
@@ -147,6 +186,10 @@ class EmbeddedBenchmark(Benchmark):
 
     def summary(self, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
         return data_summary(self, accuracy)
+
+
+TASK_SPLIT_PARTS = {"train800": ("train",), "val200": ("val",), "train800val200": ("train", "val"),
+                    "test": ("test",)}  # fmt: skip
 
 
 # -- building and caching ----------------------------------------------------------------------------------------
@@ -163,14 +206,28 @@ def task_names(spec: EmbeddedSpec) -> list[str]:
     return names
 
 
+def _split_sizes(spec: EmbeddedSpec) -> dict[str, int]:
+    return {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
+
+
+def split_labels(spec: EmbeddedSpec, info: TaskInfo, split: str) -> np.ndarray:
+    """The labels of one split (train, val or test) of a task, without rendering it."""
+    return task_split_labels(info, _split_sizes(spec)[split], _rng(spec.seed, "task", info.name, split))
+
+
+def _upstream_labels(doms: list[Domain], per_class: int) -> np.ndarray:
+    offsets = np.cumsum([0] + [len(d.classes) for d in doms])
+    return np.concatenate([domain_labels(d, per_class) + off for d, off in zip(doms, offsets, strict=False)])
+
+
 def build_task(spec: EmbeddedSpec, task: str) -> TaskData:
     """One task's train, val and test splits at ``spec``'s sizes, without upstream (each split from its own
     seed, so a task's arrays do not depend on which other tasks are built)."""
     if task not in TASKS:
         raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(TASKS)}")
-    sizes = {"train": spec.task_train, "val": spec.task_val, "test": spec.task_test}
     splits = {
-        s: render_task_split(TASKS[task], s, n, _rng(spec.seed, "task", task, s)) for s, n in sizes.items()
+        s: render_task_split(TASKS[task], s, n, _rng(spec.seed, "task", task, s))
+        for s, n in _split_sizes(spec).items()
     }
     return TaskData(TASKS[task], splits["train"], splits["val"], splits["test"])
 
@@ -178,12 +235,19 @@ def build_task(spec: EmbeddedSpec, task: str) -> TaskData:
 def build(
     spec: EmbeddedSpec = EmbeddedSpec(), cache_dir: str | os.PathLike | None = None, progress: bool = False
 ) -> EmbeddedBenchmark:
-    """Build (or load from ``cache_dir``) the embedded benchmark for ``spec``."""
+    """The embedded benchmark for ``spec``, its arrays read from ``cache_dir`` or rendered into it when a step
+    first asks for images (labels, sizes and task descriptions need neither)."""
+    task_names(spec)  # an unknown task is named now, not when the images are first asked for
     doms = domains()
-    hierarchy = build_hierarchy(doms)
     classes = [f"{d.name}/{c}" for d in doms for c in d.classes]
-    names = task_names(spec)
     cache = Path(cache_dir) / f"embedded-{spec.key()}" if cache_dir is not None else None
+    return EmbeddedBenchmark(spec, build_hierarchy(doms), classes, doms, cache, progress)
+
+
+def _read_or_render(spec: EmbeddedSpec, doms: list[Domain], cache: Path | None, progress: bool
+                    ) -> tuple[dict[str, ArraySplit], dict[str, TaskData]]:  # fmt: skip
+    """(upstream splits, tasks) from ``cache`` when complete, else rendered and (with a cache) saved there."""
+    names = task_names(spec)
     if cache is not None and (cache / "complete.json").is_file():
         upstream = {s: _load_split(cache / f"upstream_{s}.npz") for s in ("train", "test")}
         tasks = {
@@ -192,7 +256,7 @@ def build(
             )
             for t in names
         }
-        return EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
+        return upstream, tasks
 
     from tqdm import tqdm
 
@@ -211,7 +275,6 @@ def build(
             parts.append(part)
         upstream[split] = ArraySplit.concat(parts)
     tasks = {t: build_task(spec, t) for t in tqdm(names, desc="tasks", disable=not progress)}
-    bench = EmbeddedBenchmark(spec, hierarchy, classes, doms, upstream, tasks)
     if cache is not None:
         for s, a in upstream.items():
             _save_split(cache / f"upstream_{s}.npz", a)
@@ -219,7 +282,7 @@ def build(
             for s in ("train", "val", "test"):
                 _save_split(cache / f"task_{t}_{s}.npz", getattr(td, s))
         atomic_write(cache / "complete.json", lambda p: p.write_text(json.dumps(asdict(spec))))
-    return bench
+    return upstream, tasks
 
 
 def _save_split(path: Path, split: ArraySplit) -> None:
@@ -237,7 +300,8 @@ def _load_split(path: Path) -> ArraySplit:
 
 # -- statistics ------------------------------------------------------------------------------------------------
 def data_summary(bench: EmbeddedBenchmark, accuracy: dict[str, float] | None = None) -> pd.DataFrame:
-    """Per domain and per task: classes, sizes, chance level, and (when given) B's fine-tuned accuracy."""
+    """Per domain and per task: classes, sizes, chance level, and (when given) B's fine-tuned accuracy (from
+    labels alone: no image is rendered for it)."""
     rows = []
     dom_of = bench.domain_of_label
     for i, d in enumerate(bench.domains):
@@ -247,28 +311,29 @@ def data_summary(bench: EmbeddedBenchmark, accuracy: dict[str, float] | None = N
                 "name": d.name,
                 "group": d.parent,
                 "classes": len(d.classes),
-                "train": int((dom_of[bench.upstream["train"].labels] == i).sum()),
+                "train": int((dom_of[bench.upstream_labels("train")] == i).sum()),
                 "val": 0,
-                "test": int((dom_of[bench.upstream["test"].labels] == i).sum()),
+                "test": int((dom_of[bench.upstream_labels("test")] == i).sum()),
                 "chance": 1 / len(d.classes),
                 "relates_to": "",
                 "source": d.source,
             }
         )
-    for t, td in bench.tasks.items():
-        counts = np.bincount(td.test.labels, minlength=td.info.num_classes)
+    for t in bench.task_names:
+        info, test = bench.task_info(t), bench.task_labels(t, "test")
+        counts = np.bincount(test, minlength=info.num_classes)
         rows.append(
             {
                 "kind": "task",
                 "name": t,
-                "group": td.info.group,
-                "classes": td.info.num_classes,
-                "train": len(td.train),
-                "val": len(td.val),
-                "test": len(td.test),
+                "group": info.group,
+                "classes": info.num_classes,
+                "train": len(bench.task_labels(t, "train800")),
+                "val": len(bench.task_labels(t, "val200")),
+                "test": len(test),
                 "chance": float(counts.max() / counts.sum()),
-                "relates_to": td.info.relates_to or "none",
-                "source": td.info.description,
+                "relates_to": info.relates_to or "none",
+                "source": info.description,
             }
         )
     frame = pd.DataFrame(rows)

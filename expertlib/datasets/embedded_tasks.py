@@ -96,13 +96,14 @@ VTAB_LIKE_TASKS = (
 )  # fmt: skip
 
 
-def _balanced(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
-    return rng.permutation(np.arange(n) % k)
+def task_split_labels(info: TaskInfo, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A split's labels, balanced over the task's classes: the first draw from the split's ``rng``, so they are
+    known without rendering a single image (a report that reads only labels renders nothing)."""
+    return rng.permutation(np.arange(n) % info.num_classes)
 
 
 def render_task_split(info: TaskInfo, split: str, n: int, rng: np.random.Generator) -> ArraySplit:
-    k = info.num_classes
-    labels = _balanced(n, k, rng)
+    k, labels = info.num_classes, task_split_labels(info, n, rng)
     src = np.array([f"{info.name}:{split}:{rng.integers(1 << 62)}:{i}" for i in range(n)])
     name = info.name
     if name == "animal_pose":

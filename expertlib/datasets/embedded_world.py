@@ -96,9 +96,14 @@ def source_pool(n_total: int, frac: tuple[float, float], seed: int) -> np.ndarra
     return perm[int(frac[0] * n_total) : int(frac[1] * n_total)]
 
 
+def domain_labels(d: Domain, per_class: int) -> np.ndarray:
+    """A domain's upstream labels (``per_class`` of each class, in class order), known without rendering."""
+    return np.repeat(np.arange(len(d.classes)), per_class)
+
+
 def render_upstream_domain(d: Domain, split: str, per_class: int, rng: np.random.Generator) -> ArraySplit:
     k = len(d.classes)
-    labels = np.repeat(np.arange(k), per_class)
+    labels = domain_labels(d, per_class)
     n = len(labels)
     src = np.array([f"{d.name}:{split}:{rng.integers(1 << 62)}:{i}" for i in range(n)])
     if d.name == "animal":

@@ -134,16 +134,28 @@ class FewShotBenchmark(Benchmark):
         base, shots = self._known(task)
         if shots is None or split == "test":
             return self.inner.task(base, split)
-        train_n, val_n = per_class_split(shots)
         both = self.inner.task(base, "train800val200")
-        n800 = len(self.inner.task(base, "train800"))
+        idx = self._positions(base, shots, split, both.labels)
+        return subset(both, idx, both.labels[idx])
+
+    def task_labels(self, task: str, split: str) -> np.ndarray:
+        check_task_split(split)
+        base, shots = self._known(task)
+        if shots is None or split == "test":
+            return self.inner.task_labels(base, split)
+        both = self.inner.task_labels(base, "train800val200")
+        return both[self._positions(base, shots, split, both)]
+
+    def _positions(self, base: str, shots: int, split: str, labels: np.ndarray) -> np.ndarray:
+        """Where ``split`` of ``base``'s few-shot task lies in ``base``'s train800val200 (``labels``)."""
+        train_n, val_n = per_class_split(shots)
+        n800 = len(self.inner.task_labels(base, "train800"))
         key = f"{base}/few-shot"
         parts = {
-            "train800": few_shot_positions(both.labels[:n800], train_n, key + "/train800"),
-            "val200": n800 + few_shot_positions(both.labels[n800:], val_n, key + "/val200"),
+            "train800": few_shot_positions(labels[:n800], train_n, key + "/train800"),
+            "val200": n800 + few_shot_positions(labels[n800:], val_n, key + "/val200"),
         }
-        idx = parts.get(split, np.concatenate([parts["train800"], parts["val200"]]))
-        return subset(both, idx, both.labels[idx])
+        return parts.get(split, np.concatenate([parts["train800"], parts["val200"]]))
 
     def samples(self, per_row: int = 12) -> dict[str, np.ndarray]:
         return self.inner.samples(per_row)

@@ -56,7 +56,7 @@ class PublishedVtab:
         self._sizes, self._tasks = PUBLISHED_TEST_SIZES, VTAB_TASKS
         self.hyperrule, self.resolution, self.recipe = hyperrule, resolution, recipe
 
-    def task(self, task: str, split: str) -> range:
+    def task_labels(self, task: str, split: str) -> range:
         n = {"train800": 800, "val200": 200, "train800val200": 1000, "test": self._sizes[task][0]}[split]
         return range(n)  # only its length is read
 
@@ -192,7 +192,7 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
     scored = 1 + sum(c.kind in ("adapter", "released") for c in candidates.values())  # B and the experts
     for task in ws.tasks:  # selection: train800val200 embedded by every candidate
         res = task_resolution(bench, task, ws.scale)[1]
-        n = len(bench.task(task, "train800val200")) * scored
+        n = len(bench.task_labels(task, "train800val200")) * scored
         add("selection features", res, scored, n, gpu_seconds(n, res, rates, "inference"))
     grid = len(ws.scale.transfer.steps) * len(ws.scale.transfer.lrs)
     if grid > 1:  # B's fine-tunes on train800 -> val200 that choose each task's steps and lr
@@ -215,7 +215,7 @@ def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.D
         train_images = r["steps"] * r["batch"]
         key = (r["task"], MODES[r["mode"]][1])
         if key not in sizes:  # a split's length once, not once per job
-            sizes[key] = len(bench.task(*key))
+            sizes[key] = len(bench.task_labels(*key))
         eval_images = sizes[key]
         train_s = gpu_seconds(train_images, res, rates, "train")
         eval_s = gpu_seconds(eval_images, res, rates, "inference")

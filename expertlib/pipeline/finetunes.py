@@ -64,7 +64,7 @@ def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate
         resolution = task_resolution(bench, task, ws.scale)
         runs = [(n, s, "finetune") for n, s in planned_runs(ws, cands, task, info.relates_to, pick)]
         runs += [(n, s, "finetune_val") for n, s in oracle_runs(ws, pick)]
-        sizes = {m: len(bench.task(task, MODES[m][1])) for m in {m for _, _, m in runs}}
+        sizes = {m: len(bench.task_labels(task, MODES[m][1])) for m in {m for _, _, m in runs}}
         for who, seed, mode in runs:
             recipe = {"task": task, "model": who, "mode": mode, "seed": seed, "steps": hps[task]["steps"],
                       "lr": hps[task]["lr"], "batch": ws.scale.transfer.batch, "resolution": list(resolution)}  # fmt: skip

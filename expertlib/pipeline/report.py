@@ -156,7 +156,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     # the oracle on disjoint halves of the test images (where val200 chose it, as at the released scale, it is not);
     # the test labels are read only where predictions were stored
     predictions = {} if on_val else load_predictions(ws.path("tables", "transfer_predictions.npz"))
-    labels = {t: bench.task(t, "test").labels for t in set(all_runs.task)} if predictions else {}
+    labels = {t: bench.task_labels(t, "test") for t in set(all_runs.task)} if predictions else {}
     halves = halved_runs(all_runs, predictions, labels) if predictions else None
     # the oracle is never chosen on the test images it is judged on: without val200 runs or halves, it is refused
     oracle_chosen = "val" if on_val else "halves" if halves is not None else "refused"

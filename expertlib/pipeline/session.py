@@ -20,16 +20,21 @@ from expertlib.pipeline.compute_plan import (
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.inputs import load_benchmark
 from expertlib.pipeline.workspace import Workspace
+from expertlib.runtime import work_at_repository_root
 
 
 def start(
     scale: str, results_dir: str, data_root: str, seed: int = 0, device: str = "auto", progress: bool = True
 ) -> tuple[Workspace, Benchmark]:
-    """Every notebook's first step: check its parameters, open the workspace, load the benchmark (at the paper
-    scale a missing folder is named here with the layout it expects) and print the plan."""
+    """Every notebook's first step: check its parameters, move to the repository root (a kernel JupyterLab
+    starts in ``notebooks/`` then reads and writes the same ``results/`` and ``data/`` as ``python -m
+    expertlib.reproduce``; outside a checkout the working directory stays), open the workspace, load the
+    benchmark (at the paper scale a missing folder is named here with the layout it expects) and print the
+    plan."""
     validate_values(
         scale=scale, results_dir=results_dir, data_root=data_root, seed=seed, device=device, progress=progress
     )
+    work_at_repository_root()
     ws = Workspace.create(scale, results_dir, data_root, device, seed, progress)
     bench = load_benchmark(ws)
     print_plan(ws, bench)

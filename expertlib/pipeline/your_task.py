@@ -2,8 +2,11 @@
 
 With no images given, the scale's first task is exported as a class-folder tree (train800val200 as train/,
 test as test/) under ``data_root``, so the notebook runs anywhere; with no models given, the scale's own B,
-B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/``; the same request
-(``request.json``) again reads the table instead of re-timing it, so a rerun leaves the files unchanged.
+B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/`` with the notebook's
+default parameters, and to ``results/<scale>/your_task/<variant>/`` with any other (``k=1``, ...:
+:func:`expertlib.parameters.variant_name`), so trying other images, models or settings never overwrites the
+default run's ranking (the committed one at the cpu scale). The same request (``request.json``) again reads
+the table instead of re-timing it, so a rerun leaves the files unchanged.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import pandas as pd
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fixtures import write_image_folder
 from expertlib.datasets.user_images import load_images
+from expertlib.parameters import changed_values, variant_name
 from expertlib.pipeline.workspace import Workspace
 from expertlib.rank import rank_models
 from expertlib.runtime import atomic_write_json, atomic_write_text
@@ -63,14 +67,28 @@ def default_models(ws: Workspace) -> list[ModelCandidate]:
     return out
 
 
+# notebook 07's parameter defaults (a test holds its parameters cell to these): the run whose outputs are your_task/
+DEFAULTS = {"images": "", "models": [], "proxies": ["knn", "linear", "logme", "leep"], "k": 0, "finetune_top": 2,
+            "seed": 0}  # fmt: skip
+
+
+def output_folder(ws: Workspace, images: str | None, models: Sequence[str] | None, proxies: Sequence[str],
+                  k: int | None, finetune_top: int) -> Path:  # fmt: skip
+    """``results/<scale>/your_task/`` for the notebook's defaults (:data:`DEFAULTS`; None, "", [] and 0 read as
+    they do), else its sub-folder named by the values that differ."""
+    given = {"images": str(images or ""), "models": list(models or []), "proxies": list(proxies), "k": k or 0,
+             "finetune_top": finetune_top, "seed": ws.seed}  # fmt: skip
+    return ws.results_dir / "your_task" / variant_name(changed_values(given, DEFAULTS))
+
+
 def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[str] | None, proxies: Sequence[str],
         k: int | None, finetune_top: int) -> tuple[pd.DataFrame, Path]:  # fmt: skip
-    """Rank ``models`` (default: the scale's) on ``images`` (default: the demo task) with kNN's ``k`` (default:
-    the scale's); fine-tune the top ``finetune_top`` with the scale's transfer recipe, BiT-HyperRule by the
-    images' number (the scale's steps for its 500-step regime: 20x from 20k images, 40x from 500k, with mixup).
-    Returns the ranking and its folder."""
+    """Rank ``models`` (default, None or []: the scale's) on ``images`` (default, None or "": the demo task)
+    with kNN's ``k`` (default, None or 0: the scale's); fine-tune the top ``finetune_top`` with the scale's
+    transfer recipe, BiT-HyperRule by the images' number (the scale's steps for its 500-step regime: 20x from 20k
+    images, 40x from 500k, with mixup). Returns the ranking and its folder (:func:`output_folder`)."""
+    out = output_folder(ws, images, models, proxies, k, finetune_top)
     k = k or ws.scale.selection.knn_k
-    out = ws.results_dir / "your_task"
     request = {"images": str(images or "demo"), "models": list(models or ["this scale's"]), "proxies": list(proxies),
                "k": k, "finetune_top": finetune_top, "seed": ws.seed, "hyperrule": ws.scale.transfer.hyperrule}  # fmt: skip
     asked = out / "request.json"
@@ -85,10 +103,11 @@ def run(ws: Workspace, bench: Benchmark, images: str | None, models: Sequence[st
         ), out  # the same request: the same table (reruns change nothing)
     source = Path(images) if images else demo_images(ws, bench)
     found = load_images(source, seed=ws.seed, min_per_class=k + 1, leave_out=[out])
-    table = rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
+    rank_models(found, list(models) if models else default_models(ws), out, proxies, k,
                         batch_size=ws.scale.runtime.eval_batch, device=ws.device, finetune_top=finetune_top,
                         finetune_steps=ws.scale.transfer.steps[0], finetune_batch=ws.scale.transfer.batch,
                         finetune_lr=ws.scale.transfer.lrs[0], seed=ws.seed, progress=ws.progress,
                         finetune_recipe=ws.scale.transfer.hyperrule)  # fmt: skip
     atomic_write_json(asked, request)
-    return table, out
+    # the table as written, so a first run and every cached rerun show the same (a CSV has no "" beside NaN)
+    return pd.read_csv(out / "ranking.csv"), out
