@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "expertlib"
 
 # The floors, bottom first: a module may import its own floor and the floors below it (docs/library.md).
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("runtime", "distributed", "runlock", "published", "parallel")),
+    ("foundations", ("runtime", "distributed", "runlock", "published", "parallel", "claims")),
     (
         "data and models",
         (
