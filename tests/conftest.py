@@ -64,3 +64,14 @@ def smoke_run(tmp_path_factory):
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     return out, [out / "notebooks" / nb.name for nb in notebooks()], kill
+
+
+@pytest.fixture(scope="session")
+def released_smoke_run(tmp_path_factory):
+    """Every notebook of the released-smoke scale, once per session (the notebook tests and the launcher's test
+    compare with it): (root holding ``d/`` the data root and ``r/`` the results, the executed notebooks)."""
+    from expertlib.reproduce import run
+
+    root = tmp_path_factory.mktemp("released-smoke")
+    written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
+    return root, written
