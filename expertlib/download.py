@@ -1,10 +1,11 @@
 """One command per scale fetches its public inputs into the data root, checks each as it lands, then runs notebook
 01's data check::
 
-    python -m expertlib.download released --data-root /data [--mirror URL] [--jobs 4]
+    python -m expertlib.download released --data-root /data [--mirror URL] [--jobs 4] [--from-tfds-dir DIR]
     python -m expertlib.download vtab --data-root /data [--tasks cifar100 ...] [--from-tfds-dir ~/tensorflow_datasets]
 
-``released`` fetches B, BiT-M R50x1 (``<data_root>/BiT-M-R50x1.npz``, from the BiT repository's public bucket),
+``released`` fetches everything the released scale reads, then VTAB-1k's tasks not in place yet (as ``vtab``
+does). It fetches B, BiT-M R50x1 (``<data_root>/BiT-M-R50x1.npz``, from the BiT repository's public bucket),
 and the 48 released experts, each a compressed SavedModel (``<data_root>/released_experts/<name>.tar.gz``,
 from TF Hub's handle ``google/experts/bit/r50x1/in21k/<name>/1`` with ``?tf-hub-format=compressed``; tfhub.dev
 redirects to Kaggle Models, which serves the same archive). ``--mirror URL`` fetches every file from
@@ -114,6 +115,27 @@ def download_released(data_root: str | Path, sc: Scale, mirror: str | None = Non
     return failures
 
 
+def vtab_tasks(sc: Scale, data_root: str | Path, from_tfds_dir: str | None = None, tfds_dir: str | None = None,
+               manual_dir: str | None = None, copy: bool = False, skip_present: bool = False) -> list[str]:  # fmt: skip
+    """VTAB-1k's tasks of ``sc`` into ``<data_root>/vtab/<task>/``: linked from ``from_tfds_dir``, else built by
+    tensorflow_datasets in ``tfds_dir``. ``skip_present``: leave tasks whose folder exists (shards or class
+    folders put there some other way). Returns one line per task not in place."""
+    from expertlib.datasets import tfds_dir as T
+
+    root = Path(data_root)
+    tasks = [t for t in sc.data.tasks if not (skip_present and (root / "vtab" / t).is_dir())]
+    if not tasks:
+        return []
+    try:
+        done = (T.link_tasks(from_tfds_dir, root, tasks, copy) if from_tfds_dir else
+                T.build_tasks(root, tasks, tfds_dir or Path.home() / "tensorflow_datasets", manual_dir, copy))  # fmt: skip
+    except (ImportError, FileNotFoundError) as e:
+        return [
+            f"VTAB-1k ({len(tasks)} task(s): {', '.join(tasks[:4])}{' ...' if len(tasks) > 4 else ''}): {e}"
+        ]
+    return [d.message for d in done if d.status == "missing"]
+
+
 def check_data(sc: Scale, data_root: str | Path, results_dir: str | Path = "results") -> str:
     """Notebook 01's data check (its first step, :func:`expertlib.pipeline.session.start`, without the
     notebook): the scale's benchmark loaded from ``data_root`` (each missing download or task named with where to
@@ -143,14 +165,19 @@ def parser() -> argparse.ArgumentParser:
     rel.add_argument("--experts", nargs="+", help="only these released experts (default: the scale's)")
     rel.add_argument("--retries", type=int, default=5, help="tries after the first, with back-off")
     rel.add_argument("--no-progress", action="store_true")
+    rel.add_argument(
+        "--no-vtab", action="store_true", help="skip VTAB-1k (default: the tasks not in place yet)"
+    )
     vt = sub.add_parser(
         "vtab", parents=[common], help="VTAB-1k's tasks as TFDS shards in <data_root>/vtab/<task>/"
     )
-    vt.add_argument("--from-tfds-dir", help="link shards from this TFDS data folder (no TensorFlow needed)")
-    vt.add_argument("--tfds-dir", default=str(Path.home() / "tensorflow_datasets"),
-                    help="where tensorflow_datasets builds (default ~/tensorflow_datasets)")  # fmt: skip
-    vt.add_argument("--manual-dir", help="TFDS's manual downloads (default <tfds-dir>/downloads/manual)")
-    vt.add_argument("--copy", action="store_true", help="copy the shards instead of linking them")
+    for p in (rel, vt):
+        p.add_argument(
+            "--from-tfds-dir", help="link VTAB's shards from this TFDS data folder (no TensorFlow needed)"
+        )
+        p.add_argument("--tfds-dir", help="where tensorflow_datasets builds (default ~/tensorflow_datasets)")
+        p.add_argument("--manual-dir", help="TFDS's manual downloads (default <tfds-dir>/downloads/manual)")
+        p.add_argument("--copy", action="store_true", help="copy VTAB's shards instead of linking them")
     return ap
 
 
@@ -158,17 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         sc = released_scale(args.scale, getattr(args, "experts", None), args.tasks)
+        failures = []
         if args.what == "released":
-            failures = download_released(args.data_root, sc, args.mirror, args.jobs, not args.no_progress,
-                                         retries=args.retries)  # fmt: skip
-        else:
-            from expertlib.datasets import tfds_dir as T
-
-            tasks = list(sc.data.tasks)
-            done = (T.link_tasks(args.from_tfds_dir, args.data_root, tasks, args.copy) if args.from_tfds_dir else
-                    T.build_tasks(args.data_root, tasks, args.tfds_dir, args.manual_dir, args.copy))  # fmt: skip
-            failures = [d.message for d in done if d.status == "missing"]
-    except (ValueError, ImportError, FileNotFoundError, OSError) as e:
+            failures += download_released(args.data_root, sc, args.mirror, args.jobs, not args.no_progress,
+                                          retries=args.retries)  # fmt: skip
+        if args.what == "vtab" or not args.no_vtab:
+            failures += vtab_tasks(sc, args.data_root, args.from_tfds_dir, args.tfds_dir, args.manual_dir, args.copy,
+                                   skip_present=args.what == "released")  # fmt: skip
+    except (ValueError, OSError) as e:
         print(f"download failed: {e}", file=sys.stderr)
         return 1
     if failures:

@@ -271,13 +271,29 @@ def test_a_full_disk_keeps_the_partial_file_and_says_so(tmp_path, monkeypatch):
     assert (tmp_path / rel).read_bytes() == files[rel]
 
 
-def test_the_command_ends_with_notebook_01s_data_check(tmp_path, capsys):
+def test_the_command_ends_with_notebook_01s_data_check(tmp_path, capsys, monkeypatch):
+    """``download released`` fetches B and the experts, then VTAB-1k's tasks not in place (here tensorflow_datasets
+    is missing: named, with the extra and --from-tfds-dir), then runs notebook 01's data check."""
+    import sys
+
     from expertlib.datasets.fixtures import write_released_fixture
 
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     argv = ["released", "--data-root", str(tmp_path / "data"), "--results-dir", str(tmp_path / "results"),
             "--experts", *EXPERTS, "--tasks", *TASKS, "--no-progress", "--retries", "0"]  # fmt: skip
     with Server(mirror_files()) as server:
-        assert D.main([*argv, "--mirror", server.url]) == 2  # downloads done, but VTAB is not there yet
+        assert (
+            D.main([*argv, "--mirror", server.url]) == 1
+        )  # B and the experts landed; VTAB could not be built
+        err = capsys.readouterr().err
+        assert (
+            "VTAB-1k (2 task(s)" in err
+            and "pip install 'expertlib[vtab]'" in err
+            and "--from-tfds-dir" in err
+        )
+        assert (
+            D.main([*argv, "--mirror", server.url, "--no-vtab"]) == 2
+        )  # in place; the check names what lacks
         assert "data check still fails" in capsys.readouterr().err
         write_released_fixture(tmp_path / "fixture")
         shutil.copytree(
