@@ -32,7 +32,11 @@ def test_dry_run_prints_three_dependent_sbatch_scripts(capsys, tmp_path):
     for flag in ("--nodes=4", "--ntasks-per-node=8", "--gpus-per-node=8", "--partition=gpu", "--time=180",
                  "--signal=USR2@120", "--dependency='afterok:<job id of prepare>'"):  # fmt: skip
         assert f"#SBATCH {flag}" in finetune, flag
-    assert "#SBATCH --nodes=1" in prepare and "#SBATCH --gpus-per-node=1" in prepare and "dependency" not in prepare
+    assert (
+        "#SBATCH --nodes=1" in prepare
+        and "#SBATCH --gpus-per-node=1" in prepare
+        and "dependency" not in prepare
+    )
     assert "#SBATCH --dependency='afterok:<job id of finetune>'" in report
     assert "srun --unbuffered" in finetune and "-m submitit.core._submit" in finetune
 
@@ -48,7 +52,9 @@ def test_refusals_name_the_extra_the_local_executor_and_the_scales_it_runs(tmp_p
     with pytest.raises(L.LaunchError, match="train nothing upstream.*not 'paper'"):
         L.launch(L.parser().parse_args([*base, "--scale", "paper", "--dry-run"]))
     monkeypatch.setitem(sys.modules, "submitit", None)  # not installed
-    with pytest.raises(L.LaunchError, match=r"needs submitit.*pip install 'expertlib\[cluster\]'.*sbatch template"):
+    with pytest.raises(
+        L.LaunchError, match=r"needs submitit.*pip install 'expertlib\[cluster\]'.*sbatch template"
+    ):
         L.launch(L.parser().parse_args([*base, "--local"]))
 
 
