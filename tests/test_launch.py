@@ -58,6 +58,27 @@ def test_refusals_name_the_extra_the_local_executor_and_the_scales_it_runs(tmp_p
         L.launch(L.parser().parse_args([*base, "--local"]))
 
 
+def test_each_stage_runs_the_command_one_would_type(monkeypatch, tmp_path):
+    """prepare and report call ``python -m expertlib.reproduce``'s own entry point with the notebooks they run;
+    finetune calls torchrun's ``transfer``; a failing entry point fails the stage with its exit code."""
+    import expertlib.pipeline.torchrun as TR
+    import expertlib.reproduce as R
+
+    calls = []
+    monkeypatch.setattr(R, "run", lambda *a, **k: calls.append(("reproduce", a)))
+    monkeypatch.setattr(TR, "main", lambda argv: calls.append(("torchrun", tuple(argv))) or 0)
+    stages = L.stage_jobs("released-smoke", str(tmp_path / "d"), str(tmp_path / "r"), device="cpu")
+    assert stages["prepare"]() == "stage prepare done" and stages["report"]() == "stage report done"
+    assert calls[0][1][:4] == ("released-smoke", str(tmp_path / "r"), str(tmp_path / "d"), ["01", "04"])
+    assert calls[1][1][3] == ["05", "06", "07"] and calls[0][1][4] == {"device": "cpu"}
+    assert not stages["prepare"].distributed and stages["finetune"].distributed
+    monkeypatch.setattr(TR, "main", lambda argv: 3)
+    with pytest.raises(
+        RuntimeError, match="stage finetune failed: expertlib.pipeline.torchrun:main transfer .* exited 3"
+    ):
+        L.StageJob("finetune", "expertlib.pipeline.torchrun:main", stages["finetune"].argv)()
+
+
 def test_a_preempted_stage_is_requeued_and_resumes_its_job_list(tmp_path, monkeypatch):
     """submitit's local executor runs a stage whose task is sent the preemption signal (USR2, as SLURM sends it)
     after two of its six jobs: submitit checkpoints and requeues it (:meth:`StageJob.checkpoint`), and the
