@@ -28,7 +28,7 @@ from pathlib import Path
 from expertlib.datasets.vtab import VTAB_TASKS
 from expertlib.download_checks import DownloadLock, LockMismatchError, check_npz, check_saved_model
 from expertlib.fetch import DownloadError, Remote, fetch_all, refuse_page
-from expertlib.hierarchy import PAPER_EXPERTS
+from expertlib.hierarchy import released_experts
 from expertlib.presets import get_scale
 from expertlib.scale import Scale
 
@@ -44,9 +44,12 @@ def released_scale(scale: str = "released", experts: Sequence[str] | None = None
     if sc.trains_upstream or not sc.upstream.weights:
         raise ValueError(f"scale {scale!r} downloads nothing: 'released' is the scale of public downloads (the paper "
                          "scale needs ImageNet-21k, see docs/paper_scale.md)")  # fmt: skip
-    unknown = [e for e in experts or () if e not in PAPER_EXPERTS]
+    registry = released_experts()  # expertlib/data/released_experts.json
+    unknown = [e for e in experts or () if e not in registry]
     if unknown:
-        raise ValueError(f"unknown released expert(s) {unknown}; the 48 names: {', '.join(PAPER_EXPERTS)}")
+        raise ValueError(
+            f"unknown released expert(s) {unknown}; the {len(registry)} names: {', '.join(registry)}"
+        )
     over = {k: tuple(v) for k, v in (("experts", experts), ("tasks", tasks)) if v}
     return sc.override(**over) if over else sc
 
@@ -55,7 +58,7 @@ def released_files(sc: Scale, data_root: str | Path, mirror: str | None = None) 
     """(path in the data root, :class:`Remote`) for B's ``.npz`` and every expert archive of scale ``sc``."""
     root = Path(data_root)
     folder = sc.data.released_experts or EXPERTS_DIR
-    names = sc.expert.names if sc.expert.names is not None else PAPER_EXPERTS
+    names = sc.expert.names if sc.expert.names is not None else tuple(released_experts())  # the registry's 48
     wanted = [(sc.upstream.weights, BIT_URL.format(file=sc.upstream.weights), check_npz)]
     wanted += [(f"{folder}/{n}.tar.gz", EXPERT_URL.format(name=n), check_saved_model) for n in names]
     out = []
