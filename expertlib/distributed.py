@@ -5,6 +5,7 @@ every module asks here, and without ``torchrun`` the answers are rank 0 of a wor
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,15 @@ def barrier() -> None:
     """Wait for every rank (nothing to wait for without torchrun)."""
     if is_distributed():
         dist.barrier()
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself without torchrun): e.g. one id for a whole run."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def init_distributed(device: str = "auto", backend: str | None = None) -> str:

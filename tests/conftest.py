@@ -94,3 +94,14 @@ def _legend_overlaps(fig) -> list[str]:
 def legend_overlaps():
     """The check that no legend covers plotted data (:func:`_legend_overlaps`), for the figure tests."""
     return _legend_overlaps
+
+
+@pytest.fixture(scope="session")
+def released_smoke_run(tmp_path_factory):
+    """Every notebook of the released-smoke scale, once per session (the notebook tests and the launcher's test
+    compare with it): (root holding ``d/`` the data root and ``r/`` the results, the executed notebooks)."""
+    from expertlib.reproduce import run
+
+    root = tmp_path_factory.mktemp("released-smoke")
+    written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
+    return root, written

@@ -1,11 +1,12 @@
-"""The sharded job list: balanced shares, one file per job, resume after a kill, refusal of stale results, and
-2 gloo ranks giving what 1 process gives."""
+"""The shared job list: one file per job, resume after a kill, refusal of stale results, claims that a dead rank's
+heartbeat lets expire, 2 gloo ranks giving what 1 process gives, and a slow rank that no longer holds the run."""
 
 import json
 import os
 import subprocess
 import sys
-import textwrap
+import threading
+import time
 
 import pytest
 
@@ -80,39 +81,103 @@ def test_a_result_of_another_recipe_is_refused(tmp_path):
     assert read_result(tmp_path, job) is None
 
 
-def test_missing_results_after_the_barrier_are_named(tmp_path, monkeypatch):
+def test_a_result_lost_before_the_end_is_redone_and_one_lost_after_it_is_named(tmp_path, monkeypatch):
     import expertlib.jobs as J
 
-    monkeypatch.setattr(J, "share", lambda jobs, rank, world: [0])  # a rank that never ran the other jobs
-    with pytest.raises(JobsMissingError, match="6 of 7 jobs have no result"):
-        run_sharded(_jobs(), square, lambda j: (j.recipe["x"],), tmp_path)
+    jobs, lost, ran = _jobs(), [], []
+
+    def lose_once(job, result):  # a file removed behind the run's back while it runs: redone
+        ran.append(job.recipe["x"])
+        if job.recipe["x"] == 2 and not lost:
+            lost.append(job)
+            result_path(tmp_path, job).unlink()
+
+    out = run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path, on_result=lose_once)
+    assert out == [square(i) for i in range(7)] and sorted(ran) == [0, 1, 2, 2, 3, 4, 5, 6]
+    monkeypatch.setattr(
+        J, "barrier", lambda: result_path(tmp_path, jobs[4]).unlink()
+    )  # lost after the last check
+    with pytest.raises(JobsMissingError, match="1 of 7 jobs have no result"):
+        run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path)
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_write_each_job_once(tmp_path):
-    script = tmp_path / "run.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import json, os, sys
-        import torch.distributed as dist
-        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
-        from test_jobs import _jobs, square
-        from expertlib.jobs import run_sharded
-        dist.init_process_group("gloo")
-        ran = []
-        out = run_sharded(_jobs(), square, lambda j: (j.recipe["x"],), {str(tmp_path / "jobs")!r},
-                          on_result=lambda j, r: ran.append(j.recipe["x"]))
-        json.dump({{"ran": ran, "out": out}}, open({str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.json", "w"))
-        dist.destroy_process_group()
-    """)
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(script)], capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert sorted(r0["ran"] + r1["ran"]) == list(range(7)) and r0["ran"] and r1["ran"]  # each job once
-    assert r0["out"] == r1["out"] == [square(i) for i in range(7)]
+def test_a_killed_runs_claims_are_taken_over_at_once(tmp_path):
+    """A claim another run left (a run killed mid-job) does not hold the next run: the job is redone at once."""
+    from expertlib.claims import Claims
+
+    jobs = _jobs()
+    assert Claims(tmp_path / "claims", run="killed-run").take(jobs[3].key)
+    t0 = time.monotonic()
+    out = run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path, claim_ttl=60)
+    assert out == [square(i) for i in range(7)] and time.monotonic() - t0 < 30
+    assert not list((tmp_path / "claims").iterdir())  # every claim released
+
+
+def _holder(tmp_path, job, beat_for: float, result=None):
+    """Another rank of this run (run id "R") holding ``job``: it beats for ``beat_for`` seconds, then either
+    writes ``result`` and releases the claim, or stops beating without one (killed)."""
+    from expertlib.claims import Claims
+    from expertlib.runtime import atomic_write_json
+
+    other = Claims(tmp_path / "claims", run="R", rank=1, ttl=0.4)
+    assert other.take(job.key)
+
+    def live() -> None:
+        end = time.monotonic() + beat_for
+        while time.monotonic() < end:
+            other.beat()
+            time.sleep(0.05)
+        if result is not None:
+            atomic_write_json(result_path(tmp_path, job), {"recipe": job.recipe, "result": result})
+            other.release(job.key)
+
+    thread = threading.Thread(target=live)
+    thread.start()
+    return thread
+
+
+def test_a_live_rank_keeps_its_job_and_a_killed_ranks_job_is_redone_once_its_claim_expires(
+    tmp_path, monkeypatch
+):
+    import expertlib.jobs as J
+
+    monkeypatch.setattr(J, "run_id", lambda: "R")  # this process and the holder are ranks of one run
+    jobs = _jobs()
+    # alive: the holder finishes its job (after this rank ran out of others) and this rank waits for its result
+    holder = _holder(tmp_path / "a", jobs[3], beat_for=1.0, result=square(3))
+    ran: list[int] = []
+    out = run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path / "a", claim_ttl=0.4,
+                      on_result=lambda j, r: ran.append(j.recipe["x"]))  # fmt: skip
+    holder.join()
+    assert out == [square(i) for i in range(7)] and 3 not in ran and len(ran) == 6
+    # killed: the heartbeat stops after 0.6 s and nothing is written; 0.4 s later the claim is dead and redone here
+    holder = _holder(tmp_path / "k", jobs[3], beat_for=0.6)
+    ran.clear()
+    t0 = time.monotonic()
+    out = run_sharded(jobs, square, lambda j: (j.recipe["x"],), tmp_path / "k", claim_ttl=0.4,
+                      on_result=lambda j, r: ran.append(j.recipe["x"]))  # fmt: skip
+    holder.join()
+    assert out == [square(i) for i in range(7)] and sorted(ran) == list(range(7))
+    assert time.monotonic() - t0 >= 0.9  # it waited for the expiry, not for a share
+
+
+def test_claims_are_exclusive_and_expire_only_when_the_heartbeat_stops(tmp_path):
+    from expertlib.claims import Claims
+
+    a, b = Claims(tmp_path, "R", 0, ttl=0.3), Claims(tmp_path, "R", 1, ttl=0.3)
+    assert a.take("k") and not b.take("k") and b.holder("k")["rank"] == 0
+    for _ in range(6):  # 0.6 s of heartbeats: never dead
+        time.sleep(0.1)
+        a.beat()
+        assert not b.take("k")
+    time.sleep(0.15)  # a stopped beating; b saw its last beat 0.15 s ago: not yet dead
+    assert not b.take("k")
+    time.sleep(0.2)  # unchanged for more than ttl: dead, taken over
+    assert b.take("k") and b.holder("k")["rank"] == 1
+    b.release("k")
+    assert a.take("k")  # released: free again
+    with pytest.raises(ValueError, match="ttl must be positive"):
+        Claims(tmp_path, "R", ttl=0)
 
 
 def test_jobs_of_one_group_run_together_in_chunks_each_with_its_own_file(tmp_path):
@@ -139,3 +204,50 @@ def test_jobs_of_one_group_run_together_in_chunks_each_with_its_own_file(tmp_pat
     assert again == got and calls == [[1, 3, 5]]  # the whole chunk again: the same stack as before the loss
     with pytest.raises(ValueError, match="group_size must be at least 1"):
         chunks(jobs, parity, 0)
+
+
+SLOW_RANK = """
+import json, sys, time
+import torch.distributed as dist
+from expertlib.jobs import Job, run_sharded
+
+def work(x, rank):
+    time.sleep(0.15 * (3 if rank == 1 else 1))  # rank 1 is 3x slower
+    return {"x": x, "rank": rank}
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+jobs = [Job({"x": i, "what": "sleep"}) for i in range(16)]
+dist.barrier()
+t0, ran = time.monotonic(), []
+out = run_sharded(jobs, work, lambda j: (j.recipe["x"], rank), sys.argv[1] + "/jobs",
+                  on_result=lambda j, r: ran.append(j.recipe["x"]))
+json.dump({"seconds": time.monotonic() - t0, "ran": ran, "out": out}, open(f"{sys.argv[1]}/rank{rank}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_slow_rank_takes_fewer_jobs_and_the_run_follows_the_total_work(tmp_path):
+    """16 equal jobs on 2 gloo ranks, rank 1 three times slower (0.45 s a job, rank 0 0.15 s). Static halves
+    would take 8 x 0.45 = 3.6 s; taking the next job as each rank is free, rank 0 runs about 12 and rank 1
+    about 4, and the run takes about 16 / (1/0.15 + 1/0.45) jobs/s = 1.8 s. Every job runs once, on one rank,
+    and both ranks return every result, in the list's order."""
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_RANK)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(script), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["out"] == r1["out"] and sorted(r0["ran"] + r1["ran"]) == list(range(16))  # each job once
+    assert [o["x"] for o in r0["out"]] == list(range(16)) and len(
+        list((tmp_path / "jobs").glob("*.json"))
+    ) == 16
+    assert sorted(r0["ran"]) == [o["x"] for o in r0["out"] if o["rank"] == 0]  # what each rank ran, it wrote
+    print(
+        f"2 ranks, one 3x slower: {len(r0['ran'])} + {len(r1['ran'])} jobs in "
+        f"{max(r0['seconds'], r1['seconds']):.2f} s (static halves: 3.6 s of sleep)"
+    )
+    assert len(r0["ran"]) >= 10 and len(r1["ran"]) <= 6, (r0["ran"], r1["ran"])
+    assert max(r0["seconds"], r1["seconds"]) < 3.4  # below the static share's 3.6 s of sleep alone

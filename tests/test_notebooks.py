@@ -244,11 +244,6 @@ def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_p
             )
 
 
-@pytest.fixture(scope="session")
-def released_smoke_run(tmp_path_factory):
-    return _scale_run(tmp_path_factory, "released-smoke")
-
-
 def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
     """The paper's downstream half from what anyone can download: a data root with B's .npz, three released
     expert SavedModels (converted at run time) and VTAB tasks (one in folders, one in TFRecord shards), and no
