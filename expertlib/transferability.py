@@ -1,0 +1,192 @@
+"""The transferability metrics after LogME: arrays in, a number out (larger is better, as for every proxy).
+
+- :func:`pactran_gaussian` and :func:`pactran_dirichlet` (Ding et al., ECCV 2022): the optimal PAC-Bayesian
+  bound of a linear classifier on the features (Gaussian prior), or of a Dirichlet label model over the source
+  head's classes; returned negated, so that a tighter bound scores higher. PACTran was evaluated at 2-10 shots.
+- :func:`sfda` (Shao et al., ECCV 2022): a regularised Fisher discriminant on the features, then the same again
+  after each image is pulled towards the other classes by its own uncertainty ("self-challenging").
+- :func:`h_score_shrinkage` (Ibrahim et al., 2022): H-score with a Ledoit-Wolf shrunk feature covariance, which
+  stays stable where the plain H-score's pseudo-inverse breaks (few images, many dimensions).
+- :func:`resampled`: any proxy averaged over resampled support sets (a stratified fifth of each class left out
+  per draw), with its variance over the draws: a steadier score from a task's few images.
+
+Written from the papers' equations; the constants are their defaults and are listed in docs/analysis_plan.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+from scipy import optimize, special
+
+
+def _classes(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels as 0..C-1 and C."""
+    _, y = np.unique(np.asarray(labels), return_inverse=True)
+    return y, int(y.max()) + 1
+
+
+# -- PACTran ------------------------------------------------------------------------------------------------------
+def _softmax_fit(f: np.ndarray, y: np.ndarray, classes: int, reg: float, max_iter: int) -> tuple:
+    """The MAP softmax classifier: minimise mean cross-entropy + ||W||^2 / (2 reg) (bias unpenalised) from zero
+    (the objective is convex, so the start only saves work). Returns (objective, W, b, probabilities)."""
+    n, d = f.shape
+    onehot = np.eye(classes)[y]
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[: d * classes].reshape(d, classes), theta[d * classes :]
+        z = f @ w + b
+        logp = z - special.logsumexp(z, axis=1, keepdims=True)
+        g = (np.exp(logp) - onehot) / n
+        grad = np.concatenate([(f.T @ g + w / reg).ravel(), g.sum(0)])
+        return float(-(onehot * logp).sum() / n + (w * w).sum() / (2 * reg)), grad
+
+    res = optimize.minimize(objective, np.zeros((d + 1) * classes), jac=True, method="L-BFGS-B",
+                            options={"maxiter": max_iter, "gtol": 1e-9, "ftol": 1e-15})  # fmt: skip
+    w, b = res.x[: d * classes].reshape(d, classes), res.x[d * classes :]
+    return float(res.fun), w, b, special.softmax(f @ w + b, axis=1)
+
+
+def pactran_gaussian(features: np.ndarray, labels: np.ndarray, reg_factor: float = 0.1,
+                     prior_factor: float = 10.0, max_iter: int = 1000) -> float:  # fmt: skip
+    """PACTran-Gaussian: minus the optimal PAC-Bayes bound of a softmax classifier on the centred features.
+
+    Prior N(0, s0 I) over the D = d x C weights with s0 = ``prior_factor`` / d; posterior N(W*, s I). With the
+    bound E_Q[risk] + KL(Q || P) / (lambda n) and the risk's second-order expansion around W* (mean diagonal
+    Hessian h of the mean cross-entropy), the best s gives, in closed form,
+
+        bound = risk(W*) + ||W*||^2 / (2 lambda n s0) + D / (2 lambda n) * log(1 + lambda n s0 h),
+
+    where W* minimises the first two terms. ``reg_factor`` sets lambda n s0 = ``reg_factor`` * n (the paper's
+    lambda-factor; 0.1 and a prior factor of 10 are the setting later work adopts as PACTran's default).
+    The published code takes h of the summed, not the mean, loss; this follows the equations."""
+    f = np.asarray(features, dtype=np.float64)
+    f = f - f.mean(0)
+    y, classes = _classes(labels)
+    n, d = f.shape
+    reg = reg_factor * n  # lambda n s0
+    lam_n = reg / (prior_factor / d)  # lambda n
+    value, _, _, p = _softmax_fit(f, y, classes, reg, max_iter)
+    h = float(((f * f).T @ (p * (1 - p))).sum() / (n * d * classes))
+    return -(value + d * classes / (2 * lam_n) * np.log1p(reg * h))
+
+
+def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, max_iter: int = 200,
+                      tol: float = 1e-10) -> float:  # fmt: skip
+    """PACTran-Dirichlet: the evidence lower bound (per image) of a label model over the source head's classes.
+
+    Each source class z carries a distribution over target labels with a Dirichlet prior of total mass
+    ``alpha`` spread as the labels' frequencies; each image's source class is latent, with the head's
+    probabilities as its prior. Mean-field updates of the images' posteriors q_i(z) until they settle; the lower
+    bound is the Dirichlet-multinomial evidence of the labels, sum_z log(B(a_z) / B(a0)) with a_z the posterior
+    Dirichlet of class z, minus sum_i KL(q_i || s_i). With lambda = 1 the PAC-Bayes bound under log loss is minus
+    this evidence; returned per image, larger is better."""
+    s = np.asarray(source_probs, dtype=np.float64)
+    s = s / s.sum(1, keepdims=True)
+    y, classes = _classes(labels)
+    onehot = np.eye(classes)[y]  # [n, C]
+    a0 = alpha * onehot.mean(0)[:, None] + 1e-10  # [C, 1]: one prior for every source class
+    log_s = np.log(s + 1e-300)
+    q = s
+    for _ in range(max_iter):
+        a = a0 + onehot.T @ q  # [C, Z]: the Dirichlet posteriors
+        logits = log_s + onehot @ special.digamma(a) - special.digamma(a.sum(0))[None]
+        log_q = logits - special.logsumexp(logits, axis=1, keepdims=True)
+        new = np.exp(log_q)
+        done = np.abs(new - q).max() < tol
+        q = new
+        if done:
+            break
+    a = a0 + onehot.T @ q
+    log_norm = lambda v: special.gammaln(v.sum(0)) - special.gammaln(v).sum(0)  # noqa: E731 - log 1/B(v)
+    evidence = (log_norm(a0) - log_norm(a)).sum()
+    kl = (q * (np.log(q + 1e-300) - log_s)).sum()
+    return float((evidence - kl) / len(y))
+
+
+# -- SFDA ---------------------------------------------------------------------------------------------------------
+def _fisher_probs(f: np.ndarray, y: np.ndarray, classes: int, shrinkage: float) -> np.ndarray:
+    """Class probabilities of the regularised Fisher discriminant: within-class covariance (biased, weighted by
+    the class priors) shrunk towards its mean eigenvalue by ``shrinkage``; linear scores, then a softmax."""
+    priors = np.bincount(y, minlength=classes) / len(y)
+    means = np.stack([f[y == c].mean(0) for c in range(classes)])
+    centred = f - means[y]
+    within = centred.T @ centred / len(y)  # = sum_c prior_c * cov_c
+    d = f.shape[1]
+    within = (1 - shrinkage) * within + shrinkage * np.trace(within) / d * np.eye(d)
+    coef = np.linalg.solve(within, means.T).T  # [C, d]
+    scores = f @ coef.T - 0.5 * (means * coef).sum(1) + np.log(priors)
+    return special.softmax(scores, axis=1)
+
+
+def sfda(features: np.ndarray, labels: np.ndarray, strength: float = 5.0) -> float:
+    """SFDA: mean probability of the true class under a regularised Fisher discriminant, after a first one
+    (softened by a second softmax) has pulled each image towards the mean of the other classes' means, by how
+    unsure it was of the image's class (``x <- p x + (1 - p) m_other``). The shrinkage is
+    exp(-``strength`` * largest eigenvalue of the within-class covariance), as the authors' code sets it."""
+    f = np.asarray(features, dtype=np.float64)
+    y, classes = _classes(labels)
+    if classes < 2:
+        raise ValueError("SFDA needs at least two classes")
+    means = np.stack([f[y == c].mean(0) for c in range(classes)])
+    centred = f - means[y]
+    top = float(np.linalg.eigvalsh(centred.T @ centred / len(y))[-1])
+    shrinkage = max(float(np.exp(-strength * top)), 1e-10)
+    p = _fisher_probs(f, y, classes, shrinkage)
+    own = special.softmax(p, axis=1)[np.arange(len(y)), y][:, None]
+    others = (means.sum(0) - means) / (classes - 1)  # per class: the mean of the other classes' means
+    mixed = own * f + (1 - own) * others[y]
+    return float(_fisher_probs(mixed, y, classes, shrinkage)[np.arange(len(y)), y].mean())
+
+
+# -- H-score with shrinkage ---------------------------------------------------------------------------------------
+def h_score_shrinkage(features: np.ndarray, labels: np.ndarray) -> float:
+    """H-score with the feature covariance shrunk by Ledoit-Wolf's optimal weight a towards its mean
+    eigenvalue: tr(((1 - a) cov(f) + a mu I)^-1 (1 - a) cov(E[f | y])) (Ibrahim et al. 2022)."""
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    f = np.asarray(features, dtype=np.float64)
+    y, classes = _classes(labels)
+    f = f - f.mean(0)
+    n, d = f.shape
+    a = float(ledoit_wolf_shrinkage(f, assume_centered=True))
+    cov = f.T @ f / n
+    shrunk = (1 - a) * cov + a * np.trace(cov) / d * np.eye(d)
+    g = np.stack([f[y == c].mean(0) for c in range(classes)])[y]
+    return float(np.trace(np.linalg.solve(shrunk, (1 - a) * (g.T @ g) / n)))
+
+
+# -- resampled support sets ---------------------------------------------------------------------------------------
+class Scored(NamedTuple):
+    """A proxy's score with its variance over resampled support sets."""
+
+    score: float
+    variance: float
+
+
+def support_draws(labels: np.ndarray, resamples: int = 20, leave_out: float = 0.2, seed: int = 0) -> list:
+    """``resamples`` index sets of the images kept: from each class, round(``leave_out`` x its images) left out
+    (at least one, and never its last). The same labels and seed give the same draws for every candidate, so
+    candidates are compared on the same support sets."""
+    y = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == c) for c in np.unique(y)]
+    out = []
+    for _ in range(resamples):
+        kept = []
+        for idx in members:
+            drop = min(max(1, round(leave_out * len(idx))), len(idx) - 1)
+            kept.append(rng.permutation(idx)[drop:])
+        out.append(np.sort(np.concatenate(kept)))
+    return out
+
+
+def resampled(score: Callable[[np.ndarray, np.ndarray], float], features: np.ndarray, labels: np.ndarray,
+              resamples: int = 20, leave_out: float = 0.2, seed: int = 0) -> Scored:  # fmt: skip
+    """``score`` averaged over :func:`support_draws` of the task's images, with its variance over the draws
+    (ddof 1): how much the score of this candidate moves with which few images the task happened to have."""
+    x, y = np.asarray(features), np.asarray(labels)
+    values = np.array([score(x[i], y[i]) for i in support_draws(y, resamples, leave_out, seed)], dtype=float)
+    return Scored(float(values.mean()), float(values.var(ddof=1)) if len(values) > 1 else float("nan"))
