@@ -30,6 +30,15 @@ METHOD_LABELS = {
     "knn": "kNN pick (paper)",
     "oracle": "oracle (best at seed 0, judged at the others)",
     "dat": "DAT-style re-training (per task)",
+    # the proxies of issue #42 (by their registry names, expertlib.proxies and expertlib.prior)
+    "pactran_gauss": "PACTran-Gaussian",
+    "pactran_dir": "PACTran-Dirichlet",
+    "sfda": "SFDA",
+    "hscore_lw": "H-score (Ledoit-Wolf)",
+    "knn_resampled": "kNN, resampled support sets",
+    "prior": "past-transfer prior",
+    "hybrid": "hybrid: prior + resampled kNN",
+    "hybrid_nested": "hybrid, nested weight",
 }
 PALETTE = dict(zip(METHOD_ORDER, sns.color_palette("colorblind", len(METHOD_ORDER)), strict=True))
 
@@ -326,5 +335,36 @@ def ranking_plot(wide: pd.DataFrame, proxies) -> plt.Figure:
     axes[0][0].set_yticks(y)
     axes[0][0].set_yticklabels(wide.model, fontsize=8)
     axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+def ceiling_fractions(summary: pd.DataFrame, labels: dict[str, str] | None = None) -> plt.Figure:
+    """Each proxy's mean Kendall tau as a fraction of the noise ceiling, with its 95% interval over tasks, one
+    marker per regime: 1 is as well as the seeds let anyone rank the experts, 0 no better than chance.
+
+    ``summary`` columns: regime, proxy, fraction_of_ceiling, fraction_of_ceiling_low, fraction_of_ceiling_high
+    (regimes and proxies in the order to plot)."""
+    regimes = list(dict.fromkeys(summary.regime))
+    proxies = list(dict.fromkeys(summary.proxy))
+    names = {**METHOD_LABELS, **(labels or {})}
+    colours = sns.color_palette("colorblind", max(3, len(regimes)))
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * len(proxies) + 1.4))
+    y = np.arange(len(proxies))
+    for i, reg in enumerate(regimes):
+        rows = summary[summary.regime == reg].set_index("proxy").reindex(proxies)
+        mid = rows.fraction_of_ceiling.to_numpy(float)
+        err = np.vstack([mid - rows.fraction_of_ceiling_low.to_numpy(float),
+                         rows.fraction_of_ceiling_high.to_numpy(float) - mid])  # fmt: skip
+        ax.errorbar(mid, y + (i - (len(regimes) - 1) / 2) * 0.22, xerr=np.nan_to_num(err), fmt="o", capsize=2,
+                    ms=4, color=colours[i], label=reg)  # fmt: skip
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.axvline(1, color="grey", lw=0.8, ls="--")
+    ax.set_yticks(y)
+    ax.set_yticklabels([names.get(p, p) for p in proxies], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Kendall tau as a fraction of the noise ceiling (95% CI over tasks)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(title="regime", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from expertlib.stats import tau_b_rows
+
 PRIOR_PROXIES = ("prior", "hybrid", "hybrid_nested")
 """The scores built from past transfers, by name (beside the registry's :data:`expertlib.proxies.PROXIES`)."""
 HYBRID_PROXY = "knn_resampled"
@@ -45,26 +47,15 @@ def task_accuracies(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ranks01(x: np.ndarray) -> np.ndarray:
-    """Average ranks of the non-nan values scaled to [0, 1] (pairwise comparisons: the pools are small)."""
-    out = np.full(len(x), np.nan)
-    ok = ~np.isnan(x)
-    m = int(ok.sum())
-    if m == 1:
-        out[ok] = 0.5
-    elif m:
-        v = x[ok]
-        below, same = (v[None, :] < v[:, None]).sum(1), (v[None, :] == v[:, None]).sum(1)
-        out[ok] = (below + (same - 1) / 2) / (m - 1)
-    return out
-
-
-def tau_b(x: np.ndarray, y: np.ndarray) -> float:
-    """Kendall's tau-b by pairwise signs (equal to scipy's; faster on the small pools ranked here); nan where
-    either side is constant."""
-    i, j = np.triu_indices(len(x), 1)
-    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-    denominator = np.sqrt(np.abs(sx).sum() * np.abs(sy).sum())
-    return float((sx * sy).sum() / denominator) if denominator > 0 else float("nan")
+    """Per row (the last axis), average ranks of the non-nan values scaled to [0, 1]; a row with one value gives
+    it 0.5; nan stays nan. By pairwise comparisons: the pools ranked here are small."""
+    v = np.asarray(x, dtype=float)
+    ok = ~np.isnan(v)
+    below = (v[..., None, :] < v[..., :, None]).sum(-1)  # nan compares false: never counted
+    same = (v[..., None, :] == v[..., :, None]).sum(-1)
+    m = ok.sum(-1, keepdims=True)
+    ranks = (below + (same - 1) / 2) / np.maximum(m - 1, 1)
+    return np.where(ok, np.where(m > 1, ranks, 0.5), np.nan)
 
 
 def normalised_ranks(values: pd.Series) -> pd.Series:
@@ -80,29 +71,78 @@ def wide_accuracies(accuracy: pd.DataFrame) -> pd.DataFrame:
     return accuracy.pivot_table(index="task", columns="model", values="accuracy", aggfunc="mean")
 
 
-def _rank_rows(wide: pd.DataFrame, tasks: Sequence[str], models: Sequence[str]) -> np.ndarray:
-    """[tasks, models]: each task's normalised ranks among those of ``models`` that ran on it."""
-    sub = wide.reindex(index=list(tasks), columns=list(models)).to_numpy(float)
-    return np.array([_ranks01(row) for row in sub]).reshape(len(tasks), len(models))
-
-
 def _mean_rows(ranks: np.ndarray) -> np.ndarray:
     counts = (~np.isnan(ranks)).sum(0)
     return np.where(counts > 0, np.nansum(ranks, 0) / np.maximum(counts, 1), np.nan)
-
-
-def transfer_prior(accuracy: pd.DataFrame, tasks: Sequence[str], models: Sequence[str]) -> pd.Series:
-    """Each of ``models``' mean normalised rank over ``tasks`` (``accuracy``: task, model, accuracy, or the task x
-    model table), each task ranking only those of ``models`` that ran on it; nan for a model with no run there."""
-    return pd.Series(
-        _mean_rows(_rank_rows(wide_accuracies(accuracy), tasks, models)), index=list(models), dtype=float
-    )
 
 
 def _hybrid(prior: np.ndarray, score: np.ndarray, weight: float) -> np.ndarray:
     return weight * np.nan_to_num(_ranks01(prior), nan=0.5) + (1 - weight) * np.nan_to_num(
         _ranks01(score), nan=0.5
     )
+
+
+def _nested(acc: np.ndarray, score: np.ndarray, grid: Sequence[float]) -> float:
+    """The weight of ``grid`` whose hybrid ranks the past tasks best (mean tau-b over the rows of ``acc``, each
+    row's prior from the other rows); ties: nearest ``HYBRID_WEIGHT``, then smaller."""
+    ranks = _ranks01(acc)
+    mine = ~np.isnan(ranks)
+    n = mine.sum(0)[None] - mine
+    others = np.where(
+        n > 0, (np.nansum(ranks, 0)[None] - np.where(mine, ranks, 0.0)) / np.maximum(n, 1), np.nan
+    )
+    mean = {}
+    for w in grid:
+        taus = tau_b_rows(_hybrid(others, score, w), acc)
+        mean[w] = float(np.nanmean(taus)) if (~np.isnan(taus)).any() else -np.inf
+    return min(grid, key=lambda w: (-mean[w], abs(w - HYBRID_WEIGHT), w))
+
+
+class PastTransfers:
+    """The past runs (a task x model table of mean accuracies) and the hybrid's proxy scores per task, held as
+    arrays, so that many tasks, and many subsets of the candidates, are scored quickly."""
+
+    def __init__(self, accuracy: pd.DataFrame, scores: Mapping[str, pd.Series]):
+        wide = wide_accuracies(accuracy)
+        self.tasks = sorted(set(wide.index) | set(scores))
+        self.models = sorted(set(wide.columns).union(*(set(v.index) for v in scores.values())))
+        self.acc = wide.reindex(index=self.tasks, columns=self.models).to_numpy(float)
+        self.score = np.array([scores[t].reindex(self.models).to_numpy(float) if t in scores else
+                               np.full(len(self.models), np.nan) for t in self.tasks]).reshape(self.acc.shape)  # fmt: skip
+        self.row, self.col = ({k: i for i, k in enumerate(v)} for v in (self.tasks, self.models))
+        self.scored = set(scores)
+
+    def prior(self, past: Sequence[str], models: Sequence[str]) -> np.ndarray:
+        """Each of ``models``' mean normalised rank over ``past`` (nan: no run there)."""
+        rows, cols = [self.row[t] for t in past], [self.col[m] for m in models]
+        return _mean_rows(_ranks01(self.acc[np.ix_(rows, cols)]).reshape(len(rows), len(cols)))
+
+    def nested_weight(
+        self, past: Sequence[str], models: Sequence[str], grid: Sequence[float] = WEIGHT_GRID
+    ) -> float:
+        """The prior's share chosen by leave-one-task-out among the ``past`` tasks with proxy scores."""
+        rows, cols = [self.row[t] for t in past if t in self.scored], [self.col[m] for m in models]
+        return _nested(self.acc[np.ix_(rows, cols)], self.score[np.ix_(rows, cols)], grid)
+
+    def scores(self, task: str, past: Sequence[str], models: Sequence[str], weight: float = HYBRID_WEIGHT,
+               nested: bool = True) -> tuple[dict[str, pd.Series], float]:  # fmt: skip
+        """The prior, hybrid and (``nested``) nested hybrid of ``models`` on ``task`` from the ``past`` tasks
+        (``task`` itself never among them), and the nested hybrid's weight (nan if not asked for)."""
+        past = [t for t in past if t != task]
+        prior = self.prior(past, models)
+        own = self.score[self.row[task], [self.col[m] for m in models]]
+        out = {"prior": prior, "hybrid": _hybrid(prior, own, weight)}
+        chosen = self.nested_weight(past, models) if nested else float("nan")
+        if nested:
+            out["hybrid_nested"] = _hybrid(prior, own, chosen)
+        return {k: pd.Series(v, index=list(models)) for k, v in out.items()}, chosen
+
+
+def transfer_prior(accuracy: pd.DataFrame, tasks: Sequence[str], models: Sequence[str]) -> pd.Series:
+    """Each of ``models``' mean normalised rank over ``tasks`` (``accuracy``: task, model, accuracy, or the task x
+    model table), each task ranking only those of ``models`` that ran on it; nan for a model with no run there."""
+    wide = wide_accuracies(accuracy).reindex(index=list(tasks), columns=list(models))
+    return pd.Series(_mean_rows(_ranks01(wide.to_numpy(float)).reshape(wide.shape)), index=list(models))
 
 
 def hybrid_scores(prior: pd.Series, score: pd.Series, weight: float = HYBRID_WEIGHT) -> pd.Series:
@@ -117,24 +157,7 @@ def nested_weight(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series], past:
     """The prior's share that ranks the ``past`` tasks best: for each weight, the mean Kendall tau-b over the
     past tasks of the hybrid on each (its prior from the other past tasks, its proxy ``scores[task]``) against
     the models' accuracy there. The evaluated task is not among ``past``, so nothing of it chooses."""
-    wide = wide_accuracies(accuracy)
-    past = [u for u in past if u in scores]
-    ranks = _rank_rows(wide, past, models)
-    acc = wide.reindex(index=past, columns=list(models)).to_numpy(float)
-    sums, counts = np.nansum(ranks, 0), (~np.isnan(ranks)).sum(0)
-    taus: dict[float, list[float]] = {w: [] for w in grid}
-    for i, u in enumerate(past):
-        ok = ~np.isnan(acc[i])
-        if ok.sum() < 2:
-            continue
-        mine = ~np.isnan(ranks[i])
-        n = counts - mine
-        prior = np.where(n > 0, (sums - np.where(mine, ranks[i], 0.0)) / np.maximum(n, 1), np.nan)
-        own = scores[u].reindex(list(models)).to_numpy(float)
-        for w in grid:
-            taus[w].append(tau_b(_hybrid(prior, own, w)[ok], acc[i][ok]))
-    mean = {w: float(np.nanmean(t)) if t and not np.isnan(t).all() else -np.inf for w, t in taus.items()}
-    return min(grid, key=lambda w: (-mean[w], abs(w - HYBRID_WEIGHT), w))
+    return PastTransfers(accuracy, scores).nested_weight(past, models, grid)
 
 
 def past_transfer_scores(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series], task: str, past: Sequence[str],
@@ -142,16 +165,7 @@ def past_transfer_scores(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series]
                          nested: bool = True) -> tuple[dict[str, pd.Series], float]:  # fmt: skip
     """The prior, hybrid and (``nested``) nested hybrid of ``models`` on ``task`` from the ``past`` tasks' runs
     (``accuracy``) and the proxy's ``scores`` per task; and the nested hybrid's chosen weight (nan if none)."""
-    wide = wide_accuracies(accuracy)
-    past = [t for t in past if t != task]
-    prior = transfer_prior(wide, past, models)
-    own = scores[task].reindex(list(models))
-    out = {"prior": prior, "hybrid": hybrid_scores(prior, own, weight)}
-    chosen = float("nan")
-    if nested:
-        chosen = nested_weight(wide, scores, past, models)
-        out["hybrid_nested"] = hybrid_scores(prior, own, chosen)
-    return out, chosen
+    return PastTransfers(accuracy, scores).scores(task, past, models, weight, nested)
 
 
 def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: str = HYBRID_PROXY,
@@ -161,15 +175,15 @@ def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: st
     :data:`PRIOR_PROXIES` rows, each from the ``runs`` of the other tasks alone: those ``comparable`` to it and
     not the ``same_task``. Seconds and FLOPs: the proxy's own plus the prior's share. Also the nested hybrid's
     chosen weight per task."""
-    accuracy = wide_accuracies(task_accuracies(runs))
     own = rankings[rankings.proxy == proxy]
     scores = {t: g.set_index("model").score for t, g in own.groupby("task")}
+    engine = PastTransfers(task_accuracies(runs), scores)
     rows, weights = [], []
     for task, g in own.groupby("task", sort=True):
         models = sorted(g.model)
         past = [t for t in scores if comparable(t) == comparable(task) and same_task(t) != same_task(task)]
         t0 = time.perf_counter()
-        out, chosen = past_transfer_scores(accuracy, scores, task, past, models, weight)
+        out, chosen = engine.scores(task, past, models, weight)
         share = (time.perf_counter() - t0) / len(models)
         base = g.set_index("model")
         for name, s in out.items():

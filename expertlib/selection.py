@@ -26,6 +26,7 @@ from expertlib.candidates import BASE, Candidate, features_of
 from expertlib.evaluation import compiles_once, owner_module, predict
 from expertlib.resnet import Pooled
 from expertlib.runtime import Compile, compiled, resolve_compile
+from expertlib.stats import tau_b_rows
 from expertlib.training import TrainData
 from expertlib.transferability import Scored
 
@@ -193,12 +194,10 @@ def drop_third_taus(scores: pd.Series, accuracies: pd.Series, draws: int = 50, s
     names = sorted(scores.index)
     keep = len(names) - len(names) // 3
     rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(draws):
-        kept = sorted(rng.choice(names, keep, replace=False))
-        s = scores.reindex(kept) if rescore is None else rescore(kept).reindex(kept)
-        out.append(kendall_tau(s.to_numpy(float), accuracies.reindex(kept).to_numpy(float)))
-    return np.array(out, dtype=float)
+    kept = [sorted(rng.choice(names, keep, replace=False)) for _ in range(draws)]
+    s = np.array([(scores if rescore is None else rescore(k)).reindex(k).to_numpy(float) for k in kept])
+    acc = np.array([accuracies.reindex(k).to_numpy(float) for k in kept])
+    return tau_b_rows(s.reshape(draws, keep), acc.reshape(draws, keep))
 
 
 def top_k_relative_accuracy(scores: Sequence[float], accuracies: Sequence[float], k: int = 1) -> float:

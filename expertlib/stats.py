@@ -203,6 +203,20 @@ def compare_per_task(per_task: np.ndarray, level: float = 0.95, null: float = 0.
                       sign_flip_p(per_task, null, alternative), null, alternative)  # fmt: skip
 
 
+def tau_b_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of each row of ``x`` with the same row of ``y`` (the last axis), over the columns where
+    both are known, by pairwise signs (scipy's tau-b, without its per-call cost: for many small rankings);
+    nan where either side is constant."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    i, j = np.triu_indices(x.shape[-1], 1)
+    known = ~(np.isnan(x[..., i]) | np.isnan(x[..., j]) | np.isnan(y[..., i]) | np.isnan(y[..., j]))
+    sx = np.where(known, np.sign(x[..., i] - x[..., j]), 0.0)
+    sy = np.where(known, np.sign(y[..., i] - y[..., j]), 0.0)
+    denominator = np.sqrt(np.abs(sx).sum(-1) * np.abs(sy).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (sx * sy).sum(-1) / denominator, np.nan)
+
+
 CEILING_STATISTICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "kendall": lambda x, y: float(stats.kendalltau(x, y, variant="b").statistic),
     "weighted": lambda x, y: float(stats.weightedtau(x, y).statistic),

@@ -73,33 +73,35 @@ def pactran_gaussian(features: np.ndarray, labels: np.ndarray, reg_factor: float
     return -(value + d * classes / (2 * lam_n) * np.log1p(reg * h))
 
 
-def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, max_iter: int = 200,
-                      tol: float = 1e-10) -> float:  # fmt: skip
+def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, max_iter: int = 100,
+                      tol: float = 1e-7) -> float:  # fmt: skip
     """PACTran-Dirichlet: the evidence lower bound (per image) of a label model over the source head's classes.
 
     Each source class z carries a distribution over target labels with a Dirichlet prior of total mass
     ``alpha`` spread as the labels' frequencies; each image's source class is latent, with the head's
-    probabilities as its prior. Mean-field updates of the images' posteriors q_i(z) until they settle; the lower
+    probabilities as its prior. Mean-field updates of the images' posteriors q_i(z) until none moves by ``tol``
+    (at most ``max_iter`` sweeps; the published code stops after 10, short of convergence); the lower
     bound is the Dirichlet-multinomial evidence of the labels, sum_z log(B(a_z) / B(a0)) with a_z the posterior
     Dirichlet of class z, minus sum_i KL(q_i || s_i). With lambda = 1 the PAC-Bayes bound under log loss is minus
     this evidence; returned per image, larger is better."""
     s = np.asarray(source_probs, dtype=np.float64)
     s = s / s.sum(1, keepdims=True)
     y, classes = _classes(labels)
-    onehot = np.eye(classes)[y]  # [n, C]
-    a0 = alpha * onehot.mean(0)[:, None] + 1e-10  # [C, 1]: one prior for every source class
+    members = [y == c for c in range(classes)]
+    a0 = alpha * np.array([m.mean() for m in members])[:, None] + 1e-10  # [C, 1]: one prior per source class
+    counts = lambda q: np.stack([q[m].sum(0) for m in members])  # noqa: E731 - q-weighted label counts [C, Z]
     log_s = np.log(s + 1e-300)
     q = s
     for _ in range(max_iter):
-        a = a0 + onehot.T @ q  # [C, Z]: the Dirichlet posteriors
-        logits = log_s + onehot @ special.digamma(a) - special.digamma(a.sum(0))[None]
+        a = a0 + counts(q)  # the Dirichlet posteriors
+        logits = log_s + special.digamma(a)[y] - special.digamma(a.sum(0))[None]
         log_q = logits - special.logsumexp(logits, axis=1, keepdims=True)
         new = np.exp(log_q)
         done = np.abs(new - q).max() < tol
         q = new
         if done:
             break
-    a = a0 + onehot.T @ q
+    a = a0 + counts(q)
     log_norm = lambda v: special.gammaln(v.sum(0)) - special.gammaln(v).sum(0)  # noqa: E731 - log 1/B(v)
     evidence = (log_norm(a0) - log_norm(a)).sum()
     kl = (q * (np.log(q + 1e-300) - log_s)).sum()

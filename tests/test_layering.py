@@ -32,9 +32,9 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     (
         "training and proxies",
-        ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs"),
+        ("batching", "evaluation", "training", "stacked", "proxies", "transferability", "stats", "plots", "jobs"),
     ),
-    ("selection", ("selection", "zoo", "rank")),
+    ("selection", ("selection", "zoo", "rank", "prior")),
     ("scales", ("scale", "presets", "parameters", "reproduce")),
     (
         "pipeline base",
@@ -51,6 +51,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "pipeline.dat",
             "pipeline.finetunes",
             "pipeline.methods",
+            "pipeline.quality",
             "pipeline.hypotheses",
             "pipeline.summary",
         ),
