@@ -108,17 +108,48 @@ def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float
     return float((evidence - kl) / len(y))
 
 
+# -- shrunk covariances ------------------------------------------------------------------------------------------
+def _shrunk_solve(x: np.ndarray, shrinkage: float, rhs: np.ndarray) -> np.ndarray:
+    """((1 - s) x^T x / n + s mu I)^-1 rhs for rows ``x`` [n, d] (mu: the mean eigenvalue of x^T x / n): through
+    the d x d matrix when n >= d, else through Woodbury's n x n identity (a task's few images in many features):
+    the same numbers for a fraction of the work."""
+    n, d = x.shape
+    a, b = shrinkage * (x * x).sum() / (n * d), (1 - shrinkage) / n
+    if b <= 0:
+        return rhs / a
+    if n >= d or a <= 0:
+        return np.linalg.solve(b * (x.T @ x) + a * np.eye(d), rhs)
+    return (rhs - x.T @ np.linalg.solve(a / b * np.eye(n) + x @ x.T, x @ rhs)) / a
+
+
+def ledoit_wolf_weight(x: np.ndarray) -> float:
+    """Ledoit and Wolf's optimal weight of the mean eigenvalue mu in (1 - a) x^T x / n + a mu I, for centred rows
+    ``x`` [n, d]; from the n x n Gram matrix (the squared Frobenius norm of x^T x equals that of x x^T), so the
+    cost is n^2 d rather than n d^2. Equal to scikit-learn's ``ledoit_wolf_shrinkage`` (tested)."""
+    n, d = x.shape
+    gram = x @ x.T if n < d else x.T @ x
+    mu = np.trace(gram) / (n * d)
+    frob = (gram * gram).sum() / n**2  # ||x^T x / n||_F^2
+    fourth = ((x * x).sum(1) ** 2).sum() / n  # the images' squared norms, squared, summed, over n
+    delta = (frob - 2 * mu * np.trace(gram) / n + d * mu**2) / d
+    beta = min((fourth - frob) / (n * d), delta)
+    return 0.0 if beta == 0 else float(beta / delta)
+
+
+def _top_eigenvalue(x: np.ndarray) -> float:
+    """The largest eigenvalue of x^T x / n, from the smaller of the two Gram matrices."""
+    gram = x @ x.T if len(x) < x.shape[1] else x.T @ x
+    return float(np.linalg.eigvalsh(gram / len(x))[-1])
+
+
 # -- SFDA ---------------------------------------------------------------------------------------------------------
 def _fisher_probs(f: np.ndarray, y: np.ndarray, classes: int, shrinkage: float) -> np.ndarray:
     """Class probabilities of the regularised Fisher discriminant: within-class covariance (biased, weighted by
     the class priors) shrunk towards its mean eigenvalue by ``shrinkage``; linear scores, then a softmax."""
     priors = np.bincount(y, minlength=classes) / len(y)
     means = np.stack([f[y == c].mean(0) for c in range(classes)])
-    centred = f - means[y]
-    within = centred.T @ centred / len(y)  # = sum_c prior_c * cov_c
-    d = f.shape[1]
-    within = (1 - shrinkage) * within + shrinkage * np.trace(within) / d * np.eye(d)
-    coef = np.linalg.solve(within, means.T).T  # [C, d]
+    # the within-class covariance (x^T x / n of the class-centred images: sum_c prior_c cov_c), shrunk
+    coef = _shrunk_solve(f - means[y], shrinkage, means.T).T  # [C, d]
     scores = f @ coef.T - 0.5 * (means * coef).sum(1) + np.log(priors)
     return special.softmax(scores, axis=1)
 
@@ -133,9 +164,7 @@ def sfda(features: np.ndarray, labels: np.ndarray, strength: float = 5.0) -> flo
     if classes < 2:
         raise ValueError("SFDA needs at least two classes")
     means = np.stack([f[y == c].mean(0) for c in range(classes)])
-    centred = f - means[y]
-    top = float(np.linalg.eigvalsh(centred.T @ centred / len(y))[-1])
-    shrinkage = max(float(np.exp(-strength * top)), 1e-10)
+    shrinkage = max(float(np.exp(-strength * _top_eigenvalue(f - means[y]))), 1e-10)
     p = _fisher_probs(f, y, classes, shrinkage)
     own = special.softmax(p, axis=1)[np.arange(len(y)), y][:, None]
     others = (means.sum(0) - means) / (classes - 1)  # per class: the mean of the other classes' means
@@ -146,18 +175,15 @@ def sfda(features: np.ndarray, labels: np.ndarray, strength: float = 5.0) -> flo
 # -- H-score with shrinkage ---------------------------------------------------------------------------------------
 def h_score_shrinkage(features: np.ndarray, labels: np.ndarray) -> float:
     """H-score with the feature covariance shrunk by Ledoit-Wolf's optimal weight a towards its mean
-    eigenvalue: tr(((1 - a) cov(f) + a mu I)^-1 (1 - a) cov(E[f | y])) (Ibrahim et al. 2022)."""
-    from sklearn.covariance import ledoit_wolf_shrinkage
-
+    eigenvalue: tr(((1 - a) cov(f) + a mu I)^-1 (1 - a) cov(E[f | y])) (Ibrahim et al. 2022); cost n^2 d + n^3 with
+    fewer images than features (Woodbury), n d^2 + d^3 otherwise."""
     f = np.asarray(features, dtype=np.float64)
     y, classes = _classes(labels)
     f = f - f.mean(0)
-    n, d = f.shape
-    a = float(ledoit_wolf_shrinkage(f, assume_centered=True))
-    cov = f.T @ f / n
-    shrunk = (1 - a) * cov + a * np.trace(cov) / d * np.eye(d)
-    g = np.stack([f[y == c].mean(0) for c in range(classes)])[y]
-    return float(np.trace(np.linalg.solve(shrunk, (1 - a) * (g.T @ g) / n)))
+    a = ledoit_wolf_weight(f)
+    means = np.stack([f[y == c].mean(0) for c in range(classes)])  # cov(E[f | y]) = sum_c p_c m_c m_c^T
+    weights = np.bincount(y, minlength=classes) / len(y)
+    return float((1 - a) * (weights * (means.T * _shrunk_solve(f, a, means.T)).sum(0)).sum())
 
 
 # -- resampled support sets ---------------------------------------------------------------------------------------

@@ -34,9 +34,14 @@ def _world(tasks=12, seeds=4, seed=0):
     return pd.DataFrame(runs), pd.DataFrame(rankings)
 
 
-def test_quality_tables_rank_every_score_against_its_ceiling():
+@pytest.fixture(scope="module")
+def judged():
     runs, rankings = _world()
-    q = quality_tables(rankings, runs, draws=4)
+    return runs, quality_tables(rankings, runs, draws=4)
+
+
+def test_quality_tables_rank_every_score_against_its_ceiling(judged):
+    _, q = judged
     per_task, summary = q["per_task"], q["summary"]
     assert set(per_task.proxy) == {"knn", "knn_resampled", "logme", "prior", "hybrid", "hybrid_nested"}
     assert set(per_task.regime) == {"1k", "5-shot"} and (per_task.experts == 6).all()  # B is not a candidate
@@ -68,9 +73,8 @@ def test_quality_tables_rank_every_score_against_its_ceiling():
     )
 
 
-def test_the_selection_hypotheses_are_tested_within_their_own_families():
-    runs, rankings = _world()
-    q = quality_tables(rankings, runs, draws=2)
+def test_the_selection_hypotheses_are_tested_within_their_own_families(judged):
+    runs, q = judged
     picks = pd.DataFrame({"task": sorted(set(runs.task)), "knn": EXPERTS[0], "domain": EXPERTS[1]})
     from expertlib.pipeline.methods import proxy_picks
 

@@ -7,6 +7,7 @@ from scipy import optimize, special
 from expertlib.proxies import h_score
 from expertlib.transferability import (
     h_score_shrinkage,
+    ledoit_wolf_weight,
     pactran_dirichlet,
     pactran_gaussian,
     resampled,
@@ -115,9 +116,14 @@ def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_
 
     from expertlib.transferability import _fisher_probs
 
+    for n, d in (
+        (90, 5),
+        (24, 40),
+    ):  # more images than features, and fewer (solved through Woodbury's identity)
+        f, y = _clusters(n=n, d=d, c=3, sep=1.0)
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3).fit(f, y)
+        assert np.allclose(_fisher_probs(f, y, 3, 0.3), lda.predict_proba(f), atol=1e-9), (n, d)
     f, y = _clusters(n=90, d=5, c=3, sep=1.0)
-    lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3).fit(f, y)
-    assert np.allclose(_fisher_probs(f, y, 3, 0.3), lda.predict_proba(f), atol=1e-10)
     # the whole score, stage by stage with scikit-learn's discriminant and the self-challenging mix
     means = np.stack([f[y == c].mean(0) for c in range(3)])
     within = sum((y == c).mean() * np.cov(f[y == c].T, bias=True) for c in range(3))
@@ -132,16 +138,21 @@ def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_
 
 
 def test_shrunk_h_score_uses_ledoit_wolf_and_stays_finite_with_few_images():
-    from sklearn.covariance import LedoitWolf
+    from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 
-    f, y = _clusters(n=60, d=8, sep=1.0)
-    lw = LedoitWolf().fit(f)
-    fc = f - f.mean(0)
-    g = np.stack([fc[y == c].mean(0) for c in range(4)])[y]
-    a = lw.shrinkage_
-    assert h_score_shrinkage(f, y) == pytest.approx(
-        np.trace(np.linalg.inv(lw.covariance_) @ ((1 - a) * g.T @ g / 60))
-    )
+    for n, d in (
+        (60, 8),
+        (20, 50),
+    ):  # more images than features, and fewer (solved through Woodbury's identity)
+        f, y = _clusters(n=n, d=d, sep=1.0)
+        lw = LedoitWolf().fit(f)
+        fc = f - f.mean(0)
+        assert ledoit_wolf_weight(fc) == pytest.approx(
+            ledoit_wolf_shrinkage(fc, assume_centered=True), rel=1e-10
+        )
+        g = np.stack([fc[y == c].mean(0) for c in range(4)])[y]
+        want = np.trace(np.linalg.inv(lw.covariance_) @ ((1 - lw.shrinkage_) * g.T @ g / n))
+        assert h_score_shrinkage(f, y) == pytest.approx(want, rel=1e-8), (n, d)
     many, ym = _clusters(n=20_000, d=4, sep=1.0)  # many images: hardly any shrinkage, the plain H-score
     assert h_score_shrinkage(many, ym) == pytest.approx(h_score(many, ym), rel=1e-3)
     wide, yw = _clusters(
