@@ -56,3 +56,19 @@ def test_verdict_gives_exactly_the_listed_vocabulary():
         verdict(nan, nan, nan, nan, 0.0, "greater"),  # not testable
     }
     assert given == set(VERDICTS)
+
+
+def test_the_report_names_the_plan_s_commit():
+    """summary.json's provenance names the commit that fixed the plan (beside the commits of the tables it read)."""
+    import subprocess
+
+    from expertlib.pipeline.summary import plan_commit
+
+    commit = plan_commit()
+    assert commit is not None and re.fullmatch(r"[0-9a-f]{40}", commit)
+    root = DOC.parents[1]
+    message = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%s", commit], capture_output=True,
+                             text=True, check=True).stdout  # fmt: skip
+    changed = subprocess.run(["git", "-C", str(root), "show", "--name-only", "--format=", commit], capture_output=True,
+                             text=True, check=True).stdout.split()  # fmt: skip
+    assert message.startswith("Analysis plan:") and "docs/analysis_plan.md" in changed
