@@ -8,12 +8,15 @@
   A multi-label head (BiT-M's) is read as sigmoids by :func:`domain_prediction_scores_sigmoid`: the expected
   number of the expert's classes present against that number under the prior, one statistic on both sides.
 - the transferability metrics the field compares against: :func:`linear_probe_accuracy`, :func:`logme`,
-  :func:`leep`, :func:`nce`, :func:`h_score`.
+  :func:`leep`, :func:`nce`, :func:`h_score`; and the later ones of :mod:`expertlib.transferability`
+  (PACTran's Gaussian and Dirichlet variants, SFDA, H-score with Ledoit-Wolf shrinkage), with kNN averaged over
+  resampled support sets for the few-shot regimes (``knn_resampled``, its variance beside it).
 
 Which to use: kNN is cheap, label-aware and the most reliable single proxy in large studies; domain
 prediction needs neither labels nor expert features (one forward pass of B) but only sees what B's upstream
 labels can name; the linear probe is the most faithful to frozen-feature transfer and the most expensive;
-LogME, LEEP, NCE and H-score are the literature's baselines.
+LogME, LEEP, NCE and H-score are the literature's baselines; PACTran and SFDA the metrics that followed them
+(PACTran was built for few shots).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Literal
 
 import numpy as np
 import torch
+
+from expertlib import transferability as T
 
 Metric = Literal["cosine", "euclidean"]
 TieRule = Literal["smallest_label", "nearest"]
@@ -283,13 +288,14 @@ class Proxy:
     """A proxy as every caller sees it (the pipeline, ``expertlib.rank``, the analysis plan).
 
     ``reads``: ``features`` (each candidate's pooled features and the task's labels), ``head`` (each
-    candidate's own upstream head's probabilities and the labels: LEEP, NCE) or ``base_head`` (B's upstream head
-    on the task's images and each expert's upstream labels, no target labels: domain prediction).
-    ``score(inputs, labels, settings)``: for ``base_head``, ``inputs`` is ``(B's logits, expert_labels,
-    upstream_prior)`` and the result is a score per expert. ``flops(n, d, classes, upstream_classes)``: rough
-    FLOPs on ``n`` examples of ``d``-wide features (feature extraction not included). ``pick_column``: where its
-    pick stands among the picks table's columns, whose picks the pipeline fine-tunes (None: its pick is judged
-    from the runs of every expert)."""
+    candidate's own upstream head's probabilities and the labels: LEEP, NCE, PACTran-Dirichlet) or ``base_head``
+    (B's upstream head on the task's images and each expert's upstream labels, no target labels: domain
+    prediction). ``score(inputs, labels, settings)``: for ``base_head``, ``inputs`` is ``(B's logits,
+    expert_labels, upstream_prior)`` and the result is a score per expert; a proxy averaged over resampled
+    support sets returns a :class:`~expertlib.transferability.Scored` (score and variance).
+    ``flops(n, d, classes, upstream_classes)``: rough FLOPs on ``n`` examples of ``d``-wide features (feature
+    extraction not included). ``pick_column``: where its pick stands among the picks table's columns, whose
+    picks the pipeline fine-tunes (None: its pick is judged from the runs of every expert)."""
 
     name: str
     reads: Reads
@@ -309,6 +315,12 @@ def _domain_score(inputs: tuple, _labels: np.ndarray, s: ProxySettings) -> dict[
     if s.domain_activation == "sigmoid":
         return domain_prediction_scores_sigmoid(logits, expert_labels, prior)
     return domain_prediction_scores(softmax(logits), expert_labels, prior)
+
+
+def _knn_resampled(f: np.ndarray, y: np.ndarray, s: ProxySettings) -> T.Scored:
+    """kNN accuracy averaged over 20 support sets, each leaving a fifth of every class out; k is capped at the
+    images kept minus one (2 shots of a 2-class task keep 2 images)."""
+    return T.resampled(lambda x, t: knn_accuracy(x, t, k=min(s.knn_k, len(t) - 1), metric=s.knn_metric), f, y)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -333,6 +345,18 @@ _REGISTRY = [
           "NCE of the candidate's own upstream head's hard labels"),
     Proxy("domain", "base_head", _domain_score, lambda n, d, c, u: 4.0 * n * u, 1,
           "domain prediction: B's upstream head on the task's images, lift of each expert's classes"),
+    Proxy("pactran_gauss", "features", lambda f, y, s: T.pactran_gaussian(f, y),
+          lambda n, d, c, u: 4.0 * n * d * c * 100, None,
+          "PACTran-Gaussian: minus the PAC-Bayes bound of a softmax classifier on the features (~100 L-BFGS steps)"),
+    Proxy("pactran_dir", "head", lambda p, y, s: T.pactran_dirichlet(p, y), lambda n, d, c, u: 80.0 * n * u,
+          None, "PACTran-Dirichlet: the label model's evidence bound over the candidate's own upstream classes"),
+    Proxy("sfda", "features", lambda f, y, s: T.sfda(f, y), lambda n, d, c, u: 4.0 * n * d * min(n, d) + 12.0 * min(n, d) ** 3 + 8.0 * n * d * c,
+          None, "SFDA: a regularised Fisher discriminant, self-challenged by each image's own uncertainty"),
+    Proxy("hscore_lw", "features", lambda f, y, s: T.h_score_shrinkage(f, y),
+          lambda n, d, c, u: 4.0 * n * d * min(n, d) + 2.0 * min(n, d) ** 3, None,
+          "H-score with the feature covariance shrunk by Ledoit-Wolf (stable with few images)"),
+    Proxy("knn_resampled", "features", _knn_resampled, lambda n, d, c, u: 20 * 2.0 * (0.8 * n) ** 2 * d, None,
+          "kNN accuracy averaged over 20 support sets that each leave a fifth of every class out (variance beside)"),
 ]  # fmt: skip
 PROXIES: dict[str, Proxy] = {p.name: p for p in _REGISTRY}
 """Every proxy by name, in the order a ranking scores them."""

@@ -8,7 +8,10 @@ the best. IMAGES is a folder of class folders (optionally under train/, val/, te
 Every model embeds the training images once (batched, on a GPU when there is one, with its own resolution and
 normalisation); the features are cached under ``OUT/features/``, so adding a proxy or a model recomputes
 nothing else. Every proxy then scores every model: kNN accuracy (the paper's choice, the default), a linear
-probe, LogME, H-score, and LEEP and NCE through each model's own upstream classifier. Output, written
+probe, LogME, H-score, SFDA, PACTran-Gaussian, the Ledoit-Wolf H-score, kNN over resampled support sets, and
+LEEP, NCE and PACTran-Dirichlet through each model's own upstream classifier. With ``--prior TABLE`` (past
+fine-tunes of these models on other tasks: task, model, accuracy, as ``transfer_runs.csv``) the prior from those
+transfers and the hybrid of it with the resampled kNN join them (:mod:`expertlib.prior`). Output, written
 atomically under ``OUT``: ``ranking.csv`` and ``ranking.md`` (each proxy's score and rank, seconds and FLOPs
 per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by the first proxy are fine-tuned
 (BiT-HyperRule by the training set's size: 500 steps under 20k images, 10k under 500k, else 20k, mixup 0.1 from
@@ -47,6 +50,7 @@ import torch
 
 from expertlib.datasets.folders import DEFAULT_MAX_PIXELS
 from expertlib.datasets.user_images import UserImages, load_images
+from expertlib.prior import HYBRID_PROXY, HYBRID_WEIGHT, hybrid_scores, read_prior_table, transfer_prior
 from expertlib.proxies import LABELLED_PROXIES
 from expertlib.rank_table import (
     WIDTH,
@@ -74,7 +78,11 @@ class FineTuneError(RuntimeError):
     """A fine-tune of ``--finetune-top`` failed (its loss became NaN or inf); the proxy ranking is written."""
 
 
-PROXIES = LABELLED_PROXIES  # every proxy that needs only the models and the labelled images
+PAST_PROXIES = ("prior", "hybrid")  # from a table of past fine-tunes (--prior); the nested hybrid needs more
+PROXIES = (
+    *LABELLED_PROXIES,
+    *PAST_PROXIES,
+)  # every proxy that needs only the models, the images (and --prior)
 
 
 def _key(cand: ModelCandidate, images: UserImages) -> str:
@@ -124,17 +132,29 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
                 proxies: Sequence[str] = ("knn",), k: int = 5, batch_size: int = 64, device: str = "auto",
                 workers: int = 0, finetune_top: int = 0, finetune_steps: int = 500, finetune_batch: int = 64,
                 finetune_lr: float = 0.003, seed: int = 0, progress: bool = True,
+                prior: str | Path | pd.DataFrame | None = None, prior_task: str | None = None,
                 finetune_recipe: str = "bit-paper") -> pd.DataFrame:  # fmt: skip
     """Score every model on ``images`` with every proxy; write the ranking table and figure under ``out_dir``;
-    return the table (one row per model, best first by the first proxy). With ``finetune_top``, the top models
-    are fine-tuned with BiT-HyperRule (``finetune_recipe``: "bit-paper" or "bit-code") by the training set's
-    size: ``finetune_steps`` (BiT: 500) under 20k images, 20x that under 500k, 40x above, mixup 0.1 from 20k."""
+    return the table (one row per model, best first by the first proxy). ``prior``: a table of past fine-tunes
+    of the same models on other tasks (task, model, accuracy): adds the ``prior`` and ``hybrid`` scores (asked
+    for by name, or both when none is); ``prior_task``: this task's name in it, whose rows are left out. With
+    ``finetune_top``, the top models are fine-tuned with BiT-HyperRule (``finetune_recipe``: "bit-paper" or
+    "bit-code") by the training set's size: ``finetune_steps`` (BiT: 500) under 20k images, 20x that under 500k,
+    40x above, mixup 0.1 from 20k."""
     from expertlib.selection import rank_experts
     from expertlib.training import NonFiniteLossError
 
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown or not proxies:
         raise ValueError(f"unknown proxies {unknown}; choose from {', '.join(PROXIES)}")
+    past = [p for p in proxies if p in PAST_PROXIES]
+    if past and prior is None:
+        raise ValueError(f"--proxy {' and '.join(past)} needs --prior TABLE: past fine-tunes of these models on other "
+                         "tasks (columns task, model, accuracy, as tables/transfer_runs.csv)")  # fmt: skip
+    if prior is not None and not past:
+        proxies = (*proxies, *PAST_PROXIES)
+    if prior_task is not None and prior is None:
+        raise ValueError("--prior-task names this task in a --prior table: give the table too")
     for name, value, low in (("k", k, 1), ("batch_size", batch_size, 1), ("workers", workers, 0),
                              ("finetune_top", finetune_top, 0), ("finetune_steps", finetune_steps, 1),
                              ("finetune_batch", finetune_batch, 1), ("seed", seed, 0)):  # fmt: skip
@@ -158,6 +178,9 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
     cands, merged = merge_same_weights(found, [c.fingerprint() for c in found])  # B once, however many banks
+    past_acc = (
+        read_prior_table(prior, names, prior_task) if prior is not None else None
+    )  # checked before compute
     out_dir = Path(out_dir)
     inside = next((p for p in images.paths if out_dir.resolve() in p.resolve().parents), None)
     if inside is not None:  # a second run would rank its own figure as an image
@@ -174,9 +197,15 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     feats = {n: e["features"][order_] for n, e in emb.items()}
     logits = {n: e["logits"][order_] for n, e in emb.items() if "logits" in e}
     flops = {c.name: features_flops(c) * len(train) for c in cands}
-    table = rank_experts(feats, labels, proxies, head_logits=logits, knn_k=k,
+    scored = [p for p in proxies if p in LABELLED_PROXIES]
+    scored += [HYBRID_PROXY] if "hybrid" in proxies and HYBRID_PROXY not in scored else []
+    table = rank_experts(feats, labels, scored, head_logits=logits, knn_k=k,
                          extraction_seconds={n: float(e["seconds"]) for n, e in emb.items()},
                          extraction_flops=flops)  # fmt: skip
+    if past_acc is not None:
+        table = pd.concat(
+            [table, _past_rows(table, past_acc, [c.name for c in cands], proxies)], ignore_index=True
+        )
     wide = order(_wide(table, proxies, cands, merged), proxies)
     # everything found but not used, with the rule that left it out: never silently
     atomic_write_csv(
@@ -196,6 +225,24 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     return wide
 
 
+def _past_rows(
+    table: pd.DataFrame, past: pd.DataFrame, names: Sequence[str], proxies: Sequence[str]
+) -> pd.DataFrame:
+    """The prior from past fine-tunes (each model's mean normalised rank over the table's tasks) and the hybrid
+    (half the prior's ranks, half the resampled kNN's) as ranking rows; the hybrid's seconds include its kNN's."""
+    t0 = time.perf_counter()
+    prior = transfer_prior(past, sorted(set(past.task)), names)
+    seconds = (time.perf_counter() - t0) / len(names)
+    rows = [{"model": m, "proxy": "prior", "score": prior[m], "seconds": seconds, "flops": float(len(past))}
+            for m in names]  # fmt: skip
+    if "hybrid" in proxies:
+        own = table[table.proxy == HYBRID_PROXY].set_index("model")
+        hybrid = hybrid_scores(prior, own.score.reindex(names), HYBRID_WEIGHT)
+        rows += [{"model": m, "proxy": "hybrid", "score": hybrid[m], "seconds": seconds + own.seconds[m],
+                  "flops": own.flops[m]} for m in names]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCandidate],
           merged: dict[str, list[str]]) -> pd.DataFrame:  # fmt: skip
     """One row per model: each proxy's score and rank (1 = best, ties share it; models a proxy cannot score have
@@ -208,6 +255,8 @@ def _wide(table: pd.DataFrame, proxies: Sequence[str], cands: Sequence[ModelCand
         for name, r in sub.iterrows():
             rows[name][p] = r.score
             rows[name][f"{p}_rank"] = int(ranks[name])
+            if pd.notna(r.get("score_variance", np.nan)):  # over resampled support sets
+                rows[name][f"{p}_variance"] = r.score_variance
             rows[name][f"{p}_seconds"] = r.seconds
             rows[name][f"{p}_gflops"] = r.flops / 1e9
     return pd.DataFrame(list(rows.values()))
@@ -258,7 +307,13 @@ def parser() -> argparse.ArgumentParser:
                     "file, even with a colon in its name, e.g. run_12:30.safetensors)")  # fmt: skip
     ap.add_argument("--out", default="ranking",
                     help="output folder (default: ./ranking); never read as images, even inside IMAGES")  # fmt: skip
-    ap.add_argument("--proxy", action="append", choices=PROXIES, help="repeat for several (default: knn)")
+    ap.add_argument("--proxy", action="append", choices=PROXIES,
+                    help="repeat for several (default: knn); prior and hybrid need --prior")  # fmt: skip
+    ap.add_argument("--prior", metavar="TABLE",
+                    help="a CSV of past fine-tunes of these models on other tasks (task, model, accuracy, as "
+                    "tables/transfer_runs.csv): adds the prior from past transfers and its hybrid with kNN")  # fmt: skip
+    ap.add_argument("--prior-task", metavar="NAME",
+                    help="this task's name in the --prior table: its own rows are left out of its prior")  # fmt: skip
     ap.add_argument("-k", type=positive_int, default=5, help="kNN's k (default 5)")
     ap.add_argument("--batch-size", type=positive_int, default=64)
     ap.add_argument("--device", default="auto")
@@ -305,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         print(textwrap.fill(opening, WIDTH, subsequent_indent="  ", break_on_hyphens=False), flush=True)
         table = rank_models(images, args.models, args.out, args.proxy or ["knn"], args.k, args.batch_size,
                             args.device, args.workers, args.finetune_top, args.finetune_steps, args.finetune_batch,
-                            args.lr, args.seed, not args.no_progress)  # fmt: skip
+                            args.lr, args.seed, not args.no_progress, prior=args.prior, prior_task=args.prior_task)  # fmt: skip
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"rank: {type(e).__name__}: {e}", file=sys.stderr)
         return 2

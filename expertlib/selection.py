@@ -4,8 +4,9 @@
 is read and augmented once; every candidate runs its own full forward: sharing the stem of adapter experts
 was measured to save nothing); :func:`rank_experts` scores every expert with any proxy of the registry
 :data:`expertlib.proxies.PROXIES` and returns a table with score, seconds and estimated FLOPs. Selection quality follows the literature:
-Kendall tau and weighted tau between proxy scores and fine-tuned accuracies, regret (oracle accuracy minus
-the selected expert's) and top-k relative accuracy. :func:`dat_weights` gives the per-class weights of the
+Kendall tau-b and weighted tau between proxy scores and fine-tuned accuracies, regret (oracle accuracy minus
+the selected expert's), recall of the best expert in the top k, top-k relative accuracy, and how the agreement
+holds when a third of the candidates are dropped. :func:`dat_weights` gives the per-class weights of the
 Domain Adaptive Transfer baseline (Ngiam et al. 2018), which re-weights upstream data by the target task and
 re-trains on it: the per-task cost the paper compares against.
 """
@@ -25,7 +26,9 @@ from expertlib.candidates import BASE, Candidate, features_of
 from expertlib.evaluation import compiles_once, owner_module, predict
 from expertlib.resnet import Pooled
 from expertlib.runtime import Compile, compiled, resolve_compile
+from expertlib.stats import tau_b_rows
 from expertlib.training import TrainData
+from expertlib.transferability import Scored
 
 
 # -- features -------------------------------------------------------------------------------------------------
@@ -97,7 +100,8 @@ def rank_experts(
     through its own upstream head (an expert's covers its subset); domain prediction scores each expert of
     ``expert_labels`` from B's head (``head_logits['base']``, read as ``domain_activation``), and B's feature
     extraction is counted once for all of them (each expert's row carries an equal share). Returns one row per
-    (model, proxy): score, seconds, flops, ``model`` being the candidate id (the keys of ``features``).
+    (model, proxy): score, score_variance (over resampled support sets; nan for proxies that do not resample),
+    seconds, flops, ``model`` being the candidate id (the keys of ``features``).
     """
     unknown = [p for p in proxies if p not in P.PROXIES]
     if unknown:
@@ -133,8 +137,11 @@ def rank_experts(
     return pd.DataFrame(rows)
 
 
-def _row(model: str, proxy: str, score: float, seconds: float, flops: float) -> dict:
-    return {"model": model, "proxy": proxy, "score": float(score),
+def _row(model: str, proxy: str, score: float | Scored, seconds: float, flops: float) -> dict:
+    """One row of a ranking; ``score_variance``: the score's variance over resampled support sets, where the
+    proxy resamples them (nan elsewhere)."""
+    scored = score if isinstance(score, Scored) else Scored(float(score), float("nan"))
+    return {"model": model, "proxy": proxy, "score": float(scored.score), "score_variance": float(scored.variance),
             "seconds": float(seconds), "flops": float(flops)}  # fmt: skip
 
 
@@ -152,7 +159,8 @@ def tied_best(ranking: pd.DataFrame, proxy: str, candidates: Sequence[str] | Non
 
 # -- selection quality ---------------------------------------------------------------------------------------
 def kendall_tau(scores: Sequence[float], accuracies: Sequence[float]) -> float:
-    return float(stats.kendalltau(scores, accuracies).statistic)
+    """Kendall's tau-b (ties in either ranking accounted for); nan where either side is constant."""
+    return float(stats.kendalltau(scores, accuracies, variant="b").statistic)
 
 
 def weighted_tau(scores: Sequence[float], accuracies: Sequence[float]) -> float:
@@ -163,6 +171,33 @@ def weighted_tau(scores: Sequence[float], accuracies: Sequence[float]) -> float:
 def regret(selected_accuracy: float, accuracies: Sequence[float]) -> float:
     """Oracle (best) accuracy minus the selected expert's: 0 when the proxy picked the best."""
     return float(max(accuracies) - selected_accuracy)
+
+
+def recall_at_k(scores: Sequence[float], accuracies: Sequence[float], k: int = 3) -> float:
+    """Whether the best candidate by accuracy is among the proxy's top ``k`` (1 or 0); where the ``k``-th place is
+    tied, the chance that breaking the tie at random keeps it (a tie is the proxy's honest answer)."""
+    s, acc = np.asarray(scores, dtype=float), np.asarray(accuracies, dtype=float)
+    k = min(k, len(s))
+    kth = np.sort(s)[::-1][k - 1]
+    best = s[int(np.argmax(acc))]
+    if best != kth:
+        return float(best > kth)
+    return float((k - (s > kth).sum()) / (s == kth).sum())
+
+
+def drop_third_taus(scores: pd.Series, accuracies: pd.Series, draws: int = 50, seed: int = 0,
+                    rescore: Callable[[list[str]], pd.Series] | None = None) -> np.ndarray:  # fmt: skip
+    """Kendall tau of the proxy against accuracy after a third of the candidates (rounded down) are dropped at
+    random, ``draws`` times (``scores`` and ``accuracies`` indexed by candidate): how much the agreement rests on
+    which candidates happen to be in the pool. ``rescore(kept)`` recomputes the scores on the kept candidates,
+    for a proxy whose scores depend on the pool (one built from other tasks' rankings); else they stay."""
+    names = sorted(scores.index)
+    keep = len(names) - len(names) // 3
+    rng = np.random.default_rng(seed)
+    kept = [sorted(rng.choice(names, keep, replace=False)) for _ in range(draws)]
+    s = np.array([(scores if rescore is None else rescore(k)).reindex(k).to_numpy(float) for k in kept])
+    acc = np.array([accuracies.reindex(k).to_numpy(float) for k in kept])
+    return tau_b_rows(s.reshape(draws, keep), acc.reshape(draws, keep))
 
 
 def top_k_relative_accuracy(scores: Sequence[float], accuracies: Sequence[float], k: int = 1) -> float:

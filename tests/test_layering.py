@@ -33,9 +33,19 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     (
         "training and proxies",
-        ("batching", "evaluation", "training", "stacked", "proxies", "stats", "plots", "jobs"),
+        (
+            "batching",
+            "evaluation",
+            "training",
+            "stacked",
+            "proxies",
+            "transferability",
+            "stats",
+            "plots",
+            "jobs",
+        ),
     ),
-    ("selection", ("selection", "zoo", "rank", "rank_table")),
+    ("selection", ("selection", "zoo", "rank", "rank_table", "prior", "proxy_plots")),
     ("scales", ("scale", "presets", "parameters", "reproduce", "lab")),
     (
         "pipeline base",
@@ -52,6 +62,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "pipeline.dat",
             "pipeline.finetunes",
             "pipeline.methods",
+            "pipeline.quality",
             "pipeline.hypotheses",
             "pipeline.summary",
         ),

@@ -89,7 +89,9 @@ def test_all_notebooks_execute_and_write_results(smoke_run):
                  "figures/specialisation_knn.png", "figures/selection_cost.png", "figures/proxy_knn_vs_accuracy.png",
                  "your_task/ranking.csv", "your_task/ranking.png", "tables/vtab_table_3shot.md",
                  "tables/proxy_agreement.csv", "tables/selection_ties.csv", "tables/regimes.csv", "figures/regimes.png",
-                 "figures/transfer_finetune_3shot.png", "figures/minus_base.png", "tables/minus_base.csv"):  # fmt: skip
+                 "figures/transfer_finetune_3shot.png", "figures/minus_base.png", "tables/minus_base.csv",
+                 "tables/selection_quality.csv", "figures/selection_quality.png",
+                 "tables/selection_quality_per_task.csv", "tables/hybrid_weights.csv"):  # fmt: skip
         assert (out / name).is_file(), name
 
 
@@ -111,7 +113,7 @@ def test_summary_keys_and_ranges(smoke_run):
     assert -1 <= s["regimes"]["3-shot"]["finetune"]["knn"]["minus_base"] <= 1
     assert s["provenance"]["git_commit"] and s["data"]["upstream_classes"] >= 100
     assert s["provenance"]["report_code_commit"] and set(s["provenance"]["inputs"]) >= {"transfer_runs.csv"}
-    assert {"P1", "E1", "F3a", "F3j"} <= set(
+    assert {"P1", "E1", "F3a", "F3j", "S1", "T3h", "T1kh"} <= set(
         s["hypotheses"]
     )  # every planned hypothesis, the few-shot ones too
     import pandas as pd

@@ -7,6 +7,7 @@ from expertlib.pipeline import dat as DAT
 from expertlib.pipeline import models as M
 from expertlib.pipeline import scoring as S
 from expertlib.pipeline.experts import RELEASED_BANK
+from expertlib.proxies import ALL_PROXIES
 
 
 def test_selection_tables_picks_and_dat_cost(smoke):
@@ -39,6 +40,13 @@ def test_selection_tables_picks_and_dat_cost(smoke):
         "kept, not redone"
     )
     assert len(pd.read_csv(rank_path)) == len(rankings)
+    # a task scored before a proxy joined the registry is scored again, with every proxy
+    rankings[~((rankings.task == kept[0]) & (rankings.proxy == "knn_resampled"))].to_csv(
+        rank_path, index=False
+    )
+    redone, _ = S.run_selection(ws, bench, base, experts)
+    assert set(redone[redone.task == kept[0]].proxy) == set(ALL_PROXIES) and len(redone) == len(rankings)
+    assert redone[redone.proxy == "knn_resampled"].score_variance.notna().all()
 
 
 def test_dat_timing_extrapolates_from_the_measured_steps(smoke):

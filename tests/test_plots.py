@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from expertlib import plots
+from expertlib import plots, proxy_plots
 
 
 def _digests(paths):
@@ -32,7 +32,7 @@ def test_new_figures_draw_their_data():
     assert len(plots.domain_accuracy(acc).axes[0].patches) >= 4
     rankings = pd.DataFrame({"task": ["t", "t", "u", "u"], "model": ["a", "b", "a", "b"], "proxy": "knn",
                              "score": [0.1, 0.9, 0.8, 0.2]})  # fmt: skip
-    heat = plots.score_heatmap(rankings, "knn")
+    heat = proxy_plots.score_heatmap(rankings, "knn")
     boxed = [p for p in heat.axes[0].patches if isinstance(p, plots.plt.Rectangle) and not p.get_fill()]
     assert sorted((int(p.get_x()), int(p.get_y())) for p in boxed) == [
         (0, 1),
@@ -140,7 +140,7 @@ def test_proxy_scatter_has_no_empty_panel_and_no_overlapping_labels():
     tasks = [f"task{i}" for i in range(7)]
     points = pd.DataFrame([{"task": t, "model": f"adapter:expert_{j}", "proxy": "knn", "score": rng.random(),
                             "accuracy": rng.random()} for t in tasks for j in range(5)])  # fmt: skip
-    fig = plots.proxy_scatter(points, "knn", tasks[::-1])
+    fig = proxy_plots.proxy_scatter(points, "knn", tasks[::-1])
     assert (
         len(fig.axes) == 7
         and fig.axes[0].get_subplotspec().get_gridspec().ncols == 4

@@ -211,7 +211,8 @@ def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
 def test_the_registry_is_the_one_list_of_proxies():
     from expertlib.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
 
-    assert ALL_PROXIES == ("knn", "linear", "logme", "hscore", "leep", "nce", "domain")
+    assert ALL_PROXIES == ("knn", "linear", "logme", "hscore", "leep", "nce", "domain", "pactran_gauss", "pactran_dir",
+                           "sfda", "hscore_lw", "knn_resampled")  # fmt: skip
     assert PICKED_BY == ("knn", "domain", "linear", "logme", "hscore")  # the picks table's columns, in order
     assert "domain" not in LABELLED_PROXIES and set(LABELLED_PROXIES) | {"domain"} == set(PROXIES)
     assert all(PROXIES[p].flops(100, 64, 10, 1000) > 0 for p in PROXIES)

@@ -256,3 +256,44 @@ def test_the_readme_example_runs_offline_on_a_committed_model(task, capsys, monk
     assert out.startswith("found 3 classes") and "\n   1  " in out and max(map(len, out.splitlines())) <= 100
     table = pd.read_csv(root / "ranking" / "ranking.csv")
     assert (table.model == "B").sum() == 1 and not table.model.str.endswith(":base").any()
+
+
+def test_a_prior_from_past_fine_tunes_ranks_beside_the_proxies_and_bad_tables_are_named(task, capsys):
+    root, models = task
+    names = ["timm:test_resnet", "tiny"]
+    past = pd.DataFrame({"task": ["a", "a", "b", "b", "mine", "mine"], "model": names * 3, "mode": "finetune",
+                         "seed": 0, "accuracy": [0.9, 0.5, 0.8, 0.6, 0.1, 0.9]})  # fmt: skip
+    past.to_csv(root / "past.csv", index=False)
+    out = root / "with_prior"
+    args = [
+        str(root / "images"),
+        *models,
+        "--out",
+        str(out),
+        "-k",
+        "3",
+        "--no-progress",
+        "--prior",
+        str(root / "past.csv"),
+    ]
+    assert main([*args, "--prior-task", "mine"]) == 0
+    table = pd.read_csv(out / "ranking.csv").set_index("model")
+    # the test_resnet beat tiny on both other tasks; "mine" (this task's own runs) is left out
+    assert table.loc[names[0], "prior"] == 1.0 and table.loc[names[1], "prior"] == 0.0
+    assert (
+        table.prior_rank.tolist() != [] and table.hybrid.between(0, 1).all() and "knn_resampled" not in table
+    )
+    assert main([*args, "--proxy", "hybrid", "--proxy", "knn_resampled"]) == 0
+    table = pd.read_csv(out / "ranking.csv")
+    assert table.hybrid_rank.tolist() == [1, 2] and table.knn_resampled_variance.notna().all()
+    capsys.readouterr()
+    bad = {"unknown model": (past.replace("tiny", "tiny2"), "names models that are not being ranked: tiny2"),
+           "no runs": (past[past.model != "tiny"], "has no past runs of tiny"),
+           "no overlap": (past.iloc[[0, 3]], "no task with runs of two or more"),
+           "columns": (past.drop(columns="accuracy"), "lacks the columns ['accuracy']")}  # fmt: skip
+    for case, (frame, message) in bad.items():
+        frame.to_csv(root / "bad.csv", index=False)
+        assert main([*args[:-1], str(root / "bad.csv")]) == 2, case
+        assert message in capsys.readouterr().err, case
+    assert main([*args, "--prior-task", "theirs"]) == 2 and "no task 'theirs'" in capsys.readouterr().err
+    assert main([*args[:-2], "--proxy", "prior"]) == 2 and "needs --prior TABLE" in capsys.readouterr().err

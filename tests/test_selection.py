@@ -1,18 +1,22 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats as sps
 
 from expertlib.adapters import AdapterExperts, FullExperts
 from expertlib.candidates import Candidate
+from expertlib.proxies import ALL_PROXIES
 from expertlib.resnet import create_model, pooled_features
 from expertlib.selection import (
     dat_sample,
     dat_weights,
+    drop_third_taus,
     extract_features,
     forward_flops,
     head_logits,
     kendall_tau,
     rank_experts,
+    recall_at_k,
     regret,
     tied_best,
     top_k_relative_accuracy,
@@ -62,11 +66,15 @@ def test_rank_experts_table_and_pick():
     cands = _cands(bank)
     feats = extract_features(cands, data)
     table = rank_experts(
-        feats, data.labels, proxies=("knn", "linear", "logme", "hscore", "leep", "nce", "domain"),
+        feats, data.labels, proxies=ALL_PROXIES,
         head_logits=head_logits(cands, feats), expert_labels={"a": [0, 1, 2], "b": [3, 4, 5]}, val_split=48,
         knn_k=3, extraction_seconds={"base": 0.5, "a": 0.5, "b": 0.5},
     )  # fmt: skip
-    assert set(table.proxy) == {"knn", "linear", "logme", "hscore", "leep", "nce", "domain"}
+    assert set(table.proxy) == set(ALL_PROXIES)
+    # only the proxy that resamples support sets reports a variance, and its score is the mean over them
+    assert table[table.proxy == "knn_resampled"].score_variance.notna().all()
+    assert table[table.proxy != "knn_resampled"].score_variance.isna().all()
+    assert set(table[table.proxy == "pactran_dir"].model) == {"base", "a", "b"}  # through each head, as LEEP
     assert len(table[table.proxy == "knn"]) == 3 and len(table[table.proxy == "domain"]) == 2
     assert set(table[table.proxy == "leep"].model) == {"base", "a", "b"}  # every expert through its own head
     # domain prediction needs one pass of B for all experts: its 0.5 s counted once, not once per expert
@@ -80,6 +88,8 @@ def test_rank_experts_table_and_pick():
 
 
 def test_quality_metrics():
+    import pandas as pd
+
     acc = [0.5, 0.7, 0.9]
     assert kendall_tau([1, 2, 3], acc) == pytest.approx(1.0)
     assert kendall_tau([3, 2, 1], acc) == pytest.approx(-1.0)
@@ -87,6 +97,19 @@ def test_quality_metrics():
     assert regret(0.7, acc) == pytest.approx(0.2) and regret(0.9, acc) == 0
     assert top_k_relative_accuracy([3, 2, 1], acc, k=1) == pytest.approx(0.5 / 0.9)
     assert top_k_relative_accuracy([3, 2, 1], acc, k=3) == pytest.approx(1.0)
+    five = [0.1, 0.2, 0.3, 0.4, 0.9]
+    assert recall_at_k([5, 4, 3, 2, 1], five, 3) == 0.0 and recall_at_k([1, 2, 3, 4, 5], five, 3) == 1.0
+    assert recall_at_k([9, 9, 1, 1, 1], five, 3) == pytest.approx(
+        1 / 3
+    )  # third place shared by three: 1 in 3
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(sps.kendalltau([1, 1, 2], [1, 2, 3]).statistic)
+    names = list("abcdef")
+    s, a = pd.Series(np.arange(6.0), index=names), pd.Series(np.arange(6.0), index=names)
+    taus = drop_third_taus(s, a, draws=5)
+    assert len(taus) == 5 and np.allclose(taus, 1.0)  # a perfect ranking stays perfect on any four experts
+    seen = []
+    flipped = drop_third_taus(s, a, draws=3, rescore=lambda kept: seen.append(kept) or -s.reindex(kept))
+    assert np.allclose(flipped, -1.0) and all(len(k) == 4 for k in seen)  # rescored on the kept four
 
 
 def test_flops_and_dat():

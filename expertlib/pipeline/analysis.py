@@ -1,6 +1,6 @@
 """The analysis plan: every hypothesis the report tests, fixed before the run that tests it.
 
-Two families (docs/analysis_plan.md gives the reasons):
+Four families (docs/analysis_plan.md gives the reasons), two for the paper and this project's study of it:
 
 - **confirmatory**: the paper's claims, on VTAB-1k-style tasks (the full 1k regime). Each is a paired
   comparison over tasks (per task, the mean difference over the seeds both methods ran), tested by an exact
@@ -11,6 +11,14 @@ Two families (docs/analysis_plan.md gives the reasons):
   B+extra's own gain, how rank agreement moves with fewer shots). Benjamini-Hochberg q-values over the
   family; reported as exploratory, never as a verdict on the paper. Hypotheses added after seeing results
   are marked ``post_hoc``.
+
+and two for the proxies of issue #42 (PACTran, SFDA, the shrunk H-score, resampled kNN, the prior from past
+transfers and the hybrid), planned before any of them was scored on the cpu scale's fine-tunes:
+
+- **selection-confirmatory**: one hypothesis, "at 5-shot the hybrid's mean tau exceeds kNN's" (per task, the
+  hybrid's Kendall tau-b minus kNN's; sign-flip test, bootstrap-t interval, Holm within the family);
+- **selection-exploratory**: the other regimes, the prior alone, the nested weight, each new proxy against kNN,
+  the hybrid's pick against B and kNN's pick; Benjamini-Hochberg q-values within the family.
 
 A hypothesis a scale cannot test (no upstream images, no DAT models, no few-shot regime) is listed as such.
 """
@@ -25,9 +33,11 @@ import numpy as np
 
 from expertlib.candidates import BASE, EXTRA
 from expertlib.datasets.fewshot import FULL_REGIME
-from expertlib.proxies import ALL_PROXIES, PAPER_PROXY
+from expertlib.proxies import PAPER_PROXY
 
-Family = Literal["confirmatory", "exploratory"]
+Family = Literal["confirmatory", "exploratory", "selection-confirmatory", "selection-exploratory"]
+HOLM_FAMILIES = ("confirmatory", "selection-confirmatory")
+"""The families corrected family-wise (Holm); the others get Benjamini-Hochberg q-values."""
 ALPHA = 0.05
 VERDICTS = ("supported", "different: A better", "different: B better", "contradicted",
             "not shown", "no difference shown", "not testable at this scale")  # fmt: skip
@@ -61,9 +71,16 @@ SPECIALISATION = "kNN accuracy on the expert's upstream subset, over experts"
 RELATED_TASKS = "fine-tune accuracy on the tasks each expert relates to"
 COST_RATIO = "log10 of the wall-time ratio per task"
 RANK_AGREEMENT = "Kendall tau of kNN scores with the experts' mean accuracy, per task"
-MEASURES = (ACCURACY, SPECIALISATION, RELATED_TASKS, COST_RATIO, RANK_AGREEMENT)
-OTHER_PROXIES = tuple(p for p in ALL_PROXIES if p not in (PAPER_PROXY, "domain"))
-"""The proxies beside the paper's two, compared with kNN in the exploratory family."""
+PROXY_TAU = "Kendall tau-b of proxy A's scores minus proxy B's, with the experts' mean accuracy, per task"
+MEASURES = (ACCURACY, SPECIALISATION, RELATED_TASKS, COST_RATIO, RANK_AGREEMENT, PROXY_TAU)
+OTHER_PROXIES = ("linear", "logme", "hscore", "leep", "nce")
+"""The proxies beside the paper's two that the exploratory family compares with kNN (those the plan of
+2026-12-01 named; the later ones are the selection families')."""
+NEW_PROXIES = {"pactran_gauss": ("g", "PACTran-Gaussian"), "pactran_dir": ("d", "PACTran-Dirichlet"),
+               "sfda": ("s", "SFDA"), "hscore_lw": ("w", "the Ledoit-Wolf H-score"),
+               "knn_resampled": ("r", "kNN over resampled support sets")}  # fmt: skip
+"""The registry's proxies added by issue #42, each compared with kNN in the selection-exploratory family: its
+hypotheses' id letter and its name in their claims."""
 
 
 @dataclass(frozen=True)
@@ -210,9 +227,49 @@ def _exploratory(few_shot: tuple[int, ...]) -> list[Hypothesis]:
     return out
 
 
+SELECTION_REGIME = "5-shot"
+"""Where the selection-confirmatory hypothesis is tested: the fewest images the cpu scale gives."""
+
+
+def _regime_key(regime: str) -> str:
+    return regime.removesuffix("-shot")  # "5-shot" -> "5", "1k" -> "1k"
+
+
+def _selection(few_shot: tuple[int, ...]) -> list[Hypothesis]:
+    """The proxies of issue #42: one confirmatory hypothesis at 5-shot, and an exploratory family over every
+    regime the scale runs (ids T<regime><letters>)."""
+    e, tau = "selection-exploratory", PROXY_TAU
+    out = [Hypothesis("S1", "selection-confirmatory", "At 5-shot, the hybrid's mean tau exceeds kNN's", "hybrid",
+                      PAPER_PROXY, SELECTION_REGIME, tau)]  # fmt: skip
+    for r in [f"{k}-shot" for k in sorted(few_shot)] + [FULL_REGIME]:
+        k, at = _regime_key(r), f"At {r}"
+        if r != SELECTION_REGIME:
+            out.append(
+                Hypothesis(
+                    f"T{k}h", e, f"{at}, the hybrid's mean tau exceeds kNN's", "hybrid", PAPER_PROXY, r, tau
+                )
+            )
+        out += [
+            Hypothesis(f"T{k}p", e, f"{at}, the prior from past transfers alone has a higher mean tau than kNN",
+                       "prior", PAPER_PROXY, r, tau),
+            Hypothesis(f"T{k}c", e, f"{at}, the hybrid's mean tau exceeds the prior's (the task's own images add to "
+                       "past transfers)", "hybrid", "prior", r, tau),
+            Hypothesis(f"T{k}n", e, f"{at}, the hybrid with a nested leave-one-task-out weight has a higher mean tau "
+                       "than kNN", "hybrid_nested", PAPER_PROXY, r, tau),
+            *(Hypothesis(f"T{k}{letter}", e, f"{at}, {name} and kNN differ in mean tau", p, PAPER_PROXY, r, tau,
+                         alternative="two-sided") for p, (letter, name) in NEW_PROXIES.items()),
+        ]  # fmt: skip
+    out += [
+        Hypothesis("T5a", e, "At 5-shot, the hybrid's pick transfers better than B", "hybrid", BASE, SELECTION_REGIME),
+        Hypothesis("T5k", e, "At 5-shot, the hybrid's pick transfers better than kNN's pick", "hybrid", PAPER_PROXY,
+                   SELECTION_REGIME),
+    ]  # fmt: skip
+    return out
+
+
 def hypotheses(few_shot: tuple[int, ...] = (5, 25)) -> list[Hypothesis]:
     """Every hypothesis, confirmatory first, for a scale with these few-shot regimes."""
-    hs = [*_confirmatory(), *_exploratory(tuple(few_shot))]
+    hs = [*_confirmatory(), *_exploratory(tuple(few_shot)), *_selection(tuple(few_shot))]
     ids = [h.id for h in hs]
     if len(set(ids)) != len(ids):
         raise ValueError("two hypotheses share an id")

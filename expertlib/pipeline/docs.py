@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from expertlib.pipeline.analysis import UNDECIDED, VERDICTS
+from expertlib.pipeline.analysis import HOLM_FAMILIES, PROXY_TAU, UNDECIDED, VERDICTS
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
@@ -34,10 +34,11 @@ def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) ->
     ``decided``: only those whose verdict is not "not shown", and a line saying how many of the family."""
     everyone = claims[claims.family == family]
     rows = everyone[~everyone.verdict.isin(UNDECIDED)] if decided else everyone
-    adj = "Holm p" if family == "confirmatory" else "BH q"
+    adj = "Holm p" if family in HOLM_FAMILIES else "BH q"
     lines = [f"| id | claim | regime | difference [95% CI] | {adj} | verdict |", "|---|---|---|---|---|---|"]
     for r in rows.itertuples():
-        points = r.id != "P9" and "tau" not in r.comparison  # accuracies in points; P9 in log10, tau as is
+        # accuracies in points; P9 in log10, a tau (its fall across regimes, one proxy's over another's) as is
+        points = r.id != "P9" and "tau" not in r.comparison and getattr(r, "measure", "") != PROXY_TAU
         scale = 100 if points else 1
         est = "" if pd.isna(r.estimate) else (f"{r.estimate * scale:+.1f} [{r.ci_low * scale:+.1f}, "
                                               f"{r.ci_high * scale:+.1f}]" if points else

@@ -1,7 +1,8 @@
 """The analysis plan's hypotheses tested on a run: each evaluated by what it measures (fine-tuned accuracy of
-two methods, experts' specialisation, adapter against full experts, the cost ratio, rank agreement; a regime
-"<k>-shot vs 1k" compares gains across regimes), then corrected over its family (Holm for the paper's claims,
-Benjamini-Hochberg q-values for the rest) and given the plan's verdict."""
+two methods, experts' specialisation, adapter against full experts, the cost ratio, rank agreement, one proxy's
+rank agreement against another's; a regime "<k>-shot vs 1k" compares gains across regimes), then corrected
+within its family (Holm for the confirmatory ones, Benjamini-Hochberg q-values for the rest) and given the
+plan's verdict."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from expertlib.pipeline.methods import (
     in_regime,
     method_runs,
 )
+from expertlib.prior import PRIOR_PROXIES
 from expertlib.proxies import PAPER_PROXY, PROXIES
 from expertlib.stats import Comparison, bh_q, compare, compare_per_task, holm
 
@@ -45,7 +47,7 @@ def cost_ratios(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.Series:
 
 
 def _available(runs: pd.DataFrame, picks: pd.DataFrame, method: str) -> bool:
-    if method in PROXIES:
+    if method in PROXIES or method in PRIOR_PROXIES:
         return method in picks
     if method == "dat":
         return bool((runs.kind == "dat").any())
@@ -104,6 +106,16 @@ def _rank_agreement(h: A.Hypothesis, runs: Runs, picks: Runs, quality: Runs, spe
     return compare_per_task(d.to_numpy(), **test) if len(d) else None
 
 
+def _proxy_tau(h: A.Hypothesis, runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, avf: Runs,
+               test: dict) -> Comparison | None:  # fmt: skip
+    """Per task of the hypothesis's regime, proxy ``a``'s Kendall tau-b minus proxy ``b``'s (both against the
+    experts' mean fine-tuned accuracy), paired over the tasks where both were scored."""
+    q = quality[quality.regime == h.regime] if "regime" in quality else quality.iloc[:0]
+    a, b = (q[q.proxy == p].set_index("task").kendall_tau for p in (h.a, h.b))
+    d = (a - b).dropna()
+    return compare_per_task(d.to_numpy(), **test) if len(d) else None
+
+
 def _accuracy(h: A.Hypothesis, runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, avf: Runs,
               test: dict) -> Comparison | None:  # fmt: skip
     """Fine-tuned accuracy of method ``a`` minus ``b`` in the hypothesis's regime; for ``<k>-shot vs 1k``, ``a``'s
@@ -142,6 +154,7 @@ EVALUATE: dict[str, tuple[Evaluator, str]] = {
     A.RELATED_TASKS: (_related_tasks, "tasks"),
     A.COST_RATIO: (_cost_ratio, "tasks"),
     A.RANK_AGREEMENT: (_rank_agreement, "tasks"),
+    A.PROXY_TAU: (_proxy_tau, "tasks"),
 }
 """Each measure of the analysis plan: how a run answers it, and what its comparison pairs."""
 NOTES = {
@@ -178,7 +191,8 @@ def oracle_note(picks: Runs, halves: Runs | None, oracle_on_val: bool) -> str:
 def hypothesis_table(runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, avf: Runs,
                      oracle_on_val: bool = False, halves: Runs | None = None) -> pd.DataFrame:  # fmt: skip
     """Every hypothesis of the analysis plan (for this run's few-shot regimes), tested as planned: estimate, the
-    bootstrap-t interval, the sign-flip p, Holm-adjusted p (confirmatory) or BH q-value (exploratory), verdict.
+    bootstrap-t interval, the sign-flip p, Holm-adjusted p (a confirmatory family) or BH q-value (an exploratory
+    one), each within its family, and the verdict.
     A hypothesis this scale cannot test is listed as such and left out of the corrections. ``halves``
     (:func:`expertlib.pipeline.methods.halved_runs`): where given, every hypothesis about the oracle is judged
     on test half B, the oracle chosen on half A."""
@@ -198,11 +212,15 @@ def hypothesis_table(runs: Runs, picks: Runs, quality: Runs, spec: Runs | None, 
                      "evidence": (c.evidence(EVALUATE[h.measure][1]) + ("." + note if note else "")) if c else
                      note.strip() if refused else "not testable at this scale (no runs of these methods)"})  # fmt: skip
     table = pd.DataFrame(rows)
-    conf = (table.family == "confirmatory").to_numpy()
-    table["p_adjusted"] = np.where(
-        conf, holm(np.where(conf, table.p, np.nan)), bh_q(np.where(conf, np.nan, table.p))
-    )
-    table["adjustment"] = np.where(conf, "Holm", "BH q-value")
+    table["p_adjusted"], table["adjustment"] = np.nan, ""
+    for family, index in table.groupby(
+        "family", sort=False
+    ).groups.items():  # each family corrected on its own
+        family_wise = family in A.HOLM_FAMILIES
+        table.loc[index, "p_adjusted"] = (holm if family_wise else bh_q)(
+            table.loc[index, "p"].to_numpy(float)
+        )
+        table.loc[index, "adjustment"] = "Holm" if family_wise else "BH q-value"
     table["verdict"] = [A.verdict(r.p, r.p_adjusted, r.ci_low, r.ci_high, r.null, r.alternative)
                         for r in table.itertuples()]  # fmt: skip
     return table[["id", "family", "claim", "regime", "comparison", "estimate", "ci_low", "ci_high", "p",

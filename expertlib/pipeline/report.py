@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 
-from expertlib import plots
+from expertlib import plots, proxy_plots
 from expertlib.candidates import BASE
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order
@@ -24,7 +23,6 @@ from expertlib.pipeline.inputs import write_data_summary
 from expertlib.pipeline.methods import (
     base_differences,
     halved_runs,
-    in_pool,
     in_regime,
     judged_on,
     method_labels,
@@ -33,12 +31,12 @@ from expertlib.pipeline.methods import (
     proxy_picks,
     regime_gains,
 )
+from expertlib.pipeline.quality import proxy_agreement, quality_tables
 from expertlib.pipeline.summary import summary_json, write_summary
 from expertlib.pipeline.tables import load_predictions, read_candidate_table
 from expertlib.pipeline.workspace import Workspace, record_provenance
 from expertlib.proxies import PICKED_BY
-from expertlib.selection import kendall_tau, regret, top_k_relative_accuracy, weighted_tau
-from expertlib.stats import bootstrap_t_interval, compare, noise_ceiling
+from expertlib.stats import compare
 
 ORACLE_NOTE = {
     "halves": "Fine-tune every expert (oracle): the cost of fine-tuning each expert once; what it yields is the "
@@ -70,44 +68,6 @@ def vtab_table(methods: pd.DataFrame, labels: dict[str, str] | None = None) -> p
     return vtab
 
 
-def selection_quality(points: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task and proxy: rank agreement of proxy scores with the experts' mean fine-tuned accuracy over all
-    seeds (``points``: task, proxy, model, score, accuracy), beside the noise ceiling on that same target
-    (:func:`expertlib.stats.noise_ceiling`): how much of the ranking the seeds let anyone know."""
-    ft = runs[(runs["mode"] == "finetune") & in_pool(runs)]
-    ceiling = {t: noise_ceiling(g.rename(columns={"model": "candidate"})) for t, g in ft.groupby("task")}
-    quality = []
-    for (task, proxy), g in points.groupby(["task", "proxy"]):
-        if len(g) < 3:
-            continue
-        tied = g[
-            g.score == g.score.max()
-        ]  # the expectation over experts tied at the top, not the first by name
-        quality.append({"task": task, "proxy": proxy, "kendall_tau": kendall_tau(g.score, g.accuracy),
-                        "noise_ceiling_tau": ceiling.get(task, np.nan),
-                        "weighted_tau": weighted_tau(g.score, g.accuracy), "regret": regret(tied.accuracy.mean(), g.accuracy),
-                        "top1_relative": top_k_relative_accuracy(g.score, g.accuracy, 1),
-                        "top3_relative": top_k_relative_accuracy(g.score, g.accuracy, 3)})  # fmt: skip
-    return pd.DataFrame(quality, columns=["task", "proxy", "kendall_tau", "noise_ceiling_tau", "weighted_tau",
-                                          "regret", "top1_relative", "top3_relative"])  # fmt: skip
-
-
-def proxy_agreement(quality: pd.DataFrame) -> pd.DataFrame:
-    """Per regime and proxy: mean Kendall tau over tasks with its bootstrap-t interval, the mean noise ceiling
-    on the same target, and tau as a fraction of the ceiling (the interval scaled by the same ceiling)."""
-    rows = []
-    for (reg, proxy), g in quality.groupby(["regime", "proxy"], sort=False):
-        taus = g.kendall_tau.dropna().to_numpy()
-        ceiling = float(g.noise_ceiling_tau.mean())
-        lo, hi = bootstrap_t_interval(taus) if len(taus) > 1 else (np.nan, np.nan)
-        rows.append({"regime": reg, "proxy": proxy, "tasks": len(taus), "kendall_tau": taus.mean(), "ci_low": lo,
-                     "ci_high": hi, "noise_ceiling_tau": ceiling,
-                     "fraction_of_ceiling": taus.mean() / ceiling if ceiling > 0 else np.nan,
-                     "fraction_ci_low": lo / ceiling if ceiling > 0 else np.nan,
-                     "fraction_ci_high": hi / ceiling if ceiling > 0 else np.nan})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
 def build_report(ws: Workspace, bench: Benchmark) -> dict:
     """Every figure, the VTAB-style table, the claims table and ``summary.json`` from the runs on disk."""
     all_runs = read_candidate_table(ws.require("tables", "transfer_runs.csv", "05_transfer.ipynb"))
@@ -115,6 +75,10 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     all_picks = read_candidate_table(ws.require("tables", "selection_picks.csv", "04_selection.ipynb"),
                                      ids=set(all_rankings.model))  # fmt: skip
     changed: list = []  # the tables this report changed: their provenance names this commit of the report code
+    # the scores from past transfers join the proxies (each task's from the other tasks' runs alone), and every
+    # proxy's ranking is judged against the fine-tuned accuracies and their noise ceiling
+    quality_of = quality_tables(all_rankings, all_runs)
+    all_rankings = quality_of["rankings"]
 
     def table(frame: pd.DataFrame, name: str, **kw) -> None:
         stem = ws.path("tables", name)
@@ -145,11 +109,11 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     # proxy score vs fine-tuned accuracy (each expert's mean over all seeds), in every regime
     all_ft = all_runs[all_runs["mode"] == "finetune"]
     all_means = all_ft.groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
-    pool = set(all_ft[in_pool(all_ft)].model)
-    all_points = all_rankings.merge(all_means[all_means.model.isin(pool)], on=["task", "model"])
-    all_quality = selection_quality(all_points, all_runs)
-    all_quality.insert(1, "regime", all_quality.task.map(regime))
-    table(all_quality, "selection_quality")
+    all_points, all_quality = quality_of["points"], quality_of["per_task"]
+    table(all_quality, "selection_quality_per_task")
+    table(quality_of["summary"], "selection_quality")
+    table(quality_of["weights"], "hybrid_weights")
+    keep(proxy_plots.ceiling_fractions(quality_of["summary"]), "selection_quality")
 
     regimes = regime_order(all_runs.task.map(regime))
     on_val = bool((all_runs["mode"] == "finetune_val").any())  # the oracle chosen on val200
@@ -209,7 +173,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     ft_runs = runs[runs["mode"] == "finetune"]
     means = in_regime(all_means, FULL_REGIME)
     for proxy in ("knn", "domain"):
-        keep(plots.proxy_scatter(points, proxy, plots.task_order(ft)), f"proxy_{proxy}_vs_accuracy")
+        keep(proxy_plots.proxy_scatter(points, proxy, plots.task_order(ft)), f"proxy_{proxy}_vs_accuracy")
 
     # cost per task vs what each method yields: its accuracy (mean over seeds, as in the claims) and its paired
     # difference from B with the claims' interval
@@ -255,7 +219,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     # the analysis plan's hypotheses, tested as planned (docs/analysis_plan.md)
     claim_table = hypothesis_table(all_runs, all_picks, all_quality, spec, avf, on_val, halves)
     table(claim_table, "claims")
-    table(proxy_agreement(all_quality), "proxy_agreement")
+    table(proxy_agreement(quality_of["summary"]), "proxy_agreement")
     gains = regime_gains(all_runs, all_picks, halves)
     if len(regimes) > 1:
         table(gains, "regimes")

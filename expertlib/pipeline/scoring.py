@@ -47,9 +47,13 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     if done:  # the tasks scored under another recipe are never mixed with these
         check_recipe([rank_path, pick_path], recipe)
     picks = read_candidate_table(pick_path, ids=[base.name, *experts]).to_dict("records") if done else []
+    old = read_candidate_table(rank_path) if done else pd.DataFrame(columns=["task", "proxy"])
+    # a task killed between its two writes has rankings but no picks, and one scored before a proxy joined the
+    # registry lacks that proxy: both are dropped and redone
+    scored = {t for t, g in old.groupby("task") if set(ALL_PROXIES) <= set(g.proxy)}
+    picks = [p for p in picks if p["task"] in scored]
     finished = {p["task"] for p in picks}
-    # a task killed between its two writes has rankings but no picks: its rankings are dropped and redone
-    rankings = [(r := read_candidate_table(rank_path))[r.task.isin(finished)]] if done else []
+    rankings = [old[old.task.isin(finished)]] if done else []
     todo = [t for t in ws.tasks if t not in finished]
     names = list(experts)
     cands = [base, *experts.values()]

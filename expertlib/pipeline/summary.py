@@ -77,8 +77,27 @@ def summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, fu
         "data": {**bench.describe(), "tasks": len(ws.scale.data.tasks)},
         # this report's code (the commit it ran at) and the commits that computed the tables it read
         "provenance": (stamp := provenance())
-        | {"report_code_commit": stamp["git_commit"], "inputs": _input_commits(ws)},
+        | {
+            "report_code_commit": stamp["git_commit"],
+            "inputs": _input_commits(ws),
+            "analysis_plan_commit": plan_commit(),
+        },  # fmt: skip
     }
+
+
+def plan_commit() -> str | None:
+    """The latest commit of the analysis plan this report tests: the last commit whose message starts with
+    "Analysis plan:" and that changed docs/analysis_plan.md (None outside a git checkout). Beside the inputs'
+    commits, it shows the plan was fixed before the results it judges."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "log", "-1", "--format=%H", "--grep=^Analysis plan:", "--",
+                              "docs/analysis_plan.md"], capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out or None
 
 
 def _input_commits(ws: Workspace) -> dict[str, str | None]:
