@@ -38,7 +38,7 @@ progress = True  # tqdm progress bars
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib import plots, proxy_plots
+from expertlib import proxy_plots
 from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
