@@ -47,6 +47,11 @@ def resolve_compile(compile: Compile, device: str) -> bool:
 COMPILE_BACKEND = "inductor"
 """torch.compile's backend for :func:`compiled` (tests set a cheap one, "eager", to count graphs)."""
 
+RECOMPILE_LIMIT = 64
+"""Graphs dynamo keeps per compiled function before it gives up and runs eager (torch's default is 8). Callers
+compile a network's backbone without its head (:func:`expertlib.evaluation.network`), so the graphs are bounded by
+architectures x resolutions x modes (train, eval), not by tasks; a process of the released scale holds about 8."""
+
 
 def compiled(fn: Callable, compile: Compile = True, device: str = "cuda") -> Callable:
     """``fn`` (a module or a function) under ``torch.compile`` when :func:`resolve_compile` says so, else ``fn``.
@@ -58,8 +63,30 @@ def compiled(fn: Callable, compile: Compile = True, device: str = "cuda") -> Cal
     if not resolve_compile(compile, device):
         return fn
     import torch
+    import torch._dynamo.config as dynamo
 
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
     return torch.compile(fn, backend=COMPILE_BACKEND, dynamic=False)
+
+
+def to_device(t: Any, device: str | Any, dtype: Any = None) -> Any:
+    """CPU tensor ``t`` on ``device`` without a host sync: on CUDA copied from pinned memory, non-blocking (a
+    blocking copy waits for every kernel queued before it), so a step's indices and random draws travel while the
+    GPU still runs the step before; elsewhere an ordinary ``.to``."""
+    if dtype is not None:
+        t = t.to(dtype)
+    if str(device).startswith("cuda") and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def synchronize(device: str | Any) -> None:
+    """Wait for ``device``'s queued work (CUDA); nothing on a CPU, whose operations finish before they return."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:

@@ -22,9 +22,9 @@ from scipy import stats
 
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
-from expertlib.evaluation import compiles_once, owner_module, predict
+from expertlib.evaluation import network, owner_module, predict
 from expertlib.resnet import Pooled
-from expertlib.runtime import Compile, compiled, resolve_compile
+from expertlib.runtime import Compile
 from expertlib.training import TrainData
 
 
@@ -36,19 +36,21 @@ def extract_features(
     """Pooled features of every candidate for every example of ``data``, in one pass over the data (each batch
     read and augmented once for all of them).
 
-    Compiled (``compile``; "auto": on CUDA), each candidate runs through the network that computes it, so every
-    candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
-    eager (:func:`~expertlib.evaluation.compiles_once`)."""
+    Compiled (``compile``; "auto": on CUDA, for architectures where it pays,
+    :func:`~expertlib.evaluation.compile_here`), each candidate runs through the network that computes it, so
+    every candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
+    eager. On CUDA the features stay on the device, in bf16, until the pass is done
+    (:func:`~expertlib.evaluation.predict`); on a CPU they are computed in float32 as always."""
     for c in candidates:
         c.eval()
-    use = resolve_compile(compile, device)
-    if not use:
+    nets = {c.name: Pooled(c.training_module()) for c in candidates}
+    runs = {name: network(net, compile, device) for name, net in nets.items()}
+    fixed = any(runs[name] is not net for name, net in nets.items())
+    if not fixed:  # every candidate eager: one batch of features for all of them, as it always was
         fn = lambda x: features_of(candidates, x)  # noqa: E731
     else:
-        nets = {c.name: Pooled(c.training_module()) for c in candidates}
-        nets = {name: compiled(net, compile is True or compiles_once(net)) for name, net in nets.items()}
-        fn = lambda x: {name: net(x) for name, net in nets.items()}  # noqa: E731
-    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=use)
+        fn = lambda x: {name: run(x) for name, run in runs.items()}  # noqa: E731
+    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=fixed)
     return {k: v.numpy() for k, v in feats.items()}
 
 

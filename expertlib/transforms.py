@@ -72,10 +72,19 @@ def train_batch(
         oy, ox, flips = oy[keep], ox[keep], flips[keep]
         if total is None:
             images = images[keep]
+    return crop_and_flip(images, precrop, crop, flip, oy, ox, flips)
+
+
+def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool, oy: Tensor, ox: Tensor,
+                  flips: Tensor) -> Tensor:  # fmt: skip
+    """The deterministic part of :func:`train_batch`: uint8 NHWC images to [-1, 1], resized to ``precrop`` when
+    they are not that size, cropped at offsets ``(oy, ox)`` and, with ``flip``, mirrored where ``flips``. The draws
+    are made on a CPU generator and applied where the images are (a GPU's too: pass them there, without a sync,
+    through :func:`expertlib.runtime.to_device`; any batch size, e.g. K models' batches at once)."""
     x = _nchw(images)
     if x.shape[-1] != precrop or x.shape[-2] != precrop:
         x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
-    n, dev = x.shape[0], x.device  # drawn on the CPU generator, applied where the images are (a GPU's too)
+    n, dev = x.shape[0], x.device
     oy, ox, flips, span = oy.to(dev), ox.to(dev), flips.to(dev), torch.arange(crop, device=dev)
     rows = (oy[:, None] + span[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
     x = x.gather(2, rows)
