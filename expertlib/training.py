@@ -309,16 +309,23 @@ class LossLog:
 
     def _stop(self, rows: list[tuple[int, float, float]], ckpt: Path | None) -> None:
         step, lr, value = next(((s, r, v) for s, r, v in rows if not np.isfinite(v)), rows[0])
-        kept = (
-            f"the last good checkpoint {ckpt} is kept"
-            if ckpt is not None and ckpt.is_file()
-            else "no checkpoint was written"
-        )
-        where = "" if self.world == 1 else f" on at least one of {self.world} processes (this one's: {value})"
-        raise NonFiniteLossError(
-            f"{self.desc}: loss became {'non-finite' if where else value}{where} at step {step} (lr {lr:.3g}); "
-            f"{kept}. Lower the learning rate or check the inputs for NaNs"
-        )
+        raise non_finite(self.desc, step, lr, value, ckpt, self.world)
+
+
+def non_finite(desc: str, step: int, lr: float, value: float, ckpt: Path | None = None,
+               world: int = 1) -> NonFiniteLossError:  # fmt: skip
+    """The error a non-finite loss stops a training with, naming the step, its learning rate and what is kept
+    (under DDP ``value`` is this rank's loss, which may be finite when another rank's was not)."""
+    kept = (
+        f"the last good checkpoint {ckpt} is kept"
+        if ckpt is not None and ckpt.is_file()
+        else "no checkpoint was written"
+    )
+    where = "" if world == 1 else f" on at least one of {world} processes (this one's: {value})"
+    return NonFiniteLossError(
+        f"{desc}: loss became {'non-finite' if where else value}{where} at step {step} (lr {lr:.3g}); "
+        f"{kept}. Lower the learning rate or check the inputs for NaNs"
+    )
 
 
 def _read_due(cfg: TrainConfig, done: int, end: int) -> bool:

@@ -64,3 +64,19 @@ def smoke_run(tmp_path_factory):
     again = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
     return out, [out / "notebooks" / nb.name for nb in notebooks()], kill
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Count the reads of tensor values by the host (``item``, ``tolist``, ``cpu``, ``float(tensor)``): on a GPU each
+    is a sync that waits for every queued kernel. Returns a list that grows by one name per read."""
+    reads: list[str] = []
+    for name in ("item", "tolist", "cpu", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            reads.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads

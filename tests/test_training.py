@@ -325,6 +325,26 @@ def test_compiled_training_and_evaluation_agree_with_eager_on_cpu():
     assert abs(accs[0] - accs[1]) <= 1 / 64
 
 
+# -- no host sync inside the step ----------------------------------------------------------------------------------
+def test_steps_read_nothing_from_the_device_but_every_log_every_steps(host_reads, tmp_path):
+    """The loop keeps each step's loss on the device and reads the losses in one transfer every ``log_every`` steps
+    and at checkpoints (on a GPU each read is a sync): 40 steps at log_every 10 read 4 times and a constant, on the
+    GPU path's data (held on the device) with mixup, and the metrics are those of every 10th step."""
+    from expertlib.datasets.device import DeviceData
+
+    data = DeviceData(_data(), "cpu")
+    cfg = TrainConfig(scaled_hyperrule(40, 0.05), batch_size=16, seed=1, mixup_alpha=0.2, log_every=10,
+                      checkpoint_every=20)  # fmt: skip
+    m = create_model("tiny", num_classes=4)
+    res = train(m, list(m.parameters()), data, cfg, 4, checkpoint=tmp_path / "c.pt", progress=False)
+    assert len(host_reads) <= 40 / 10 + 2, host_reads
+    assert [r["step"] for r in res.metrics] == [10, 20, 30, 40] and np.isfinite(res.final_loss)
+    assert [t[0] for t in res.timeline] == [1, 10, 20, 30, 40]  # the host's clock at each wait for the device
+    host_reads.clear()
+    out = predict(m.eval(), data, 8)  # 12 batches: one transfer of the outputs at the end
+    assert out.shape == (96, 4) and len(host_reads) <= 2, host_reads
+
+
 # -- compiled by default on CUDA: one graph per resolution --------------------------------------------------------
 @pytest.fixture
 def graphs(monkeypatch):
