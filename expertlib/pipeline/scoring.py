@@ -67,7 +67,7 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
         table = rank_experts(
             feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
             val_split=len(bench.task(task, "train800")), knn_k=ws.scale.selection.knn_k, knn_metric=ws.scale.selection.knn_metric,
-            domain_activation=ws.scale.domain_activation,
+            domain_activation=ws.scale.domain_activation, device=ws.device,
             extraction_seconds={e: per_candidate for e in feats},
             extraction_flops={e: per_image[e] * len(data) for e in feats},
         )  # fmt: skip
