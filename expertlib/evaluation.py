@@ -67,12 +67,14 @@ class HeadAfterBackbone(nn.Module):
 
 
 def network(fn: Callable, compile: Compile, device: str) -> Callable:
-    """``fn`` as it runs: itself (eager), or compiled (:func:`compile_here`). A network with timm's contract
-    (``forward_features``, ``forward_head``) compiles its pooled features alone (:class:`HeadAfterBackbone`);
-    anything else compiles whole."""
+    """``fn`` as it runs: itself (eager), or compiled (:func:`compile_here`). One of our networks (a
+    :class:`~expertlib.resnet.ResNetV2` inside, timm's contract outside: ``forward_features``, and a
+    ``forward_head`` that takes pooled features) compiles its pooled features alone (:class:`HeadAfterBackbone`);
+    anything else (a timm model, whose head takes the feature map) compiles whole."""
     if not compile_here(fn, compile, device):
         return fn
-    if isinstance(fn, nn.Module) and hasattr(fn, "forward_features") and hasattr(fn, "forward_head"):
+    ours = isinstance(fn, nn.Module) and any(isinstance(m, ResNetV2) for m in fn.modules())
+    if ours and hasattr(fn, "forward_features") and hasattr(fn, "forward_head"):
         return HeadAfterBackbone(fn, compiled(Pooled(fn), True))
     return compiled(fn, True)
 

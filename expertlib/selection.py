@@ -32,7 +32,7 @@ from expertlib.training import TrainData
 # -- features -------------------------------------------------------------------------------------------------
 def extract_features(
     candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu",
-    compile: Compile = "auto",
+    compile: Compile = "auto", workers: int = 0,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Pooled features of every candidate for every example of ``data``, in one pass over the data (each batch
     read and augmented once for all of them).
@@ -41,7 +41,9 @@ def extract_features(
     :func:`~expertlib.evaluation.compile_here`), each candidate runs through the network that computes it, so
     every candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
     eager. On CUDA the features stay on the device, in bf16, until the pass is done
-    (:func:`~expertlib.evaluation.predict`); on a CPU they are computed in float32 as always."""
+    (:func:`~expertlib.evaluation.predict`); on a CPU they are computed in float32 as always. ``workers``: data
+    worker processes decoding the images (on a GPU, one pass over a task's images is otherwise bound by decoding
+    them in this process)."""
     for c in candidates:
         c.eval()
     nets = {c.name: Pooled(c.training_module()) for c in candidates}
@@ -51,7 +53,8 @@ def extract_features(
         fn = lambda x: features_of(candidates, x)  # noqa: E731
     else:
         fn = lambda x: {name: run(x) for name, run in runs.items()}  # noqa: E731
-    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=fixed)
+    feats = predict(fn, data, batch_size, device, workers=workers, modules=candidates, compile=False,
+                    fixed_shape=fixed)  # fmt: skip
     return {k: v.numpy() for k, v in feats.items()}
 
 

@@ -61,7 +61,10 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     for task in todo:
         data = bench.task(task, "train800val200")
         t0 = time.perf_counter()
-        feats = extract_features(cands, data, ws.scale.runtime.eval_batch, ws.device)
+        workers = (
+            ws.scale.runtime.data_workers if ws.device.startswith("cuda") else 0
+        )  # a CPU reads in-process
+        feats = extract_features(cands, data, ws.scale.runtime.eval_batch, ws.device, workers=workers)
         per_candidate = (time.perf_counter() - t0) / len(cands)
         logits = head_logits(cands, feats)
         table = rank_experts(
