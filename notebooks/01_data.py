@@ -72,3 +72,12 @@ candidates.assign(chosen=candidates.node.isin(list(experts.values())))
 from expertlib.pipeline.compute_plan import plan_frame
 
 plan_frame(ws, bench)
+
+# %% [markdown]
+# Before anything trains: how many fine-tunes, in how many stacks, how many compiled graphs, and how many minutes
+# the fine-tunes take at the rate a GPU measured (where none has, it says so rather than guess).
+
+# %%
+from expertlib.pipeline.forecast import forecast_sentence
+
+display(Markdown(forecast_sentence(ws, bench)))

@@ -55,7 +55,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "pipeline.summary",
         ),
     ),  # fmt: skip
-    ("plan and session", ("pipeline.compute_plan", "pipeline.session")),
+    ("plan and session", ("pipeline.compute_plan", "pipeline.forecast", "pipeline.session")),
     (
         "notebook steps",
         (
