@@ -5,8 +5,10 @@ On a GPU, decoding JPEGs with PIL in worker processes is the bottleneck of upstr
 times that; this repository has not measured it yet: benchmarks/gpu_throughput.py will). So the work is
 split (:class:`~expertlib.datasets.batches.StagedData`): DataLoader workers only read each file's bytes (and
 its EXIF orientation) and make the batch's random draws; the training process decodes the whole batch with
-``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes each image on the device and crops
-and flips the batch there with the same draws (:func:`expertlib.transforms.train_batch`).
+``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes the batch's images of other sizes in
+one batched resize (:func:`resize_batch`) and crops and flips the batch there with the same draws
+(:func:`expertlib.transforms.train_batch`), in a thread of its own, one batch ahead
+(:func:`expertlib.batching.finished_ahead`, which hands a batch over only once its stream's work is complete).
 
 On a CPU nothing changes: :class:`EncodedImageData` is an :class:`~expertlib.datasets.batches.ImageData` whose
 ``batch`` decodes with PIL (:func:`~expertlib.datasets.folders.read_image`) in the workers, as before. The
@@ -14,7 +16,8 @@ staged path runs on a CPU too (torchvision's CPU decoder, same code), which is h
 PIL: the two decoders differ by JPEG rounding (IDCT, chroma upsampling), a few levels of 255.
 
 Files that are not JPEGs, and JPEGs the device's decoder refuses (CMYK on nvJPEG, corrupt streams), fall back
-to PIL for that image alone, so the result never depends on which decoder could read a file.
+to PIL for that image alone (the refused ones are found by halving the batch), so the result never depends on which
+decoder could read a file.
 """
 
 from __future__ import annotations
