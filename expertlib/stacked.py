@@ -311,7 +311,12 @@ def train_stacked(
         streams = [
             StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)
         ]
-        feed = batches(StackedSteps(streams), cfg.workers, on_gpu, cfg.prefetch)
+        on_dev = any(
+            isinstance(d, DeviceData) for d in datas
+        )  # device memory: built in this process, as train() does
+        feed = batches(
+            StackedSteps(streams), 0 if on_dev else cfg.workers, on_gpu and not on_dev, cfg.prefetch
+        )
     every = min(c.log_every for c in cfgs)
     metrics: list[list[dict]] = [[] for _ in range(k)]
     losses, read, timeline = [float("nan")] * k, 0, []

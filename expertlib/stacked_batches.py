@@ -50,6 +50,7 @@ class HeldDraws:
                     lam[s, i] = rng.beta(c.mixup_alpha, c.mixup_alpha)
                     ints[5, s, :, i] = torch.randperm(batch, generator=gen).numpy()
         ints[4] = data.labels[ints[0]]
+        data.held(data.precrop)  # decoded now, on this stream, not inside a warm-up step or a graph's capture
         flat = torch.cat(
             [torch.from_numpy(ints).flatten(), torch.from_numpy(lam).flatten().view(torch.int64)]
         )
