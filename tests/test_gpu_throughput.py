@@ -64,3 +64,19 @@ def test_a_spent_time_budget_leaves_rows_unmeasured_and_a_cpu_run_is_refused(tmp
     refused = _run("--out", str(tmp_path / "cpu"), check=False)
     assert refused.returncode != 0 and "no CUDA device" in refused.stderr
     assert not (tmp_path / "cpu").exists()
+
+
+def test_a_missed_goal_says_by_how_much_and_where_the_time_goes():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_throughput as G
+
+    from expertlib.resnet import create_model
+
+    row = pd.Series({"goal": G.goal_of(G.Row("ours", "train", True, True, "upstream pipeline", "224")),
+                     "images_per_s": 1590.0, "vs_timm": 0.4, "vs_synthetic": 0.3})  # fmt: skip
+    assert G.missed_by(row) == "missed: 1,590 images/s, 60% short (and 0.4x timm)"
+    synthetic = G.Row("ours", "inference", False, False, "synthetic", "224")
+    text = G.profile_summary(
+        create_model(G.smoke_sizes().ours, num_classes=10), None, synthetic, 16, 2, 0, "cpu"
+    )
+    assert text.startswith("ours inference eager synthetic 224 px") and "conv" in text.lower()
