@@ -90,40 +90,6 @@ def test_candidate_features_match_cpu(device, no_tf32):
     assert bf16.dtype == torch.float32 and (cpu - bf16).abs().max().item() < 5e-2 * cpu.abs().max().item()
 
 
-def test_compiled_training_and_evaluation_trace_one_graph_each_and_agree_with_eager(
-    device, no_tf32, monkeypatch
-):
-    """Compiled: two jobs' fresh models train on one training graph and evaluate sets of several lengths on one
-    evaluation graph, and agree with eager. (On a CPU, dynamo's cheap "eager" backend: the same tracing and
-    guards without inductor's code generation, which takes minutes there.) "auto" compiles R50x1 alone
-    (expertlib.evaluation.COMPILE_PAYS): here the small model is compiled by asking for it."""
-    from torch._dynamo.utils import counters
-
-    if device == "cpu":
-        monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    counters.clear()
-    data = _data(48)
-    runs = {}
-    for compile in (False, True):
-        for job in range(2):
-            torch.manual_seed(job)
-            m = create_model("tiny", num_classes=4)
-            cfg = TrainConfig(
-                scaled_hyperrule(3, 0.05), batch_size=16, device=device, amp=False, compile=compile
-            )
-            train(m, list(m.parameters()), data, cfg, 4, progress=False)
-            m.eval()
-            logits = [predict(m, _data(n), 16, device, compile=compile, amp=False) for n in (7, 16, 30)]
-            runs[compile is not False, job] = _weights(m), logits
-    assert counters["stats"]["unique_graphs"] == 2
-    for job in range(2):
-        (w_eager, l_eager), (w_comp, l_comp) = runs[False, job], runs[True, job]
-        assert _worst(w_eager, w_comp) < 1e-3
-        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(l_eager, l_comp, strict=True))
-    torch._dynamo.reset()
-
-
 def test_data_held_on_the_device_batches_as_the_cpu_path(device):
     source = _data(24, 32, precrop=36)  # resized per batch (32 -> 36), then cropped and flipped
     held = DeviceData(source, device)
@@ -275,3 +241,38 @@ def test_back_to_back_staged_batches_decode_as_pil_under_memory_pressure(device,
         assert torch.equal(x, got[0])
         diff = (x - want).abs() * 127.5
         assert diff.mean() < 2.0 and diff.max() <= 32, (diff.mean(), diff.max())
+
+
+# last: it compiles with inductor on CUDA, the check's longest CUDA test
+def test_compiled_training_and_evaluation_trace_one_graph_each_and_agree_with_eager(
+    device, no_tf32, monkeypatch
+):
+    """Compiled: two jobs' fresh models train on one training graph and evaluate sets of several lengths on one
+    evaluation graph, and agree with eager. (On a CPU, dynamo's cheap "eager" backend: the same tracing and
+    guards without inductor's code generation, which takes minutes there.) "auto" compiles R50x1 alone
+    (expertlib.evaluation.COMPILE_PAYS): here the small model is compiled by asking for it."""
+    from torch._dynamo.utils import counters
+
+    if device == "cpu":
+        monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    data = _data(48)
+    runs = {}
+    for compile in (False, True):
+        for job in range(2):
+            torch.manual_seed(job)
+            m = create_model("tiny", num_classes=4)
+            cfg = TrainConfig(
+                scaled_hyperrule(3, 0.05), batch_size=16, device=device, amp=False, compile=compile
+            )
+            train(m, list(m.parameters()), data, cfg, 4, progress=False)
+            m.eval()
+            logits = [predict(m, _data(n), 16, device, compile=compile, amp=False) for n in (7, 16, 30)]
+            runs[compile is not False, job] = _weights(m), logits
+    assert counters["stats"]["unique_graphs"] == 2
+    for job in range(2):
+        (w_eager, l_eager), (w_comp, l_comp) = runs[False, job], runs[True, job]
+        assert _worst(w_eager, w_comp) < 1e-3
+        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(l_eager, l_comp, strict=True))
+    torch._dynamo.reset()

@@ -111,7 +111,7 @@ fi
 
 # -- 4. the CUDA tests ---------------------------------------------------------------------------------------------
 section cuda-tests "$CUDA_TESTS_SECONDS" \
-  "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py --junitxml "$OUT/cuda_tests.xml"
+  "$PY" -m pytest -v -p no:cacheprovider -m cuda tests/test_cuda.py --junitxml "$OUT/cuda_tests.xml"
 
 # -- 5. released-smoke, if the time left allows: one process, then 2 torchrun ranks of one GPU, compared -----------
 released_smoke() {
