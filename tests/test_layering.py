@@ -32,7 +32,18 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ),  # fmt: skip
     (
         "training and proxies",
-        ("batching", "evaluation", "training", "stacked", "stacked_batches", "proxies", "probes", "stats", "plots", "jobs"),
+        (
+            "batching",
+            "evaluation",
+            "training",
+            "stacked",
+            "stacked_batches",
+            "proxies",
+            "probes",
+            "stats",
+            "plots",
+            "jobs",
+        ),
     ),
     ("selection", ("selection", "zoo", "rank")),
     ("scales", ("scale", "presets", "parameters", "reproduce")),

@@ -210,7 +210,9 @@ def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_th
     data = ArrayData(np.random.default_rng(0).integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
                      np.arange(32) % 4, 36, 32, True)  # fmt: skip
     weights, results = [], []
-    each = [DeviceData(data, "cpu") for _ in range(3)]  # one held set per model: the ordinary path, in-process
+    each = [
+        DeviceData(data, "cpu") for _ in range(3)
+    ]  # one held set per model: the ordinary path, in-process
     for held, workers in ((data, 0), (DeviceData(data, "cpu"), 2), (each, 2)):
         torch.manual_seed(0)
         ms = [create_model("tiny", num_classes=4) for _ in range(3)]
@@ -220,7 +222,9 @@ def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_th
         weights.append([p.detach().clone() for m in ms for p in m.parameters()])
     for other in weights[1:]:
         assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
-    assert [r.metrics for r in results[0]] == [r.metrics for r in results[1]] == [r.metrics for r in results[2]]
+    assert (
+        [r.metrics for r in results[0]] == [r.metrics for r in results[1]] == [r.metrics for r in results[2]]
+    )
     assert asked == [0, 0]  # the ordinary path's feeds in this process (workers cannot touch device memory)
 
 
