@@ -17,6 +17,15 @@ bit: the cpu scale keeps its pool of separate runs (:mod:`expertlib.parallel`) a
 
 What may differ within one stack, and what may not, is :func:`stack_key`: models whose keys are equal stack.
 Speed: ``benchmarks/bench_many_models.py`` (``results/benchmarks/many_models.csv``).
+
+A step does no host work and waits for nothing: every step's K losses stay on the device and are read once every
+``log_every`` steps. Over a task held on the device (a GPU's fine-tunes,
+:class:`~expertlib.datasets.device.DeviceData`), every model's draws for the whole stack are made when it starts
+and copied once, each step's K batches are built there with one gather and one crop
+(:class:`~expertlib.stacked_batches.HeldDraws`), and on CUDA the step, after two warm-up steps, is captured once
+as a CUDA graph and replayed (:class:`~expertlib.runtime.GraphedSteps`; :data:`CUDA_GRAPHS`), so a K=64 step is
+one launch, not the ~1,200 dispatches vmap makes. On a CPU the same step runs eager, to the same bits as the
+ordinary path (tests/test_stacked.py).
 """
 
 from __future__ import annotations
@@ -268,8 +277,9 @@ def train_stacked(
     template.train()
     lm = label_matrix.to(device) if label_matrix is not None else None
     on_gpu = device.startswith("cuda")
-    # no autocast weight cache: a CUDA graph must not keep casts made while it was captured
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if (on_gpu and cfg.amp) else nullcontext()  # fmt: skip
+    # bf16 on a GPU, without autocast's weight cache: a CUDA graph must not keep casts made while it was captured
+    bf16 = on_gpu and cfg.amp
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
     loss_of = vmap(partial(batch_loss, kind=cfg.loss, label_matrix=lm))
     dtype = leaves[0].dtype
     lr_table = to_device(torch.tensor([[learning_rate(c.schedule, s) for c in cfgs] for s in range(cfg.steps)],
@@ -311,9 +321,8 @@ def train_stacked(
         streams = [
             StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)
         ]
-        on_dev = any(
-            isinstance(d, DeviceData) for d in datas
-        )  # device memory: built in this process, as train() does
+        # data held on the device is batched in this process, as train() does (a worker cannot touch it)
+        on_dev = any(isinstance(d, DeviceData) for d in datas)
         feed = batches(
             StackedSteps(streams), 0 if on_dev else cfg.workers, on_gpu and not on_dev, cfg.prefetch
         )
