@@ -70,7 +70,7 @@ class TrainConfig:
         0  # steps between checkpoints (0: only at the end, when a checkpoint file is given)
     )
     checkpoint_minutes: float = 0.0  # also checkpoint when this many minutes have passed since the last one
-    log_every: int = 10
+    log_every: int = 10  # steps between reads of the losses from the device (the only waits for it in a run)
     grad_clip: float | None = None
     workers: int = 0  # data worker processes building batches ahead of the step (0: in the training process)
     micro_batch: int = (
@@ -367,6 +367,11 @@ def train(
     when it exists (:func:`_resume`), and write it atomically when due (:func:`_checkpoint_due`).
     ``stop_after``: stop (as if killed) after that many steps, for tests. Under torchrun each rank must call
     this with the same arguments.
+
+    No step waits for the device: the losses stay there (:class:`LossLog`) and are read in one transfer every
+    ``log_every`` steps, at every checkpoint and at the end; a non-finite loss stops the run at the next read, before
+    any checkpoint after it is written. Compiled (``cfg.compile``), the network's backbone runs as one graph per
+    resolution and mode and its head eager (:func:`~expertlib.evaluation.network`).
     """
     device = resolve_device(cfg.device)
     rank, world = rank_and_world() if cfg.data_parallel else (0, 1)
