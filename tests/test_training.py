@@ -303,6 +303,7 @@ def test_an_expert_checkpoint_holds_that_expert_alone_and_resumes_in_another_ban
         assert torch.equal(p, q)
 
 
+@pytest.mark.slow
 def test_compiled_training_and_evaluation_agree_with_eager_on_cpu(monkeypatch):
     """The compile option (torch.compile of the training forward's backbone and of the evaluation) gives the eager
     results within float32 tolerance. Under dynamo's "aot_eager_decomp_partition" backend: the graphs inductor
