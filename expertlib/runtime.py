@@ -1,4 +1,5 @@
-"""Process-level runtime settings: devices, compilation, seeding, atomic writes, a description of the machine.
+"""Process-level runtime settings: devices, compilation, copies to the device without a sync, a step replayed as a
+CUDA graph, seeding, atomic writes, a description of the machine.
 
 (A glibc malloc tuning applied on import was removed: in expertlib's own training loop it measured 0.93x and
 1.01x, results/benchmarks/allocator.csv, so no code stays on the earlier probe's unreproduced gain.)

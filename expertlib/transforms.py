@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from expertlib.runtime import to_device
+
 
 def bit_resolution(height: int, width: int) -> tuple[int, int]:
     """BiT-HyperRule's (precrop, crop) for an original image size."""
@@ -85,7 +87,9 @@ def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool, oy: Tenso
     if x.shape[-1] != precrop or x.shape[-2] != precrop:
         x = F.interpolate(x, size=(precrop, precrop), mode="bilinear", align_corners=False, antialias=True)
     n, dev = x.shape[0], x.device
-    oy, ox, flips, span = oy.to(dev), ox.to(dev), flips.to(dev), torch.arange(crop, device=dev)
+    if oy.device != dev:  # the draws of a batch decoded on the GPU: one pinned, non-blocking copy
+        oy, ox, flips = to_device(torch.stack([oy, ox, flips.long()]), dev).unbind(0)
+    flips, span = flips.bool(), torch.arange(crop, device=dev)
     rows = (oy[:, None] + span[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
     x = x.gather(2, rows)
     cols = (ox[:, None] + span[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)
