@@ -43,8 +43,9 @@ test: $(STAMP) browser-deps  ## the whole suite: unit, slow, notebook and browse
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser and not cuda"
 
-# On a machine with a GPU, with its own Python and torch, within 6 minutes: CUDA tests, released-smoke on 1 and 2
-# ranks, the gpu scale (time-boxed), R50x1 throughput beside timm (tools/gpu_check.sh).
+# On a machine with a GPU, with its own Python and torch, within 6 minutes, goals first: R50x1 throughput beside timm,
+# K=64 stacked fine-tunes, the gpu scale (time-boxed), the CUDA tests, released-smoke if time is left
+# (tools/gpu_check.sh; --dry-run prints its sections).
 gpu-check:
 	bash tools/gpu_check.sh
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -25,6 +25,28 @@ def best_of(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> floa
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def steady_seconds(timeline: Sequence[tuple[int, float]], warmup: int) -> float:
+    """Seconds per step in the steady state, from a run's ``(steps done, seconds)`` points taken where the host
+    waited for the device (``TrainResult.timeline``): the slope between the first point at or after ``warmup``
+    steps and the last one. Start-up (DataLoader workers forking, decoders initialising, the first batch, compiling)
+    falls before the window and so out of the rate, however long it was."""
+    points = sorted(p for p in timeline if p[0] >= warmup)
+    if len(points) < 2 or points[-1][0] == points[0][0]:
+        raise ValueError(
+            f"no window after {warmup} warm-up steps in {list(timeline)}: run longer, or read more often"
+        )
+    (s0, t0), (s1, t1) = points[0], points[-1]
+    return (t1 - t0) / (s1 - s0)
+
+
+def slope(run: Callable[[int], float], short: int, long: int) -> float:
+    """Seconds per unit of work from two run lengths: ``(run(long) - run(short)) / (long - short)``, ``run(n)`` being
+    the wall seconds of a run of ``n`` units. Whatever a run pays once (start-up, warm-up) cancels."""
+    if long <= short:
+        raise ValueError(f"the long run ({long}) must be longer than the short one ({short})")
+    return (run(long) - run(short)) / (long - short)
 
 
 def write(name: str, rows: list[dict]) -> pd.DataFrame:

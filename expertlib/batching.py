@@ -105,7 +105,14 @@ def finished_ahead(items: Iterable, finish: Callable, device: str, depth: int = 
     """``finish(item)`` for every item, in order, computed ``depth`` items ahead in a background thread: the
     decode of a staged batch on the device (:class:`~expertlib.datasets.batches.StagedData`) overlaps the step
     before it. On CUDA the thread works on a stream of its own, and each result is handed over through an event
-    (and recorded on the consuming stream, so its memory is not reused while a step still reads it)."""
+    (and recorded on the consuming stream, so its memory is not reused while a step still reads it).
+
+    A result is handed over only once its stream's work is complete (the thread waits on the event; the training
+    thread never does). Why: ``torchvision.io.decode_jpeg`` allocates the decoded images from this stream but
+    writes them on its decoder's own stream. When ``finish`` returns, those images are freed back to this stream
+    while kernels that read them (resize, crop) may still be queued, and the next batch's decode could be given
+    the same blocks and overwrite them from the decoder's stream, which waits for nothing of this one: corrupted
+    training images, silently. Waiting here orders every read of batch k before batch k+1's decode."""
     side = torch.cuda.Stream(device) if device.startswith("cuda") else None
 
     def work(item):
@@ -115,6 +122,7 @@ def finished_ahead(items: Iterable, finish: Callable, device: str, depth: int = 
             out = finish(item)
             done = torch.cuda.Event()
             done.record(side)
+        done.synchronize()  # this thread alone waits (an event's wait is no sync of the training stream)
         return out, done
 
     source = iter(items)

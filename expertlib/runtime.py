@@ -1,5 +1,6 @@
-"""Process-level runtime settings: devices, compilation, seeding, atomic writes, a description of the machine,
-and where a checkout's relative paths start (:func:`repository_root`).
+"""Process-level runtime settings: devices, compilation, copies to the device without a sync, a step replayed as a
+CUDA graph, seeding, atomic writes, a description of the machine, and where a checkout's relative paths start
+(:func:`repository_root`).
 
 (A glibc malloc tuning applied on import was removed: in expertlib's own training loop it measured 0.93x and
 1.01x, results/benchmarks/allocator.csv, so no code stays on the earlier probe's unreproduced gain.)
@@ -12,7 +13,8 @@ import os
 import platform
 import random
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -48,6 +50,11 @@ def resolve_compile(compile: Compile, device: str) -> bool:
 COMPILE_BACKEND = "inductor"
 """torch.compile's backend for :func:`compiled` (tests set a cheap one, "eager", to count graphs)."""
 
+RECOMPILE_LIMIT = 64
+"""Graphs dynamo keeps per compiled function before it gives up and runs eager (torch's default is 8). Callers
+compile a network's backbone without its head (:func:`expertlib.evaluation.network`), so the graphs are bounded by
+architectures x resolutions x modes (train, eval), not by tasks; a process of the released scale holds about 8."""
+
 
 def compiled(fn: Callable, compile: Compile = True, device: str = "cuda") -> Callable:
     """``fn`` (a module or a function) under ``torch.compile`` when :func:`resolve_compile` says so, else ``fn``.
@@ -59,8 +66,30 @@ def compiled(fn: Callable, compile: Compile = True, device: str = "cuda") -> Cal
     if not resolve_compile(compile, device):
         return fn
     import torch
+    import torch._dynamo.config as dynamo
 
+    name = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(dynamo, name, max(getattr(dynamo, name), RECOMPILE_LIMIT))
     return torch.compile(fn, backend=COMPILE_BACKEND, dynamic=False)
+
+
+def to_device(t: Any, device: str | Any, dtype: Any = None) -> Any:
+    """CPU tensor ``t`` on ``device`` without a host sync: on CUDA copied from pinned memory, non-blocking (a
+    blocking copy waits for every kernel queued before it), so a step's indices and random draws travel while the
+    GPU still runs the step before; elsewhere an ordinary ``.to``."""
+    if dtype is not None:
+        t = t.to(dtype)
+    if str(device).startswith("cuda") and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def synchronize(device: str | Any) -> None:
+    """Wait for ``device``'s queued work (CUDA); nothing on a CPU, whose operations finish before they return."""
+    import torch
+
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def seed_everything(seed: int) -> None:
@@ -139,6 +168,66 @@ def machine_description() -> dict[str, Any]:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     return info
+
+
+WARMUP_STEPS = 2
+
+
+class GraphedSteps:
+    """``step()`` called once per training step: the first :data:`WARMUP_STEPS` eagerly on a side stream (as a
+    CUDA graph's capture asks: lazy initialisation, autotuning and SGD's first step, which creates the momentum
+    buffers), then captured once as a CUDA graph and replayed, one launch per step where a K=64 step under vmap
+    dispatches about 1,200 operations. ``step`` must take its inputs from tensors that live across steps (the
+    parameters, gradients, the draws indexed by a counter on the device). Eager throughout when not ``enabled`` (a
+    CPU), or when the capture fails (a warning says why, and the training goes on, eager)."""
+
+    def __init__(self, step: Callable[[], None], leaves: Sequence[Any], device: str, enabled: bool) -> None:
+        self.step, self.leaves, self.device, self.enabled = step, list(leaves), device, enabled
+        self.calls, self.graph, self.side = 0, None, None
+
+    def _eager(self) -> None:
+        for p in self.leaves:
+            p.grad = None
+        self.step()
+        self.calls += 1
+
+    def run(self) -> None:
+        import torch
+
+        if self.graph is not None:
+            self.graph.replay()
+        elif not self.enabled:
+            self._eager()
+        elif self.calls < WARMUP_STEPS:
+            here = torch.cuda.current_stream(self.device)
+            self.side = self.side or torch.cuda.Stream(self.device)
+            self.side.wait_stream(here)
+            with torch.cuda.stream(self.side):
+                self._eager()
+            here.wait_stream(self.side)
+        else:
+            for p in self.leaves:
+                p.grad = None
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self.step()
+            except Exception as e:  # noqa: BLE001 - any failure to capture leaves an eager step, named
+                warnings.warn(f"the stacked step could not be captured as a CUDA graph ({type(e).__name__}: {e}); "
+                              "this stack trains eager", RuntimeWarning, stacklevel=2)  # fmt: skip
+                self.enabled = False
+                self._eager()
+                return
+            self.graph = graph
+            graph.replay()
+
+    def close(self) -> None:
+        """Wait for the work once (memory the side stream allocated is freed after it) and free the graph."""
+        import torch
+
+        if self.side is not None or self.graph is not None:
+            torch.cuda.synchronize(self.device)
+        self.graph = None
 
 
 # -- where relative paths start ---------------------------------------------------------------------------------

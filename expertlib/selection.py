@@ -23,9 +23,10 @@ from scipy import stats
 
 from expertlib import proxies as P
 from expertlib.candidates import BASE, Candidate, features_of
-from expertlib.evaluation import compiles_once, owner_module, predict
+from expertlib.evaluation import network, owner_module, predict
+from expertlib.probes import linear_probe_accuracies
 from expertlib.resnet import Pooled
-from expertlib.runtime import Compile, compiled, resolve_compile
+from expertlib.runtime import Compile
 from expertlib.stats import tau_b_rows
 from expertlib.training import TrainData
 from expertlib.transferability import Scored
@@ -34,24 +35,29 @@ from expertlib.transferability import Scored
 # -- features -------------------------------------------------------------------------------------------------
 def extract_features(
     candidates: Sequence[Candidate], data: TrainData, batch_size: int = 500, device: str = "cpu",
-    compile: Compile = "auto",
+    compile: Compile = "auto", workers: int = 0,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Pooled features of every candidate for every example of ``data``, in one pass over the data (each batch
     read and augmented once for all of them).
 
-    Compiled (``compile``; "auto": on CUDA), each candidate runs through the network that computes it, so every
-    candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
-    eager (:func:`~expertlib.evaluation.compiles_once`)."""
+    Compiled (``compile``; "auto": on CUDA, for architectures where it pays,
+    :func:`~expertlib.evaluation.compile_here`), each candidate runs through the network that computes it, so
+    every candidate of one architecture (B, each full or released expert) shares one graph; adapter experts stay
+    eager. On CUDA the features stay on the device, in bf16, until the pass is done
+    (:func:`~expertlib.evaluation.predict`); on a CPU they are computed in float32 as always. ``workers``: data
+    worker processes decoding the images (on a GPU, one pass over a task's images is otherwise bound by decoding
+    them in this process)."""
     for c in candidates:
         c.eval()
-    use = resolve_compile(compile, device)
-    if not use:
+    nets = {c.name: Pooled(c.training_module()) for c in candidates}
+    runs = {name: network(net, compile, device) for name, net in nets.items()}
+    fixed = any(runs[name] is not net for name, net in nets.items())
+    if not fixed:  # every candidate eager: one batch of features for all of them, as it always was
         fn = lambda x: features_of(candidates, x)  # noqa: E731
     else:
-        nets = {c.name: Pooled(c.training_module()) for c in candidates}
-        nets = {name: compiled(net, compile is True or compiles_once(net)) for name, net in nets.items()}
-        fn = lambda x: {name: net(x) for name, net in nets.items()}  # noqa: E731
-    feats = predict(fn, data, batch_size, device, modules=candidates, compile=False, fixed_shape=use)
+        fn = lambda x: {name: run(x) for name, run in runs.items()}  # noqa: E731
+    feats = predict(fn, data, batch_size, device, workers=workers, modules=candidates, compile=False,
+                    fixed_shape=fixed)  # fmt: skip
     return {k: v.numpy() for k, v in feats.items()}
 
 
@@ -91,6 +97,7 @@ def rank_experts(
     extraction_seconds: Mapping[str, float] | None = None,
     extraction_flops: Mapping[str, float] | None = None,
     domain_activation: str = "softmax",
+    device: str = "cpu",
 ) -> pd.DataFrame:
     """Score every candidate (keys of ``features``; ``'base'`` is B) with every proxy of
     :data:`expertlib.proxies.PROXIES` named in ``proxies``, by what each reads.
@@ -102,6 +109,9 @@ def rank_experts(
     extraction is counted once for all of them (each expert's row carries an equal share). Returns one row per
     (model, proxy): score, score_variance (over resampled support sets; nan for proxies that do not resample),
     seconds, flops, ``model`` being the candidate id (the keys of ``features``).
+    On a GPU ``device``, the linear probes of every candidate are fitted together there
+    (:func:`~expertlib.probes.linear_probe_accuracies`, scikit-learn's optimum), each row an equal share of
+    their seconds; elsewhere one at a time in scikit-learn.
     """
     unknown = [p for p in proxies if p not in P.PROXIES]
     if unknown:
@@ -127,6 +137,17 @@ def rank_experts(
             rows += [_row(model, name, sc, share, flops) for model, sc in scores.items()]
             continue
         inputs = probs if proxy.reads == "head" else features
+        if name == "linear" and str(device).startswith("cuda") and inputs:
+            t0 = time.perf_counter()
+            cut = settings.val_split if settings.val_split is not None else int(0.8 * len(y))
+            xs = list(inputs.values())
+            scores = linear_probe_accuracies([x[:cut] for x in xs], y[:cut], [x[cut:] for x in xs], y[cut:],
+                                             device=device)  # fmt: skip
+            share = (time.perf_counter() - t0) / len(xs)
+            rows += [_row(model, name, sc, share + extra_s.get(model, 0.0),
+                          proxy.flops(len(y), x.shape[1], classes, 0) + extra_f.get(model, 0.0))
+                     for (model, x), sc in zip(inputs.items(), scores, strict=True)]  # fmt: skip
+            continue
         for model, x in inputs.items():
             t0 = time.perf_counter()
             sc = proxy.score(x, y, settings)

@@ -17,12 +17,21 @@ bit: the cpu scale keeps its pool of separate runs (:mod:`expertlib.parallel`) a
 
 What may differ within one stack, and what may not, is :func:`stack_key`: models whose keys are equal stack.
 Speed: ``benchmarks/bench_many_models.py`` (``results/benchmarks/many_models.csv``).
+
+A step does no host work and waits for nothing: every step's K losses stay on the device and are read once every
+``log_every`` steps. Over a task held on the device (a GPU's fine-tunes,
+:class:`~expertlib.datasets.device.DeviceData`), every model's draws for the whole stack are made when it starts
+and copied once, each step's K batches are built there with one gather and one crop
+(:class:`~expertlib.stacked_batches.HeldDraws`), and on CUDA the step, after two warm-up steps, is captured once
+as a CUDA graph and replayed (:class:`~expertlib.runtime.GraphedSteps`; :data:`CUDA_GRAPHS`), so a K=64 step is
+one launch, not the ~1,200 dispatches vmap makes. On a CPU the same step runs eager, to the same bits as the
+ordinary path (tests/test_stacked.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import nullcontext
 from functools import partial
 
@@ -38,8 +47,9 @@ from expertlib.datasets.batches import TrainData
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.distributed import rank_and_world
 from expertlib.evaluation import predict
-from expertlib.runtime import resolve_device
+from expertlib.runtime import GraphedSteps, resolve_device, to_device
 from expertlib.schedules import learning_rate
+from expertlib.stacked_batches import HeldDraws
 from expertlib.training import (
     TrainConfig,
     TrainResult,
@@ -47,7 +57,7 @@ from expertlib.training import (
     batch_loss,
     check_batching,
     mixup,
-    require_finite,
+    non_finite,
 )
 
 __all__ = [
@@ -139,6 +149,10 @@ def _refuse_unstackable(models: Sequence[nn.Module], cfgs: Sequence[TrainConfig]
         if getattr(datas[i], "crop", None) != getattr(datas[0], "crop", None):
             raise StackError(f"model {i}'s data is cropped to {getattr(datas[i], 'crop', None)} px, model 0's to "
                              f"{getattr(datas[0], 'crop', None)}: a stack trains at one resolution")  # fmt: skip
+
+
+CUDA_GRAPHS = True
+"""Whether a stack over a task held on a GPU replays its step as one CUDA graph (False: every step eager)."""
 
 
 # -- stacked state ---------------------------------------------------------------------------------------------
@@ -263,53 +277,100 @@ def train_stacked(
     template.train()
     lm = label_matrix.to(device) if label_matrix is not None else None
     on_gpu = device.startswith("cuda")
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
+    # bf16 on a GPU, without autocast's weight cache: a CUDA graph must not keep casts made while it was captured
+    bf16 = on_gpu and cfg.amp
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False) if bf16 else nullcontext()
     loss_of = vmap(partial(batch_loss, kind=cfg.loss, label_matrix=lm))
-    streams = [StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)]
-    held = any(
-        isinstance(d, DeviceData) for d in datas
-    )  # held on the device: built in this process, as train() does
-    feed = batches(StackedSteps(streams), 0 if held else cfg.workers, on_gpu and not held, cfg.prefetch)
+    dtype = leaves[0].dtype
+    lr_table = to_device(torch.tensor([[learning_rate(c.schedule, s) for c in cfgs] for s in range(cfg.steps)],
+                                      dtype=dtype), device)  # fmt: skip
+    # each step's K losses (in float64 for float64 models: the exactness tests read them)
+    history = torch.zeros((cfg.steps, k), dtype=torch.promote_types(torch.float32, dtype), device=device)
+    held = datas[0] if isinstance(datas[0], DeviceData) and all(d is datas[0] for d in datas) else None
+    state: dict = {"bufs": None}
+
+    def update(step: Tensor | int, x: Tensor, y: Tensor) -> None:
+        """One stacked step on batch ``x`` (``(batch, K, ...)``), labels ``y`` (``(K, batch[, classes])``): forward and
+        backward of all K, their losses into ``history``, each model's SGD update at its own learning rate."""
+
+        def chunk_loss(part: slice) -> Tensor:
+            with autocast:
+                logits = _stacked_forward(template, stacked, buffers, x[part], 1)
+            return loss_of(logits, y[:, part])
+
+        loss = accumulate(chunk_loss, x.shape[0], cfg.micro_batch, device)
+        if isinstance(step, Tensor):  # a counter on the device (the held path, replayable as a CUDA graph)
+            history.index_copy_(0, step, loss.detach().to(history.dtype).view(1, k))
+            lrs = lr_table.index_select(0, step).view(k)
+        else:
+            history[step].copy_(loss.detach())
+            lrs = lr_table[step]
+        state["bufs"] = _sgd_step(leaves, state["bufs"], lrs, cfg.momentum, cfg.weight_decay)
+
+    if held is not None:  # every step's batches built on the device from draws copied once
+        draws = HeldDraws(held, cfgs, cfg.steps, cfg.batch_size, num_classes, cfg.loss, lm, dtype)
+        counter = torch.zeros(1, dtype=torch.long, device=device)
+
+        def held_step() -> None:
+            update(counter, *draws.batch(counter))
+            counter.add_(1)
+
+        steps = GraphedSteps(held_step, leaves, device, enabled=on_gpu and CUDA_GRAPHS)
+        feed: Iterable = range(cfg.steps)
+    else:
+        streams = [
+            StepBatches(d, cfg.batch_size, c.seed, 0, cfg.steps) for d, c in zip(datas, cfgs, strict=True)
+        ]
+        # data held on the device is batched in this process, as train() does (a worker cannot touch it)
+        on_dev = any(isinstance(d, DeviceData) for d in datas)
+        feed = batches(
+            StackedSteps(streams), 0 if on_dev else cfg.workers, on_gpu and not on_dev, cfg.prefetch
+        )
+    every = min(c.log_every for c in cfgs)
     metrics: list[list[dict]] = [[] for _ in range(k)]
-    losses = [float("nan")] * k
-    momentum_bufs = None
+    losses, read, timeline = [float("nan")] * k, 0, []
     bar = tqdm(desc=desc, disable=not progress, leave=False, total=cfg.steps)
     t0 = time.perf_counter()
     try:
-        for step, x, y, gen_states in feed:
-            lrs = [learning_rate(c.schedule, step) for c in cfgs]
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if cfg.mixup_alpha > 0:
-                mixed = []  # each model's own mixup: its weight and pairs from its seed and generator
-                for i, c in enumerate(cfgs):
-                    gen = torch.Generator()
-                    gen.set_state(gen_states[i])
-                    mixed.append(mixup(x[:, i], y[i], c, step, gen, num_classes, lm))
-                x, y = torch.stack([a for a, _ in mixed], dim=1), torch.stack([b for _, b in mixed])
-            for p in leaves:
-                p.grad = None
-
-            def chunk_loss(part: slice, x: Tensor = x, y: Tensor = y) -> Tensor:
-                with autocast:
-                    logits = _stacked_forward(template, stacked, buffers, x[part], 1)
-                return loss_of(logits, y[:, part])
-
-            loss = accumulate(chunk_loss, x.shape[0], cfg.micro_batch, device)
-            values = loss.tolist()  # one transfer for the K losses (what train() reads once per step)
-            for i, v in enumerate(values):
-                if not np.isfinite(v):
-                    require_finite(loss[i], 1, f"{desc}, model {i}", step, lrs[i], None)
-            momentum_bufs = _sgd_step(leaves, momentum_bufs, torch.tensor(lrs, dtype=leaves[0].dtype, device=device),
-                                      cfg.momentum, cfg.weight_decay)  # fmt: skip
-            losses = values
+        for item in feed:
+            if held is not None:
+                step = item
+                steps.run()
+            else:
+                step, x, y, gen_states = item
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if cfg.mixup_alpha > 0:
+                    mixed = []  # each model's own mixup: its weight and pairs from its seed and generator
+                    for i, c in enumerate(cfgs):
+                        gen = torch.Generator()
+                        gen.set_state(gen_states[i])
+                        mixed.append(mixup(x[:, i], y[i], c, step, gen, num_classes, lm))
+                    x, y = torch.stack([a for a, _ in mixed], dim=1), torch.stack([b for _, b in mixed])
+                for p in leaves:
+                    p.grad = None
+                update(step, x, y)
             bar.update(1)
-            for i, c in enumerate(cfgs):
-                if (step + 1) % c.log_every == 0 or step + 1 == cfg.steps:
-                    metrics[i].append({"step": step + 1, "loss": values[i], "lr": lrs[i]})
+            done = step + 1
+            if done % every and done != cfg.steps:
+                continue  # nothing read: the step never waits for the device
+            values = history[read:done].tolist()  # one read for every model and step since the last
+            for s, row in enumerate(values, start=read):
+                for i, (c, v) in enumerate(zip(cfgs, row, strict=True)):
+                    if not np.isfinite(v):
+                        raise non_finite(f"{desc}, model {i}", s, learning_rate(c.schedule, s), v)
+                    if (s + 1) % c.log_every == 0 or s + 1 == cfg.steps:
+                        metrics[i].append({"step": s + 1, "loss": v, "lr": learning_rate(c.schedule, s)})
+                losses = row
+            read = done
+            timeline.append((done, time.perf_counter() - t0))
     finally:
         bar.close()
         for m, mode in zip(models, was_training, strict=True):
             m.train(mode)
+        for p in leaves:
+            p.grad = None
+        if held is not None:
+            steps.close()
     share = (time.perf_counter() - t0) / k
     with torch.no_grad():  # the trained weights back into each model, so every evaluation applies as it is
         for i, m in enumerate(models):
@@ -317,7 +378,8 @@ def train_stacked(
                 if n in trained:
                     p.copy_(stacked[n][i])
     seen = cfg.batch_size * cfg.steps
-    return [TrainResult(cfg.steps, share, losses[i], seen / max(share, 1e-9), metrics[i]) for i in range(k)]
+    return [TrainResult(cfg.steps, share, losses[i], seen / max(share, 1e-9), metrics[i], timeline=timeline)
+            for i in range(k)]  # fmt: skip
 
 
 def finetune_stacked(models: Sequence[nn.Module], train_data: TrainData | Sequence[TrainData],

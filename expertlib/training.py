@@ -34,8 +34,16 @@ from expertlib.candidates import Candidate
 from expertlib.datasets.batches import ArrayData, ImageData, TrainData, ready
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.distributed import rank_and_world
-from expertlib.evaluation import compile_here
-from expertlib.runtime import Compile, atomic_write, compiled, resolve_compile, resolve_device
+from expertlib.evaluation import HeadAfterBackbone, network
+from expertlib.runtime import (
+    Compile,
+    atomic_write,
+    compiled,
+    resolve_compile,
+    resolve_device,
+    synchronize,
+    to_device,
+)
 from expertlib.schedules import Schedule, learning_rate
 
 __all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "TrainResult", "train", "train_expert",
@@ -62,7 +70,7 @@ class TrainConfig:
         0  # steps between checkpoints (0: only at the end, when a checkpoint file is given)
     )
     checkpoint_minutes: float = 0.0  # also checkpoint when this many minutes have passed since the last one
-    log_every: int = 10
+    log_every: int = 10  # steps between reads of the losses from the device (the only waits for it in a run)
     grad_clip: float | None = None
     workers: int = 0  # data worker processes building batches ahead of the step (0: in the training process)
     micro_batch: int = (
@@ -99,6 +107,10 @@ class TrainResult:
     # the first step's seconds beyond a later step's (the mean of the others): compilation when compiled, plus
     # first-call set-up (cuDNN autotuning, allocator growth) either way; 0 for a run of one step
     warmup_seconds: float = 0.0
+    # (steps done in this call, seconds since it started) at each point the host waited for the device: after
+    # the first step and at every read of the losses (every log_every steps, at checkpoints, at the end). The
+    # steady state is the slope between two points after the warm-up (benchmarks/_common.py, steady_rate)
+    timeline: list[tuple[int, float]] = field(default_factory=list)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -136,15 +148,6 @@ RUNTIME_FIELDS = (
 
 class RecipeMismatchError(RuntimeError):
     """A stored result or checkpoint was made under other settings than the ones asked for now."""
-
-
-def _finite_everywhere(loss: Tensor, world: int) -> bool:
-    """Whether the step's loss is finite on every rank: under DDP the ranks agree (one all-reduce of a flag),
-    so all of them stop together instead of one raising while the others wait at the next all-reduce."""
-    bad = (~torch.isfinite(loss)).float().reshape(1)
-    if world > 1:
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    return not bool(bad.item())
 
 
 def check_resume_recipe(ckpt: Path, stored: dict | None, cfg: TrainConfig) -> None:
@@ -253,7 +256,7 @@ def mixup(x: Tensor, y: Tensor, cfg: TrainConfig, step: int, gen: torch.Generato
     lam = float(
         np.random.default_rng(mix_seed(cfg.seed, "mixup", step)).beta(cfg.mixup_alpha, cfg.mixup_alpha)
     )
-    perm = torch.randperm(len(y), generator=gen).to(x.device)
+    perm = to_device(torch.randperm(len(y), generator=gen), x.device)
     t = _targets(y, num_classes, cfg.loss, lm)
     return lam * x + (1 - lam) * x[perm], lam * t + (1 - lam) * t[perm]
 
@@ -275,24 +278,69 @@ def accumulate(chunk_loss: Callable[[slice], Tensor], n: int, micro_batch: int, 
     return loss
 
 
-def require_finite(loss: Tensor, world: int, desc: str, step: int, lr: float, ckpt: Path | None) -> None:
-    """Stop every rank together on a non-finite loss (:func:`_finite_everywhere`), naming what is kept."""
-    if _finite_everywhere(loss, world):
-        return
+class LossLog:
+    """Each step's loss kept on the device, read by the host in one transfer every few steps (:meth:`read`): a
+    step never waits for the GPU. A non-finite loss stops every rank together at the next read, naming the first
+    step whose loss it was: at most ``log_every`` steps later, and before any checkpoint is written after it."""
+
+    def __init__(self, world: int, desc: str) -> None:
+        self.world, self.desc = world, desc
+        self.pending: list[tuple[int, float, Tensor]] = []  # (step, lr, loss on the device)
+
+    def add(self, step: int, lr: float, loss: Tensor) -> None:
+        self.pending.append((step, lr, loss.detach().reshape(1)))
+
+    def read(self, ckpt: Path | None = None) -> list[tuple[int, float, float]]:
+        """(step, lr, loss) of every step since the last read: one host read. Under DDP the ranks agree first
+        (one all-reduce of a flag) whether any loss was non-finite anywhere, so all of them stop together instead
+        of one raising while the others wait at the next all-reduce."""
+        if not self.pending:
+            return []
+        losses = torch.cat([t for _, _, t in self.pending])
+        flag = (~torch.isfinite(losses)).any().to(losses.dtype).reshape(1)
+        if self.world > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        *values, bad = torch.cat([losses, flag]).tolist()
+        rows = [(step, lr, v) for (step, lr, _), v in zip(self.pending, values, strict=True)]
+        self.pending = []
+        if bad:
+            self._stop(rows, ckpt)
+        return rows
+
+    def _stop(self, rows: list[tuple[int, float, float]], ckpt: Path | None) -> None:
+        step, lr, value = next(((s, r, v) for s, r, v in rows if not np.isfinite(v)), rows[0])
+        raise non_finite(self.desc, step, lr, value, ckpt, self.world)
+
+
+def non_finite(desc: str, step: int, lr: float, value: float, ckpt: Path | None = None,
+               world: int = 1) -> NonFiniteLossError:  # fmt: skip
+    """The error a non-finite loss stops a training with, naming the step, its learning rate and what is kept
+    (under DDP ``value`` is this rank's loss, which may be finite when another rank's was not)."""
     kept = (
         f"the last good checkpoint {ckpt} is kept"
         if ckpt is not None and ckpt.is_file()
         else "no checkpoint was written"
     )
-    where = "" if world == 1 else f" on at least one of {world} processes (this one's: {loss.item()})"
-    raise NonFiniteLossError(
-        f"{desc}: loss became {'non-finite' if where else loss.item()}{where} at step {step} (lr {lr:.3g}); "
+    where = "" if world == 1 else f" on at least one of {world} processes (this one's: {value})"
+    return NonFiniteLossError(
+        f"{desc}: loss became {'non-finite' if where else value}{where} at step {step} (lr {lr:.3g}); "
         f"{kept}. Lower the learning rate or check the inputs for NaNs"
     )
 
 
+def _read_due(cfg: TrainConfig, done: int, end: int) -> bool:
+    """Whether the losses are read after ``done`` steps: every ``log_every`` and ``checkpoint_every`` steps and
+    at the end, the same steps on every rank (a read is collective under DDP)."""
+    return (
+        done % cfg.log_every == 0
+        or bool(cfg.checkpoint_every and done % cfg.checkpoint_every == 0)
+        or done == end
+    )
+
+
 def _checkpoint_due(cfg: TrainConfig, done: int, last_save: float) -> bool:
-    """Every ``checkpoint_every`` steps, every ``checkpoint_minutes``, and at the end."""
+    """Every ``checkpoint_every`` steps, every ``checkpoint_minutes`` (at the first read after they have passed),
+    and at the end."""
     due = (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps
     return bool(
         due or (cfg.checkpoint_minutes and time.monotonic() - last_save >= 60 * cfg.checkpoint_minutes)
@@ -319,6 +367,11 @@ def train(
     when it exists (:func:`_resume`), and write it atomically when due (:func:`_checkpoint_due`).
     ``stop_after``: stop (as if killed) after that many steps, for tests. Under torchrun each rank must call
     this with the same arguments.
+
+    No step waits for the device: the losses stay there (:class:`LossLog`) and are read in one transfer every
+    ``log_every`` steps, at every checkpoint and at the end; a non-finite loss stops the run at the next read, before
+    any checkpoint after it is written. Compiled (``cfg.compile``), the network's backbone runs as one graph per
+    resolution and mode and its head eager (:func:`~expertlib.evaluation.network`).
     """
     device = resolve_device(cfg.device)
     rank, world = rank_and_world() if cfg.data_parallel else (0, 1)
@@ -334,8 +387,12 @@ def train(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, metrics, resumed = _resume(ckpt, model, params, opt, cfg, device)
     lm = label_matrix.to(device) if label_matrix is not None else None
-    run_model: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    run_model = compiled(run_model, compile_here(model, cfg.compile, device))
+    run_model: nn.Module = network(model, cfg.compile, device)  # compiled where it pays, its head eager
+    if world > 1:
+        whole = run_model is not model and not isinstance(run_model, HeadAfterBackbone)
+        run_model = nn.parallel.DistributedDataParallel(model if whole else run_model)
+        if whole:  # a network without timm's contract compiles whole, DDP included
+            run_model = compiled(run_model, True)
     on_gpu = device.startswith("cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (on_gpu and cfg.amp) else nullcontext()
     model.train()
@@ -349,7 +406,7 @@ def train(
                    on_gpu and workers > 0 and not staged, cfg.prefetch)  # fmt: skip
     if staged:  # decoded on the device one batch ahead of the step
         feed = finished_ahead(feed, lambda item: (item[0], data.finish(item[1], device), *item[2:]), device)
-    first_step = 0.0
+    first_step, timeline, log = 0.0, [], LossLog(world, desc)
     for step, x, y, gen_state in feed:
         t_step = time.perf_counter()
         lr = learning_rate(cfg.schedule, step)
@@ -370,20 +427,27 @@ def train(
         loss = accumulate(
             chunk_loss, len(x), cfg.micro_batch, x.device, run_model.no_sync if world > 1 else None
         )
-        require_finite(loss, world, desc, step, lr, ckpt)
+        log.add(step, lr, loss)  # kept on the device: no step waits for the GPU but those that read
         if cfg.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         seen += cfg.batch_size
-        loss_val = loss.item()  # waits for the step (a GPU's too): the step's time is its own
-        if step == start:
+        done = step + 1
+        if step == start:  # the first step's time is its own: compilation, autotuning
+            synchronize(device)
             first_step = time.perf_counter() - t_step
+            timeline.append((1, time.perf_counter() - t0))
         bar.update(1)
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            metrics.append({"step": step + 1, "loss": loss_val, "lr": lr})
-            bar.set_postfix(loss=f"{loss_val:.3f}")
-        if ckpt is not None and rank == 0 and _checkpoint_due(cfg, step + 1, last_save):
-            _save_checkpoint(ckpt, model, params, opt, step + 1, metrics, cfg)
+        if not _read_due(cfg, done, end):
+            continue
+        for s, r, value in log.read(ckpt):  # raises on a non-finite loss, before any checkpoint after it
+            loss_val = value
+            if (s + 1) % cfg.log_every == 0 or s + 1 == cfg.steps:
+                metrics.append({"step": s + 1, "loss": value, "lr": r})
+        timeline.append((done - start, time.perf_counter() - t0))
+        bar.set_postfix(loss=f"{loss_val:.3f}")
+        if ckpt is not None and rank == 0 and _checkpoint_due(cfg, done, last_save):
+            _save_checkpoint(ckpt, model, params, opt, done, metrics, cfg)
             last_save = time.monotonic()
     bar.close()
     seconds = time.perf_counter() - t0
@@ -392,7 +456,7 @@ def train(
     model.train(was_training)
     done = end - start
     warmup = max(0.0, first_step - (seconds - first_step) / (done - 1)) if done > 1 else 0.0
-    return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed, warmup)
+    return TrainResult(end, seconds, loss_val, seen / max(seconds, 1e-9), metrics, resumed, warmup, timeline)
 
 
 # -- recipes ---------------------------------------------------------------------------------------------------

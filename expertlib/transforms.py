@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from expertlib.runtime import to_device
+
 HYPERRULE_RESOLUTIONS = {"bit-paper": (448, 384), "bit-code": (512, 480)}
 """(precrop, crop) for images of 96x96 px or more: the BiT paper's text (section 3.3: 448/384 for every model but
 R152x4) and BiT's released ``bit_hyperrule.py`` (512/480). Smaller images get (160, 128) in both."""
@@ -94,11 +96,23 @@ def train_batch(
         oy, ox, flips = oy[keep], ox[keep], flips[keep]
         if total is None:
             images = images[keep]
+    return crop_and_flip(images, precrop, crop, flip, oy, ox, flips, random_crop)
+
+
+def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool, oy: Tensor, ox: Tensor,
+                  flips: Tensor, random_crop: bool = True) -> Tensor:  # fmt: skip
+    """The deterministic part of :func:`train_batch`: uint8 NHWC images to [-1, 1], resized to ``precrop`` when
+    they are not that size, cropped at offsets ``(oy, ox)`` and, with ``flip``, mirrored where ``flips``; without
+    ``random_crop``, resized to ``crop`` instead (the evaluation image; the offsets are drawn but unused). The
+    draws are made on a CPU generator and applied where the images are (a GPU's too: pass them there, without a
+    sync, through :func:`expertlib.runtime.to_device`; any batch size, e.g. K models' batches at once)."""
     x = _resized(images, precrop if random_crop else crop)
-    n, dev = x.shape[0], x.device  # drawn on the CPU generator, applied where the images are (a GPU's too)
-    flips = flips.to(dev)
+    n, dev = x.shape[0], x.device
+    if oy.device != dev:  # the draws of a batch decoded on the GPU: one pinned, non-blocking copy
+        oy, ox, flips = to_device(torch.stack([oy, ox, flips.long()]), dev).unbind(0)
+    flips = flips.bool()
     if random_crop:
-        oy, ox, span = oy.to(dev), ox.to(dev), torch.arange(crop, device=dev)
+        span = torch.arange(crop, device=dev)
         rows = (oy[:, None] + span[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)
         x = x.gather(2, rows)
         cols = (ox[:, None] + span[None]).view(n, 1, 1, crop).expand(n, x.shape[1], crop, crop)

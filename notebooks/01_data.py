@@ -82,3 +82,12 @@ plan_frame(ws, bench)
 from expertlib.pipeline.session import hyperrule_recipes
 
 hyperrule_recipes(ws, bench)
+
+# %% [markdown]
+# Before anything trains: how many fine-tunes, in how many stacks, how many compiled graphs, and how many minutes
+# the fine-tunes take at the rate a GPU measured (where none has, it says so rather than guess).
+
+# %%
+from expertlib.pipeline.forecast import forecast_sentence
+
+display(Markdown(forecast_sentence(ws, bench)))

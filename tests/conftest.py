@@ -105,3 +105,19 @@ def released_smoke_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("released-smoke")
     written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
     return root, written
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Count the reads of tensor values by the host (``item``, ``tolist``, ``cpu``, ``float(tensor)``): on a GPU each
+    is a sync that waits for every queued kernel. Returns a list that grows by one name per read."""
+    reads: list[str] = []
+    for name in ("item", "tolist", "cpu", "__float__"):
+        real = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _real=real, _name=name, **kwargs):
+            reads.append(_name)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return reads

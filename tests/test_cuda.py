@@ -2,6 +2,9 @@
 ``cpu`` in `make test` (so an API change fails there too); only its ``cuda`` parameter, marked ``cuda``, needs a
 GPU (`make gpu-check` runs those: ``pytest -m cuda tests/test_cuda.py``)."""
 
+import warnings
+from contextlib import nullcontext
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.datasets.encoded import EncodedImageData
 from expertlib.evaluation import predict
+from expertlib.parallel import single_thread
 from expertlib.resnet import Pooled, create_model
 from expertlib.schedules import scaled_hyperrule
 from expertlib.training import TrainConfig, finetune, train
@@ -80,41 +84,10 @@ def test_candidate_features_match_cpu(device, no_tf32):
     c = from_model(create_model("R50x1", num_classes=0).eval())
     data = _data(6, 48)
     cpu = predict(Pooled(c), data, 4, "cpu", compile=False)
-    here = predict(Pooled(c), data, 4, device, workers=1, compile=False)
+    here = predict(Pooled(c), data, 4, device, workers=1, compile=False, amp=False)
     assert (cpu - here).abs().max().item() < 1e-3 * cpu.abs().max().item()
-
-
-def test_compiled_training_and_evaluation_trace_one_graph_each_and_agree_with_eager(
-    device, no_tf32, monkeypatch
-):
-    """Compiled by default on CUDA: two jobs' fresh models train on one training graph and evaluate sets of
-    several lengths on one evaluation graph. (On a CPU, dynamo's cheap "eager" backend: the same tracing and
-    guards without inductor's code generation, which takes minutes there.)"""
-    from torch._dynamo.utils import counters
-
-    if device == "cpu":
-        monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
-    torch._dynamo.reset()
-    counters.clear()
-    data = _data(48)
-    runs = {}
-    for compile in (False, "auto" if device == "cuda" else True):  # "auto": compiled on CUDA, eager on a CPU
-        for job in range(2):
-            torch.manual_seed(job)
-            m = create_model("tiny", num_classes=4)
-            cfg = TrainConfig(
-                scaled_hyperrule(3, 0.05), batch_size=16, device=device, amp=False, compile=compile
-            )
-            train(m, list(m.parameters()), data, cfg, 4, progress=False)
-            m.eval()
-            logits = [predict(m, _data(n), 16, device, compile=compile) for n in (7, 16, 30)]
-            runs[compile is not False, job] = _weights(m), logits
-    assert counters["stats"]["unique_graphs"] == 2
-    for job in range(2):
-        (w_eager, l_eager), (w_comp, l_comp) = runs[False, job], runs[True, job]
-        assert _worst(w_eager, w_comp) < 1e-3
-        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(l_eager, l_comp, strict=True))
-    torch._dynamo.reset()
+    bf16 = predict(Pooled(c), data, 4, device, compile=False)  # the default on CUDA: bf16 autocast
+    assert bf16.dtype == torch.float32 and (cpu - bf16).abs().max().item() < 5e-2 * cpu.abs().max().item()
 
 
 def test_data_held_on_the_device_batches_as_the_cpu_path(device):
@@ -162,3 +135,144 @@ def test_streamed_jpegs_decode_on_the_device_as_pil_decodes_them(device, tmp_pat
             got.cpu() - want
         ).abs() * 127.5  # levels of 255: nvJPEG's IDCT and upsampling are not libjpeg's
         assert diff.mean() < 2.0 and diff.max() <= 32, (diff.mean(), diff.max())
+
+
+# -- no host sync in the steady state (item 2 of #40) ----------------------------------------------------------
+def _sync_mode(device, mode):
+    if device == "cuda":
+        torch.cuda.set_sync_debug_mode(mode)
+
+
+def test_training_steps_never_wait_for_the_gpu(device, monkeypatch):
+    """From the third step on, training on a task held on the device (the fine-tunes' path, mixup included) runs
+    with CUDA's sync debug mode set to "error": no step copies, reads or waits, but the reads of the losses every
+    log_every steps (allowed, and counted on CPU by tests/test_training.py); the evaluation after it neither."""
+    import expertlib.evaluation as E
+    import expertlib.training as T
+
+    held = DeviceData(_data(32, 16, precrop=18), device)
+    real_lr, real_read, real_host = T.learning_rate, T.LossLog.read, E._on_host
+
+    def lr(schedule, step):
+        _sync_mode(device, "error" if step >= 2 else "default")
+        return real_lr(schedule, step)
+
+    def read(self, ckpt=None):
+        _sync_mode(device, "default")
+        return real_read(self, ckpt)
+
+    monkeypatch.setattr(T, "learning_rate", lr)
+    monkeypatch.setattr(T.LossLog, "read", read)
+    monkeypatch.setattr(E, "_on_host", lambda parts: (_sync_mode(device, "default"), real_host(parts))[1])
+    try:
+        m = create_model("tiny", num_classes=4)
+        cfg = TrainConfig(scaled_hyperrule(8, 0.05), batch_size=8, device=device, mixup_alpha=0.2, log_every=4,
+                          compile=False)  # fmt: skip
+        with single_thread() if device == "cpu" else nullcontext():
+            res = train(m, list(m.parameters()), held, cfg, 4, progress=False)
+            _sync_mode(device, "error")
+            out = predict(m.eval(), held, 12, device)  # 3 batches, one transfer at the end
+    finally:
+        _sync_mode(device, "default")
+    assert np.isfinite(res.final_loss) and out.shape == (32, 4)
+
+
+def test_a_held_stack_replays_its_step_as_a_cuda_graph_without_syncs(device, no_tf32, monkeypatch):
+    """A stack over a task held on the GPU builds every step there and, after its warm-up steps, replays the step
+    as one CUDA graph (on a CPU: eager, the same step). The graph's weights equal the eager stack's; the replays
+    run under sync debug mode "error"."""
+    import expertlib.stacked as S
+    from expertlib.runtime import WARMUP_STEPS, GraphedSteps
+
+    held = DeviceData(_data(32, 16, precrop=18), device)
+    real_run = GraphedSteps.run
+
+    def run(self):  # strict from the second step on, but for the capture itself (which synchronises, once)
+        capturing = self.enabled and self.graph is None and self.calls >= WARMUP_STEPS
+        _sync_mode(device, "error" if self.calls >= 1 and not capturing else "default")
+        try:
+            real_run(self)
+        finally:
+            _sync_mode(device, "default")
+
+    monkeypatch.setattr(GraphedSteps, "run", run)
+    weights = []
+    for graphs in (False, True):
+        monkeypatch.setattr(S, "CUDA_GRAPHS", graphs)
+        torch.manual_seed(0)
+        nets = [create_model("tiny", num_classes=4) for _ in range(2)]
+        cfgs = [TrainConfig(scaled_hyperrule(6, lr), batch_size=8, seed=s, device=device, amp=False, log_every=3,
+                            mixup_alpha=0.2) for s, lr in ((0, 0.05), (1, 0.1))]  # fmt: skip
+        with warnings.catch_warnings(), single_thread() if device == "cpu" else nullcontext():
+            warnings.simplefilter("error", RuntimeWarning)  # a failed capture warns: fail here instead
+            S.finetune_stacked(nets, held, cfgs, 4, progress=False)
+        weights.append({i: _weights(n) for i, n in enumerate(nets)})
+    assert max(_worst(weights[0][i], weights[1][i]) for i in range(2)) < 1e-5
+
+
+def test_back_to_back_staged_batches_decode_as_pil_under_memory_pressure(device, tmp_path):
+    """The same files decoded in back-to-back staged batches, one ahead of another in the decode thread, with most
+    of the GPU's memory taken so that freed blocks are reused at once: every batch equals the first (no batch's
+    images overwritten by the next one's decode) and agrees with PIL within a JPEG decoder's rounding."""
+    from expertlib.batching import finished_ahead
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(16):
+        h, w = 40 + 6 * (i % 4), 52 - 4 * (i % 3)  # mixed sizes: the batched resize runs
+        yy, xx = np.meshgrid(np.linspace(0, 3, h), np.linspace(0, 3, w), indexing="ij")
+        a = 127 + 100 * np.sin(yy + rng.uniform())[..., None] * np.cos(xx)[..., None] * rng.uniform(0.3, 1, 3)
+        Image.fromarray(a.astype(np.uint8)).save(tmp_path / f"{i}.jpg", quality=90)
+        paths.append(tmp_path / f"{i}.jpg")
+    data = EncodedImageData(paths, np.zeros(16), 36, 32, True)
+    want = ImageData(paths, np.zeros(16), 36, 32, True, read=data.read).batch(np.arange(16), False, None)
+    hog = None
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        hog = torch.empty(int(torch.cuda.mem_get_info()[0] * 0.85), dtype=torch.uint8, device=device)
+    try:
+        staged = [data.stage(np.arange(16), False, torch.Generator()) for _ in range(16)]
+        got = [
+            x.cpu() for x in finished_ahead(iter(staged), lambda st: data.finish(st, device), device, depth=3)
+        ]
+    finally:
+        del hog
+    for x in got:
+        assert torch.equal(x, got[0])
+        diff = (x - want).abs() * 127.5
+        assert diff.mean() < 2.0 and diff.max() <= 32, (diff.mean(), diff.max())
+
+
+# last: it compiles with inductor on CUDA, the check's longest CUDA test
+def test_compiled_training_and_evaluation_trace_one_graph_each_and_agree_with_eager(
+    device, no_tf32, monkeypatch
+):
+    """Compiled: two jobs' fresh models train on one training graph and evaluate sets of several lengths on one
+    evaluation graph, and agree with eager. (On a CPU, dynamo's cheap "eager" backend: the same tracing and
+    guards without inductor's code generation, which takes minutes there.) "auto" compiles R50x1 alone
+    (expertlib.evaluation.COMPILE_PAYS): here the small model is compiled by asking for it."""
+    from torch._dynamo.utils import counters
+
+    if device == "cpu":
+        monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
+    torch._dynamo.reset()
+    counters.clear()
+    data = _data(48)
+    runs = {}
+    for compile in (False, True):
+        for job in range(2):
+            torch.manual_seed(job)
+            m = create_model("tiny", num_classes=4)
+            cfg = TrainConfig(
+                scaled_hyperrule(3, 0.05), batch_size=16, device=device, amp=False, compile=compile
+            )
+            train(m, list(m.parameters()), data, cfg, 4, progress=False)
+            m.eval()
+            logits = [predict(m, _data(n), 16, device, compile=compile, amp=False) for n in (7, 16, 30)]
+            runs[compile is not False, job] = _weights(m), logits
+    assert counters["stats"]["unique_graphs"] == 2
+    for job in range(2):
+        (w_eager, l_eager), (w_comp, l_comp) = runs[False, job], runs[True, job]
+        assert _worst(w_eager, w_comp) < 1e-3
+        assert all(torch.allclose(a, b, rtol=1e-3, atol=1e-4) for a, b in zip(l_eager, l_comp, strict=True))
+    torch._dynamo.reset()

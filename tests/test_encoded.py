@@ -154,3 +154,52 @@ def test_training_and_evaluation_on_the_staged_path_decode_ahead_and_agree_with_
     assert finished.count(True) == 3 and finished.count(False) == 4  # 3 steps, 4 evaluation batches, staged
     assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(*weights, strict=True))
     assert torch.allclose(*logits, atol=2e-2) and logits[0].shape == (len(files), 3)
+
+
+def test_only_the_images_the_decoder_refuses_fall_back_and_the_rest_decode_in_batches(files, monkeypatch):
+    """A JPEG the device's decoder refuses fails its whole decode call; the batch is halved until the refused one
+    stands alone, so only it goes to PIL (here: the sideways one, refused by a stand-in for nvJPEG)."""
+    import torchvision.io as tio
+
+    from expertlib.datasets import encoded as E
+
+    blobs = [read_bytes(p) for p in files[:12]]
+    refused, calls, real = blobs[11], [], tio.decode_jpeg
+
+    def picky(batch, **kwargs):
+        calls.append(len(batch))
+        if any(b is refused for b in batch):
+            raise RuntimeError("Error while decoding JPEG images: unsupported")
+        return real(batch, **kwargs)
+
+    monkeypatch.setattr(tio, "decode_jpeg", picky)
+    pil_calls, real_pil = [], E._pil
+    monkeypatch.setattr(E, "_pil", lambda blob, name: pil_calls.append(name) or real_pil(blob, name))
+    names = [str(p) for p in files[:12]]
+    out = decode_images(blobs, [exif_orientation(b) for b in blobs], "cpu", names)
+    assert pil_calls == [names[11]]  # the refused image alone
+    assert (
+        calls[0] == 12 and len(calls) <= 2 * 4 + 1 and max(calls[1:]) >= 6
+    )  # halving: the others in batches
+    for p, img in zip(files[:12], out, strict=True):
+        want = torch.from_numpy(np.array(read_image(p))).permute(2, 0, 1)
+        assert img.shape == want.shape and (img.float() - want.float()).abs().mean() < 2.0
+
+
+def test_one_batched_resize_equals_torchs_antialiased_resize_of_each_image():
+    import torch.nn.functional as F
+
+    from expertlib.datasets.encoded import resize_batch
+
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in
+              ((30, 40), (37, 33), (20, 20), (64, 90), (12, 50))]  # fmt: skip
+    for size in (24, 48):  # shrinking and enlarging, in one call
+        out = resize_batch(images, size)
+        for im, got in zip(images, out, strict=True):
+            ref = F.interpolate(im[None].float(), size=(size, size), mode="bilinear", align_corners=False,
+                                antialias=True).round().clamp(0, 255).to(torch.uint8)[0]  # fmt: skip
+            diff = (got.int() - ref.int()).abs()
+            assert (
+                diff.max() <= 1 and (diff > 0).float().mean() < 0.01
+            )  # the same filter, summed in another order

@@ -38,11 +38,17 @@ def test_smoke_runs_every_row_and_leaves_the_committed_measurement_alone(tmp_pat
                       ("fine-tune pipeline", 128), ("synthetic", 480), ("fine-tune pipeline", 480)):  # fmt: skip
         rows = ours[(ours.feed == feed) & (ours.resolution == res)]
         assert len(rows) == 8 and all(set(rows[k]) == v for k, v in kinds.items()), (feed, res)
+    features = ours[ours.feed == "selection features"]  # the pipeline's own feature path, eager and compiled
+    assert (
+        len(features) == 2
+        and set(features["compile"]) == {"eager", "compiled"}
+        and set(features.mode) == {"inference"}
+    )
     timm = frame[frame.model == "timm"]
     assert len(timm) == 8 and set(timm.feed) == {"synthetic"} and set(timm.resolution) == {224}
-    assert (pd.to_numeric(frame.images_per_s) > 0).all() and len(frame) == 56
+    assert (pd.to_numeric(frame.images_per_s) > 0).all() and len(frame) == 58
     goals = frame[frame.goal.notna()]
-    assert len(goals) == 3 and set(goals.goal_met) == {"smoke: not judged"}
+    assert len(goals) == 4 and set(goals.goal_met) == {"smoke: not judged"}
     pipeline = frame[frame.feed != "synthetic"]
     assert pipeline.vs_synthetic.notna().all() and ours[ours.resolution == 224].vs_timm.notna().all()
     assert frame[frame.feed == "fine-tune pipeline"].setup_s.notna().all()  # the task's one decode
@@ -52,9 +58,25 @@ def test_smoke_runs_every_row_and_leaves_the_committed_measurement_alone(tmp_pat
 def test_a_spent_time_budget_leaves_rows_unmeasured_and_a_cpu_run_is_refused(tmp_path):
     _run("--smoke", "--out", str(tmp_path), "--budget-s", "1e-9")
     frame = pd.read_csv(tmp_path / "gpu_throughput.csv")
-    assert len(frame) == 56 and set(frame.images_per_s) == {"unmeasured"}
+    assert len(frame) == 58 and set(frame.images_per_s) == {"unmeasured"}
     assert frame.note.str.startswith("time budget").all()
     assert not (tmp_path / "gpu_throughput_selection_cost.csv").exists()
     refused = _run("--out", str(tmp_path / "cpu"), check=False)
     assert refused.returncode != 0 and "no CUDA device" in refused.stderr
     assert not (tmp_path / "cpu").exists()
+
+
+def test_a_missed_goal_says_by_how_much_and_where_the_time_goes():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_throughput as G
+
+    from expertlib.resnet import create_model
+
+    row = pd.Series({"goal": G.goal_of(G.Row("ours", "train", True, True, "upstream pipeline", "224")),
+                     "images_per_s": 1590.0, "vs_timm": 0.4, "vs_synthetic": 0.3})  # fmt: skip
+    assert G.missed_by(row) == "missed: 1,590 images/s, 60% short (and 0.4x timm)"
+    synthetic = G.Row("ours", "inference", False, False, "synthetic", "224")
+    text = G.profile_summary(
+        create_model(G.smoke_sizes().ours, num_classes=10), None, synthetic, 16, 2, 0, "cpu"
+    )
+    assert text.startswith("ours inference eager synthetic 224 px") and "conv" in text.lower()

@@ -38,8 +38,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "evaluation",
             "training",
             "stacked",
+            "stacked_batches",
             "proxies",
             "transferability",
+            "probes",
             "stats",
             "plots",
             "jobs",
@@ -67,7 +69,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             "pipeline.summary",
         ),
     ),  # fmt: skip
-    ("plan and session", ("pipeline.compute_plan", "pipeline.session")),
+    ("plan and session", ("pipeline.compute_plan", "pipeline.forecast", "pipeline.session")),
     (
         "notebook steps",
         (

@@ -10,7 +10,7 @@ from expertlib.adapters import AdapterConfig, AdapterExperts
 from expertlib.evaluation import predicted_classes
 from expertlib.parallel import single_thread
 from expertlib.resnet import create_model
-from expertlib.schedules import scaled_hyperrule
+from expertlib.schedules import Schedule, scaled_hyperrule
 from expertlib.stacked import (
     StackError,
     finetune_stacked,
@@ -18,7 +18,7 @@ from expertlib.stacked import (
     stack_key,
     train_stacked,
 )
-from expertlib.training import ArrayData, TrainConfig, finetune, train
+from expertlib.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train
 
 TOL = 1e-10
 
@@ -196,10 +196,10 @@ def test_training_only_some_parameters_equals_separate_train_calls():
     assert nets[0].head.fc.weight.abs().max() > 0
 
 
-def test_a_task_held_on_the_device_trains_the_stack_in_process_with_the_same_batches(monkeypatch):
-    """On a GPU ``finetune_stacked`` holds the task there (``DeviceData``) and builds every batch in the training
-    process, whatever ``workers`` says (a worker cannot touch device memory); on CPU the same path gives the
-    weights of the ordinary one."""
+def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_the_same_batches(monkeypatch):
+    """On a GPU ``finetune_stacked`` holds the task there (``DeviceData``) and builds every step's K batches there
+    from draws made when the stack starts (no DataLoader, whatever ``workers`` says: a worker cannot touch device
+    memory); on CPU that path gives the bits of the ordinary one, mixup included."""
     import expertlib.stacked as S
     from expertlib.datasets.device import DeviceData
 
@@ -209,14 +209,60 @@ def test_a_task_held_on_the_device_trains_the_stack_in_process_with_the_same_bat
     )
     data = ArrayData(np.random.default_rng(0).integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
                      np.arange(32) % 4, 36, 32, True)  # fmt: skip
-    weights = []
-    for held, workers in ((data, 0), (DeviceData(data, "cpu"), 2)):
+    weights, results = [], []
+    each = [
+        DeviceData(data, "cpu") for _ in range(3)
+    ]  # one held set per model: the ordinary path, in-process
+    for held, workers in ((data, 0), (DeviceData(data, "cpu"), 2), (each, 2)):
         torch.manual_seed(0)
-        ms = [create_model("tiny", num_classes=4) for _ in range(2)]
-        cfgs = [
-            TrainConfig(scaled_hyperrule(2, 0.1), batch_size=8, seed=s, workers=workers) for s in range(2)
-        ]
-        finetune_stacked(ms, held, cfgs, 4, progress=False)
+        ms = [create_model("tiny", num_classes=4) for _ in range(3)]
+        cfgs = [TrainConfig(scaled_hyperrule(3, lr), batch_size=8, seed=s, workers=workers, mixup_alpha=0.2,
+                            log_every=2) for s, lr in ((0, 0.1), (1, 0.05), (2, 0.1))]  # fmt: skip
+        results.append(finetune_stacked(ms, held, cfgs, 4, progress=False))
         weights.append([p.detach().clone() for m in ms for p in m.parameters()])
-    assert all(torch.equal(a, b) for a, b in zip(*weights, strict=True))
-    assert asked == [0, 0]  # the device-held task: no worker processes despite workers=2
+    for other in weights[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(weights[0], other, strict=True))
+    assert (
+        [r.metrics for r in results[0]] == [r.metrics for r in results[1]] == [r.metrics for r in results[2]]
+    )
+    assert asked == [0, 0]  # the ordinary path's feeds in this process (workers cannot touch device memory)
+
+
+def test_a_held_stack_equals_separate_runs_in_float64():
+    """The held path's draws, gathered and mixed for K models at once, are each model's own: in float64 the stack
+    equals separate fine-tunes on the same held task to rounding."""
+    from expertlib.datasets.device import DeviceData
+
+    held = DeviceData(_data(flip=True).data, "cpu")
+    nets = [_base(0), _base(1)]
+    cfgs = _cfgs((0.1, 0.05), (0, 1), mixup_alpha=0.2, micro_batch=4)
+    apart = [copy.deepcopy(n) for n in nets]
+    ones = [finetune(m, _data(), c, 4, progress=False) for m, c in zip(apart, cfgs, strict=True)]
+    stacked = finetune_stacked(nets, held, cfgs, 4, progress=False)
+    for a, b, ra, rb in zip(apart, nets, ones, stacked, strict=True):
+        assert _distance(a, b) <= TOL and abs(ra.final_loss - rb.final_loss) <= TOL
+
+
+def test_a_non_finite_loss_stops_the_stack_at_the_next_read_naming_the_model_and_step():
+    """Losses stay on the device and are read every log_every steps: an exploding learning rate stops the stack at
+    the first read after it, naming the model and the first step whose loss was not finite."""
+    nets = [create_model("tiny", num_classes=4) for _ in range(2)]
+    cfgs = [TrainConfig(Schedule(12, 0, 0.01, boundaries=(2,), decay=1e12), batch_size=8, seed=s, log_every=4)
+            for s in range(2)]  # fmt: skip
+    with pytest.raises(
+        NonFiniteLossError, match=r"model \d: loss became (nan|inf) at step [3-9] \(lr 1e\+10\)"
+    ):
+        finetune_stacked(nets, _data().data, cfgs, 4, progress=False)
+
+
+def test_a_held_stack_reads_the_device_every_log_every_steps_only(host_reads):
+    """Every step's K losses stay on the device; the host reads them once every log_every steps (12 steps at
+    log_every 4: 3 reads), and the draws for every step were copied once, when the stack started."""
+    from expertlib.datasets.device import DeviceData
+
+    held = DeviceData(_data().data, "cpu")
+    nets = [create_model("tiny", num_classes=4) for _ in range(3)]
+    cfgs = [TrainConfig(scaled_hyperrule(12, 0.05), batch_size=8, seed=s, log_every=4) for s in range(3)]
+    res = finetune_stacked(nets, held, cfgs, 4, progress=False)
+    assert host_reads == ["tolist"] * 3
+    assert [m["step"] for m in res[0].metrics] == [4, 8, 12] and [t[0] for t in res[0].timeline] == [4, 8, 12]

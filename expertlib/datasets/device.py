@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from expertlib.datasets.batches import ArrayData, ImageData, TrainData, resize_uint8, to_uint8
-from expertlib.transforms import eval_batch, train_batch
+from expertlib.runtime import to_device
+from expertlib.transforms import crop_and_flip, crop_draws, eval_batch
 
 DEVICE_DATA_LIMIT = 20_000
 """Most examples :func:`on_device` holds on a GPU (a VTAB-1k task has 1,000; its test sets up to ~22,000 at
@@ -56,13 +57,35 @@ class DeviceData:
 
     def batch(self, indices: np.ndarray, train: bool, generator: torch.Generator,
               part: slice | None = None) -> Tensor:  # fmt: skip
-        if train:  # without the random crop, a training image is its evaluation image (held at crop)
-            size = self.precrop if self.random_crop else self.crop
-            images = self.held(size)[torch.as_tensor(indices, device=self.device)]
-            return train_batch(images, self.precrop, self.crop, self.flip, generator, part,
-                               random_crop=self.random_crop)  # fmt: skip
+        """The batch ``train_batch`` / ``eval_batch`` make of these examples, built on the device: the indices and
+        the random draws (made on ``generator`` for the whole batch, as on the CPU path) travel in one pinned,
+        non-blocking copy, so building a batch never waits for the GPU. Without the random crop, a training image
+        is its evaluation image (held at crop), flipped where the draws say."""
         chosen = indices if part is None else indices[part]
-        return eval_batch(self.held(self.crop)[torch.as_tensor(chosen, device=self.device)], self.crop)
+        if not train:
+            return eval_batch(self.held(self.crop)[self._index(chosen)], self.crop)
+        held = self.held(self.train_size)
+        oy, ox, flips = crop_draws(len(indices), self.precrop, self.crop, generator)
+        keep = slice(None) if part is None else part
+        packed = torch.stack([torch.from_numpy(np.asarray(chosen, dtype=np.int64)), oy[keep], ox[keep],
+                              flips[keep].long()])  # fmt: skip
+        idx, oy, ox, flips = to_device(packed, self.device)
+        return crop_and_flip(
+            held[idx], self.precrop, self.crop, self.flip, oy, ox, flips.bool(), self.random_crop
+        )
+
+    @property
+    def train_size(self) -> int:
+        """The size training images are held at: the precrop, or the crop where the task has no random crop."""
+        return self.precrop if self.random_crop else self.crop
+
+    def _index(self, chosen: np.ndarray) -> Tensor | slice:
+        """Examples ``chosen`` of a held tensor: a slice for a run of consecutive ones (an evaluation batch: nothing
+        to copy), else the indices copied without a sync."""
+        chosen = np.asarray(chosen, dtype=np.int64)
+        if len(chosen) and (np.diff(chosen) == 1).all():
+            return slice(int(chosen[0]), int(chosen[-1]) + 1)
+        return to_device(torch.from_numpy(chosen), self.device)
 
 
 def _decode(source: ArrayData | ImageData, size: int, device: str, chunk: int) -> tuple[Tensor, bool]:

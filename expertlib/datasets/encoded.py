@@ -5,8 +5,10 @@ On a GPU, decoding JPEGs with PIL in worker processes is the bottleneck of upstr
 times that; this repository has not measured it yet: benchmarks/gpu_throughput.py will). So the work is
 split (:class:`~expertlib.datasets.batches.StagedData`): DataLoader workers only read each file's bytes (and
 its EXIF orientation) and make the batch's random draws; the training process decodes the whole batch with
-``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes each image on the device and crops
-and flips the batch there with the same draws (:func:`expertlib.transforms.train_batch`).
+``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes the batch's images of other sizes in
+one batched resize (:func:`resize_batch`) and crops and flips the batch there with the same draws
+(:func:`expertlib.transforms.train_batch`), in a thread of its own, one batch ahead
+(:func:`expertlib.batching.finished_ahead`, which hands a batch over only once its stream's work is complete).
 
 On a CPU nothing changes: :class:`EncodedImageData` is an :class:`~expertlib.datasets.batches.ImageData` whose
 ``batch`` decodes with PIL (:func:`~expertlib.datasets.folders.read_image`) in the workers, as before. The
@@ -14,7 +16,8 @@ staged path runs on a CPU too (torchvision's CPU decoder, same code), which is h
 PIL: the two decoders differ by JPEG rounding (IDCT, chroma upsampling), a few levels of 255.
 
 Files that are not JPEGs, and JPEGs the device's decoder refuses (CMYK on nvJPEG, corrupt streams), fall back
-to PIL for that image alone, so the result never depends on which decoder could read a file.
+to PIL for that image alone (the refused ones are found by halving the batch), so the result never depends on which
+decoder could read a file.
 """
 
 from __future__ import annotations
@@ -27,16 +30,27 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from expertlib.datasets.batches import ImageData, to_uint8
 from expertlib.datasets.folders import CorruptImageError, read_image
+from expertlib.runtime import to_device
 from expertlib.transforms import crop_draws, eval_batch, train_batch
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION = 0x0112
+RESIZE_CHUNK_BYTES = 256 << 20
+"""Most bytes of float32 canvas one batched resize holds (:func:`resize_batch`): a batch of ImageNet-sized images
+(128 of 500 x 375) is one chunk; an outsized image gets a chunk of its own."""
+
+# torchvision 0.29 deprecates its decoders for TorchCodec's (the same nvJPEG underneath). Silenced once, here, for
+# that message alone: a filter changed inside the decode thread (warnings.catch_warnings) would change every
+# thread's filters while it ran.
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision are deprecated",
+    category=DeprecationWarning,
+)  # fmt: skip
 
 
 class EncodedBatch(NamedTuple):
@@ -119,46 +133,89 @@ def _pil(blob: Tensor, name: str) -> Tensor:
 def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: str,
                   names: Sequence[str] | None = None) -> list[Tensor]:  # fmt: skip
     """Decode a batch of encoded images to RGB CHW uint8 tensors on ``device``, upright: the JPEGs in one call
-    of ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), the rest, and any JPEG that decoder refuses, by PIL."""
-    from torchvision.io import ImageReadMode, decode_jpeg
+    of ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), the rest, and only the JPEGs that decoder refuses, by PIL.
 
+    On CUDA, call it where the result is handed on only after the current stream's work is complete
+    (:func:`expertlib.batching.finished_ahead` does): torchvision allocates the decoded images from the caller's
+    stream but writes them on its decoder's own stream, so memory freed on the caller's stream while its kernels
+    still read it could be written by the next batch's decode."""
     out: list[Tensor | None] = [None] * len(blobs)
     jpegs = [i for i, b in enumerate(blobs) if bytes(b[:3].tolist()) == JPEG_MAGIC]
-    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders for TorchCodec's; same nvJPEG
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            decoded = (
-                decode_jpeg([blobs[i] for i in jpegs], mode=ImageReadMode.RGB, device=device) if jpegs else []
-            )
-        except RuntimeError:  # one image the decoder refuses fails the call: decode them one by one
-            decoded = []
-            for i in jpegs:
-                try:
-                    decoded.append(decode_jpeg(blobs[i], mode=ImageReadMode.RGB, device=device))
-                except RuntimeError:
-                    decoded.append(None)
-    for i, img in zip(jpegs, decoded, strict=True):
+    for i, img in zip(jpegs, _decode_jpegs([blobs[i] for i in jpegs], device), strict=True):
         out[i] = None if img is None else orient(img, orientations[i])
     for i, img in enumerate(out):
         if img is None:
-            out[i] = _pil(blobs[i], names[i] if names else f"image {i} of the batch").to(device)
+            out[i] = to_device(_pil(blobs[i], names[i] if names else f"image {i} of the batch"), device)
     return out  # type: ignore[return-value]
+
+
+def _decode_jpegs(blobs: list[Tensor], device: str) -> list[Tensor | None]:
+    """``decode_jpeg`` over the batch in one call. An image the decoder refuses fails the whole call, so the batch
+    is split in halves and each half retried: the refused images (None) are found in about log2(n) calls each, and
+    every other image is still decoded in a batch."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if not blobs:
+        return []
+    try:
+        return list(decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device))
+    except RuntimeError:
+        if len(blobs) == 1:
+            return [None]
+        half = len(blobs) // 2
+        return _decode_jpegs(blobs[:half], device) + _decode_jpegs(blobs[half:], device)
 
 
 def resize_on_device(image: Tensor, size: int) -> Tensor:
     """A CHW uint8 image resized to ``size`` x ``size`` where it is: bilinear with antialiasing (PIL's filter
     when shrinking), rounded back to uint8."""
-    x = F.interpolate(
-        image[None].float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
-    )
-    return x.round_().clamp_(0, 255).to(torch.uint8)[0]
+    return resize_batch([image], size)[0]
+
+
+def _filter_weights(lengths: Tensor, longest: int, size: int) -> Tensor:
+    """``(n, size, longest)``: row ``j`` of image ``i`` weighs the input pixels that output pixel ``j`` averages when
+    a side of ``lengths[i]`` pixels is resized to ``size``. PIL's (and torch's antialiased) bilinear filter: a
+    triangle centred on the output pixel's centre, widened by the scale when shrinking, cut at the image's edge
+    and normalised; pixels past ``lengths[i]`` (the canvas's padding) weigh nothing."""
+    scale = (lengths.double() / size).view(-1, 1, 1)
+    centre = (torch.arange(size, device=lengths.device, dtype=torch.float64).view(1, -1, 1) + 0.5) * scale
+    x = torch.arange(longest, device=lengths.device, dtype=torch.float64).view(1, 1, -1) + 0.5
+    w = (1 - (x - centre).abs() / scale.clamp(min=1.0)).clamp(min=0.0)
+    w = w * (x < lengths.view(-1, 1, 1))
+    return (w / w.sum(-1, keepdim=True)).float()
+
+
+def resize_batch(images: Sequence[Tensor], size: int) -> Tensor:
+    """CHW uint8 images of any sizes, each resized to ``size`` x ``size`` (:func:`resize_on_device`'s filter), as one
+    ``(n, 3, size, size)`` uint8 batch: the images are laid on one zero canvas and resized together by two batched
+    matrix products with per-image filter weights (:func:`_filter_weights`), a few kernels for the batch instead of
+    several per image. The canvas is cut in chunks of at most :data:`RESIZE_CHUNK_BYTES`."""
+    device = images[0].device
+    heights = torch.tensor([im.shape[-2] for im in images])
+    widths = torch.tensor([im.shape[-1] for im in images])
+    out, start = [], 0
+    while start < len(images):
+        stop = start + 1  # grow the chunk while its canvas fits
+        while (stop < len(images) and (stop + 1 - start) * 3 * 4 * int(heights[start:stop + 1].max())
+               * int(widths[start:stop + 1].max()) <= RESIZE_CHUNK_BYTES):  # fmt: skip
+            stop += 1
+        hs, ws = heights[start:stop], widths[start:stop]
+        canvas = images[start].new_zeros((stop - start, 3, int(hs.max()), int(ws.max())))
+        for i, im in enumerate(images[start:stop]):
+            canvas[i, :, : im.shape[-2], : im.shape[-1]] = im
+        rows = _filter_weights(to_device(hs, device), canvas.shape[-2], size)
+        cols = _filter_weights(to_device(ws, device), canvas.shape[-1], size)
+        x = rows[:, None] @ canvas.float() @ cols[:, None].transpose(-1, -2)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+        start = stop
+    return torch.cat(out)
 
 
 def uniform_batch(images: Sequence[Tensor], size: int) -> Tensor:
     """Decoded CHW images as one uint8 NHWC batch, the way :meth:`ImageData.images` batches them: stacked as
-    they are when all share a size, else each resized to ``size`` first."""
+    they are when all share a size, else each resized to ``size`` first (in one batched resize)."""
     if len({tuple(i.shape) for i in images}) > 1:
-        images = [resize_on_device(i, size) for i in images]
+        return resize_batch(images, size).permute(0, 2, 3, 1)
     return torch.stack(list(images)).permute(0, 2, 3, 1)
 
 

@@ -65,13 +65,16 @@ def run_selection(ws: Workspace, bench: Benchmark, base: Candidate,
     for task in todo:
         data = bench.task(task, "train800val200")
         t0 = time.perf_counter()
-        feats = extract_features(cands, data, ws.scale.runtime.eval_batch, ws.device)
+        workers = (
+            ws.scale.runtime.data_workers if ws.device.startswith("cuda") else 0
+        )  # a CPU reads in-process
+        feats = extract_features(cands, data, ws.scale.runtime.eval_batch, ws.device, workers=workers)
         per_candidate = (time.perf_counter() - t0) / len(cands)
         logits = head_logits(cands, feats)
         table = rank_experts(
             feats, data.labels, ALL_PROXIES, head_logits=logits, expert_labels=labels, upstream_prior=prior,
             val_split=len(bench.task(task, "train800")), knn_k=ws.scale.selection.knn_k, knn_metric=ws.scale.selection.knn_metric,
-            domain_activation=ws.scale.domain_activation,
+            domain_activation=ws.scale.domain_activation, device=ws.device,
             extraction_seconds={e: per_candidate for e in feats},
             extraction_flops={e: per_image[e] * len(data) for e in feats},
         )  # fmt: skip
