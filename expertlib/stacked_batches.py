@@ -50,6 +50,8 @@ class HeldDraws:
                     lam[s, i] = rng.beta(c.mixup_alpha, c.mixup_alpha)
                     ints[5, s, :, i] = torch.randperm(batch, generator=gen).numpy()
         ints[4] = data.labels[ints[0]]
+        if not isinstance(data.flip, bool):  # per example: the flips a mirror would mislabel are dropped now
+            ints[3] &= data.flip[ints[0]]
         data.held(
             data.train_size
         )  # decoded now, on this stream, not inside a warm-up step or a graph's capture
@@ -68,7 +70,7 @@ class HeldDraws:
             0
         )  # each (batch, K)
         images = d.held(d.train_size)[idx.reshape(-1)]
-        x = crop_and_flip(images, d.precrop, d.crop, d.flip, oy.reshape(-1), ox.reshape(-1),
+        x = crop_and_flip(images, d.precrop, d.crop, d.flip is not False, oy.reshape(-1), ox.reshape(-1),
                           flips.reshape(-1).bool(), d.random_crop)  # fmt: skip
         x = x.to(self.dtype).view(b, k, *x.shape[1:])
         y = labels.t()

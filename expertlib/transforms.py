@@ -77,7 +77,7 @@ def train_batch(
     images: Tensor,
     precrop: int,
     crop: int,
-    flip: bool,
+    flip: bool | Tensor,
     generator: torch.Generator,
     keep: slice | None = None,
     total: int | None = None,
@@ -89,28 +89,33 @@ def train_batch(
     The random draws are made for the whole global batch (crops too, when unused: the same stream either way);
     ``keep`` then selects the examples to transform, so a process that handles one share of a global batch gets
     exactly the crops a single process would. When ``images`` already holds only that share, pass ``total``
-    (the global batch size) with ``keep``."""
+    (the global batch size) with ``keep``. ``flip``: for the whole batch, or one bool per example of the global
+    batch (False where a mirror would change the example's label: its flip is drawn, then dropped)."""
     n_all = total if total is not None else images.shape[0]
     oy, ox, flips = crop_draws(n_all, precrop, crop, generator)
     if keep is not None:
         oy, ox, flips = oy[keep], ox[keep], flips[keep]
+        flip = flip[keep] if isinstance(flip, Tensor) else flip
         if total is None:
             images = images[keep]
     return crop_and_flip(images, precrop, crop, flip, oy, ox, flips, random_crop)
 
 
-def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool, oy: Tensor, ox: Tensor,
+def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool | Tensor, oy: Tensor, ox: Tensor,
                   flips: Tensor, random_crop: bool = True) -> Tensor:  # fmt: skip
     """The deterministic part of :func:`train_batch`: uint8 NHWC images to [-1, 1], resized to ``precrop`` when
     they are not that size, cropped at offsets ``(oy, ox)`` and, with ``flip``, mirrored where ``flips``; without
     ``random_crop``, resized to ``crop`` instead (the evaluation image; the offsets are drawn but unused). The
     draws are made on a CPU generator and applied where the images are (a GPU's too: pass them there, without a
-    sync, through :func:`expertlib.runtime.to_device`; any batch size, e.g. K models' batches at once)."""
+    sync, through :func:`expertlib.runtime.to_device`; any batch size, e.g. K models' batches at once). ``flip``
+    may be one bool per example (aligned with ``flips``): only those examples may be mirrored."""
     x = _resized(images, precrop if random_crop else crop)
     n, dev = x.shape[0], x.device
     if oy.device != dev:  # the draws of a batch decoded on the GPU: one pinned, non-blocking copy
         oy, ox, flips = to_device(torch.stack([oy, ox, flips.long()]), dev).unbind(0)
     flips = flips.bool()
+    if isinstance(flip, Tensor):  # per example: a mirror keeps these examples' labels, not the others'
+        flips, flip = flips & flip.to(dev).bool(), True
     if random_crop:
         span = torch.arange(crop, device=dev)
         rows = (oy[:, None] + span[None]).view(n, 1, crop, 1).expand(n, x.shape[1], crop, precrop)

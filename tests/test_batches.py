@@ -59,3 +59,13 @@ def test_relabel_subset_and_subset():
         got = sub.batch(np.arange(4), False, torch.Generator())
         want = data.batch(idx, False, torch.Generator())
         assert torch.equal(got, want)
+
+
+def test_array_data_keeps_a_per_example_flip_rule_through_subsets_and_refuses_a_wrong_length():
+    images = np.zeros((6, 8, 8, 3), dtype=np.uint8)
+    data = ArrayData(images, np.arange(6), 9, 8, np.array([1, 0, 1, 0, 1, 0], dtype=bool))
+    part = subset(data, np.array([1, 2]), np.array([0, 1]))
+    assert part.flip.tolist() == [False, True]
+    assert ArrayData(images, np.arange(6), 9, 8, np.bool_(True)).flip is True
+    with pytest.raises(ValueError, match="one bool per example"):
+        ArrayData(images, np.arange(6), 9, 8, np.ones(5, dtype=bool))

@@ -240,3 +240,15 @@ def test_what_a_report_reads_comes_without_rendering_and_equals_the_rendered(ben
     assert fresh.built and any(tmp_path.iterdir())
     with pytest.raises(KeyError, match="unknown split"):
         fresh.task_labels("tissue", "holdout")
+
+
+def test_upstream_training_never_mirrors_the_gratings_a_mirror_swaps():
+    """A horizontal mirror turns a grating at 45 degrees into one at 135: upstream training flips every class but
+    those two orientations (at every frequency)."""
+    from expertlib.datasets.embedded_world import domains, mirror_keeps_label
+
+    classes = [f"{d.name}/{c}" for d in domains() for c in d.classes]
+    keeps = dict(zip(classes, mirror_keeps_label(classes), strict=True))
+    swapped = {c for c, k in keeps.items() if not k}
+    assert swapped == {c for c in classes if c.startswith(("grating/o45_", "grating/o135_"))} and len(swapped) == 8
+    assert keeps["grating/o0_f2.0"] and keeps["grating/o90_f7.0"] and keeps["animal/bear"]

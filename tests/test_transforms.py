@@ -96,3 +96,22 @@ def test_bit_resolution_by_recipe():
     assert round((480 / 384) ** 2, 2) == 1.56
     with pytest.raises(ValueError, match="unknown BiT-HyperRule recipe 'bit-papers'"):
         bit_resolution(200, 200, "bit-papers")
+
+
+def test_a_per_example_flip_rule_mirrors_only_the_examples_it_allows():
+    """One bool per example (the upstream gratings at 45 and 135 degrees, which a mirror swaps, say False): over
+    many draws the marked examples are mirrored about half the time and the others never, on the whole batch
+    and on one rank's share of it, with the generator's stream unchanged."""
+    imgs = _asymmetric()
+    allowed = torch.tensor([True, False] * 4)
+    g, plain = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    mirrored = torch.zeros(8)
+    for _ in range(100):
+        x = train_batch(imgs, 36, 32, allowed, g)
+        train_batch(imgs, 36, 32, True, plain)
+        mirrored += (x[..., :4].mean(dim=(1, 2, 3)) > x[..., -4:].mean(dim=(1, 2, 3))).float()
+    assert (mirrored[~allowed] == 0).all() and (mirrored[allowed] > 30).all()
+    assert torch.equal(g.get_state(), plain.get_state())
+    share = train_batch(imgs, 36, 32, allowed, torch.Generator().manual_seed(4), keep=slice(4, 8))
+    whole = train_batch(imgs, 36, 32, allowed, torch.Generator().manual_seed(4))
+    assert torch.equal(share, whole[4:8])

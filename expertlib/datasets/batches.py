@@ -62,14 +62,32 @@ def ready(data: TrainData, x: Any, device: str) -> Tensor:
     return data.finish(x, device)
 
 
-class ArrayData:
-    """In-memory uint8 NHWC images (the embedded benchmark): batched tensor transforms, no worker processes."""
+def flip_rule(flip: bool | np.ndarray, n: int) -> bool | np.ndarray:
+    """A dataset's flip rule: one bool for every example, or one per example (False where a horizontal mirror
+    would change the example's label, as for a grating at 45 degrees, which mirrors to 135)."""
+    if np.ndim(flip) == 0:
+        return bool(flip)
+    rule = np.asarray(flip, dtype=bool)
+    if rule.shape != (n,):
+        raise ValueError(f"a per-example flip rule needs one bool per example ({n}), got shape {rule.shape}")
+    return rule
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, precrop: int, crop: int, flip: bool,
+
+def flips_of(flip: bool | np.ndarray, examples: np.ndarray) -> bool | Tensor:
+    """The flip rule for a batch of ``examples``: the dataset's bool, or its per-example bools for these."""
+    return flip if isinstance(flip, bool) else torch.from_numpy(flip[np.asarray(examples, dtype=np.int64)])
+
+
+class ArrayData:
+    """In-memory uint8 NHWC images (the embedded benchmark): batched tensor transforms, no worker processes.
+    ``flip``: mirror training images at random (one bool), or only the examples marked True (one bool each)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, precrop: int, crop: int, flip: bool | np.ndarray,
                  random_crop: bool = True) -> None:  # fmt: skip
         self.images = torch.from_numpy(np.ascontiguousarray(images))
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.precrop, self.crop, self.flip, self.random_crop = precrop, crop, flip, random_crop
+        self.precrop, self.crop, self.random_crop = precrop, crop, random_crop
+        self.flip = flip_rule(flip, len(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -78,8 +96,8 @@ class ArrayData:
         self, indices: np.ndarray, train: bool, generator: torch.Generator, part: slice | None = None
     ) -> Tensor:
         if train:
-            return train_batch(self.images[torch.from_numpy(indices)], self.precrop, self.crop, self.flip, generator,
-                               part, random_crop=self.random_crop)  # fmt: skip
+            return train_batch(self.images[torch.from_numpy(indices)], self.precrop, self.crop,
+                               flips_of(self.flip, indices), generator, part, random_crop=self.random_crop)  # fmt: skip
         chosen = indices if part is None else indices[part]
         return eval_batch(self.images[torch.from_numpy(chosen)], self.crop)
 
@@ -175,9 +193,8 @@ def subset(data: TrainData, idx: np.ndarray, labels: np.ndarray) -> TrainData:
     if hasattr(data, "subset"):
         return data.subset(idx, labels)
     if isinstance(data, ArrayData):
-        return ArrayData(
-            data.images.numpy()[idx], labels, data.precrop, data.crop, data.flip, data.random_crop
-        )
+        flip = data.flip if isinstance(data.flip, bool) else data.flip[idx]
+        return ArrayData(data.images.numpy()[idx], labels, data.precrop, data.crop, flip, data.random_crop)
     if isinstance(data, ImageData):
         read = data.read
         return ImageData(

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from expertlib.datasets.batches import ArrayData, ImageData, TrainData, resize_uint8, to_uint8
+from expertlib.datasets.batches import ArrayData, ImageData, TrainData, flips_of, resize_uint8, to_uint8
 from expertlib.runtime import to_device
 from expertlib.transforms import crop_and_flip, crop_draws, eval_batch
 
@@ -67,12 +67,14 @@ class DeviceData:
         held = self.held(self.train_size)
         oy, ox, flips = crop_draws(len(indices), self.precrop, self.crop, generator)
         keep = slice(None) if part is None else part
+        flips = flips[keep]
+        if not isinstance(self.flip, bool):  # per example: the flips a mirror would mislabel are dropped
+            flips = flips & flips_of(self.flip, chosen)
         packed = torch.stack([torch.from_numpy(np.asarray(chosen, dtype=np.int64)), oy[keep], ox[keep],
-                              flips[keep].long()])  # fmt: skip
+                              flips.long()])  # fmt: skip
         idx, oy, ox, flips = to_device(packed, self.device)
-        return crop_and_flip(
-            held[idx], self.precrop, self.crop, self.flip, oy, ox, flips.bool(), self.random_crop
-        )
+        return crop_and_flip(held[idx], self.precrop, self.crop, self.flip is not False, oy, ox, flips.bool(),
+                             self.random_crop)  # fmt: skip
 
     @property
     def train_size(self) -> int:

@@ -54,6 +54,7 @@ from expertlib.datasets.embedded_world import (
     build_hierarchy,
     domain_labels,
     domains,
+    mirror_keeps_label,
     render_upstream_domain,
 )
 from expertlib.hierarchy import LabelHierarchy
@@ -132,8 +133,10 @@ class EmbeddedBenchmark(Benchmark):
         return self.arrays()[1]
 
     def upstream_data(self, split: str) -> ArrayData:
-        s = self.upstream[split]
-        return ArrayData(s.images, s.labels, *self.resolution, flip=True)
+        s = self.upstream[split]  # flipped where a mirror keeps the label (not the 45/135-degree gratings)
+        return ArrayData(
+            s.images, s.labels, *self.resolution, flip=mirror_keeps_label(self.classes)[s.labels]
+        )
 
     def upstream_labels(self, split: str) -> np.ndarray:
         if self.built:

@@ -75,6 +75,18 @@ def domains() -> list[Domain]:
     ]
 
 
+MIRRORED_GRATINGS = (45, 135)  # a horizontal mirror turns a grating at 45 degrees into one at 135, and back
+
+
+def mirror_keeps_label(classes: Sequence[str]) -> np.ndarray:
+    """Per upstream class (``"domain/class"`` ids): whether a horizontal mirror keeps an image's label, so that
+    upstream training may flip it (BiT flips every upstream image). False for the gratings at 45 and 135 degrees,
+    which a mirror swaps; every other class keeps its label in a mirror (animals, photos, shapes, lattices and
+    palettes are mirror-symmetric classes; a mirrored digit or glyph is no other class's image)."""
+    swapped = tuple(f"grating/o{o}_" for o in MIRRORED_GRATINGS)
+    return np.array([not c.startswith(swapped) for c in classes], dtype=bool)
+
+
 def build_hierarchy(doms: Sequence[Domain]) -> LabelHierarchy:
     edges = [
         ("entity", "natural_image"),
