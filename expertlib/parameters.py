@@ -81,9 +81,10 @@ def declared_defaults(notebook: str | Path) -> dict[str, Any]:
 
 
 def changed_values(values: dict[str, Any], defaults: dict[str, Any],
-                   ignore: tuple[str, ...] = ("progress",)) -> dict[str, Any]:  # fmt: skip
+                   ignore: tuple[str, ...] = ("progress", "device")) -> dict[str, Any]:  # fmt: skip
     """The entries of ``values`` that differ from ``defaults`` (a name without a default counts as changed),
-    leaving out those that change no output (``ignore``: progress bars)."""
+    leaving out those that say how a run goes, not what it computes (``ignore``: progress bars; the device,
+    whose "auto" is CUDA wherever there is one, and whose results the recipes already hold to)."""
     return {k: v for k, v in values.items() if k not in ignore and (k not in defaults or defaults[k] != v)}
 
 

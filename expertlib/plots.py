@@ -28,7 +28,7 @@ METHOD_LABELS = {
     "random": "random expert (expectation)",
     "domain": "domain-prediction pick",
     "knn": "kNN pick (paper)",
-    "oracle": "oracle (best at seed 0, judged at the others)",
+    "oracle": "oracle (best expert, chosen on other images than it is judged on)",
     "dat": "DAT-style re-training (per task)",
 }
 PROXY_LABELS = {"knn": "kNN accuracy", "domain": "domain prediction", "linear": "linear probe", "logme": "LogME",

@@ -196,13 +196,14 @@ def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: st
     return pd.DataFrame(rows), pd.DataFrame(weights)
 
 
-def read_prior_table(source: str | Path | pd.DataFrame, models: Sequence[str],
-                     exclude_task: str | None = None) -> pd.DataFrame:  # fmt: skip
+def read_prior_table(source: str | Path | pd.DataFrame, models: Sequence[str], exclude_task: str | None = None,
+                     aliases: Mapping[str, str] | None = None) -> pd.DataFrame:  # fmt: skip
     """A user's past-transfer table (the columns of ``transfer_runs.csv``: task, model, accuracy at least) as
     per-task mean accuracies of ``models``, refused with the reason and the fix when it cannot score them: a
     column missing, models it names that are not being ranked, ranked models it has no runs of,
     ``exclude_task`` (the task being ranked, left out so its own runs never reach its prior) not in it, or no
-    task with runs of two or more of the models."""
+    task with runs of two or more of the models. ``aliases``: other names of the ranked models (the names of B
+    in each expert bank, ranked once as ``B``), read as the name they stand for."""
     table = source if isinstance(source, pd.DataFrame) else pd.read_csv(source)
     where = "the prior table" if isinstance(source, pd.DataFrame) else f"prior table {source}"
     missing = [c for c in PRIOR_COLUMNS if c not in table]
@@ -216,6 +217,8 @@ def read_prior_table(source: str | Path | pd.DataFrame, models: Sequence[str],
             f"{where} has {bad} empty or non-numeric cells in task, model or accuracy: fill or drop them"
         )
     table = table.assign(accuracy=acc, task=table.task.astype(str), model=table.model.astype(str))
+    if aliases:
+        table = table.assign(model=table.model.map(lambda m: aliases.get(m, m)))
     if "mode" in table and (table["mode"] == "finetune").any():
         table = table[table["mode"] == "finetune"]
     unknown = sorted(set(table.model) - set(models))

@@ -71,6 +71,7 @@ from expertlib.runtime import (
     resolve_device,
     seed_int,
 )
+from expertlib.schedules import HYPERRULES
 from expertlib.zoo import ModelCandidate, features_flops, from_spec
 
 
@@ -162,7 +163,6 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
             raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
     if not finetune_lr > 0:
         raise ValueError(f"finetune_lr must be > 0, got {finetune_lr!r}")
-    from expertlib.schedules import HYPERRULES
 
     if finetune_recipe not in HYPERRULES:
         raise ValueError(f"finetune_recipe must be one of {', '.join(HYPERRULES)}, got {finetune_recipe!r}")
@@ -178,9 +178,11 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
     cands, merged = merge_same_weights(found, [c.fingerprint() for c in found])  # B once, however many banks
-    past_acc = (
-        read_prior_table(prior, names, prior_task) if prior is not None else None
-    )  # checked before compute
+    kept = [c.name for c in cands]
+    aliases = {old: new for new, olds in merged.items() for old in olds}
+    past_acc = (  # checked before compute, by the names the ranking uses (B once)
+        read_prior_table(prior, kept, prior_task, aliases) if prior is not None else None
+    )
     out_dir = Path(out_dir)
     inside = next((p for p in images.paths if out_dir.resolve() in p.resolve().parents), None)
     if inside is not None:  # a second run would rank its own figure as an image
@@ -201,7 +203,7 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     scored += [HYBRID_PROXY] if "hybrid" in proxies and HYBRID_PROXY not in scored else []
     table = rank_experts(feats, labels, scored, head_logits=logits, knn_k=k,
                          extraction_seconds={n: float(e["seconds"]) for n, e in emb.items()},
-                         extraction_flops=flops)  # fmt: skip
+                         extraction_flops=flops, device=device)  # fmt: skip
     if past_acc is not None:
         table = pd.concat(
             [table, _past_rows(table, past_acc, [c.name for c in cands], proxies)], ignore_index=True
@@ -221,7 +223,7 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
             raise FineTuneError(str(e).replace("Lower the learning rate", f"Lower the learning rate (--lr, now {finetune_lr:g}; "
                                 f"the default is 0.003)") + f". The proxies' ranking is written: {out_dir / 'ranking.csv'}") from e  # fmt: skip
         write_ranking(wide, proxies, out_dir, merged)
-    wide.attrs["merged"] = merged
+    wide.attrs["merged"], wide.attrs["proxies"] = merged, list(proxies)
     return wide
 
 
@@ -336,6 +338,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--finetune-steps", type=positive_int, default=500,
                     help="BiT-HyperRule's length under 20k training images (default 500); 20x that under 500k, 40x "
                     "above (BiT's 10k and 20k), with mixup 0.1 from 20k")  # fmt: skip
+    ap.add_argument("--hyperrule", choices=HYPERRULES, default="bit-paper",
+                    help="BiT-HyperRule's form for --finetune-top: bit-paper (the BiT paper's text: 448/384 px, "
+                    "decays at 30/60/90%%, the default) or bit-code (BiT's released code: 512/480 px, warm-up)")  # fmt: skip
     ap.add_argument("--finetune-batch", type=positive_int, default=64)
     ap.add_argument("--lr", type=positive_float, default=0.003)
     ap.add_argument("--keep-duplicates", action="store_true",
@@ -360,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         print(textwrap.fill(opening, WIDTH, subsequent_indent="  ", break_on_hyphens=False), flush=True)
         table = rank_models(images, args.models, args.out, args.proxy or ["knn"], args.k, args.batch_size,
                             args.device, args.workers, args.finetune_top, args.finetune_steps, args.finetune_batch,
-                            args.lr, args.seed, not args.no_progress, prior=args.prior, prior_task=args.prior_task)  # fmt: skip
+                            args.lr, args.seed, not args.no_progress, prior=args.prior, prior_task=args.prior_task,
+                            finetune_recipe=args.hyperrule)  # fmt: skip
     except (ValueError, KeyError, OSError, RuntimeError) as e:
         print(f"rank: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
@@ -369,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
             "rank: interrupted; finished features are cached under --out, a rerun continues", file=sys.stderr
         )
         return 130
-    print(summary_text(table, args.proxy or ["knn"], table.attrs.get("merged")))
+    print(summary_text(table, table.attrs.get("proxies", args.proxy or ["knn"]), table.attrs.get("merged")))
     print(textwrap.fill(f"-> the full table: {out / 'ranking.csv'} and ranking.md; the figure: ranking.png", WIDTH,
                         subsequent_indent="  ", break_on_hyphens=False))  # fmt: skip
     return 0

@@ -250,5 +250,8 @@ def test_upstream_training_never_mirrors_the_gratings_a_mirror_swaps():
     classes = [f"{d.name}/{c}" for d in domains() for c in d.classes]
     keeps = dict(zip(classes, mirror_keeps_label(classes), strict=True))
     swapped = {c for c, k in keeps.items() if not k}
-    assert swapped == {c for c in classes if c.startswith(("grating/o45_", "grating/o135_"))} and len(swapped) == 8
+    assert (
+        swapped == {c for c in classes if c.startswith(("grating/o45_", "grating/o135_"))}
+        and len(swapped) == 8
+    )
     assert keeps["grating/o0_f2.0"] and keeps["grating/o90_f7.0"] and keeps["animal/bear"]

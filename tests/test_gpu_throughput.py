@@ -42,7 +42,7 @@ def test_smoke_runs_every_row_and_leaves_the_committed_measurement_alone(tmp_pat
     assert (
         len(features) == 2
         and set(features["compile"]) == {"eager", "compiled"}
-        and set(features.mode) == {"inference"}
+        and set(features["mode"]) == {"inference"}
     )
     timm = frame[frame.model == "timm"]
     assert len(timm) == 8 and set(timm.feed) == {"synthetic"} and set(timm.resolution) == {224}

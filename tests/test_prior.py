@@ -129,3 +129,15 @@ def test_a_user_prior_table_is_checked_before_it_is_used(tmp_path):
         read_prior_table(lonely.assign(accuracy=["x", 0.6]), ["e0", "e1"])
     probes = pd.concat([runs, runs.assign(mode="linear", accuracy=0.0)])  # linear probes are not fine-tunes
     assert read_prior_table(probes, MODELS).accuracy.min() > 0.3
+
+
+def test_a_prior_table_may_name_b_by_any_of_its_names_in_the_banks():
+    """rank ranks B once (as ``B``) however many banks hold it; a past-transfer table that names it as one bank's
+    base, or as another's, scores B, and a name that is no model's is still refused."""
+    past = pd.DataFrame({"task": ["a", "a", "b", "b"], "model": ["adapter_experts:base", "x", "full_experts:base", "x"],
+                         "accuracy": [0.5, 0.6, 0.7, 0.4]})  # fmt: skip
+    aliases = {"adapter_experts:base": "B", "full_experts:base": "B", "generic": "B"}
+    acc = read_prior_table(past, ["B", "x"], aliases=aliases)
+    assert set(acc.model) == {"B", "x"} and acc.set_index(["task", "model"]).accuracy[("b", "B")] == 0.7
+    with pytest.raises(ValueError, match="not being ranked: adapter_experts:base"):
+        read_prior_table(past, ["B", "x"])

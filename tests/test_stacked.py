@@ -196,10 +196,14 @@ def test_training_only_some_parameters_equals_separate_train_calls():
     assert nets[0].head.fc.weight.abs().max() > 0
 
 
-def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_the_same_batches(monkeypatch):
+@pytest.mark.parametrize("flip, random_crop", [(True, True), ("per example", False)])
+def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_the_same_batches(
+    monkeypatch, flip, random_crop
+):
     """On a GPU ``finetune_stacked`` holds the task there (``DeviceData``) and builds every step's K batches there
     from draws made when the stack starts (no DataLoader, whatever ``workers`` says: a worker cannot touch device
-    memory); on CPU that path gives the bits of the ordinary one, mixup included."""
+    memory); on CPU that path gives the bits of the ordinary one, mixup included, with a task's random crop off
+    and a per-example flip rule too."""
     import expertlib.stacked as S
     from expertlib.datasets.device import DeviceData
 
@@ -208,7 +212,8 @@ def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_th
         S, "batches", lambda items, workers, *a: asked.append(workers) or real(items, workers, *a)
     )
     data = ArrayData(np.random.default_rng(0).integers(0, 255, (32, 32, 32, 3), dtype=np.uint8),
-                     np.arange(32) % 4, 36, 32, True)  # fmt: skip
+                     np.arange(32) % 4, 36, 32, np.arange(32) % 3 > 0 if flip == "per example" else flip,
+                     random_crop)  # fmt: skip
     weights, results = [], []
     each = [
         DeviceData(data, "cpu") for _ in range(3)
