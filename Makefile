@@ -40,7 +40,7 @@ browser-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 test: $(STAMP) browser-deps  ## the whole suite: unit, slow, notebook and browser tests
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=12
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q --durations=12 -n 2 --dist loadgroup
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -q -m "not slow and not notebook and not browser and not cuda"

@@ -10,10 +10,45 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: 2 workers on 2 cores, one thread each, and so their children
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import torch  # noqa: E402 - after the thread count its children inherit
+
+torch.set_num_threads(
+    1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1))
+)
+
+SHARED = ("smoke", "smoke_run", "paper_smoke_run", "released_smoke_run")
+"""Session fixtures that take a minute or more: under pytest-xdist every test that uses one runs on the same
+worker, so each is built once (:func:`pytest_collection_modifyitems`)."""
+TOGETHER = ("test_reliability.py",)
+"""Modules whose tests share state across tests (the reliability matrix, written once at the module's end)."""
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give the tests that share a :data:`SHARED` fixture (or a :data:`TOGETHER` module) one ``xdist_group``, so
+    that ``--dist loadgroup`` (``make test``) runs them on one worker; tests linked through a test that uses two
+    such fixtures share a group."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    keys = {}
+    for item in items:
+        mine = [f for f in SHARED if f in item.fixturenames]
+        mine += [f"module {item.path.name}"] if item.path.name in TOGETHER else []
+        keys[item] = mine
+        for a, b in zip(mine, mine[1:], strict=False):
+            parent[root(b)] = root(a)
+    for item, mine in keys.items():
+        if mine:
+            item.add_marker(pytest.mark.xdist_group(root(mine[0])))
 
 
 @pytest.fixture(autouse=True)

@@ -422,9 +422,12 @@ def _planned_equals_run(scale: str, results: Path, data: Path) -> None:
     assert plan.iloc[-1].jobs == len(planned) + trials  # notebook 01 onwards wrote the plan of these jobs
 
 
-def test_the_plan_counts_the_jobs_the_smoke_scales_ran(smoke_run, paper_smoke_run):
+def test_the_plan_counts_the_jobs_the_smoke_scale_ran(smoke_run):
     out, _, _ = smoke_run
     _planned_equals_run("smoke", out, out.parent.parent / "data")
+
+
+def test_the_plan_counts_the_jobs_the_paper_smoke_scale_ran(paper_smoke_run):
     root, _ = paper_smoke_run
     _planned_equals_run("paper-smoke", root / "r" / "paper-smoke", root / "d")
 
