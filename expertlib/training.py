@@ -447,6 +447,8 @@ def train(
         timeline.append((done - start, time.perf_counter() - t0))
         bar.set_postfix(loss=f"{loss_val:.3f}")
         if ckpt is not None and rank == 0 and _checkpoint_due(cfg, done, last_save):
+            if not torch.stack([torch.isfinite(p).all() for p in params]).all():  # the last update blew up
+                raise non_finite(log.desc, done, lr, float("nan"), ckpt)  # the checkpoint before it is kept
             _save_checkpoint(ckpt, model, params, opt, done, metrics, cfg)
             last_save = time.monotonic()
     bar.close()

@@ -12,14 +12,15 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: 2 workers on 2 cores, one thread each, and so their children
+WORKER = os.environ.get(
+    "PYTEST_XDIST_WORKER"
+)  # make test: 2 workers on 2 cores, one thread each (children too)
+if WORKER:
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 import torch  # noqa: E402 - after the thread count its children inherit
 
-torch.set_num_threads(
-    1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, os.cpu_count() or 1))
-)
+torch.set_num_threads(1 if WORKER else max(1, min(2, os.cpu_count() or 1)))
 
 SHARED = ("smoke", "smoke_run", "paper_smoke_run", "released_smoke_run")
 """Session fixtures that take a minute or more: under pytest-xdist every test that uses one runs on the same
@@ -28,6 +29,7 @@ TOGETHER = ("test_reliability.py",)
 """Modules whose tests share state across tests (the reliability matrix, written once at the module's end)."""
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Give the tests that share a :data:`SHARED` fixture (or a :data:`TOGETHER` module) one ``xdist_group``, so
     that ``--dist loadgroup`` (``make test``) runs them on one worker; tests linked through a test that uses two

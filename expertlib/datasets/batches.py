@@ -139,7 +139,7 @@ class ImageData:
         labels: Sequence[int] | None,
         precrop: int,
         crop: int,
-        flip: bool,
+        flip: bool | np.ndarray,
         read: Callable[[int], Image.Image | np.ndarray] | None = None,
         random_crop: bool = True,
     ) -> None:
@@ -148,7 +148,8 @@ class ImageData:
         self.labels = np.asarray(
             labels if labels is not None else [dataset[i][1] for i in range(len(dataset))], dtype=np.int64
         )
-        self.precrop, self.crop, self.flip, self.random_crop = precrop, crop, flip, random_crop
+        self.precrop, self.crop, self.random_crop = precrop, crop, random_crop
+        self.flip = flip_rule(flip, len(self.labels))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -172,8 +173,8 @@ class ImageData:
         chosen = indices if part is None else indices[part]
         if train:
             imgs = self.images(chosen, self.train_size)
-            return train_batch(imgs, self.precrop, self.crop, self.flip, generator, part, total=len(indices),
-                               random_crop=self.random_crop)  # fmt: skip
+            return train_batch(imgs, self.precrop, self.crop, flips_of(self.flip, indices), generator, part,
+                               total=len(indices), random_crop=self.random_crop)  # fmt: skip
         return eval_batch(self.images(chosen, self.crop), self.crop)
 
 
@@ -202,7 +203,7 @@ def subset(data: TrainData, idx: np.ndarray, labels: np.ndarray) -> TrainData:
             labels,
             data.precrop,
             data.crop,
-            data.flip,
+            data.flip if isinstance(data.flip, bool) else data.flip[idx],
             read=lambda i: read(int(idx[i])),
             random_crop=data.random_crop,
         )

@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from expertlib.datasets.batches import ImageData, to_uint8
+from expertlib.datasets.batches import ImageData, flips_of, to_uint8
 from expertlib.datasets.folders import CorruptImageError, read_image
 from expertlib.runtime import to_device
 from expertlib.transforms import crop_draws, eval_batch, train_batch
@@ -65,6 +65,9 @@ class EncodedBatch(NamedTuple):
     generator_state: Tensor  # the batch generator's state before its crop draws
     total: int  # examples in the global batch (the draws are made for all of them)
     part: slice | None
+    flips_allowed: Tensor | None = (
+        None  # a per-example flip rule's bools for the global batch (else the data's)
+    )
 
     def blobs(self) -> list[Tensor]:
         """Each file's bytes (views of ``data``)."""
@@ -224,15 +227,16 @@ class EncodedImageData(ImageData):
     :meth:`finish` split the same batch into bytes read in a worker and a decode on the training device."""
 
     def __init__(self, paths: Sequence[str | os.PathLike], labels: Sequence[int] | np.ndarray, precrop: int,
-                 crop: int, flip: bool, random_crop: bool = True) -> None:  # fmt: skip
+                 crop: int, flip: bool | np.ndarray, random_crop: bool = True) -> None:  # fmt: skip
         super().__init__(paths, labels, precrop, crop, flip, read=lambda i: read_image(paths[i]),
                          random_crop=random_crop)  # fmt: skip
         self.paths = paths
 
     def subset(self, idx: np.ndarray, labels: np.ndarray) -> EncodedImageData:
         """The examples at positions ``idx`` relabelled ``labels`` (an expert's share of upstream data)."""
+        flip = self.flip if isinstance(self.flip, bool) else self.flip[idx]
         return EncodedImageData(
-            _View(self.paths, idx), labels, self.precrop, self.crop, self.flip, self.random_crop
+            _View(self.paths, idx), labels, self.precrop, self.crop, flip, self.random_crop
         )
 
     def stage(self, indices: np.ndarray, train: bool, generator: torch.Generator,
@@ -247,8 +251,9 @@ class EncodedImageData(ImageData):
         orientations = [exif_orientation(b) if bytes(b[:3].tolist()) == JPEG_MAGIC else 1 for b in blobs]
         names = [str(self.paths[int(i)]) for i in chosen]
         data = torch.cat(blobs) if blobs else torch.zeros(0, dtype=torch.uint8)
+        allowed = None if isinstance(self.flip, bool) or not train else flips_of(self.flip, indices)
         return EncodedBatch(
-            data, [len(b) for b in blobs], orientations, names, train, state, len(indices), part
+            data, [len(b) for b in blobs], orientations, names, train, state, len(indices), part, allowed
         )
 
     def finish(self, staged: EncodedBatch, device: str) -> Tensor:
@@ -260,5 +265,6 @@ class EncodedImageData(ImageData):
         gen = torch.Generator()
         gen.set_state(staged.generator_state)
         keep = staged.part
-        return train_batch(images, self.precrop, self.crop, self.flip, gen, keep,
+        flip = self.flip if staged.flips_allowed is None else staged.flips_allowed
+        return train_batch(images, self.precrop, self.crop, flip, gen, keep,
                            total=staged.total if keep is not None else None, random_crop=self.random_crop)  # fmt: skip

@@ -8,6 +8,8 @@ what belongs there)::
     imagenet21k/wordnet.is_a.txt        "parent_wnid child_wnid" per line (also accepted in data_root)
     imagenet21k/words.txt               "wnid<TAB>lemma, lemma" per line (also accepted in data_root)
     imagenet21k/heldout.txt             optional: "wnid/file" per line, the upstream test images
+    imagenet21k/no_flip.txt             optional: "wnid" per line, classes upstream training never mirrors (a
+                                        mirror would give their images another class's label)
     vtab/<task>/<dataset>-<split>.tfrecord-*        a VTAB-1k task as TFDS shards: VTAB's own splits
     vtab/<task>/{train,val,test}/<label>/<image>   a task in folders (not VTAB's splits; expertlib.datasets.vtab)
     vtab/<task>/task.json               optional: group, classes, relates_to, flip, crop (tasks outside VTAB)
@@ -46,6 +48,7 @@ from expertlib.hierarchy import LabelHierarchy
 from expertlib.runtime import atomic_write, atomic_write_text
 
 UPSTREAM_DIR = "imagenet21k"
+NO_FLIP = "no_flip.txt"  # upstream classes never mirrored (see the layout above)
 LAYOUT_HELP = (
     "expected <data_root>/imagenet21k/<wnid>/<image> with wordnet.is_a.txt and words.txt (ImageNet-21k fall "
     "2011, from image-net.org after registration), and VTAB-1k tasks under <data_root>/vtab/<task>/ as TFDS "
@@ -299,7 +302,13 @@ class FolderBenchmark(VtabTasks):
     def upstream_data(self, split: str) -> EncodedImageData:
         """Upstream images as files: decoded by PIL in the data workers on a CPU; on a GPU the workers read
         bytes and the training process decodes them there (:mod:`expertlib.datasets.encoded`)."""
-        return EncodedImageData(self._paths[split], self._labels[split], *self.resolution, flip=True)
+        listed = self.root / UPSTREAM_DIR / NO_FLIP
+        if not listed.is_file():  # BiT flips every upstream image
+            return EncodedImageData(self._paths[split], self._labels[split], *self.resolution, flip=True)
+        never = {line.strip() for line in listed.read_text().splitlines() if line.strip()}
+        keeps = np.array([c not in never for c in self.classes], dtype=bool)
+        return EncodedImageData(self._paths[split], self._labels[split], *self.resolution,
+                                flip=keeps[self._labels[split]])  # fmt: skip
 
     def upstream_labels(self, split: str) -> np.ndarray:
         return self._labels[split]
@@ -384,6 +393,11 @@ def export_benchmark(bench: Benchmark, data_root: str | os.PathLike) -> Path:
                 heldout.append(name)
             counter += 1
     atomic_write_text(up / "heldout.txt", "\n".join(heldout) + "\n")
+    flips = bench.upstream_data("train").flip  # a per-example rule: the classes never mirrored are listed
+    if not isinstance(flips, bool):
+        labels = bench.upstream_data("train").labels
+        never = sorted({ids[bench.classes[y]] for y in np.unique(labels[~flips])})
+        atomic_write_text(up / NO_FLIP, "".join(f"{c}\n" for c in never))
     for t in bench.task_names:
         info = bench.task_info(t)
         base = root / "vtab" / t
