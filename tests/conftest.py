@@ -29,11 +29,13 @@ TOGETHER = ("test_reliability.py",)
 """Modules whose tests share state across tests (the reliability matrix, written once at the module's end)."""
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Give the tests that share a :data:`SHARED` fixture (or a :data:`TOGETHER` module) one ``xdist_group``, so
     that ``--dist loadgroup`` (``make test``) runs them on one worker; tests linked through a test that uses two
-    such fixtures share a group."""
+    such fixtures share a group. pytest-xdist 3.8 names a group in the test's id (``test@group``) by an attribute
+    that pytest 9 no longer reads, so under loadgroup the id is set here (without it, grouping falls back to
+    none: each worker then builds the fixtures it needs, slower but the same results)."""
     parent: dict[str, str] = {}
 
     def root(key: str) -> str:
@@ -49,8 +51,17 @@ def pytest_collection_modifyitems(config, items):
         for a, b in zip(mine, mine[1:], strict=False):
             parent[root(b)] = root(a)
     for item, mine in keys.items():
-        if mine:
-            item.add_marker(pytest.mark.xdist_group(root(mine[0])))
+        if not mine:
+            continue
+        group = root(mine[0]).replace(" ", "_")
+        item.add_marker(pytest.mark.xdist_group(group))
+        if config.getoption("loadgroup", False) and "@" not in item.nodeid:
+            try:
+                from _pytest.nodeid import coerce_node_id
+
+                item._id = coerce_node_id(f"{item.nodeid}@{group}")
+            except (ImportError, AttributeError, ValueError):
+                pass
 
 
 @pytest.fixture(autouse=True)
