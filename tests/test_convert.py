@@ -230,7 +230,7 @@ def test_archive_members_that_would_land_outside_are_refused_naming_archive_and_
     [
         (b"<!DOCTYPE html><html>Not Found</html>", "a web page"),
         (b"", "empty: 0 bytes"),
-        (__import__("gzip").compress(b"not a tar"), "gzip-compressed data with no tar archive inside"),
+        (__import__("gzip").compress(b"not a tar", mtime=0), "gzip-compressed data with no tar archive inside"),
         (b"PK\x03\x04zip", "a zip archive: unzip it"),
     ],
 )
