@@ -94,7 +94,7 @@ def smoke_run(tmp_path_factory):
     killed (SIGKILL) as soon as notebook 01 is written, then the same command runs to the end. The notebook
     tests check what the resumed run wrote; the reliability matrix, that it matches an uninterrupted run.
     Returns (results folder, executed notebooks, what the kill left: exit code and the notebooks there)."""
-    from expertlib.reproduce import notebooks
+    from expertlib.run.reproduce import notebooks
 
     root = tmp_path_factory.mktemp("smoke")
     out = root / "results" / "smoke"
@@ -148,7 +148,7 @@ def legend_overlaps():
 def released_smoke_run(tmp_path_factory):
     """Every notebook of the released-smoke scale, once per session (the notebook tests and the launcher's test
     compare with it): (root holding ``d/`` the data root and ``r/`` the results, the executed notebooks)."""
-    from expertlib.reproduce import run
+    from expertlib.run.reproduce import run
 
     root = tmp_path_factory.mktemp("released-smoke")
     written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)

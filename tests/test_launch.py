@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from expertlib import launch as L
+from expertlib.run import launch as L
 
 TESTS = Path(__file__).resolve().parent
 
@@ -62,7 +62,7 @@ def test_each_stage_runs_the_command_one_would_type(monkeypatch, tmp_path):
     """prepare and report call ``python -m expertlib.reproduce``'s own entry point with the notebooks they run;
     finetune calls torchrun's ``transfer``; a failing entry point fails the stage with its exit code."""
     import expertlib.pipeline.torchrun as TR
-    import expertlib.reproduce as R
+    import expertlib.run.reproduce as R
 
     calls = []
     monkeypatch.setattr(R, "run", lambda *a, **k: calls.append(("reproduce", a)))
@@ -106,7 +106,7 @@ def test_a_preempted_stage_is_requeued_and_resumes_its_job_list(tmp_path, monkey
 
 def sleepy(argv: list[str]) -> int:
     """A stage of six 0.3 s jobs (the requeue test's; imported by the job's own process)."""
-    from expertlib.jobs import Job, run_sharded
+    from expertlib.utils.jobs import Job, run_sharded
 
     folder = Path(argv[0])
     with open(folder / "pids", "a") as f:

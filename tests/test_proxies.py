@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from expertlib.proxies import (
+from expertlib.select.proxies import (
     domain_prediction_scores,
     domain_prediction_scores_sigmoid,
     h_score,
@@ -197,7 +197,7 @@ def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
     """Each class's presence comes from log space (-expm1 of the log-probability of absence): a class present with
     probability 1e-15 counts as 1e-15 to 10 digits, where 1 - exp(.) of the same log-probability keeps 3 (its
     error is float64's spacing near 1, about 1e-16, whatever the presence)."""
-    from expertlib.proxies import class_presence
+    from expertlib.select.proxies import class_presence
 
     p = 1e-15
     z = np.array([[np.log(p) - np.log1p(-p)]])
@@ -209,7 +209,7 @@ def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
 
 
 def test_the_registry_is_the_one_list_of_proxies():
-    from expertlib.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
+    from expertlib.select.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
 
     assert ALL_PROXIES == ("knn", "linear", "logme", "hscore", "leep", "nce", "domain", "pactran_gauss", "pactran_dir",
                            "sfda", "hscore_lw", "knn_resampled")  # fmt: skip

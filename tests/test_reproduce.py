@@ -5,8 +5,8 @@ so nothing executes (but for one kernel that checks it starts without the plain-
 
 import pytest
 
-from expertlib.parameters import ParameterError
-from expertlib.reproduce import main, run
+from expertlib.run.parameters import ParameterError
+from expertlib.run.reproduce import main, run
 
 
 @pytest.fixture()
@@ -96,7 +96,7 @@ def test_every_option_of_run_is_checked(tmp_path, executed, kwargs, message):
 
 
 def test_help_lists_every_scale_of_the_registry(capsys):
-    from expertlib.presets import SCALES
+    from expertlib.run.presets import SCALES
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -134,7 +134,7 @@ def test_a_run_with_other_values_keeps_its_notebooks_apart_from_the_default_run(
 def test_a_kernel_starts_without_the_plain_tcp_warning(tmp_path, capfd):
     import nbformat
 
-    from expertlib.reproduce import execute
+    from expertlib.run.reproduce import execute
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-from expertlib.proxies import h_score
-from expertlib.transferability import (
+from expertlib.select.proxies import h_score
+from expertlib.select.transferability import (
     h_score_shrinkage,
     ledoit_wolf_weight,
     pactran_dirichlet,
@@ -114,7 +114,7 @@ def test_pactran_dirichlet_is_the_best_mean_field_bound_below_the_exact_evidence
 def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_composition():
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from expertlib.transferability import _fisher_probs
+    from expertlib.select.transferability import _fisher_probs
 
     for n, d in (
         (90, 5),

@@ -96,7 +96,7 @@ def stale(pages=PAGES, root: Path = ROOT) -> list[str]:
 
 def refresh(pages=PAGES, root: Path = ROOT) -> list[str]:
     """Rewrite every generated block from the tables; the pages changed."""
-    from expertlib.runtime import atomic_write_text
+    from expertlib.utils.runtime import atomic_write_text
 
     changed = []
     for page in pages:
