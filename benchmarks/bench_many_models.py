@@ -31,8 +31,9 @@ hand-written grouped-convolution ``tiny`` (one ``groups=K`` convolution and one 
 layer; here only, to measure it), best of three after a warm-up (of one on a CPU for K > 16). ``max_abs_diff``
 is each way's logits' largest difference from the batch-major vmap's.
 
-On a GPU the stack holds the task on the device and replays its step as a CUDA graph (:mod:`expertlib.train.stacked`);
-the K=64 row's ``goal`` is #40's (stacked >= 10x one at a time) and ``goal_met`` says whether it was met.
+On a GPU the stack holds the task on the device and replays its step as a CUDA graph
+(:mod:`expertlib.train.stacked`); the K=64 row's ``goal`` is #40's (stacked >= 10x one at a time) and
+``goal_met`` says whether it was met.
 
     python benchmarks/bench_many_models.py                  # CPU rows
     python benchmarks/bench_many_models.py --device cuda    # GPU rows

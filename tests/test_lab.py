@@ -42,7 +42,7 @@ def test_the_command_serves_the_root_to_root_users_with_the_port_address_and_tok
 def test_make_lab_passes_its_variables_to_the_one_command(monkeypatch, capsys):
     dry = subprocess.run(["make", "-n", "lab", "LAB_PORT=9123", "LAB_TOKEN=abc", "LAB_IP=0.0.0.0"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    line = next(x for x in dry.splitlines() if "expertlib.run.lab" in x)
+    line = next(x for x in dry.splitlines() if "-m expertlib.lab" in x)
     args = re.sub(r"^\S+ -m expertlib\.lab ", "", line).replace("'", "").split()
     assert args == ["--port", "9123", "--ip", "0.0.0.0", "--token", "abc"]
     ran = []

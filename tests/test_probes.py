@@ -1,6 +1,7 @@
-"""Linear probes fitted together in torch (expertlib.select.probes) against scikit-learn's, on a CPU in float64: the same
-optimum (weights within 1e-4 relative of scikit-learn run to a tight tolerance, the same test accuracy), and
-within one test example in a hundred of the pipeline's own scikit-learn settings (which stop before the optimum)."""
+"""Linear probes fitted together in torch (expertlib.select.probes) against scikit-learn's, on a CPU in
+float64: the same optimum (weights within 1e-4 relative of scikit-learn run to a tight tolerance, the same
+test accuracy), and within one test example in a hundred of the pipeline's own scikit-learn settings (which
+stop before the optimum)."""
 
 import numpy as np
 import pytest

@@ -156,7 +156,7 @@ def test_help_names_every_model_spec_form(capsys):
     assert "expertlib:PATH" in text and "run_12:30.safetensors" in text and "--out" in text
 
 
-# -- what the ranking says (expertlib.select.rank_table) ---------------------------------------------------------------
+# -- what the ranking says (expertlib.select.rank_table) -----------------------------------------------------
 def test_the_same_weights_under_several_names_are_ranked_once_and_b_is_named_b():
     from dataclasses import dataclass
 

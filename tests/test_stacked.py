@@ -25,7 +25,8 @@ TOL = 1e-10
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """One torch thread, as the pipeline's fine-tunes run (expertlib.utils.parallel): fast on a busy 2-core machine."""
+    """One torch thread, as the pipeline's fine-tunes run (expertlib.utils.parallel): fast on a busy 2-core
+    machine."""
     with single_thread():
         yield
 

@@ -388,10 +388,10 @@ def test_compile_auto_is_eager_on_cpu_and_compiled_training_traces_one_graph_ove
 def test_fine_tunes_of_every_vtab_class_count_at_two_resolutions_compile_one_graph_per_resolution_and_mode(
     graphs, caplog
 ):
-    """The head stays out of the compiled graph (expertlib.train.evaluation.HeadAfterBackbone): fine-tunes over VTAB-1k's
-    15 class counts at 2 resolutions, each trained and evaluated compiled, trace one graph per resolution and mode
-    (train, eval): 4 in all, never reaching dynamo's recompile limit (a compiled head traced a graph per class
-    count and fell back to eager after 8)."""
+    """The head stays out of the compiled graph (expertlib.train.evaluation.HeadAfterBackbone): fine-tunes
+    over VTAB-1k's 15 class counts at 2 resolutions, each trained and evaluated compiled, trace one graph per
+    resolution and mode (train, eval): 4 in all, never reaching dynamo's recompile limit (a compiled head
+    traced a graph per class count and fell back to eager after 8)."""
     from expertlib.datasets.vtab import VTAB_TASKS
     from expertlib.utils.parallel import single_thread
 
@@ -416,8 +416,8 @@ def _fine_tunes_over(counts):
 
 
 def test_auto_compiles_where_compiling_was_measured_to_pay():
-    """ "auto" on CUDA compiles R50x1 (measured: expertlib.train.evaluation.COMPILE_PAYS), not the small configs the gpu
-    scale fine-tunes (stacked, as CUDA graphs), nor an adapter expert; on a CPU nothing."""
+    """ "auto" on CUDA compiles R50x1 (measured: expertlib.train.evaluation.COMPILE_PAYS), not the small
+    configs the gpu scale fine-tunes (stacked, as CUDA graphs), nor an adapter expert; on a CPU nothing."""
     from expertlib.models.candidates import from_bank
     from expertlib.train.evaluation import compile_here
 

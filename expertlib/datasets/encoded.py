@@ -140,9 +140,9 @@ def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: 
     of ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), the rest, and only the JPEGs that decoder refuses, by PIL.
 
     On CUDA, call it where the result is handed on only after the current stream's work is complete
-    (:func:`expertlib.train.batching.finished_ahead` does): torchvision allocates the decoded images from the caller's
-    stream but writes them on its decoder's own stream, so memory freed on the caller's stream while its kernels
-    still read it could be written by the next batch's decode."""
+    (:func:`expertlib.train.batching.finished_ahead` does): torchvision allocates the decoded images from the
+    caller's stream but writes them on its decoder's own stream, so memory freed on the caller's stream while
+    its kernels still read it could be written by the next batch's decode."""
     out: list[Tensor | None] = [None] * len(blobs)
     jpegs = [i for i, b in enumerate(blobs) if bytes(b[:3].tolist()) == JPEG_MAGIC]
     for i, img in zip(jpegs, _decode_jpegs([blobs[i] for i in jpegs], device), strict=True):

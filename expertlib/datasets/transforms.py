@@ -107,8 +107,8 @@ def crop_and_flip(images: Tensor, precrop: int, crop: int, flip: bool | Tensor, 
     they are not that size, cropped at offsets ``(oy, ox)`` and, with ``flip``, mirrored where ``flips``; without
     ``random_crop``, resized to ``crop`` instead (the evaluation image; the offsets are drawn but unused). The
     draws are made on a CPU generator and applied where the images are (a GPU's too: pass them there, without a
-    sync, through :func:`expertlib.utils.runtime.to_device`; any batch size, e.g. K models' batches at once). ``flip``
-    may be one bool per example (aligned with ``flips``): only those examples may be mirrored."""
+    sync, through :func:`expertlib.utils.runtime.to_device`; any batch size, e.g. K models' batches at once).
+    ``flip`` may be one bool per example (aligned with ``flips``): only those examples may be mirrored."""
     x = _resized(images, precrop if random_crop else crop)
     n, dev = x.shape[0], x.device
     if oy.device != dev:  # the draws of a batch decoded on the GPU: one pinned, non-blocking copy

@@ -5,9 +5,10 @@ Per task and proxy (:func:`selection_quality`): Kendall tau-b and weighted tau o
 experts' mean fine-tuned accuracy over all seeds, beside the split-half noise ceiling of each
 (:func:`expertlib.analysis.stats.noise_ceiling`); the pick's regret in accuracy points (a tie judged by its
 expectation); whether the best expert is in the top 3; tau after a third of the experts are dropped
-(:func:`expertlib.select.selection.drop_third_taus`, the same draws for every proxy of a task); the selection's seconds.
-Per regime and proxy (:func:`quality_summary`): their means over tasks with bootstrap-t 95% intervals over
-tasks (the analysis plan's interval), each tau as a fraction of its mean ceiling, the seconds beside kNN's.
+(:func:`expertlib.select.selection.drop_third_taus`, the same draws for every proxy of a task); the
+selection's seconds. Per regime and proxy (:func:`quality_summary`): their means over tasks with bootstrap-t
+95% intervals over tasks (the analysis plan's interval), each tau as a fraction of its mean ceiling, the
+seconds beside kNN's.
 
 The scores built from past transfers (:mod:`expertlib.select.prior`) join the proxies here
 (:func:`with_past_transfers`), from the runs of the other tasks of the same regime alone.

@@ -46,8 +46,8 @@ def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: 
     """Fine-tuning on a task of ``dataset_size`` training images: BiT-HyperRule in the scale's form
     (``hyperrule``), ``steps`` standing for its 500-step regime (VTAB-1k's 1,000 images, the pipeline's tasks);
     a task of 20k images or more trains 20x or 40x as long, with mixup (BiT's size regimes,
-    :func:`~expertlib.train.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun the ranks
-    share the job list instead, :mod:`expertlib.utils.jobs`)."""
+    :func:`~expertlib.train.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun
+    the ranks share the job list instead, :mod:`expertlib.utils.jobs`)."""
     sched = bit_hyperrule(dataset_size, lr, scale.transfer.hyperrule, small_steps=steps)
     return TrainConfig(sched, batch_size=scale.transfer.batch, seed=seed, device=device,
                        mixup_alpha=bit_mixup_alpha(dataset_size), workers=scale.runtime.data_workers,

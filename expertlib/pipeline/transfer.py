@@ -125,9 +125,9 @@ def frozen_linear(ws: Workspace, cands: Sequence[Candidate], splits: Mapping[str
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
     """All transfer runs on every task, few-shot versions included: hyper-parameters on val200 with B (few-shot
     tasks take their full task's; a one-point grid is taken as it is); the DAT-style models where the scale
-    asks for them; then :func:`transfer_jobs`, shared over every torchrun rank (:mod:`expertlib.utils.jobs`: one file
-    per job, so a killed run resumes job by job) and merged by rank 0; and a frozen-feature linear classifier
-    for every candidate where the scale asks for it."""
+    asks for them; then :func:`transfer_jobs`, shared over every torchrun rank (:mod:`expertlib.utils.jobs`:
+    one file per job, so a killed run resumes job by job) and merged by rank 0; and a frozen-feature linear
+    classifier for every candidate where the scale asks for it."""
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
@@ -232,9 +232,10 @@ def stack_group(bench: Benchmark, cands: Mapping[str, Candidate]):
 
 def finetune_together(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], jobs: Sequence[Job]
                       ) -> list[tuple[float, float, str]]:  # fmt: skip
-    """The fine-tunes of one :func:`stack_group` as one stacked model (:mod:`expertlib.train.stacked`; each keeps its
-    own seed, data order, head, learning rate and results): what :func:`finetune_job` gives for each, from one
-    pass per step and one evaluation pass. Where launches, not arithmetic, bound a step (small models on a GPU)."""
+    """The fine-tunes of one :func:`stack_group` as one stacked model (:mod:`expertlib.train.stacked`; each
+    keeps its own seed, data order, head, learning rate and results): what :func:`finetune_job` gives for
+    each, from one pass per step and one evaluation pass. Where launches, not arithmetic, bound a step (small
+    models on a GPU)."""
     args = [_job_args(ws, bench, cands, job) for job in jobs]
     nets, cfgs = [a[0] for a in args], [a[3] for a in args]
     _, train_data, eval_data, _, k, eval_batch = args[0]

@@ -11,8 +11,8 @@ per GPU) and ``report`` (notebooks 05-07, which read the fine-tunes' results). E
 would type by hand: ``python -m expertlib.reproduce`` and ``python -m expertlib.pipeline.torchrun transfer``, its
 ranks and rendezvous taken from SLURM's environment (submitit's ``TorchDistributedEnvironment``). A preempted or
 timed-out job is requeued (submitit's checkpointing) and resumes: notebooks reuse their outputs, and the ranks
-take the jobs of the list that have no result yet (:mod:`expertlib.utils.jobs`). Locally the stages run one after the
-other, each as its tasks on this machine.
+take the jobs of the list that have no result yet (:mod:`expertlib.utils.jobs`). Locally the stages run one
+after the other, each as its tasks on this machine.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def stage_jobs(scale: str, data_root: str, results_dir: str, device: str = "auto
     notebooks = ["--no-progress", *(["--param", f"device={device}"] if device != "auto" else [])]
     return {
         "prepare": StageJob(
-            "prepare", "expertlib.run.reproduce:main", [*where, "--only", "01", "04", *notebooks], gpus=gpus
+            "prepare", "expertlib.reproduce:main", [*where, "--only", "01", "04", *notebooks], gpus=gpus
         ),
         "finetune": StageJob(
             "finetune",
@@ -97,10 +97,7 @@ def stage_jobs(scale: str, data_root: str, results_dir: str, device: str = "auto
             gpus=gpus,
         ),  # fmt: skip
         "report": StageJob(
-            "report",
-            "expertlib.run.reproduce:main",
-            [*where, "--only", "05", "06", "07", *notebooks],
-            gpus=gpus,
+            "report", "expertlib.reproduce:main", [*where, "--only", "05", "06", "07", *notebooks], gpus=gpus
         ),  # fmt: skip
     }
 

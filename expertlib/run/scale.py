@@ -144,8 +144,9 @@ class Runtime:
     # within float32 tolerance (tested on CPU); its GPU speed is measured by `make gpu-check`
     compile: bool | str = "auto"
     # fine-tunes of one structure, task and schedule trained together as one stacked model, this many at most
-    # (expertlib.train.stacked; 0 or 1: each alone). On a GPU small models are launch-bound and K of them step in about
-    # the time of one; on a CPU stacking measured slower than the pool (results/benchmarks/many_models.csv)
+    # (expertlib.train.stacked; 0 or 1: each alone). On a GPU small models are launch-bound and K of them step
+    # in about the time of one; on a CPU stacking measured slower than the pool
+    # (results/benchmarks/many_models.csv)
     stack_finetunes: int = 0
     # under torchrun, each rank trains whole experts of the job list (one process each, no gradient traffic; the
     # same bits as one process) instead of every expert in turn with DDP over all ranks

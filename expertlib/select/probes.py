@@ -1,13 +1,13 @@
 """Linear probes on frozen features, many at once, in torch: scikit-learn's logistic regression, batched on a GPU.
 
-A probe is :func:`expertlib.select.proxies.linear_probe_accuracy`'s model: features standardised on the training split
-(scikit-learn's ``StandardScaler``), then an L2-regularised logistic regression (``LogisticRegression(C=1)``:
-softmax over the classes seen in training, one sigmoid for two), fitted to its optimum, and its test accuracy.
-The ``gpu`` scale runs about a thousand of them (a linear proxy per candidate and task in selection, a frozen
-classifier per candidate and task in transfer); one by one in scikit-learn they take about 0.13 s of CPU each.
-Here the probes of one task (every candidate's features) are fitted together: L-BFGS with the step chosen per
-probe among a fixed ladder, evaluated at once, so that nothing waits for the host but a convergence read every
-few iterations.
+A probe is :func:`expertlib.select.proxies.linear_probe_accuracy`'s model: features standardised on the
+training split (scikit-learn's ``StandardScaler``), then an L2-regularised logistic regression
+(``LogisticRegression(C=1)``: softmax over the classes seen in training, one sigmoid for two), fitted to its
+optimum, and its test accuracy. The ``gpu`` scale runs about a thousand of them (a linear proxy per candidate
+and task in selection, a frozen classifier per candidate and task in transfer); one by one in scikit-learn
+they take about 0.13 s of CPU each. Here the probes of one task (every candidate's features) are fitted
+together: L-BFGS with the step chosen per probe among a fixed ladder, evaluated at once, so that nothing waits
+for the host but a convergence read every few iterations.
 
 The CPU pipeline keeps scikit-learn (its committed numbers are scikit-learn's); on a CPU in float64 this function
 reaches the same optimum (tests/test_probes.py: weights within 1e-4 relative of scikit-learn at a tight

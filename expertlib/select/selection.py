@@ -3,12 +3,13 @@
 :func:`extract_features` embeds a task's images with every candidate in one pass over the data (each image
 is read and augmented once; every candidate runs its own full forward: sharing the stem of adapter experts
 was measured to save nothing); :func:`rank_experts` scores every expert with any proxy of the registry
-:data:`expertlib.select.proxies.PROXIES` and returns a table with score, seconds and estimated FLOPs. Selection quality follows the literature:
-Kendall tau-b and weighted tau between proxy scores and fine-tuned accuracies, regret (oracle accuracy minus
-the selected expert's), recall of the best expert in the top k, top-k relative accuracy, and how the agreement
-holds when a third of the candidates are dropped. :func:`dat_weights` gives the per-class weights of the
-Domain Adaptive Transfer baseline (Ngiam et al. 2018), which re-weights upstream data by the target task and
-re-trains on it: the per-task cost the paper compares against.
+:data:`expertlib.select.proxies.PROXIES` and returns a table with score, seconds and estimated FLOPs.
+Selection quality follows the literature: Kendall tau-b and weighted tau between proxy scores and fine-tuned
+accuracies, regret (oracle accuracy minus the selected expert's), recall of the best expert in the top k,
+top-k relative accuracy, and how the agreement holds when a third of the candidates are dropped.
+:func:`dat_weights` gives the per-class weights of the Domain Adaptive Transfer baseline (Ngiam et al. 2018),
+which re-weights upstream data by the target task and re-trains on it: the per-task cost the paper compares
+against.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def extract_features(
     :func:`~expertlib.train.evaluation.compile_here`), each candidate runs through the network that computes
     it, so every candidate of one architecture (B, each full or released expert) shares one graph; adapter
     experts stay eager. On CUDA the features stay on the device, in bf16, until the pass is done
-    (:func:`~expertlib.train.evaluation.predict`); on a CPU they are computed in float32 as always. ``workers``: data
-    worker processes decoding the images (on a GPU, one pass over a task's images is otherwise bound by decoding
-    them in this process)."""
+    (:func:`~expertlib.train.evaluation.predict`); on a CPU they are computed in float32 as always.
+    ``workers``: data worker processes decoding the images (on a GPU, one pass over a task's images is
+    otherwise bound by decoding them in this process)."""
     for c in candidates:
         c.eval()
     nets = {c.name: Pooled(c.training_module()) for c in candidates}

@@ -24,9 +24,9 @@ COMPILE_PAYS = ("R50x1",)
 """Architectures that "auto" compiles on CUDA: those where compiling was measured to pay. R50x1 on one H200
 (../shared/reference.md, 224 px, images/s): training 2,186 eager fp32 -> 3,455 compiled, 2,180 eager bf16 -> 4,638
 compiled; inference 5,801 eager bf16 -> 13,520 compiled (timm's twin). The small 32-px configs (``tiny``, the
-``gpu`` scale's) are not measured: their fine-tunes train stacked (:mod:`expertlib.train.stacked`, one CUDA graph per
-stack), and each compile would cost tens of seconds per graph against that scale's 10-minute goal, so they stay
-eager. Add an architecture here once ``make gpu-check`` has measured it."""
+``gpu`` scale's) are not measured: their fine-tunes train stacked (:mod:`expertlib.train.stacked`, one CUDA
+graph per stack), and each compile would cost tens of seconds per graph against that scale's 10-minute goal,
+so they stay eager. Add an architecture here once ``make gpu-check`` has measured it."""
 
 
 def compiles_once(fn: Callable) -> bool:

@@ -23,10 +23,10 @@ A step does no host work and waits for nothing: every step's K losses stay on th
 ``log_every`` steps. Over a task held on the device (a GPU's fine-tunes,
 :class:`~expertlib.datasets.device.DeviceData`), every model's draws for the whole stack are made when it starts
 and copied once, each step's K batches are built there with one gather and one crop
-(:class:`~expertlib.train.stacked_batches.HeldDraws`), and on CUDA the step, after two warm-up steps, is captured once
-as a CUDA graph and replayed (:class:`~expertlib.utils.runtime.GraphedSteps`; :data:`CUDA_GRAPHS`), so a K=64 step is
-one launch, not the ~1,200 dispatches vmap makes. On a CPU the same step runs eager, to the same bits as the
-ordinary path (tests/test_stacked.py).
+(:class:`~expertlib.train.stacked_batches.HeldDraws`), and on CUDA the step, after two warm-up steps, is
+captured once as a CUDA graph and replayed (:class:`~expertlib.utils.runtime.GraphedSteps`;
+:data:`CUDA_GRAPHS`), so a K=64 step is one launch, not the ~1,200 dispatches vmap makes. On a CPU the same
+step runs eager, to the same bits as the ordinary path (tests/test_stacked.py).
 """
 
 from __future__ import annotations

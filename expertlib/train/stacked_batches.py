@@ -1,5 +1,6 @@
-"""The batches of a stack (:mod:`expertlib.train.stacked`) over a task held on the device, built there from draws made
-once per stack: what makes a stacked step free of host work, so that it can be replayed as a CUDA graph."""
+"""The batches of a stack (:mod:`expertlib.train.stacked`) over a task held on the device, built there from
+draws made once per stack: what makes a stacked step free of host work, so that it can be replayed as a CUDA
+graph."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def stack_layout(x: Tensor) -> Tensor:
 class HeldDraws:
     """The batches of K models' streams over one task held on the device (:class:`DeviceData`), every step of
     the stack drawn when it starts: each model's examples, crop offsets and flips (and mixup's weight and pairs),
-    exactly as its own :class:`~expertlib.train.batching.StepBatches` stream and :func:`~expertlib.train.training.mixup` draw
-    them, copied to the device in one transfer. :meth:`batch` then builds one step's K batches on the device with
-    one gather of K x batch images and one crop and flip (one resize), from a step counter held there: no host
-    work, no copy and no sync per step (what lets :class:`GraphedSteps` replay the step)."""
+    exactly as its own :class:`~expertlib.train.batching.StepBatches` stream and
+    :func:`~expertlib.train.training.mixup` draw them, copied to the device in one transfer. :meth:`batch`
+    then builds one step's K batches on the device with one gather of K x batch images and one crop and flip
+    (one resize), from a step counter held there: no host work, no copy and no sync per step (what lets
+    :class:`GraphedSteps` replay the step)."""
 
     def __init__(self, data: DeviceData, cfgs: Sequence[TrainConfig], steps: int, batch: int, num_classes: int,
                  loss: str, label_matrix: Tensor | None, dtype: torch.dtype) -> None:  # fmt: skip

@@ -52,8 +52,9 @@ COMPILE_BACKEND = "inductor"
 
 RECOMPILE_LIMIT = 64
 """Graphs dynamo keeps per compiled function before it gives up and runs eager (torch's default is 8). Callers
-compile a network's backbone without its head (:func:`expertlib.train.evaluation.network`), so the graphs are bounded by
-architectures x resolutions x modes (train, eval), not by tasks; a process of the released scale holds about 8."""
+compile a network's backbone without its head (:func:`expertlib.train.evaluation.network`), so the graphs are
+bounded by architectures x resolutions x modes (train, eval), not by tasks; a process of the released scale
+holds about 8."""
 
 
 def compiled(fn: Callable, compile: Compile = True, device: str = "cuda") -> Callable:
