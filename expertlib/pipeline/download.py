@@ -212,3 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"downloads done; notebook 01's data check still fails: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

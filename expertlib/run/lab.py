@@ -112,3 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JupyterLab at {root}: open {lab_url(args.port, token, args.ip)} (Ctrl-C stops it)", flush=True)
     os.execv(cmd[0], cmd)  # Lab takes over this process: Ctrl-C and exit codes are its own
     return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

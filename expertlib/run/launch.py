@@ -228,3 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"launch failed: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
