@@ -5,7 +5,6 @@ released-smoke fine-tunes on 2 local tasks (submitit's local executor) equal to 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -123,24 +122,18 @@ def sleepy(argv: list[str]) -> int:
 
 
 @pytest.mark.slow
-def test_released_smoke_fine_tunes_on_two_local_tasks_equal_the_one_process_run(released_smoke_run, tmp_path,
+def test_released_smoke_fine_tunes_on_two_local_tasks_equal_the_one_process_run(released_without_transfer, tmp_path,
                                                                                monkeypatch):  # fmt: skip
     """The finetune stage through submitit's local executor, as 2 tasks (2 gloo ranks whose rendezvous comes from
     the job's environment), writes the transfer table of the one-process run, timings aside."""
     import pandas as pd
 
-    root, _ = released_smoke_run
-    shutil.copytree(root / "r", tmp_path / "r")
-    ws = tmp_path / "r" / "released-smoke"
-    shutil.rmtree(ws / "jobs")
-    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
-        (ws / "tables" / name).unlink()
+    data, ws, one = released_without_transfer
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    argv = ["--scale", "released-smoke", "--data-root", str(root / "d"), "--results-dir", str(tmp_path / "r"),
+    argv = ["--scale", "released-smoke", "--data-root", str(data), "--results-dir", str(ws.parent),
             "--local", "--stages", "finetune", "--gpus-per-node", "0", "--tasks-per-node", "2", "--device", "cpu",
             "--time", "20", "--log-dir", str(tmp_path / "submitit")]  # fmt: skip
     assert L.main(argv) == 0
-    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
     two = pd.read_csv(ws / "tables" / "transfer_runs.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(one, two)
     logs = "".join(p.read_text() for p in (tmp_path / "submitit").glob("*_log.out"))

@@ -325,25 +325,19 @@ def test_released_plan_counts_the_jobs_that_run(released_smoke_run):
 
 
 @pytest.mark.slow
-def test_released_transfer_under_torchrun_matches_one_process(released_smoke_run, tmp_path):
+def test_released_transfer_under_torchrun_matches_one_process(released_without_transfer):
     """2 gloo ranks share the released-smoke fine-tunes (each job run once, one file each) and rank 0 writes a
     transfer table identical, timings aside, to the one-process run's."""
     import pandas as pd
 
-    root, _ = released_smoke_run
-    shutil.copytree(root / "r", tmp_path / "r")
-    ws = tmp_path / "r" / "released-smoke"
-    shutil.rmtree(ws / "jobs")
-    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
-        (ws / "tables" / name).unlink()
+    data, ws, one = released_without_transfer
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.torchrun", "transfer",
-                           "--scale", "released-smoke", "--device", "cpu", "--data-root", str(root / "d"),
-                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600,
+                           "--scale", "released-smoke", "--device", "cpu", "--data-root", str(data),
+                           "--results-dir", str(ws.parent)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 process(es)" in proc.stdout
-    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
     two = pd.read_csv(ws / "tables" / "transfer_runs.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(one, two)
     assert len(list((ws / "jobs" / "transfer").glob("*.json"))) == len(two)

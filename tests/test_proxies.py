@@ -17,13 +17,6 @@ from expertlib.select.proxies import (
 )
 
 
-def _clusters(n=300, d=16, c=5, sep=3.0, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    centres = rng.normal(0, sep, (c, d))
-    return centres[y] + rng.normal(0, 1, (n, d)), y
-
-
 def _brute_force_loo(x, y, k):
     d = ((x[:, None] - x[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
@@ -36,8 +29,8 @@ def _brute_force_loo(x, y, k):
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 8])
-def test_loo_knn_matches_brute_force_and_sklearn(k):
-    x, y = _clusters(sep=0.8)
+def test_loo_knn_matches_brute_force_and_sklearn(clusters, k):
+    x, y = clusters(sep=0.8)
     ours = knn_accuracy(x, y, k=k, metric="euclidean", chunk=64)
     assert ours == pytest.approx(_brute_force_loo(x, y, k))
     clf = KNeighborsClassifier(n_neighbors=k).fit(x, y)
@@ -47,8 +40,8 @@ def test_loo_knn_matches_brute_force_and_sklearn(k):
     assert np.array_equal(ours_pred, sk_pred)
 
 
-def test_knn_cosine_and_ties():
-    x, y = _clusters(sep=4.0)
+def test_knn_cosine_and_ties(clusters):
+    x, y = clusters(sep=4.0)
     assert knn_accuracy(x, y, k=5, metric="cosine") > 0.95
     labels = torch.tensor([[2, 1, 1, 2]])  # a 2-2 tie: smallest label 1; nearest neighbour's label 2
     assert knn_predict(labels, 3, "smallest_label").item() == 1
@@ -57,8 +50,8 @@ def test_knn_cosine_and_ties():
         knn_accuracy(x[:3], y[:3], k=3)
 
 
-def test_linear_probe_and_hscore_separate_good_from_random_features():
-    x, y = _clusters(n=400, sep=2.0)
+def test_linear_probe_and_hscore_separate_good_from_random_features(clusters):
+    x, y = clusters(n=400, sep=2.0)
     noise = np.random.default_rng(1).normal(size=x.shape)
     assert linear_probe_accuracy(x[:300], y[:300], x[300:], y[300:]) > 0.9
     assert linear_probe_accuracy(noise[:300], y[:300], noise[300:], y[300:]) < 0.4
@@ -67,8 +60,8 @@ def test_linear_probe_and_hscore_separate_good_from_random_features():
     assert h_score(x, y) > 1.0
 
 
-def test_logme_prefers_informative_features():
-    x, y = _clusters(n=400, sep=2.0)
+def test_logme_prefers_informative_features(clusters):
+    x, y = clusters(n=400, sep=2.0)
     noise = np.random.default_rng(3).normal(size=(400, 16))
     assert logme(x, y) > logme(noise, y)
     assert np.isfinite(logme(np.random.default_rng(4).normal(size=(50, 80)), np.arange(50) % 3))  # n < d
