@@ -28,7 +28,8 @@ from expertlib.pipeline.analysis import HOLM_FAMILIES, PROXY_TAU, UNDECIDED, VER
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
-HISTORY = Path("docs") / "history"  # earlier runs' claims.csv, as committed, named claims_<scale>_<commit>.csv
+# earlier runs' claims.csv as committed, named claims_<scale>_<commit>.csv
+HISTORY = Path("docs") / "history"
 BLOCK = re.compile(r"<!-- (\w+):([\w/.-]+) -->\n(.*?)<!-- /\1 -->", re.S)  # content: whole lines, maybe none
 
 
@@ -74,7 +75,7 @@ def changes_markdown(before: pd.DataFrame, after: pd.DataFrame) -> str:
         regime = (new if new is not None else old).regime
         lines.append(f"| {i} | {regime} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |")
     same = sum(i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"] for i in ids)
-    changed = [i for i in ids if not (i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"])]
+    changed = [i for i in ids if not (i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"])]  # fmt: skip
     lines += ["", f"{same} of the {len(ids)} hypotheses keep their verdict; changed or new: "
               f"{', '.join(changed) if changed else 'none'}."]  # fmt: skip
     return "\n".join(lines if shown else lines[-1:])
@@ -104,7 +105,8 @@ def render(kind: str, arg: str, root: Path = ROOT) -> str:
         return claims_markdown(claims, family, decided=only == "decided")
     if kind == "table":
         return (root / "results" / scale / "tables" / f"{name}.md").read_text().rstrip("\n")
-    if kind == "changes":  # claims:<scale> of the run committed at <name>, kept in docs/history/, against now's
+    # the claims of the run committed at <name>, kept in docs/history/, against the current run's
+    if kind == "changes":
         before = pd.read_csv(root / HISTORY / f"claims_{scale}_{name}.csv")
         return changes_markdown(before, pd.read_csv(root / "results" / scale / "tables" / "claims.csv"))
     if kind == "verdicts":
