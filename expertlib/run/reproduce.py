@@ -115,7 +115,7 @@ def run(
             f"other parameters than the defaults ({variant}): executed notebooks go to {_shown(out_dir, base)}"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, seconds = [], {}
+    written = []
     with runlock.locked(scale_dir), tempfile.TemporaryDirectory(prefix="expertlib-run-") as running:
         for i, nb in enumerate(chosen, 1):
             out = out_dir / nb.name
@@ -129,11 +129,11 @@ def run(
             finally:  # a failed notebook is kept too (complete, with its error), for reading
                 if partial.exists():
                     finish(partial, out, shown)
-            seconds[nb.stem] = round(time.perf_counter() - t0, 1)
-            print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds[nb.stem]:.0f} s -> {shown}", flush=True)
+            seconds = round(time.perf_counter() - t0, 1)
+            print(f"[{i}/{len(chosen)}] {nb.name} done in {seconds:.0f} s -> {shown}", flush=True)
             written.append(out)
-    if record_times:
-        write_run_seconds(scale_dir / "summary.json", seconds)
+            if record_times:  # as each notebook ends, so a run stopped part-way keeps the times it measured
+                write_run_seconds(scale_dir / "summary.json", {nb.stem: seconds})
     return written
 
 
@@ -155,14 +155,17 @@ def execute(notebook: Path, out: Path, parameters: dict, progress: bool, cwd: Pa
 
 
 def write_run_seconds(summary_path: Path, seconds: dict[str, float]) -> None:
-    """Record the notebooks' wall times (and their total, and the machine) in ``summary.json``."""
+    """Record notebooks' wall times in ``summary.json``, beside those already there (a run resumed with ``--only``
+    adds the notebooks it ran), with their total and the machine."""
     import json
 
     from expertlib.utils.runtime import atomic_write_json, machine_description
 
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    old = {k: v for k, v in summary.get("run_seconds", {}).items() if k not in ("total", "machine")}
+    times = {k: (old | seconds)[k] for k in sorted(old | seconds)}
     m = machine_description()
-    summary["run_seconds"] = {**seconds, "total": round(sum(seconds.values()), 1),
+    summary["run_seconds"] = {**times, "total": round(sum(times.values()), 1),
                               "machine": f"{m['cpu_count']} CPUs, {m['cuda'] or 'no GPU'}"}  # fmt: skip
     atomic_write_json(summary_path, summary)
 
