@@ -21,6 +21,7 @@ import pandas as pd
 from expertlib.datasets.fewshot import tasks_with_few_shot
 from expertlib.run.presets import get_scale
 from expertlib.run.scale import Scale
+from expertlib.train.training import RecipeMismatchError  # one error for stored outputs and checkpoints
 from expertlib.utils import runlock
 from expertlib.utils.distributed import is_distributed, is_primary
 from expertlib.utils.runtime import (
@@ -139,10 +140,6 @@ FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
     "model": (_load_model, _save_model),
     "bank": (_load_bank, _save_bank),
 }
-
-
-class RecipeMismatchError(RuntimeError):
-    """A stored output was made under other settings than the scale asks for now."""
 
 
 def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:

@@ -147,7 +147,7 @@ RUNTIME_FIELDS = (
 
 
 class RecipeMismatchError(RuntimeError):
-    """A stored result or checkpoint was made under other settings than the ones asked for now."""
+    """A stored output (a pipeline step's file) or a checkpoint was made under other settings than those asked for now."""
 
 
 def check_resume_recipe(ckpt: Path, stored: dict | None, cfg: TrainConfig) -> None:
