@@ -277,8 +277,7 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
     them: accuracy with its 95% binomial interval and the chance level
     (:func:`~expertlib.select.rank_table.binomial_columns`)."""
     from expertlib.train.evaluation import predicted_classes
-    from expertlib.train.schedules import bit_hyperrule, bit_mixup_alpha
-    from expertlib.train.training import TrainConfig, finetune
+    from expertlib.train.training import finetune, hyperrule_config
 
     by = {c.name: c for c in cands}
     classes = len(images.classes)
@@ -289,8 +288,7 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
         c = by[name]
         net = c.transfer_net(classes)
         torch.manual_seed(seed)
-        cfg = TrainConfig(bit_hyperrule(n, lr, recipe, small_steps=steps), batch_size=batch, seed=seed, device=device,
-                          mixup_alpha=bit_mixup_alpha(n))  # fmt: skip
+        cfg = hyperrule_config(n, lr, recipe, steps, batch_size=batch, seed=seed, device=device)
         res = finetune(net, images.data("train", c.precrop, c.crop), cfg, classes, progress=progress,
                        desc=f"fine-tune {name}")  # fmt: skip
         net.eval()

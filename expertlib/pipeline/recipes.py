@@ -8,8 +8,8 @@ functions of the scale.
 from __future__ import annotations
 
 from expertlib.run.scale import Scale
-from expertlib.train.schedules import Schedule, bit_hyperrule, bit_mixup_alpha, upstream_schedule
-from expertlib.train.training import TrainConfig
+from expertlib.train.schedules import Schedule, upstream_schedule
+from expertlib.train.training import TrainConfig, hyperrule_config
 
 
 def upstream_config(
@@ -48,10 +48,9 @@ def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: 
     a task of 20k images or more trains 20x or 40x as long, with mixup (BiT's size regimes,
     :func:`~expertlib.train.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun
     the ranks share the job list instead, :mod:`expertlib.utils.jobs`)."""
-    sched = bit_hyperrule(dataset_size, lr, scale.transfer.hyperrule, small_steps=steps)
-    return TrainConfig(sched, batch_size=scale.transfer.batch, seed=seed, device=device,
-                       mixup_alpha=bit_mixup_alpha(dataset_size), workers=scale.runtime.data_workers,
-                       micro_batch=scale.runtime.micro_batch, data_parallel=False, compile=scale.runtime.compile)  # fmt: skip
+    return hyperrule_config(dataset_size, lr, scale.transfer.hyperrule, steps, batch_size=scale.transfer.batch,
+                            seed=seed, device=device, workers=scale.runtime.data_workers,
+                            micro_batch=scale.runtime.micro_batch, data_parallel=False, compile=scale.runtime.compile)  # fmt: skip
 
 
 # -- which settings make each step's results ------------------------------------------------------------------

@@ -34,7 +34,7 @@ from expertlib.models.adapters import ExpertBank
 from expertlib.models.candidates import Candidate
 from expertlib.train.batching import StepBatches, batches, finished_ahead, mix_seed, staged_on
 from expertlib.train.evaluation import HeadAfterBackbone, network
-from expertlib.train.schedules import Schedule, learning_rate
+from expertlib.train.schedules import Schedule, bit_hyperrule, bit_mixup_alpha, learning_rate
 from expertlib.utils.distributed import rank_and_world
 from expertlib.utils.runtime import (
     Compile,
@@ -46,7 +46,7 @@ from expertlib.utils.runtime import (
     to_device,
 )
 
-__all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "TrainResult", "train", "train_expert",
+__all__ = ["ArrayData", "ImageData", "TrainData", "TrainConfig", "hyperrule_config", "TrainResult", "train", "train_expert",
            "finetune", "NonFiniteLossError"]  # fmt: skip
 
 
@@ -66,16 +66,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    checkpoint_every: int = (
-        0  # steps between checkpoints (0: only at the end, when a checkpoint file is given)
-    )
+    # steps between checkpoints (0: only at the end, when a checkpoint file is given)
+    checkpoint_every: int = 0
     checkpoint_minutes: float = 0.0  # also checkpoint when this many minutes have passed since the last one
     log_every: int = 10  # steps between reads of the losses from the device (the only waits for it in a run)
     grad_clip: float | None = None
     workers: int = 0  # data worker processes building batches ahead of the step (0: in the training process)
-    micro_batch: int = (
-        0  # examples per forward/backward pass, gradients accumulated over a step (0: all at once)
-    )
+    # examples per forward/backward pass, gradients accumulated over a step (0: all at once)
+    micro_batch: int = 0
     prefetch: int = 4  # batches each worker prepares ahead
     # under torchrun: split every batch over the ranks (DDP); False: this process trains alone, as each job of
     # a sharded job list does (expertlib.utils.jobs)
@@ -94,6 +92,14 @@ class TrainConfig:
     @property
     def steps(self) -> int:
         return self.schedule.total_steps
+
+
+def hyperrule_config(dataset_size: int, lr: float, hyperrule: str, small_steps: int, **settings) -> TrainConfig:  # fmt: skip
+    """Fine-tuning on ``dataset_size`` images by BiT-HyperRule (``hyperrule``: its paper's or its code's form):
+    the schedule for that size, ``small_steps`` standing for its 500-step regime, mixup from 20k images;
+    ``settings``: the rest of the config (batch size, seed, device, ...)."""
+    return TrainConfig(bit_hyperrule(dataset_size, lr, hyperrule, small_steps=small_steps),
+                       mixup_alpha=bit_mixup_alpha(dataset_size), **settings)  # fmt: skip
 
 
 @dataclass
@@ -134,16 +140,9 @@ def _targets(y: Tensor, num_classes: int, kind: str, label_matrix: Tensor | None
 
 
 # settings that change how a run proceeds but not what it computes: a resume may differ in these
-RUNTIME_FIELDS = (
-    "device",
-    "workers",
-    "prefetch",
-    "log_every",
-    "checkpoint_every",
-    "checkpoint_minutes",
-    "data_parallel",
-    "compile",  # eager and compiled agree within float32 tolerance, as devices do
-)
+# (compile included: eager and compiled agree within float32 tolerance, as devices do)
+RUNTIME_FIELDS = ("device", "workers", "prefetch", "log_every", "checkpoint_every", "checkpoint_minutes",
+                  "data_parallel", "compile")  # fmt: skip
 
 
 class RecipeMismatchError(RuntimeError):
