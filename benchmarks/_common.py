@@ -12,7 +12,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from expertlib.runtime import atomic_write_csv, machine_description  # noqa: E402
+from expertlib.utils.runtime import atomic_write_csv, machine_description  # noqa: E402
 
 
 def best_of(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:

@@ -7,9 +7,10 @@ steps each, three ways, side by side in one run on this machine, after a warm-up
 - ``one_pass``: all K in one forward/backward pass, ``torch.func.functional_call`` + ``vmap`` over stacked
   parameters (torch turns the convolutions into grouped ones); its final weights are compared with the
   separate runs' (``max_abs_diff``);
-- ``pool``: :func:`expertlib.parallel.run_jobs`, one single-threaded worker process per core, each training
-  its own models (what the pipeline uses on CPU), process start-up included (the pipeline starts one pool per
-  notebook, for about a thousand fine-tunes of 50 steps, so its start-up weighs less there than here).
+- ``pool``: :func:`expertlib.utils.parallel.run_jobs`, one single-threaded worker process per core, each
+  training its own models (what the pipeline uses on CPU), process start-up included (the pipeline starts one
+  pool per notebook, for about a thousand fine-tunes of 50 steps, so its start-up weighs less there than
+  here).
 
 ``max_abs_diff`` is the largest weight difference between one pass and the separate runs in float32;
 ``float64_diff`` the same computed in float64 (K = 4), which separates reduction order from a real difference.
@@ -27,8 +28,8 @@ import torch
 from _common import write
 from torch.func import functional_call, stack_module_state, vmap
 
-from expertlib.parallel import run_jobs
-from expertlib.resnet import create_model
+from expertlib.models.resnet import create_model
+from expertlib.utils.parallel import run_jobs
 
 STEPS, BATCH, CLASSES = 30, 32, 10
 

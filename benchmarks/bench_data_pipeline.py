@@ -16,9 +16,9 @@ import torch
 from _common import write
 from PIL import Image
 
-from expertlib.batching import StepBatches, batches
 from expertlib.datasets.batches import ImageData
 from expertlib.datasets.folders import read_image
+from expertlib.train.batching import StepBatches, batches
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 from _common import best_of, write
 from sklearn.neighbors import KNeighborsClassifier
 
-from expertlib.proxies import knn_accuracy
+from expertlib.select.proxies import knn_accuracy
 
 
 def sklearn_loo(x: np.ndarray, y: np.ndarray, k: int) -> float:

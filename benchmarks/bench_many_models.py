@@ -7,12 +7,12 @@ its transfer schedule and learning rates; its evaluation batch), K fine-tunes of
 classes of an evaluation set, side by side in one run:
 
 - ``one at a time``: :func:`expertlib.pipeline.transfer.finetune_job` (fine-tune, then predict) per model
-  through :func:`expertlib.parallel.run_jobs`, each job single-threaded: on a CPU by the scale's pool of
+  through :func:`expertlib.utils.parallel.run_jobs`, each job single-threaded: on a CPU by the scale's pool of
   processes (the current path there) and in turn in this process, on a GPU in turn (the current path there).
   Its throughput does not depend on K, so only the first ``--timed`` models run (``models_timed``);
-- ``stacked, one pass``: :func:`expertlib.stacked.finetune_stacked` then
-  :func:`expertlib.stacked.predicted_classes_stacked`, all K in one pass per step (single-threaded on a CPU:
-  on our shared 2 cores a two-thread process measures the other processes' load more than itself;
+- ``stacked, one pass``: :func:`expertlib.train.stacked.finetune_stacked` then
+  :func:`expertlib.train.stacked.predicted_classes_stacked`, all K in one pass per step (single-threaded on a
+  CPU: on our shared 2 cores a two-thread process measures the other processes' load more than itself;
   ``train_s`` and ``eval_s`` split its time).
 
 ``finetunes_per_s`` is models over wall seconds, evaluation included; ``speedup`` is over the current path,
@@ -26,13 +26,14 @@ average when the row started (other processes share our 2 cores).
 
 Rows ``what=step`` time one training step (forward and backward, no data) of K stacked ``tiny`` models three
 ways: ``vmap`` over model-major inputs ``(K, batch, ...)``, ``vmap`` over batch-major inputs ``(batch, K,
-...)`` (what :mod:`expertlib.stacked` does: each grouped convolution's input is then a view), and a
+...)`` (what :mod:`expertlib.train.stacked` does: each grouped convolution's input is then a view), and a
 hand-written grouped-convolution ``tiny`` (one ``groups=K`` convolution and one ``K x groups`` GroupNorm per
 layer; here only, to measure it), best of three after a warm-up (of one on a CPU for K > 16). ``max_abs_diff``
 is each way's logits' largest difference from the batch-major vmap's.
 
-On a GPU the stack holds the task on the device and replays its step as a CUDA graph (:mod:`expertlib.stacked`);
-the K=64 row's ``goal`` is #40's (stacked >= 10x one at a time) and ``goal_met`` says whether it was met.
+On a GPU the stack holds the task on the device and replays its step as a CUDA graph
+(:mod:`expertlib.train.stacked`); the K=64 row's ``goal`` is #40's (stacked >= 10x one at a time) and
+``goal_met`` says whether it was met.
 
     python benchmarks/bench_many_models.py                  # CPU rows
     python benchmarks/bench_many_models.py --device cuda    # GPU rows
@@ -55,16 +56,16 @@ from _common import ROOT
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from expertlib.batching import StepBatches
-from expertlib.candidates import from_model
-from expertlib.parallel import run_jobs, single_thread
+from expertlib.models.candidates import from_model
+from expertlib.models.resnet import ResNetV2
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.transfer import finetune_job
-from expertlib.presets import get_scale
-from expertlib.resnet import ResNetV2
-from expertlib.runtime import atomic_write_csv, machine_description, resolve_device
-from expertlib.stacked import StackedSteps, finetune_stacked, predicted_classes_stacked
-from expertlib.training import ArrayData
+from expertlib.run.presets import get_scale
+from expertlib.train.batching import StepBatches
+from expertlib.train.stacked import StackedSteps, finetune_stacked, predicted_classes_stacked
+from expertlib.train.training import ArrayData
+from expertlib.utils.parallel import run_jobs, single_thread
+from expertlib.utils.runtime import atomic_write_csv, machine_description, resolve_device
 
 CLASSES = 10
 OUT = ROOT / "results" / "benchmarks" / "many_models.csv"
@@ -181,13 +182,13 @@ def step_rows(sc, k: int, device: str, repeats: int = 3) -> list[dict]:
 
     ways = {
         "vmap, model-major input": lambda: vmap(one)(params, x_model_major),
-        "vmap, batch-major input (expertlib.stacked)": lambda: vmap(one, in_dims=(0, 1))(params, x),
+        "vmap, batch-major input (expertlib.train.stacked)": lambda: vmap(one, in_dims=(0, 1))(params, x),
         "grouped convolutions (hand-written tiny)": lambda: _grouped_tiny(
             params, x.flatten(1, 2), k, template.cfg.norm_groups
         ),  # fmt: skip
     }
     with torch.no_grad():
-        ref = ways["vmap, batch-major input (expertlib.stacked)"]()
+        ref = ways["vmap, batch-major input (expertlib.train.stacked)"]()
         diffs = {w: (f() - ref).abs().max().item() for w, f in ways.items()}
 
     def run(f) -> None:

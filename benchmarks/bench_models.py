@@ -11,11 +11,11 @@ from _common import best_of, write
 from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
-from expertlib.adapters import AdapterConfig, AdapterExperts, FullExperts, parameter_summary
-from expertlib.candidates import Candidate
-from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
-from expertlib.schedules import Schedule
-from expertlib.training import ArrayData, TrainConfig, train
+from expertlib.models.adapters import AdapterConfig, AdapterExperts, FullExperts, parameter_summary
+from expertlib.models.candidates import Candidate
+from expertlib.models.resnet import create_model, pooled_features, reuse_standardized_weights
+from expertlib.train.schedules import Schedule
+from expertlib.train.training import ArrayData, TrainConfig, train
 
 
 def timm_twin(ours: torch.nn.Module) -> torch.nn.Module:

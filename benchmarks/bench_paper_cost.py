@@ -24,11 +24,11 @@ import torch
 from _common import best_of, write
 from torch.utils.flop_counter import FlopCounterMode
 
-from expertlib.adapters import AdapterConfig, AdapterExperts
-from expertlib.candidates import Candidate
-from expertlib.presets import get_scale
-from expertlib.proxies import knn_accuracy
-from expertlib.resnet import create_model, pooled_features, reuse_standardized_weights
+from expertlib.models.adapters import AdapterConfig, AdapterExperts
+from expertlib.models.candidates import Candidate
+from expertlib.models.resnet import create_model, pooled_features, reuse_standardized_weights
+from expertlib.run.presets import get_scale
+from expertlib.select.proxies import knn_accuracy
 
 EXPERTS, TASK_IMAGES, FT_STEPS, FT_BATCH = 48, 1000, 500, 512
 

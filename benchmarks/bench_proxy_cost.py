@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from _common import ROOT, best_of, write
 
-from expertlib.proxies import PROXIES, ProxySettings, softmax
+from expertlib.select.proxies import PROXIES, ProxySettings, softmax
 
 SHAPES = {"cpu 1k": (1000, 32, 10, 100), "cpu 5-shot": (50, 32, 10, 100), "paper 1k": (1000, 2048, 50, 1000)}
 NEW = ("pactran_gauss", "pactran_dir", "sfda", "hscore_lw", "knn_resampled")

@@ -16,18 +16,18 @@ import time
 import torch
 from _common import ROOT, write
 
-from expertlib.candidates import Candidate
-from expertlib.evaluation import accuracy
+from expertlib.models.candidates import Candidate
+from expertlib.models.weights import load_bank
 from expertlib.pipeline import Workspace
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.dat import time_dat
 from expertlib.pipeline.inputs import load_benchmark
 from expertlib.pipeline.models import candidates
 from expertlib.pipeline.scoring import selection_candidates
-from expertlib.proxies import knn_accuracy
-from expertlib.selection import extract_features, head_logits
-from expertlib.training import finetune
-from expertlib.weights import load_bank
+from expertlib.select.proxies import knn_accuracy
+from expertlib.select.selection import extract_features, head_logits
+from expertlib.train.evaluation import accuracy
+from expertlib.train.training import finetune
 
 TASKS = ("digit_mirror", "land_cover")
 

@@ -5,12 +5,12 @@ import numpy as np
 import torch
 from _common import write
 
-from expertlib.adapters import AdapterExperts, FullExperts
-from expertlib.candidates import Candidate
+from expertlib.models.adapters import AdapterExperts, FullExperts
+from expertlib.models.candidates import Candidate
+from expertlib.models.resnet import ResNetV2
 from expertlib.pipeline import recipes as R
-from expertlib.presets import get_scale
-from expertlib.resnet import ResNetV2
-from expertlib.training import ArrayData, finetune, train
+from expertlib.run.presets import get_scale
+from expertlib.train.training import ArrayData, finetune, train
 
 
 def main() -> None:

@@ -45,17 +45,17 @@ import torch
 from _common import ROOT, steady_seconds
 from PIL import Image
 
-from expertlib import runtime
 from expertlib.datasets.batches import ImageData
 from expertlib.datasets.device import DeviceData
 from expertlib.datasets.encoded import EncodedImageData
 from expertlib.datasets.folders import read_image
-from expertlib.evaluation import network, predict
-from expertlib.resnet import ResNetV2Config, create_model
-from expertlib.runtime import atomic_write_csv, machine_description
-from expertlib.schedules import Schedule
-from expertlib.selection import extract_features
-from expertlib.training import TrainConfig, train
+from expertlib.models.resnet import ResNetV2Config, create_model
+from expertlib.select.selection import extract_features
+from expertlib.train.evaluation import network, predict
+from expertlib.train.schedules import Schedule
+from expertlib.train.training import TrainConfig, train
+from expertlib.utils import runtime
+from expertlib.utils.runtime import atomic_write_csv, machine_description
 
 GOAL_UPSTREAM_IPS, GOAL_VS_TIMM, GOAL_INFERENCE_IPS, GOAL_FINETUNE_VS_SYNTHETIC = 4000, 0.97, 12000, 0.90
 
@@ -249,8 +249,8 @@ def feature_path(
     """Candidate-images/s of the selection's feature path as the pipeline runs it (``extract_features``: every
     candidate in one pass over a task's images, decoded by ``workers``): the slope between passes over half and
     all of the images, so the pass's start-up (workers, compiling) cancels."""
-    from expertlib.candidates import from_model
     from expertlib.datasets.batches import subset
+    from expertlib.models.candidates import from_model
 
     cands = [from_model(m, f"c{i}") for i, m in enumerate(models)]
     compile = True if row.compiled else False
@@ -495,7 +495,7 @@ def write_selection_cost(frame: pd.DataFrame, out: Path, gpu: str) -> None:
     training step), when both were measured."""
     from bench_paper_cost import cost_rows
 
-    from expertlib.proxies import knn_accuracy
+    from expertlib.select.proxies import knn_accuracy
 
     def rate(mode: str) -> float | None:
         hit = frame[(frame["model"] == "ours") & (frame["mode"] == mode) & (frame["compile"] == "compiled")

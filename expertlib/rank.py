@@ -2,8 +2,9 @@
 
 The paper's promise to practitioners: score many candidate models cheaply on a new task and fine-tune only
 the best. IMAGES is a folder of class folders (optionally under train/, val/, test/) or a CSV of
-``path,label[,split]`` (:mod:`expertlib.datasets.user_images`); each MODEL is a spec of :mod:`expertlib.zoo`
-(timm and torchvision names, with or without a local checkpoint, expertlib model and bank files).
+``path,label[,split]`` (:mod:`expertlib.datasets.user_images`); each MODEL is a spec of
+:mod:`expertlib.select.zoo` (timm and torchvision names, with or without a local checkpoint, expertlib model
+and bank files).
 
 Every model embeds the training images once (batched, on a GPU when there is one, with its own resolution and
 normalisation); the features are cached under ``OUT/features/``, so adding a proxy or a model recomputes
@@ -11,11 +12,11 @@ nothing else. Every proxy then scores every model: kNN accuracy (the paper's cho
 probe, LogME, H-score, SFDA, PACTran-Gaussian, the Ledoit-Wolf H-score, kNN over resampled support sets, and
 LEEP, NCE and PACTran-Dirichlet through each model's own upstream classifier. With ``--prior TABLE`` (past
 fine-tunes of these models on other tasks: task, model, accuracy, as ``transfer_runs.csv``) the prior from those
-transfers and the hybrid of it with the resampled kNN join them (:mod:`expertlib.prior`). Output, written
-atomically under ``OUT``: ``ranking.csv`` and ``ranking.md`` (each proxy's score and rank, seconds and FLOPs
-per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by the first proxy are fine-tuned
-(BiT-HyperRule by the training set's size: 500 steps under 20k images, 10k under 500k, else 20k, mixup 0.1 from
-20k) and their test accuracy joins the table beside the proxy's order.
+transfers and the hybrid of it with the resampled kNN join them (:mod:`expertlib.select.prior`). Output,
+written atomically under ``OUT``: ``ranking.csv`` and ``ranking.md`` (each proxy's score and rank, seconds and
+FLOPs per model) and ``ranking.png``/``.svg``; with ``--finetune-top K`` the top K by the first proxy are
+fine-tuned (BiT-HyperRule by the training set's size: 500 steps under 20k images, 10k under 500k, else 20k,
+mixup 0.1 from 20k) and their test accuracy joins the table beside the proxy's order.
 """
 
 # ruff: noqa: E402 - the Ctrl-C handler is set before the heavy imports
@@ -50,9 +51,15 @@ import torch
 
 from expertlib.datasets.folders import DEFAULT_MAX_PIXELS
 from expertlib.datasets.user_images import UserImages, load_images
-from expertlib.prior import HYBRID_PROXY, HYBRID_WEIGHT, hybrid_scores, read_prior_table, transfer_prior
-from expertlib.proxies import LABELLED_PROXIES
-from expertlib.rank_table import (
+from expertlib.select.prior import (
+    HYBRID_PROXY,
+    HYBRID_WEIGHT,
+    hybrid_scores,
+    read_prior_table,
+    transfer_prior,
+)
+from expertlib.select.proxies import LABELLED_PROXIES
+from expertlib.select.rank_table import (
     WIDTH,
     binomial_columns,
     describe_images,
@@ -61,7 +68,9 @@ from expertlib.rank_table import (
     summary_text,
     write_ranking,
 )
-from expertlib.runtime import (
+from expertlib.select.zoo import ModelCandidate, features_flops, from_spec
+from expertlib.train.schedules import HYPERRULES
+from expertlib.utils.runtime import (
     atomic_write,
     atomic_write_csv,
     non_negative_int,
@@ -71,8 +80,6 @@ from expertlib.runtime import (
     resolve_device,
     seed_int,
 )
-from expertlib.schedules import HYPERRULES
-from expertlib.zoo import ModelCandidate, features_flops, from_spec
 
 
 class FineTuneError(RuntimeError):
@@ -97,7 +104,7 @@ def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int
           progress: bool) -> dict:  # fmt: skip
     """The candidate's features (and upstream logits) of the training images, from the cache or one pass. A
     cache entry that cannot be read (cut short, damaged) is recomputed, with a warning."""
-    from expertlib.evaluation import predict
+    from expertlib.train.evaluation import predict
 
     path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(cand, images)}.npz"
     if path.exists():
@@ -142,8 +149,8 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     ``finetune_top``, the top models are fine-tuned with BiT-HyperRule (``finetune_recipe``: "bit-paper" or
     "bit-code") by the training set's size: ``finetune_steps`` (BiT: 500) under 20k images, 20x that under 500k,
     40x above, mixup 0.1 from 20k."""
-    from expertlib.selection import rank_experts
-    from expertlib.training import NonFiniteLossError
+    from expertlib.select.selection import rank_experts
+    from expertlib.train.training import NonFiniteLossError
 
     unknown = [p for p in proxies if p not in PROXIES]
     if unknown or not proxies:
@@ -268,10 +275,9 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
               batch: int, lr: float, device: str, seed: int, progress: bool, recipe: str) -> pd.DataFrame:  # fmt: skip
     """Fine-tune the first ``top`` rows (BiT-HyperRule by the training set's size, ``steps`` for its 500) and test
     them: accuracy with its 95% binomial interval and the chance level
-    (:func:`~expertlib.rank_table.binomial_columns`)."""
-    from expertlib.evaluation import predicted_classes
-    from expertlib.schedules import bit_hyperrule, bit_mixup_alpha
-    from expertlib.training import TrainConfig, finetune
+    (:func:`~expertlib.select.rank_table.binomial_columns`)."""
+    from expertlib.train.evaluation import predicted_classes
+    from expertlib.train.training import finetune, hyperrule_config
 
     by = {c.name: c for c in cands}
     classes = len(images.classes)
@@ -282,8 +288,7 @@ def _finetune(wide: pd.DataFrame, cands: Sequence[ModelCandidate], images: UserI
         c = by[name]
         net = c.transfer_net(classes)
         torch.manual_seed(seed)
-        cfg = TrainConfig(bit_hyperrule(n, lr, recipe, small_steps=steps), batch_size=batch, seed=seed, device=device,
-                          mixup_alpha=bit_mixup_alpha(n))  # fmt: skip
+        cfg = hyperrule_config(n, lr, recipe, steps, batch_size=batch, seed=seed, device=device)
         res = finetune(net, images.data("train", c.precrop, c.crop), cfg, classes, progress=progress,
                        desc=f"fine-tune {name}")  # fmt: skip
         net.eval()

@@ -38,7 +38,7 @@ progress = True  # tqdm progress bars
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib import proxy_plots
+from expertlib.analysis import proxy_plots
 from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)
@@ -66,10 +66,11 @@ proxy_plots.score_heatmap(rankings[rankings.task.map(regime) == FULL_REGIME], "k
 # A proxy is judged by how well its scores rank the experts as fine-tuning does: Kendall tau-b (and weighted
 # tau) against each expert's mean fine-tuned accuracy over the seeds, as a fraction of the noise ceiling (how
 # well the seeds let any ranking agree with that target), with 95% intervals over tasks, in every regime. Beside
-# the registry's proxies stand three built from past transfers (`expertlib.prior`): each expert's mean rank on
-# the other tasks of the regime, and its hybrid with kNN over resampled support sets, at the weight fixed in
-# `docs/analysis_plan.md` or one chosen by nested leave-one-task-out. This needs notebook 05's fine-tunes: on
-# a first run it is empty here, and the report (notebook 06) shows it; rerunning this notebook shows it here.
+# the registry's proxies stand three built from past transfers (`expertlib.select.prior`): each expert's mean
+# rank on the other tasks of the regime, and its hybrid with kNN over resampled support sets, at the weight
+# fixed in `docs/analysis_plan.md` or one chosen by nested leave-one-task-out. This needs notebook 05's
+# fine-tunes: on a first run it is empty here, and the report (notebook 06) shows it; rerunning this notebook
+# shows it here.
 
 # %%
 from expertlib.pipeline import quality as Q

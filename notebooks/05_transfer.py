@@ -39,7 +39,7 @@ progress = True  # tqdm progress bars
 # %matplotlib inline
 from IPython.display import Markdown, display
 
-from expertlib import plots
+from expertlib.analysis import plots
 from expertlib.pipeline.session import start
 
 ws, bench = start(scale, results_dir, data_root, seed, device, progress)

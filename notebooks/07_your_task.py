@@ -64,6 +64,6 @@ display(
 table
 
 # %%
-from expertlib.rank_table import ranking_plot
+from expertlib.select.rank_table import ranking_plot
 
 ranking_plot(table, proxies)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -94,7 +96,7 @@ def smoke_run(tmp_path_factory):
     killed (SIGKILL) as soon as notebook 01 is written, then the same command runs to the end. The notebook
     tests check what the resumed run wrote; the reliability matrix, that it matches an uninterrupted run.
     Returns (results folder, executed notebooks, what the kill left: exit code and the notebooks there)."""
-    from expertlib.reproduce import notebooks
+    from expertlib.run.reproduce import notebooks
 
     root = tmp_path_factory.mktemp("smoke")
     out = root / "results" / "smoke"
@@ -148,7 +150,7 @@ def legend_overlaps():
 def released_smoke_run(tmp_path_factory):
     """Every notebook of the released-smoke scale, once per session (the notebook tests and the launcher's test
     compare with it): (root holding ``d/`` the data root and ``r/`` the results, the executed notebooks)."""
-    from expertlib.reproduce import run
+    from expertlib.run.reproduce import run
 
     root = tmp_path_factory.mktemp("released-smoke")
     written = run("released-smoke", results_dir=str(root / "r"), data_root=str(root / "d"), progress=False)
@@ -169,3 +171,33 @@ def host_reads(monkeypatch):
 
         monkeypatch.setattr(torch.Tensor, name, counted)
     return reads
+
+
+@pytest.fixture
+def clusters():
+    """The proxies' synthetic task: ``clusters(n, d, c, sep, seed)`` gives ``n`` features in ``d`` dimensions around
+    ``c`` Gaussian centres ``sep`` apart (unit noise), and their labels, 0 to c - 1 in turn."""
+
+    def make(n: int = 300, d: int = 16, c: int = 5, sep: float = 3.0, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        y = np.arange(n) % c
+        return rng.normal(0, sep, (c, d))[y] + rng.normal(0, 1, (n, d)), y
+
+    return make
+
+
+@pytest.fixture
+def released_without_transfer(released_smoke_run, tmp_path):
+    """A copy of the released-smoke results without their fine-tunes (job files, transfer tables), for running them
+    again another way (torchrun, SLURM's local executor): (the data root, the copy's results folder, the
+    one-process run's transfer table, timings left out)."""
+    import pandas as pd
+
+    root, _ = released_smoke_run
+    shutil.copytree(root / "r", tmp_path / "r")
+    ws = tmp_path / "r" / "released-smoke"
+    shutil.rmtree(ws / "jobs")
+    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
+        (ws / "tables" / name).unlink()
+    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
+    return root / "d", ws, one

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from expertlib.adapters import (
+from expertlib.models.adapters import (
     AdaptedResNet,
     AdapterConfig,
     AdapterExperts,
@@ -9,7 +9,7 @@ from expertlib.adapters import (
     UnknownExpertError,
     parameter_summary,
 )
-from expertlib.resnet import create_model, pooled_features
+from expertlib.models.resnet import create_model, pooled_features
 
 
 def _base(name="tiny", classes=6):
@@ -134,7 +134,7 @@ def test_adapter_parameter_budget_r50x1_48_experts():
 def test_one_forward_contract_for_every_network():
     """B, an adapted transfer net, both banks and a candidate answer timm's three calls the same way: forward is
     forward_head(forward_features), pre_logits pools, and the head takes pooled features as well as a map."""
-    from expertlib.candidates import Candidate
+    from expertlib.models.candidates import Candidate
 
     base = _base()
     adapters, full = AdapterExperts(base), FullExperts(base)

@@ -14,10 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from _common import slope, steady_seconds  # noqa: E402
 
 from expertlib.datasets.batches import ArrayData  # noqa: E402
-from expertlib.evaluation import predict  # noqa: E402
-from expertlib.resnet import create_model  # noqa: E402
-from expertlib.schedules import scaled_hyperrule  # noqa: E402
-from expertlib.training import TrainConfig, train  # noqa: E402
+from expertlib.models.resnet import create_model  # noqa: E402
+from expertlib.train.evaluation import predict  # noqa: E402
+from expertlib.train.schedules import scaled_hyperrule  # noqa: E402
+from expertlib.train.training import TrainConfig, train  # noqa: E402
 
 START_UP, STEP = 2.0, 0.010
 
@@ -50,8 +50,8 @@ class SlowData(ArrayData):
 
 @pytest.fixture
 def clock(monkeypatch):
-    import expertlib.training as T
-    from expertlib.parallel import single_thread
+    import expertlib.train.training as T
+    from expertlib.utils.parallel import single_thread
 
     fake = FakeClock()
     monkeypatch.setattr(T, "time", fake)

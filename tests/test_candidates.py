@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from expertlib.adapters import AdapterExperts, FullExperts, UnknownExpertError
-from expertlib.candidates import BASE, Candidate, features_of, from_bank, from_model, identify
-from expertlib.resnet import create_model, pooled_features
+from expertlib.models.adapters import AdapterExperts, FullExperts, UnknownExpertError
+from expertlib.models.candidates import BASE, Candidate, features_of, from_bank, from_model, identify
+from expertlib.models.resnet import create_model, pooled_features
 
 
 def _banks():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from expertlib.candidates import from_bank, from_model
-from expertlib.convert import (
+from expertlib.models.candidates import from_bank, from_model
+from expertlib.models.convert import (
     ConversionError,
     bit_arrays,
     convert_saved_model,
@@ -16,8 +16,9 @@ from expertlib.convert import (
     infer_config,
     main,
 )
-from expertlib.resnet import create_model, pooled_features
-from expertlib.weights import load_bank, load_model, read_metadata, state_dict_to_bit
+from expertlib.models.resnet import create_model, pooled_features
+from expertlib.models.tfcheckpoint import read_saved_model
+from expertlib.models.weights import load_bank, load_model, read_metadata, state_dict_to_bit
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tf_expert"
 SAVED = FIXTURES / "animal" / "1"
@@ -66,7 +67,7 @@ def test_command_line_single_expert_and_bank(tmp_path, capsys):
 
 
 def test_unmapped_and_missing_variables_are_named():
-    from expertlib.tfcheckpoint import read_saved_model
+    from expertlib.models.tfcheckpoint import read_saved_model
 
     v = read_saved_model(SAVED)
     with pytest.raises(ConversionError, match=r"1 variables have no BiT name: \['model/extra_scale'\]"):
@@ -75,7 +76,7 @@ def test_unmapped_and_missing_variables_are_named():
     arrays = bit_arrays(v)
     del arrays["resnet/block2/unit01/b/group_norm/beta"]
     model = create_model(infer_config(arrays))
-    from expertlib.weights import WeightMismatchError, bit_to_state_dict
+    from expertlib.models.weights import WeightMismatchError, bit_to_state_dict
 
     with pytest.raises(WeightMismatchError, match="block2/unit01/b/group_norm/beta"):
         bit_to_state_dict(arrays, model, head=False)
@@ -104,7 +105,7 @@ def _corrupt_copy(tmp_path):
 
 
 def test_a_corrupt_download_is_refused_naming_the_tensor(tmp_path, capsys):
-    from expertlib.tfcheckpoint import CorruptTensorError, read_saved_model
+    from expertlib.models.tfcheckpoint import CorruptTensorError, read_saved_model
 
     bad = _corrupt_copy(tmp_path)
     with pytest.raises(CorruptTensorError) as e:
@@ -120,7 +121,7 @@ def test_a_corrupt_download_is_refused_naming_the_tensor(tmp_path, capsys):
 
 
 def test_string_tensor_checksum_matches_tensorflow():
-    from expertlib.tfcheckpoint import OBJECT_GRAPH_KEY, _crc_of_string_tensor, _first, read_table
+    from expertlib.models.tfcheckpoint import OBJECT_GRAPH_KEY, _crc_of_string_tensor, _first, read_table
 
     prefix = RELEASED / "food" / "1" / "variables" / "variables"
     entry = read_table(f"{prefix}.index")[OBJECT_GRAPH_KEY.encode()]
@@ -145,7 +146,7 @@ def test_architecture_is_named_and_a_mixed_bank_refused(tmp_path, capsys, monkey
         == 0
     )
     assert "bit_fixture" in capsys.readouterr().out and read_metadata(out)["architecture"] == "bit_fixture"
-    import expertlib.convert as C
+    import expertlib.models.convert as C
 
     named = C.sources([str(RELEASED / "food"), f"vehicle={SAVED}"])
     assert sorted(named) == ["food", "vehicle"]
@@ -168,7 +169,7 @@ def test_unnamed_download_and_a_model_that_is_not_bit(tmp_path, capsys):
     with pytest.raises(ConversionError, match="not a BiT ResNet-v2: none of its 2 variables"):
         bit_arrays({"dense/kernel": np.ones((2, 2)), "global_step": np.zeros(())})
     with pytest.raises(ConversionError, match="1 bookkeeping variables"):
-        bit_arrays({**bit_arrays(__import__("expertlib.tfcheckpoint").tfcheckpoint.read_saved_model(SAVED)),
+        bit_arrays({**bit_arrays(read_saved_model(SAVED)),
                     "global_step": np.zeros(()), "dense/kernel": np.ones(2)})  # fmt: skip
 
 
@@ -230,7 +231,10 @@ def test_archive_members_that_would_land_outside_are_refused_naming_archive_and_
     [
         (b"<!DOCTYPE html><html>Not Found</html>", "a web page"),
         (b"", "empty: 0 bytes"),
-        (__import__("gzip").compress(b"not a tar", mtime=0), "gzip-compressed data with no tar archive inside"),
+        (
+            __import__("gzip").compress(b"not a tar", mtime=0),
+            "gzip-compressed data with no tar archive inside",
+        ),
         (b"PK\x03\x04zip", "a zip archive: unzip it"),
     ],
 )

@@ -10,15 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from expertlib.candidates import from_model
 from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.device import DeviceData, on_device
 from expertlib.datasets.encoded import EncodedImageData
-from expertlib.evaluation import predict
-from expertlib.parallel import single_thread
-from expertlib.resnet import Pooled, create_model
-from expertlib.schedules import scaled_hyperrule
-from expertlib.training import TrainConfig, finetune, train
+from expertlib.models.candidates import from_model
+from expertlib.models.resnet import Pooled, create_model
+from expertlib.train.evaluation import predict
+from expertlib.train.schedules import scaled_hyperrule
+from expertlib.train.training import TrainConfig, finetune, train
+from expertlib.utils.parallel import single_thread
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -147,8 +147,8 @@ def test_training_steps_never_wait_for_the_gpu(device, monkeypatch):
     """From the third step on, training on a task held on the device (the fine-tunes' path, mixup included) runs
     with CUDA's sync debug mode set to "error": no step copies, reads or waits, but the reads of the losses every
     log_every steps (allowed, and counted on CPU by tests/test_training.py); the evaluation after it neither."""
-    import expertlib.evaluation as E
-    import expertlib.training as T
+    import expertlib.train.evaluation as E
+    import expertlib.train.training as T
 
     held = DeviceData(_data(32, 16, precrop=18), device)
     real_lr, real_read, real_host = T.learning_rate, T.LossLog.read, E._on_host
@@ -181,8 +181,8 @@ def test_a_held_stack_replays_its_step_as_a_cuda_graph_without_syncs(device, no_
     """A stack over a task held on the GPU builds every step there and, after its warm-up steps, replays the step
     as one CUDA graph (on a CPU: eager, the same step). The graph's weights equal the eager stack's; the replays
     run under sync debug mode "error"."""
-    import expertlib.stacked as S
-    from expertlib.runtime import WARMUP_STEPS, GraphedSteps
+    import expertlib.train.stacked as S
+    from expertlib.utils.runtime import WARMUP_STEPS, GraphedSteps
 
     held = DeviceData(_data(32, 16, precrop=18), device)
     real_run = GraphedSteps.run
@@ -214,7 +214,7 @@ def test_back_to_back_staged_batches_decode_as_pil_under_memory_pressure(device,
     """The same files decoded in back-to-back staged batches, one ahead of another in the decode thread, with most
     of the GPU's memory taken so that freed blocks are reused at once: every batch equals the first (no batch's
     images overwritten by the next one's decode) and agrees with PIL within a JPEG decoder's rounding."""
-    from expertlib.batching import finished_ahead
+    from expertlib.train.batching import finished_ahead
 
     rng = np.random.default_rng(1)
     paths = []
@@ -250,11 +250,11 @@ def test_compiled_training_and_evaluation_trace_one_graph_each_and_agree_with_ea
     """Compiled: two jobs' fresh models train on one training graph and evaluate sets of several lengths on one
     evaluation graph, and agree with eager. (On a CPU, dynamo's cheap "eager" backend: the same tracing and
     guards without inductor's code generation, which takes minutes there.) "auto" compiles R50x1 alone
-    (expertlib.evaluation.COMPILE_PAYS): here the small model is compiled by asking for it."""
+    (expertlib.train.evaluation.COMPILE_PAYS): here the small model is compiled by asking for it."""
     from torch._dynamo.utils import counters
 
     if device == "cpu":
-        monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
+        monkeypatch.setattr("expertlib.utils.runtime.COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     counters.clear()
     data = _data(48)

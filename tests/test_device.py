@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 from scipy import stats
 
-from expertlib.batching import StepBatches
 from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.device import DeviceData, on_device
-from expertlib.resnet import create_model
-from expertlib.schedules import scaled_hyperrule
-from expertlib.training import TrainConfig, train
+from expertlib.models.resnet import create_model
+from expertlib.train.batching import StepBatches
+from expertlib.train.schedules import scaled_hyperrule
+from expertlib.train.training import TrainConfig, train
 
 
 def _images(n, size, seed=0):

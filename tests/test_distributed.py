@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from expertlib.weights import load_model
+from expertlib.models.weights import load_model
 
 
 @pytest.mark.slow
@@ -58,9 +58,9 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank(tmp_path):
         "import sys, torch, torch.distributed as dist\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_training import _data\n"
-        "from expertlib.resnet import create_model\n"
-        "from expertlib.schedules import scaled_hyperrule\n"
-        "from expertlib.training import NonFiniteLossError, TrainConfig, train\n"
+        "from expertlib.models.resnet import create_model\n"
+        "from expertlib.train.schedules import scaled_hyperrule\n"
+        "from expertlib.train.training import NonFiniteLossError, TrainConfig, train\n"
         "dist.init_process_group('gloo')\n"
         "torch.manual_seed(0)\n"
         "net = create_model('tiny', num_classes=4)\n"

@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from expertlib import download as D
-from expertlib import fetch as F
 from expertlib.datasets.fixtures import RELEASED_FIXTURES
-from expertlib.download_checks import LOCK_NAME, DownloadLock
+from expertlib.models.download_checks import LOCK_NAME, DownloadLock
+from expertlib.pipeline import download as D
+from expertlib.utils import fetch as F
 
 EXPERTS = ("bird", "food", "nutrient")
 TASKS = ("resisc45", "dsprites_location")

@@ -16,8 +16,8 @@ from expertlib.datasets.embedded import (
     task_names,
 )
 from expertlib.datasets.embedded_tasks import CORE_TASKS, TASKS, VTAB_LIKE_TASKS
+from expertlib.datasets.hierarchy import ExpertRule
 from expertlib.datasets.vtab import VTAB_TASKS
-from expertlib.hierarchy import ExpertRule
 
 SMALL = EmbeddedSpec(
     seed=3, upstream_train_per_class=6, upstream_test_per_class=3, task_train=60, task_val=20, task_test=60

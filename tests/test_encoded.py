@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from expertlib.batching import EvalBatches, StepBatches, batches, staged_on
 from expertlib.datasets.batches import ImageData, StagedData, ready, subset
 from expertlib.datasets.encoded import (
     EncodedBatch,
@@ -18,6 +17,7 @@ from expertlib.datasets.encoded import (
     read_bytes,
 )
 from expertlib.datasets.folders import CorruptImageError, read_image
+from expertlib.train.batching import EvalBatches, StepBatches, batches, staged_on
 
 
 def _photo(h, w, seed):
@@ -131,10 +131,10 @@ def test_a_subset_stays_encoded_and_batches_as_the_images_it_holds(files):
 def test_training_and_evaluation_on_the_staged_path_decode_ahead_and_agree_with_pil(files, monkeypatch):
     """train() and predict() as they run on a GPU (staged batches, bytes from a worker, decoded one batch ahead
     in a background thread), here on a CPU: they agree with the PIL path within the decoders' rounding."""
-    import expertlib.evaluation as E
-    import expertlib.training as T
-    from expertlib.resnet import create_model
-    from expertlib.schedules import scaled_hyperrule
+    import expertlib.train.evaluation as E
+    import expertlib.train.training as T
+    from expertlib.models.resnet import create_model
+    from expertlib.train.schedules import scaled_hyperrule
 
     data, finished = _data(files), []
     finish = data.finish

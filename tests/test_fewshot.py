@@ -14,7 +14,7 @@ from expertlib.datasets.fewshot import (
     split_name,
     tasks_with_few_shot,
 )
-from expertlib.presets import get_scale
+from expertlib.run.presets import get_scale
 
 
 class Tiny(Benchmark):

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from expertlib.datasets.folders import CorruptImageError, DatasetNotFoundError, ImageFolderTree
-from expertlib.hierarchy import EmptySubsetError, LabelHierarchy, UnknownNodeError
+from expertlib.datasets.hierarchy import EmptySubsetError, LabelHierarchy, UnknownNodeError
 
 EDGES = [("n0", "n1"), ("n0", "n2"), ("n1", "n11"), ("n1", "n12"), ("n2", "n21")]
 NAMES = {"n0": "entity", "n1": "animal", "n2": "artifact", "n11": "dog", "n12": "cat", "n21": "car, auto"}

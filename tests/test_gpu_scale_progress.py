@@ -8,7 +8,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from gpu_scale_progress import progress  # noqa: E402
 
-from expertlib.reproduce import notebooks  # noqa: E402
+from expertlib.run.reproduce import notebooks  # noqa: E402
 
 
 def test_a_finished_run_gives_its_wall_time_and_a_cut_run_an_extrapolation(tmp_path):

@@ -70,7 +70,7 @@ def test_a_missed_goal_says_by_how_much_and_where_the_time_goes():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_throughput as G
 
-    from expertlib.resnet import create_model
+    from expertlib.models.resnet import create_model
 
     row = pd.Series({"goal": G.goal_of(G.Row("ours", "train", True, True, "upstream pipeline", "224")),
                      "images_per_s": 1590.0, "vs_timm": 0.4, "vs_synthetic": 0.3})  # fmt: skip

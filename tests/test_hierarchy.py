@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from expertlib.hierarchy import (
+from expertlib.datasets.hierarchy import (
     PAPER_EXPERTS,
     EmptySubsetError,
     ExpertRule,
@@ -125,7 +125,12 @@ def test_paper_expert_list():
 
 # -- the 48 released experts' class sets (expertlib/data/released_experts.json) --------------------------------
 def test_released_experts_have_explicit_distinct_ids_and_nested_class_sets():
-    from expertlib.hierarchy import PAPER_EXPERTS, bit_m_classes, released_expert_ids, released_experts
+    from expertlib.datasets.hierarchy import (
+        PAPER_EXPERTS,
+        bit_m_classes,
+        released_expert_ids,
+        released_experts,
+    )
 
     experts = released_experts()
     classes = bit_m_classes()

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from expertlib.jobs import (
+from expertlib.utils.jobs import (
     Job,
     JobsMissingError,
     StaleJobError,
@@ -82,7 +82,7 @@ def test_a_result_of_another_recipe_is_refused(tmp_path):
 
 
 def test_a_result_lost_before_the_end_is_redone_and_one_lost_after_it_is_named(tmp_path, monkeypatch):
-    import expertlib.jobs as J
+    import expertlib.utils.jobs as J
 
     jobs, lost, ran = _jobs(), [], []
 
@@ -103,7 +103,7 @@ def test_a_result_lost_before_the_end_is_redone_and_one_lost_after_it_is_named(t
 
 def test_a_killed_runs_claims_are_taken_over_at_once(tmp_path):
     """A claim another run left (a run killed mid-job) does not hold the next run: the job is redone at once."""
-    from expertlib.claims import Claims
+    from expertlib.utils.claims import Claims
 
     jobs = _jobs()
     assert Claims(tmp_path / "claims", run="killed-run").take(jobs[3].key)
@@ -116,8 +116,8 @@ def test_a_killed_runs_claims_are_taken_over_at_once(tmp_path):
 def _holder(tmp_path, job, beat_for: float, result=None):
     """Another rank of this run (run id "R") holding ``job``: it beats for ``beat_for`` seconds, then either
     writes ``result`` and releases the claim, or stops beating without one (killed)."""
-    from expertlib.claims import Claims
-    from expertlib.runtime import atomic_write_json
+    from expertlib.utils.claims import Claims
+    from expertlib.utils.runtime import atomic_write_json
 
     other = Claims(tmp_path / "claims", run="R", rank=1, ttl=0.4)
     assert other.take(job.key)
@@ -139,7 +139,7 @@ def _holder(tmp_path, job, beat_for: float, result=None):
 def test_a_live_rank_keeps_its_job_and_a_killed_ranks_job_is_redone_once_its_claim_expires(
     tmp_path, monkeypatch
 ):
-    import expertlib.jobs as J
+    import expertlib.utils.jobs as J
 
     monkeypatch.setattr(J, "run_id", lambda: "R")  # this process and the holder are ranks of one run
     jobs = _jobs()
@@ -162,7 +162,7 @@ def test_a_live_rank_keeps_its_job_and_a_killed_ranks_job_is_redone_once_its_cla
 
 
 def test_claims_are_exclusive_and_expire_only_when_the_heartbeat_stops(tmp_path):
-    from expertlib.claims import Claims
+    from expertlib.utils.claims import Claims
 
     a, b = Claims(tmp_path, "R", 0, ttl=0.3), Claims(tmp_path, "R", 1, ttl=0.3)
     assert a.take("k") and not b.take("k") and b.holder("k")["rank"] == 0
@@ -209,7 +209,7 @@ def test_jobs_of_one_group_run_together_in_chunks_each_with_its_own_file(tmp_pat
 SLOW_RANK = """
 import json, sys, time
 import torch.distributed as dist
-from expertlib.jobs import Job, run_sharded
+from expertlib.utils.jobs import Job, run_sharded
 
 def work(x, rank):
     time.sleep(0.15 * (3 if rank == 1 else 1))  # rank 1 is 3x slower

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from expertlib import lab
-from expertlib.lab import lab_command, lab_url, main
-from expertlib.runtime import kernel_transport_encryption
+from expertlib.run import lab
+from expertlib.run.lab import lab_command, lab_url, main
+from expertlib.utils.runtime import kernel_transport_encryption
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_the_command_serves_the_root_to_root_users_with_the_port_address_and_tok
     for flag in ("--allow-root", "--no-browser", f"--ServerApp.root_dir={REPO}", "--ServerApp.port=9123",
                  "--ServerApp.ip=0.0.0.0", "--IdentityProvider.token=abc", "--ServerApp.port_retries=0",
                  f"--KernelManager.transport_encryption={kernel_transport_encryption()}",
-                 "--AsyncContentsManager.checkpoints_class=expertlib.lab.RootCheckpoints"):  # fmt: skip
+                 "--AsyncContentsManager.checkpoints_class=expertlib.run.lab.RootCheckpoints"):  # fmt: skip
         assert flag in cmd, flag
     assert lab_url(9123, "abc") == "http://127.0.0.1:9123/lab?token=abc"
     assert lab_url(9123, "abc", "0.0.0.0") == f"http://{socket.gethostname()}:9123/lab?token=abc"
@@ -42,7 +42,7 @@ def test_the_command_serves_the_root_to_root_users_with_the_port_address_and_tok
 def test_make_lab_passes_its_variables_to_the_one_command(monkeypatch, capsys):
     dry = subprocess.run(["make", "-n", "lab", "LAB_PORT=9123", "LAB_TOKEN=abc", "LAB_IP=0.0.0.0"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
-    line = next(x for x in dry.splitlines() if "expertlib.lab" in x)
+    line = next(x for x in dry.splitlines() if "-m expertlib.lab" in x)
     args = re.sub(r"^\S+ -m expertlib\.lab ", "", line).replace("'", "").split()
     assert args == ["--port", "9123", "--ip", "0.0.0.0", "--token", "abc"]
     ran = []

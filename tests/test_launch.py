@@ -5,7 +5,6 @@ released-smoke fine-tunes on 2 local tasks (submitit's local executor) equal to 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from expertlib import launch as L
+from expertlib.run import launch as L
 
 TESTS = Path(__file__).resolve().parent
 
@@ -62,7 +61,7 @@ def test_each_stage_runs_the_command_one_would_type(monkeypatch, tmp_path):
     """prepare and report call ``python -m expertlib.reproduce``'s own entry point with the notebooks they run;
     finetune calls torchrun's ``transfer``; a failing entry point fails the stage with its exit code."""
     import expertlib.pipeline.torchrun as TR
-    import expertlib.reproduce as R
+    import expertlib.run.reproduce as R
 
     calls = []
     monkeypatch.setattr(R, "run", lambda *a, **k: calls.append(("reproduce", a)))
@@ -106,7 +105,7 @@ def test_a_preempted_stage_is_requeued_and_resumes_its_job_list(tmp_path, monkey
 
 def sleepy(argv: list[str]) -> int:
     """A stage of six 0.3 s jobs (the requeue test's; imported by the job's own process)."""
-    from expertlib.jobs import Job, run_sharded
+    from expertlib.utils.jobs import Job, run_sharded
 
     folder = Path(argv[0])
     with open(folder / "pids", "a") as f:
@@ -123,24 +122,18 @@ def sleepy(argv: list[str]) -> int:
 
 
 @pytest.mark.slow
-def test_released_smoke_fine_tunes_on_two_local_tasks_equal_the_one_process_run(released_smoke_run, tmp_path,
+def test_released_smoke_fine_tunes_on_two_local_tasks_equal_the_one_process_run(released_without_transfer, tmp_path,
                                                                                monkeypatch):  # fmt: skip
     """The finetune stage through submitit's local executor, as 2 tasks (2 gloo ranks whose rendezvous comes from
     the job's environment), writes the transfer table of the one-process run, timings aside."""
     import pandas as pd
 
-    root, _ = released_smoke_run
-    shutil.copytree(root / "r", tmp_path / "r")
-    ws = tmp_path / "r" / "released-smoke"
-    shutil.rmtree(ws / "jobs")
-    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
-        (ws / "tables" / name).unlink()
+    data, ws, one = released_without_transfer
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    argv = ["--scale", "released-smoke", "--data-root", str(root / "d"), "--results-dir", str(tmp_path / "r"),
+    argv = ["--scale", "released-smoke", "--data-root", str(data), "--results-dir", str(ws.parent),
             "--local", "--stages", "finetune", "--gpus-per-node", "0", "--tasks-per-node", "2", "--device", "cpu",
             "--time", "20", "--log-dir", str(tmp_path / "submitit")]  # fmt: skip
     assert L.main(argv) == 0
-    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
     two = pd.read_csv(ws / "tables" / "transfer_runs.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(one, two)
     logs = "".join(p.read_text() for p in (tmp_path / "submitit").glob("*_log.out"))

@@ -12,9 +12,9 @@ import nbformat
 import pytest
 import torch
 
-from expertlib.parameters import ParameterError
-from expertlib.reproduce import notebooks, run
-from expertlib.resnet import pooled_features
+from expertlib.models.resnet import pooled_features
+from expertlib.run.parameters import ParameterError
+from expertlib.run.reproduce import notebooks, run
 
 pytestmark = pytest.mark.notebook
 
@@ -36,7 +36,7 @@ def test_papermill_reads_every_parameter_without_a_warning(caplog):
 
     import papermill as pm
 
-    from expertlib.parameters import notebook_parameters
+    from expertlib.run.parameters import notebook_parameters
 
     with caplog.at_level(logging.WARNING, logger="papermill"):
         for nb_path in notebooks():
@@ -155,7 +155,7 @@ def test_gpu_scale_runs_at_smoke_sizes_with_stacked_fine_tunes(tmp_path_factory)
     scale's 12, and the fine-tunes of one task, mode and structure trained together as one stacked model."""
     import pandas as pd
 
-    from expertlib.presets import GPU_SMOKE_TASKS, get_scale
+    from expertlib.run.presets import GPU_SMOKE_TASKS, get_scale
 
     root, written = _scale_run(tmp_path_factory, "gpu-smoke")
     assert [p.name for p in written] == [p.name for p in notebooks()]
@@ -206,7 +206,7 @@ def test_paper_smoke_scale_runs_the_paper_code_paths(paper_smoke_run):
 def test_experts_stage_under_torchrun_matches_one_process(paper_smoke_run, tmp_path):
     """The docs' `torchrun ... -m expertlib.pipeline.torchrun experts` at the paper-smoke scale (R50x1, on-disk fixture): 2 gloo
     processes train the same experts as the same command in one process, and only rank 0 writes."""
-    from expertlib.weights import load_bank
+    from expertlib.models.weights import load_bank
 
     root, _ = paper_smoke_run
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
@@ -253,7 +253,7 @@ def test_released_smoke_runs_from_public_downloads_alone(released_smoke_run):
     the fine-tunes that ran; the report says which claims this scale cannot test."""
     import pandas as pd
 
-    from expertlib.weights import load_bank, read_metadata
+    from expertlib.models.weights import load_bank, read_metadata
 
     root, written = released_smoke_run
     assert [p.name[:2] for p in written] == ["01", "04", "05", "06", "07"]
@@ -310,7 +310,7 @@ def test_released_plan_counts_the_jobs_that_run(released_smoke_run):
     from expertlib.pipeline import compute_plan as PL
     from expertlib.pipeline.inputs import load_benchmark
     from expertlib.pipeline.workspace import Workspace
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     root, _ = released_smoke_run
     ws = Workspace(get_scale("released-smoke"), root / "r" / "released-smoke", root / "d")
@@ -325,25 +325,19 @@ def test_released_plan_counts_the_jobs_that_run(released_smoke_run):
 
 
 @pytest.mark.slow
-def test_released_transfer_under_torchrun_matches_one_process(released_smoke_run, tmp_path):
+def test_released_transfer_under_torchrun_matches_one_process(released_without_transfer):
     """2 gloo ranks share the released-smoke fine-tunes (each job run once, one file each) and rank 0 writes a
     transfer table identical, timings aside, to the one-process run's."""
     import pandas as pd
 
-    root, _ = released_smoke_run
-    shutil.copytree(root / "r", tmp_path / "r")
-    ws = tmp_path / "r" / "released-smoke"
-    shutil.rmtree(ws / "jobs")
-    for name in ("transfer_runs.csv", "transfer_hyperparameters.json"):
-        (ws / "tables" / name).unlink()
+    data, ws, one = released_without_transfer
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "expertlib.pipeline.torchrun", "transfer",
-                           "--scale", "released-smoke", "--device", "cpu", "--data-root", str(root / "d"),
-                           "--results-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=600,
+                           "--scale", "released-smoke", "--device", "cpu", "--data-root", str(data),
+                           "--results-dir", str(ws.parent)], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "on 2 process(es)" in proc.stdout
-    one = pd.read_csv(root / "r" / "released-smoke" / "tables" / "transfer_runs.csv").drop(columns="seconds")
     two = pd.read_csv(ws / "tables" / "transfer_runs.csv").drop(columns="seconds")
     pd.testing.assert_frame_equal(one, two)
     assert len(list((ws / "jobs" / "transfer").glob("*.json"))) == len(two)
@@ -377,7 +371,7 @@ def test_missing_inputs_name_the_notebook_to_run_first(tmp_path):
 def test_executed_notebooks_keep_no_progress_bars(tmp_path):
     """A fresh clone that must rebuild its data shows progress bars; the executed notebook must not keep them,
     so `make reproduce` leaves git clean either way. Warnings and printed text stay."""
-    from expertlib.reproduce import finish
+    from expertlib.run.reproduce import finish
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("x")
@@ -405,7 +399,7 @@ def _planned_equals_run(scale: str, results: Path, data: Path) -> None:
     from expertlib.pipeline.experts import choose_experts
     from expertlib.pipeline.inputs import load_benchmark
     from expertlib.pipeline.workspace import Workspace
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     ws = Workspace(get_scale(scale), results, data)
     bench = load_benchmark(ws)

@@ -8,7 +8,7 @@ import torch
 from expertlib.datasets.embedded import build
 from expertlib.datasets.folders import DatasetNotFoundError
 from expertlib.datasets.ondisk import FolderBenchmark, export_benchmark
-from expertlib.presets import get_scale
+from expertlib.run.presets import get_scale
 
 
 @pytest.fixture(scope="module")

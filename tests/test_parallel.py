@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from expertlib.parallel import run_jobs, single_thread
-from expertlib.resnet import create_model
+from expertlib.models.resnet import create_model
+from expertlib.utils.parallel import run_jobs, single_thread
 
 
 def _train(seed: int) -> dict:

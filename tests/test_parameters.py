@@ -1,7 +1,7 @@
 import nbformat
 import pytest
 
-from expertlib.parameters import ParameterError, notebook_parameters, validate_parameters
+from expertlib.run.parameters import ParameterError, notebook_parameters, validate_parameters
 
 
 def _notebook(
@@ -50,7 +50,7 @@ def test_union_annotations_and_equals_in_comments_are_parameters_too(tmp_path):
 
 
 def test_a_run_with_other_values_is_named_by_them_and_the_defaults_by_nothing(tmp_path):
-    from expertlib.parameters import changed_values, declared_defaults, variant_name
+    from expertlib.run.parameters import changed_values, declared_defaults, variant_name
 
     defaults = declared_defaults(_notebook(tmp_path / "n.ipynb"))
     assert defaults == {"scale": "smoke", "seed": 0, "lr": 0.1}

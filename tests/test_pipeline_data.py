@@ -73,7 +73,7 @@ def test_released_scale_trains_nothing_and_says_where_its_models_come_from(tmp_p
     from expertlib.pipeline import models as M
     from expertlib.pipeline import upstream as U
     from expertlib.pipeline.session import start
-    from expertlib.reproduce import notebooks, run
+    from expertlib.run.reproduce import notebooks, run
 
     ws, bench = start("released-smoke", str(tmp_path / "r"), str(tmp_path / "d"), progress=False)
     for step in (lambda: U.train_generic(ws, bench), lambda: M.load_generic(ws),
@@ -91,7 +91,7 @@ def test_released_scale_trains_nothing_and_says_where_its_models_come_from(tmp_p
 def test_the_banner_prices_cpu_scales_in_cpu_time_and_gpu_scales_in_gpu_hours():
     from types import SimpleNamespace
 
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     on = lambda name, device: SimpleNamespace(device=device, scale=get_scale(name))  # noqa: E731
     assert SE.runs_on_cpu(on("cpu", "cpu")) and SE.runs_on_cpu(on("smoke", "cpu"))

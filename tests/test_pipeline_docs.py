@@ -49,3 +49,26 @@ def test_verdicts_name_each_hypothesis_once_decided_first():
                            "verdict": ["not shown", "supported", "contradicted", "supported"]})  # fmt: skip
     assert D.verdicts_markdown(claims, "confirmatory").splitlines() == [
         "- **supported**: P2, P4", "- **contradicted**: P3", "- **not shown**: P1"]  # fmt: skip
+
+
+def test_changes_show_decided_hypotheses_of_either_run_and_name_the_verdicts_that_moved(tmp_path):
+    row = dict(family="confirmatory", claim="x", regime="1k", comparison="knn - base", ci_low=0.0, ci_high=0.02,
+               p_adjusted=0.04, post_hoc=False)  # fmt: skip
+    before = pd.DataFrame([{**row, "id": "P1", "estimate": 0.01, "verdict": "supported"},
+                           {**row, "id": "P2", "estimate": 0.0, "verdict": "not shown"},
+                           {**row, "id": "P3", "estimate": 0.0, "verdict": "not shown"}])  # fmt: skip
+    after = pd.DataFrame([{**row, "id": "P1", "estimate": 0.01, "verdict": "supported"},
+                          {**row, "id": "P2", "estimate": -0.02, "ci_low": -0.03, "ci_high": -0.01, "verdict": "contradicted"},
+                          {**row, "id": "P3", "estimate": 0.0, "verdict": "not shown"},
+                          {**row, "id": "S1", "estimate": 0.01, "verdict": "supported"}])  # fmt: skip
+    lines = D.changes_markdown(before, after).splitlines()
+    assert "| P2 | 1k | +0.0 [+0.0, +2.0] | not shown | -2.0 [-3.0, -1.0] | contradicted |" in lines
+    assert "| S1 | 1k |  | not tested | +1.0 [+0.0, +2.0] | supported |" in lines
+    assert not any(line.startswith("| P3 ") for line in lines)  # undecided both times
+    assert lines[-1] == "2 of the 4 hypotheses keep their verdict; changed or new: P2, S1."
+    history = tmp_path / "docs" / "history"
+    history.mkdir(parents=True)
+    before.to_csv(history / "claims_cpu_abc1234.csv", index=False)
+    (tmp_path / "results" / "cpu" / "tables").mkdir(parents=True)
+    after.to_csv(tmp_path / "results" / "cpu" / "tables" / "claims.csv", index=False)
+    assert D.render("changes", "cpu/abc1234", tmp_path) == "\n".join(lines)

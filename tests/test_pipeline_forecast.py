@@ -8,7 +8,7 @@ import pandas as pd
 from expertlib.pipeline.compute_plan import PublishedVtab
 from expertlib.pipeline.forecast import forecast, forecast_sentence, stacked_rate
 from expertlib.pipeline.workspace import Workspace
-from expertlib.presets import get_scale
+from expertlib.run.presets import get_scale
 
 
 def _released(**overrides):

@@ -18,8 +18,8 @@ def test_released_plan_on_vtab_prices_the_published_recipe_and_matches_an_indepe
     # independently: 14 tasks at 384 px and 5 at 128 px; per task 10 distinct candidates (B, 5 picks, 2 random,
     # 2 more in the oracle pool) at 3 seeds and the 3-expert pool on train800 -> val200; 500 steps of 512
     # images; each test set evaluated per test fine-tune; 49 candidates embed 1,000 images per task
+    from expertlib.datasets.transforms import bit_resolution
     from expertlib.datasets.vtab import PUBLISHED_TEST_SIZES
-    from expertlib.transforms import bit_resolution
 
     rates = gpu_rates()
     hours = 0.0
@@ -57,7 +57,7 @@ def test_upper_bound_picks_make_every_method_a_different_expert():
     from pathlib import Path
 
     from expertlib.pipeline.workspace import Workspace
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     ws = Workspace(get_scale("released"), Path("."), Path("."))
     names = [f"released:e{i}" for i in range(48)]
@@ -137,10 +137,10 @@ def test_both_hyperrules_are_priced_side_by_side():
     released scale's default first, at 384 px; BiT's code at 480 px costs 1.56x its large tasks' pixels)."""
     from pathlib import Path
 
-    from expertlib.hierarchy import PAPER_EXPERTS
+    from expertlib.datasets.hierarchy import PAPER_EXPERTS
     from expertlib.pipeline.session import hyperrule_recipes
     from expertlib.pipeline.workspace import Workspace
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     sc = get_scale("released")
     ws = Workspace(sc, Path("."), Path("."))

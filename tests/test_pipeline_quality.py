@@ -103,7 +103,7 @@ def test_the_selection_hypotheses_are_tested_within_their_own_families(judged):
 
 
 def test_the_figure_and_sentence_state_the_fractions_of_the_ceiling():
-    from expertlib import proxy_plots
+    from expertlib.analysis import proxy_plots
     from expertlib.pipeline.quality import quality_sentence
 
     summary = pd.DataFrame({"regime": ["5-shot", "5-shot", "1k", "1k"], "proxy": ["knn", "hybrid"] * 2,

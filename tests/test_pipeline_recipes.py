@@ -1,6 +1,6 @@
 from expertlib.pipeline import recipes as R
-from expertlib.presets import get_scale
-from expertlib.schedules import learning_rate
+from expertlib.run.presets import get_scale
+from expertlib.train.schedules import learning_rate
 
 
 def test_generic_config_follows_the_scales_schedule_and_loss():
@@ -85,7 +85,7 @@ def test_outputs_of_the_old_recipes_are_refused_where_they_changed(tmp_path):
 
 def test_weight_decay_follows_bits_upstream_recipe_at_the_paper_scale():
     from expertlib.pipeline.recipes import expert_config, generic_config, transfer_config
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     paper, cpu = get_scale("paper"), get_scale("cpu")
     assert generic_config(paper).weight_decay == expert_config(paper).weight_decay == 1e-4  # BiT upstream

@@ -227,8 +227,8 @@ def test_the_oracle_is_chosen_on_one_half_of_the_test_images_and_judged_on_the_o
 def test_the_headline_differences_are_the_claims_pairs_per_task_group_and_overall():
     """knn (adapter:a) minus B: t1 [0.3, 0.2, 0.1] -> 0.2; t2 the same. The row over all tasks is the claims'
     comparison itself (same mean and bootstrap-t interval); a group of one task has no interval."""
+    from expertlib.analysis.stats import compare, t_interval
     from expertlib.pipeline.methods import base_differences
-    from expertlib.stats import compare, t_interval
 
     runs = _runs()
     d = base_differences(runs, PICKS).set_index(["level", "name", "method"])

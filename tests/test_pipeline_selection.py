@@ -7,7 +7,7 @@ from expertlib.pipeline import dat as DAT
 from expertlib.pipeline import models as M
 from expertlib.pipeline import scoring as S
 from expertlib.pipeline.experts import RELEASED_BANK
-from expertlib.proxies import ALL_PROXIES
+from expertlib.select.proxies import ALL_PROXIES
 
 
 def test_selection_tables_picks_and_dat_cost(smoke):
@@ -68,7 +68,7 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
     import shutil
     from pathlib import Path
 
-    from expertlib.convert import main as convert
+    from expertlib.models.convert import main as convert
     from expertlib.pipeline import finetunes as T
 
     ws, bench = smoke
@@ -110,7 +110,7 @@ def test_released_experts_join_selection_and_transfer(smoke, tmp_path):
 def test_released_experts_are_scored_by_domain_prediction_through_their_wordnet_ids(tmp_path):
     """At released-smoke (BiT-M's 21,843 classes, no upstream images) each converted expert's domain labels are
     its explicit subtree's classes, and selection scores them with every proxy the scale picks by."""
-    from expertlib.hierarchy import released_experts
+    from expertlib.datasets.hierarchy import released_experts
     from expertlib.pipeline.session import start
 
     ws, bench = start("released-smoke", str(tmp_path / "results"), str(tmp_path / "data"), progress=False)

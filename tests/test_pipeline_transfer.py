@@ -3,8 +3,8 @@ from dataclasses import replace
 
 import pandas as pd
 
-from expertlib.candidates import from_model
 from expertlib.datasets.fewshot import tasks_with_few_shot
+from expertlib.models.candidates import from_model
 from expertlib.pipeline import finetunes as F
 from expertlib.pipeline import models as M
 from expertlib.pipeline import transfer as T
@@ -52,7 +52,7 @@ def test_pool_gives_the_same_bits_as_one_process(smoke):
 def test_transfer_tables_of_the_smoke_run(smoke_run):
     """Notebook 05's tables (its resume after a kill is in the reliability matrix): every candidate fine-tuned
     and probed, the DAT-style model of each task on that task alone at every seed, the schedule sweep."""
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     out, _, _ = smoke_run
     scale = get_scale("smoke")

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from expertlib.models.resnet import pooled_features
 from expertlib.pipeline import models as M
 from expertlib.pipeline import upstream as U
-from expertlib.resnet import pooled_features
 
 
 @pytest.mark.slow
@@ -42,9 +42,9 @@ def test_released_generic_weights_replace_training(tmp_path):
 
     import numpy as np
 
+    from expertlib.models.resnet import ResNetV2
+    from expertlib.models.weights import state_dict_to_bit
     from expertlib.pipeline import Workspace
-    from expertlib.resnet import ResNetV2
-    from expertlib.weights import state_dict_to_bit
 
     ws = Workspace.create("smoke", tmp_path / "r", tmp_path / "d", progress=False)
     src = ResNetV2("tiny", num_classes=7)
@@ -62,7 +62,7 @@ def test_released_generic_weights_replace_training(tmp_path):
     assert not other["upstream_head_loaded"]
     from safetensors.torch import save_file
 
-    from expertlib.weights import to_timm_state_dict
+    from expertlib.models.weights import to_timm_state_dict
 
     save_file(to_timm_state_dict(src), str(tmp_path / "d" / "B.safetensors"))  # a timm checkpoint, read once
     timm_ws = replace(ws, scale=ws.scale.override(generic_weights="B.safetensors"))

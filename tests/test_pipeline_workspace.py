@@ -137,7 +137,7 @@ def test_outputs_scored_before_domain_prediction_had_a_setting_are_refused_where
     import json
 
     from expertlib.pipeline.workspace import RecipeMismatchError, check_recipe
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     table = tmp_path / "selection_picks.csv"
     table.write_text("task\n")

@@ -2,9 +2,9 @@
 to a folder of its own with any other, so trying other images, models or settings never overwrites the default
 run's outputs (the committed ones at the cpu scale)."""
 
-from expertlib.parameters import declared_defaults
 from expertlib.pipeline import your_task as Y
-from expertlib.reproduce import NOTEBOOK_DIR
+from expertlib.run.parameters import declared_defaults
+from expertlib.run.reproduce import NOTEBOOK_DIR
 
 
 def test_the_notebooks_defaults_are_the_steps():

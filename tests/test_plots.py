@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
-from expertlib import plots, proxy_plots
+from expertlib.analysis import plots, proxy_plots
 
 
 def _digests(paths):

@@ -1,6 +1,6 @@
 import pytest
 
-from expertlib.presets import SCALES, get_scale
+from expertlib.run.presets import SCALES, get_scale
 
 
 def test_scales_exist_and_unknown_is_clear():

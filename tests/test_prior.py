@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from expertlib.prior import (
+from expertlib.analysis.stats import tau_b_rows
+from expertlib.select.prior import (
     hybrid_scores,
     nested_weight,
     normalised_ranks,
@@ -12,7 +13,6 @@ from expertlib.prior import (
     task_accuracies,
     transfer_prior,
 )
-from expertlib.stats import tau_b_rows
 
 MODELS = ["e0", "e1", "e2", "e3", "e4"]
 

@@ -1,6 +1,7 @@
-"""Linear probes fitted together in torch (expertlib.probes) against scikit-learn's, on a CPU in float64: the same
-optimum (weights within 1e-4 relative of scikit-learn run to a tight tolerance, the same test accuracy), and
-within one test example in a hundred of the pipeline's own scikit-learn settings (which stop before the optimum)."""
+"""Linear probes fitted together in torch (expertlib.select.probes) against scikit-learn's, on a CPU in
+float64: the same optimum (weights within 1e-4 relative of scikit-learn run to a tight tolerance, the same
+test accuracy), and within one test example in a hundred of the pipeline's own scikit-learn settings (which
+stop before the optimum)."""
 
 import numpy as np
 import pytest
@@ -8,10 +9,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from expertlib import probes
-from expertlib.parallel import single_thread
-from expertlib.probes import linear_probe_accuracies
-from expertlib.proxies import linear_probe_accuracy
+from expertlib.select import probes
+from expertlib.select.probes import linear_probe_accuracies
+from expertlib.select.proxies import linear_probe_accuracy
+from expertlib.utils.parallel import single_thread
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.neighbors import KNeighborsClassifier
 
-from expertlib.proxies import (
+from expertlib.select.proxies import (
     domain_prediction_scores,
     domain_prediction_scores_sigmoid,
     h_score,
@@ -15,13 +15,6 @@ from expertlib.proxies import (
     logme,
     nce,
 )
-
-
-def _clusters(n=300, d=16, c=5, sep=3.0, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    centres = rng.normal(0, sep, (c, d))
-    return centres[y] + rng.normal(0, 1, (n, d)), y
 
 
 def _brute_force_loo(x, y, k):
@@ -36,8 +29,8 @@ def _brute_force_loo(x, y, k):
 
 
 @pytest.mark.parametrize("k", [1, 3, 5, 8])
-def test_loo_knn_matches_brute_force_and_sklearn(k):
-    x, y = _clusters(sep=0.8)
+def test_loo_knn_matches_brute_force_and_sklearn(clusters, k):
+    x, y = clusters(sep=0.8)
     ours = knn_accuracy(x, y, k=k, metric="euclidean", chunk=64)
     assert ours == pytest.approx(_brute_force_loo(x, y, k))
     clf = KNeighborsClassifier(n_neighbors=k).fit(x, y)
@@ -47,8 +40,8 @@ def test_loo_knn_matches_brute_force_and_sklearn(k):
     assert np.array_equal(ours_pred, sk_pred)
 
 
-def test_knn_cosine_and_ties():
-    x, y = _clusters(sep=4.0)
+def test_knn_cosine_and_ties(clusters):
+    x, y = clusters(sep=4.0)
     assert knn_accuracy(x, y, k=5, metric="cosine") > 0.95
     labels = torch.tensor([[2, 1, 1, 2]])  # a 2-2 tie: smallest label 1; nearest neighbour's label 2
     assert knn_predict(labels, 3, "smallest_label").item() == 1
@@ -57,8 +50,8 @@ def test_knn_cosine_and_ties():
         knn_accuracy(x[:3], y[:3], k=3)
 
 
-def test_linear_probe_and_hscore_separate_good_from_random_features():
-    x, y = _clusters(n=400, sep=2.0)
+def test_linear_probe_and_hscore_separate_good_from_random_features(clusters):
+    x, y = clusters(n=400, sep=2.0)
     noise = np.random.default_rng(1).normal(size=x.shape)
     assert linear_probe_accuracy(x[:300], y[:300], x[300:], y[300:]) > 0.9
     assert linear_probe_accuracy(noise[:300], y[:300], noise[300:], y[300:]) < 0.4
@@ -67,8 +60,8 @@ def test_linear_probe_and_hscore_separate_good_from_random_features():
     assert h_score(x, y) > 1.0
 
 
-def test_logme_prefers_informative_features():
-    x, y = _clusters(n=400, sep=2.0)
+def test_logme_prefers_informative_features(clusters):
+    x, y = clusters(n=400, sep=2.0)
     noise = np.random.default_rng(3).normal(size=(400, 16))
     assert logme(x, y) > logme(noise, y)
     assert np.isfinite(logme(np.random.default_rng(4).normal(size=(50, 80)), np.arange(50) % 3))  # n < d
@@ -197,7 +190,7 @@ def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
     """Each class's presence comes from log space (-expm1 of the log-probability of absence): a class present with
     probability 1e-15 counts as 1e-15 to 10 digits, where 1 - exp(.) of the same log-probability keeps 3 (its
     error is float64's spacing near 1, about 1e-16, whatever the presence)."""
-    from expertlib.proxies import class_presence
+    from expertlib.select.proxies import class_presence
 
     p = 1e-15
     z = np.array([[np.log(p) - np.log1p(-p)]])
@@ -209,7 +202,7 @@ def test_the_sigmoid_reading_keeps_a_presence_of_1e_15_to_full_precision():
 
 
 def test_the_registry_is_the_one_list_of_proxies():
-    from expertlib.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
+    from expertlib.select.proxies import ALL_PROXIES, LABELLED_PROXIES, PICKED_BY, PROXIES
 
     assert ALL_PROXIES == ("knn", "linear", "logme", "hscore", "leep", "nce", "domain", "pactran_gauss", "pactran_dir",
                            "sfda", "hscore_lw", "knn_resampled")  # fmt: skip

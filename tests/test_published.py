@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from expertlib.published import beside_published, published_table, split_caveat
+from expertlib.analysis.published import beside_published, published_table, split_caveat
 
 
 def test_published_rows_are_labelled_and_ours_converted_to_percent():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from expertlib.datasets.fixtures import write_image_folder
+from expertlib.models.resnet import create_model
+from expertlib.models.weights import save_model
 from expertlib.rank import main, rank_models
-from expertlib.resnet import create_model
-from expertlib.weights import save_model
 
 
 @pytest.fixture()
@@ -65,9 +65,9 @@ def test_finetune_top_follows_bits_size_regimes(monkeypatch, n, steps, mixup):
     loop is given; nothing trains here)."""
     import types
 
-    import expertlib.evaluation as E
     import expertlib.rank as R
-    import expertlib.training as T
+    import expertlib.train.evaluation as E
+    import expertlib.train.training as T
 
     seen = []
     monkeypatch.setattr(
@@ -156,11 +156,11 @@ def test_help_names_every_model_spec_form(capsys):
     assert "expertlib:PATH" in text and "run_12:30.safetensors" in text and "--out" in text
 
 
-# -- what the ranking says (expertlib.rank_table) ---------------------------------------------------------------
+# -- what the ranking says (expertlib.select.rank_table) -----------------------------------------------------
 def test_the_same_weights_under_several_names_are_ranked_once_and_b_is_named_b():
     from dataclasses import dataclass
 
-    from expertlib.rank_table import merge_same_weights
+    from expertlib.select.rank_table import merge_same_weights
 
     @dataclass
     class C:
@@ -175,7 +175,7 @@ def test_the_same_weights_under_several_names_are_ranked_once_and_b_is_named_b()
 
 
 def test_ties_are_broken_by_the_stated_rule():
-    from expertlib.rank_table import TIE_RULE, order, ties
+    from expertlib.select.rank_table import TIE_RULE, order, ties
 
     wide = pd.DataFrame({"model": ["d", "c", "b", "a"], "knn": [0.5, 0.9, 0.9, 0.9], "logme": [0.0, -1.0, -2.0, -1.0],
                          "knn_gflops": [1.0, 2.0, 1.0, 1.0]})  # fmt: skip
@@ -187,7 +187,7 @@ def test_ties_are_broken_by_the_stated_rule():
 
 
 def test_fine_tuned_accuracy_comes_with_its_clopper_pearson_interval_and_chance():
-    from expertlib.rank_table import binomial_columns
+    from expertlib.select.rank_table import binomial_columns
 
     row = binomial_columns({"m": 18}, 24, 1 / 3).iloc[0]
     assert row.finetune_accuracy == 0.75 and row.chance == pytest.approx(1 / 3)
@@ -195,7 +195,7 @@ def test_fine_tuned_accuracy_comes_with_its_clopper_pearson_interval_and_chance(
 
 
 def test_the_terminal_summary_fits_100_columns_and_explains_itself():
-    from expertlib.rank_table import order, summary_text
+    from expertlib.select.rank_table import order, summary_text
 
     proxies = ["knn", "linear", "logme", "hscore", "leep", "nce"]
     rng = np.random.default_rng(0)
@@ -214,7 +214,7 @@ def test_the_terminal_summary_fits_100_columns_and_explains_itself():
 
 def test_the_opening_line_says_what_was_found(task):
     from expertlib.datasets.user_images import load_images
-    from expertlib.rank_table import describe_images
+    from expertlib.select.rank_table import describe_images
 
     root, _ = task
     (root / "images" / "notes.txt").write_text("x")
@@ -226,7 +226,7 @@ def test_the_opening_line_says_what_was_found(task):
 
 
 def test_a_longer_bar_is_a_better_score_for_every_proxy():
-    from expertlib.rank_table import ranking_plot
+    from expertlib.select.rank_table import ranking_plot
 
     wide = pd.DataFrame({"model": ["a", "b", "c"], "knn": [0.9, 0.5, 0.1], "leep": [-0.5, -1.0, -3.0]})
     fig = ranking_plot(wide, ["knn", "leep"])

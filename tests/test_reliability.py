@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from expertlib.runtime import atomic_write_csv
+from expertlib.utils.runtime import atomic_write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 MATRIX = ROOT / "results" / "reliability.csv"
@@ -78,7 +78,7 @@ CHILD = textwrap.dedent(
     import torch
     torch.set_num_threads({threads})
     sys.path.insert(0, {root!r})
-    from expertlib import batching
+    from expertlib.train import batching
     from expertlib.pipeline import Workspace, inputs as D, models as M, transfer as TR, upstream as U
 
     def die_on_call(module, name, n):
@@ -191,8 +191,8 @@ def test_a_killed_notebook_run_resumes_to_the_same_results(smoke, smoke_run):
 # -- two runs at once ------------------------------------------------------------------------------------------
 def test_a_second_run_on_the_same_results_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
     from expertlib.pipeline import Workspace
-    from expertlib.reproduce import run
-    from expertlib.runlock import ResultsInUseError
+    from expertlib.run.reproduce import run
+    from expertlib.utils.runlock import ResultsInUseError
 
     holder = subprocess.Popen(
         [sys.executable, "-c", f"import sys, time; sys.path.insert(0, {str(ROOT)!r}); "
@@ -244,10 +244,10 @@ def _disk_full_after(n_bytes: int):
 def test_a_full_disk_during_any_write_leaves_no_partial_file(tmp_path):
     import matplotlib.pyplot as plt
 
-    from expertlib import plots
-    from expertlib.resnet import create_model
-    from expertlib.runtime import atomic_write
-    from expertlib.weights import save_model
+    from expertlib.analysis import plots
+    from expertlib.models.resnet import create_model
+    from expertlib.models.weights import save_model
+    from expertlib.utils.runtime import atomic_write
 
     table = tmp_path / "tables" / "t.csv"
     atomic_write_csv(table, pd.DataFrame({"a": [1]}))
@@ -284,7 +284,7 @@ def test_a_full_disk_during_any_write_leaves_no_partial_file(tmp_path):
            f"files: {figs or 'none'}", not figs)  # fmt: skip
 
     model = tmp_path / "models" / "m.safetensors"
-    import expertlib.weights as W
+    import expertlib.models.weights as W
 
     real_save = W.save_file
     W.save_file = lambda tensors, path, metadata=None: _disk_full_after(100)(Path(path))
@@ -369,8 +369,8 @@ def test_bad_datasets(tmp_path):
     from PIL import Image
 
     from expertlib.datasets.folders import DatasetNotFoundError
+    from expertlib.datasets.hierarchy import HierarchyError, LabelHierarchy
     from expertlib.datasets.vtab import load_vtab
-    from expertlib.hierarchy import HierarchyError, LabelHierarchy
 
     rng = np.random.default_rng(0)
     task = tmp_path / "vtab" / "resisc45"
@@ -405,8 +405,8 @@ def test_bad_checkpoints(tmp_path):
 
     import timm
 
-    from expertlib.weights import CheckpointError, load_model
-    from expertlib.zoo import from_spec
+    from expertlib.models.weights import CheckpointError, load_model
+    from expertlib.select.zoo import from_spec
 
     torch.save(timm.create_model("test_byobnet").state_dict(), tmp_path / "other.pth")
     refused(
@@ -440,8 +440,8 @@ def test_bad_checkpoints(tmp_path):
         not marker.exists(),
     )
     good = tmp_path / "m.safetensors"
-    from expertlib.resnet import create_model
-    from expertlib.weights import save_model
+    from expertlib.models.resnet import create_model
+    from expertlib.models.weights import save_model
 
     save_model(create_model("tiny", num_classes=3), good)
     (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:500])
@@ -457,9 +457,9 @@ def test_bad_checkpoints(tmp_path):
 
 def test_nan_loss_names_the_step_and_a_remedy():
     from expertlib.datasets.batches import ArrayData
-    from expertlib.resnet import create_model
-    from expertlib.schedules import scaled_hyperrule
-    from expertlib.training import NonFiniteLossError, TrainConfig, train
+    from expertlib.models.resnet import create_model
+    from expertlib.train.schedules import scaled_hyperrule
+    from expertlib.train.training import NonFiniteLossError, TrainConfig, train
 
     rng = np.random.default_rng(0)
     data = ArrayData(rng.integers(0, 255, (32, 8, 8, 3), dtype=np.uint8), np.arange(32) % 2, 8, 8, False)
@@ -479,8 +479,8 @@ WRONG = {"str": 7, "int": "seven", "bool": "yes", "list": "knn", "float": "x", "
 
 
 def test_every_notebook_parameter_mistyped_or_of_the_wrong_type_is_refused():
-    from expertlib.parameters import ParameterError, notebook_parameters, validate_parameters
-    from expertlib.reproduce import notebooks
+    from expertlib.run.parameters import ParameterError, notebook_parameters, validate_parameters
+    from expertlib.run.reproduce import notebooks
 
     for nb in notebooks():
         declared = notebook_parameters(nb)
@@ -508,7 +508,7 @@ FIGURE = textwrap.dedent(
     import sys
     sys.path.insert(0, {root!r})
     import matplotlib.pyplot as plt
-    from expertlib import plots
+    from expertlib.analysis import plots
     fig, ax = plt.subplots()
     ax.plot([0, 1, 3], label="a")
     ax.legend()
@@ -697,7 +697,7 @@ def test_folder_and_csv_rules_hold(tmp_path):
 def test_numeric_options_and_commands_fail_by_name(tmp_path, capsys):
     """7f-7h: numbers checked before any model runs; reproduce's --only and --param; the feature cache."""
     from expertlib.rank import main as rank_main
-    from expertlib.reproduce import main as reproduce_main
+    from expertlib.run.reproduce import main as reproduce_main
 
     for option, value, want in (("-k", "0", ">= 1"), ("--batch-size", "0", ">= 1"), ("--test-fraction", "-0.2", "> 0"),
                                 ("--test-fraction", "1.5", "< 1"), ("--finetune-top", "-1", ">= 0"),
@@ -733,9 +733,9 @@ def test_a_replaced_model_and_a_damaged_cache_never_give_stale_scores(tmp_path):
     import warnings
 
     from expertlib.datasets.user_images import load_images
+    from expertlib.models.resnet import ResNetV2
+    from expertlib.models.weights import save_model
     from expertlib.rank import rank_models
-    from expertlib.resnet import ResNetV2
-    from expertlib.weights import save_model
 
     _image_folder(tmp_path / "imgs")
     imgs = load_images(tmp_path / "imgs")
@@ -771,7 +771,7 @@ def test_converter_inputs_fail_by_name(tmp_path, capsys):
     import shutil
     import tarfile
 
-    from expertlib.convert import main as convert
+    from expertlib.models.convert import main as convert
 
     fixture = ROOT / "tests" / "fixtures" / "released_experts"
     unsafe = tmp_path / "bird.tar.gz"
@@ -838,10 +838,10 @@ def test_rank_leaves_its_own_output_out_and_reads_only_what_it_should(tmp_path, 
     with a colon in its name, a zero-byte image, an archive or a single image given as IMAGES."""
     import os
 
+    from expertlib.models.resnet import create_model
+    from expertlib.models.weights import save_model
     from expertlib.rank import main as rank
-    from expertlib.resnet import create_model
-    from expertlib.weights import save_model
-    from expertlib.zoo import from_spec
+    from expertlib.select.zoo import from_spec
 
     images = tmp_path / "imgs"
     _image_folder(images)
@@ -904,7 +904,7 @@ def test_rank_leaves_its_own_output_out_and_reads_only_what_it_should(tmp_path, 
 
 def test_reproduce_checks_every_value_before_it_runs(tmp_path, capsys):
     """9c: a --param of the wrong type, one that disagrees with a flag, one given twice: refused, nothing run."""
-    from expertlib.reproduce import main as reproduce_main
+    from expertlib.run.reproduce import main as reproduce_main
 
     for case, args, want in (
         ("9c reproduce --param progress=yes", ["--param", "progress=yes"], "'progress' of 01_data.ipynb must be bool"),
@@ -935,9 +935,9 @@ def test_model_files_and_archives_that_are_not_what_they_claim_are_named(tmp_pat
 
     from safetensors.torch import save_file
 
-    from expertlib.convert import main as convert
-    from expertlib.weights import CheckpointError
-    from expertlib.zoo import from_spec
+    from expertlib.models.convert import main as convert
+    from expertlib.models.weights import CheckpointError
+    from expertlib.select.zoo import from_spec
 
     bank = tmp_path / "bank.safetensors"
     save_file({"w": torch.zeros(2)}, str(bank), metadata={"format": "expertlib.expert_bank"})
@@ -968,7 +968,7 @@ def test_results_in_an_old_format_or_a_stale_page_are_refused(tmp_path):
     stated number that no longer matches its table: each stops with a message that names it and the way out."""
     from expertlib.pipeline import docs as D
     from expertlib.pipeline.tables import OutdatedTableError, read_candidate_table
-    from expertlib.presets import get_scale
+    from expertlib.run.presets import get_scale
 
     old = tmp_path / "selection_rankings.csv"
     pd.DataFrame({"task": ["t"], "expert": ["animal"], "proxy": ["knn"], "score": [0.5]}).to_csv(
@@ -1012,9 +1012,9 @@ def test_rank_unusual_inputs_name_the_problem_and_the_fix(tmp_path, capsys):
     import os
     import time
 
+    from expertlib.models.resnet import create_model
+    from expertlib.models.weights import save_model
     from expertlib.rank import main as rank
-    from expertlib.resnet import create_model
-    from expertlib.weights import save_model
 
     images, model = tmp_path / "imgs", tmp_path / "m.safetensors"
     _image_folder(images)

@@ -5,8 +5,8 @@ so nothing executes (but for one kernel that checks it starts without the plain-
 
 import pytest
 
-from expertlib.parameters import ParameterError
-from expertlib.reproduce import main, run
+from expertlib.run.parameters import ParameterError
+from expertlib.run.reproduce import main, run
 
 
 @pytest.fixture()
@@ -96,7 +96,7 @@ def test_every_option_of_run_is_checked(tmp_path, executed, kwargs, message):
 
 
 def test_help_lists_every_scale_of_the_registry(capsys):
-    from expertlib.presets import SCALES
+    from expertlib.run.presets import SCALES
 
     with pytest.raises(SystemExit) as e:
         main(["--help"])
@@ -134,7 +134,7 @@ def test_a_run_with_other_values_keeps_its_notebooks_apart_from_the_default_run(
 def test_a_kernel_starts_without_the_plain_tcp_warning(tmp_path, capfd):
     import nbformat
 
-    from expertlib.reproduce import execute
+    from expertlib.run.reproduce import execute
 
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
@@ -143,3 +143,27 @@ def test_a_kernel_starts_without_the_plain_tcp_warning(tmp_path, capfd):
     execute(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {}, False, tmp_path)
     assert nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"] == "42\n"
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_a_timed_run_resumed_with_only_keeps_the_times_it_measured_before(tmp_path, executed, monkeypatch):
+    import json
+
+    from expertlib.run import reproduce
+
+    def stop_at_02(nb, *a, **kw):  # the run stops in 02 (a session ending), after 01 has finished
+        if nb.name.startswith("02"):
+            raise KeyboardInterrupt
+        executed_one(nb, *a, **kw)
+
+    executed_one = reproduce.execute
+    monkeypatch.setattr(reproduce, "execute", stop_at_02)
+    with pytest.raises(KeyboardInterrupt):
+        run("smoke", str(tmp_path), only=["01", "02"], record_times=True, progress=False)
+    summary = tmp_path / "smoke" / "summary.json"
+    first = json.loads(summary.read_text())["run_seconds"]
+    assert set(first) == {"01_data", "total", "machine"}
+    monkeypatch.setattr(reproduce, "execute", executed_one)
+    run("smoke", str(tmp_path), only=["02"], record_times=True, progress=False)
+    times = json.loads(summary.read_text())["run_seconds"]
+    assert times["01_data"] == first["01_data"] and "02_generic" in times
+    assert times["total"] == pytest.approx(times["01_data"] + times["02_generic"])

@@ -6,7 +6,7 @@ import torch
 from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
-from expertlib.resnet import (
+from expertlib.models.resnet import (
     CONFIGS,
     ResNetV2,
     StdConv2d,
@@ -127,7 +127,7 @@ def test_adapters_length_checked():
 
 
 def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_block():
-    from expertlib.resnet import reuse_standardized_weights
+    from expertlib.models.resnet import reuse_standardized_weights
 
     model = create_model("tiny", num_classes=5).eval()
     x = torch.randn(3, 3, 32, 32)
@@ -153,15 +153,15 @@ def test_reused_standardized_weights_give_the_same_bits_and_expire_with_the_bloc
 def test_group_norm_refuses_channels_it_cannot_split_and_adapters_honour_gn_eps():
     import pytest
 
-    from expertlib.adapters import AdapterConfig, AdapterExperts
-    from expertlib.resnet import ResNetV2, group_norm
+    from expertlib.models.adapters import AdapterConfig, AdapterExperts
+    from expertlib.models.resnet import ResNetV2, group_norm
 
     assert group_norm(64, 32).num_groups == 32
     with pytest.raises(ValueError, match="12 channels do not split into 8 groups"):
         group_norm(12, 8)  # a gcd would silently have used 4 groups, which BiT and timm never do
     from dataclasses import replace
 
-    from expertlib.resnet import get_config
+    from expertlib.models.resnet import get_config
 
     base = ResNetV2(replace(get_config("tiny"), gn_eps=1e-3), num_classes=0)
     bank = AdapterExperts(base, AdapterConfig(placement="unit_end"))
@@ -173,9 +173,9 @@ def test_group_norm_refuses_channels_it_cannot_split_and_adapters_honour_gn_eps(
 
 
 def test_one_parameter_count_serves_models_state_dicts_and_banks():
-    from expertlib.adapters import AdapterConfig, AdapterExperts
-    from expertlib.candidates import from_bank, from_model
-    from expertlib.resnet import count_parameters
+    from expertlib.models.adapters import AdapterConfig, AdapterExperts
+    from expertlib.models.candidates import from_bank, from_model
+    from expertlib.models.resnet import count_parameters
 
     m = create_model("tiny", num_classes=7)
     head = m.head.fc.weight.numel() + m.head.fc.bias.numel() if hasattr(m.head, "fc") else 7 * 32 + 7
@@ -189,7 +189,7 @@ def test_one_parameter_count_serves_models_state_dicts_and_banks():
 
 
 def test_the_small_data_hyperrule_is_the_scaled_rule_at_500_steps():
-    from expertlib.schedules import bit_hyperrule, scaled_hyperrule
+    from expertlib.train.schedules import bit_hyperrule, scaled_hyperrule
 
     assert bit_hyperrule(1000, 0.003) == scaled_hyperrule(500, 0.003)
     assert bit_hyperrule(1000).boundaries == (200, 300, 400) and bit_hyperrule(1000).warmup_steps == 100

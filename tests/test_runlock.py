@@ -5,13 +5,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from expertlib import runlock
+from expertlib.utils import runlock
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _other_process_takes(folder: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from expertlib import runlock; runlock.hold({str(folder)!r})"
+    code = f"import sys; sys.path.insert(0, {str(ROOT)!r}); from expertlib.utils import runlock; runlock.hold({str(folder)!r})"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
 
 

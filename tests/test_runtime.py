@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from expertlib.runtime import atomic_write, atomic_write_text
+from expertlib.utils.runtime import atomic_write, atomic_write_text
 
 
 def test_atomic_write_gives_umask_permissions_not_mkstemps_private_ones(tmp_path):
@@ -31,7 +31,7 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
 
 
 def test_compile_auto_means_cuda_only_and_a_bad_setting_is_named():
-    from expertlib.runtime import compiled, resolve_compile
+    from expertlib.utils.runtime import compiled, resolve_compile
 
     assert resolve_compile("auto", "cuda") and resolve_compile("auto", "cuda:1")
     assert not resolve_compile("auto", "cpu") and not resolve_compile("auto", "mps")
@@ -53,7 +53,7 @@ def _checkout(root, name="expertlib"):
 
 
 def test_relative_paths_start_at_the_checkout_that_holds_the_working_directory(tmp_path):
-    from expertlib.runtime import repository_root
+    from expertlib.utils.runtime import repository_root
 
     repo = Path(__file__).resolve().parents[1]
     assert (
@@ -73,7 +73,7 @@ def test_relative_paths_start_at_the_checkout_that_holds_the_working_directory(t
 def test_a_kernel_started_in_notebooks_moves_to_the_root_and_one_elsewhere_stays(
     tmp_path, monkeypatch, capsys
 ):
-    from expertlib.runtime import work_at_repository_root
+    from expertlib.utils.runtime import work_at_repository_root
 
     root = _checkout(tmp_path / "clone").resolve()
     monkeypatch.chdir(root / "notebooks")  # where JupyterLab starts a notebook's kernel
@@ -87,7 +87,7 @@ def test_a_kernel_started_in_notebooks_moves_to_the_root_and_one_elsewhere_stays
 def test_kernels_are_asked_for_an_encrypted_channel_where_pyzmq_can():
     import zmq
 
-    from expertlib.runtime import kernel_transport_encryption
+    from expertlib.utils.runtime import kernel_transport_encryption
 
     # jupyter_client 8.10 has the setting; pyzmq's wheels have CurveZMQ
     assert kernel_transport_encryption() == ("auto" if zmq.has("curve") else "disabled")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from expertlib.presets import get_scale
+from expertlib.run.presets import get_scale
 
 
 def test_scale_serialises():
@@ -29,7 +29,7 @@ def test_the_parts_say_which_settings_change_results():
     seeds, few-shot regimes); of Runtime's, micro_batch and stack_finetunes do (they change the order of float
     sums: passes accumulated, models stacked)."""
     from expertlib.pipeline.recipes import STEP_FIELDS
-    from expertlib.scale import SETTINGS
+    from expertlib.run.scale import SETTINGS
 
     in_recipes = {f for fields in STEP_FIELDS.values() for f in fields}
     runtime = {k for k, (part, _) in SETTINGS.items() if part == "runtime"}

@@ -1,6 +1,6 @@
 import pytest
 
-from expertlib.schedules import (
+from expertlib.train.schedules import (
     Schedule,
     bit_hyperrule,
     bit_mixup_alpha,

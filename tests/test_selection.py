@@ -3,11 +3,11 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from expertlib.adapters import AdapterExperts, FullExperts
-from expertlib.candidates import Candidate
-from expertlib.proxies import ALL_PROXIES
-from expertlib.resnet import create_model, pooled_features
-from expertlib.selection import (
+from expertlib.models.adapters import AdapterExperts, FullExperts
+from expertlib.models.candidates import Candidate
+from expertlib.models.resnet import create_model, pooled_features
+from expertlib.select.proxies import ALL_PROXIES
+from expertlib.select.selection import (
     dat_sample,
     dat_weights,
     drop_third_taus,
@@ -22,7 +22,7 @@ from expertlib.selection import (
     top_k_relative_accuracy,
     weighted_tau,
 )
-from expertlib.training import ArrayData
+from expertlib.train.training import ArrayData
 
 
 def _cands(bank):

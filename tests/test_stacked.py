@@ -6,26 +6,27 @@ import numpy as np
 import pytest
 import torch
 
-from expertlib.adapters import AdapterConfig, AdapterExperts
-from expertlib.evaluation import predicted_classes
-from expertlib.parallel import single_thread
-from expertlib.resnet import create_model
-from expertlib.schedules import Schedule, scaled_hyperrule
-from expertlib.stacked import (
+from expertlib.models.adapters import AdapterConfig, AdapterExperts
+from expertlib.models.resnet import create_model
+from expertlib.train.evaluation import predicted_classes
+from expertlib.train.schedules import Schedule, scaled_hyperrule
+from expertlib.train.stacked import (
     StackError,
     finetune_stacked,
     predicted_classes_stacked,
     stack_key,
     train_stacked,
 )
-from expertlib.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train
+from expertlib.train.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train
+from expertlib.utils.parallel import single_thread
 
 TOL = 1e-10
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    """One torch thread, as the pipeline's fine-tunes run (expertlib.parallel): fast on a busy 2-core machine."""
+    """One torch thread, as the pipeline's fine-tunes run (expertlib.utils.parallel): fast on a busy 2-core
+    machine."""
     with single_thread():
         yield
 
@@ -204,7 +205,7 @@ def test_a_task_held_on_the_device_trains_the_stack_from_draws_made_once_with_th
     from draws made when the stack starts (no DataLoader, whatever ``workers`` says: a worker cannot touch device
     memory); on CPU that path gives the bits of the ordinary one, mixup included, with a task's random crop off
     and a per-example flip rule too."""
-    import expertlib.stacked as S
+    import expertlib.train.stacked as S
     from expertlib.datasets.device import DeviceData
 
     asked, real = [], S.batches

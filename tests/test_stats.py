@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from expertlib.stats import (
+from expertlib.analysis.stats import (
     INTERVAL,
     bh_q,
     bootstrap_t_interval,

@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from expertlib.tfcheckpoint import TFCheckpointError, fields, read_checkpoint, read_saved_model, read_table
+from expertlib.models.tfcheckpoint import (
+    TFCheckpointError,
+    fields,
+    read_checkpoint,
+    read_saved_model,
+    read_table,
+)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tf_expert" / "animal" / "1"
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from test_tfrecords import _split
 
-from expertlib import download as D
 from expertlib.datasets import tfds_dir as T
 from expertlib.datasets.fixtures import write_dsprites_shards
 from expertlib.datasets.vtab import load_vtab
+from expertlib.pipeline import download as D
 
 
 def tfds_version(

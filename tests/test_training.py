@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from expertlib.adapters import AdapterConfig, AdapterExperts
-from expertlib.batching import batch_indices
-from expertlib.evaluation import accuracy, predict, predicted_classes
-from expertlib.resnet import create_model
-from expertlib.schedules import Schedule, scaled_hyperrule
-from expertlib.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train, train_expert
+from expertlib.models.adapters import AdapterConfig, AdapterExperts
+from expertlib.models.resnet import create_model
+from expertlib.train.batching import batch_indices
+from expertlib.train.evaluation import accuracy, predict, predicted_classes
+from expertlib.train.schedules import Schedule, scaled_hyperrule
+from expertlib.train.training import ArrayData, NonFiniteLossError, TrainConfig, finetune, train, train_expert
 
 
 def _data(n=96, classes=4, seed=0):
@@ -81,11 +81,11 @@ CHILD = textwrap.dedent(
     """
     import os, signal, sys, numpy as np, torch
     sys.path.insert(0, {tests!r})
-    import expertlib.batching as B
-    import expertlib.training as T
+    import expertlib.train.batching as B
+    import expertlib.train.training as T
     from test_training import _data
-    from expertlib.resnet import create_model
-    from expertlib.schedules import scaled_hyperrule
+    from expertlib.models.resnet import create_model
+    from expertlib.train.schedules import scaled_hyperrule
     real = B.batch_indices
     def dying(step, *a, **k):
         if step == {kill_at}:
@@ -154,7 +154,7 @@ def test_worker_processes_give_the_same_batches_and_weights():
             ref = state
         else:
             assert all(torch.equal(ref[k], state[k]) for k in ref)
-    from expertlib.evaluation import predict
+    from expertlib.train.evaluation import predict
 
     a = predict(m, data, batch_size=7)
     b = predict(m, data, batch_size=7, workers=2)
@@ -162,7 +162,7 @@ def test_worker_processes_give_the_same_batches_and_weights():
 
 
 def test_step_batches_resume_mid_epoch_and_shard():
-    from expertlib.batching import StepBatches
+    from expertlib.train.batching import StepBatches
 
     data = _data()
     whole = StepBatches(data, 16, seed=1, start=0, end=10)
@@ -215,8 +215,8 @@ def test_odd_cpu_passes_are_refused_before_they_crash():
 def test_a_mistyped_loss_is_refused():
     import pytest
 
-    from expertlib.schedules import Schedule
-    from expertlib.training import TrainConfig
+    from expertlib.train.schedules import Schedule
+    from expertlib.train.training import TrainConfig
 
     with pytest.raises(ValueError, match="loss must be 'softmax' or 'sigmoid', got 'softmx'"):
         TrainConfig(Schedule(10, 1, 0.1), loss="softmx")
@@ -225,7 +225,7 @@ def test_a_mistyped_loss_is_refused():
 def test_resume_under_a_changed_recipe_is_refused_naming_what_changed(tmp_path):
     import pytest
 
-    from expertlib.training import RecipeMismatchError
+    from expertlib.train.training import RecipeMismatchError
 
     ckpt = tmp_path / "run.pt"
     cfg = TrainConfig(scaled_hyperrule(12, 0.05), batch_size=16, seed=7, checkpoint_every=4)
@@ -270,7 +270,7 @@ def test_train_restores_the_callers_mode():
 
 
 def test_checkpoints_fall_due_by_steps_minutes_and_at_the_end(monkeypatch):
-    import expertlib.training as T
+    import expertlib.train.training as T
 
     cfg = TrainConfig(scaled_hyperrule(10, 0.1), batch_size=8, checkpoint_every=4, checkpoint_minutes=1.0)
     monkeypatch.setattr(T.time, "monotonic", lambda: 100.0)
@@ -281,8 +281,8 @@ def test_checkpoints_fall_due_by_steps_minutes_and_at_the_end(monkeypatch):
 def test_an_expert_checkpoint_holds_that_expert_alone_and_resumes_in_another_bank(tmp_path):
     """An adapter expert's checkpoint holds its own trainable parameters by name, not the whole bank: a resume
     works in a bank that gained another expert meanwhile, and gives the weights of an uninterrupted run."""
-    from expertlib.adapters import AdapterConfig, AdapterExperts
-    from expertlib.training import train_expert
+    from expertlib.models.adapters import AdapterConfig, AdapterExperts
+    from expertlib.train.training import train_expert
 
     def bank(extra: bool):
         torch.manual_seed(0)
@@ -315,7 +315,7 @@ def test_compiled_training_and_evaluation_agree_with_eager_on_cpu(monkeypatch):
     receives (decomposed, split into forward and backward by its partitioner), run without inductor's code
     generation (one to two minutes on our CPUs); inductor's own speed and numbers are the GPU check's
     (tests/test_cuda.py)."""
-    monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "aot_eager_decomp_partition")
+    monkeypatch.setattr("expertlib.utils.runtime.COMPILE_BACKEND", "aot_eager_decomp_partition")
     torch._dynamo.reset()
     data = _data(64)
     nets, accs = [], []
@@ -339,7 +339,7 @@ def graphs(monkeypatch):
     exactly as inductor would, without generating code."""
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr("expertlib.runtime.COMPILE_BACKEND", "eager")
+    monkeypatch.setattr("expertlib.utils.runtime.COMPILE_BACKEND", "eager")
     torch._dynamo.reset()
     counters.clear()
     yield lambda: counters["stats"]["unique_graphs"]
@@ -388,12 +388,12 @@ def test_compile_auto_is_eager_on_cpu_and_compiled_training_traces_one_graph_ove
 def test_fine_tunes_of_every_vtab_class_count_at_two_resolutions_compile_one_graph_per_resolution_and_mode(
     graphs, caplog
 ):
-    """The head stays out of the compiled graph (expertlib.evaluation.HeadAfterBackbone): fine-tunes over VTAB-1k's
-    15 class counts at 2 resolutions, each trained and evaluated compiled, trace one graph per resolution and mode
-    (train, eval): 4 in all, never reaching dynamo's recompile limit (a compiled head traced a graph per class
-    count and fell back to eager after 8)."""
+    """The head stays out of the compiled graph (expertlib.train.evaluation.HeadAfterBackbone): fine-tunes
+    over VTAB-1k's 15 class counts at 2 resolutions, each trained and evaluated compiled, trace one graph per
+    resolution and mode (train, eval): 4 in all, never reaching dynamo's recompile limit (a compiled head
+    traced a graph per class count and fell back to eager after 8)."""
     from expertlib.datasets.vtab import VTAB_TASKS
-    from expertlib.parallel import single_thread
+    from expertlib.utils.parallel import single_thread
 
     counts = sorted({t.num_classes for t in VTAB_TASKS.values()})
     assert len(counts) == 15
@@ -416,10 +416,10 @@ def _fine_tunes_over(counts):
 
 
 def test_auto_compiles_where_compiling_was_measured_to_pay():
-    """ "auto" on CUDA compiles R50x1 (measured: expertlib.evaluation.COMPILE_PAYS), not the small configs the gpu
-    scale fine-tunes (stacked, as CUDA graphs), nor an adapter expert; on a CPU nothing."""
-    from expertlib.candidates import from_bank
-    from expertlib.evaluation import compile_here
+    """ "auto" on CUDA compiles R50x1 (measured: expertlib.train.evaluation.COMPILE_PAYS), not the small
+    configs the gpu scale fine-tunes (stacked, as CUDA graphs), nor an adapter expert; on a CPU nothing."""
+    from expertlib.models.candidates import from_bank
+    from expertlib.train.evaluation import compile_here
 
     r50, tiny = create_model("R50x1", num_classes=10), create_model("tiny", num_classes=10)
     assert compile_here(r50, "auto", "cuda") and not compile_here(r50, "auto", "cpu")
@@ -430,9 +430,9 @@ def test_auto_compiles_where_compiling_was_measured_to_pay():
 
 
 def test_compiled_selection_features_share_one_graph_across_full_experts(graphs):
-    from expertlib.adapters import FullExperts
-    from expertlib.candidates import from_bank
-    from expertlib.selection import extract_features
+    from expertlib.models.adapters import FullExperts
+    from expertlib.models.candidates import from_bank
+    from expertlib.select.selection import extract_features
 
     torch.manual_seed(0)
     bank = FullExperts(create_model("tiny", num_classes=4))
@@ -451,10 +451,10 @@ def test_compiled_selection_features_share_one_graph_across_full_experts(graphs)
 def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_expert():
     """What "auto" compiles on CUDA: a network, whose graph every model of its architecture reuses; not a plain
     function over many networks (one giant graph) nor an adapter expert (a graph per expert name)."""
-    from expertlib.adapters import FullExperts
-    from expertlib.candidates import from_bank, from_model
-    from expertlib.evaluation import compiles_once
-    from expertlib.resnet import Pooled
+    from expertlib.models.adapters import FullExperts
+    from expertlib.models.candidates import from_bank, from_model
+    from expertlib.models.resnet import Pooled
+    from expertlib.train.evaluation import compiles_once
 
     net = create_model("tiny", num_classes=4)
     adapters, full = AdapterExperts(create_model("tiny", num_classes=4)), FullExperts(net)
@@ -471,7 +471,7 @@ def test_auto_compiles_one_network_not_a_function_over_many_nor_an_adapter_exper
 def test_finished_ahead_keeps_the_order_and_runs_in_a_background_thread():
     import threading
 
-    from expertlib.batching import finished_ahead
+    from expertlib.train.batching import finished_ahead
 
     threads = set()
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special
 
-from expertlib.proxies import h_score
-from expertlib.transferability import (
+from expertlib.select.proxies import h_score
+from expertlib.select.transferability import (
     h_score_shrinkage,
     ledoit_wolf_weight,
     pactran_dirichlet,
@@ -14,12 +14,6 @@ from expertlib.transferability import (
     sfda,
     support_draws,
 )
-
-
-def _clusters(n=120, d=6, c=4, sep=2.0, seed=0):
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % c
-    return rng.normal(0, sep, (c, d))[y] + rng.normal(0, 1, (n, d)), y
 
 
 def _bound_by_search(f, y, reg_factor, prior_factor):
@@ -50,15 +44,15 @@ def _bound_by_search(f, y, reg_factor, prior_factor):
 
 
 @pytest.mark.parametrize("n,d", [(120, 6), (40, 30)])  # many images, and few images in many dimensions
-def test_pactran_gaussian_is_the_minimised_pac_bayes_bound(n, d):
-    f, y = _clusters(n=n, d=d, sep=0.7)
+def test_pactran_gaussian_is_the_minimised_pac_bayes_bound(clusters, n, d):
+    f, y = clusters(c=4, n=n, d=d, sep=0.7)
     for reg_factor, prior_factor in ((0.1, 10.0), (1.0, 100.0)):
         ours = pactran_gaussian(f, y, reg_factor, prior_factor)
         assert -ours == pytest.approx(_bound_by_search(f, y, reg_factor, prior_factor), rel=1e-5)
 
 
-def test_pactran_gaussian_prefers_separable_features():
-    f, y = _clusters(sep=3.0)
+def test_pactran_gaussian_prefers_separable_features(clusters):
+    f, y = clusters(n=120, d=6, c=4, sep=3.0)
     noise = np.random.default_rng(1).normal(size=f.shape)
     assert pactran_gaussian(f, y) > pactran_gaussian(noise, y)
 
@@ -111,19 +105,19 @@ def test_pactran_dirichlet_is_the_best_mean_field_bound_below_the_exact_evidence
     assert ours * 6 < exact  # a lower bound of the evidence
 
 
-def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_composition():
+def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_composition(clusters):
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
-    from expertlib.transferability import _fisher_probs
+    from expertlib.select.transferability import _fisher_probs
 
     for n, d in (
         (90, 5),
         (24, 40),
     ):  # more images than features, and fewer (solved through Woodbury's identity)
-        f, y = _clusters(n=n, d=d, c=3, sep=1.0)
+        f, y = clusters(n=n, d=d, c=3, sep=1.0)
         lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage=0.3).fit(f, y)
         assert np.allclose(_fisher_probs(f, y, 3, 0.3), lda.predict_proba(f), atol=1e-9), (n, d)
-    f, y = _clusters(n=90, d=5, c=3, sep=1.0)
+    f, y = clusters(n=90, d=5, c=3, sep=1.0)
     # the whole score, stage by stage with scikit-learn's discriminant and the self-challenging mix
     means = np.stack([f[y == c].mean(0) for c in range(3)])
     within = sum((y == c).mean() * np.cov(f[y == c].T, bias=True) for c in range(3))
@@ -137,14 +131,14 @@ def test_sfda_first_stage_is_the_shrunk_fisher_discriminant_and_whole_matches_a_
     assert sfda(f, y) > sfda(noise, y)
 
 
-def test_shrunk_h_score_uses_ledoit_wolf_and_stays_finite_with_few_images():
+def test_shrunk_h_score_uses_ledoit_wolf_and_stays_finite_with_few_images(clusters):
     from sklearn.covariance import LedoitWolf, ledoit_wolf_shrinkage
 
     for n, d in (
         (60, 8),
         (20, 50),
     ):  # more images than features, and fewer (solved through Woodbury's identity)
-        f, y = _clusters(n=n, d=d, sep=1.0)
+        f, y = clusters(c=4, n=n, d=d, sep=1.0)
         lw = LedoitWolf().fit(f)
         fc = f - f.mean(0)
         assert ledoit_wolf_weight(fc) == pytest.approx(
@@ -153,9 +147,9 @@ def test_shrunk_h_score_uses_ledoit_wolf_and_stays_finite_with_few_images():
         g = np.stack([fc[y == c].mean(0) for c in range(4)])[y]
         want = np.trace(np.linalg.inv(lw.covariance_) @ ((1 - lw.shrinkage_) * g.T @ g / n))
         assert h_score_shrinkage(f, y) == pytest.approx(want, rel=1e-8), (n, d)
-    many, ym = _clusters(n=20_000, d=4, sep=1.0)  # many images: hardly any shrinkage, the plain H-score
+    many, ym = clusters(c=4, n=20_000, d=4, sep=1.0)  # many images: hardly any shrinkage, the plain H-score
     assert h_score_shrinkage(many, ym) == pytest.approx(h_score(many, ym), rel=1e-3)
-    wide, yw = _clusters(
+    wide, yw = clusters(
         n=20, d=60, c=4, sep=1.0
     )  # fewer images than dimensions: the pseudo-inverse fits noise
     assert 0 < h_score_shrinkage(wide, yw) < h_score(wide, yw)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from expertlib.transforms import (
+from expertlib.datasets.transforms import (
     bit_resolution,
     eval_batch,
     small_resolution,

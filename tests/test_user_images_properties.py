@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from expertlib.datasets.user_images import IMAGE_EXTENSIONS, ImagesError, load_images
-from expertlib.proxies import knn_accuracy
+from expertlib.select.proxies import knn_accuracy
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -7,9 +7,9 @@ from timm.layers import GroupNormAct
 from timm.layers import StdConv2d as TimmStdConv2d
 from timm.models.resnetv2 import ResNetV2 as TimmResNetV2
 
-from expertlib.adapters import AdapterConfig, AdapterExperts, FullExperts
-from expertlib.resnet import create_model, pooled_features
-from expertlib.weights import (
+from expertlib.models.adapters import AdapterConfig, AdapterExperts, FullExperts
+from expertlib.models.resnet import create_model, pooled_features
+from expertlib.models.weights import (
     CheckpointError,
     WeightMismatchError,
     load_bank,
@@ -148,7 +148,7 @@ def test_expert_from_another_bank_is_refused(tmp_path):
 def test_timm_bit_weights_reproduce_timms_own_model_with_timms_eps(tmp_path):
     import timm
 
-    from expertlib.weights import BIT_STD_EPS, set_std_eps
+    from expertlib.models.weights import BIT_STD_EPS, set_std_eps
 
     theirs = timm.create_model("resnetv2_50x1_bit", pretrained=False, num_classes=10).eval()
     with torch.no_grad():

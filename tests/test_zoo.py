@@ -3,9 +3,9 @@ import pickle
 import pytest
 import torch
 
-from expertlib.resnet import create_model
-from expertlib.weights import CheckpointError, save_model
-from expertlib.zoo import UnknownModelError, from_spec
+from expertlib.models.resnet import create_model
+from expertlib.models.weights import CheckpointError, save_model
+from expertlib.select.zoo import UnknownModelError, from_spec
 
 
 def test_timm_and_torchvision_models_from_local_checkpoints(tmp_path):
@@ -39,8 +39,8 @@ def test_timm_features_match_timm_with_its_own_normalisation(tmp_path):
 
 
 def test_expertlib_model_and_bank_files(tmp_path):
-    from expertlib.adapters import AdapterExperts
-    from expertlib.weights import save_bank
+    from expertlib.models.adapters import AdapterExperts
+    from expertlib.models.weights import save_bank
 
     base = create_model("tiny", num_classes=5)
     save_model(base, tmp_path / "b.safetensors")

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlib.hierarchy import PAPER_EXPERTS
+from expertlib.datasets.hierarchy import PAPER_EXPERTS
 
 OUT = Path(__file__).resolve().parents[1] / "expertlib" / "data" / "released_experts.json"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from expertlib.reproduce import notebooks
+from expertlib.run.reproduce import notebooks
 
 
 def progress(results: Path, seconds: float, rate: float | None = None) -> dict:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from expertlib.candidates import BASE, EXTRA
+from expertlib.models.candidates import BASE, EXTRA
 from expertlib.pipeline.tables import PICK_COLUMNS
-from expertlib.runtime import atomic_write_csv, atomic_write_json
+from expertlib.utils.runtime import atomic_write_csv, atomic_write_json
 
 
 def old_id(name: str) -> str:

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 from expertlib.datasets.batches import ArrayData  # noqa: E402
 from expertlib.datasets.embedded import EmbeddedSpec, build_task  # noqa: E402
 from expertlib.datasets.embedded_tasks import VTAB_LIKE_TASKS  # noqa: E402
+from expertlib.models.weights import load_model  # noqa: E402
 from expertlib.pipeline.recipes import transfer_config  # noqa: E402
 from expertlib.pipeline.transfer import finetune_job  # noqa: E402 (the pipeline's own fine-tune)
-from expertlib.presets import SCALES  # noqa: E402
-from expertlib.runtime import atomic_write_csv  # noqa: E402
-from expertlib.weights import load_model  # noqa: E402
+from expertlib.run.presets import SCALES  # noqa: E402
+from expertlib.utils.runtime import atomic_write_csv  # noqa: E402
 
 
 def pixels(images: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """What the training loop and the evaluators read: a size, labels and reproducible batches.
 
-Two implementations share one set of batched transforms (:mod:`expertlib.transforms`), so in-memory arrays
-and images on disk are augmented identically for the same ``(seed, step)``:
+Two implementations share one set of batched transforms (:mod:`expertlib.datasets.transforms`), so in-memory
+arrays and images on disk are augmented identically for the same ``(seed, step)``:
 
 - :class:`ArrayData`: uint8 NHWC arrays in memory (the embedded benchmark);
 - :class:`ImageData`: images read one at a time from any map-style dataset (files on disk, torchvision
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from expertlib.transforms import eval_batch, train_batch
+from expertlib.datasets.transforms import eval_batch, train_batch
 
 
 class TrainData(Protocol):

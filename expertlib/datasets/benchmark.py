@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from expertlib.datasets.batches import TrainData, relabel_subset, subset
-from expertlib.hierarchy import LabelHierarchy
+from expertlib.datasets.hierarchy import LabelHierarchy
 
 TASK_SPLITS = ("train800", "val200", "train800val200", "test")
 UPSTREAM_SPLITS = ("train", "test")

@@ -4,10 +4,10 @@ A VTAB-1k fine-tune sees its 1,000 training images hundreds of times (BiT-HyperR
 512), so decoding each image once per job instead of once per step moves the whole input pipeline off the
 CPU. :class:`DeviceData` decodes the images (PIL, in the training process, as
 :class:`~expertlib.datasets.batches.ImageData` decodes them) into one uint8 tensor on the device, then builds
-every batch there with the CPU path's own functions (:func:`expertlib.transforms.train_batch`,
+every batch there with the CPU path's own functions (:func:`expertlib.datasets.transforms.train_batch`,
 ``eval_batch``) and the CPU path's random draws: the draws are made on the batch's CPU generator and moved,
 so one seed gives one run on any device, and on a CPU the batches equal the CPU path's bit for bit. (Mixup,
-:func:`expertlib.training.mixup`, already works on whatever device the batch is on.)
+:func:`expertlib.train.training.mixup`, already works on whatever device the batch is on.)
 
 What is held is what the CPU path batches: the images as they are when all share one size (a resize to
 precrop, if any, then runs per batch on the device, as it runs per batch on the CPU), else each resized by
@@ -23,8 +23,8 @@ import torch
 from torch import Tensor
 
 from expertlib.datasets.batches import ArrayData, ImageData, TrainData, flips_of, resize_uint8, to_uint8
-from expertlib.runtime import to_device
-from expertlib.transforms import crop_and_flip, crop_draws, eval_batch
+from expertlib.datasets.transforms import crop_and_flip, crop_draws, eval_batch
+from expertlib.utils.runtime import to_device
 
 DEVICE_DATA_LIMIT = 20_000
 """Most examples :func:`on_device` holds on a GPU (a VTAB-1k task has 1,000; its test sets up to ~22,000 at

@@ -57,15 +57,15 @@ from expertlib.datasets.embedded_world import (
     mirror_keeps_label,
     render_upstream_domain,
 )
-from expertlib.hierarchy import LabelHierarchy
-from expertlib.runtime import atomic_write
+from expertlib.datasets.hierarchy import LabelHierarchy
+from expertlib.utils.runtime import atomic_write
 
 BUILD_VERSION = 2  # bump when rendering changes, so caches rebuild
 
 
 @dataclass(frozen=True)
 class EmbeddedSpec:
-    """Sizes of the embedded benchmark (the presets in :mod:`expertlib.presets` fill these)."""
+    """Sizes of the embedded benchmark (the presets in :mod:`expertlib.run.presets` fill these)."""
 
     seed: int = 0
     upstream_train_per_class: int = 200

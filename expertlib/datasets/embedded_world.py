@@ -10,7 +10,7 @@ import numpy as np
 
 from expertlib.datasets import procedural as P
 from expertlib.datasets import sources as S
-from expertlib.hierarchy import LabelHierarchy
+from expertlib.datasets.hierarchy import LabelHierarchy
 
 GLYPH_SEED_UP = 101  # the tasks' glyphs come from another seed (embedded_tasks.GLYPH_SEED_TASK)
 UPSTREAM_PHOTOS = ("brick", "camera", "coffee", "grass", "hubble", "rocket", "clock")

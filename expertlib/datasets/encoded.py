@@ -7,8 +7,9 @@ split (:class:`~expertlib.datasets.batches.StagedData`): DataLoader workers only
 its EXIF orientation) and make the batch's random draws; the training process decodes the whole batch with
 ``torchvision.io.decode_jpeg(list, device=...)`` (nvJPEG on CUDA), resizes the batch's images of other sizes in
 one batched resize (:func:`resize_batch`) and crops and flips the batch there with the same draws
-(:func:`expertlib.transforms.train_batch`), in a thread of its own, one batch ahead
-(:func:`expertlib.batching.finished_ahead`, which hands a batch over only once its stream's work is complete).
+(:func:`expertlib.datasets.transforms.train_batch`), in a thread of its own, one batch ahead
+(:func:`expertlib.train.batching.finished_ahead`, which hands a batch over only once its stream's work is
+complete).
 
 On a CPU nothing changes: :class:`EncodedImageData` is an :class:`~expertlib.datasets.batches.ImageData` whose
 ``batch`` decodes with PIL (:func:`~expertlib.datasets.folders.read_image`) in the workers, as before. The
@@ -35,8 +36,8 @@ from torch import Tensor
 
 from expertlib.datasets.batches import ImageData, flips_of, to_uint8
 from expertlib.datasets.folders import CorruptImageError, read_image
-from expertlib.runtime import to_device
-from expertlib.transforms import crop_draws, eval_batch, train_batch
+from expertlib.datasets.transforms import crop_draws, eval_batch, train_batch
+from expertlib.utils.runtime import to_device
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 EXIF_ORIENTATION = 0x0112
@@ -139,9 +140,9 @@ def decode_images(blobs: Sequence[Tensor], orientations: Sequence[int], device: 
     of ``torchvision.io.decode_jpeg`` (nvJPEG on CUDA), the rest, and only the JPEGs that decoder refuses, by PIL.
 
     On CUDA, call it where the result is handed on only after the current stream's work is complete
-    (:func:`expertlib.batching.finished_ahead` does): torchvision allocates the decoded images from the caller's
-    stream but writes them on its decoder's own stream, so memory freed on the caller's stream while its kernels
-    still read it could be written by the next batch's decode."""
+    (:func:`expertlib.train.batching.finished_ahead` does): torchvision allocates the decoded images from the
+    caller's stream but writes them on its decoder's own stream, so memory freed on the caller's stream while
+    its kernels still read it could be written by the next batch's decode."""
     out: list[Tensor | None] = [None] * len(blobs)
     jpegs = [i for i, b in enumerate(blobs) if bytes(b[:3].tolist()) == JPEG_MAGIC]
     for i, img in zip(jpegs, _decode_jpegs([blobs[i] for i in jpegs], device), strict=True):

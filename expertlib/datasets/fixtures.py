@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from expertlib.runtime import atomic_write, atomic_write_text
+from expertlib.utils.runtime import atomic_write, atomic_write_text
 
 # (wnid, lemma, parent wnid): real WordNet ids; edges skip the nodes in between
 NODES = (

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from expertlib.hierarchy import LabelHierarchy, UnknownNodeError, multi_label_targets
+from expertlib.datasets.hierarchy import LabelHierarchy, UnknownNodeError, multi_label_targets
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from expertlib.runtime import atomic_write
+from expertlib.utils.runtime import atomic_write
 
 SPLIT_CODES = {"train": 0, "test": 1}
 
@@ -123,7 +123,7 @@ def cached_index(up: Path, classes: Sequence[str], is_test, is_image, cache_dir:
     saved there by rank 0 alone (``None``: built in memory, not saved). Under torchrun every rank must call it."""
     if cache_dir is None:
         return build_index(up, classes, is_test, is_image)
-    from expertlib.distributed import barrier, is_primary
+    from expertlib.utils.distributed import barrier, is_primary
 
     path = Path(cache_dir) / f"index-{tree_key(up, classes, extra)}.npz"
     if not path.is_file() and is_primary():  # under torchrun rank 0 lists, once

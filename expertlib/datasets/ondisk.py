@@ -42,10 +42,10 @@ from expertlib.datasets.batches import ArrayData, ImageData
 from expertlib.datasets.benchmark import Benchmark, TaskInfo, check_task_split
 from expertlib.datasets.encoded import EncodedImageData
 from expertlib.datasets.folders import DatasetNotFoundError, is_image
+from expertlib.datasets.hierarchy import LabelHierarchy
 from expertlib.datasets.index import cached_index
 from expertlib.datasets.vtab import VTAB_TASKS, VtabTask, load_vtab, targets
-from expertlib.hierarchy import LabelHierarchy
-from expertlib.runtime import atomic_write, atomic_write_text
+from expertlib.utils.runtime import atomic_write, atomic_write_text
 
 UPSTREAM_DIR = "imagenet21k"
 NO_FLIP = "no_flip.txt"  # upstream classes never mirrored (see the layout above)
@@ -147,7 +147,7 @@ class VtabTasks(Benchmark):
         if task not in self._resolutions:  # decoded once per task
             width, height = self._tasks[task][1]["train800"][0][0].size
             self._resolutions[task] = (height, width)
-        from expertlib.transforms import bit_resolution
+        from expertlib.datasets.transforms import bit_resolution
 
         return bit_resolution(*self._resolutions[task], hyperrule or self.hyperrule)
 
@@ -198,7 +198,7 @@ class VtabBenchmark(VtabTasks):
     name = "vtab"
 
     def _init_upstream(self) -> None:
-        from expertlib.hierarchy import bit_m_classes, released_experts
+        from expertlib.datasets.hierarchy import bit_m_classes, released_experts
 
         self.classes = bit_m_classes()
         self._experts = {e.wnid: e for e in released_experts().values()}

@@ -5,8 +5,8 @@ Four families (docs/analysis_plan.md gives the reasons), two for the paper and t
 - **confirmatory**: the paper's claims, on VTAB-1k-style tasks (the full 1k regime). Each is a paired
   comparison over tasks (per task, the mean difference over the seeds both methods ran), tested by an exact
   sign-flip test, with a studentised bootstrap 95% interval (the interval a coverage simulation chose,
-  :func:`expertlib.stats.interval_coverage`). Holm's correction over the family; the verdict "supported"
-  needs both the corrected p below 0.05 and the interval on the claimed side.
+  :func:`expertlib.analysis.stats.interval_coverage`). Holm's correction over the family; the verdict
+  "supported" needs both the corrected p below 0.05 and the interval on the claimed side.
 - **exploratory**: this project's own hypotheses (the oracle, the other proxies, the few-shot regimes,
   B+extra's own gain, how rank agreement moves with fewer shots). Benjamini-Hochberg q-values over the
   family; reported as exploratory, never as a verdict on the paper. Hypotheses added after seeing results
@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from expertlib.candidates import BASE, EXTRA
 from expertlib.datasets.fewshot import FULL_REGIME
-from expertlib.proxies import PAPER_PROXY
+from expertlib.models.candidates import BASE, EXTRA
+from expertlib.select.proxies import PAPER_PROXY
 
 Family = Literal["confirmatory", "exploratory", "selection-confirmatory", "selection-exploratory"]
 HOLM_FAMILIES = ("confirmatory", "selection-confirmatory")

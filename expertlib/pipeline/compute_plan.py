@@ -17,18 +17,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from expertlib.candidates import BASE, EXTRA
 from expertlib.datasets.benchmark import Benchmark, TaskInfo
-from expertlib.distributed import is_primary
-from expertlib.jobs import Job, share
+from expertlib.models.candidates import BASE, EXTRA
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.finetunes import MODES, task_resolution, transfer_jobs
 from expertlib.pipeline.pricing import gpu_rates, gpu_seconds, warmup_seconds
 from expertlib.pipeline.recipes import dat_steps
 from expertlib.pipeline.tables import join_ids
 from expertlib.pipeline.workspace import Workspace
-from expertlib.proxies import PICKED_BY
-from expertlib.runtime import atomic_write_csv
+from expertlib.select.proxies import PICKED_BY
+from expertlib.utils.distributed import is_primary
+from expertlib.utils.jobs import Job, share
+from expertlib.utils.runtime import atomic_write_csv
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class PublishedVtab:
 
     def resolution_of(self, task: str, recipe: str | None = None) -> tuple[int, int]:
         """BiT-HyperRule's (precrop, crop) of the task's typical image, in ``recipe``'s form (default: the plan's)."""
-        from expertlib.transforms import bit_resolution
+        from expertlib.datasets.transforms import bit_resolution
 
         return (
             bit_resolution(*self._sizes[task][1], recipe or self.recipe)
@@ -171,10 +171,10 @@ def released_candidates(names: Sequence[str]) -> dict[str, CandidateRef]:
 def plan_table(ws: Workspace, bench: Benchmark, candidates: Mapping, picks: pd.DataFrame | None = None,
                rates: dict | None = None, gpus: int = 8) -> pd.DataFrame:  # fmt: skip
     """Per stage and resolution: jobs, images and GPU-hours, and wall-clock hours on 1 and on ``gpus`` GPUs (the
-    jobs shared by :func:`expertlib.jobs.share`, as torchrun shares them). Stages: selection (every candidate
-    embeds each task's training images; ``jobs`` counts those embeddings), fine-tunes on test (every method at
-    every seed), the oracle's choice (its pool on train800 -> val200) and evaluation. The total's ``jobs`` are
-    the fine-tunes."""
+    jobs shared by :func:`expertlib.utils.jobs.share`, as torchrun shares them). Stages: selection (every
+    candidate embeds each task's training images; ``jobs`` counts those embeddings), fine-tunes on test (every
+    method at every seed), the oracle's choice (its pool on train800 -> val200) and evaluation. The total's
+    ``jobs`` are the fine-tunes."""
     rates = rates or gpu_rates()
     jobs = plan_jobs(ws, bench, candidates, picks)
     rows = []
@@ -265,8 +265,8 @@ PUBLISHED_RECIPE = {"transfer_batch": 512, "transfer_lrs": (0.003,)}
 
 def other_hyperrule(recipe: str) -> tuple[str, dict, str]:
     """The other BiT-HyperRule than ``recipe``, as a priced option: (name, settings, what it is)."""
-    from expertlib.schedules import HYPERRULE_SOURCES
-    from expertlib.transforms import HYPERRULE_RESOLUTIONS as RES
+    from expertlib.datasets.transforms import HYPERRULE_RESOLUTIONS as RES
+    from expertlib.train.schedules import HYPERRULE_SOURCES
 
     other = next(r for r in RES if r != recipe)
     px, own = RES[other][1], RES[recipe][1]
@@ -333,8 +333,8 @@ def published_plan(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The plan and its options for ``scale`` on VTAB-1k's published sizes (no data needed); written to
     ``out/plan.csv`` and ``out/plan_options.csv`` when ``out`` is given."""
-    from expertlib.hierarchy import PAPER_EXPERTS
-    from expertlib.presets import get_scale
+    from expertlib.datasets.hierarchy import PAPER_EXPERTS
+    from expertlib.run.presets import get_scale
 
     sc = get_scale(scale)
     ws = Workspace(sc, Path(out or "."), Path("."))

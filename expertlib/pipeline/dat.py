@@ -13,17 +13,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from expertlib.candidates import BASE, Candidate, from_model
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.distributed import barrier, is_primary
-from expertlib.parallel import run_jobs
+from expertlib.models.candidates import BASE, Candidate, from_model
+from expertlib.models.weights import load_model, save_model
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.workspace import Workspace, record_provenance
-from expertlib.runtime import atomic_write_csv
-from expertlib.selection import dat_sample, dat_weights, extract_features, head_logits
-from expertlib.training import TrainConfig, TrainData, train
-from expertlib.weights import load_model, save_model
+from expertlib.select.selection import dat_sample, dat_weights, extract_features, head_logits
+from expertlib.train.training import TrainConfig, TrainData, train
+from expertlib.utils.distributed import barrier, is_primary
+from expertlib.utils.parallel import run_jobs
+from expertlib.utils.runtime import atomic_write_csv
 
 
 def dat_data(ws: Workspace, bench: Benchmark, upstream_logits: np.ndarray, steps: int) -> TrainData:

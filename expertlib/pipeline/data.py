@@ -12,7 +12,7 @@ from expertlib.pipeline.workspace import Workspace
 def sample_figure(ws: Workspace, bench: Benchmark):
     """A row of examples per upstream domain and per task; saved and returned for the notebook."""
     # imported here: matplotlib and seaborn cost 1.5 s, and most callers never plot
-    from expertlib import plots
+    from expertlib.analysis import plots
 
     fig = plots.sample_grid(bench.samples())
     plots.save_figure(fig, ws.path("figures", "samples"))
@@ -25,7 +25,7 @@ def candidate_experts(ws: Workspace, bench: Benchmark) -> pd.DataFrame:
     ImageNet-21k; no image counts: upstream images are not read)."""
     if ws.scale.trains_upstream:
         return bench.hierarchy.candidate_experts(bench.class_counts())
-    from expertlib.hierarchy import released_experts
+    from expertlib.datasets.hierarchy import released_experts
 
     return pd.DataFrame([{"node": e.wnid, "name": e.name, "lemmas": e.lemmas, "classes": len(e.classes), "gloss": e.gloss}
                          for e in released_experts().values()])  # fmt: skip

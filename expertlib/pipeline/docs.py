@@ -9,7 +9,9 @@ blocks that differ (a test asserts there are none, so no stated number outlives 
   ``claims:<scale>/<family>/decided``: only those the data decide (supported, contradicted or a difference
   shown), with how many of the family they are;
 - ``verdicts:<scale>/<family>``: one line per verdict naming the hypotheses that reached it;
-- ``table:<scale>/<name>``: a results table as written (``tables/<name>.md``).
+- ``table:<scale>/<name>``: a results table as written (``tables/<name>.md``);
+- ``changes:<scale>/<commit>``: the decided hypotheses of the run committed at ``<commit>`` (its ``claims.csv``,
+  copied to ``docs/history/claims_<scale>_<commit>.csv``) beside the current run's, verdicts that changed named.
 
 ``python -m expertlib.pipeline.docs`` (``make docs``) refreshes the pages after a run.
 """
@@ -26,6 +28,8 @@ from expertlib.pipeline.analysis import HOLM_FAMILIES, PROXY_TAU, UNDECIDED, VER
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ("README.md", "docs/results.md", "docs/paper_scale.md")
+# earlier runs' claims.csv as committed, named claims_<scale>_<commit>.csv
+HISTORY = Path("docs") / "history"
 BLOCK = re.compile(r"<!-- (\w+):([\w/.-]+) -->\n(.*?)<!-- /\1 -->", re.S)  # content: whole lines, maybe none
 
 
@@ -37,19 +41,44 @@ def claims_markdown(claims: pd.DataFrame, family: str, decided: bool = False) ->
     adj = "Holm p" if family in HOLM_FAMILIES else "BH q"
     lines = [f"| id | claim | regime | difference [95% CI] | {adj} | verdict |", "|---|---|---|---|---|---|"]
     for r in rows.itertuples():
-        # accuracies in points; P9 in log10, a tau (its fall across regimes, one proxy's over another's) as is
-        points = r.id != "P9" and "tau" not in r.comparison and getattr(r, "measure", "") != PROXY_TAU
-        scale = 100 if points else 1
-        est = "" if pd.isna(r.estimate) else (f"{r.estimate * scale:+.1f} [{r.ci_low * scale:+.1f}, "
-                                              f"{r.ci_high * scale:+.1f}]" if points else
-                                              f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")  # fmt: skip
         p = "" if pd.isna(r.p_adjusted) else f"{r.p_adjusted:.3f}"
         mark = " (post hoc)" if r.post_hoc else ""
-        lines.append(f"| {r.id} | {r.claim}{mark} | {r.regime} | {est} | {p} | {r.verdict} |")
+        lines.append(f"| {r.id} | {r.claim}{mark} | {r.regime} | {estimate_text(r)} | {p} | {r.verdict} |")
     if decided:
         lines = (lines if len(rows) else []) + ["", f"{len(rows)} of the {len(everyone)} {family} hypotheses decided "
                                                 "by the data; the others are not shown either way."]  # fmt: skip
     return "\n".join(lines).lstrip("\n")
+
+
+def estimate_text(r) -> str:
+    """A hypothesis's difference with its 95% interval: accuracies in points; P9 (log10) and a tau (its fall
+    across regimes, one proxy's over another's) as they are; empty when the run could not test it."""
+    if pd.isna(r.estimate):
+        return ""
+    if r.id != "P9" and "tau" not in r.comparison and getattr(r, "measure", "") != PROXY_TAU:
+        return f"{r.estimate * 100:+.1f} [{r.ci_low * 100:+.1f}, {r.ci_high * 100:+.1f}]"
+    return f"{r.estimate:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+
+
+def changes_markdown(before: pd.DataFrame, after: pd.DataFrame) -> str:
+    """Two runs' claims side by side, for the hypotheses either run decided (verdict other than "not shown"):
+    the difference and verdict before, and now; then how many the two runs agree on."""
+    b, a = before.set_index("id", drop=False), after.set_index("id", drop=False)
+    ids = list(dict.fromkeys([*a.index, *b.index]))
+    decided = lambda t, i: i in t.index and t.loc[i, "verdict"] not in UNDECIDED  # noqa: E731
+    shown = [i for i in ids if decided(b, i) or decided(a, i)]
+    lines = ["| id | regime | before [95% CI] | verdict before | now [95% CI] | verdict now |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for i in shown:
+        old, new = (t.loc[i] if i in t.index else None for t in (b, a))
+        cells = [(estimate_text(r), r.verdict) if r is not None else ("", "not tested") for r in (old, new)]
+        regime = (new if new is not None else old).regime
+        lines.append(f"| {i} | {regime} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |")
+    same = sum(i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"] for i in ids)
+    changed = [i for i in ids if not (i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"])]  # fmt: skip
+    lines += ["", f"{same} of the {len(ids)} hypotheses keep their verdict; changed or new: "
+              f"{', '.join(changed) if changed else 'none'}."]  # fmt: skip
+    return "\n".join(lines if shown else lines[-1:])
 
 
 def verdicts_markdown(claims: pd.DataFrame, family: str) -> str:
@@ -76,9 +105,13 @@ def render(kind: str, arg: str, root: Path = ROOT) -> str:
         return claims_markdown(claims, family, decided=only == "decided")
     if kind == "table":
         return (root / "results" / scale / "tables" / f"{name}.md").read_text().rstrip("\n")
+    # the claims of the run committed at <name>, kept in docs/history/, against the current run's
+    if kind == "changes":
+        before = pd.read_csv(root / HISTORY / f"claims_{scale}_{name}.csv")
+        return changes_markdown(before, pd.read_csv(root / "results" / scale / "tables" / "claims.csv"))
     if kind == "verdicts":
         return verdicts_markdown(pd.read_csv(root / "results" / scale / "tables" / "claims.csv"), name)
-    raise ValueError(f"unknown generated block {kind!r}; use plan, claims, verdicts or table")
+    raise ValueError(f"unknown generated block {kind!r}; use plan, claims, verdicts, table or changes")
 
 
 def _blocks(text: str):
@@ -96,7 +129,7 @@ def stale(pages=PAGES, root: Path = ROOT) -> list[str]:
 
 def refresh(pages=PAGES, root: Path = ROOT) -> list[str]:
     """Rewrite every generated block from the tables; the pages changed."""
-    from expertlib.runtime import atomic_write_text
+    from expertlib.utils.runtime import atomic_write_text
 
     changed = []
     for page in pages:

@@ -14,7 +14,7 @@ RELEASED_BANK = "released_experts.safetensors"
 
 def released_names(scale) -> tuple[str, ...]:
     """The released experts a scale uses: its ``experts`` list, else all 48."""
-    from expertlib.hierarchy import PAPER_EXPERTS
+    from expertlib.datasets.hierarchy import PAPER_EXPERTS
 
     return tuple(scale.expert.names) if scale.expert.names is not None else PAPER_EXPERTS
 
@@ -47,7 +47,7 @@ def resolve_experts(bench: Benchmark, names) -> dict[str, str]:
     """Expert names -> hierarchy nodes. A released expert's name means its explicit WordNet id
     (``expertlib/data/released_experts.json``: ``food`` and ``nutrient`` are different synsets); other names
     are ids or lemmas of the benchmark's hierarchy."""
-    from expertlib.hierarchy import released_expert_ids
+    from expertlib.datasets.hierarchy import released_expert_ids
 
     ids = released_expert_ids()
     wanted = {e: ids.get(e, e) for e in names}

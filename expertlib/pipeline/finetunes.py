@@ -9,13 +9,13 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from expertlib.candidates import Candidate
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.jobs import Job
+from expertlib.models.candidates import Candidate
 from expertlib.pipeline.pricing import gpu_rates, gpu_seconds
 from expertlib.pipeline.tables import split_ids
 from expertlib.pipeline.workspace import Workspace
-from expertlib.proxies import PICKED_BY
+from expertlib.select.proxies import PICKED_BY
+from expertlib.utils.jobs import Job
 
 
 def planned_runs(ws: Workspace, cands: Mapping[str, Candidate], task: str, relates_to: str | None = None,
@@ -52,8 +52,8 @@ MODES = {"finetune": ("train800val200", "test"), "finetune_val": ("train800", "v
 
 def transfer_jobs(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], hps: Mapping[str, dict],
                   picks: pd.DataFrame | None) -> list[Job]:  # fmt: skip
-    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.jobs.Job`\s whose recipe says what sets
-    its result (task, candidate, mode, seed, steps, lr, batch, resolution; :func:`run_transfer` adds the
+    r"""Every fine-tune the transfer step runs, as :class:`~expertlib.utils.jobs.Job`\s whose recipe says what
+    sets its result (task, candidate, mode, seed, steps, lr, batch, resolution; :func:`run_transfer` adds the
     candidate's weights' fingerprint) and whose cost is its GPU seconds, evaluation included. The plan prices
     exactly these."""
     by_task = picks.set_index("task").to_dict("index") if picks is not None and len(picks) else {}

@@ -3,12 +3,13 @@ stacks, how many compiled graphs, and the minutes its fine-tunes will take at th
 one has; where none has, it says so instead of guessing.
 
 Counts come from the very job list notebook 05 runs (:func:`~expertlib.pipeline.compute_plan.plan_jobs`; before
-selection, its upper bound), cut into stacks as :func:`expertlib.jobs.chunks` cuts it (by task, mode, steps,
-batch, resolution and network structure: adapter experts apart from the rest), and compiles as "auto" decides
-(:data:`expertlib.evaluation.COMPILE_PAYS`: an architecture measured to pay, fine-tuned one job at a time, compiles
-one graph per resolution and mode). The rate is the stacked fine-tunes' per second that ``make gpu-check``
-measured (``bench_many_models.py``'s K=64 row on a GPU, ``results/benchmarks/many_models.csv``): that benchmark
-runs the ``cpu`` scale's fine-tuning recipe, which the ``gpu`` scale shares.
+selection, its upper bound), cut into stacks as :func:`expertlib.utils.jobs.chunks` cuts it (by task, mode,
+steps, batch, resolution and network structure: adapter experts apart from the rest), and compiles as "auto"
+decides (:data:`expertlib.train.evaluation.COMPILE_PAYS`: an architecture measured to pay, fine-tuned one job
+at a time, compiles one graph per resolution and mode). The rate is the stacked fine-tunes' per second that
+``make gpu-check`` measured (``bench_many_models.py``'s K=64 row on a GPU,
+``results/benchmarks/many_models.csv``): that benchmark runs the ``cpu`` scale's fine-tuning recipe, which the
+``gpu`` scale shares.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.evaluation import COMPILE_PAYS
-from expertlib.jobs import Job, chunks
+from expertlib.models.resnet import config_name, get_config
 from expertlib.pipeline.compute_plan import plan_jobs, scale_candidates
 from expertlib.pipeline.experts import choose_experts
 from expertlib.pipeline.workspace import Workspace
-from expertlib.resnet import config_name, get_config
+from expertlib.train.evaluation import COMPILE_PAYS
+from expertlib.utils.jobs import Job, chunks
 
 MANY_MODELS_CSV = Path(__file__).resolve().parents[2] / "results" / "benchmarks" / "many_models.csv"
 

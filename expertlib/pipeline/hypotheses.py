@@ -11,8 +11,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from expertlib.candidates import BASE, EXTRA
+from expertlib.analysis.stats import Comparison, bh_q, compare, compare_per_task, holm
 from expertlib.datasets.fewshot import FULL_REGIME, regime, split_name
+from expertlib.models.candidates import BASE, EXTRA
 from expertlib.pipeline import analysis as A
 from expertlib.pipeline.methods import (
     ORACLE_REFUSED,
@@ -22,9 +23,8 @@ from expertlib.pipeline.methods import (
     in_regime,
     method_runs,
 )
-from expertlib.prior import PRIOR_PROXIES
-from expertlib.proxies import PAPER_PROXY, PROXIES
-from expertlib.stats import Comparison, bh_q, compare, compare_per_task, holm
+from expertlib.select.prior import PRIOR_PROXIES
+from expertlib.select.proxies import PAPER_PROXY, PROXIES
 
 
 def every_expert_seconds(runs: pd.DataFrame, picks: pd.DataFrame) -> pd.Series:

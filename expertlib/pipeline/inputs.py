@@ -8,7 +8,7 @@ import pandas as pd
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.pipeline.experts import RELEASED_BANK, released_names
 from expertlib.pipeline.workspace import Workspace
-from expertlib.runtime import atomic_write_csv
+from expertlib.utils.runtime import atomic_write_csv
 
 
 def load_benchmark(ws: Workspace) -> Benchmark:
@@ -82,7 +82,7 @@ def check_downloads(ws: Workspace) -> None:
         problems.append(f"B's weights {weights} not found: {WHERE_B}")
     if not ws.path("models", RELEASED_BANK).exists():
         folder = root / (sc.data.released_experts or "released_experts")
-        from expertlib.convert import ConversionError, sources
+        from expertlib.models.convert import ConversionError, sources
 
         try:
             found = sources([folder]) if folder.is_dir() else {}

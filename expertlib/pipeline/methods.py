@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from expertlib.candidates import BASE, EXPERT_KINDS, EXTRA
+from expertlib.analysis.plots import METHOD_ORDER
+from expertlib.analysis.stats import compare, paired_differences, t_interval
 from expertlib.datasets.fewshot import regime, regime_order, split_name
+from expertlib.models.candidates import BASE, EXPERT_KINDS, EXTRA
 from expertlib.pipeline.analysis import test_halves
 from expertlib.pipeline.tables import join_ids, prediction_key, split_ids
-from expertlib.plots import METHOD_ORDER
-from expertlib.stats import compare, paired_differences, t_interval
 
 METHODS = METHOD_ORDER
 """Every method the report compares, in the one order the tables and the figures share."""
@@ -198,10 +198,11 @@ def base_differences(runs: pd.DataFrame, picks: pd.DataFrame, halves: pd.DataFra
                      mode: str = "finetune") -> pd.DataFrame:  # fmt: skip
     """Each method (:data:`GAIN_METHODS`) minus B, paired at the same seeds and test images (the oracle on test
     half B, given ``halves``), as the claims pair them. Over every task (``level`` "all"): the mean of the per-task
-    differences with the claims' bootstrap-t interval over tasks (:func:`expertlib.stats.compare`, the numbers of
-    the claims table). Per group ("group", 3-5 tasks) and per task ("task", the mean over its seeds): Student's t
-    interval (:func:`expertlib.stats.t_interval`), since the bootstrap-t degenerates on so few units (a resample
-    of one repeated value has no spread, and at 3 units one in nine resamples is one)."""
+    differences with the claims' bootstrap-t interval over tasks (:func:`expertlib.analysis.stats.compare`,
+    the numbers of the claims table). Per group ("group", 3-5 tasks) and per task ("task", the mean over its
+    seeds): Student's t interval (:func:`expertlib.analysis.stats.t_interval`), since the bootstrap-t
+    degenerates on so few units (a resample of one repeated value has no spread, and at 3 units one in nine
+    resamples is one)."""
     groups = runs.drop_duplicates("task").set_index("task").group
     rows = []
     for method in GAIN_METHODS:

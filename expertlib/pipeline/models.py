@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from expertlib.adapters import ExpertBank
-from expertlib.candidates import BASE, EXTRA, Candidate, from_bank, from_model
-from expertlib.distributed import barrier, is_primary
+from expertlib.models.adapters import ExpertBank
+from expertlib.models.candidates import BASE, EXTRA, Candidate, from_bank, from_model
+from expertlib.models.resnet import ResNetV2
+from expertlib.models.weights import load_bank, load_model, load_released
 from expertlib.pipeline.experts import RELEASED_BANK, released_names
 from expertlib.pipeline.workspace import MissingStepError, Workspace, cached, record_provenance
-from expertlib.resnet import ResNetV2
-from expertlib.weights import load_bank, load_model, load_released
+from expertlib.utils.distributed import barrier, is_primary
 
 
 class NothingToTrainError(RuntimeError):
@@ -62,7 +62,7 @@ def load_experts(ws: Workspace) -> tuple[ExpertBank, ExpertBank]:
 def bit_m(ws: Workspace) -> ResNetV2:
     """B for a scale that trains nothing: BiT-M's released weights with its 21,843-way head (for domain
     prediction), stored once as ``models/generic.safetensors``."""
-    from expertlib.hierarchy import bit_m_classes
+    from expertlib.datasets.hierarchy import bit_m_classes
 
     def compute() -> ResNetV2:
         model = ResNetV2(ws.scale.upstream.arch, num_classes=len(bit_m_classes()), zero_head=False)
@@ -84,7 +84,7 @@ def released_bank(ws: Workspace) -> ExpertBank:
     if not path.exists() and not ws.scale.data.released_experts:
         raise MissingStepError(f"{path} is missing and scale {ws.scale.name!r} names no SavedModel folder")
     if not path.exists() and is_primary():
-        from expertlib.convert import convert_bank, sources
+        from expertlib.models.convert import convert_bank, sources
 
         found = sources([ws.dataset_root / ws.scale.data.released_experts])
         wanted = {n: found[n] for n in released_names(ws.scale)}  # check_downloads named any missing

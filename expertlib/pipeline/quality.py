@@ -3,13 +3,14 @@ selection-quality tables and figure).
 
 Per task and proxy (:func:`selection_quality`): Kendall tau-b and weighted tau of the scores against the
 experts' mean fine-tuned accuracy over all seeds, beside the split-half noise ceiling of each
-(:func:`expertlib.stats.noise_ceiling`); the pick's regret in accuracy points (a tie judged by its
+(:func:`expertlib.analysis.stats.noise_ceiling`); the pick's regret in accuracy points (a tie judged by its
 expectation); whether the best expert is in the top 3; tau after a third of the experts are dropped
-(:func:`expertlib.selection.drop_third_taus`, the same draws for every proxy of a task); the selection's seconds.
-Per regime and proxy (:func:`quality_summary`): their means over tasks with bootstrap-t 95% intervals over
-tasks (the analysis plan's interval), each tau as a fraction of its mean ceiling, the seconds beside kNN's.
+(:func:`expertlib.select.selection.drop_third_taus`, the same draws for every proxy of a task); the
+selection's seconds. Per regime and proxy (:func:`quality_summary`): their means over tasks with bootstrap-t
+95% intervals over tasks (the analysis plan's interval), each tau as a fraction of its mean ceiling, the
+seconds beside kNN's.
 
-The scores built from past transfers (:mod:`expertlib.prior`) join the proxies here
+The scores built from past transfers (:mod:`expertlib.select.prior`) join the proxies here
 (:func:`with_past_transfers`), from the runs of the other tasks of the same regime alone.
 """
 
@@ -21,19 +22,20 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from expertlib.analysis.stats import bootstrap_t_interval, noise_ceiling
 from expertlib.datasets.fewshot import regime, regime_order, split_name
 from expertlib.pipeline.methods import in_pool
 from expertlib.pipeline.tables import read_candidate_table
 from expertlib.pipeline.workspace import Workspace
-from expertlib.prior import (
+from expertlib.select.prior import (
     HYBRID_PROXY,
     PRIOR_PROXIES,
     PastTransfers,
     past_transfer_rankings,
     task_accuracies,
 )
-from expertlib.proxies import ALL_PROXIES, PAPER_PROXY
-from expertlib.selection import (
+from expertlib.select.proxies import ALL_PROXIES, PAPER_PROXY
+from expertlib.select.selection import (
     drop_third_taus,
     kendall_tau,
     recall_at_k,
@@ -41,7 +43,6 @@ from expertlib.selection import (
     top_k_relative_accuracy,
     weighted_tau,
 )
-from expertlib.stats import bootstrap_t_interval, noise_ceiling
 
 DROP_DRAWS = 50
 """Random drops of a third of the experts per task (the same for every proxy of the task)."""
@@ -57,9 +58,10 @@ def _base_task(task: str) -> str:
 def with_past_transfers(
     rankings: pd.DataFrame, runs: pd.DataFrame
 ) -> tuple[pd.DataFrame, pd.DataFrame, Rescore]:
-    """``rankings`` with the :data:`~expertlib.prior.PRIOR_PROXIES` rows of the pool's experts on every task
-    (each from the other tasks of its regime alone, never from any version of itself); the nested hybrid's
-    weight per task; and how to recompute those scores on part of the pool (for the drop-a-third stability)."""
+    """``rankings`` with the :data:`~expertlib.select.prior.PRIOR_PROXIES` rows of the pool's experts on every
+    task (each from the other tasks of its regime alone, never from any version of itself); the nested
+    hybrid's weight per task; and how to recompute those scores on part of the pool (for the drop-a-third
+    stability)."""
     pool_rank, pool_runs = rankings[in_pool(rankings)], runs[in_pool(runs)]
     rows, weights = past_transfer_rankings(pool_rank, pool_runs, same_task=_base_task, comparable=regime)
     if len(rows):
@@ -84,7 +86,8 @@ def selection_quality(points: pd.DataFrame, runs: pd.DataFrame, rescore: Rescore
     agreement of the scores with the experts' mean fine-tuned accuracy over all seeds beside its noise ceilings,
     the pick's regret in points, recall@3 of the best expert, tau with a third of the experts dropped (mean and
     sd over ``draws``), and the selection's seconds on the task. ``rescore(task, proxy, kept)``: the scores of a
-    proxy built from the pool (:data:`~expertlib.prior.PRIOR_PROXIES`) recomputed on the kept experts."""
+    proxy built from the pool (:data:`~expertlib.select.prior.PRIOR_PROXIES`) recomputed on the kept
+    experts."""
     ft = runs[(runs["mode"] == "finetune") & in_pool(runs)].rename(columns={"model": "candidate"})
     ceilings = {t: (noise_ceiling(g), noise_ceiling(g, "weighted")) for t, g in ft.groupby("task")}
     rows = []

@@ -7,9 +7,9 @@ functions of the scale.
 
 from __future__ import annotations
 
-from expertlib.scale import Scale
-from expertlib.schedules import Schedule, bit_hyperrule, bit_mixup_alpha, upstream_schedule
-from expertlib.training import TrainConfig
+from expertlib.run.scale import Scale
+from expertlib.train.schedules import Schedule, upstream_schedule
+from expertlib.train.training import TrainConfig, hyperrule_config
 
 
 def upstream_config(
@@ -46,12 +46,11 @@ def transfer_config(scale: Scale, steps: int, lr: float, seed: int = 0, device: 
     """Fine-tuning on a task of ``dataset_size`` training images: BiT-HyperRule in the scale's form
     (``hyperrule``), ``steps`` standing for its 500-step regime (VTAB-1k's 1,000 images, the pipeline's tasks);
     a task of 20k images or more trains 20x or 40x as long, with mixup (BiT's size regimes,
-    :func:`~expertlib.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun the ranks
-    share the job list instead, :mod:`expertlib.jobs`)."""
-    sched = bit_hyperrule(dataset_size, lr, scale.transfer.hyperrule, small_steps=steps)
-    return TrainConfig(sched, batch_size=scale.transfer.batch, seed=seed, device=device,
-                       mixup_alpha=bit_mixup_alpha(dataset_size), workers=scale.runtime.data_workers,
-                       micro_batch=scale.runtime.micro_batch, data_parallel=False, compile=scale.runtime.compile)  # fmt: skip
+    :func:`~expertlib.train.schedules.bit_hyperrule`). Each fine-tune trains on one process (under torchrun
+    the ranks share the job list instead, :mod:`expertlib.utils.jobs`)."""
+    return hyperrule_config(dataset_size, lr, scale.transfer.hyperrule, steps, batch_size=scale.transfer.batch,
+                            seed=seed, device=device, workers=scale.runtime.data_workers,
+                            micro_batch=scale.runtime.micro_batch, data_parallel=False, compile=scale.runtime.compile)  # fmt: skip
 
 
 # -- which settings make each step's results ------------------------------------------------------------------
@@ -109,7 +108,7 @@ def step_recipe(scale: Scale, step: str, seed: int = 0) -> dict:
 
 # how the tasks are augmented when fine-tuned: flip and crop per task (BiT's Supplementary F; TaskInfo.flip, .crop)
 TASK_AUGMENTATION = "flip and crop per task"
-# what domain prediction's sigmoid reading scores (expertlib.proxies.domain_prediction_scores_sigmoid)
+# what domain prediction's sigmoid reading scores (expertlib.select.proxies.domain_prediction_scores_sigmoid)
 SIGMOID_READING = "sigmoid: expected count of classes present"
 # settings recorded as what they resolve to, so that "auto" never hides a change of behaviour; the sigmoid reading
 # is recorded with its statistic (it scored another one before: those outputs are refused)

@@ -2,8 +2,8 @@
 the tables of notebooks 02-05 under ``results/<scale>/`` alone; it imports no step.
 
 What each method yields comes from :mod:`expertlib.pipeline.methods`; the analysis plan's hypotheses are tested
-by :mod:`expertlib.pipeline.hypotheses` (paired differences over tasks, :mod:`expertlib.stats`, with Holm's
-correction over the paper's claims and q-values over the rest); ``summary.json`` is written by
+by :mod:`expertlib.pipeline.hypotheses` (paired differences over tasks, :mod:`expertlib.analysis.stats`, with
+Holm's correction over the paper's claims and q-values over the rest); ``summary.json`` is written by
 :mod:`expertlib.pipeline.summary`.
 """
 
@@ -13,11 +13,11 @@ import json
 
 import pandas as pd
 
-from expertlib import plots, proxy_plots
-from expertlib.candidates import BASE
+from expertlib.analysis import plots, proxy_plots
+from expertlib.analysis.stats import compare
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import FULL_REGIME, regime, regime_order
-from expertlib.distributed import is_primary
+from expertlib.models.candidates import BASE
 from expertlib.pipeline.hypotheses import every_expert_seconds, hypothesis_table
 from expertlib.pipeline.inputs import write_data_summary
 from expertlib.pipeline.methods import (
@@ -35,8 +35,8 @@ from expertlib.pipeline.quality import proxy_agreement, quality_tables
 from expertlib.pipeline.summary import summary_json, write_summary
 from expertlib.pipeline.tables import load_predictions, read_candidate_table
 from expertlib.pipeline.workspace import Workspace, record_provenance
-from expertlib.proxies import PICKED_BY
-from expertlib.stats import compare
+from expertlib.select.proxies import PICKED_BY
+from expertlib.utils.distributed import is_primary
 
 ORACLE_NOTE = {
     "halves": "Fine-tune every expert (oracle): the cost of fine-tuning each expert once; what it yields is the "
@@ -160,7 +160,7 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
         "imagenet21k+vtab",
         "vtab",
     ):  # VTAB-1k itself: our table beside the published numbers
-        from expertlib.published import beside_published, split_caveat
+        from expertlib.analysis.published import beside_published, split_caveat
 
         infos = {task: bench.task_info(task) for task in ws.scale.data.tasks}
         caveat = split_caveat({task: (i.vtab_splits, i.tfds_counts_match) for task, i in infos.items()})

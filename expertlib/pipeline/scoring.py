@@ -1,6 +1,6 @@
 """Notebook 04, the selection step: every proxy scores every candidate on every task; each proxy picks one;
-the costs. (The library's :mod:`expertlib.selection` is where candidates meet proxies; this is the notebook's
-step over a workspace.)
+the costs. (The library's :mod:`expertlib.select.selection` is where candidates meet proxies; this is the
+notebook's step over a workspace.)
 
 Besides the proxies' own seconds, this step times the competing approach's per-task cost: a DAT-style
 re-training (:mod:`expertlib.pipeline.dat`) for one expert's budget. The scale's ``dat_timing_steps`` sets how
@@ -16,17 +16,17 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from expertlib.candidates import BASE, EXPERT_KINDS, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.distributed import is_primary
+from expertlib.models.candidates import BASE, EXPERT_KINDS, Candidate, identify
+from expertlib.models.resnet import Pooled
 from expertlib.pipeline.dat import time_dat
 from expertlib.pipeline.experts import choose_experts
 from expertlib.pipeline.tables import join_ids, read_candidate_table, split_ids
 from expertlib.pipeline.workspace import Workspace, check_recipe, record_provenance
-from expertlib.proxies import ALL_PROXIES, PICKED_BY
-from expertlib.resnet import Pooled
-from expertlib.runtime import atomic_write_csv
-from expertlib.selection import extract_features, forward_flops, head_logits, rank_experts, tied_best
+from expertlib.select.proxies import ALL_PROXIES, PICKED_BY
+from expertlib.select.selection import extract_features, forward_flops, head_logits, rank_experts, tied_best
+from expertlib.utils.distributed import is_primary
+from expertlib.utils.runtime import atomic_write_csv
 
 
 def random_choice(candidates: list[str], seed: int, task: str) -> str:
@@ -158,7 +158,7 @@ def upstream_label_sets(
     """Each expert's upstream label indices, for domain prediction: an adapter expert's by its subtree, a
     released expert's by its explicit WordNet id, where the benchmark's hierarchy holds that subtree (ImageNet-21k
     does; the embedded benchmark has no WordNet ids, so there released experts go unscored by it)."""
-    from expertlib.hierarchy import released_expert_ids
+    from expertlib.datasets.hierarchy import released_expert_ids
 
     nodes, ids = choose_experts(ws, bench) if ws.scale.trains_upstream else {}, released_expert_ids()
     out = {}

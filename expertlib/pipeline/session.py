@@ -9,7 +9,6 @@ from dataclasses import replace
 import pandas as pd
 
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.parameters import validate_values
 from expertlib.pipeline.compute_plan import (
     CHEAPER_RECIPE,
     other_hyperrule,
@@ -20,7 +19,8 @@ from expertlib.pipeline.compute_plan import (
 from expertlib.pipeline.experts import choose_experts, released_names
 from expertlib.pipeline.inputs import load_benchmark
 from expertlib.pipeline.workspace import Workspace
-from expertlib.runtime import work_at_repository_root
+from expertlib.run.parameters import validate_values
+from expertlib.utils.runtime import work_at_repository_root
 
 
 def start(
@@ -90,8 +90,8 @@ def hyperrule_recipes(ws: Workspace, bench: Benchmark, candidates: Mapping | Non
     resolution of a task with images of 96x96 px or more, the schedule at the scale's fine-tuning length, and
     the plan's fine-tuning and total GPU-hours under each (an upper bound before selection, as the plan is;
     ``candidates``: the plan's, by default the scale's)."""
-    from expertlib.schedules import HYPERRULE_SOURCES, HYPERRULES, scaled_hyperrule
-    from expertlib.transforms import bit_resolution
+    from expertlib.datasets.transforms import bit_resolution
+    from expertlib.train.schedules import HYPERRULE_SOURCES, HYPERRULES, scaled_hyperrule
 
     sc, rows = ws.scale, []
     cands = candidates or scale_candidates(ws, list(choose_experts(ws, bench)) if sc.trains_upstream else None)  # fmt: skip

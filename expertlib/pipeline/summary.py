@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from expertlib.candidates import BASE, EXTRA
+from expertlib.models.candidates import BASE, EXTRA
 from expertlib.pipeline.tables import split_ids
 from expertlib.pipeline.workspace import Workspace, provenance
-from expertlib.proxies import PICKED_BY
-from expertlib.runtime import atomic_write_json
+from expertlib.select.proxies import PICKED_BY
+from expertlib.utils.runtime import atomic_write_json
 
 
 def summary_json(ws, bench, methods, picks, means, cost, record, adapter_log, full_log, gains) -> dict:
@@ -119,7 +119,7 @@ def write_summary(path, summary: dict) -> bool:
             strip(summary), sort_keys=True, default=str
         ):
             return False
-        # the notebooks' wall times (expertlib.reproduce) stay until the next timed run
+        # the notebooks' wall times (expertlib.run.reproduce) stay until the next timed run
         if "run_seconds" in old:
             summary = {**summary, "run_seconds": old["run_seconds"]}
     atomic_write_json(path, summary)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from expertlib.proxies import PICKED_BY
-from expertlib.runtime import atomic_write
+from expertlib.select.proxies import PICKED_BY
+from expertlib.utils.runtime import atomic_write
 
 PICK_COLUMNS = (*PICKED_BY, "random")
 """Every column of a picks table that names candidates by id (a tie: its ids in one cell, :func:`join_ids`)."""

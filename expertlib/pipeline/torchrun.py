@@ -12,7 +12,7 @@ notebook's (and the notebook then reuses them)::
 
 ``generic`` and ``experts`` train with DDP (NCCL on GPUs, gloo on CPU), every global batch split over the
 processes (``--shard-experts``: each rank trains whole experts instead); ``transfer`` shares the fine-tunes'
-job list over the ranks (:mod:`expertlib.jobs`), rank 0 writing the tables.
+job list over the ranks (:mod:`expertlib.utils.jobs`), rank 0 writing the tables.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from expertlib.distributed import finish_distributed, init_distributed, rank_and_world
+from expertlib.utils.distributed import finish_distributed, init_distributed, rank_and_world
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = init_distributed(args.device, backend="gloo" if args.command == "transfer" else None)
     rank, world = rank_and_world()
     if args.command == "generic":
+        from expertlib.models.weights import save_model
         from expertlib.pipeline.upstream import fit_generic
-        from expertlib.presets import get_scale
-        from expertlib.weights import save_model
+        from expertlib.run.presets import get_scale
 
         overrides = {k: v for k, v in (("upstream_steps", args.steps), ("upstream_batch", args.batch_size),
                                        ("upstream_lr", args.lr)) if v is not None}  # fmt: skip
@@ -81,8 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"trained {record['steps']} steps on {world} process(es) in {record['seconds']:.1f} s "
                   f"({record['images_per_second']:.0f} images/s); saved {args.out}")  # fmt: skip
     elif args.command == "experts":
+        from expertlib.models.weights import load_model
         from expertlib.pipeline.upstream import train_experts
-        from expertlib.weights import load_model
 
         ws = Workspace.create(
             args.scale, args.results_dir, args.data_root, device, args.seed, progress=rank == 0

@@ -3,7 +3,7 @@
 written as each run finishes, so a killed run resumes where it stopped.
 
 Fine-tunes are independent jobs: on CPU, ``scale.runtime.transfer_workers`` single-threaded processes run them side by
-side (:mod:`expertlib.parallel`), with the same results for any number of workers."""
+side (:mod:`expertlib.utils.parallel`), with the same results for any number of workers."""
 
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from expertlib import proxies as P
-from expertlib.candidates import BASE, Candidate, identify
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fewshot import split_name
-from expertlib.distributed import is_primary
-from expertlib.evaluation import predict, predicted_classes
-from expertlib.jobs import Job, run_sharded
-from expertlib.parallel import run_jobs
+from expertlib.models.candidates import BASE, Candidate, identify
+from expertlib.models.resnet import Pooled
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.dat import dat_models
 from expertlib.pipeline.finetunes import MODES, planned_runs, transfer_jobs
@@ -35,12 +31,16 @@ from expertlib.pipeline.tables import (
     save_predictions,
 )
 from expertlib.pipeline.workspace import Workspace, cached, check_recipe, record_provenance
-from expertlib.probes import linear_probe_accuracies
-from expertlib.resnet import Pooled
-from expertlib.runtime import atomic_write_csv, atomic_write_json
-from expertlib.selection import extract_features
-from expertlib.stacked import finetune_stacked, predicted_classes_stacked, structure
-from expertlib.training import TrainConfig, TrainData, finetune
+from expertlib.select import proxies as P
+from expertlib.select.probes import linear_probe_accuracies
+from expertlib.select.selection import extract_features
+from expertlib.train.evaluation import predict, predicted_classes
+from expertlib.train.stacked import finetune_stacked, predicted_classes_stacked, structure
+from expertlib.train.training import TrainConfig, TrainData, finetune
+from expertlib.utils.distributed import is_primary
+from expertlib.utils.jobs import Job, run_sharded
+from expertlib.utils.parallel import run_jobs
+from expertlib.utils.runtime import atomic_write_csv, atomic_write_json
 
 
 def finetune_job(net: nn.Module, train_data: TrainData, eval_data: TrainData, cfg: TrainConfig, classes: int,
@@ -103,8 +103,8 @@ def frozen_linear(ws: Workspace, cands: Sequence[Candidate], splits: Mapping[str
                   ) -> Iterator[tuple[float, float]]:  # fmt: skip
     """Frozen-feature transfer of each candidate: logistic regression on train800val200 features, accuracy on test,
     and its seconds. On a CPU one candidate at a time in scikit-learn (the committed numbers); on a GPU every
-    candidate's features in one pass per split and the probes fitted together there (:mod:`expertlib.probes`,
-    scikit-learn's optimum), each candidate's seconds an equal share."""
+    candidate's features in one pass per split and the probes fitted together there
+    (:mod:`expertlib.select.probes`, scikit-learn's optimum), each candidate's seconds an equal share."""
     tr, te, batch = splits["train800val200"], splits["test"], ws.scale.runtime.eval_batch
     t0 = time.perf_counter()
     if not ws.device.startswith("cuda"):
@@ -125,9 +125,9 @@ def frozen_linear(ws: Workspace, cands: Sequence[Candidate], splits: Mapping[str
 def run_transfer(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]) -> pd.DataFrame:
     """All transfer runs on every task, few-shot versions included: hyper-parameters on val200 with B (few-shot
     tasks take their full task's; a one-point grid is taken as it is); the DAT-style models where the scale
-    asks for them; then :func:`transfer_jobs`, shared over every torchrun rank (:mod:`expertlib.jobs`: one file
-    per job, so a killed run resumes job by job) and merged by rank 0; and a frozen-feature linear classifier
-    for every candidate where the scale asks for it."""
+    asks for them; then :func:`transfer_jobs`, shared over every torchrun rank (:mod:`expertlib.utils.jobs`:
+    one file per job, so a killed run resumes job by job) and merged by rank 0; and a frozen-feature linear
+    classifier for every candidate where the scale asks for it."""
     cands = {**cands, **dat_models(ws, bench, cands[BASE])}
     out = ws.path("tables", "transfer_runs.csv")
     hp_path = ws.path("tables", "transfer_hyperparameters.json")
@@ -232,9 +232,10 @@ def stack_group(bench: Benchmark, cands: Mapping[str, Candidate]):
 
 def finetune_together(ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate], jobs: Sequence[Job]
                       ) -> list[tuple[float, float, str]]:  # fmt: skip
-    """The fine-tunes of one :func:`stack_group` as one stacked model (:mod:`expertlib.stacked`; each keeps its
-    own seed, data order, head, learning rate and results): what :func:`finetune_job` gives for each, from one
-    pass per step and one evaluation pass. Where launches, not arithmetic, bound a step (small models on a GPU)."""
+    """The fine-tunes of one :func:`stack_group` as one stacked model (:mod:`expertlib.train.stacked`; each
+    keeps its own seed, data order, head, learning rate and results): what :func:`finetune_job` gives for
+    each, from one pass per step and one evaluation pass. Where launches, not arithmetic, bound a step (small
+    models on a GPU)."""
     args = [_job_args(ws, bench, cands, job) for job in jobs]
     nets, cfgs = [a[0] for a in args], [a[3] for a in args]
     _, train_data, eval_data, _, k, eval_batch = args[0]

@@ -15,23 +15,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from expertlib import proxies as P
-from expertlib.adapters import AdapterExperts, ExpertBank, FullExperts
-from expertlib.candidates import BASE, EXTRA, Candidate, features_of
 from expertlib.datasets.batches import subset
 from expertlib.datasets.benchmark import Benchmark
-from expertlib.distributed import barrier, is_primary, rank_and_world
-from expertlib.evaluation import accuracy, predict
-from expertlib.jobs import Job, run_sharded
-from expertlib.parallel import run_jobs
+from expertlib.models.adapters import AdapterExperts, ExpertBank, FullExperts
+from expertlib.models.candidates import BASE, EXTRA, Candidate, features_of
+from expertlib.models.resnet import ResNetV2
+from expertlib.models.weights import load_expert, save_expert
 from expertlib.pipeline import recipes as R
 from expertlib.pipeline.experts import choose_experts, full_experts
 from expertlib.pipeline.models import load_released_generic, require_upstream
 from expertlib.pipeline.workspace import Workspace, cached
-from expertlib.resnet import ResNetV2
-from expertlib.runtime import atomic_write_csv, seed_everything
-from expertlib.training import TrainConfig, TrainData, train, train_expert
-from expertlib.weights import load_expert, save_expert
+from expertlib.select import proxies as P
+from expertlib.train.evaluation import accuracy, predict
+from expertlib.train.training import TrainConfig, TrainData, train, train_expert
+from expertlib.utils.distributed import barrier, is_primary, rank_and_world
+from expertlib.utils.jobs import Job, run_sharded
+from expertlib.utils.parallel import run_jobs
+from expertlib.utils.runtime import atomic_write_csv, seed_everything
 
 # -- the generic model B ---------------------------------------------------------------------------------------
 
@@ -91,7 +91,7 @@ def generic_upstream_accuracy(
     ws: Workspace, bench: Benchmark, base: ResNetV2, extra: ResNetV2
 ) -> pd.DataFrame:
     # imported here: matplotlib and seaborn cost 1.5 s (torchrun ranks never plot)
-    from expertlib import plots
+    from expertlib.analysis import plots
 
     frame = pd.concat(
         [per_domain_accuracy(m, ws, bench).assign(model=name) for name, m in ((BASE, base), (EXTRA, extra))]
@@ -271,7 +271,7 @@ def write_specialisation(
     ws: Workspace, bench: Benchmark, cands: Mapping[str, Candidate]
 ) -> tuple[pd.DataFrame, list]:
     """The specialisation table (cached) and its two figures (kNN, linear probe), returned for the notebook."""
-    from expertlib import plots
+    from expertlib.analysis import plots
 
     experts = [n for n, c in cands.items() if c.expert is not None]
     spec = cached(

@@ -18,18 +18,19 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from expertlib import runlock
 from expertlib.datasets.fewshot import tasks_with_few_shot
-from expertlib.distributed import is_distributed, is_primary
-from expertlib.presets import get_scale
-from expertlib.runtime import (
+from expertlib.run.presets import get_scale
+from expertlib.run.scale import Scale
+from expertlib.train.training import RecipeMismatchError  # one error for stored outputs and checkpoints
+from expertlib.utils import runlock
+from expertlib.utils.distributed import is_distributed, is_primary
+from expertlib.utils.runtime import (
     atomic_write_csv,
     atomic_write_json,
     machine_description,
     resolve_device,
     seed_everything,
 )
-from expertlib.scale import Scale
 
 T = TypeVar("T")
 
@@ -92,7 +93,7 @@ class Workspace:
         return step_recipe(self.scale, step, self.seed)
 
     def pool_workers(self) -> int:
-        """Processes for independent trainings (:func:`expertlib.parallel.run_jobs`): the scale's
+        """Processes for independent trainings (:func:`expertlib.utils.parallel.run_jobs`): the scale's
         ``transfer_workers`` on a CPU; none on a GPU or under torchrun, where the jobs run in turn."""
         return self.scale.runtime.transfer_workers if self.device == "cpu" and not is_distributed() else 0
 
@@ -110,25 +111,25 @@ class Workspace:
 
 # -- cache or compute ------------------------------------------------------------------------------------------
 def _load_model(p: Path) -> Any:
-    from expertlib.weights import load_model
+    from expertlib.models.weights import load_model
 
     return load_model(p)
 
 
 def _save_model(p: Path, m: Any) -> None:
-    from expertlib.weights import save_model
+    from expertlib.models.weights import save_model
 
     save_model(m, p)  # copies to the CPU: the model stays where it trains
 
 
 def _load_bank(p: Path) -> Any:
-    from expertlib.weights import load_bank
+    from expertlib.models.weights import load_bank
 
     return load_bank(p)
 
 
 def _save_bank(p: Path, b: Any) -> None:
-    from expertlib.weights import save_bank
+    from expertlib.models.weights import save_bank
 
     save_bank(b, p)
 
@@ -139,10 +140,6 @@ FORMATS: dict[str, tuple[Callable[[Path], Any], Callable[[Path, Any], Any]]] = {
     "model": (_load_model, _save_model),
     "bank": (_load_bank, _save_bank),
 }
-
-
-class RecipeMismatchError(RuntimeError):
-    """A stored output was made under other settings than the scale asks for now."""
 
 
 def check_recipe(paths: Sequence[Path], recipe: dict | None) -> None:

@@ -4,9 +4,9 @@ With no images given, the scale's first task is exported as a class-folder tree 
 test as test/) under ``data_root``, so the notebook runs anywhere; with no models given, the scale's own B,
 B+extra and adapter-expert bank are ranked. Outputs go to ``results/<scale>/your_task/`` with the notebook's
 default parameters, and to ``results/<scale>/your_task/<variant>/`` with any other (``k=1``, ...:
-:func:`expertlib.parameters.variant_name`), so trying other images, models or settings never overwrites the
-default run's ranking (the committed one at the cpu scale). The same request (``request.json``) again reads
-the table instead of re-timing it, so a rerun leaves the files unchanged.
+:func:`expertlib.run.parameters.variant_name`), so trying other images, models or settings never overwrites
+the default run's ranking (the committed one at the cpu scale). The same request (``request.json``) again
+reads the table instead of re-timing it, so a rerun leaves the files unchanged.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pandas as pd
 from expertlib.datasets.benchmark import Benchmark
 from expertlib.datasets.fixtures import write_image_folder
 from expertlib.datasets.user_images import load_images
-from expertlib.parameters import changed_values, variant_name
 from expertlib.pipeline.workspace import Workspace
 from expertlib.rank import rank_models
-from expertlib.runtime import atomic_write_json, atomic_write_text
-from expertlib.zoo import ModelCandidate, expertlib_candidates
+from expertlib.run.parameters import changed_values, variant_name
+from expertlib.select.zoo import ModelCandidate, expertlib_candidates
+from expertlib.utils.runtime import atomic_write_json, atomic_write_text
 
 
 def _uint8(data, size: int) -> np.ndarray:
