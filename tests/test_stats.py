@@ -67,6 +67,16 @@ def test_intervals_are_seeded_and_t_matches_scipy():
     assert interval_side(float("nan"), 0.1) == "no data" and interval_side(-0.01, 0.01, null=-0.02) == "above"
 
 
+def test_a_measure_of_few_values_gets_a_finite_bootstrap_interval_inside_its_range():
+    # recall@3 over 12 tasks, 9 of them 0: about 3% of resamples are all zeros, with no spread and so no t
+    recall = np.array([0.0] * 9 + [1.0] * 3)
+    lo, hi = bootstrap_t_interval(recall)
+    assert -1 < lo < recall.mean() < hi < 2  # finite: these resamples once made it 1e11 wide
+    assert bootstrap_t_interval(recall, bounds=(0, 1)) == (max(lo, 0.0), min(hi, 1.0))
+    d = np.array([0.1, -0.1, 0.2, 0.05, 0.0, 0.3])  # no resample without spread: the interval is as before
+    assert bootstrap_t_interval(d, bounds=(-1, 1)) == bootstrap_t_interval(d)
+
+
 def test_noise_gives_an_interval_around_zero():
     rng = np.random.default_rng(0)
     b = _runs({f"t{i}": list(rng.uniform(0.5, 0.6, 5)) for i in range(12)})

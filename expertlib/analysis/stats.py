@@ -73,11 +73,16 @@ def t_interval(per_task: np.ndarray, level: float = 0.95) -> tuple[float, float]
     return float(per_task.mean() - half), float(per_task.mean() + half)
 
 
-def bootstrap_t_interval(per_task: np.ndarray, level: float = 0.95, resamples: int = 9_999,
-                         seed: int = 0) -> tuple[float, float]:  # fmt: skip
+def bootstrap_t_interval(per_task: np.ndarray, level: float = 0.95, resamples: int = 9_999, seed: int = 0,
+                         bounds: tuple[float, float] | None = None) -> tuple[float, float]:  # fmt: skip
     """Studentised bootstrap interval of the mean over tasks: tasks resampled with replacement, each resample's
     t statistic against the sample mean; the t table replaced by those statistics' quantiles. Its coverage at
-    12 tasks is the best of the candidates this project checked (:func:`interval_coverage`)."""
+    12 tasks is the best of the candidates this project checked (:func:`interval_coverage`).
+
+    A resample whose tasks all have one value has no spread, so no t statistic: it is left out (a measure with
+    few values, such as recall@3, draws such resamples often, and counting them as near-infinite t's put the
+    interval's ends at 1e11). ``bounds``: the measure's range (recall in [0, 1], tau in [-1, 1]), the interval
+    kept inside it."""
     n = len(per_task)
     if n < 2:
         return float("nan"), float("nan")
@@ -85,9 +90,14 @@ def bootstrap_t_interval(per_task: np.ndarray, level: float = 0.95, resamples: i
     if se == 0:
         return float(mean), float(mean)
     boot = per_task[np.random.default_rng(seed).integers(0, n, size=(resamples, n))]
-    t = (boot.mean(1) - mean) / np.maximum(boot.std(1, ddof=1) / np.sqrt(n), 1e-12 * se)
+    spread = boot.std(1, ddof=1)
+    kept = spread > 1e-12 * per_task.std(ddof=1)
+    t = (boot.mean(1)[kept] - mean) / (spread[kept] / np.sqrt(n))
     alpha = (1 - level) / 2
-    return float(mean - np.quantile(t, 1 - alpha) * se), float(mean - np.quantile(t, alpha) * se)
+    lo, hi = float(mean - np.quantile(t, 1 - alpha) * se), float(mean - np.quantile(t, alpha) * se)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return lo, hi
 
 
 def percentile_interval(per_task: np.ndarray, level: float = 0.95, resamples: int = 9_999,

@@ -121,13 +121,15 @@ def selection_quality(points: pd.DataFrame, runs: pd.DataFrame, rescore: Rescore
 QUALITY_COLUMNS = ["task", "regime", "proxy", "experts", "kendall_tau", "noise_ceiling_tau", "weighted_tau",
                    "noise_ceiling_weighted_tau", "regret_points", "recall_at_3", "top1_relative", "top3_relative",
                    "tau_drop_third", "tau_drop_third_sd", "seconds"]  # fmt: skip
-INTERVAL_MEASURES = ("kendall_tau", "weighted_tau", "regret_points", "recall_at_3", "tau_drop_third")
-"""The per-task measures whose mean over tasks gets a bootstrap-t 95% interval in :func:`quality_summary`."""
+# the per-task measures whose mean over tasks gets a bootstrap-t 95% interval in quality_summary, and their ranges
+INTERVAL_MEASURES: dict[str, tuple[float, float]] = {"kendall_tau": (-1, 1), "weighted_tau": (-1, 1),
+                                                     "regret_points": (0, 100), "recall_at_3": (0, 1),
+                                                     "tau_drop_third": (-2, 2)}  # fmt: skip
 
 
-def _mean_ci(values: pd.Series) -> tuple[float, float, float]:
+def _mean_ci(values: pd.Series, bounds: tuple[float, float]) -> tuple[float, float, float]:
     v = values.dropna().to_numpy(float)
-    lo, hi = bootstrap_t_interval(v) if len(v) > 1 else (np.nan, np.nan)
+    lo, hi = bootstrap_t_interval(v, bounds=bounds) if len(v) > 1 else (np.nan, np.nan)
     return (float(v.mean()) if len(v) else np.nan), lo, hi
 
 
@@ -144,8 +146,8 @@ def quality_summary(quality: pd.DataFrame) -> pd.DataFrame:
         for proxy in sorted(q.proxy.unique(), key=lambda p: (order.get(p, len(order)), p)):
             g = q[q.proxy == proxy]
             row = {"regime": reg, "proxy": proxy, "tasks": int(g.kendall_tau.notna().sum())}
-            for m in INTERVAL_MEASURES:
-                row[m], row[f"{m}_low"], row[f"{m}_high"] = _mean_ci(g[m])
+            for m, bounds in INTERVAL_MEASURES.items():
+                row[m], row[f"{m}_low"], row[f"{m}_high"] = _mean_ci(g[m], bounds)
             for tau, ceiling, name in (
                 ("kendall_tau", "noise_ceiling_tau", "fraction_of_ceiling"),
                 ("weighted_tau", "noise_ceiling_weighted_tau", "weighted_fraction_of_ceiling"),
