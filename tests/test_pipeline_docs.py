@@ -65,7 +65,10 @@ def test_changes_show_decided_hypotheses_of_either_run_and_name_the_verdicts_tha
     assert "| P2 | 1k | +0.0 [+0.0, +2.0] | not shown | -2.0 [-3.0, -1.0] | contradicted |" in lines
     assert "| S1 | 1k |  | not tested | +1.0 [+0.0, +2.0] | supported |" in lines
     assert not any(line.startswith("| P3 ") for line in lines)  # undecided both times
-    assert lines[-1] == "2 of the 4 hypotheses keep their verdict; changed or new: P2, S1."
+    assert (
+        lines[-1]
+        == "2 of the 3 hypotheses both runs tested keep their verdict; changed: P2. New in this run: 1 (S1)."
+    )
     history = tmp_path / "docs" / "history"
     history.mkdir(parents=True)
     before.to_csv(history / "claims_cpu_abc1234.csv", index=False)

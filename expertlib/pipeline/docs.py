@@ -74,10 +74,13 @@ def changes_markdown(before: pd.DataFrame, after: pd.DataFrame) -> str:
         cells = [(estimate_text(r), r.verdict) if r is not None else ("", "not tested") for r in (old, new)]
         regime = (new if new is not None else old).regime
         lines.append(f"| {i} | {regime} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | {cells[1][1]} |")
-    same = sum(i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"] for i in ids)
-    changed = [i for i in ids if not (i in b.index and i in a.index and b.loc[i, "verdict"] == a.loc[i, "verdict"])]  # fmt: skip
-    lines += ["", f"{same} of the {len(ids)} hypotheses keep their verdict; changed or new: "
-              f"{', '.join(changed) if changed else 'none'}."]  # fmt: skip
+    both = [i for i in ids if i in b.index and i in a.index]
+    moved = [i for i in both if b.loc[i, "verdict"] != a.loc[i, "verdict"]]
+    added, gone = [i for i in a.index if i not in b.index], [i for i in b.index if i not in a.index]
+    lines += ["", f"{len(both) - len(moved)} of the {len(both)} hypotheses both runs tested keep their verdict; "
+              f"changed: {', '.join(moved) or 'none'}."]  # fmt: skip
+    lines[-1] += f" New in this run: {len(added)} ({', '.join(added)})." if added else ""
+    lines[-1] += f" Not in this run: {', '.join(gone)}." if gone else ""
     return "\n".join(lines if shown else lines[-1:])
 
 
