@@ -40,6 +40,22 @@ def judged():
     return runs, quality_tables(rankings, runs, draws=4)
 
 
+def test_a_report_rerun_reuses_the_priors_measured_seconds_and_writes_the_same_tables(judged, tmp_path):
+    from expertlib.pipeline.quality import measured_seconds
+
+    runs, first = judged
+    weights = tmp_path / "hybrid_weights.csv"
+    assert measured_seconds(weights) is None  # nothing recorded yet: the prior is timed
+    first["weights"].to_csv(weights, index=False)
+    assert (first["weights"].prior_seconds > 0).all()
+    _, rankings = _world()
+    again = quality_tables(rankings, runs, draws=4, measured=measured_seconds(weights))
+    pd.testing.assert_frame_equal(again["per_task"], first["per_task"])  # the seconds included, to the bit
+    prior = again["rankings"][again["rankings"].proxy == "prior"]
+    t0 = first["weights"].iloc[0]
+    assert prior[prior.task == t0.task].seconds.sum() == pytest.approx(t0.prior_seconds)
+
+
 def test_quality_tables_rank_every_score_against_its_ceiling(judged):
     _, q = judged
     per_task, summary = q["per_task"], q["summary"]

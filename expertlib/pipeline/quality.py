@@ -17,7 +17,8 @@ The scores built from past transfers (:mod:`expertlib.select.prior`) join the pr
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -56,14 +57,15 @@ def _base_task(task: str) -> str:
 
 
 def with_past_transfers(
-    rankings: pd.DataFrame, runs: pd.DataFrame
+    rankings: pd.DataFrame, runs: pd.DataFrame, measured: Mapping[str, float] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, Rescore]:
     """``rankings`` with the :data:`~expertlib.select.prior.PRIOR_PROXIES` rows of the pool's experts on every
     task (each from the other tasks of its regime alone, never from any version of itself); the nested
     hybrid's weight per task; and how to recompute those scores on part of the pool (for the drop-a-third
-    stability)."""
+    stability). ``measured``: the prior's seconds per task from an earlier report (:func:`measured_seconds`)."""
     pool_rank, pool_runs = rankings[in_pool(rankings)], runs[in_pool(runs)]
-    rows, weights = past_transfer_rankings(pool_rank, pool_runs, same_task=_base_task, comparable=regime)
+    rows, weights = past_transfer_rankings(pool_rank, pool_runs, same_task=_base_task, comparable=regime,
+                                           measured=measured)  # fmt: skip
     if len(rows):
         kinds = pool_rank.drop_duplicates("model").set_index("model")
         rows.insert(2, "kind", rows.model.map(kinds.kind))
@@ -175,13 +177,26 @@ def proxy_agreement(summary: pd.DataFrame) -> pd.DataFrame:
                 "fraction_of_ceiling", "fraction_ci_low", "fraction_ci_high"]]  # fmt: skip
 
 
+def measured_seconds(weights_table: Path) -> dict[str, float] | None:
+    """The prior's seconds per task as a report recorded them (``hybrid_weights.csv``), or None. The prior takes
+    about a millisecond per task; it is timed once, and a rerun on the same runs reuses the time, so the
+    report's tables stay byte-identical."""
+    if not weights_table.exists():
+        return None
+    known = pd.read_csv(weights_table)
+    return dict(zip(known.task, known.prior_seconds, strict=True)) if "prior_seconds" in known else None
+
+
 def quality_tables(
-    rankings: pd.DataFrame, runs: pd.DataFrame, draws: int = DROP_DRAWS
+    rankings: pd.DataFrame,
+    runs: pd.DataFrame,
+    draws: int = DROP_DRAWS,
+    measured: Mapping[str, float] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """From the selection's rankings and the transfer runs alone: the rankings with the past-transfer scores
     (``rankings``), the nested hybrid's weights (``weights``), the per-task selection quality (``per_task``) and
-    its summary per regime and proxy (``summary``)."""
-    rankings, weights, rescore = with_past_transfers(rankings, runs)
+    its summary per regime and proxy (``summary``); ``measured``: as :func:`with_past_transfers`."""
+    rankings, weights, rescore = with_past_transfers(rankings, runs, measured)
     ft = runs[runs["mode"] == "finetune"]
     means = ft[in_pool(ft)].groupby(["task", "model"]).accuracy.mean().rename("accuracy").reset_index()
     points = rankings.merge(means, on=["task", "model"])
@@ -196,7 +211,8 @@ def workspace_quality(ws: Workspace) -> dict[str, pd.DataFrame] | None:
     rank_path, run_path = ws.path("tables", "selection_rankings.csv"), ws.path("tables", "transfer_runs.csv")
     if not (rank_path.exists() and run_path.exists()):
         return None
-    return quality_tables(read_candidate_table(rank_path), read_candidate_table(run_path))
+    return quality_tables(read_candidate_table(rank_path), read_candidate_table(run_path),
+                          measured=measured_seconds(ws.path("tables", "hybrid_weights.csv")))  # fmt: skip
 
 
 def _fraction(g: pd.DataFrame, proxy: str) -> str:

@@ -31,7 +31,7 @@ from expertlib.pipeline.methods import (
     proxy_picks,
     regime_gains,
 )
-from expertlib.pipeline.quality import proxy_agreement, quality_tables
+from expertlib.pipeline.quality import measured_seconds, proxy_agreement, quality_tables
 from expertlib.pipeline.summary import summary_json, write_summary
 from expertlib.pipeline.tables import load_predictions, read_candidate_table
 from expertlib.pipeline.workspace import Workspace, record_provenance
@@ -77,7 +77,9 @@ def build_report(ws: Workspace, bench: Benchmark) -> dict:
     changed: list = []  # the tables this report changed: their provenance names this commit of the report code
     # the scores from past transfers join the proxies (each task's from the other tasks' runs alone), and every
     # proxy's ranking is judged against the fine-tuned accuracies and their noise ceiling
-    quality_of = quality_tables(all_rankings, all_runs)
+    quality_of = quality_tables(
+        all_rankings, all_runs, measured=measured_seconds(ws.path("tables", "hybrid_weights.csv"))
+    )
     all_rankings = quality_of["rankings"]
 
     def table(frame: pd.DataFrame, name: str, **kw) -> None:

@@ -171,11 +171,13 @@ def past_transfer_scores(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series]
 
 def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: str = HYBRID_PROXY,
                            weight: float = HYBRID_WEIGHT, same_task: Callable[[str], str] = str,
-                           comparable: Callable[[str], str] = lambda _t: "") -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+                           comparable: Callable[[str], str] = lambda _t: "",
+                           measured: Mapping[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """For every task of ``rankings`` (task, model, proxy, score, seconds, flops; the candidates to rank): the
     :data:`PRIOR_PROXIES` rows, each from the ``runs`` of the other tasks alone: those ``comparable`` to it and
-    not the ``same_task``. Seconds and FLOPs: the proxy's own plus the prior's share. Also the nested hybrid's
-    chosen weight per task."""
+    not the ``same_task``. Seconds and FLOPs: the proxy's own plus the prior's share. Also, per task, the nested
+    hybrid's chosen weight and the prior's seconds: measured, or taken from ``measured`` (task -> seconds, as an
+    earlier call returned them), so that a report rerun on the same runs writes the same tables."""
     own = rankings[rankings.proxy == proxy]
     scores = {t: g.set_index("model").score for t, g in own.groupby("task")}
     engine = PastTransfers(task_accuracies(runs), scores)
@@ -185,7 +187,8 @@ def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: st
         past = [t for t in scores if comparable(t) == comparable(task) and same_task(t) != same_task(task)]
         t0 = time.perf_counter()
         out, chosen = engine.scores(task, past, models, weight)
-        share = (time.perf_counter() - t0) / len(models)
+        seconds = measured[task] if measured is not None and task in measured else time.perf_counter() - t0
+        share = seconds / len(models)
         base = g.set_index("model")
         for name, s in out.items():
             extra = base.seconds if name != "prior" else 0.0
@@ -193,7 +196,9 @@ def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: st
                       "seconds": share + (float(extra[m]) if name != "prior" else 0.0),
                       "flops": float(base.flops[m]) if name != "prior" else float(len(past) * len(models))}
                      for m in models]  # fmt: skip
-        weights.append({"task": task, "past_tasks": len(past), "nested_weight": chosen})
+        weights.append(
+            {"task": task, "past_tasks": len(past), "nested_weight": chosen, "prior_seconds": seconds}
+        )
     return pd.DataFrame(rows), pd.DataFrame(weights)
 
 
