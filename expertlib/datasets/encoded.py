@@ -170,12 +170,6 @@ def _decode_jpegs(blobs: list[Tensor], device: str) -> list[Tensor | None]:
         return _decode_jpegs(blobs[:half], device) + _decode_jpegs(blobs[half:], device)
 
 
-def resize_on_device(image: Tensor, size: int) -> Tensor:
-    """A CHW uint8 image resized to ``size`` x ``size`` where it is: bilinear with antialiasing (PIL's filter
-    when shrinking), rounded back to uint8."""
-    return resize_batch([image], size)[0]
-
-
 def _filter_weights(lengths: Tensor, longest: int, size: int) -> Tensor:
     """``(n, size, longest)``: row ``j`` of image ``i`` weighs the input pixels that output pixel ``j`` averages when
     a side of ``lengths[i]`` pixels is resized to ``size``. PIL's (and torch's antialiased) bilinear filter: a
@@ -190,7 +184,8 @@ def _filter_weights(lengths: Tensor, longest: int, size: int) -> Tensor:
 
 
 def resize_batch(images: Sequence[Tensor], size: int) -> Tensor:
-    """CHW uint8 images of any sizes, each resized to ``size`` x ``size`` (:func:`resize_on_device`'s filter), as one
+    """CHW uint8 images of any sizes, each resized to ``size`` x ``size`` where they are (bilinear with antialiasing,
+    PIL's filter when shrinking, rounded back to uint8), as one
     ``(n, 3, size, size)`` uint8 batch: the images are laid on one zero canvas and resized together by two batched
     matrix products with per-image filter weights (:func:`_filter_weights`), a few kernels for the batch instead of
     several per image. The canvas is cut in chunks of at most :data:`RESIZE_CHUNK_BYTES`."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from expertlib.datasets.tfrecords import shard_files
 from expertlib.datasets.vtab import VTAB_TASKS, VtabTask
+from expertlib.utils.runtime import atomic_write
 
 # what TFDS cannot fetch by itself, in our words (TFDS prints its own instructions too when it is installed)
 MANUAL: dict[str, str] = {
@@ -105,9 +106,7 @@ def link_task(
                 continue
             target.unlink()
         if copy:
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(p, tmp)
-            os.replace(tmp, target)
+            atomic_write(target, lambda tmp, src=p: shutil.copyfile(src, tmp))
         else:
             os.symlink(p.resolve(), target)
         done += 1

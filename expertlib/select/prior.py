@@ -161,14 +161,6 @@ def nested_weight(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series], past:
     return PastTransfers(accuracy, scores).nested_weight(past, models, grid)
 
 
-def past_transfer_scores(accuracy: pd.DataFrame, scores: Mapping[str, pd.Series], task: str, past: Sequence[str],
-                         models: Sequence[str], weight: float = HYBRID_WEIGHT,
-                         nested: bool = True) -> tuple[dict[str, pd.Series], float]:  # fmt: skip
-    """The prior, hybrid and (``nested``) nested hybrid of ``models`` on ``task`` from the ``past`` tasks' runs
-    (``accuracy``) and the proxy's ``scores`` per task; and the nested hybrid's chosen weight (nan if none)."""
-    return PastTransfers(accuracy, scores).scores(task, past, models, weight, nested)
-
-
 def past_transfer_rankings(rankings: pd.DataFrame, runs: pd.DataFrame, proxy: str = HYBRID_PROXY,
                            weight: float = HYBRID_WEIGHT, same_task: Callable[[str], str] = str,
                            comparable: Callable[[str], str] = lambda _t: "",
