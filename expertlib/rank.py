@@ -93,20 +93,21 @@ PROXIES = (
 )  # every proxy that needs only the models, the images (and --prior)
 
 
-def _key(cand: ModelCandidate, images: UserImages) -> str:
-    """The cache key of a model's features: the model's content (weights, normalisation, eps, resolution), not
-    its name or file, and the images' content, labels and splits."""
-    blob = json.dumps([cand.fingerprint(), images.fingerprint()])
+def _key(fingerprint: str, images: UserImages) -> str:
+    """The cache key of a model's features: the model's content (its :meth:`~ModelCandidate.fingerprint`: weights,
+    normalisation, eps, resolution), not its name or file, and the images' content, labels and splits."""
+    blob = json.dumps([fingerprint, images.fingerprint()])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def embed(cand: ModelCandidate, images: UserImages, cache: Path, batch_size: int, device: str, workers: int,
-          progress: bool) -> dict:  # fmt: skip
-    """The candidate's features (and upstream logits) of the training images, from the cache or one pass. A
-    cache entry that cannot be read (cut short, damaged) is recomputed, with a warning."""
+def embed(cand: ModelCandidate, fingerprint: str, images: UserImages, cache: Path, batch_size: int, device: str,
+          workers: int, progress: bool) -> dict:  # fmt: skip
+    """The candidate's features (and upstream logits) of the training images, from the cache (keyed by the
+    model's ``fingerprint``, hashed once per run) or one pass. A cache entry that cannot be read (cut short,
+    damaged) is recomputed, with a warning."""
     from expertlib.train.evaluation import predict
 
-    path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(cand, images)}.npz"
+    path = cache / f"{cand.name.replace('/', '_').replace(':', '_')}-{_key(fingerprint, images)}.npz"
     if path.exists():
         try:
             with np.load(path) as z:
@@ -184,7 +185,8 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
     names = [c.name for c in found]
     if len(set(names)) != len(names):
         raise ValueError(f"two models have the same name: {sorted({n for n in names if names.count(n) > 1})}")
-    cands, merged = merge_same_weights(found, [c.fingerprint() for c in found])  # B once, however many banks
+    fingerprints = {c.name: c.fingerprint() for c in found}  # every parameter hashed, once per model
+    cands, merged = merge_same_weights(found, list(fingerprints.values()))  # B once, however many banks
     kept = [c.name for c in cands]
     aliases = {old: new for new, olds in merged.items() for old in olds}
     past_acc = (  # checked before compute, by the names the ranking uses (B once)
@@ -197,7 +199,8 @@ def rank_models(images: UserImages, specs: Sequence[str | ModelCandidate], out_d
                          f"load_images(..., leave_out=[{str(out_dir)!r}]), or write the ranking elsewhere")  # fmt: skip
     cache = out_dir / "features"
     cache.mkdir(parents=True, exist_ok=True)
-    emb = {c.name: embed(c, images, cache, batch_size, device, workers, progress) for c in cands}
+    emb = {c.name: embed(c, fingerprints[merged[c.name][0]], images, cache, batch_size, device, workers, progress)
+           for c in cands}  # fmt: skip
     train = images.split("train")
     order_ = np.random.default_rng(seed).permutation(
         len(train)

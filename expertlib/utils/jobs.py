@@ -163,10 +163,11 @@ def run_sharded(
             on_result(job, result)
 
     taken: list[int] = []
+    order = _order(units)
 
     def claim_pass() -> Iterator[int]:
         """The units this rank claims in one walk down the list, as it is ready for each (never waiting)."""
-        for i in _order(units):
+        for i in order:
             if not done(i) and claims.take(keys[i]):
                 if done(i):  # finished by its holder between the check and the claim
                     claims.release(keys[i])
