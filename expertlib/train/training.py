@@ -289,14 +289,18 @@ class LossLog:
     def add(self, step: int, lr: float, loss: Tensor) -> None:
         self.pending.append((step, lr, loss.detach().reshape(1)))
 
-    def read(self, ckpt: Path | None = None) -> list[tuple[int, float, float]]:
+    def read(self, ckpt: Path | None = None, params: Sequence[Tensor] = ()) -> list[tuple[int, float, float]]:
         """(step, lr, loss) of every step since the last read: one host read. Under DDP the ranks agree first
         (one all-reduce of a flag) whether any loss was non-finite anywhere, so all of them stop together instead
-        of one raising while the others wait at the next all-reduce."""
+        of one raising while the others wait at the next all-reduce; non-finite ``params`` (the weights a
+        checkpoint would save) stop it the same way."""
         if not self.pending:
             return []
         losses = torch.cat([t for _, _, t in self.pending])
-        flag = (~torch.isfinite(losses)).any().to(losses.dtype).reshape(1)
+        broken = (~torch.isfinite(losses)).any()
+        if params:
+            broken = broken | ~torch.stack([torch.isfinite(p).all() for p in params]).all()
+        flag = broken.to(losses.dtype).reshape(1)
         if self.world > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         *values, bad = torch.cat([losses, flag]).tolist()
@@ -307,7 +311,8 @@ class LossLog:
         return rows
 
     def _stop(self, rows: list[tuple[int, float, float]], ckpt: Path | None) -> None:
-        step, lr, value = next(((s, r, v) for s, r, v in rows if not np.isfinite(v)), rows[0])
+        # no non-finite loss here: another rank's was, or the weights blew up after the last loss was taken
+        step, lr, value = next(((s, r, v) for s, r, v in rows if not np.isfinite(v)), (*rows[-1][:2], float("nan")))  # fmt: skip
         raise non_finite(self.desc, step, lr, value, ckpt, self.world)
 
 
@@ -439,15 +444,14 @@ def train(
         bar.update(1)
         if not _read_due(cfg, done, end):
             continue
-        for s, r, value in log.read(ckpt):  # raises on a non-finite loss, before any checkpoint after it
+        # raises on a non-finite loss or weights (every rank together), before any checkpoint after them
+        for s, r, value in log.read(ckpt, params if ckpt is not None else ()):
             loss_val = value
             if (s + 1) % cfg.log_every == 0 or s + 1 == cfg.steps:
                 metrics.append({"step": s + 1, "loss": value, "lr": r})
         timeline.append((done - start, time.perf_counter() - t0))
         bar.set_postfix(loss=f"{loss_val:.3f}")
         if ckpt is not None and rank == 0 and _checkpoint_due(cfg, done, last_save):
-            if not torch.stack([torch.isfinite(p).all() for p in params]).all():  # the last update blew up
-                raise non_finite(log.desc, done, lr, float("nan"), ckpt)  # the checkpoint before it is kept
             _save_checkpoint(ckpt, model, params, opt, done, metrics, cfg)
             last_save = time.monotonic()
     bar.close()
