@@ -157,9 +157,9 @@ def test_training_steps_never_wait_for_the_gpu(device, monkeypatch):
         _sync_mode(device, "error" if step >= 2 else "default")
         return real_lr(schedule, step)
 
-    def read(self, ckpt=None):
+    def read(self, ckpt=None, params=()):
         _sync_mode(device, "default")
-        return real_read(self, ckpt)
+        return real_read(self, ckpt, params)
 
     monkeypatch.setattr(T, "learning_rate", lr)
     monkeypatch.setattr(T.LossLog, "read", read)
